@@ -1,0 +1,25 @@
+"""Names that become paths, table names or keys (contract E4)."""
+
+from __future__ import annotations
+
+import re
+
+from mlforge.errors import DefinitionError
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+def check_name(name: object, *, kind: str) -> str:
+    """Return ``name`` if it is safe as a path segment, table name and key; raise otherwise."""
+    if not isinstance(name, str) or not name:
+        raise DefinitionError(
+            f"{kind} name {name!r} is empty or not a string",
+            fix=f"give the {kind} a name of letters, digits, '_' or '-'",
+        )
+    if not _NAME.match(name) or len(name) > 200:
+        raise DefinitionError(
+            f"{kind} name {name!r} is not allowed: names become file paths, table names and keys",
+            fix="use letters, digits, '_' and '-' only, starting with a letter or '_' "
+            "(no '/', '..', spaces or control characters)",
+        )
+    return name

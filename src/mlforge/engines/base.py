@@ -1,0 +1,189 @@
+"""The engine protocol: connect, read, a few portable primitives, and capabilities.
+
+An engine wraps one Ibis backend. The compiler asks an engine for the handful of
+operations whose spelling differs between backends (epoch seconds, SHA-256, string
+timestamp parsing) and checks its capabilities; everything else is plain Ibis.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mlforge.errors import EngineError, SourceError
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+    import pyarrow as pa
+
+    from mlforge.definitions.source import Source
+
+log = logging.getLogger(__name__)
+
+#: Capabilities an engine may declare.
+CAPABILITIES: dict[str, str] = {
+    "window_functions": "over() window functions",
+    "asof_join": "correct native as-of joins",
+    "sha256": "SHA-256 hex digests in the engine (surrogate keys)",
+    "native_frames": "feature functions annotated with the engine's native frame type",
+    "delta_sources": "reading Delta Lake sources",
+    "distributed": "scales past one machine",
+}
+
+
+class Engine:
+    """Base class of the DuckDB, Polars and PySpark engines."""
+
+    name: ClassVar[str] = "base"
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    native_frame: ClassVar[str | None] = None
+
+    @cached_property
+    def con(self) -> Any:
+        """The Ibis backend connection, created on first use."""
+        return self._connect()
+
+    def _connect(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def supports(self, capability: str) -> bool:
+        return capability in self.capabilities
+
+    # -- reading -----------------------------------------------------------------
+    def read_source(self, source: Source) -> ir.Table:
+        """Read a source as an Ibis table bound to this engine."""
+        from mlforge.definitions.source import CSVFormat, DeltaFormat
+
+        check_source_exists(source)
+        fmt = source.format
+        try:
+            if source.is_table:
+                return self._read_catalog_table(source.location)
+            if isinstance(fmt, DeltaFormat):
+                return self._read_delta(source.location, fmt.version)
+            if isinstance(fmt, CSVFormat):
+                return self._read_csv(source.location, fmt)
+            table = self._read_parquet(source.location)
+            if fmt is not None and fmt.columns:
+                missing = [c for c in fmt.columns if c not in table.columns]
+                if missing:
+                    raise SourceError(f"source {source.location!r} has no columns {missing}", fix=f"available: {list(table.columns)}")
+                table = table.select(*fmt.columns)
+            return table
+        except SourceError:
+            raise
+        except Exception as exc:
+            raise SourceError(
+                f"cannot read source {source.location!r}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                fix="check the path, the format and that the file is not corrupt",
+            ) from exc
+
+    def _read_parquet(self, location: str) -> ir.Table:
+        return self.con.read_parquet(location)
+
+    def _read_csv(self, location: str, fmt: Any) -> ir.Table:
+        import pyarrow.csv as pacsv
+
+        table = pacsv.read_csv(location, **arrow_csv_options(fmt))
+        return self.from_arrow(table)
+
+    def _read_delta(self, location: str, version: int | None) -> ir.Table:
+        from deltalake import DeltaTable
+
+        table = DeltaTable(location, version=version).to_pyarrow_table()
+        return self.from_arrow(table)
+
+    def _read_catalog_table(self, name: str) -> ir.Table:
+        raise EngineError(
+            f"engine {self.name!r} cannot read the catalog table {name!r}",
+            fix="use engine='pyspark' with a Unity Catalog session, or point the Source at files",
+        )
+
+    def from_arrow(self, table: pa.Table, name: str | None = None) -> ir.Table:
+        import ibis
+
+        return self.con.create_table(name or _temp_name(), table, temp=True) if self._create_temp_tables else ibis.memtable(table)
+
+    _create_temp_tables: ClassVar[bool] = True
+
+    # -- portable primitives ------------------------------------------------------
+    def epoch_seconds(self, col: ir.TimestampValue) -> ir.IntegerValue:
+        """Whole seconds since the epoch as int64, floored (Ibis's own is int32)."""
+        import ibis
+
+        return col.delta(ibis.timestamp("1970-01-01 00:00:00"), unit="second").cast("int64")
+
+    def sha256_hex(self, col: ir.StringValue) -> ir.StringValue:
+        return col.hexdigest("sha256")
+
+    def parse_timestamp(self, col: ir.StringValue, fmt: str) -> ir.TimestampValue:
+        return col.as_timestamp(fmt)
+
+    def to_utc_naive(self, col: ir.TimestampValue) -> ir.TimestampValue:
+        """Convert a zoned timestamp to UTC wall time without zone (sessions run in UTC)."""
+        return col.cast("timestamp")
+
+    # -- native frames -------------------------------------------------------------
+    def to_native(self, table: ir.Table) -> Any:
+        raise EngineError(f"engine {self.name!r} has no native frame type", fix="annotate the feature function without a frame type")
+
+    def from_native(self, frame: Any) -> ir.Table:
+        raise EngineError(f"engine {self.name!r} has no native frame type", fix="return an Ibis table")
+
+    # -- execution -----------------------------------------------------------------
+    def to_arrow(self, expr: ir.Table) -> pa.Table:
+        return expr.to_pyarrow()
+
+    def write_parquet(self, expr: ir.Table, data_dir: str) -> None:
+        """Write ``expr`` as Parquet file(s) into ``data_dir``."""
+        write_parquet_with_arrow(self, expr, data_dir)
+
+    def close(self) -> None:
+        """Release engine resources (sessions, connections)."""
+
+
+def _temp_name() -> str:
+    import uuid
+
+    return f"mlforge_{uuid.uuid4().hex[:12]}"
+
+
+def check_source_exists(source: Source) -> None:
+    """Fail early, before any compute, when a local source path does not exist."""
+    import glob
+    from pathlib import Path
+
+    if source.is_table or source.is_remote:
+        return
+    location = source.location
+    if any(ch in location for ch in "*?["):
+        if not glob.glob(location):
+            raise SourceError(f"no files match source {location!r}", fix="check the glob pattern and the working directory")
+        return
+    if not Path(location).exists():
+        raise SourceError(
+            f"source file {location!r} does not exist",
+            where=f"working directory {Path.cwd()}",
+            fix="check the path (relative paths are resolved from the project directory)",
+        )
+
+
+def arrow_csv_options(fmt: Any) -> dict[str, Any]:
+    import pyarrow.csv as pacsv
+
+    read = pacsv.ReadOptions(skip_rows=fmt.skip_rows, autogenerate_column_names=not fmt.has_header)
+    parse = pacsv.ParseOptions(delimiter=fmt.delimiter, quote_char=fmt.quote_char or False)
+    convert_kwargs: dict[str, Any] = {"strings_can_be_null": True}
+    if fmt.null_values is not None:
+        convert_kwargs["null_values"] = list(fmt.null_values)
+    convert = pacsv.ConvertOptions(**convert_kwargs)
+    return {"read_options": read, "parse_options": parse, "convert_options": convert}
+
+
+def write_parquet_with_arrow(engine: Engine, expr: Any, data_dir: str) -> None:
+    """Write ``expr`` as one Parquet file via Arrow (engines without a native writer)."""
+    import pyarrow.parquet as pq
+
+    table = engine.to_arrow(expr)
+    pq.write_table(table, f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=1 << 20)

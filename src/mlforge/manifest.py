@@ -1,0 +1,64 @@
+"""Version metadata (S3): canonical column types, fingerprints and the metadata record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+#: Canonical type names stored in metadata, from Ibis dtypes.
+_CANONICAL = {
+    "int8": "int64", "int16": "int64", "int32": "int64", "int64": "int64",
+    "uint8": "int64", "uint16": "int64", "uint32": "int64", "uint64": "int64",
+    "float16": "float64", "float32": "float64", "float64": "float64",
+    "string": "string", "boolean": "bool", "date": "date",
+}
+
+
+def canonical_type(dtype: Any) -> str:
+    """A stable, engine-independent name for a column type.
+
+    >>> import ibis.expr.datatypes as dt
+    >>> canonical_type(dt.Timestamp(timezone="UTC"))
+    'timestamp[UTC]'
+    """
+    if dtype.is_timestamp():
+        return f"timestamp[{dtype.timezone or 'naive'}]"
+    if dtype.is_decimal():
+        return f"decimal({dtype.precision},{dtype.scale})"
+    name = str(dtype).rstrip("!")
+    return _CANONICAL.get(name, name)
+
+
+def canonical_schema(schema: Any) -> dict[str, str]:
+    return {name: canonical_type(dtype) for name, dtype in schema.items()}
+
+
+def arrow_schema(schema: dict[str, str]) -> Any:
+    import pyarrow as pa
+
+    mapping = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_(), "date": pa.date32()}
+    fields = []
+    for name, kind in schema.items():
+        if kind.startswith("timestamp["):
+            zone = kind[len("timestamp[") : -1]
+            fields.append(pa.field(name, pa.timestamp("us", tz=None if zone == "naive" else zone)))
+        else:
+            fields.append(pa.field(name, mapping.get(kind, pa.string())))
+    return pa.schema(fields)
+
+
+def stable_hash(payload: Any) -> str:
+    """SHA-256 of a JSON-serialisable payload with sorted keys."""
+    text = json.dumps(payload, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def files_hash(paths: list[str]) -> str:
+    """SHA-256 over the contents of files, in name order."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,314 @@
+"""The one orchestrator of a build: source -> function -> metrics -> store -> version."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from mlforge import fingerprints
+from mlforge.compiler import LabelRange, compile_metrics
+from mlforge.errors import BuildError, MlforgeError, ValidationFailed
+from mlforge.incremental import BuildRange, next_watermark, plan_range
+from mlforge.manifest import canonical_schema, files_hash
+from mlforge.prepare import prepare_input, run_function
+from mlforge.versioning import ChangeKind, classify, next_version
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+    from mlforge.definitions.feature import Feature
+    from mlforge.engines.base import Engine
+    from mlforge.offline.base import OfflineStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureResult:
+    """The outcome of building one feature."""
+
+    name: str
+    status: str  # "built" | "skipped" | "failed"
+    version: str | None = None
+    rows: int | None = None
+    seconds: float = 0.0
+    change: str | None = None
+    reason: str | None = None
+    dropped_rows: int = 0
+    build_range: str = "full"
+    error: MlforgeError | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["error"] = str(self.error) if self.error else None
+        return out
+
+
+@dataclass
+class BuildResult:
+    """What ``Definitions.build`` did, feature by feature."""
+
+    features: list[FeatureResult] = field(default_factory=list)
+
+    @property
+    def built(self) -> list[FeatureResult]:
+        return [f for f in self.features if f.status == "built"]
+
+    @property
+    def skipped(self) -> list[FeatureResult]:
+        return [f for f in self.features if f.status == "skipped"]
+
+    @property
+    def failed(self) -> list[FeatureResult]:
+        return [f for f in self.features if f.status == "failed"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def __getitem__(self, name: str) -> FeatureResult:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": [f.to_dict() for f in self.features], "ok": self.ok}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    since: Any = None
+    until: Any = None
+    last: Any = None
+    full_refresh: bool = False
+    force: bool = False
+    now: int | None = None
+
+
+def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions) -> FeatureResult:
+    """Build one feature and publish a version if anything changed. Never raises for
+    build problems: they are reported in the result (and nothing is written, E3)."""
+    started = time.perf_counter()
+    try:
+        result = _build(feature, engine, store, options)
+    except MlforgeError as exc:
+        result = FeatureResult(feature.name, "failed", error=exc)
+    except Exception as exc:  # an engine or filesystem failure: report it, keep going
+        log.debug("build of %s failed", feature.name, exc_info=True)
+        error = BuildError(f"{type(exc).__name__}: {exc}", where=f"feature {feature.name!r}", fix="see the message above; run with --verbose for the traceback")
+        error.__cause__ = exc
+        result = FeatureResult(feature.name, "failed", error=error)
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+def _build(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions) -> FeatureResult:
+    previous_version = store.latest_version(feature.name)
+    previous = store.read_metadata(feature.name, previous_version) if previous_version else None
+    source_input = prepare_input(feature, engine)
+    definition_hash = fingerprints.definition_hash(feature, source_input.schema())
+    source_fp = fingerprints.source_fingerprint(feature.source)
+    explicit_range = any(v is not None for v in (options.since, options.until, options.last))
+    if previous and not (options.force or options.full_refresh or explicit_range):
+        if previous.get("definition_hash") == definition_hash and previous.get("source_fingerprint") == source_fp:
+            return FeatureResult(feature.name, "skipped", version=previous_version, rows=previous.get("rows"), reason="unchanged definition and source")
+    build_range = _plan(feature, options, previous, definition_hash)
+    ts = feature.timestamp_column
+    function_input = _filter_input(feature, source_input, build_range)
+    output = run_function(feature, function_input, engine)
+    _validate(feature, output)
+    dropped = 0
+    if feature.metrics:
+        dropped = _count_dropped(feature, output)
+        labels = LabelRange(build_range.since, build_range.until) if not build_range.is_full else None
+        result_expr = compile_metrics(feature, output, engine, labels)
+    else:
+        result_expr = _non_metric_output(feature, output, build_range)
+    if not build_range.is_full and previous_version:
+        result_expr = _merge_with_previous(feature, store, engine, previous_version, result_expr, build_range)
+    order = [*feature.keys, *([ts] if ts and ts in result_expr.columns else [])]
+    staging = store.stage(feature.name)
+    try:
+        engine.write_parquet(result_expr.order_by(order), staging.data_dir)
+        metadata = _metadata(feature, result_expr, staging.data_dir, definition_hash, source_fp, build_range, previous, engine)
+        change = classify(previous, metadata)
+        if change.kind is ChangeKind.NONE and not options.force:
+            store.discard(staging)
+            return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata["rows"], reason="rebuilt data is identical", build_range=build_range.describe(), dropped_rows=dropped)
+        kind = ChangeKind.PATCH if change.kind is ChangeKind.NONE else change.kind
+        if previous is not None and kind is ChangeKind.MAJOR and change.reason == "first build":
+            kind = ChangeKind.PATCH
+        version = next_version(store.list_versions(feature.name), previous_version, kind)
+        metadata.update(version=version, change=kind.name, reason=change.reason if change.kind is not ChangeKind.NONE else "forced rebuild")
+        store.publish(staging, version, metadata)
+    except BaseException:
+        store.discard(staging)
+        raise
+    return FeatureResult(
+        feature.name, "built", version=version, rows=metadata["rows"], change=kind.name, reason=metadata["reason"],
+        dropped_rows=dropped, build_range=build_range.describe(),
+    )
+
+
+def _plan(feature: Feature, options: BuildOptions, previous: dict[str, Any] | None, definition_hash: str) -> BuildRange:
+    interval = feature.interval_seconds
+    watermark = previous.get("watermark") if previous else None
+    definition_changed = previous is not None and previous.get("definition_hash") != definition_hash
+    if previous is None or definition_changed or feature.timestamp_column is None:
+        # Nothing to extend, or the stored rows no longer match the definition.
+        plan_range(since=options.since, until=options.until, last=options.last, full_refresh=options.full_refresh, now=options.now, interval=interval)
+        return BuildRange()
+    return plan_range(
+        since=options.since, until=options.until, last=options.last, full_refresh=options.full_refresh,
+        now=options.now, watermark=watermark, interval=interval,
+    )
+
+
+def _filter_input(feature: Feature, table: ir.Table, build_range: BuildRange) -> ir.Table:
+    """Read only the events a range needs; the filter sits on the scan (I1)."""
+    ts = feature.timestamp_column
+    if build_range.is_full or ts is None or ts not in table.columns:
+        return table
+    start, end = build_range.read_range(feature.max_window_seconds) if feature.metrics else build_range.labels
+    conditions = []
+    if start is not None:
+        conditions.append(table[ts] >= _ts_literal(start))
+    if end is not None:
+        conditions.append(table[ts] < _ts_literal(end))
+    return table.filter(conditions)
+
+
+def _ts_literal(instant: int) -> Any:
+    import ibis
+
+    return ibis.literal(datetime.fromtimestamp(instant, tz=UTC).replace(tzinfo=None), type="timestamp")
+
+
+def _non_metric_output(feature: Feature, output: ir.Table, build_range: BuildRange) -> ir.Table:
+    ts = feature.timestamp_column
+    if ts and ts in output.columns:
+        output = output.mutate(**{ts: output[ts].cast("timestamp('UTC', 6)")})
+    return output
+
+
+def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, version: str, fresh: ir.Table, build_range: BuildRange) -> ir.Table:
+    """The previous version's rows outside the range, plus the freshly computed ones."""
+    import ibis
+
+    ts = feature.timestamp_column
+    stored = store.read(feature.name, engine, version)
+    outside = []
+    label = stored[ts]
+    if build_range.since is not None:
+        outside.append(label < ibis.literal(datetime.fromtimestamp(build_range.since, tz=UTC), type="timestamp('UTC', 6)"))
+    if build_range.until is not None:
+        outside.append(label >= ibis.literal(datetime.fromtimestamp(build_range.until, tz=UTC), type="timestamp('UTC', 6)"))
+    keep = stored.filter(ibis.or_(*outside)) if outside else stored.limit(0)
+    fresh = fresh.select(*stored.columns) if set(fresh.columns) == set(stored.columns) else fresh
+    if keep.schema() != fresh.schema():
+        keep = keep.cast(fresh.schema())
+    return keep.union(fresh)
+
+
+def _count_dropped(feature: Feature, output: ir.Table) -> int:
+    """Events with a null key or timestamp take part in no metric (W9)."""
+    import ibis
+
+    ts = feature.timestamp_column
+    nulls = [output[k].isnull() for k in feature.keys] + [output[ts].isnull()]
+    return int(output.filter(ibis.or_(*nulls)).count().to_pyarrow().as_py())
+
+
+def _validate(feature: Feature, output: ir.Table) -> None:
+    """Run the feature's validators inside the engine; fail with counts per check."""
+    if not feature.validators:
+        return
+    aggs: dict[str, Any] = {}
+    checks: list[tuple[str, str, str]] = []
+    for column, validators in feature.validators:
+        if column not in output.columns:
+            raise ValidationFailed(
+                f"validator column {column!r} is not in the feature function's output",
+                where=f"feature {feature.name!r}",
+                fix=f"validate one of {list(output.columns)}",
+            )
+        for i, validator in enumerate(validators):
+            alias = f"v_{len(checks)}_{i}"
+            col = output[column]
+            if validator.name == "unique":
+                aggs[alias] = col.count() - col.nunique()
+            else:
+                aggs[alias] = validator.violation(col).cast("int64").sum().fill_null(0)
+            checks.append((alias, column, validator.describe()))
+    counts = output.aggregate(**aggs).to_pyarrow().to_pylist()[0]
+    failures = [f"{column}: {desc} failed for {int(counts[alias])} row(s)" for alias, column, desc in checks if counts[alias]]
+    if failures:
+        raise ValidationFailed(
+            "validation failed: " + "; ".join(failures),
+            where=f"feature {feature.name!r}",
+            fix="fix the data or the feature function, or relax the validator; nothing was written",
+        )
+
+
+def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: str, source_fp: str, build_range: BuildRange, previous: dict[str, Any] | None, engine: Engine) -> dict[str, Any]:
+    import glob
+
+    import pyarrow.parquet as pq
+
+    files = sorted(glob.glob(f"{data_dir}/*.parquet"))
+    rows = sum(pq.read_metadata(f).num_rows for f in files)
+    newest = _newest_label(files, feature.timestamp_column) if feature.timestamp_column else None
+    if newest is not None and feature.metrics:
+        # The newest label lies one max-window past the newest event's grid step; new
+        # events can only change labels after that step, so that is where to continue.
+        newest -= feature.max_window_seconds
+    metric_info = [
+        {"name": c.output_name, "field": c.field, "function": c.function, "window": c.window, "description": c.description, "unit": c.unit}
+        for c in feature.metric_columns
+    ]
+    return {
+        "name": feature.name,
+        "keys": list(feature.keys),
+        "entities": [{"name": e.name, "join_key": e.join_key, "from_columns": list(e.from_columns or [])} for e in feature.entities],
+        "timestamp": feature.timestamp_column,
+        "interval": feature.interval,
+        "schema": canonical_schema(expr.schema()),
+        "metrics": metric_info,
+        "tags": list(feature.tags),
+        "description": feature.description,
+        "rows": rows,
+        "created_at": datetime.now(tz=UTC).isoformat(),
+        "definition_hash": definition_hash,
+        "schema_hash": fingerprints.stable_hash(canonical_schema(expr.schema())),
+        "data_hash": files_hash(files),
+        "source": feature.source.location,
+        "source_fingerprint": source_fp,
+        "build_range": {"since": build_range.since, "until": build_range.until},
+        "watermark": next_watermark(previous.get("watermark") if previous else None, build_range, newest),
+        "engine": engine.name,
+        "format": "parquet",
+    }
+
+
+def _newest_label(files: list[str], ts: str) -> int | None:
+    """The newest timestamp in the written files, from Parquet statistics (no data scan)."""
+    import pyarrow.parquet as pq
+
+    newest = None
+    for f in files:
+        meta = pq.read_metadata(f)
+        names = meta.schema.to_arrow_schema().names
+        if ts not in names:
+            return None
+        idx = names.index(ts)
+        for rg in range(meta.num_row_groups):
+            stats = meta.row_group(rg).column(idx).statistics
+            if stats is not None and stats.has_min_max and stats.max is not None:
+                value = stats.max
+                seconds = int(value.timestamp()) if hasattr(value, "timestamp") else int(value) // 1_000_000
+                newest = seconds if newest is None else max(newest, seconds)
+    return newest

@@ -1,0 +1,76 @@
+"""The offline store protocol: versioned, immutable feature tables (S1-S5).
+
+A store keeps, per feature, a set of complete versions and a ``latest`` pointer. A build
+writes into a private *staging* area, then :meth:`OfflineStore.publish` makes the version
+visible in one atomic step and afterwards moves the pointer in another; a crash between
+or before them leaves the previous latest untouched (S1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mlforge.errors import VersionNotFound
+from mlforge.versioning import is_version
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+    from mlforge.engines.base import Engine
+
+
+@dataclass
+class Staging:
+    """A private place to write one version's data files before publishing."""
+
+    feature: str
+    data_dir: str
+    token: str
+
+
+class OfflineStore(Protocol):
+    """What every offline store provides."""
+
+    kind: str
+
+    def list_features(self) -> list[str]: ...
+
+    def list_versions(self, feature: str) -> list[str]: ...
+
+    def latest_version(self, feature: str) -> str | None: ...
+
+    def read_metadata(self, feature: str, version: str | None = None) -> dict[str, Any]: ...
+
+    def data_files(self, feature: str, version: str | None = None) -> list[str]: ...
+
+    def stage(self, feature: str) -> Staging: ...
+
+    def publish(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None: ...
+
+    def discard(self, staging: Staging) -> None: ...
+
+    def set_latest(self, feature: str, version: str) -> None: ...
+
+    def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table: ...
+
+
+def resolve_version(store: OfflineStore, feature: str, version: str | None) -> str:
+    """The version to read: ``version`` if it exists, else the latest."""
+    if version is None:
+        latest = store.latest_version(feature)
+        if latest is None:
+            raise VersionNotFound(
+                f"feature {feature!r} has not been built yet",
+                fix=f"run `mlforge build --features {feature}`",
+            )
+        return latest
+    if not is_version(version):
+        raise VersionNotFound(f"{version!r} is not a version like '1.0.0'", where=f"feature {feature!r}", fix="use `mlforge list versions` to see versions")
+    if version not in store.list_versions(feature):
+        available = store.list_versions(feature)
+        raise VersionNotFound(
+            f"feature {feature!r} has no version {version}",
+            fix=f"available versions: {', '.join(available) or 'none'}",
+        )
+    return version

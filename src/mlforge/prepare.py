@@ -1,0 +1,258 @@
+"""Turning a source into a feature function's input, and its output into a stored frame.
+
+Timestamps become UTC instants (rule T1), surrogate keys are added (rule K1), the feature
+function runs on an Ibis table (or the engine's native frame), and its output is checked.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from mlforge.definitions.source import TIMESTAMP_FORMATS, Timestamp
+from mlforge.errors import BuildError, DefinitionError, EngineError, SourceError
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+    from mlforge.definitions.entity import Entity
+    from mlforge.definitions.feature import Feature
+    from mlforge.engines.base import Engine
+
+log = logging.getLogger(__name__)
+
+KEY_SEPARATOR = "\x1f"
+NULL_TEXT = "\\N"
+_SAMPLE = 2000
+
+
+# -- timestamps (T1) ---------------------------------------------------------------------
+def normalize_timestamp(table: ir.Table, ts: Timestamp, engine: Engine, where: str) -> ir.Table:
+    """Make ``ts.column`` a naive UTC timestamp named ``ts.output_name``."""
+    if ts.column not in table.columns:
+        raise SourceError(
+            f"timestamp column {ts.column!r} is not in the source",
+            where=where,
+            fix=f"use one of {list(table.columns)}",
+        )
+    col = table[ts.column]
+    dtype = col.type()
+    if dtype.is_timestamp():
+        value = engine.to_utc_naive(col) if dtype.timezone else col
+    elif dtype.is_date():
+        value = col.cast("timestamp")
+    elif dtype.is_string():
+        value = _parse_strings(table, ts, engine, where)
+    else:
+        raise SourceError(
+            f"timestamp column {ts.column!r} has type {dtype}, not a timestamp, date or string",
+            where=where,
+            fix="convert it in the feature function or point timestamp= at a datetime column",
+        )
+    if ts.alias and ts.alias != ts.column:
+        return table.drop(ts.column).mutate(**{ts.alias: value})
+    return table.mutate(**{ts.column: value})
+
+
+def detect_format(values: list[str]) -> str | None:
+    """The first format of ``TIMESTAMP_FORMATS`` that parses every value, or None.
+
+    >>> detect_format(["2024-01-05 10:00:00", "2024-02-01 00:00:00"])
+    '%Y-%m-%d %H:%M:%S'
+    """
+    for fmt in TIMESTAMP_FORMATS:
+        if all(_parses(v, fmt) for v in values):
+            return fmt
+    return None
+
+
+def _parses(value: str, fmt: str) -> bool:
+    try:
+        datetime.strptime(value, fmt)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_strings(table: ir.Table, ts: Timestamp, engine: Engine, where: str) -> ir.Value:
+    col = table[ts.column]
+    sample = _sample_strings(table, ts.column)
+    fmt = ts.format
+    if fmt is None:
+        fmt = detect_format(sample)
+        if fmt is None:
+            bad = [v for v in sample if not any(_parses(v, f) for f in TIMESTAMP_FORMATS)][:3] or sample[:3]
+            raise SourceError(
+                f"cannot parse timestamp column {ts.column!r}; tried formats {list(TIMESTAMP_FORMATS)}; offending values {bad}",
+                where=where,
+                fix="pass Timestamp(column, format='...') with strftime codes matching the data",
+            )
+    else:
+        bad = [v for v in sample if not _parses(v, fmt)][:3]
+        if bad:
+            raise SourceError(
+                f"timestamp column {ts.column!r} does not match format {fmt!r}; offending values {bad}",
+                where=where,
+                fix="fix the format string (strftime codes) or the data",
+            )
+    text = col.strip()
+    if "%z" in fmt:
+        text = text.re_replace(r"Z$", "+00:00")
+    parsed = engine.parse_timestamp(text, fmt)
+    if parsed.type().timezone or "%z" in fmt:
+        parsed = engine.to_utc_naive(parsed)
+    return parsed
+
+
+def _sample_strings(table: ir.Table, column: str) -> list[str]:
+    col = table[column]
+    rows = table.filter(col.notnull()).select(v=col).limit(_SAMPLE).to_pyarrow()
+    return [v.strip() for v in rows.column("v").to_pylist()]
+
+
+# -- surrogate keys (K1) -------------------------------------------------------------------
+def key_text(table: ir.Table, entity: Entity, where: str) -> ir.StringValue:
+    """The text hashed for a surrogate key: values joined by U+001F, nulls as ``\\N``."""
+    import ibis
+
+    parts = []
+    for name in entity.from_columns or ():
+        if name not in table.columns:
+            raise SourceError(
+                f"entity {entity.name!r} needs column {name!r} for its surrogate key, but it is missing",
+                where=where,
+                fix=f"available columns: {list(table.columns)}",
+            )
+        col = table[name]
+        dtype = col.type()
+        if not (dtype.is_string() or dtype.is_integer() or dtype.is_date()):
+            raise DefinitionError(
+                f"surrogate key column {name!r} of entity {entity.name!r} has type {dtype}; only string, integer and date columns are allowed",
+                where=where,
+                fix=f"cast {name!r} to string or integer before using it as a key",
+            )
+        text = col if dtype.is_string() else col.cast("string")
+        parts.append(text.fill_null(NULL_TEXT))
+    return ibis.literal(KEY_SEPARATOR).join(parts) if len(parts) > 1 else parts[0]
+
+
+def add_surrogate_key(table: ir.Table, entity: Entity, engine: Engine, where: str) -> ir.Table:
+    """Add ``entity.join_key`` computed from ``entity.from_columns`` (rule K1)."""
+    text = key_text(table, entity, where)
+    if engine.supports("sha256"):
+        return table.mutate(**{entity.join_key: engine.sha256_hex(text).substr(0, 32)})
+    adder = getattr(engine, "add_hex_digest_column", None)
+    if adder is None:
+        raise EngineError(f"engine {engine.name!r} cannot compute SHA-256 surrogate keys", where=where, fix="use the duckdb engine")
+    return adder(table, text, entity.join_key)
+
+
+def surrogate_key_value(*values: Any) -> str:
+    """The surrogate key of one tuple of values, computed in Python (rule K1).
+
+    >>> surrogate_key_value("JFK", "LAX")[:8]
+    '5f8e9b11'
+    """
+    import hashlib
+    from datetime import date
+
+    parts = []
+    for v in values:
+        if v is None:
+            parts.append(NULL_TEXT)
+        elif isinstance(v, bool):
+            raise DefinitionError(f"surrogate key value {v!r} is a boolean", fix="use string, integer or date values")
+        elif isinstance(v, (str, int)):
+            parts.append(str(v))
+        elif isinstance(v, date) and not isinstance(v, datetime):
+            parts.append(v.isoformat())
+        else:
+            raise DefinitionError(f"surrogate key value {v!r} has type {type(v).__name__}", fix="use string, integer or date values")
+    return hashlib.sha256(KEY_SEPARATOR.join(parts).encode("utf-8")).hexdigest()[:32]
+
+
+# -- the feature function ---------------------------------------------------------------
+def prepare_input(feature: Feature, engine: Engine) -> ir.Table:
+    """The source, with UTC timestamps and surrogate keys, as an Ibis table."""
+    where = f"feature {feature.name!r}"
+    table = engine.read_source(feature.source)
+    if feature.timestamp is not None and feature.timestamp.column in table.columns:
+        table = normalize_timestamp(table, feature.timestamp, engine, where)
+    elif feature.timestamp is not None and feature.timestamp.output_name not in table.columns and feature.metrics:
+        raise SourceError(
+            f"timestamp column {feature.timestamp.column!r} is not in the source",
+            where=where,
+            fix=f"use one of {list(table.columns)}",
+        )
+    for entity in feature.surrogate_entities:
+        if entity.join_key not in table.columns and all(c in table.columns for c in entity.from_columns or ()):
+            table = add_surrogate_key(table, entity, engine, where)
+    return table
+
+
+def run_function(feature: Feature, table: ir.Table, engine: Engine) -> ir.Table:
+    """Call the feature function with an Ibis table (or native frame) and return Ibis."""
+    import ibis.expr.types as ir_types
+
+    where = f"feature {feature.name!r}"
+    if feature.native_frame is not None and feature.native_frame != engine.native_frame:
+        raise EngineError(
+            f"the function of feature {feature.name!r} takes a {feature.native_frame} frame, but the engine is {engine.name!r}",
+            where=where,
+            fix=f"build it with engine='{feature.native_frame}', or annotate the function with an Ibis table",
+        )
+    arg = table
+    if feature.native_frame is not None:
+        arg = engine.to_native(table)
+        if feature.native_frame == "polars" and _wants_eager_polars(feature):
+            arg = arg.collect()
+    try:
+        result = feature.fn(arg)
+    except Exception as exc:
+        raise BuildError(
+            f"the feature function raised {type(exc).__name__}: {exc}",
+            where=where,
+            fix="fix the feature function; run it on a sample with `mlforge build --preview`",
+        ) from exc
+    if feature.native_frame is not None and not isinstance(result, ir_types.Table):
+        result = engine.from_native(result.lazy() if hasattr(result, "lazy") and feature.native_frame == "polars" else result)
+    if not isinstance(result, ir_types.Table):
+        raise BuildError(
+            f"the feature function returned {type(result).__name__}, not a table",
+            where=where,
+            fix="return the Ibis table expression (or the native frame you were given)",
+        )
+    return finish_output(feature, result, engine)
+
+
+def _wants_eager_polars(feature: Feature) -> bool:
+    import inspect
+
+    params = list(inspect.signature(feature.fn).parameters.values())
+    annotation = params[0].annotation
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__qualname__", "")
+    return "LazyFrame" not in text
+
+
+def finish_output(feature: Feature, table: ir.Table, engine: Engine) -> ir.Table:
+    """Re-add surrogate keys the output dropped, and make its timestamp UTC."""
+    where = f"feature {feature.name!r}"
+    for entity in feature.surrogate_entities:
+        if entity.join_key not in table.columns and all(c in table.columns for c in entity.from_columns or ()):
+            table = add_surrogate_key(table, entity, engine, where)
+    ts = feature.timestamp_column
+    if ts and ts in table.columns:
+        dtype = table[ts].type()
+        if dtype.is_timestamp() and dtype.timezone:
+            table = table.mutate(**{ts: engine.to_utc_naive(table[ts])})
+        elif dtype.is_string() or dtype.is_date():
+            table = normalize_timestamp(table, Timestamp(ts), engine, where)
+    missing = [k for k in feature.keys if k not in table.columns]
+    if missing:
+        raise DefinitionError(
+            f"the feature function's output lacks key column(s) {missing}",
+            where=where,
+            fix=f"return them from the function; the output has {list(table.columns)}",
+        )
+    return table

@@ -1,0 +1,101 @@
+"""Pure version logic: semver values, change kinds, and how a change bumps a version (S2).
+
+>>> bump("1.2.3", ChangeKind.MINOR)
+'1.3.0'
+>>> classify(None, {"keys": ["k"]}).kind
+<ChangeKind.MAJOR: 3>
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from mlforge.errors import DefinitionError
+
+FIRST_VERSION = "1.0.0"
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+
+
+class ChangeKind(enum.IntEnum):
+    """How much a new build differs from the latest version; ordered."""
+
+    NONE = 0
+    PATCH = 1
+    MINOR = 2
+    MAJOR = 3
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: ChangeKind
+    reason: str
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``"1.2.3"`` -> ``(1, 2, 3)``; anything else is an error (names become paths, E4)."""
+    match = _SEMVER.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise DefinitionError(f"version {text!r} is not a semantic version like '1.2.0'", fix="use MAJOR.MINOR.PATCH")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+def is_version(text: str) -> bool:
+    return isinstance(text, str) and bool(_SEMVER.match(text))
+
+
+def sort_versions(versions: list[str]) -> list[str]:
+    return sorted(versions, key=parse_version)
+
+
+def bump(version: str, kind: ChangeKind) -> str:
+    major, minor, patch = parse_version(version)
+    if kind is ChangeKind.MAJOR:
+        return f"{major + 1}.0.0"
+    if kind is ChangeKind.MINOR:
+        return f"{major}.{minor + 1}.0"
+    if kind is ChangeKind.PATCH:
+        return f"{major}.{minor}.{patch + 1}"
+    return version
+
+
+def next_version(existing: list[str], base: str | None, kind: ChangeKind) -> str:
+    """The version a build publishes: ``base`` bumped by ``kind``, above every existing one.
+
+    After a rollback, ``base`` (the latest pointer) may be older than other versions; the
+    new version then continues past the highest one of the same change kind.
+    """
+    if base is None or not existing:
+        return FIRST_VERSION
+    candidate = bump(base, kind)
+    highest = sort_versions(existing)[-1]
+    if parse_version(candidate) <= parse_version(highest):
+        candidate = bump(highest, kind)
+    return candidate
+
+
+def classify(previous: dict[str, Any] | None, current: dict[str, Any]) -> Change:
+    """Compare the metadata of the latest version with a new build's (S2)."""
+    if previous is None:
+        return Change(ChangeKind.MAJOR, "first build")
+    for field, label in (("keys", "keys"), ("interval", "interval"), ("timestamp", "timestamp column")):
+        if previous.get(field) != current.get(field):
+            return Change(ChangeKind.MAJOR, f"{label} changed from {previous.get(field)!r} to {current.get(field)!r}")
+    old_schema: dict[str, str] = previous.get("schema", {})
+    new_schema: dict[str, str] = current.get("schema", {})
+    removed = sorted(set(old_schema) - set(new_schema))
+    if removed:
+        return Change(ChangeKind.MAJOR, f"columns removed: {removed}")
+    retyped = sorted(c for c in old_schema if c in new_schema and old_schema[c] != new_schema[c])
+    if retyped:
+        return Change(ChangeKind.MAJOR, f"columns retyped: {[f'{c}: {old_schema[c]} -> {new_schema[c]}' for c in retyped]}")
+    added = sorted(set(new_schema) - set(old_schema))
+    if added:
+        return Change(ChangeKind.MINOR, f"columns added: {added}")
+    if previous.get("definition_hash") != current.get("definition_hash"):
+        return Change(ChangeKind.PATCH, "definition changed, same schema")
+    if previous.get("data_hash") != current.get("data_hash"):
+        return Change(ChangeKind.PATCH, "new data")
+    return Change(ChangeKind.NONE, "unchanged")
