@@ -74,6 +74,7 @@ class PySparkEngine(Engine):
         session = self.session
         # The contract reads naive timestamps as UTC; an existing session may run elsewhere.
         session.conf.set("spark.sql.session.timeZone", "UTC")
+        session.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         return ibis.pyspark.connect(session)
 
     def _read_catalog_table(self, name: str) -> ir.Table:
@@ -93,10 +94,13 @@ class PySparkEngine(Engine):
         return self.from_native(frame)
 
     def from_arrow(self, table: Any, name: str | None = None) -> ir.Table:
-        frame = self.session.createDataFrame(table.to_pandas(types_mapper=None)) if table.num_rows == 0 else self.session.createDataFrame(table)
+        frame = self.session.createDataFrame(table)
         return self.from_native(frame, name)
 
     def to_native(self, table: ir.Table) -> Any:
+        # Ibis registers in-memory tables (e.g. the compiler's offsets) only when it runs
+        # an expression itself; do the same before handing the SQL to Spark.
+        self.con._run_pre_execute_hooks(table)
         return self.session.sql(self.con.compile(table))
 
     def from_native(self, frame: Any, name: str | None = None) -> ir.Table:

@@ -1,0 +1,48 @@
+"""The single entry point for checks (STYLE 14): `nox -s tests`, `parity`, `lint`, `bench`, ...
+
+Sessions reuse the project's virtualenv (`.venv`, made by `.ci/run` or the README's
+commands) so nothing is installed twice; run `nox -s <name>`.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "tests"]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Fast suite: DuckDB and Polars, no Spark, no slow tests (plain `pytest` does the same)."""
+    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def parity(session: nox.Session) -> None:
+    """Cross-engine parity and property suites, including PySpark."""
+    session.run("pytest", "-q", "-m", "spark or parity", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """Long-running property, fault-injection and service suites."""
+    session.run("pytest", "-q", "-m", "slow and not spark", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Ruff lint."""
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against hand-written baselines; figures go to benchmarks/README.md."""
+    session.run("python", "benchmarks/run_all.py", *session.posargs)
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """Run every example end to end."""
+    session.run("pytest", "-q", "tests/test_examples.py", "-m", "", "-p", "no:cacheprovider", *session.posargs)

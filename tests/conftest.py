@@ -1,0 +1,41 @@
+"""Shared fixtures: the cross-engine ``engine`` fixture (STYLE 9) and a temporary project."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+ENGINES = ["duckdb", "polars", pytest.param("pyspark", marks=pytest.mark.spark)]
+
+
+@pytest.fixture(scope="session")
+def spark_engine():
+    from mlforge.engines.pyspark import PySparkEngine
+
+    engine = PySparkEngine(master="local[2]", conf={"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2"})
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request):
+    """Every engine, by object: DuckDB and Polars fresh per test, one Spark session per run."""
+    from mlforge.engines import get_engine
+
+    if request.param == "pyspark":
+        return request.getfixturevalue("spark_engine")
+    return get_engine(request.param)
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run the test inside a fresh temporary directory."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("MLFORGE_PROFILE", "MLFORGE_ENGINE"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+def pytest_configure(config):
+    os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
