@@ -20,8 +20,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def parity(session: nox.Session) -> None:
-    """Cross-engine parity and property suites, including PySpark."""
-    session.run("pytest", "-q", "-m", "spark or parity", "-p", "no:cacheprovider", *session.posargs)
+    """Cross-engine parity and property suites on DuckDB, Polars and PySpark, with more
+    hypothesis examples than the fast run."""
+    session.env["HYPOTHESIS_PROFILE"] = "parity"
+    session.run("pytest", "-q", "-m", "parity", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session

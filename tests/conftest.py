@@ -39,3 +39,15 @@ def in_tmp(tmp_path, monkeypatch):
 
 def pytest_configure(config):
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+
+
+def _hypothesis_profiles() -> None:
+    from hypothesis import HealthCheck, settings
+
+    common = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]}
+    settings.register_profile("default", max_examples=25, **common)
+    settings.register_profile("parity", max_examples=60, **common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+_hypothesis_profiles()
