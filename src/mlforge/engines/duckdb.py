@@ -48,4 +48,15 @@ class DuckDBEngine(Engine):
 
     def write_parquet(self, expr: ir.Table, data_dir: str) -> None:
         # DuckDB streams the result to Parquet itself: nothing is held in Python memory.
-        self.con.to_parquet(expr, f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=1 << 20)
+        # SUM over BIGINT is HUGEINT in DuckDB while Ibis types it int64 and elides the
+        # cast, so integer columns are cast explicitly to keep the stored type int64.
+        self.con._run_pre_execute_hooks(expr)
+        sql = self.con.compile(expr)
+        columns = ", ".join(
+            f'CAST("{name}" AS BIGINT) AS "{name}"' if dtype.is_integer() else f'"{name}"'
+            for name, dtype in expr.schema().items()
+        )
+        target = f"{data_dir}/part-00000.parquet".replace("'", "''")
+        self.con.raw_sql(
+            f"COPY (SELECT {columns} FROM ({sql})) TO '{target}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {1 << 20})"
+        )
