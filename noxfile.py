@@ -6,7 +6,12 @@ commands) so nothing is installed twice; run `nox -s <name>`.
 
 from __future__ import annotations
 
+import sys
+
 import nox
+
+# Tools run from the interpreter that runs nox (the project venv), never from PATH.
+PY = sys.executable
 
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "tests"]
@@ -15,7 +20,7 @@ nox.options.sessions = ["lint", "tests"]
 @nox.session
 def tests(session: nox.Session) -> None:
     """Fast suite: DuckDB and Polars, no Spark, no slow tests (plain `pytest` does the same)."""
-    session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+    session.run(PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
@@ -23,28 +28,28 @@ def parity(session: nox.Session) -> None:
     """Cross-engine parity and property suites on DuckDB, Polars and PySpark, with more
     hypothesis examples than the fast run."""
     session.env["HYPOTHESIS_PROFILE"] = "parity"
-    session.run("pytest", "-q", "-m", "parity", "-p", "no:cacheprovider", *session.posargs)
+    session.run(PY, "-m", "pytest", "-q", "-m", "parity", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
 def slow(session: nox.Session) -> None:
     """Long-running property, fault-injection and service suites."""
-    session.run("pytest", "-q", "-m", "slow and not spark", "-p", "no:cacheprovider", *session.posargs)
+    session.run(PY, "-m", "pytest", "-q", "-m", "slow and not spark", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """Ruff lint."""
-    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run(PY, "-m", "ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
 
 
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks against hand-written baselines; figures go to benchmarks/README.md."""
-    session.run("python", "benchmarks/run_all.py", *session.posargs)
+    session.run(PY, "benchmarks/run_all.py", *session.posargs)
 
 
 @nox.session
 def examples(session: nox.Session) -> None:
     """Run every example end to end."""
-    session.run("pytest", "-q", "tests/test_examples.py", "-m", "", "-p", "no:cacheprovider", *session.posargs)
+    session.run(PY, "-m", "pytest", "-q", "tests/test_examples.py", "-m", "", "-p", "no:cacheprovider", *session.posargs)
