@@ -158,10 +158,14 @@ def _plan(feature: Feature, options: BuildOptions, previous: dict[str, Any] | No
     interval = feature.interval_seconds
     watermark = previous.get("watermark") if previous else None
     definition_changed = previous is not None and previous.get("definition_hash") != definition_hash
-    if previous is None or definition_changed or feature.timestamp_column is None:
-        # Nothing to extend, or the stored rows no longer match the definition.
-        plan_range(since=options.since, until=options.until, last=options.last, full_refresh=options.full_refresh, now=options.now, interval=interval)
+    if feature.timestamp_column is None or definition_changed:
+        # No time axis to split on, or the stored rows no longer match the definition.
+        if definition_changed and (options.since or options.until or options.last):
+            log.warning("feature %s: definition changed, so this build is a full refresh", feature.name)
         return BuildRange()
+    if previous is None:
+        # A first build computes what it is asked for (a backfill range), or everything.
+        return plan_range(since=options.since, until=options.until, last=options.last, full_refresh=options.full_refresh, now=options.now, interval=interval)
     return plan_range(
         since=options.since, until=options.until, last=options.last, full_refresh=options.full_refresh,
         now=options.now, watermark=watermark, interval=interval,
