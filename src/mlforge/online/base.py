@@ -1,0 +1,223 @@
+"""The online store protocol, the key layout and the value codec (contracts O1, O2).
+
+An online store holds, per feature, the newest row of each entity (O1). Every store keeps
+the same two things, so a row written through one client reads back identically through
+any other, and stores differ only in how they talk to their server.
+
+**Entity key.** The key values of a row, ordered by key *column name*, rendered as text
+and joined by U+001F (the separator of rule K1)::
+
+    key_text({"user_id": 42})                       -> "42"
+    key_text({"origin": "JFK", "dest": "LAX"})      -> "LAX\\x1fJFK"   (dest < origin)
+
+Strings stay as they are, integers in decimal (so ``42`` and ``"42"`` name the same
+entity; request JSON often carries ids as strings), dates and timestamps in ISO 8601,
+null as ``\\N``. Each store prefixes the text with the feature name: Redis uses
+``{prefix}:{feature}:{key_text}``, DynamoDB the partition key ``{feature}:{key_text}``.
+Feature names cannot contain ``:`` (rule E4), so features never share keys.
+
+**Value.** The whole stored row (key columns, timestamp and value columns) as compact
+JSON. JSON keeps ``int``/``float``/``str``/``bool``/``null`` apart by itself; every other
+type is written as a tagged object ``{"$t": tag, "v": ...}`` so it comes back as the same
+Python type (O2)::
+
+    datetime  {"$t": "ts", "v": "2024-01-02T03:04:05.000006+00:00"}  (naive stays naive)
+    date      {"$t": "date", "v": "2024-01-02"}
+    time      {"$t": "time", "v": "03:04:05"}
+    timedelta {"$t": "td", "v": <microseconds>}
+    Decimal   {"$t": "dec", "v": "1.10"}
+    bytes     {"$t": "b64", "v": "<base64>"}
+    nan/±inf  {"$t": "f", "v": "nan" | "inf" | "-inf"}
+    dict      {"$t": "map", "v": {...}}     (struct / map columns; keeps "$t" unambiguous)
+
+Lists are JSON arrays of encoded items.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from mlforge.errors import OnlineStoreError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+KEY_SEPARATOR = "\x1f"
+NULL_TEXT = "\\N"
+TAG = "$t"
+
+
+@runtime_checkable
+class OnlineStore(Protocol):
+    """What every online store provides.
+
+    ``write`` upserts rows (newest write wins per entity); ``read`` returns, for each key
+    dict, the stored row as a dict, or ``None`` for an entity the store does not hold
+    (O2: unknown entities are nulls, never errors). A key dict holds exactly the
+    feature's key columns. Every method raises :class:`~mlforge.errors.OnlineStoreError`
+    when the store cannot be reached.
+    """
+
+    def write(self, feature: str, key_columns: list[str], batches: Iterable[pa.RecordBatch]) -> int:
+        """Upsert every row of ``batches``; returns the number of rows written."""
+        ...
+
+    def read(self, feature: str, keys: list[dict[str, Any]]) -> list[dict[str, Any] | None]: ...
+
+    def ping(self) -> None:
+        """Return if the store answers; raise ``OnlineStoreError`` otherwise."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# -- keys ---------------------------------------------------------------------------------
+def key_text(key: Mapping[str, Any]) -> str:
+    """The entity part of a stored key (see the module docstring).
+
+    >>> key_text({"user_id": 42}) == key_text({"user_id": "42"})
+    True
+    >>> key_text({"origin": "JFK", "dest": "LAX"}).split("\\x1f")
+    ['LAX', 'JFK']
+    """
+    if not key:
+        raise OnlineStoreError("an online lookup needs at least one key column", fix="pass the feature's key columns, e.g. {'user_id': 1}")
+    return KEY_SEPARATOR.join(_key_part(key[name]) for name in sorted(key))
+
+
+def _key_part(value: Any) -> str:
+    if value is None:
+        return NULL_TEXT
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (datetime, date, time)):
+        return value.isoformat()
+    return str(value)
+
+
+# -- rows ---------------------------------------------------------------------------------
+def iter_rows(batches: Iterable[Any]) -> Iterator[dict[str, Any]]:
+    """Rows as dicts from Arrow record batches / tables (or already-made dicts)."""
+    for batch in batches:
+        if isinstance(batch, Mapping):
+            yield dict(batch)
+        elif hasattr(batch, "to_pylist"):
+            yield from batch.to_pylist()
+        else:
+            yield from batch
+
+
+def keyed_rows(key_columns: list[str], batches: Iterable[Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(key_text, row)`` for each row; rows whose key columns are all null are skipped."""
+    if not key_columns:
+        raise OnlineStoreError("writing to an online store needs the feature's key columns", fix="pass key_columns=['user_id']")
+    for row in iter_rows(batches):
+        try:
+            key = {name: row[name] for name in key_columns}
+        except KeyError as exc:
+            raise OnlineStoreError(f"row has no key column {exc.args[0]!r}", fix=f"the rows must contain {key_columns}") from None
+        if all(v is None for v in key.values()):
+            continue
+        yield key_text(key), row
+
+
+def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+# -- value codec --------------------------------------------------------------------------
+def encode_row(row: Mapping[str, Any]) -> str:
+    """A row as JSON text that :func:`decode_row` turns back into equal, same-typed values.
+
+    >>> from datetime import datetime
+    >>> row = {"n": 1, "x": 1.0, "ts": datetime(2024, 1, 2, 3, 4, 5)}
+    >>> decode_row(encode_row(row)) == row
+    True
+    """
+    return json.dumps({str(k): _encode(v) for k, v in row.items()}, separators=(",", ":"), allow_nan=False)
+
+
+def decode_row(text: str | bytes) -> dict[str, Any]:
+    return {k: _decode(v) for k, v in json.loads(text).items()}
+
+
+def _encode(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)  # IntEnum and friends become plain ints
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return float(value)
+        return {TAG: "f", "v": "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")}
+    if isinstance(value, datetime):
+        if hasattr(value, "to_pydatetime"):  # pandas.Timestamp
+            value = value.to_pydatetime()
+        return {TAG: "ts", "v": value.isoformat()}
+    if isinstance(value, date):
+        return {TAG: "date", "v": value.isoformat()}
+    if isinstance(value, time):
+        return {TAG: "time", "v": value.isoformat()}
+    if isinstance(value, timedelta):
+        return {TAG: "td", "v": value // timedelta(microseconds=1)}
+    if isinstance(value, Decimal):
+        return {TAG: "dec", "v": str(value)}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {TAG: "b64", "v": base64.b64encode(bytes(value)).decode("ascii")}
+    if isinstance(value, Mapping):
+        return {TAG: "map", "v": {str(k): _encode(v) for k, v in value.items()}}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return _encode(value.item())
+    raise OnlineStoreError(
+        f"cannot store a value of type {type(value).__name__} in an online store",
+        fix="cast the column to a number, string, boolean, date, timestamp, list or struct",
+    )
+
+
+_DECODERS = {
+    "f": float,
+    "ts": datetime.fromisoformat,
+    "date": date.fromisoformat,
+    "time": time.fromisoformat,
+    "td": lambda v: timedelta(microseconds=v),
+    "dec": Decimal,
+    "b64": base64.b64decode,
+}
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if isinstance(value, dict):
+        tag = value.get(TAG)
+        if tag == "map":
+            return {k: _decode(v) for k, v in value["v"].items()}
+        return _DECODERS[tag](value["v"])
+    return value
+
+
+def ttl_seconds(ttl: Any, where: str) -> float | None:
+    """A TTL given as seconds or a ``timedelta``; ``None`` means keep forever."""
+    if ttl is None:
+        return None
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+        from mlforge.errors import ConfigError
+
+        raise ConfigError(f"ttl must be a positive number of seconds, got {ttl!r}", where=where, fix="e.g. ttl=86400 (one day)")
+    return float(seconds)

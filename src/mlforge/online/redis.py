@@ -1,0 +1,149 @@
+"""``RedisStore`` and ``ValkeyStore``: the online store on a Redis-protocol server.
+
+Keys are ``{prefix}:{feature}:{key_text}`` and values the JSON rows of the shared codec
+(:mod:`mlforge.online.base`). Writes go through non-transactional pipelines of
+``SET key value [PX ttl]``, one round trip per batch; reads are one ``MGET`` per batch
+of keys. The client module (``redis`` or ``valkey``) is imported on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from mlforge.errors import OnlineStoreError, missing_extra
+from mlforge.online.base import chunked, decode_row, key_text, keyed_rows, ttl_seconds
+from mlforge.online.base import encode_row as _encode_row
+
+log = logging.getLogger(__name__)
+
+WRITE_BATCH = 2_000
+READ_BATCH = 1_000
+
+
+class RedisStore:
+    """Latest feature rows in Redis.
+
+    Args:
+        host, port, db, password: where the server is.
+        ttl: seconds (or ``timedelta``) after which a written row expires; ``None`` keeps it.
+        prefix: first part of every key, so several projects can share a database.
+        socket_timeout: seconds to wait for the server before failing with ``OnlineStoreError``.
+
+    Example:
+        >>> store = RedisStore(host="localhost", port=6379, ttl=86_400)
+        >>> store.key("user_spend", {"user_id": 42})
+        b'mlforge:user_spend:42'
+    """
+
+    kind = "redis"
+    _module: ClassVar[str] = "redis"
+    _client_class: ClassVar[str] = "Redis"
+    _product: ClassVar[str] = "Redis"
+    _base_error: ClassVar[str] = "RedisError"
+
+    def __init__(
+        self,
+        host: str = "localhost",
+        port: int = 6379,
+        db: int = 0,
+        password: str | None = None,
+        ttl: float | None = None,
+        prefix: str = "mlforge",
+        socket_timeout: float = 5.0,
+    ):
+        self.host, self.port, self.db, self.password = host, int(port), int(db), password
+        self.ttl = ttl_seconds(ttl, type(self).__name__)
+        self.prefix = prefix
+        self.socket_timeout = socket_timeout
+        self._client: Any = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(host={self.host!r}, port={self.port}, db={self.db}, prefix={self.prefix!r}, ttl={self.ttl})"
+
+    @property
+    def where(self) -> str:
+        return f"{self._product} at {self.host}:{self.port}/{self.db}"
+
+    # -- client -----------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> Any:
+        import importlib
+
+        try:
+            module = importlib.import_module(self._module)
+        except ImportError:
+            raise missing_extra(self._module, self._module) from None
+        retry = importlib.import_module(f"{self._module}.retry")
+        backoff = importlib.import_module(f"{self._module}.backoff")
+        return getattr(module, self._client_class)(
+            host=self.host,
+            port=self.port,
+            db=self.db,
+            password=self.password,
+            socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.socket_timeout,
+            # one quick retry: a down server must fail fast (serve answers 503), not hang
+            retry=retry.Retry(backoff.NoBackoff(), 1),
+        )
+
+    def _call(self, action: str, fn: Any, *args: Any) -> Any:
+        import importlib
+
+        base_error = getattr(importlib.import_module(f"{self._module}.exceptions"), self._base_error)
+        try:
+            return fn(*args)
+        except base_error as exc:
+            raise OnlineStoreError(
+                f"cannot {action}: {self.where} answered {type(exc).__name__}: {exc}",
+                where=repr(self),
+                fix=f"check that {self._product} is running and that host, port, db and password in the online_store settings are right",
+            ) from None
+
+    def key(self, feature: str, key: dict[str, Any]) -> bytes:
+        return f"{self.prefix}:{feature}:{key_text(key)}".encode()
+
+    # -- protocol ---------------------------------------------------------------------
+    def write(self, feature: str, key_columns: list[str], batches: Iterable[Any]) -> int:
+        px = None if self.ttl is None else max(1, int(self.ttl * 1000))
+        head = f"{self.prefix}:{feature}:"
+        written = 0
+        for chunk in chunked(keyed_rows(key_columns, batches), WRITE_BATCH):
+            pipe = self.client.pipeline(transaction=False)
+            for text, row in chunk:
+                pipe.set((head + text).encode(), _encode_row(row), px=px)
+            self._call(f"write {len(chunk)} rows of {feature!r}", pipe.execute)
+            written += len(chunk)
+        return written
+
+    def read(self, feature: str, keys: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        out: list[dict[str, Any] | None] = []
+        for chunk in chunked(keys, READ_BATCH):
+            raw = self._call(f"read {feature!r}", self.client.mget, [self.key(feature, k) for k in chunk])
+            out.extend(None if value is None else decode_row(value) for value in raw)
+        return out
+
+    def ping(self) -> None:
+        self._call("ping", self.client.ping)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class ValkeyStore(RedisStore):
+    """Latest feature rows in Valkey, through the ``valkey`` client (same wire protocol,
+    same key layout and options as :class:`RedisStore`)."""
+
+    kind = "valkey"
+    _module = "valkey"
+    _client_class = "Valkey"
+    _product = "Valkey"
+    _base_error = "ValkeyError"
