@@ -1,0 +1,276 @@
+"""Incremental builds and schedules (contract I1, I2)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import mlforge as mlf
+from mlforge.errors import ConfigError, DefinitionError
+from mlforge.incremental import BuildRange, align_down, align_up, next_watermark, plan_range, to_instant
+
+DAY = 86_400
+BASE = datetime(2024, 3, 1)
+
+
+# -- pure interval arithmetic -------------------------------------------------------------
+@given(st.integers(-10**10, 10**10), st.integers(1, 10**6))
+def test_alignment_brackets_the_instant(instant, interval):  # contract I1
+    lo, hi = align_down(instant, interval), align_up(instant, interval)
+    assert lo % interval == 0 and hi % interval == 0
+    assert lo <= instant <= hi and hi - lo in (0, interval)
+    assert (lo == hi) == (instant % interval == 0)
+
+
+@given(st.integers(0, 10**9), st.integers(1, 10**7), st.integers(1, 3 * 10**5))
+def test_since_until_widen_to_whole_grid_steps(since, span, interval):  # contract I1
+    planned = plan_range(since=since, until=since + span, interval=interval)
+    assert planned.since <= since and planned.until >= since + span
+    assert planned.since % interval == 0 and planned.until % interval == 0
+    assert planned.since < planned.until
+
+
+@given(st.integers(0, 10**9), st.integers(1, 400), st.sampled_from([3600, DAY]))
+def test_last_is_now_minus_span_aligned_down(now, days, interval):  # contract I1
+    planned = plan_range(last=f"{days}d", now=now, interval=interval)
+    assert planned.since == align_down(now - days * DAY, interval)
+    assert planned.until is None
+
+
+def test_no_range_continues_from_watermark():  # contract I1
+    assert plan_range(watermark=10 * DAY + 5, interval=DAY) == BuildRange(since=10 * DAY)
+    assert plan_range(interval=DAY).is_full
+    assert plan_range(full_refresh=True, watermark=10 * DAY, interval=DAY).is_full
+
+
+def test_read_range_reaches_back_one_max_window():  # contract I1
+    assert BuildRange(since=30 * DAY, until=31 * DAY).read_range(7 * DAY) == (23 * DAY, 31 * DAY)
+
+
+@given(st.one_of(st.none(), st.integers(0, 10**6)), st.integers(0, 10**6), st.one_of(st.none(), st.integers(0, 10**6)))
+def test_watermark_never_moves_backwards(previous, until, newest):
+    after = next_watermark(previous, BuildRange(since=0, until=until), newest)
+    if previous is not None:
+        assert after >= previous
+    assert after is None or after <= max(v for v in (previous, until, newest) if v is not None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"since": "2024-02-01", "until": "2024-01-01"}, "is not before"),
+        ({"since": "2024-01-01", "until": "2024-01-01"}, "is not before"),
+        ({"last": "7d", "since": "2024-01-01"}, "cannot be combined"),
+        ({"full_refresh": True, "since": "2024-01-01"}, "cannot be combined"),
+        ({"since": "yesterday"}, "cannot parse"),
+        ({"until": "2024-13-45"}, "cannot parse"),
+    ],
+)
+def test_bad_ranges_are_config_errors(kwargs, message):  # contract I1
+    with pytest.raises(ConfigError, match=message):
+        plan_range(interval=DAY, **kwargs)
+
+
+def test_bad_last_duration_is_rejected():
+    with pytest.raises(DefinitionError, match="days"):
+        plan_range(last="1mo", interval=DAY)
+
+
+def test_instants_read_naive_as_utc():
+    assert to_instant("1970-01-02", name="since") == DAY
+    assert to_instant("1970-01-02T01:00:00+01:00", name="since") == DAY
+    assert to_instant(datetime(1970, 1, 2), name="since") == DAY
+
+
+# -- builds ----------------------------------------------------------------------------------
+def _events(rng_seed: int, n: int, days: int, users: int) -> pa.Table:
+    import random
+
+    rng = random.Random(rng_seed)
+    rows = []
+    for _ in range(n):
+        rows.append(
+            {
+                "user_id": rng.randrange(users) if rng.random() > 0.05 else None,
+                "ts": BASE + timedelta(seconds=rng.randrange(days * DAY)) if rng.random() > 0.03 else None,
+                "amt": round(rng.uniform(-5, 50), 2) if rng.random() > 0.1 else None,
+                "qty": rng.randrange(0, 9),
+            }
+        )
+    schema = pa.schema([("user_id", pa.int64()), ("ts", pa.timestamp("us")), ("amt", pa.float64()), ("qty", pa.int64())])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+def _feature(path: str, with_median: bool = False):
+    metrics = [
+        mlf.Sum("amt", windows=["1d", "3d"], name="spend"),
+        mlf.Count("amt", windows=["3d"]),
+        mlf.Max("qty", windows=["2d"]),
+        mlf.Mean("amt", windows=["2d"]),
+    ]
+    if with_median:
+        metrics += [mlf.Median("amt", windows=["3d"]), mlf.Std("qty", windows=["3d"])]
+
+    @mlf.feature(source=path, keys=["user_id"], timestamp="ts", interval="1d", metrics=metrics, tags=["daily"])
+    def spend(t):
+        return t.select("user_id", "ts", "amt", "qty")
+
+    return spend
+
+
+def _stored(defs: mlf.Definitions, name: str) -> list[dict]:
+    rows = defs.read_feature(name).to_pyarrow().to_pylist()
+    return sorted(rows, key=lambda r: (r["user_id"], r["ts"]))
+
+
+def _assert_same_rows(left: list[dict], right: list[dict]) -> None:
+    assert len(left) == len(right)
+    for a, b in zip(left, right, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], float) and isinstance(b[key], float):
+                assert a[key] == pytest.approx(b[key], rel=1e-9, abs=1e-12), key
+            else:
+                assert a[key] == b[key], key
+
+
+def _build_by_ranges(engine, path, store_path, splits, with_median=False):
+    defs = mlf.Definitions("inc", [_feature(path, with_median)], offline_store=mlf.LocalStore(store_path), engine=engine)
+    edges = [None, *splits, None]
+    for since, until in zip(edges[:-1], edges[1:], strict=True):
+        result = defs.build(since=since, until=until)
+        assert result.ok, [str(f.error) for f in result.failed]
+    return defs
+
+
+@pytest.mark.parity
+@given(
+    seed=st.integers(0, 10_000),
+    cut_days=st.lists(st.integers(1, 13), min_size=1, max_size=3, unique=True),
+    cut_hours=st.integers(0, 23),
+)
+def test_range_by_range_equals_full_build(engine, tmp_path_factory, seed, cut_days, cut_hours):  # contract I1
+    tmp = tmp_path_factory.mktemp("inc")
+    path = str(tmp / "events.parquet")
+    pq.write_table(_events(seed, 120, 12, 4), path)
+    splits = [(BASE + timedelta(days=d, hours=cut_hours)).isoformat() for d in sorted(cut_days)]
+    full = mlf.Definitions("full", [_feature(path, True)], offline_store=mlf.LocalStore(tmp / "full"), engine=engine)
+    assert full.build().ok
+    pieces = _build_by_ranges(engine, path, tmp / "pieces", splits, with_median=True)
+    _assert_same_rows(_stored(pieces, "spend"), _stored(full, "spend"))
+
+
+@pytest.mark.parity
+def test_continuing_from_the_watermark_equals_full_build(engine, tmp_path):  # contract I1
+    path = str(tmp_path / "events.parquet")
+    events = _events(3, 300, 20, 5).sort_by([("ts", "ascending")])
+    valid = events.filter(pa.compute.is_valid(events["ts"]))
+    first, later = valid.slice(0, 200), valid.slice(200)
+    pq.write_table(first, path)
+    incremental = mlf.Definitions("inc", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "inc"), engine=engine)
+    first_result = incremental.build()
+    assert first_result["spend"].version == "1.0.0"
+    pq.write_table(pa.concat_tables([first, later]), path)  # new events arrive after the watermark
+    second = incremental.build()
+    assert second["spend"].status == "built"
+    assert second["spend"].build_range != "full"
+    assert second["spend"].version == "1.0.1"  # same definition, new data -> PATCH (S2)
+    full = mlf.Definitions("full", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "full"), engine=engine)
+    assert full.build().ok
+    _assert_same_rows(_stored(incremental, "spend"), _stored(full, "spend"))
+
+
+def test_incremental_build_reads_only_the_needed_events(tmp_path):  # contract I1
+    """The range filter sits on the source scan: DuckDB's plan filters the parquet scan."""
+    from mlforge.engines import get_engine
+    from mlforge.materialize import _filter_input
+    from mlforge.prepare import prepare_input
+
+    path = str(tmp_path / "events.parquet")
+    pq.write_table(_events(1, 200, 30, 5), path)
+    feature = _feature(path)
+    engine = get_engine("duckdb")
+    table = prepare_input(feature, engine)
+    build_range = plan_range(since="2024-03-20", until="2024-03-22", interval=DAY)
+    filtered = _filter_input(feature, table, build_range)
+    plan = "\n".join(str(row) for row in engine.con.raw_sql(f"EXPLAIN {engine.con.compile(filtered)}").fetchall())
+    assert "PARQUET_SCAN" in plan.upper() or "READ_PARQUET" in plan.upper()
+    assert "Filters" in plan or "FILTER" in plan.upper()
+    rows = filtered.to_pyarrow()
+    low = datetime(2024, 3, 20) - timedelta(days=3)  # since - max_window
+    assert all(low <= ts < datetime(2024, 3, 22) for ts in rows.column("ts").to_pylist())
+    assert rows.num_rows < table.count().to_pyarrow().as_py()
+
+
+def test_range_build_replaces_only_its_labels(tmp_path):  # contract I1
+    path = str(tmp_path / "events.parquet")
+    pq.write_table(_events(5, 200, 14, 3), path)
+    defs = mlf.Definitions("inc", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "s"), engine="duckdb")
+    assert defs.build().ok
+    before = _stored(defs, "spend")
+    result = defs.build(since="2024-03-05", until="2024-03-07", force=True)
+    assert result.ok and result["spend"].build_range.startswith("[2024-03-05")
+    _assert_same_rows(_stored(defs, "spend"), before)
+
+
+def test_bad_range_writes_nothing(tmp_path):  # contract I1
+    path = str(tmp_path / "events.parquet")
+    pq.write_table(_events(5, 50, 5, 3), path)
+    store = mlf.LocalStore(tmp_path / "s")
+    defs = mlf.Definitions("inc", [_feature(path)], offline_store=store, engine="duckdb")
+    with pytest.raises(ConfigError):
+        defs.build(since="2024-03-05", until="2024-03-01")
+    with pytest.raises(ConfigError):
+        defs.build(last="7d", since="2024-03-01")
+    assert store.list_features() == []
+
+
+# -- schedules (I2) -------------------------------------------------------------------------
+def _scheduled_project(tmp_path):
+    path = str(tmp_path / "events.parquet")
+    pq.write_table(_events(5, 50, 5, 3), path)
+
+    @mlf.feature(source=path, keys=["user_id"], timestamp="ts", tags=["users", "daily"])
+    def daily_feature(t):
+        return t.select("user_id", "ts", "amt")
+
+    @mlf.feature(source=path, keys=["user_id"], timestamp="ts", tags=["hourly"])
+    def hourly_feature(t):
+        return t.select("user_id", "ts", "qty")
+
+    @mlf.feature(source=path, keys=["user_id"], timestamp="ts", tags=["users"])
+    def unscheduled(t):
+        return t.select("user_id", "ts")
+
+    return mlf.Definitions("sched", [daily_feature, hourly_feature, unscheduled], offline_store=mlf.LocalStore(tmp_path / "s"))
+
+
+def test_schedules_select_features(tmp_path):  # contract I2
+    defs = _scheduled_project(tmp_path)
+    assert defs.list_features(schedule="daily") == ["daily_feature"]
+    assert sorted(defs.list_features(schedule="daily,hourly")) == ["daily_feature", "hourly_feature"]
+    assert defs.features["daily_feature"].schedule == "daily"
+    assert defs.features["unscheduled"].schedule is None
+    result = defs.build(schedule=["hourly"])
+    assert [f.name for f in result.features] == ["hourly_feature"]
+
+
+def test_unknown_schedule_lists_the_known_ones(tmp_path):  # contract I2
+    defs = _scheduled_project(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        defs.build(schedule="fortnightly")
+    for known in ("realtime", "hourly", "daily", "weekly", "monthly", "on-demand"):
+        assert known in str(info.value)
+
+
+def test_two_schedule_tags_are_a_definition_error(tmp_path):  # contract I2
+    with pytest.raises(DefinitionError, match="two schedule tags"):
+
+        @mlf.feature(source=str(tmp_path / "x.parquet"), keys=["k"], tags=["daily", "hourly"])
+        def twice(t):
+            return t
