@@ -1,5 +1,6 @@
-"""Profiles in ``mlforge.yaml`` and settings, with one precedence:
-CLI flag > ``MLFORGE_*`` environment > profile > default (STYLE 5).
+"""Profiles in ``mlforge.yaml`` and settings, with one precedence (STYLE 5):
+
+    CLI flag  >  ``MLFORGE_*`` environment  >  ``mlforge.yaml`` profile  >  default
 
 ::
 
@@ -12,38 +13,105 @@ CLI flag > ``MLFORGE_*`` environment > profile > default (STYLE 5).
         offline_store: {KIND: s3, bucket: "${oc.env:FEATURE_BUCKET}"}
         online_store: {KIND: redis, host: "${oc.env:REDIS_HOST,localhost}"}
 
-``${oc.env:VAR}`` and ``${oc.env:VAR,default}`` are resolved only in the profile in use.
+``${oc.env:VAR}`` and ``${oc.env:VAR,default}`` are resolved only in the profile in use, so
+a variable missing for ``prod`` never breaks ``dev``. Every error names the file, the line
+and the key (contract E1). Nothing is read at import time.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlforge.errors import ConfigError
 
 CONFIG_FILE = "mlforge.yaml"
+ENGINES: tuple[str, ...] = ("duckdb", "polars", "pyspark")
+PROFILE_KEYS: tuple[str, ...] = ("offline_store", "online_store", "engine", "description")
 _ENV = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)(?:,([^}]*))?\}")
+_BAD_ENV = re.compile(r"\$\{(?!oc\.env:[A-Za-z_][A-Za-z0-9_]*(?:,[^}]*)?\})[^}]*\}")
 
-#: KIND -> (module, class) for store blocks; objects are created lazily from these.
-OFFLINE_KINDS: dict[str, tuple[str, str]] = {
-    "local": ("mlforge.offline.local", "LocalStore"),
-    "s3": ("mlforge.offline.s3", "S3Store"),
-    "gcs": ("mlforge.offline.gcs", "GCSStore"),
-    "unity-catalog": ("mlforge.offline.unity_catalog", "UnityCatalogStore"),
+
+@dataclass(frozen=True)
+class Kind:
+    """A store ``KIND``: where its class lives and which extra installs its dependencies."""
+
+    module: str
+    cls: str
+    extra: str | None = None
+
+
+#: KIND -> store class for ``offline_store`` blocks; objects are created from these lazily.
+OFFLINE_KINDS: dict[str, Kind] = {
+    "local": Kind("mlforge.offline.local", "LocalStore"),
+    "s3": Kind("mlforge.offline.s3", "S3Store", "s3"),
+    "gcs": Kind("mlforge.offline.gcs", "GCSStore", "gcs"),
+    "unity-catalog": Kind("mlforge.offline.unity_catalog", "UnityCatalogStore", "databricks"),
 }
-ONLINE_KINDS: dict[str, tuple[str, str]] = {
-    "memory": ("mlforge.online.memory", "MemoryStore"),
-    "redis": ("mlforge.online.redis", "RedisStore"),
-    "valkey": ("mlforge.online.redis", "ValkeyStore"),
-    "dynamodb": ("mlforge.online.dynamodb", "DynamoDBStore"),
-    "databricks-online-tables": ("mlforge.online.databricks", "DatabricksOnlineStore"),
-    "databricks": ("mlforge.online.databricks", "DatabricksOnlineStore"),
+#: KIND -> store class for ``online_store`` blocks.
+ONLINE_KINDS: dict[str, Kind] = {
+    "memory": Kind("mlforge.online.memory", "MemoryStore"),
+    "redis": Kind("mlforge.online.redis", "RedisStore", "redis"),
+    "valkey": Kind("mlforge.online.redis", "ValkeyStore", "valkey"),
+    "dynamodb": Kind("mlforge.online.dynamodb", "DynamoDBStore", "dynamodb"),
+    "databricks-online-tables": Kind("mlforge.online.databricks", "DatabricksOnlineStore", "databricks"),
+    "databricks": Kind("mlforge.online.databricks", "DatabricksOnlineStore", "databricks"),
 }
 
 
+# -- MLFORGE_* settings ------------------------------------------------------------------
+def env_settings(**flags: Any) -> Any:
+    """Settings from CLI flags (given as keyword arguments) over ``MLFORGE_*`` variables.
+
+    Flags that are ``None`` are treated as not given, so the environment applies.
+
+    >>> env_settings(profile="prod").profile
+    'prod'
+    """
+    from pydantic import ValidationError
+
+    cls = _settings_class()
+    try:
+        return cls(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = str(err["loc"][0]) if err.get("loc") else "?"
+            source = "flag" if flags.get(key) is not None else f"MLFORGE_{key.upper()}"
+            problems.append(f"{source}={err.get('input')!r}: {err['msg']}")
+        raise ConfigError("invalid setting " + "; ".join(problems), where="environment / command line", fix=f"engines are {', '.join(ENGINES)}") from None
+
+
+_SETTINGS_CLASS: Any = None
+
+
+def _settings_class() -> Any:
+    """The pydantic-settings model, defined on first use so importing this module stays cheap."""
+    global _SETTINGS_CLASS
+    if _SETTINGS_CLASS is None:
+        from typing import Literal
+
+        from pydantic_settings import BaseSettings, SettingsConfigDict
+
+        class Settings(BaseSettings):
+            """``MLFORGE_PROFILE``, ``MLFORGE_ENGINE``, ``MLFORGE_CONFIG``, ``MLFORGE_TARGET``."""
+
+            model_config = SettingsConfigDict(env_prefix="MLFORGE_", extra="ignore", case_sensitive=False)
+
+            profile: str | None = None
+            engine: Literal["duckdb", "polars", "pyspark"] | None = None
+            config: Path | None = None
+            target: Path | None = None
+
+        _SETTINGS_CLASS = Settings
+    return _SETTINGS_CLASS
+
+
+# -- mlforge.yaml --------------------------------------------------------------------------
 def find_config(start: Path | None = None) -> Path | None:
     """``mlforge.yaml`` in ``start`` (default: cwd) or a parent directory."""
     here = (start or Path.cwd()).resolve()
@@ -58,16 +126,23 @@ def read_config(path: Path) -> tuple[dict[str, Any], Any]:
     """The parsed YAML and its node tree (for line numbers in errors)."""
     import yaml
 
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", where=str(path), fix="check the path and its permissions") from None
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"malformed YAML: {getattr(exc, 'problem', exc)}", where=line, fix="fix the YAML syntax") from None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"malformed YAML: {problem}", where=line, fix="fix the YAML syntax (indentation, colons, quotes)") from None
     if not isinstance(data, dict):
-        raise ConfigError("mlforge.yaml must be a mapping with 'profiles:'", where=str(path), fix="see docs/profiles.md")
+        raise ConfigError(f"{CONFIG_FILE} must be a mapping with a 'profiles:' key", where=f"{path}:1", fix="see docs/profiles.md")
+    unknown = sorted(set(data) - {"profiles", "default_profile"})
+    if unknown:
+        raise ConfigError(f"unknown top-level key {unknown[0]!r}", where=f"{path}:{line_of(node, [unknown[0]])}", fix="top-level keys are 'profiles' and 'default_profile'")
     return data, node
 
 
@@ -75,100 +150,159 @@ def line_of(node: Any, keys: list[str]) -> int | None:
     """1-based line of the value at ``keys`` in a composed YAML node tree."""
     current = node
     for key in keys:
-        if current is None or not hasattr(current, "value") or not isinstance(current.value, list):
+        if current is None or not isinstance(getattr(current, "value", None), list):
             return None
-        match = None
-        for k, v in current.value:
-            if getattr(k, "value", None) == key:
-                match = (k, v)
-                break
+        match = next((v for k, v in current.value if getattr(k, "value", None) == key), None)
         if match is None:
             return None
-        current = match[1]
+        current = match
     return current.start_mark.line + 1 if current is not None else None
 
 
-def load_profile(profile: str | None = None, *, path: Path | None = None) -> dict[str, Any]:
-    """Build ``offline_store``, ``online_store`` and ``engine`` from a profile.
+@dataclass
+class Profile:
+    """A resolved profile: stores and engine, plus where each setting came from."""
 
-    Returns ``{}`` when there is no ``mlforge.yaml`` and no profile was asked for.
+    name: str | None = None
+    path: Path | None = None
+    offline_store: Any = None
+    online_store: Any = None
+    engine: str | None = None
+    origin: dict[str, str] = field(default_factory=dict)  # setting -> flag|env|profile|default
+
+    def as_settings(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"profile": self.name, "path": self.path}
+        for key in ("offline_store", "online_store", "engine"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
+
+
+def resolve_profile(profile: str | None = None, *, engine: str | None = None, path: Path | None = None) -> Profile:
+    """The profile in use, applying flag > env > profile > default.
+
+    ``profile`` and ``engine`` are CLI flags (``None`` when not given); ``path`` is an
+    explicit ``mlforge.yaml``. Without a config file and without a requested profile the
+    result holds only defaults.
     """
-    profile = profile or os.environ.get("MLFORGE_PROFILE") or None
+    settings = env_settings(profile=profile, engine=engine, config=path)
+    config_path = settings.config or find_config()
+    if settings.config is not None and not Path(settings.config).is_file():
+        raise ConfigError(f"config file {settings.config} does not exist", where="MLFORGE_CONFIG / --config", fix=f"point it at a {CONFIG_FILE}")
+    result = Profile()
+    _origin_of = "flag" if profile else "env"
+    if config_path is None:
+        if settings.profile:
+            raise ConfigError(f"profile {settings.profile!r} requested but no {CONFIG_FILE} was found", where=str(Path.cwd()), fix=f"create {CONFIG_FILE} (see docs/profiles.md) or drop --profile / MLFORGE_PROFILE")
+    else:
+        config_path = Path(config_path)
+        data, node = read_config(config_path)
+        name = settings.profile or data.get("default_profile")
+        result.path = config_path
+        if name is not None:
+            _load_block(result, str(name), data, node, config_path)
+            result.origin["profile"] = _origin_of if settings.profile else "profile (default_profile)"
+    if settings.engine:
+        result.engine = settings.engine
+        result.origin["engine"] = "flag" if engine else "env"
+    if result.engine is None:
+        result.origin["engine"] = "default"
+    if result.offline_store is None:
+        result.origin["offline_store"] = "default"
+    return result
+
+
+def load_profile(profile: str | None = None, *, path: Path | None = None) -> dict[str, Any]:
+    """``offline_store``, ``online_store`` and ``engine`` of a profile, as a dict.
+
+    Returns only what is set; ``{}``-like when there is no ``mlforge.yaml``.
+    """
+    return resolve_profile(profile, path=path).as_settings()
+
+
+def profile_names(path: Path | None = None) -> list[str]:
+    """The profiles declared in ``mlforge.yaml`` (none when there is no file)."""
     config_path = path or find_config()
     if config_path is None:
-        if profile:
-            raise ConfigError(f"profile {profile!r} requested but no {CONFIG_FILE} was found", where=str(Path.cwd()), fix=f"create {CONFIG_FILE} or drop --profile")
-        return _env_overrides({})
-    data, node = read_config(config_path)
+        return []
+    data, _ = read_config(config_path)
+    profiles = data.get("profiles") or {}
+    return list(profiles) if isinstance(profiles, dict) else []
+
+
+def _load_block(result: Profile, name: str, data: dict[str, Any], node: Any, path: Path) -> None:
     profiles = data.get("profiles") or {}
     if not isinstance(profiles, dict):
-        raise ConfigError("'profiles' must be a mapping of names to settings", where=f"{config_path}:{line_of(node, ['profiles'])}", fix="see docs/profiles.md")
-    name = profile or data.get("default_profile")
-    if name is None:
-        return _env_overrides({})
+        raise ConfigError("'profiles' must be a mapping of names to settings", where=f"{path}:{line_of(node, ['profiles'])} (profiles)", fix="see docs/profiles.md")
     if name not in profiles:
-        raise ConfigError(f"unknown profile {name!r}", where=str(config_path), fix=f"available profiles: {', '.join(profiles) or 'none'}")
+        where = f"{path}:{line_of(node, ['default_profile'])} (default_profile)" if name == data.get("default_profile") else str(path)
+        raise ConfigError(f"unknown profile {name!r}", where=where, fix=f"available profiles: {', '.join(profiles) or 'none'}")
     block = profiles[name] or {}
-    where = f"{config_path}"
-    resolved = _interpolate(block, node, ["profiles", name], config_path)
-    settings: dict[str, Any] = {"profile": name, "path": config_path}
-    for key in ("offline_store", "online_store"):
-        if resolved.get(key) is not None:
-            kinds = OFFLINE_KINDS if key == "offline_store" else ONLINE_KINDS
-            settings[key] = make_store(resolved[key], kinds, f"{where}:{line_of(node, ['profiles', name, key])}", key, config_path.parent)
-    if resolved.get("engine") is not None:
-        settings["engine"] = _engine_from(resolved["engine"], f"{where}:{line_of(node, ['profiles', name, 'engine'])}")
-    unknown = sorted(set(resolved) - {"offline_store", "online_store", "engine", "description"})
+    keys = ["profiles", name]
+    if not isinstance(block, dict):
+        raise ConfigError(f"profile {name!r} must be a mapping", where=_where(path, node, keys), fix="e.g. dev: {offline_store: {KIND: local, path: ./feature_store}}")
+    unknown = sorted(set(block) - set(PROFILE_KEYS))
     if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in profile {name!r}", where=f"{where}:{line_of(node, ['profiles', name, unknown[0]])}", fix="allowed: offline_store, online_store, engine")
-    return _env_overrides(settings)
+        raise ConfigError(f"unknown key {unknown[0]!r} in profile {name!r}", where=_where(path, node, [*keys, unknown[0]]), fix=f"allowed keys: {', '.join(PROFILE_KEYS)}")
+    resolved = _interpolate(block, node, keys, path)
+    result.name = name
+    for key, kinds in (("offline_store", OFFLINE_KINDS), ("online_store", ONLINE_KINDS)):
+        if resolved.get(key) is not None:
+            setattr(result, key, make_store(resolved[key], kinds, _where(path, node, [*keys, key]), key, path.parent))
+            result.origin[key] = "profile"
+    if resolved.get("engine") is not None:
+        result.engine = _engine_from(resolved["engine"], _where(path, node, [*keys, "engine"]))
+        result.origin["engine"] = "profile"
 
 
-def _env_overrides(settings: dict[str, Any]) -> dict[str, Any]:
-    engine = os.environ.get("MLFORGE_ENGINE")
-    if engine:
-        settings["engine"] = engine
-    return settings
+def _where(path: Path, node: Any, keys: list[str]) -> str:
+    line = line_of(node, keys)
+    return f"{path}:{line} ({'.'.join(keys)})" if line else f"{path} ({'.'.join(keys)})"
 
 
-def _engine_from(value: Any, where: str) -> Any:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and "KIND" in value:
-        return value["KIND"]
-    raise ConfigError(f"engine must be a name or a block with KIND, got {value!r}", where=where, fix="engine: duckdb")
+def _engine_from(value: Any, where: str) -> str:
+    name = value["KIND"] if isinstance(value, dict) and "KIND" in value else value
+    if not isinstance(name, str) or name.lower() not in ENGINES:
+        raise ConfigError(f"unknown engine {name!r}", where=where, fix=f"use one of {', '.join(ENGINES)}")
+    return name.lower()
 
 
-def make_store(block: Any, kinds: dict[str, tuple[str, str]], where: str, key: str, base: Path) -> Any:
+def make_store(block: Any, kinds: dict[str, Kind], where: str, key: str, base: Path) -> Any:
     """Create a store object from a profile block discriminated by ``KIND``."""
-    import importlib
-
     if not isinstance(block, dict) or "KIND" not in block:
         raise ConfigError(f"{key} must be a mapping with a KIND", where=where, fix=f"e.g. {key}: {{KIND: {next(iter(kinds))}}}")
-    kind = str(block["KIND"]).lower()
-    if kind not in kinds:
+    kind_name = str(block["KIND"]).lower()
+    if kind_name not in kinds:
         raise ConfigError(f"unknown {key} KIND {block['KIND']!r}", where=where, fix=f"use one of {', '.join(kinds)}")
-    module_name, class_name = kinds[kind]
+    kind = kinds[kind_name]
     options = {k: v for k, v in block.items() if k != "KIND"}
-    if kind == "local" and "path" in options and not Path(str(options["path"])).is_absolute():
+    if kind_name == "local" and "path" in options and not Path(str(options["path"])).is_absolute():
         options["path"] = str(base / str(options["path"]))
     try:
-        cls = getattr(importlib.import_module(module_name), class_name)
+        cls = getattr(importlib.import_module(kind.module), kind.cls)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"{key} KIND {kind!r} is not available: {exc}", where=where, fix="install the matching extra, e.g. pip install 'mlforge[all]'") from None
+        extra = kind.extra or "all"
+        raise ConfigError(
+            f"{key} KIND {kind_name!r} is not available ({exc})",
+            where=where,
+            fix=f"install the extra it needs: pip install 'mlforge[{extra}]'",
+        ) from None
     try:
         return cls(**options)
     except TypeError as exc:
-        raise ConfigError(f"bad options for {key} KIND {kind!r}: {exc}", where=where, fix="check the option names in docs/profiles.md") from None
+        raise ConfigError(f"bad options for {key} KIND {kind_name!r}: {exc}", where=where, fix="check the option names in docs/profiles.md") from None
 
 
 def _interpolate(value: Any, node: Any, keys: list[str], path: Path) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, node, [*keys, k], path) for k, v in value.items()}
+        return {k: _interpolate(v, node, [*keys, str(k)], path) for k, v in value.items()}
     if isinstance(value, list):
         return [_interpolate(v, node, keys, path) for v in value]
     if not isinstance(value, str):
         return value
+    bad = _BAD_ENV.search(value)
+    if bad:
+        raise ConfigError(f"cannot interpolate {bad.group(0)!r}", where=_where(path, node, keys), fix="write ${oc.env:VAR} or ${oc.env:VAR,default}")
 
     def replace(match: re.Match[str]) -> str:
         var, default = match.group(1), match.group(2)
@@ -178,7 +312,7 @@ def _interpolate(value: Any, node: Any, keys: list[str], path: Path) -> Any:
             return default
         raise ConfigError(
             f"environment variable {var} is not set",
-            where=f"{path}:{line_of(node, keys)} ({'.'.join(keys)})",
+            where=_where(path, node, keys),
             fix=f"export {var}=... or write ${{oc.env:{var},default}}",
         )
 

@@ -1,0 +1,78 @@
+"""The cyclopts application and the one place where errors become exit codes (E2)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+from cyclopts import App
+from cyclopts.exceptions import CycloptsError
+
+from mlforge import __version__
+from mlforge.cli import COMMANDS
+from mlforge.errors import MlforgeError
+
+#: Exit codes (contract E2).
+OK, FAILED, USAGE = 0, 1, 2
+
+
+def make_app() -> App:
+    """The ``mlforge`` app, each command imported only when it runs."""
+    app = App(
+        name="mlforge",
+        help="mlforge: declare features in Python, build them on DuckDB, Polars or PySpark, "
+        "store them versioned and serve them point-in-time correct.",
+        version=f"mlforge {__version__}",
+        version_flags=["--version"],
+        help_format="plaintext",
+    )
+    for name, (import_path, summary) in COMMANDS.items():
+        app.command(import_path, name=name, help=summary)
+    return app
+
+
+def _wants_verbose(tokens: Sequence[str]) -> bool:
+    for token in tokens:
+        if token == "--":
+            return False
+        if token in ("--verbose", "-v"):
+            return True
+    return False
+
+
+def run(tokens: Sequence[str]) -> int:
+    """Run a command line; return its exit code. Prints one message per failure, with the
+    traceback only under ``--verbose`` (contract E2)."""
+    verbose = _wants_verbose(tokens)
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    app = make_app()
+    try:
+        result = app(list(tokens), exit_on_error=False, print_error=False, result_action="return_value")
+    except CycloptsError as exc:  # contract E2: bad arguments exit 2
+        _error(_cyclopts_message(exc), verbose, exc)
+        return USAGE
+    except MlforgeError as exc:
+        _error(str(exc), verbose, exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _error("interrupted", False, None)
+        return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (OK if exc.code is None else FAILED)
+    except Exception as exc:  # a bug or an environment problem: still one clear line
+        _error(f"unexpected error: {type(exc).__name__}: {exc}" + ("" if verbose else "\n  (run with --verbose for the traceback)"), verbose, exc)
+        return FAILED
+    return result if isinstance(result, int) and not isinstance(result, bool) else OK
+
+
+def _cyclopts_message(exc: CycloptsError) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+def _error(message: str, verbose: bool, exc: BaseException | None) -> None:
+    if verbose and exc is not None:
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"error: {message}", file=sys.stderr)

@@ -1,0 +1,141 @@
+"""``mlforge build``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any, Literal
+
+from cyclopts import Parameter
+
+from mlforge.cli.common import DEFAULT, Common, Format, err, load, out, print_json, table
+
+PREVIEW_ROWS = 5
+
+
+def build(
+    *,
+    features: Annotated[str | None, Parameter(name=["--features", "-f"])] = None,
+    tags: str | None = None,
+    schedule: str | None = None,
+    engine: Literal["duckdb", "polars", "pyspark"] | None = None,
+    online: bool = False,
+    since: str | None = None,
+    until: str | None = None,
+    last: str | None = None,
+    full_refresh: bool = False,
+    force: bool = False,
+    preview: bool = False,
+    format: Format = "table",
+    common: Common = DEFAULT,
+) -> int:
+    """Build features and publish new versions where anything changed.
+
+    Exit 0 when every selected feature was built or skipped, 1 when any failed (nothing of
+    a failed feature is written), 2 for bad definitions, configuration or arguments.
+
+    Parameters
+    ----------
+    features
+        Comma-separated feature names (default: all).
+    tags
+        Only features with one of these comma-separated tags.
+    schedule
+        Only features with one of these schedules (realtime, hourly, daily, weekly, monthly, on-demand).
+    engine
+        Engine for this build (overrides MLFORGE_ENGINE and the profile).
+    online
+        Also write the latest rows to the online store.
+    since
+        Recompute grid rows from this date/time (ISO, UTC).
+    until
+        Recompute grid rows before this date/time (ISO, UTC).
+    last
+        Recompute the last duration, e.g. 7d (not with --since/--until).
+    full_refresh
+        Rebuild everything, ignoring the stored watermark.
+    force
+        Publish a new version even when nothing changed.
+    preview
+        Show a few rows of each built feature.
+    format
+        table for people, json for machines.
+    """
+    from mlforge.incremental import plan_range
+
+    # contract E2: argument errors surface before the project is even loaded
+    plan_range(since=since, until=until, last=last, full_refresh=full_refresh)
+    defs = load(common)
+    progress = _Progress(enabled=format == "table" or sys.stderr.isatty())
+    try:
+        with progress:
+            result = defs.build(
+                features, tags=tags, schedule=schedule, since=since, until=until, last=last,
+                full_refresh=full_refresh, online=online, engine=engine, force=force, progress=progress,
+            )
+        previews = _previews(defs, result) if preview else {}
+    finally:
+        defs.close()
+    if format == "json":
+        payload = result.to_dict()
+        if preview:
+            payload["preview"] = previews
+        print_json(payload)
+    else:
+        _render(result, previews)
+    return 1 if result.failed else 0
+
+
+class _Progress:
+    """A live status line per feature on stderr, and one line per finished feature."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.status: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled and err().is_terminal:
+            self.status = err().status("loading…")
+            self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status is not None:
+            self.status.__exit__(*exc)
+
+    def __call__(self, name: str, event: Any) -> None:
+        if not self.enabled:
+            return
+        if event == "start":
+            if self.status is not None:
+                self.status.update(f"building [bold]{name}[/]…")
+            return
+        mark = {"built": "[green]✓[/]", "skipped": "[dim]=[/]", "failed": "[red]✗[/]"}.get(event.status, "?")
+        detail = f"{event.version or ''} {event.status}"
+        if event.rows is not None:
+            detail += f", {event.rows} rows"
+        err().print(f"{mark} {name} {detail} ({event.seconds:.2f}s)", highlight=False)
+
+
+def _render(result: Any, previews: dict[str, list[dict[str, Any]]]) -> None:
+    rows = []
+    for f in result.features:
+        note = f.reason or ""
+        if f.status == "failed":
+            note = str(f.error).splitlines()[0] if f.error else "failed"
+        rows.append([f.name, f.status, f.version or "-", f.change or "-", f.rows if f.rows is not None else "-", f"{f.seconds:.2f}s", note])
+    summary = f"{len(result.built)} built, {len(result.skipped)} skipped, {len(result.failed)} failed"
+    out().print(table(None, ["feature", "status", "version", "change", "rows", "time", "note"], rows))
+    out().print(summary, highlight=False)
+    for name, sample in previews.items():
+        if sample:
+            out().print(table(f"{name} (first {len(sample)} rows)", list(sample[0]), [list(r.values()) for r in sample]))
+    for f in result.failed:
+        err().print(f"[red]error[/]: {f.name}: {f.error}", highlight=False)
+
+
+def _previews(defs: Any, result: Any) -> dict[str, list[dict[str, Any]]]:
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for f in result.features:
+        if f.status != "failed" and f.version:
+            samples[f.name] = defs.read_feature(f.name, version=f.version).limit(PREVIEW_ROWS).to_pyarrow().to_pylist()
+    return samples

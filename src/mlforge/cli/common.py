@@ -1,0 +1,97 @@
+"""What every command shares: global options, loading the project, and rendering."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from cyclopts import Parameter
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mlforge.project import Definitions
+
+Format = Literal["table", "json"]
+
+
+@Parameter(name="*", group="Global options")
+@dataclass(frozen=True)
+class Common:
+    """Options every command accepts."""
+
+    verbose: Annotated[bool, Parameter(name=["--verbose", "-v"], negative="")] = False
+    "Show debug logs and tracebacks."
+
+    profile: Annotated[str | None, Parameter(name="--profile")] = None
+    "Profile of mlforge.yaml to use (env MLFORGE_PROFILE)."
+
+    target: Annotated[Path | None, Parameter(name="--target")] = None
+    "definitions.py, or the folder holding it (env MLFORGE_TARGET)."
+
+
+DEFAULT = Common()
+
+
+def load(common: Common) -> Definitions:
+    """The project's ``Definitions``, with the requested profile applied.
+
+    The working directory becomes the project's folder, so relative source and store paths
+    mean the same from anywhere inside the project.
+    """
+    from mlforge.config import env_settings
+    from mlforge.loader import find_definitions, load_definitions
+
+    settings = env_settings(profile=common.profile, target=common.target)
+    path = find_definitions(settings.target)
+    os.chdir(path.parent)
+    return load_definitions(path, profile=settings.profile)
+
+
+# -- output ----------------------------------------------------------------------------
+_CONSOLES: dict[str, Any] = {}
+
+
+def out() -> Console:
+    """The console for results (stdout): plain text when piped."""
+    from rich.console import Console
+
+    if "out" not in _CONSOLES or _CONSOLES["out"].file is not sys.stdout:
+        _CONSOLES["out"] = Console(file=sys.stdout, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+    return _CONSOLES["out"]
+
+
+def err() -> Console:
+    """The console for progress and messages (stderr)."""
+    from rich.console import Console
+
+    if "err" not in _CONSOLES or _CONSOLES["err"].file is not sys.stderr:
+        _CONSOLES["err"] = Console(file=sys.stderr)
+    return _CONSOLES["err"]
+
+
+def print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Any:
+    from rich.table import Table
+
+    grid = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
+    for column in columns:
+        grid.add_column(column, overflow="fold")
+    for row in rows:
+        grid.add_row(*("" if v is None else str(v) for v in row))
+    return grid
+
+
+def render(title: str | None, columns: list[str], rows: list[list[Any]], fmt: Format) -> None:
+    """Rows as a table, or as a JSON list of objects."""
+    if fmt == "json":
+        print_json([dict(zip(columns, row, strict=True)) for row in rows])
+    else:
+        out().print(table(title, columns, rows))
