@@ -221,3 +221,15 @@ def ttl_seconds(ttl: Any, where: str) -> float | None:
 
         raise ConfigError(f"ttl must be a positive number of seconds, got {ttl!r}", where=where, fix="e.g. ttl=86400 (one day)")
     return float(seconds)
+
+
+def read_many(store: Any, requests: Mapping[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any] | None]]:
+    """Read several features at once: ``{feature: keys}`` -> ``{feature: rows}``.
+
+    Stores that can answer in one round trip (Redis: one pipeline of ``MGET``) provide
+    ``read_many`` themselves; others are read feature by feature.
+    """
+    own = getattr(store, "read_many", None)
+    if own is not None:
+        return own(requests)
+    return {feature: store.read(feature, keys) for feature, keys in requests.items()}

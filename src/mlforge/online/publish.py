@@ -69,6 +69,8 @@ def latest_rows(table: ir.Table, keys: list[str], timestamp: str | None, engine:
     """
     import ibis
 
+    internal = [c for c in table.columns if c.startswith("__mlforge")]  # storage bookkeeping
+    table = table.drop(*internal) if internal else table
     table = table.filter(*[table[k].notnull() for k in keys])
     if timestamp is None:
         return table

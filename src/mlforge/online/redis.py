@@ -129,6 +129,20 @@ class RedisStore:
             out.extend(None if value is None else decode_row(value) for value in raw)
         return out
 
+    def read_many(self, requests: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any] | None]]:
+        """Several features in one round trip: a pipeline with one ``MGET`` per feature."""
+        if sum(len(keys) for keys in requests.values()) > READ_BATCH:
+            return {feature: self.read(feature, keys) for feature, keys in requests.items()}
+        pipe = self.client.pipeline(transaction=False)
+        asked = [(feature, keys) for feature, keys in requests.items() if keys]
+        for feature, keys in asked:
+            pipe.mget([self.key(feature, k) for k in keys])
+        answers = self._call(f"read {', '.join(requests)}", pipe.execute) if asked else []
+        out: dict[str, list[dict[str, Any] | None]] = {feature: [] for feature in requests}
+        for (feature, _), raw in zip(asked, answers, strict=True):
+            out[feature] = [None if value is None else decode_row(value) for value in raw]
+        return out
+
     def ping(self) -> None:
         self._call("ping", self.client.ping)
 

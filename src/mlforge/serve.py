@@ -1,0 +1,426 @@
+"""The online feature server (contract O3): a FastAPI app over a project's online store.
+
+::
+
+    GET  /health              store reachable? 200, else 503 (never needs the token)
+    GET  /features            the servable features
+    GET  /features/{name}     one feature: keys, entities, timestamp, columns, version
+    POST /features/online     {"features": [...], "entity": {...}}     one entity
+    POST /features/batch      {"features": [...], "entities": [...]}   up to max_batch
+    GET  /metrics             Prometheus text format
+
+Entities are given by the feature's key columns or, for an entity with ``from_columns``,
+by those natural columns; the join key is then computed as in rule K1 (contract K2).
+Bad JSON or a bad body is 422, an unknown feature 404, an unreachable store 503, a
+missing or wrong bearer token 401; no response ever carries a traceback.
+
+FastAPI, uvicorn and prometheus-client are imported only when an app is made.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the request models from
+# the endpoint annotations, and those models are local to ``create_app``.
+
+import base64
+import hmac
+import logging
+import math
+import os
+import sys
+import time
+from datetime import date, datetime, time as dtime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from mlforge.errors import ConfigError, MlforgeError, OnlineStoreError, missing_extra
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "MLFORGE_SERVE_TOKEN"
+TARGET_ENV = "MLFORGE_SERVE_TARGET"
+PROFILE_ENV = "MLFORGE_SERVE_PROFILE"
+MAX_BATCH_ENV = "MLFORGE_SERVE_MAX_BATCH"
+MAX_BATCH = 1_000
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+# -- keys (contract K2) ----------------------------------------------------------------------
+class KeyProblem(ValueError):
+    """An entity lacks the columns to look a feature up."""
+
+
+def entity_key(feature: Any, entity: dict[str, Any]) -> dict[str, Any]:
+    """The key dict of ``feature`` for one request entity: key columns as given, or the
+    join key of a surrogate entity computed from its ``from_columns`` (rule K1)."""
+    from mlforge.prepare import surrogate_key_value
+
+    surrogates = {e.join_key: e for e in feature.entities if e.is_surrogate}
+    key: dict[str, Any] = {}
+    for column in feature.keys:
+        if column in entity:
+            key[column] = entity[column]
+            continue
+        source = surrogates.get(column)
+        if source is not None and all(c in entity for c in source.from_columns):
+            try:
+                key[column] = surrogate_key_value(*(entity[c] for c in source.from_columns))
+            except MlforgeError as exc:
+                raise KeyProblem(f"feature {feature.name!r}: {exc.what}") from None
+            continue
+        accepted = f"{column!r}" + (f" or {list(source.from_columns)}" if source is not None else "")
+        raise KeyProblem(f"feature {feature.name!r} needs the key {accepted}; the entity has {sorted(entity)}")
+    return key
+
+
+# -- JSON rendering --------------------------------------------------------------------------
+def jsonable(value: Any) -> Any:
+    """A stored value as JSON: timestamps ISO 8601 (naive ones are UTC, rule T1), NaN as null."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        return (value if value.tzinfo is not None else value.replace(tzinfo=_utc())).isoformat()
+    if isinstance(value, (date, dtime)):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return str(value)
+
+
+def _utc() -> Any:
+    from datetime import UTC
+
+    return UTC
+
+
+# -- the app ---------------------------------------------------------------------------------
+def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = None) -> Any:
+    """The FastAPI app serving ``defs``'s online store.
+
+    Args:
+        defs: a :class:`~mlforge.project.Definitions` with an ``online_store``.
+        token: bearer token required on every route but ``/health``; default: the
+            ``MLFORGE_SERVE_TOKEN`` environment variable; empty or unset means no auth.
+        max_batch: most entities in one ``/features/batch`` request (default 1000,
+            env ``MLFORGE_SERVE_MAX_BATCH``).
+
+    Example:
+        >>> import mlforge as mlf
+        >>> from mlforge.online.memory import MemoryStore
+        >>> app = create_app(mlf.Definitions("demo", [], online_store=MemoryStore()))
+        >>> sorted(r.path for r in app.routes if r.path.startswith("/features"))
+        ['/features', '/features/batch', '/features/online', '/features/{name}']
+    """
+    try:
+        from fastapi import Depends, FastAPI, HTTPException, Request
+        from fastapi.responses import JSONResponse, Response
+        from pydantic import BaseModel, ConfigDict, Field
+    except ImportError:
+        raise missing_extra("fastapi", "serve") from None
+    if defs.online_store is None:
+        raise ConfigError("serving needs an online store", fix="set online_store= in Definitions or an online_store block in the profile")
+    token = token if token is not None else os.environ.get(TOKEN_ENV)
+    limit = int(max_batch or os.environ.get(MAX_BATCH_ENV) or MAX_BATCH)
+    metrics = _Metrics()
+    store = defs.online_store
+
+    Scalar = str | int | float | bool | None
+
+    class OnlineRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        features: list[str] = Field(min_length=1, description="feature names")
+        entity: dict[str, Scalar] = Field(min_length=1, description="key columns, or an entity's natural columns")
+
+    class BatchRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        features: list[str] = Field(min_length=1)
+        entities: list[dict[str, Scalar]] = Field(min_length=1, max_length=limit)
+
+    def require_token(request: Request) -> None:
+        if not token:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise HTTPException(status_code=401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    app = FastAPI(title=f"mlforge online features: {defs.name}", version=_version())
+    app.add_middleware(_TimingMiddleware, metrics=metrics)
+    app.state.defs, app.state.metrics = defs, metrics
+    _install_error_handlers(app, JSONResponse)
+    auth = [Depends(require_token)]
+
+    @app.get("/health")
+    def health() -> Any:
+        try:
+            store.ping()
+        except OnlineStoreError as exc:
+            return JSONResponse({"status": "unavailable", "online_store": repr(store), "detail": exc.what}, status_code=503)
+        return {"status": "ok", "project": defs.name, "online_store": type(store).__name__, "features": len(defs.features)}
+
+    @app.get("/features", dependencies=auth)
+    def list_features() -> Any:
+        return {"features": [_describe(defs, name, brief=True) for name in sorted(defs.features)]}
+
+    @app.get("/features/{name}", dependencies=auth)
+    def show_feature(name: str) -> Any:
+        _feature(defs, name, HTTPException)
+        return _describe(defs, name, brief=False)
+
+    @app.post("/features/online", dependencies=auth)
+    def online(body: OnlineRequest) -> Any:
+        results = _lookup(defs, store, metrics, body.features, [body.entity], HTTPException)
+        return JSONResponse({"entity": body.entity, "features": results[0]})
+
+    @app.post("/features/batch", dependencies=auth)
+    def batch(body: BatchRequest) -> Any:
+        results = _lookup(defs, store, metrics, body.features, body.entities, HTTPException)
+        return JSONResponse({"results": [{"entity": e, "features": r} for e, r in zip(body.entities, results, strict=True)]})
+
+    @app.get("/metrics", dependencies=auth)
+    def prometheus() -> Any:
+        body, content_type = metrics.render()
+        return Response(content=body, media_type=content_type)
+
+    return app
+
+
+def _lookup(defs: Any, store: Any, metrics: "_Metrics", names: list[str], entities: list[dict[str, Any]], http_error: Any) -> list[dict[str, Any]]:
+    """``[{feature: row | None}]`` per entity; one store call for all features."""
+    from mlforge.online.base import read_many
+
+    features = {name: _feature(defs, name, http_error) for name in dict.fromkeys(names)}
+    try:
+        requests = {name: [entity_key(f, e) for e in entities] for name, f in features.items()}
+    except KeyProblem as exc:
+        raise http_error(status_code=422, detail=str(exc)) from None
+    started = time.perf_counter()
+    try:
+        rows = read_many(store, requests)
+    except OnlineStoreError:
+        for name in features:
+            metrics.lookup(name, "error", len(entities))
+        raise
+    elapsed = time.perf_counter() - started
+    for name in features:
+        metrics.read_latency(name, elapsed)
+        hits = sum(row is not None for row in rows[name])
+        metrics.lookup(name, "hit", hits)
+        metrics.lookup(name, "miss", len(entities) - hits)
+    return [{name: (None if rows[name][i] is None else jsonable(rows[name][i])) for name in features} for i in range(len(entities))]
+
+
+def _feature(defs: Any, name: str, http_error: Any) -> Any:
+    feature = defs.features.get(name)
+    if feature is None:
+        raise http_error(status_code=404, detail=f"unknown feature {name!r}; available: {', '.join(sorted(defs.features)) or 'none'}")
+    return feature
+
+
+def _describe(defs: Any, name: str, *, brief: bool) -> dict[str, Any]:
+    feature = defs.features[name]
+    info: dict[str, Any] = {
+        "name": name,
+        "keys": list(feature.keys),
+        "entities": [{"name": e.name, "join_key": e.join_key, "from_columns": list(e.from_columns or [])} for e in feature.entities],
+        "timestamp": feature.timestamp_column,
+        "interval": feature.interval,
+        "tags": list(feature.tags),
+        "description": feature.description,
+    }
+    try:
+        metadata = defs.offline_store.read_metadata(name)
+    except MlforgeError:
+        metadata = None  # not built yet: still servable, every lookup is null (O2)
+    info["version"] = metadata.get("version") if metadata else None
+    if not brief and metadata:
+        info["columns"] = metadata.get("schema", {})
+        info["metrics"] = metadata.get("metrics", [])
+        info["created_at"] = metadata.get("created_at")
+    return info
+
+
+def _install_error_handlers(app: Any, json_response: Any) -> None:
+    """Known failures become clean JSON answers; anything else a bare 500 (logged here)."""
+    from mlforge.errors import DefinitionError, RetrievalError, VersionNotFound
+
+    @app.exception_handler(OnlineStoreError)
+    def store_down(request: Any, exc: OnlineStoreError) -> Any:
+        log.warning("online store unavailable: %s", exc.what)
+        return json_response({"detail": f"online store unavailable: {exc.what}"}, status_code=503)
+
+    @app.exception_handler(MlforgeError)
+    def mlforge_error(request: Any, exc: MlforgeError) -> Any:
+        status = 404 if isinstance(exc, VersionNotFound) else 422 if isinstance(exc, (RetrievalError, DefinitionError, ConfigError)) else 503
+        return json_response({"detail": str(exc)}, status_code=status)
+
+    @app.exception_handler(Exception)
+    def unexpected(request: Any, exc: Exception) -> Any:
+        log.error("unexpected error serving %s", request.url.path, exc_info=exc)
+        return json_response({"detail": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
+
+
+# -- metrics ----------------------------------------------------------------------------------
+class _Metrics:
+    """Prometheus metrics of one app; with ``PROMETHEUS_MULTIPROC_DIR`` set (several
+    workers) every worker writes its samples there and ``/metrics`` sums them."""
+
+    def __init__(self) -> None:
+        try:
+            import prometheus_client as prom
+        except ImportError:
+            raise missing_extra("prometheus_client", "serve") from None
+        self._prom = prom
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        # A private registry per app: several apps in one process (tests) never clash.
+        registry = None if self.multiprocess else prom.CollectorRegistry()
+        self.registry = registry
+        self.requests = prom.Counter("mlforge_serve_requests", "HTTP requests by route and status code", ["route", "status"], registry=registry)
+        self.latency = prom.Histogram("mlforge_serve_request_seconds", "HTTP request latency by route", ["route"], buckets=_LATENCY_BUCKETS, registry=registry)
+        self.lookups = prom.Counter("mlforge_serve_feature_lookups", "Entity lookups by feature and status (hit, miss, error)", ["feature", "status"], registry=registry)
+        self.reads = prom.Histogram("mlforge_serve_store_read_seconds", "Online store read latency by feature", ["feature"], buckets=_LATENCY_BUCKETS, registry=registry)
+
+    def request(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def lookup(self, feature: str, status: str, count: int) -> None:
+        if count:
+            self.lookups.labels(feature, status).inc(count)
+
+    def read_latency(self, feature: str, seconds: float) -> None:
+        self.reads.labels(feature).observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        prom = self._prom
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = prom.CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return prom.generate_latest(registry), prom.CONTENT_TYPE_LATEST
+        return prom.generate_latest(self.registry), prom.CONTENT_TYPE_LATEST
+
+
+class _TimingMiddleware:
+    """Pure ASGI middleware timing every HTTP request (cheaper than ``BaseHTTPMiddleware``)."""
+
+    def __init__(self, app: Any, metrics: _Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_record(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.request(route, status, time.perf_counter() - started)
+
+
+def _version() -> str:
+    from mlforge import __version__
+
+    return __version__
+
+
+# -- running ----------------------------------------------------------------------------------
+def app_from_env() -> Any:
+    """Uvicorn factory for worker processes: loads the definitions named by
+    ``MLFORGE_SERVE_TARGET`` (and ``MLFORGE_SERVE_PROFILE``) and builds the app."""
+    from mlforge.loader import load_definitions
+
+    target = os.environ.get(TARGET_ENV)
+    if not target:
+        raise ConfigError(f"{TARGET_ENV} is not set", fix="start workers through mlforge.serve.run or `mlforge serve`")
+    defs = load_definitions(target, profile=os.environ.get(PROFILE_ENV) or None)
+    return create_app(defs)
+
+
+def run(
+    defs: Any = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    token: str | None = None,
+    *,
+    target: str | None = None,
+    profile: str | None = None,
+    max_batch: int | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve ``defs`` with uvicorn until interrupted.
+
+    Args:
+        defs: the loaded :class:`~mlforge.project.Definitions` (may be ``None`` when
+            ``target`` is given).
+        host, port: where to listen.
+        workers: worker processes. With more than one, each worker loads the project
+            itself from ``target`` (default: the file ``defs`` was loaded from) and the
+            Prometheus samples of all workers are summed through a shared directory.
+        token: bearer token (default env ``MLFORGE_SERVE_TOKEN``; unset = no auth).
+        target: the ``definitions.py`` (or its folder) for worker processes.
+        profile: the ``mlforge.yaml`` profile worker processes load.
+        max_batch: most entities per ``/features/batch`` request.
+        log_level: uvicorn's log level.
+    """
+    try:
+        import uvicorn
+    except ImportError:
+        raise missing_extra("uvicorn", "serve") from None
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}", fix="--workers 1")
+    if max_batch:
+        os.environ[MAX_BATCH_ENV] = str(int(max_batch))
+    if token:
+        os.environ[TOKEN_ENV] = token
+    if workers == 1:
+        if defs is None:
+            from mlforge.loader import load_definitions
+
+            defs = load_definitions(target, profile=profile)
+        uvicorn.run(create_app(defs, token), host=host, port=port, log_level=log_level)
+        return
+    os.environ[TARGET_ENV] = str(target or _definitions_file(defs))
+    if profile or getattr(defs, "profile", None):
+        os.environ[PROFILE_ENV] = str(profile or defs.profile)
+    _shared_metrics_dir()
+    uvicorn.run("mlforge.serve:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level)
+
+
+def _definitions_file(defs: Any) -> str:
+    """The file ``defs`` was loaded from: the module in ``sys.modules`` that holds it."""
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and any(value is defs for value in list(vars(module).values())):
+            return file
+    raise ConfigError(
+        "several workers need the definitions file, and this Definitions object was not loaded from one",
+        fix="pass target='path/to/definitions.py' (CLI: --target), or use --workers 1",
+    )
+
+
+def _shared_metrics_dir() -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    import tempfile
+
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlforge-metrics-")
