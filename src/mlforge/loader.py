@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 DEFINITIONS_FILE = "definitions.py"
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
+#: Folders of definitions files imported in this process; their modules are forgotten
+#: before the next import so two projects never share a stale ``features`` module.
+_LOADED_ROOTS: list[str] = []
 
 
 def find_definitions(target: str | os.PathLike[str] | None = None, start: Path | None = None) -> Path:
@@ -90,9 +93,12 @@ def _apply_profile(defs: Any, profile: str | None) -> None:
 
 def _import(path: Path) -> Any:
     root = str(path.parent)
-    _forget_modules_under(root)
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    for previous in [*_LOADED_ROOTS, root]:
+        _forget_modules_under(previous)
+        while previous in sys.path:
+            sys.path.remove(previous)
+    _LOADED_ROOTS[:] = [root]
+    sys.path.insert(0, root)
     name = f"_mlforge_user_definitions_{abs(hash(str(path)))}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:  # pragma: no cover - only for odd files

@@ -7,7 +7,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from cyclopts import App
+from cyclopts import App, Parameter
 from cyclopts.exceptions import CycloptsError
 
 from mlforge import __version__
@@ -27,6 +27,7 @@ def make_app() -> App:
         version=f"mlforge {__version__}",
         version_flags=["--version"],
         help_format="plaintext",
+        default_parameter=Parameter(negative=()),
     )
     for name, (import_path, summary) in COMMANDS.items():
         app.command(import_path, name=name, help=summary)

@@ -85,8 +85,16 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Any:
     for column in columns:
         grid.add_column(column, overflow="fold")
     for row in rows:
-        grid.add_row(*("" if v is None else str(v) for v in row))
+        grid.add_row(*(_cell(v) for v in row))
     return grid
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value)
+    return str(value)
 
 
 def render(title: str | None, columns: list[str], rows: list[list[Any]], fmt: Format) -> None:

@@ -1,0 +1,99 @@
+"""``mlforge list features|entities|sources|versions``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cyclopts import App
+
+from mlforge.cli.common import DEFAULT, Common, Format, load, render
+
+app = App(name="list", help="List features, entities, sources or the versions of a feature.", help_format="plaintext")
+
+
+@app.command
+def features(*, tags: str | None = None, schedule: str | None = None, format: Format = "table", common: Common = DEFAULT) -> int:
+    """List features with their keys, schedule and latest version.
+
+    Parameters
+    ----------
+    tags
+        Only features with one of these comma-separated tags.
+    schedule
+        Only features with one of these schedules (contract I2), e.g. daily or daily,hourly.
+    format
+        table for people, json for machines.
+    """
+    defs = load(common)
+    rows = []
+    for name in defs.list_features(tags=tags, schedule=schedule):
+        f = defs.features[name]
+        rows.append([name, list(f.keys), f.timestamp_column, f.interval, f.schedule, list(f.tags), _latest(defs, name), f.description.splitlines()[0] if f.description else None])
+    render(None, ["feature", "keys", "timestamp", "interval", "schedule", "tags", "latest", "description"], rows, format)
+    return 0
+
+
+@app.command
+def entities(*, format: Format = "table", common: Common = DEFAULT) -> int:
+    """List entities with their join keys and the features that use them.
+
+    Parameters
+    ----------
+    format
+        table for people, json for machines.
+    """
+    defs = load(common)
+    rows = []
+    for e in defs.list_entities():
+        users = sorted(f.name for f in defs.features.values() if any(x.name == e.name for x in f.entities))
+        rows.append([e.name, e.join_key, list(e.from_columns or ()), users])
+    render(None, ["entity", "join_key", "from_columns", "features"], rows, format)
+    return 0
+
+
+@app.command
+def sources(*, format: Format = "table", common: Common = DEFAULT) -> int:
+    """List sources with their format and the features that read them.
+
+    Parameters
+    ----------
+    format
+        table for people, json for machines.
+    """
+    defs = load(common)
+    rows = []
+    for s in defs.list_sources():
+        users = sorted(f.name for f in defs.features.values() if f.source.location == s.location)
+        rows.append([s.name, s.location, type(s.format).__name__ if s.format else "table", users])
+    render(None, ["source", "location", "format", "features"], rows, format)
+    return 0
+
+
+@app.command
+def versions(feature: str, /, *, format: Format = "table", common: Common = DEFAULT) -> int:
+    """List the stored versions of a feature, newest last; * marks the latest.
+
+    Parameters
+    ----------
+    feature
+        Feature name.
+    format
+        table for people, json for machines.
+    """
+    from mlforge.errors import ConfigError
+
+    defs = load(common)
+    found = defs.list_versions(feature)
+    if not found and feature not in defs.features:
+        raise ConfigError(f"unknown feature {feature!r}", fix=f"available: {', '.join(sorted(defs.features)) or 'none'}")
+    latest = defs.offline_store.latest_version(feature)
+    rows = []
+    for version in found:
+        meta = defs.offline_store.read_metadata(feature, version)
+        rows.append([version, "*" if version == latest else "", meta.get("change"), meta.get("rows"), meta.get("created_at"), meta.get("reason")])
+    render(f"{feature}" if format == "table" else None, ["version", "latest", "change", "rows", "created_at", "reason"], rows, format)
+    return 0
+
+
+def _latest(defs: Any, name: str) -> str | None:
+    return defs.offline_store.latest_version(name)

@@ -1,0 +1,164 @@
+"""Version commands: ``diff``, ``rollback``, ``sync``, ``manifest``.
+
+Each calls one function of :mod:`mlforge.offline.operations` and renders its result.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+from cyclopts import Parameter
+
+from mlforge.cli.common import DEFAULT, Common, Format, err, load, out, print_json, render, table
+from mlforge.errors import ConfigError, MlforgeError
+
+#: ``diff`` exit code for any error (contract S4); 0-3 are the change kinds.
+DIFF_ERROR = 4
+
+
+def diff(feature: str, v1: str | None = None, v2: str | None = None, /, *, format: Format = "table", common: Common = DEFAULT) -> int:
+    """Compare two versions of a feature (default: the latest and the one before).
+
+    Exit code: 0 identical, 1 PATCH, 2 MINOR, 3 MAJOR, 4 error (contract S4).
+
+    Parameters
+    ----------
+    feature
+        Feature name.
+    v1
+        Older version (default: the one before v2).
+    v2
+        Newer version (default: the latest).
+    format
+        table for people, json for machines.
+    """
+    try:
+        from mlforge.offline.operations import diff_versions
+
+        defs = load(common)
+        result = diff_versions(defs.offline_store, feature, v1, v2)
+    except MlforgeError as exc:  # contract S4: every error of diff exits 4
+        if common.verbose:
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
+        return DIFF_ERROR
+    payload = {k: (getattr(v, "name", v) if k == "kind" else v) for k, v in result.items()}
+    if format == "json":
+        print_json(payload)
+    else:
+        out().print(table(f"diff {feature}", ["field", "value"], [[k, _text(v)] for k, v in payload.items()]))
+    return int(result["exit_code"])
+
+
+def rollback(
+    feature: str,
+    version: str | None = None,
+    /,
+    *,
+    previous: bool = False,
+    dry_run: bool = False,
+    yes: Annotated[bool, Parameter(name=["--yes", "-y"], negative="")] = False,
+    common: Common = DEFAULT,
+) -> int:
+    """Point a feature's latest version at an earlier version. Only the pointer moves;
+    no version is deleted (contract S4).
+
+    Parameters
+    ----------
+    feature
+        Feature name.
+    version
+        Version to make latest, e.g. 1.0.0.
+    previous
+        Make the version before the current latest the latest.
+    dry_run
+        Show what would change and change nothing.
+    yes
+        Do not ask for confirmation.
+    """
+    if version is not None and previous:
+        raise ConfigError("give either a VERSION or --previous, not both", where="mlforge rollback", fix="e.g. `mlforge rollback user_spend 1.0.0` or `mlforge rollback user_spend --previous`")
+    if version is None and not previous:
+        raise ConfigError("rollback needs a VERSION or --previous", where="mlforge rollback", fix=f"see `mlforge list versions {feature}`")
+    from mlforge.offline.operations import rollback as rollback_to
+
+    defs = load(common)
+    store = defs.offline_store
+    current, target = rollback_to(store, feature, version=version, previous=previous, dry_run=True)
+    if dry_run:
+        out().print(f"would move {feature} latest from {current} to {target} (dry run, nothing changed)", highlight=False)
+        return 0
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigError("rollback needs confirmation", where="mlforge rollback", fix="pass --yes to confirm without a terminal")
+        from rich.prompt import Confirm
+
+        if not Confirm.ask(f"move {feature} latest from {current} to {target}?", console=err()):
+            err().print("nothing changed")
+            return 0
+    current, target = rollback_to(store, feature, version=version, previous=previous, dry_run=False)
+    out().print(f"{feature} latest is now {target} (was {current})", highlight=False)
+    return 0
+
+
+def sync(*, force: bool = False, format: Format = "table", common: Common = DEFAULT) -> int:
+    """Publish the latest offline version of each feature to the online store.
+
+    Exit 1 when any feature failed to sync.
+
+    Parameters
+    ----------
+    force
+        Rewrite features the online store already holds at the latest version.
+    format
+        table for people, json for machines.
+    """
+    from mlforge.offline.operations import sync as sync_online
+
+    defs = load(common)
+    try:
+        entries = sync_online(defs, force=force)
+    finally:
+        defs.close()
+    columns: list[str] = []
+    for entry in entries:
+        columns += [k for k in entry if k not in columns]
+    render(None, columns, [[entry.get(c) for c in columns] for entry in entries], format)
+    failed = [e for e in entries if e.get("status") == "failed" or e.get("error")]
+    return 1 if failed else 0
+
+
+def manifest(*, output: Path | None = None, common: Common = DEFAULT) -> int:
+    """Print the project manifest (features, versions and their metadata) as JSON.
+
+    Parameters
+    ----------
+    output
+        Write the manifest to this file instead of stdout.
+    """
+    import json
+
+    from mlforge.offline.operations import build_manifest
+
+    defs = load(common)
+    payload = build_manifest(defs)
+    if output is None:
+        print_json(payload)
+    else:
+        output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        err().print(f"wrote {output}", highlight=False)
+    return 0
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value)
