@@ -37,19 +37,26 @@ class Common:
 DEFAULT = Common()
 
 
+def locate(common: Common) -> tuple[Path, str | None]:
+    """The definitions file and the profile asked for (flag > ``MLFORGE_*`` env)."""
+    from mlforge.config import env_settings
+    from mlforge.loader import find_definitions
+
+    settings = env_settings(profile=common.profile, target=common.target)
+    return find_definitions(settings.target), settings.profile
+
+
 def load(common: Common) -> Definitions:
     """The project's ``Definitions``, with the requested profile applied.
 
     The working directory becomes the project's folder, so relative source and store paths
     mean the same from anywhere inside the project.
     """
-    from mlforge.config import env_settings
-    from mlforge.loader import find_definitions, load_definitions
+    from mlforge.loader import load_definitions
 
-    settings = env_settings(profile=common.profile, target=common.target)
-    path = find_definitions(settings.target)
+    path, profile = locate(common)
     os.chdir(path.parent)
-    return load_definitions(path, profile=settings.profile)
+    return load_definitions(path, profile=profile)
 
 
 # -- output ----------------------------------------------------------------------------
@@ -70,7 +77,7 @@ def err() -> Console:
     from rich.console import Console
 
     if "err" not in _CONSOLES or _CONSOLES["err"].file is not sys.stderr:
-        _CONSOLES["err"] = Console(file=sys.stderr)
+        _CONSOLES["err"] = Console(file=sys.stderr, soft_wrap=True)
     return _CONSOLES["err"]
 
 

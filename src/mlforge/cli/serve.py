@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+from typing import Annotated, Literal
 
 from cyclopts import Parameter
 
-from mlforge.cli.common import DEFAULT, Common, load
+from mlforge.cli.common import DEFAULT, Common, locate
 
 
 def serve(
@@ -15,6 +16,8 @@ def serve(
     port: int = 8000,
     workers: int = 1,
     token: Annotated[str | None, Parameter(env_var="MLFORGE_SERVE_TOKEN")] = None,
+    max_batch: int | None = None,
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info",
     common: Common = DEFAULT,
 ) -> int:
     """Serve online features over HTTP (health, feature list, lookups, metrics).
@@ -26,9 +29,13 @@ def serve(
     port
         Port to listen on.
     workers
-        Worker processes.
+        Worker processes; each loads the project itself.
     token
         Require this bearer token on every request (env MLFORGE_SERVE_TOKEN).
+    max_batch
+        Most entities per batch request.
+    log_level
+        The server's log level.
     """
     from mlforge.errors import ConfigError
 
@@ -36,8 +43,13 @@ def serve(
         raise ConfigError(f"port {port} is out of range", where="--port", fix="use 1-65535")
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}", where="--workers", fix="e.g. --workers 2")
+    if max_batch is not None and max_batch < 1:
+        raise ConfigError(f"--max-batch must be at least 1, got {max_batch}", where="--max-batch", fix="e.g. --max-batch 500")
+    from mlforge.loader import load_definitions
     from mlforge.serve import run
 
-    defs = load(common)
-    run(defs, host=host, port=port, workers=workers, token=token)
+    path, profile = locate(common)
+    os.chdir(path.parent)
+    defs = load_definitions(path, profile=profile)
+    run(defs, host=host, port=port, workers=workers, token=token, target=str(path), profile=profile, max_batch=max_batch, log_level=log_level)
     return 0
