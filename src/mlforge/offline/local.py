@@ -7,35 +7,34 @@ Layout (see docs/storage.md)::
         1.0.0/_metadata.json            written before the directory becomes visible
         1.0.0/data/part-*.parquet
         .staging-<token>/               a build in progress; never read
+
+A version becomes visible by one ``rename(2)`` of its staging directory, which already
+holds the data and ``_metadata.json``; the rename fails if the version exists.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import time
-import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mlforge.definitions.names import check_name
-from mlforge.errors import ConcurrentPublish, StoreError
-from mlforge.offline.base import Staging, resolve_version
-from mlforge.versioning import is_version, sort_versions
+from mlforge.errors import ConcurrentPublish
+from mlforge.offline.base import Staging
+from mlforge.offline.blobs import LocalBlobs, fsync_dir
+from mlforge.offline.versioned import (
+    DATA,
+    LATEST,
+    METADATA,
+    STAGING_PREFIX,
+    VersionedStore,
+    _json_bytes,
+)
 
-if TYPE_CHECKING:
-    import ibis.expr.types as ir
-
-    from mlforge.engines.base import Engine
-
-LATEST = "_latest.json"
-METADATA = "_metadata.json"
-STAGING_PREFIX = ".staging-"
-_STALE_STAGING_SECONDS = 6 * 3600
+__all__ = ["LATEST", "METADATA", "STAGING_PREFIX", "LocalStore"]
 
 
-class LocalStore:
+class LocalStore(VersionedStore):
     """Feature versions under a local directory.
 
     >>> import tempfile
@@ -47,125 +46,56 @@ class LocalStore:
 
     def __init__(self, path: str | os.PathLike[str] = "feature_store"):
         self.path = Path(path)
+        self.blobs = LocalBlobs(self.path)
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.path)!r})"
 
-    def _feature_dir(self, feature: str) -> Path:
-        return self.path / check_name(feature, kind="feature")
-
-    # -- listing -------------------------------------------------------------------
-    def list_features(self) -> list[str]:
-        if not self.path.is_dir():
-            return []
-        return sorted(p.name for p in self.path.iterdir() if p.is_dir() and not p.name.startswith((".", "_")) and self.list_versions(p.name))
-
-    def list_versions(self, feature: str) -> list[str]:
-        root = self._feature_dir(feature)
-        if not root.is_dir():
-            return []
-        return sort_versions([p.name for p in root.iterdir() if is_version(p.name) and (p / METADATA).is_file()])
-
-    def latest_version(self, feature: str) -> str | None:
-        pointer = self._feature_dir(feature) / LATEST
-        try:
-            version = json.loads(pointer.read_text())["version"]
-        except FileNotFoundError:
-            return None
-        except (ValueError, KeyError) as exc:
-            raise StoreError(f"the latest pointer {pointer} is unreadable: {exc}", fix="run `mlforge rollback` to a listed version") from exc
-        return version if (self._feature_dir(feature) / version / METADATA).is_file() else None
-
-    def read_metadata(self, feature: str, version: str | None = None) -> dict[str, Any]:
-        version = resolve_version(self, feature, version)
-        return json.loads((self._feature_dir(feature) / version / METADATA).read_text())
-
-    def data_files(self, feature: str, version: str | None = None) -> list[str]:
-        version = resolve_version(self, feature, version)
-        return sorted(str(p) for p in (self._feature_dir(feature) / version / "data").glob("*.parquet"))
-
     def version_dir(self, feature: str, version: str) -> Path:
-        return self._feature_dir(feature) / version
+        return self.path / self._version_key(feature, version)
 
-    # -- writing -------------------------------------------------------------------
-    def stage(self, feature: str) -> Staging:
-        root = self._feature_dir(feature)
-        root.mkdir(parents=True, exist_ok=True)
-        self._clean_stale_staging(root)
-        token = uuid.uuid4().hex
-        data_dir = root / f"{STAGING_PREFIX}{token}" / "data"
-        data_dir.mkdir(parents=True)
-        return Staging(feature=feature, data_dir=str(data_dir), token=token)
+    def _staging_root(self, feature: str) -> Path:
+        # Staging lives beside the versions so that publishing is a same-filesystem rename.
+        return self.path / self._feature_key(feature)
 
-    def publish(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None:
-        """Make ``version`` visible (one rename), then move the latest pointer (one replace)."""
-        root = self._feature_dir(staging.feature)
-        staged = root / f"{STAGING_PREFIX}{staging.token}"
-        _write_json_durably(staged / METADATA, metadata)
+    def _commit(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None:
+        staged = self._staging_dir(staging)
+        _write_durably(staged / METADATA, _json_bytes(metadata))
         _fsync_tree(staged)
-        target = root / version
+        target = self.version_dir(staging.feature, version)
         try:
             os.rename(staged, target)  # atomic; fails if another build published this version
         except OSError as exc:
-            self.discard(staging)
             raise ConcurrentPublish(
                 f"version {version} of feature {staging.feature!r} was published by another build",
                 fix="re-run the build; it will compare against the new latest version",
             ) from exc
-        _fsync_dir(root)
-        self.set_latest(staging.feature, version)
+        fsync_dir(target.parent)
 
-    def discard(self, staging: Staging) -> None:
-        shutil.rmtree(self._feature_dir(staging.feature) / f"{STAGING_PREFIX}{staging.token}", ignore_errors=True)
+    def _local_data_dir(self, feature: str, version: str, metadata: dict[str, Any]) -> str:
+        return str(self.version_dir(feature, version) / DATA)
 
-    def set_latest(self, feature: str, version: str) -> None:
-        root = self._feature_dir(feature)
-        if not (root / version / METADATA).is_file():
-            raise StoreError(f"feature {feature!r} has no complete version {version}", fix="use `mlforge list versions`")
-        tmp = root / f".latest-{uuid.uuid4().hex}.tmp"
-        _write_json_durably(tmp, {"version": version})
-        os.replace(tmp, root / LATEST)
-        _fsync_dir(root)
-
-    # -- reading -------------------------------------------------------------------
-    def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table:
-        version = resolve_version(self, feature, version)
-        files = self.data_files(feature, version)
-        if not files:
-            return engine.from_arrow(_empty_table(self.read_metadata(feature, version)))
-        return engine._read_parquet(str(self._feature_dir(feature) / version / "data" / "*.parquet"))
-
-    def _clean_stale_staging(self, root: Path) -> None:
-        now = time.time()
-        for p in root.glob(f"{STAGING_PREFIX}*"):
-            try:
-                if now - p.stat().st_mtime > _STALE_STAGING_SECONDS:
-                    shutil.rmtree(p, ignore_errors=True)
-            except FileNotFoundError:
-                pass
+    def restore_data(self, feature: str, version: str, files: list[str]) -> None:
+        """Put rebuilt data files into an existing version that lacks them (``sync``)."""
+        target = self.version_dir(feature, version) / DATA
+        staging = self.stage(feature)
+        try:
+            for i, path in enumerate(sorted(files)):
+                shutil.copyfile(path, Path(staging.data_dir) / f"part-{i:05d}.parquet")
+            _fsync_tree(Path(staging.data_dir))
+            if target.is_dir() and not any(target.iterdir()):
+                target.rmdir()
+            os.rename(staging.data_dir, target)  # atomic: the data appears complete or not at all
+            fsync_dir(target.parent)
+        finally:
+            self.discard(staging)
 
 
-def _empty_table(metadata: dict[str, Any]) -> Any:
-    import pyarrow as pa
-
-    from mlforge.manifest import arrow_schema
-
-    return pa.Table.from_pylist([], schema=arrow_schema(metadata["schema"]))
-
-
-def _write_json_durably(path: Path, payload: dict[str, Any]) -> None:
-    with open(path, "w") as fh:
-        json.dump(payload, fh, indent=2, sort_keys=True, default=str)
+def _write_durably(path: Path, payload: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(payload)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_tree(path: Path) -> None:
@@ -174,4 +104,4 @@ def _fsync_tree(path: Path) -> None:
             with open(p, "rb") as fh:
                 os.fsync(fh.fileno())
     for d in [path, *[p for p in path.rglob("*") if p.is_dir()]]:
-        _fsync_dir(d)
+        fsync_dir(d)
