@@ -1,0 +1,176 @@
+"""Offline stores on object stores (S3, GCS): same layout and protocol as ``LocalStore``.
+
+Object stores have no rename, so a version is published in three steps:
+
+1. upload the staged data files to ``<feature>/<version>/data/``, each named with the
+   build's token so that two builds never overwrite each other's objects;
+2. create ``<feature>/<version>/_metadata.json`` with a create-only put (S3
+   ``If-None-Match: *``, GCS ``ifGenerationMatch=0``). This is the commit: the version
+   exists from this moment, complete; a second publisher of the same version fails here
+   with :class:`~mlforge.errors.ConcurrentPublish` and deletes its own uploads;
+3. replace ``<feature>/_latest.json``.
+
+The metadata lists the committed files (``"files"``), and mlforge reads exactly those.
+After a commit, objects under ``data/`` that are not listed (left by a killed or losing
+publisher of the same version) are deleted, so plain ``data/*.parquet`` globs stay exact.
+
+Engines read a version from a local cache: its files are downloaded once into
+``<cache_dir>/<store>/<feature>/<version>-<data hash>/`` (versions are immutable), which
+works the same on every engine and needs no cloud credentials inside the engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from mlforge.errors import ConcurrentPublish, StoreError
+from mlforge.offline.base import Staging
+from mlforge.offline.versioned import DATA, METADATA, VersionedStore, _json_bytes, checkpoint
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "MLFORGE_CACHE_DIR"
+_COMPLETE = ".complete"
+_TOKEN_LEN = 16
+
+
+def default_cache_dir() -> Path:
+    """``$MLFORGE_CACHE_DIR``, else ``$XDG_CACHE_HOME/mlforge``, else ``~/.cache/mlforge``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mlforge"
+
+
+class ObjectStore(VersionedStore):
+    """Common part of :class:`~mlforge.offline.s3.S3Store` and
+    :class:`~mlforge.offline.gcs.GCSStore`; subclasses only create ``self.blobs``."""
+
+    def __init__(self, *, location: str, cache_dir: str | os.PathLike[str] | None = None, staging_dir: str | os.PathLike[str] | None = None):
+        self.location = location
+        self._cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self._staging_base = Path(staging_dir) if staging_dir is not None else None
+
+    @property
+    def cache_dir(self) -> Path:
+        return (self._cache_dir or default_cache_dir()) / "offline" / self._store_id
+
+    @property
+    def _store_id(self) -> str:
+        return hashlib.sha256(self.location.encode()).hexdigest()[:16]
+
+    def _staging_root(self, feature: str) -> Path:
+        base = self._staging_base or Path(tempfile.gettempdir()) / "mlforge-staging"
+        return base / self._store_id / self._feature_key(feature)
+
+    # -- publishing ----------------------------------------------------------------
+    def _commit(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None:
+        version_key = self._version_key(staging.feature, version)
+        metadata_key = f"{version_key}/{METADATA}"
+        if self.blobs.exists(metadata_key):
+            raise _concurrent(staging.feature, version)
+        names = self._upload_staged(staging, version_key)
+        checkpoint("metadata")
+        try:
+            created = self.blobs.put_if_absent(metadata_key, _json_bytes({**metadata, "files": sorted(names)}))
+        except BaseException:
+            self._delete_quietly([f"{version_key}/{DATA}/{n}" for n in names])
+            raise
+        if not created:
+            self._delete_quietly([f"{version_key}/{DATA}/{n}" for n in names])
+            raise _concurrent(staging.feature, version)
+        self._remove_unlisted(version_key, names)
+
+    def _upload_staged(self, staging: Staging, version_key: str) -> list[str]:
+        """Upload the staged files under names unique to this build; on failure remove them."""
+        uploaded: list[str] = []
+        try:
+            for path in sorted(glob.glob(os.path.join(staging.data_dir, "*.parquet"))):
+                name = f"{staging.token[:_TOKEN_LEN]}-{os.path.basename(path)}"
+                checkpoint("upload")
+                self.blobs.upload(path, f"{version_key}/{DATA}/{name}")
+                uploaded.append(name)
+        except BaseException:
+            self._delete_quietly([f"{version_key}/{DATA}/{n}" for n in uploaded])
+            raise
+        return uploaded
+
+    def _remove_unlisted(self, version_key: str, names: list[str]) -> None:
+        """After a commit no other publisher of this version can succeed, so any data object
+        not listed in the metadata is debris of a killed or losing build."""
+        prefix = f"{version_key}/{DATA}/"
+        keep = {prefix + n for n in names}
+        self._delete_quietly([k for k in self.blobs.list(prefix) if k not in keep])
+
+    def _delete_quietly(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        try:
+            self.blobs.delete(keys)
+        except Exception:  # cleanup is best effort; readers only follow the metadata
+            log.warning("could not delete %d leftover object(s) under %s", len(keys), self.location, exc_info=True)
+
+    def restore_data(self, feature: str, version: str, files: list[str]) -> None:
+        """Upload rebuilt data files into an existing version that lacks them (``sync``),
+        then rewrite its metadata's file list."""
+        version_key = self._version_key(feature, version)
+        metadata_key = f"{version_key}/{METADATA}"
+        raw = self.blobs.get(metadata_key)
+        if raw is None:
+            raise StoreError(f"feature {feature!r} has no version {version} to restore", fix="use `mlforge list versions`")
+        token = uuid.uuid4().hex[:_TOKEN_LEN]
+        names = []
+        for i, path in enumerate(sorted(files)):
+            name = f"{token}-part-{i:05d}.parquet"
+            self.blobs.upload(path, f"{version_key}/{DATA}/{name}")
+            names.append(name)
+        self.blobs.put(metadata_key, _json_bytes({**json.loads(raw), "files": names}))
+        self._remove_unlisted(version_key, names)
+
+    # -- reading -------------------------------------------------------------------
+    def _local_data_dir(self, feature: str, version: str, metadata: dict[str, Any]) -> str:
+        """Download a version once into the local cache; the cache entry appears by rename."""
+        data_hash = str(metadata.get("data_hash", "nohash"))[:16]
+        entry = self.cache_dir / self._feature_key(feature) / f"{version}-{data_hash}"
+        if (entry / _COMPLETE).is_file():
+            return str(entry / DATA)
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = entry.parent / f".download-{uuid.uuid4().hex}"
+        try:
+            (tmp / DATA).mkdir(parents=True)
+            prefix = f"{self._version_key(feature, version)}/{DATA}/"
+            names = metadata.get("files")
+            if names is None:
+                names = [k[len(prefix):] for k in self.blobs.list(prefix) if k.endswith(".parquet")]
+            for name in sorted(names):
+                self.blobs.download(prefix + name, str(tmp / DATA / _local_name(name)))
+            (tmp / _COMPLETE).touch()
+            with contextlib.suppress(OSError):  # another reader filled the cache first: same files
+                os.rename(tmp, entry)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return str(entry / DATA)
+
+
+def _local_name(object_name: str) -> str:
+    """A data object's name without its build token: the name the engine wrote (e.g.
+    ``2024-03.parquet``). One version's objects all carry one token, so names stay unique."""
+    token, sep, rest = object_name.partition("-")
+    return rest if sep and len(token) == _TOKEN_LEN else object_name
+
+
+def _concurrent(feature: str, version: str) -> ConcurrentPublish:
+    return ConcurrentPublish(
+        f"version {version} of feature {feature!r} was published by another build",
+        fix="re-run the build; it will compare against the new latest version",
+    )
