@@ -99,3 +99,16 @@ def classify(previous: dict[str, Any] | None, current: dict[str, Any]) -> Change
     if previous.get("data_hash") != current.get("data_hash"):
         return Change(ChangeKind.PATCH, "new data")
     return Change(ChangeKind.NONE, "unchanged")
+
+
+def schema_changes(old: dict[str, str], new: dict[str, str]) -> dict[str, Any]:
+    """Columns added, removed and retyped between two canonical schemas.
+
+    >>> schema_changes({"a": "int64", "b": "string"}, {"a": "float64", "c": "bool"})
+    {'added': {'c': 'bool'}, 'removed': {'b': 'string'}, 'retyped': {'a': ['int64', 'float64']}}
+    """
+    return {
+        "added": {c: new[c] for c in sorted(set(new) - set(old))},
+        "removed": {c: old[c] for c in sorted(set(old) - set(new))},
+        "retyped": {c: [old[c], new[c]] for c in sorted(set(old) & set(new)) if old[c] != new[c]},
+    }

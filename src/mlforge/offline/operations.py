@@ -1,0 +1,199 @@
+"""Version operations behind ``mlforge diff``, ``rollback``, ``manifest`` and ``sync``.
+
+Each works on any offline store of the protocol (local, S3, GCS). None prints.
+
+>>> import tempfile
+>>> from mlforge.offline.local import LocalStore
+>>> rollback(LocalStore(tempfile.mkdtemp()), "user_spend", "1.0.0")
+Traceback (most recent call last):
+...
+mlforge.errors.VersionNotFound: feature 'user_spend' has no version 1.0.0
+  fix: available versions: none
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from mlforge.definitions.names import check_name
+from mlforge.errors import ConfigError, MlforgeError, VersionNotFound
+from mlforge.offline.base import resolve_version
+from mlforge.versioning import ChangeKind, classify, schema_changes, sort_versions
+
+if TYPE_CHECKING:
+    from mlforge.definitions.feature import Feature
+    from mlforge.offline.base import OfflineStore
+    from mlforge.project import Definitions
+
+log = logging.getLogger(__name__)
+
+#: ``diff`` exit code for an error (contract S4); 0-3 are the change kinds.
+DIFF_ERROR = 4
+_COMPARED = ("keys", "timestamp", "interval", "rows", "definition_hash", "schema_hash", "data_hash", "source_fingerprint", "watermark")
+
+
+def diff_versions(store: OfflineStore, feature: str, v1: str | None = None, v2: str | None = None) -> dict[str, Any]:
+    """How version ``v2`` differs from ``v1`` (contract S4).
+
+    ``v2`` defaults to the latest version and ``v1`` to the version listed just before
+    ``v2``. The result holds ``feature``, ``from``, ``to``, ``kind`` (a
+    :class:`~mlforge.versioning.ChangeKind`), ``exit_code`` (0 identical, 1 PATCH, 2 MINOR,
+    3 MAJOR), ``reason``, ``schema_changes`` (added / removed / retyped columns) and
+    ``changes`` (other metadata fields that differ, as ``[old, new]``).
+
+    Raises:
+        MlforgeError: unknown feature or version, or nothing to compare with; the CLI
+            turns any error into exit code 4.
+    """
+    check_name(feature, kind="feature")
+    to_version = resolve_version(store, feature, v2)
+    if v1 is None:
+        earlier = [v for v in store.list_versions(feature) if _older(v, to_version)]
+        if not earlier:
+            raise VersionNotFound(f"feature {feature!r} has no version before {to_version} to compare with", fix="pass two versions: `mlforge diff FEATURE V1 V2`")
+        v1 = earlier[-1]
+    from_version = resolve_version(store, feature, v1)
+    old = store.read_metadata(feature, from_version)
+    new = store.read_metadata(feature, to_version)
+    change = classify(old, new)
+    return {
+        "feature": feature,
+        "from": from_version,
+        "to": to_version,
+        "kind": change.kind,
+        "exit_code": int(change.kind),
+        "reason": change.reason,
+        "schema_changes": schema_changes(old.get("schema", {}), new.get("schema", {})),
+        "changes": {f: [old.get(f), new.get(f)] for f in _COMPARED if old.get(f) != new.get(f)},
+    }
+
+
+def rollback(store: OfflineStore, feature: str, version: str | None = None, previous: bool = False, dry_run: bool = False) -> tuple[str | None, str]:
+    """Point ``latest`` at ``version`` (or, with ``previous``, at the version before the
+    current latest). Only the pointer moves; no version is written or deleted (S4).
+
+    Returns:
+        ``(latest before, latest after)``; with ``dry_run`` nothing changes.
+    """
+    check_name(feature, kind="feature")
+    if (version is None) == (not previous):
+        raise ConfigError("rollback needs exactly one of a version or previous=True", where=f"feature {feature!r}", fix="e.g. rollback(store, 'user_spend', '1.0.0')")
+    current = store.latest_version(feature)
+    if previous:
+        if current is None:
+            raise VersionNotFound(f"feature {feature!r} has no latest version", fix=f"run `mlforge build --features {feature}`")
+        earlier = [v for v in store.list_versions(feature) if _older(v, current)]
+        if not earlier:
+            raise VersionNotFound(f"feature {feature!r} has no version before {current}", fix=f"see `mlforge list versions {feature}`")
+        target = earlier[-1]
+    else:
+        target = resolve_version(store, feature, version)
+    if not dry_run and target != current:
+        store.set_latest(feature, target)
+    return current, target
+
+
+def build_manifest(defs: Definitions) -> dict[str, Any]:
+    """One JSON-ready record of a project: every feature defined or stored, its latest
+    version and each version's metadata."""
+    store = defs.offline_store
+    names = sorted(set(defs.features) | set(store.list_features()))
+    features: dict[str, Any] = {}
+    for name in names:
+        versions = store.list_versions(name)
+        features[name] = {
+            "defined": name in defs.features,
+            "latest": store.latest_version(name),
+            "versions": {v: store.read_metadata(name, v) for v in versions},
+        }
+    return {
+        "project": defs.name,
+        "offline_store": repr(store),
+        "generated_at": datetime.now(tz=UTC).isoformat(),
+        "features": features,
+    }
+
+
+def sync(defs: Definitions, force: bool = False) -> list[dict[str, Any]]:
+    """Rebuild the data files of versions whose ``_metadata.json`` is present but whose
+    data is not (e.g. after cloning a repository that commits only the metadata).
+
+    A version is rebuilt from the current definition and source into the version's own
+    ``data/`` directory; its metadata is kept. It is refused (status ``refused``) when the
+    source fingerprint or the definition hash differs from the recorded one, because the
+    rebuilt data would not be that version's data; ``force=True`` rebuilds anyway when
+    the schema still matches. Each entry: ``feature``, ``version``, ``status``
+    (``present`` / ``rebuilt`` / ``refused`` / ``failed``), ``reason`` and, when the data
+    was rebuilt, ``data_hash_matches``.
+    """
+    store = defs.offline_store
+    entries: list[dict[str, Any]] = []
+    for name in sorted(defs.features):
+        missing = [v for v in store.list_versions(name) if not store.has_data(name, v)]
+        if not missing:
+            latest = store.latest_version(name)
+            if latest is not None:
+                entries.append({"feature": name, "version": latest, "status": "present", "reason": "data present"})
+            continue
+        entries += _sync_feature(defs, defs.features[name], missing, force)
+    return entries
+
+
+def _sync_feature(defs: Definitions, feature: Feature, versions: list[str], force: bool) -> list[dict[str, Any]]:
+    from mlforge.manifest import files_hash
+    from mlforge.materialize import BuildOptions, build_feature
+    from mlforge.offline.local import LocalStore
+
+    store = defs.offline_store
+    with tempfile.TemporaryDirectory(prefix="mlforge-sync-") as scratch_dir:
+        # The one orchestrator builds into a scratch store; its files then fill the gaps.
+        scratch = LocalStore(scratch_dir)
+        outcome = build_feature(feature, defs.engine_for(feature), scratch, BuildOptions())
+        if outcome.status != "built":
+            error = outcome.error or MlforgeError("the rebuild produced no version")
+            return [{"feature": feature.name, "version": v, "status": "failed", "reason": str(error), "error": str(error)} for v in versions]
+        built = scratch.read_metadata(feature.name)
+        files = scratch.data_files(feature.name)
+        entries = []
+        for version in versions:
+            recorded = store.read_metadata(feature.name, version)
+            refusal = _refusal(recorded, built, force)
+            if refusal:
+                entries.append({"feature": feature.name, "version": version, "status": "refused", "reason": refusal, "error": refusal})
+                continue
+            try:
+                store.restore_data(feature.name, version, files)
+            except MlforgeError as exc:
+                entries.append({"feature": feature.name, "version": version, "status": "failed", "reason": str(exc), "error": str(exc)})
+                continue
+            matches = files_hash(files) == recorded.get("data_hash")
+            entries.append({
+                "feature": feature.name, "version": version, "status": "rebuilt", "rows": built.get("rows"),
+                "reason": "rebuilt from the current definition and source" + ("" if matches else " (same rows expected; file bytes differ from the original build)"),
+                "data_hash_matches": matches,
+            })
+    return entries
+
+
+def _refusal(recorded: dict[str, Any], built: dict[str, Any], force: bool) -> str | None:
+    """Why the rebuilt data may not stand in for a recorded version, or ``None``."""
+    if recorded.get("schema") != built.get("schema"):
+        return f"the current definition produces a different schema than version {recorded.get('version')}; build a new version instead"
+    problems = []
+    if recorded.get("source_fingerprint") != built.get("source_fingerprint"):
+        problems.append("the source changed since this version was built")
+    if recorded.get("definition_hash") != built.get("definition_hash"):
+        problems.append("the feature definition changed since this version was built")
+    if problems and not force:
+        return "; ".join(problems) + " (use force=True / --force to rebuild it anyway)"
+    return None
+
+
+def _older(version: str, than: str) -> bool:
+    return sort_versions([version, than])[0] == version and version != than
+
+
+__all__ = ["DIFF_ERROR", "ChangeKind", "build_manifest", "diff_versions", "rollback", "sync"]
