@@ -1,0 +1,205 @@
+"""Profiles and settings: precedence flag > MLFORGE_* env > profile > default (STYLE 5),
+interpolation only in the profile in use, and errors naming file, line and key (E1)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mlforge.config import env_settings, load_profile, profile_names, resolve_profile
+from mlforge.errors import ConfigError
+
+CONFIG = """\
+default_profile: dev
+profiles:
+  dev:
+    offline_store:
+      KIND: local
+      path: ./store-dev
+    engine: duckdb
+  fast:
+    offline_store: {KIND: local, path: "${oc.env:MLFORGE_TEST_STORE,./store-fast}"}
+    engine: polars
+  prod:
+    offline_store:
+      KIND: s3
+      bucket: "${oc.env:MLFORGE_TEST_BUCKET}"
+"""
+
+# The example of ROADMAP-v0.8.0.md, "Profile Configuration", verbatim.
+DATABRICKS = """\
+profiles:
+  databricks-dev:
+    offline_store:
+      KIND: unity-catalog
+      catalog: dev
+      schema: features
+    engine: pyspark
+
+  databricks-prod:
+    offline_store:
+      KIND: unity-catalog
+      catalog: prod
+      schema: features
+    online_store:
+      KIND: databricks-online-tables
+      catalog: prod
+      schema: features_online
+      sync_mode: triggered
+    engine: pyspark
+"""
+
+
+@pytest.fixture
+def config(in_tmp: Path, monkeypatch) -> Path:
+    for var in ("MLFORGE_TEST_STORE", "MLFORGE_TEST_BUCKET", "MLFORGE_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    path = in_tmp / "mlforge.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def test_default_profile_is_used(config):
+    resolved = resolve_profile()
+    assert resolved.name == "dev"
+    assert resolved.engine == "duckdb"
+    assert Path(resolved.offline_store.path) == config.parent / "store-dev"
+
+
+def test_precedence_flag_over_env_over_profile_over_default(config, monkeypatch):
+    assert resolve_profile().engine == "duckdb"  # profile
+    assert resolve_profile().origin["engine"] == "profile"
+    monkeypatch.setenv("MLFORGE_ENGINE", "polars")
+    assert resolve_profile().engine == "polars"  # env beats profile
+    assert resolve_profile().origin["engine"] == "env"
+    assert resolve_profile(engine="pyspark").engine == "pyspark"  # flag beats env
+    assert resolve_profile(engine="pyspark").origin["engine"] == "flag"
+    config.write_text("profiles:\n  dev: {}\n")
+    monkeypatch.delenv("MLFORGE_ENGINE")
+    assert resolve_profile("dev").engine is None  # default: Definitions falls back to duckdb
+    assert resolve_profile("dev").origin["engine"] == "default"
+
+
+def test_profile_flag_beats_env(config, monkeypatch):
+    monkeypatch.setenv("MLFORGE_PROFILE", "fast")
+    assert resolve_profile().name == "fast"
+    assert resolve_profile("dev").name == "dev"
+    assert env_settings(profile="dev").profile == "dev"
+    assert env_settings().profile == "fast"
+
+
+def test_interpolation_default_and_env(config, monkeypatch):
+    assert Path(resolve_profile("fast").offline_store.path).name == "store-fast"
+    monkeypatch.setenv("MLFORGE_TEST_STORE", "/tmp/elsewhere")
+    assert str(resolve_profile("fast").offline_store.path) == "/tmp/elsewhere"
+
+
+def test_missing_variable_names_file_line_and_key(config):
+    with pytest.raises(ConfigError) as info:
+        resolve_profile("prod")
+    text = str(info.value)
+    assert "MLFORGE_TEST_BUCKET is not set" in text
+    assert f"{config}:14" in text
+    assert "profiles.prod.offline_store.bucket" in text
+
+
+def test_missing_variable_in_another_profile_does_not_matter(config):
+    assert resolve_profile("dev").name == "dev"
+    assert resolve_profile("fast").name == "fast"
+
+
+def test_load_profile_returns_settings_dict(config):
+    settings = load_profile("fast")
+    assert settings["engine"] == "polars" and settings["profile"] == "fast"
+    assert "online_store" not in settings
+
+
+def test_no_config_file(in_tmp):
+    assert resolve_profile().name is None
+    with pytest.raises(ConfigError, match="no mlforge.yaml was found"):
+        resolve_profile("prod")
+
+
+def test_config_found_in_parent_directory(config, monkeypatch):
+    sub = config.parent / "a" / "b"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+    assert resolve_profile().path == config
+
+
+def test_explicit_config_path_via_env(in_tmp, monkeypatch):
+    other = in_tmp / "conf" / "team.yaml"
+    other.parent.mkdir()
+    other.write_text("default_profile: x\nprofiles:\n  x: {engine: polars}\n")
+    monkeypatch.setenv("MLFORGE_CONFIG", str(other))
+    assert resolve_profile().engine == "polars"
+    monkeypatch.setenv("MLFORGE_CONFIG", str(in_tmp / "missing.yaml"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_profile()
+
+
+def test_profile_names(config):
+    assert profile_names() == ["dev", "fast", "prod"]
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment", "line"),
+    [
+        ("profiles:\n  dev:\n    engine: [duckdb\n", "malformed YAML", None),
+        ("profiles:\n  dev:\n    offline_store: {KIND: ftp}\n", "unknown offline_store KIND 'ftp'", 3),
+        ("profiles:\n  dev:\n    online_store: {KIND: memcache}\n", "unknown online_store KIND 'memcache'", 3),
+        ("profiles:\n  dev:\n    engine: spark\n", "unknown engine 'spark'", 3),
+        ("profiles:\n  dev:\n    offline: {KIND: local}\n", "unknown key 'offline'", 3),
+        ("profiles:\n  dev:\n    offline_store: local\n", "must be a mapping with a KIND", 3),
+        ("profiles: [dev]\n", "'profiles' must be a mapping", 1),
+        ("profiles:\n  dev: [1]\n", "profile 'dev' must be a mapping", 2),
+        ("profiles:\n  dev:\n    offline_store: {KIND: local, path: '${oc.env:}'}\n", "cannot interpolate", 3),
+    ],
+)
+def test_config_errors_name_file_and_line(in_tmp, text, fragment, line):  # contract E1
+    path = in_tmp / "mlforge.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        resolve_profile("dev")
+    message = str(info.value)
+    assert fragment in message
+    assert str(path) in message
+    if line is not None:
+        assert f"{path}:{line}" in message
+
+
+def test_unknown_profile_lists_available(config):
+    with pytest.raises(ConfigError, match=r"unknown profile 'qa'.*\n.*dev, fast, prod"):
+        resolve_profile("qa")
+
+
+def test_bad_engine_in_environment(config, monkeypatch):
+    monkeypatch.setenv("MLFORGE_ENGINE", "spark")
+    with pytest.raises(ConfigError, match="MLFORGE_ENGINE='spark'"):
+        resolve_profile()
+
+
+def test_roadmap_databricks_profiles_load_or_name_the_extra(in_tmp):
+    (in_tmp / "mlforge.yaml").write_text(DATABRICKS)
+    for name in ("databricks-dev", "databricks-prod"):
+        try:
+            resolved = resolve_profile(name)
+        except ConfigError as exc:
+            message = str(exc)
+            assert "KIND 'unity-catalog'" in message or "KIND 'databricks-online-tables'" in message
+            assert "pip install 'mlforge[databricks]'" in message
+            assert "mlforge.yaml:" in message
+        else:
+            assert resolved.engine == "pyspark"
+            assert type(resolved.offline_store).__name__ == "UnityCatalogStore"
+            if name == "databricks-prod":
+                assert type(resolved.online_store).__name__ == "DatabricksOnlineStore"
+
+
+def test_docs_profiles_example_is_the_roadmap_one():
+    docs = Path(__file__).resolve().parents[1] / "docs" / "profiles.md"
+    text = docs.read_text()
+    assert textwrap.dedent(DATABRICKS).strip().replace("\n\n", "\n") in text.replace("\n\n", "\n")
+
