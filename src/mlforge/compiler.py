@@ -115,8 +115,17 @@ def compile_metrics(feature: Feature, table: ir.Table, engine: Engine, labels: L
             out = out.mutate(**{c.output_name: out[c.output_name].fill_null(0)})
     label_ts = (out[_LABEL] * interval).as_timestamp("s").cast("timestamp('UTC', 6)")
     schema = table.schema()
-    values = {c.output_name: out[c.output_name].cast(output_type(c.function, schema[c.field])) for c in columns}
+    values = {c.output_name: _explicit_cast(out[c.output_name], output_type(c.function, schema[c.field])) for c in columns}
     return out.select(*keys, **{ts: label_ts}, **values)
+
+
+def _explicit_cast(value: ir.Value, target: Any) -> ir.Value:
+    """A cast Ibis cannot drop: DuckDB's SUM over BIGINT returns HUGEINT while Ibis types it
+    int64, so ``.cast("int64")`` would be elided and the column stored as a double (W5)."""
+    import ibis.expr.datatypes as dt
+    import ibis.expr.operations as ops
+
+    return ops.Cast(value, to=dt.dtype(target)).to_expr()
 
 
 def output_type(function: str, field_type: Any) -> Any:
@@ -174,7 +183,11 @@ def _combine(spread: ir.Table, column: MetricColumn, interval: int, raw: bool) -
         if function == "std":
             return value.cast("float64").std(how="sample", where=in_window)
         if function == "median":
-            return value.cast("float64").median(where=in_window)
+            # Not ``where=``: Ibis turns that into percentile(x, IF(cond, 0.5, NULL)) on
+            # Spark, which rejects a non-constant percentage.
+            import ibis
+
+            return in_window.ifelse(value.cast("float64"), ibis.null("float64")).median()
         return getattr(value, function)(where=in_window)
     names = _partial_names(column.field)
     if function == "count":
