@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_online_fixtures import redis_server, unique  # noqa: F401
 
 import mlforge as mlf
 from mlforge.online.memory import MemoryStore
+from test_online_fixtures import redis_server, unique  # noqa: F401
 
 EVENTS = {
     "user_id": ["a", "a", "b", "c"],

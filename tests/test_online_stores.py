@@ -13,9 +13,9 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
-from test_online_fixtures import free_port, moto_dynamodb, redis_server, unique  # noqa: F401
 
 from mlforge.errors import OnlineStoreError
+from test_online_fixtures import free_port, moto_dynamodb, redis_server, unique  # noqa: F401
 
 STORES = [
     "memory",

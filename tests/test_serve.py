@@ -17,11 +17,11 @@ from datetime import datetime
 import httpx
 import pyarrow as pa
 import pytest
-from test_online_fixtures import free_port, redis_server, unique, wait_for_port  # noqa: F401
 
 import mlforge as mlf
 from mlforge.online.memory import MemoryStore
 from mlforge.prepare import surrogate_key_value
+from test_online_fixtures import free_port, redis_server, unique, wait_for_port  # noqa: F401
 
 pytestmark = pytest.mark.service
 TOKEN = "s3cret-token"
@@ -193,12 +193,12 @@ def test_token_from_the_environment(monkeypatch):
     assert http.get("/features", headers={"Authorization": "Bearer from-env"}).status_code == 200
 
 
-def test_run_serves_with_two_worker_processes(tmp_path, redis_server):
+def test_run_serves_with_two_worker_processes(tmp_path, request):
     # `mlforge serve --workers 2`: each worker loads definitions.py itself; metrics are summed
     psutil = pytest.importorskip("psutil")
     from mlforge.online.redis import RedisStore
 
-    host, port = redis_server
+    host, port = request.getfixturevalue("redis_server")
     prefix = unique("w")
     filled_store(RedisStore(host=host, port=port, prefix=prefix))
     (tmp_path / "definitions.py").write_text(

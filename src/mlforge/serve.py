@@ -27,7 +27,8 @@ import math
 import os
 import sys
 import time
-from datetime import date, datetime, time as dtime, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as dtime
 from decimal import Decimal
 from typing import Any
 

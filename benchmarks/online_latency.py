@@ -1,0 +1,272 @@
+"""Online serving latency: mlforge's Redis store against a raw redis-py baseline, and a
+bounded REST load test of ``mlforge serve`` with 1 and 2 workers.
+
+    .venv/bin/python benchmarks/online_latency.py                     # everything
+    .venv/bin/python benchmarks/online_latency.py --skip-rest         # store reads only
+    .venv/bin/python benchmarks/online_latency.py --requests 2000     # a shorter load test
+
+Part 1 (store reads, same process, same Redis, same data, interleaved):
+
+* 1 entity x 3 features: ``read_many`` (one pipeline, one MGET per feature, values
+  decoded by the shared codec) vs a raw redis-py pipeline of 3 GETs + ``json.loads``;
+* 1,000 entities x 1 feature: ``RedisStore.read`` (MGET + codec) vs raw MGET + ``json.loads``.
+
+Part 2 (REST): the server runs through ``mlforge.serve.run`` in its own process; the load
+comes from another process (this script with ``--loadgen``), open loop: request ``i`` is
+sent at ``t0 + i / rps`` whatever happened before, and its latency is measured from that
+scheduled instant (no coordinated omission). Every request asks 1 entity x 3 features.
+
+A private ``redis-server`` (no persistence) is started on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FEATURES = ["user_spend", "user_clicks", "user_profile"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+    return {"p50_ms": pick(0.50) * 1e3, "p99_ms": pick(0.99) * 1e3, "max_ms": ordered[-1] * 1e3, "mean_ms": statistics.fmean(ordered) * 1e3, "n": len(ordered)}
+
+
+# -- part 1 -------------------------------------------------------------------------------
+def fill(store, entities: int) -> None:
+    import datetime as dt
+
+    import pyarrow as pa
+
+    ids = [f"u{i}" for i in range(entities)]
+    ts = [dt.datetime(2024, 1, 1)] * entities
+    tables = {
+        "user_spend": pa.table({"user_id": ids, "ts": ts, "spend_7d": [i * 0.5 for i in range(entities)], "spend_30d": [i * 1.5 for i in range(entities)], "n_7d": list(range(entities))}),
+        "user_clicks": pa.table({"user_id": ids, "ts": ts, "clicks_1d": list(range(entities)), "ctr_7d": [0.01] * entities}),
+        "user_profile": pa.table({"user_id": ids, "ts": ts, "country": ["DE"] * entities, "age": [30] * entities, "premium": [True] * entities}),
+    }
+    for name, table in tables.items():
+        store.write(name, ["user_id"], table.to_batches(max_chunksize=5_000))
+
+
+def bench_store(port: int, entities: int, single_iters: int, batch_iters: int) -> dict:
+    import random
+
+    import redis
+
+    from mlforge.online.base import read_many
+    from mlforge.online.redis import RedisStore
+
+    store = RedisStore(host="127.0.0.1", port=port, prefix="bench")
+    fill(store, entities)
+    raw = redis.Redis(host="127.0.0.1", port=port)
+    rng = random.Random(7)
+    results: dict[str, list[float]] = {k: [] for k in ("mlforge_1x3", "raw_1x3", "mlforge_1000x1", "raw_1000x1")}
+
+    def one_mlforge(uid: str) -> None:
+        rows = read_many(store, {f: [{"user_id": uid}] for f in FEATURES})
+        assert rows["user_spend"][0] is not None
+
+    def one_raw(uid: str) -> None:
+        pipe = raw.pipeline(transaction=False)
+        for f in FEATURES:
+            pipe.get(f"bench:{f}:{uid}")
+        values = [json.loads(v) for v in pipe.execute()]
+        assert values[0] is not None
+
+    def many_mlforge(uids: list[str]) -> None:
+        rows = store.read("user_spend", [{"user_id": u} for u in uids])
+        assert rows[0] is not None
+
+    def many_raw(uids: list[str]) -> None:
+        values = [json.loads(v) for v in raw.mget([f"bench:user_spend:{u}" for u in uids])]
+        assert values[0] is not None
+
+    for _ in range(200):  # warm connections and caches
+        one_mlforge("u1")
+        one_raw("u1")
+    for _ in range(single_iters):  # interleaved, so both see the same machine noise
+        uid = f"u{rng.randrange(entities)}"
+        for name, fn in (("mlforge_1x3", one_mlforge), ("raw_1x3", one_raw)):
+            t0 = time.perf_counter()
+            fn(uid)
+            results[name].append(time.perf_counter() - t0)
+    for _ in range(batch_iters):
+        uids = [f"u{rng.randrange(entities)}" for _ in range(1_000)]
+        for name, fn in (("mlforge_1000x1", many_mlforge), ("raw_1000x1", many_raw)):
+            t0 = time.perf_counter()
+            fn(uids)
+            results[name].append(time.perf_counter() - t0)
+    store.close()
+    raw.close()
+    return {name: percentiles(samples) for name, samples in results.items()}
+
+
+# -- part 2 -------------------------------------------------------------------------------
+def write_project(folder: Path, redis_port: int) -> None:
+    """A ``definitions.py`` with the three features, served from the benchmark's Redis."""
+    body = ["import mlforge as mlf", "from mlforge.online.redis import RedisStore", ""]
+    for name in FEATURES:
+        body += ['@mlf.feature(source="unused.parquet", keys=["user_id"], timestamp="ts")', f"def {name}(t):", "    return t", ""]
+    body += [f'defs = mlf.Definitions("bench", [{", ".join(FEATURES)}], offline_store=mlf.LocalStore("store"), online_store=RedisStore(host="127.0.0.1", port={redis_port}, prefix="bench"))']
+    (folder / "definitions.py").write_text("\n".join(body) + "\n")
+
+
+def bench_rest(redis_port: int, workers: int, requests: int, rps: float, entities: int, token: str) -> dict:
+    folder = Path(tempfile.mkdtemp(prefix="mlforge-bench-serve-"))
+    write_project(folder, redis_port)
+    port = free_port()
+    code = f"from mlforge.serve import run; run(None, host='127.0.0.1', port={port}, workers={workers}, token={token!r}, target={str(folder)!r}, log_level='warning')"
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    server = subprocess.Popen([sys.executable, "-c", code], cwd=folder, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(port)
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # every worker has loaded the project
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        time.sleep(2.0 if workers > 1 else 0.2)
+        load = subprocess.run(
+            [sys.executable, __file__, "--loadgen", f"http://127.0.0.1:{port}", str(requests), str(rps), str(entities), token],
+            capture_output=True, text=True, check=True,
+        )
+        report = json.loads(load.stdout.strip().splitlines()[-1])
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(folder, ignore_errors=True)
+    report["workers"] = workers
+    return report
+
+
+async def loadgen(url: str, requests: int, rps: float, entities: int, token: str) -> dict:
+    import random
+
+    import httpx
+
+    rng = random.Random(11)
+    latencies: list[float] = []
+    service: list[float] = []
+    errors: dict[str, int] = {}
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=10) as client:
+        for _ in range(50):  # warm-up, not measured
+            await client.post("/features/online", json={"features": FEATURES, "entity": {"user_id": "u1"}})
+
+        async def one(scheduled: float, uid: str) -> None:
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent = time.perf_counter()
+            try:
+                answer = await client.post("/features/online", json={"features": FEATURES, "entity": {"user_id": uid}})
+                ok = answer.status_code == 200 and answer.json()["features"]["user_spend"] is not None
+                if not ok:
+                    errors[str(answer.status_code)] = errors.get(str(answer.status_code), 0) + 1
+            except httpx.HTTPError as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            done = time.perf_counter()
+            latencies.append(done - scheduled)
+            service.append(done - sent)
+
+        start = time.perf_counter() + 0.1
+        tasks = [asyncio.create_task(one(start + i / rps, f"u{rng.randrange(entities)}")) for i in range(requests)]
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    return {"requests": requests, "target_rps": rps, "achieved_rps": requests / elapsed, "errors": sum(errors.values()), "error_kinds": errors, "latency": percentiles(latencies), "service_time": percentiles(service)}
+
+
+# -- main ---------------------------------------------------------------------------------
+def start_redis() -> tuple[subprocess.Popen, int]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    wait_for_port(port)
+    return proc, port
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--loadgen":
+        url, requests, rps, entities, token = sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+        print(json.dumps(asyncio.run(loadgen(url, requests, rps, entities, token))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entities", type=int, default=20_000)
+    parser.add_argument("--single-iters", type=int, default=5_000)
+    parser.add_argument("--batch-iters", type=int, default=300)
+    parser.add_argument("--requests", type=int, default=20_000)
+    parser.add_argument("--rps", type=float, default=200.0)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--skip-rest", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    args = parser.parse_args()
+    redis_proc, port = start_redis()
+    try:
+        out: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}}
+        out["store"] = bench_store(port, args.entities, args.single_iters, args.batch_iters)
+        if not args.skip_rest:
+            out["rest"] = [bench_rest(port, w, args.requests, args.rps, args.entities, "bench-token") for w in args.workers]
+    finally:
+        redis_proc.terminate()
+        redis_proc.wait(timeout=10)
+    print(render(out))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+def render(out: dict) -> str:
+    lines = ["| read (Redis, loopback) | p50 ms | p99 ms | n |", "|---|---:|---:|---:|"]
+    labels = {"mlforge_1x3": "mlforge `read_many`, 1 entity x 3 features", "raw_1x3": "raw redis-py pipeline, 3 GET + json", "mlforge_1000x1": "mlforge `read`, 1,000 entities", "raw_1000x1": "raw redis-py MGET 1,000 + json"}
+    for key, label in labels.items():
+        s = out["store"][key]
+        lines.append(f"| {label} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {s['n']} |")
+    if out.get("rest"):
+        lines += ["", "| REST `POST /features/online` (1 entity x 3 features) | requests | achieved rps | p50 ms | p99 ms | max ms | errors |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in out["rest"]:
+            lat = r["latency"]
+            lines.append(f"| {r['workers']} worker(s), {r['target_rps']:.0f} rps open loop | {r['requests']} | {r['achieved_rps']:.1f} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['max_ms']:.1f} | {r['errors']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
