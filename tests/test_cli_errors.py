@@ -113,12 +113,12 @@ CASES = [
     Case("malformed-yaml", ["build"], 2, ["malformed YAML", "mlforge.yaml:"], write("mlforge.yaml", "profiles:\n  dev:\n    engine: [duckdb\n")),
     Case("yaml-not-a-mapping", ["build"], 2, ["must be a mapping"], write("mlforge.yaml", "- just\n- a list\n")),
     Case("unknown-top-level-key", ["build"], 2, ["unknown top-level key 'profils'", "mlforge.yaml:1"], write("mlforge.yaml", "profils: {}\n")),
-    Case("unknown-kind", ["build"], 2, ["unknown offline_store KIND 'ftp'", "mlforge.yaml:5", "profiles.dev.offline_store"], replace("mlforge.yaml", "KIND: local\n      path: ./feature_store\n    engine: duckdb\n  prod", "KIND: ftp\n    engine: duckdb\n  prod")),
+    Case("unknown-kind", ["build"], 2, ["unknown offline_store KIND 'ftp'", "mlforge.yaml:6", "profiles.dev.offline_store"], replace("mlforge.yaml", "KIND: local\n      path: ./feature_store\n    engine: duckdb\n  prod", "KIND: ftp\n    engine: duckdb\n  prod")),
     Case("kind-missing", ["build"], 2, ["offline_store must be a mapping with a KIND"], replace("mlforge.yaml", "      KIND: local\n      path: ./feature_store\n    engine: duckdb\n  prod", "      path: ./feature_store\n    engine: duckdb\n  prod")),
     Case("bad-store-option", ["build"], 2, ["bad options for offline_store KIND 'local'", "pth"], replace("mlforge.yaml", "path: ./feature_store\n    engine: duckdb\n  prod", "pth: ./feature_store\n    engine: duckdb\n  prod")),
     Case("unknown-profile-key", ["build"], 2, ["unknown key 'engin'", "mlforge.yaml:9"], replace("mlforge.yaml", "    engine: duckdb\n  prod", "    engin: duckdb\n  prod")),
     Case("unknown-engine-in-profile", ["build"], 2, ["unknown engine 'spark'", "profiles.dev.engine"], replace("mlforge.yaml", "    engine: duckdb\n  prod", "    engine: spark\n  prod")),
-    Case("missing-env-var", ["build", "--profile", "prod"], 2, ["environment variable MLFORGE_TEST_MISSING_BUCKET is not set", "mlforge.yaml:11", "profiles.prod.offline_store.bucket"], write("mlforge.yaml", YAML_TWO_PROFILES)),
+    Case("missing-env-var", ["build", "--profile", "prod"], 2, ["environment variable MLFORGE_TEST_MISSING_BUCKET is not set", "mlforge.yaml:10", "profiles.prod.offline_store.bucket"], write("mlforge.yaml", YAML_TWO_PROFILES)),
     Case("bad-interpolation", ["build"], 2, ["cannot interpolate '${env:HOME}'"], replace("mlforge.yaml", "path: ./feature_store\n    engine: duckdb\n  prod", "path: ${env:HOME}\n    engine: duckdb\n  prod")),
     Case("unknown-profile-flag", ["build", "--profile", "staging"], 2, ["unknown profile 'staging'", "available profiles: dev, prod"]),
     Case("unknown-profile-env", ["list", "features"], 2, ["unknown profile 'staging'"], env={"MLFORGE_PROFILE": "staging"}),
@@ -152,7 +152,7 @@ CASES = [
     # -- the definitions file --------------------------------------------------------
     Case("no-definitions-file", ["build"], 2, ["no definitions.py found"], delete("definitions.py")),
     Case("target-missing", ["build", "--target", "elsewhere/definitions.py"], 2, ["does not exist", "--target"]),
-    Case("syntax-error", ["build"], 2, ["syntax error", "definitions.py:4"], replace("definitions.py", "import features\n", "import features\n)\n")),
+    Case("syntax-error", ["build"], 2, ["syntax error", "unmatched ')'", "definitions.py:6"], replace("definitions.py", "import features\n", "import features\n)\n")),
     Case("syntax-error-in-module", ["list", "features"], 2, ["syntax error", "features.py:"], append("features.py", "\ndef broken(:\n    pass\n")),
     Case("import-error-user-frame", ["build"], 2, ["ZeroDivisionError", "features.py", "line"], append("features.py", "\nratio = 1 / 0\n")),
     Case("no-definitions-object", ["build"], 2, ["defines no Definitions object"], replace("definitions.py", "defs = mlf.Definitions", "spec = dict")),
@@ -161,7 +161,8 @@ CASES = [
     Case("two-schedule-tags", ["list", "features"], 2, ["two schedule tags ['users', 'daily', 'hourly']".replace("'users', ", "")], replace("features.py", 'tags=["users", "daily"]', 'tags=["users", "daily", "hourly"]')),  # contract I2
     # -- failed builds and validation (exit 1, nothing written, E3) --------------------
     Case("missing-source-file", ["build", "--features", "user_profile", "--force"], 1, ["users.parquet"], delete("data/users.parquet")),
-    Case("source-missing-column", ["build", "--force"], 1, ["timestamp column 'evt_time' is not in the source"], replace("features.py", 'mlf.Source("data/transactions.parquet", timestamp="event_time")', 'mlf.Source("data/transactions.parquet", timestamp="evt_time")')),
+    Case("source-missing-column", ["build", "--features", "user_spend", "--force"], 1, ["timestamp column 'evt_time' is not in the source"], replace("features.py", 'timestamp="event_time",\n    interval="1d",\n    metrics=[\n        mlf.Sum', 'timestamp="evt_time",\n    interval="1d",\n    metrics=[\n        mlf.Sum')),
+    Case("source-missing-key-column", ["build", "--features", "merchant_activity", "--force"], 1, ["shop_id"], replace("features.py", 'join_key="merchant_id"', 'join_key="shop_id"')),
     Case("function-selects-missing-column", ["build", "--features", "user_profile", "--force"], 1, ["user_profile", "birthday"], replace("features.py", '"signup_date")', '"birthday")')),
     Case("validator-fails", ["build", "--features", "user_spend", "--force"], 1, ["validation failed", "greater_than(1000)"], replace("features.py", "mlf.greater_than(0)", "mlf.greater_than(1000)")),
     Case("validate-command-fails", ["validate"], 1, ["validation failed", "greater_than(1000)"], replace("features.py", "mlf.greater_than(0)", "mlf.greater_than(1000)")),

@@ -147,16 +147,18 @@ def read_config(path: Path) -> tuple[dict[str, Any], Any]:
 
 
 def line_of(node: Any, keys: list[str]) -> int | None:
-    """1-based line of the value at ``keys`` in a composed YAML node tree."""
-    current = node
+    """1-based line of the key path ``keys`` in a composed YAML node tree."""
+    current, mark = node, None
     for key in keys:
         if current is None or not isinstance(getattr(current, "value", None), list):
             return None
-        match = next((v for k, v in current.value if getattr(k, "value", None) == key), None)
+        match = next(((k, v) for k, v in current.value if getattr(k, "value", None) == key), None)
         if match is None:
             return None
-        current = match
-    return current.start_mark.line + 1 if current is not None else None
+        mark, current = match[0].start_mark, match[1]
+    if mark is None:
+        return current.start_mark.line + 1 if current is not None else None
+    return mark.line + 1  # the key's line: where a reader looks for it
 
 
 @dataclass

@@ -37,11 +37,11 @@ def init(name: str, *, online: Online | None = None, store: Store = "local", eng
     from mlforge.definitions.names import check_name
 
     root = Path(name)
-    check_name(root.name, kind="project")
-    if root.exists() and any(root.iterdir()):
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise ConfigError(f"{root} already exists and is not empty", where="mlforge init", fix="choose another name or remove the folder")
-    written = write_project(root, online=online, store=store, engine=engine)
-    err().print(f"created project [bold]{root.name}[/] in {root.resolve()}", highlight=False)
+    check_name(root.resolve().name, kind="project")
+    written = write_project(root.resolve(), online=online, store=store, engine=engine)
+    err().print(f"created project [bold]{root.resolve().name}[/] in {root.resolve()}", highlight=False)
     for path in written:
         out().print(f"  {path}", highlight=False)
     err().print(f"next: cd {name} && mlforge build", highlight=False)

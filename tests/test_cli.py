@@ -1,0 +1,354 @@
+"""The command line: parsing of every command, and end to end on a real project.
+
+Most tests run the app in-process (fast); a few run ``python -m mlforge`` in a subprocess
+to check the entry point, the exit codes and what reaches stdout when piped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlforge.cli import COMMANDS, fast_help
+from mlforge.cli.app import make_app, run
+from mlforge.cli.templates import write_project
+
+ENV_VARS = ("MLFORGE_PROFILE", "MLFORGE_ENGINE", "MLFORGE_TARGET", "MLFORGE_CONFIG")
+
+
+def parse(*tokens: str):
+    command, bound, _ = make_app().parse_args(list(tokens), exit_on_error=False, print_error=False)
+    return command.__name__, bound.args, bound.kwargs
+
+
+# -- parsing: one test per command ---------------------------------------------------------
+def test_parse_init():
+    assert parse("init", "demo", "--online", "redis", "--store", "s3", "--engine", "polars") == (
+        "init", ("demo",), {"online": "redis", "store": "s3", "engine": "polars"},
+    )
+
+
+def test_parse_build():
+    name, args, kwargs = parse(
+        "build", "--features", "a,b", "--tags", "t", "--schedule", "daily", "--engine", "polars", "--online",
+        "--since", "2026-01-01", "--until", "2026-01-15", "--force", "--preview", "--format", "json",
+        "--profile", "prod", "--target", "x/definitions.py", "--verbose",
+    )
+    assert name == "build" and args == ()
+    common = kwargs.pop("common")
+    assert kwargs == {
+        "features": "a,b", "tags": "t", "schedule": "daily", "engine": "polars", "online": True,
+        "since": "2026-01-01", "until": "2026-01-15", "force": True, "preview": True, "format": "json",
+    }
+    assert (common.profile, str(common.target), common.verbose) == ("prod", "x/definitions.py", True)
+    assert parse("build", "--last", "7d", "--full-refresh")[2] == {"last": "7d", "full_refresh": True}
+
+
+def test_parse_validate():
+    assert parse("validate", "-f", "a", "--engine", "duckdb") == ("validate", (), {"features": "a", "engine": "duckdb"})
+
+
+@pytest.mark.parametrize("what", ["features", "entities", "sources"])
+def test_parse_list(what):
+    assert parse("list", what, "--format", "json") == (what, (), {"format": "json"})
+
+
+def test_parse_list_features_filters():
+    assert parse("list", "features", "--schedule", "daily", "--tags", "users")[2] == {"schedule": "daily", "tags": "users"}
+
+
+def test_parse_list_versions():
+    assert parse("list", "versions", "user_spend") == ("versions", ("user_spend",), {})
+
+
+@pytest.mark.parametrize("what", ["feature", "entity", "source"])
+def test_parse_inspect(what):
+    assert parse("inspect", what, "x") == (what, ("x",), {})
+
+
+def test_parse_inspect_version():
+    assert parse("inspect", "feature", "x", "--version", "1.2.0")[2] == {"version": "1.2.0"}
+
+
+def test_parse_diff():
+    assert parse("diff", "f") == ("diff", ("f",), {})
+    assert parse("diff", "f", "1.0.0", "1.1.0", "--format", "json") == ("diff", ("f", "1.0.0", "1.1.0"), {"format": "json"})
+
+
+def test_parse_rollback():
+    assert parse("rollback", "f", "1.0.0", "--dry-run") == ("rollback", ("f", "1.0.0"), {"dry_run": True})
+    assert parse("rollback", "f", "--previous", "--yes") == ("rollback", ("f",), {"previous": True, "yes": True})
+
+
+def test_parse_sync_manifest_profile():
+    assert parse("sync", "--force") == ("sync", (), {"force": True})
+    assert parse("manifest", "--output", "m.json")[2]["output"] == Path("m.json")
+    assert parse("profile", "--validate") == ("profile", (), {"validate": True})
+
+
+def test_parse_serve(monkeypatch):
+    monkeypatch.delenv("MLFORGE_SERVE_TOKEN", raising=False)
+    assert parse("serve", "--host", "0.0.0.0", "--port", "9000", "--workers", "2", "--token", "s3cret") == (
+        "serve", (), {"host": "0.0.0.0", "port": 9000, "workers": 2, "token": "s3cret"},
+    )
+    monkeypatch.setenv("MLFORGE_SERVE_TOKEN", "from-env")
+    assert parse("serve")[2]["token"] == "from-env"
+
+
+def test_every_command_is_registered_and_has_help():
+    app = make_app()
+    for name, (_, summary) in COMMANDS.items():
+        assert name in app and summary
+    text = fast_help()
+    assert all(name in text for name in COMMANDS)
+
+
+# -- fast, light entry points ---------------------------------------------------------------
+def test_help_and_import_stay_light():
+    code = (
+        "import sys, io, contextlib, mlforge, mlforge.cli\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf):\n"
+        "    try: mlforge.cli.main(['--help'])\n"
+        "    except SystemExit as e: assert e.code == 0\n"
+        "assert 'build' in buf.getvalue()\n"
+        "heavy = [m for m in ('ibis', 'duckdb', 'rich', 'cyclopts', 'pyarrow', 'pydantic') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_python_m_mlforge_version_and_help():
+    done = subprocess.run([sys.executable, "-m", "mlforge", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "mlforge 0.8.0"
+    done = subprocess.run([sys.executable, "-m", "mlforge", "build", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--full-refresh" in done.stdout and "--preview" in done.stdout
+
+
+# -- end to end on a real project -----------------------------------------------------------
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A sample project built once, shared by the end-to-end tests of this module."""
+    root = tmp_path_factory.mktemp("cli") / "shop"
+    write_project(root, online=None, store="local", engine="duckdb")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        for var in ENV_VARS:
+            mp.delenv(var, raising=False)
+        assert run(["build", "--format", "json"]) == 0
+    return root
+
+
+@pytest.fixture
+def cli(project, monkeypatch, capsys):
+    monkeypatch.chdir(project)
+    for var in ENV_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+    def invoke(*tokens: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = run(list(tokens))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke
+
+
+def test_first_build_published_every_feature(project):
+    for name in ("user_spend", "merchant_activity", "user_profile"):
+        assert (project / "feature_store" / name / "1.0.0" / "_metadata.json").is_file()
+
+
+def test_second_build_skips_and_json_is_machine_readable(cli):
+    code, out, _ = cli("build", "--format", "json")
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["ok"] is True
+    assert {f["name"]: f["status"] for f in payload["features"]} == {
+        "user_spend": "skipped", "merchant_activity": "skipped", "user_profile": "skipped",
+    }
+
+
+def test_build_table_summary_and_preview(cli):
+    code, out, err = cli("build", "--features", "user_profile", "--preview")
+    assert code == 0
+    assert "0 built, 1 skipped, 0 failed" in out
+    assert "user_profile (first 5 rows)" in out and "u000" in out
+    assert "user_profile" in err  # the per-feature status line goes to stderr
+
+
+def test_build_by_schedule_only_builds_that_schedule(cli):  # contract I2
+    code, out, _ = cli("build", "--schedule", "daily", "--format", "json")
+    assert code == 0
+    assert [f["name"] for f in json.loads(out)["features"]] == ["user_spend"]
+
+
+def test_build_by_tag(cli):
+    code, out, _ = cli("build", "--tags", "merchants", "--format", "json")
+    assert code == 0 and [f["name"] for f in json.loads(out)["features"]] == ["merchant_activity"]
+
+
+def test_list_features_json_and_schedule_filter(cli):  # contract I2
+    code, out, _ = cli("list", "features", "--format", "json")
+    assert code == 0
+    rows = {r["feature"]: r for r in json.loads(out)}
+    assert set(rows) == {"user_spend", "merchant_activity", "user_profile"}
+    assert rows["user_spend"]["schedule"] == "daily" and rows["user_spend"]["latest"] is not None
+    code, out, _ = cli("list", "features", "--schedule", "daily", "--format", "json")
+    assert [r["feature"] for r in json.loads(out)] == ["user_spend"]
+    code, out, _ = cli("list", "features", "--schedule", "daily,weekly", "--format", "json")
+    assert sorted(r["feature"] for r in json.loads(out)) == ["merchant_activity", "user_spend"]
+
+
+def test_list_entities_and_sources(cli):
+    code, out, _ = cli("list", "entities", "--format", "json")
+    assert code == 0 and {r["entity"] for r in json.loads(out)} == {"user", "merchant"}
+    code, out, _ = cli("list", "sources", "--format", "json")
+    assert code == 0 and {r["source"] for r in json.loads(out)} == {"transactions", "users"}
+    code, out, _ = cli("list", "sources")
+    assert code == 0 and "data/transactions.parquet" in out
+
+
+def test_list_versions(cli):
+    code, out, _ = cli("list", "versions", "user_profile", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert rows[0]["version"] == "1.0.0" and rows[-1]["latest"] == "*"
+
+
+def test_inspect_feature_entity_source(cli):
+    code, out, _ = cli("inspect", "feature", "user_spend", "--format", "json")
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["definition"]["keys"] == ["user_id"]
+    assert "total_spend_7d" in payload["stored"]["schema"]
+    code, out, _ = cli("inspect", "feature", "user_spend", "--version", "1.0.0")
+    assert code == 0 and "stored version 1.0.0" in out and "total_spend_30d" in out
+    code, out, _ = cli("inspect", "entity", "user", "--format", "json")
+    assert code == 0 and json.loads(out)["features"] == ["user_profile", "user_spend"]
+    code, out, _ = cli("inspect", "source", "transactions")
+    assert code == 0 and "merchant_activity" in out
+
+
+def test_validate_passes(cli):
+    code, out, _ = cli("validate", "--format", "json")
+    assert code == 0
+    assert {r["status"] for r in json.loads(out)} == {"ok"}
+
+
+def test_profile_shows_origin(cli, monkeypatch):
+    monkeypatch.setenv("MLFORGE_ENGINE", "polars")
+    code, out, _ = cli("profile", "--format", "json")
+    assert code == 0
+    settings = {r["setting"]: r for r in json.loads(out)["settings"]}
+    assert settings["profile"]["value"] == "dev"
+    assert (settings["engine"]["value"], settings["engine"]["from"]) == ("polars", "env")
+    code, out, _ = cli("profile", "--validate")
+    assert code == 0 and "offline_store answers" in out
+
+
+def test_target_flag_runs_from_elsewhere(cli, project, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = cli("list", "features", "--target", str(project), "--format", "json")
+    assert code == 0 and len(json.loads(out)) == 3
+
+
+def test_target_from_environment(cli, project, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFORGE_TARGET", str(project / "definitions.py"))
+    code, out, _ = cli("list", "entities", "--format", "json")
+    assert code == 0
+
+
+def test_profile_flag_replaces_the_stores(cli, project, tmp_path):
+    other = tmp_path / "other-store"
+    config = project / "mlforge.yaml"
+    original = config.read_text()
+    try:
+        config.write_text(original + f"  elsewhere:\n    offline_store:\n      KIND: local\n      path: {other}\n")
+        code, out, _ = cli("build", "--features", "user_profile", "--profile", "elsewhere", "--format", "json")
+        assert code == 0 and json.loads(out)["features"][0]["status"] == "built"
+        assert (other / "user_profile" / "1.0.0").is_dir()
+    finally:
+        config.write_text(original)
+
+
+def test_force_publishes_a_patch_version(project, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.chdir(copy)
+    assert run(["build", "--features", "user_profile", "--force", "--format", "json"]) == 0
+    result = json.loads(capsys.readouterr().out)["features"][0]
+    assert (result["status"], result["version"]) == ("built", "1.0.1")
+
+
+def test_piped_stdout_holds_only_the_result(project):
+    """Through a pipe, stdout is exactly the JSON result; progress stays on stderr."""
+    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
+    done = subprocess.run(
+        [sys.executable, "-m", "mlforge", "list", "features", "--format", "json"],
+        cwd=project, capture_output=True, text=True, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(json.loads(done.stdout)) == 3
+    assert "\x1b[" not in done.stdout  # no colour codes in a pipe
+
+
+def test_subprocess_exit_code_for_bad_arguments(project):  # contract E2
+    done = subprocess.run([sys.executable, "-m", "mlforge", "build", "--last", "7d", "--since", "2026-01-01"], cwd=project, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stdout == "" and done.stderr.startswith("error: --last cannot be combined")
+
+
+# -- version commands (core functions in mlforge.offline.operations) ----------------------
+@pytest.fixture
+def operations():
+    return pytest.importorskip("mlforge.offline.operations")
+
+
+@pytest.fixture
+def versioned(project, tmp_path, monkeypatch, capsys):
+    """A copy of the project where user_profile has versions 1.0.0 and 1.0.1."""
+    copy = tmp_path / "versions"
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.chdir(copy)
+    assert run(["build", "--features", "user_profile", "--force"]) == 0
+    capsys.readouterr()
+    return copy
+
+
+def test_diff_exit_code_is_the_change_kind(operations, versioned, capsys):  # contract S4
+    code = run(["diff", "user_profile", "1.0.0", "1.0.0", "--format", "json"])
+    assert code == 0, capsys.readouterr()
+    assert json.loads(capsys.readouterr().out)["exit_code"] == 0
+    code = run(["diff", "user_profile", "--format", "json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == payload["exit_code"] in (0, 1, 2, 3)
+    assert run(["diff", "user_profile", "1.0.0", "7.7.7"]) == 4
+
+
+def test_rollback_moves_only_the_pointer(operations, versioned, capsys):  # contract S4
+    store = versioned / "feature_store" / "user_profile"
+    assert run(["rollback", "user_profile", "--previous", "--dry-run"]) == 0
+    assert json.loads((store / "_latest.json").read_text())["version"] == "1.0.1"
+    assert run(["rollback", "user_profile", "1.0.0", "--yes"]) == 0
+    assert json.loads((store / "_latest.json").read_text())["version"] == "1.0.0"
+    assert (store / "1.0.1").is_dir()
+    assert "latest is now 1.0.0" in capsys.readouterr().out
+
+
+def test_rollback_without_yes_in_a_pipe_refuses(operations, versioned, monkeypatch, capsys):
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: False, raising=False)
+    assert run(["rollback", "user_profile", "1.0.0"]) == 2
+    assert "--yes" in capsys.readouterr().err
+
+
+def test_manifest_is_json(operations, versioned, capsys):
+    assert run(["manifest"]) == 0
+    assert isinstance(json.loads(capsys.readouterr().out), dict)
