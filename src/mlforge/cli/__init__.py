@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("mlforge.cli.inspection:app", "Show one feature, entity or source in detail."),
     "diff": ("mlforge.cli.versions:diff", "Compare two versions of a feature (exit 0 same, 1 PATCH, 2 MINOR, 3 MAJOR)."),
     "rollback": ("mlforge.cli.versions:rollback", "Point a feature's latest version at an earlier version."),
-    "sync": ("mlforge.cli.versions:sync", "Publish the latest offline versions to the online store."),
+    "sync": ("mlforge.cli.versions:sync", "Rebuild missing data files of versions whose metadata is present."),
     "manifest": ("mlforge.cli.versions:manifest", "Print the project manifest (features, versions, metadata) as JSON."),
     "profile": ("mlforge.cli.profile:profile", "Show the profile in use and where each setting came from."),
     "serve": ("mlforge.cli.serve:serve", "Serve online features over HTTP."),

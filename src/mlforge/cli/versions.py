@@ -106,14 +106,17 @@ def rollback(
 
 
 def sync(*, force: bool = False, format: Format = "table", common: Common = DEFAULT) -> int:
-    """Publish the latest offline version of each feature to the online store.
+    """Rebuild missing data files of versions whose metadata is present.
 
-    Exit 1 when any feature failed to sync.
+    After cloning a repository that commits only ``_metadata.json`` files, this fills in
+    each version's data from the current definition and source. A version whose source or
+    definition changed since it was built is refused unless ``--force``. Exit 1 when any
+    version was refused or failed.
 
     Parameters
     ----------
     force
-        Rewrite features the online store already holds at the latest version.
+        Rebuild versions whose source or definition changed, as long as the schema matches.
     format
         table for people, json for machines.
     """
