@@ -110,8 +110,7 @@ def _import(path: Path) -> Any:
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise DefinitionError(
-            f"syntax error: {exc.msg}\n{_syntax_excerpt(exc)}",
-            where=f"{exc.filename}:{exc.lineno}",
+            f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}\n{_syntax_excerpt(exc)}".rstrip(),
             fix="fix the Python syntax",
         ) from None
     except MlforgeError as exc:
@@ -124,8 +123,7 @@ def _import(path: Path) -> Any:
     except Exception as exc:
         sys.modules.pop(name, None)
         error = DefinitionError(
-            f"importing {path.name} failed: {type(exc).__name__}: {exc}\n{_user_traceback(exc)}".rstrip(),
-            where=str(path),
+            f"importing {path} failed: {type(exc).__name__}: {exc}\n{_user_traceback(exc)}".rstrip(),
             fix="fix the error at the innermost frame shown above",
         )
         raise error from exc
