@@ -262,7 +262,7 @@ def test_target_flag_runs_from_elsewhere(cli, project, tmp_path, monkeypatch):
 def test_target_from_environment(cli, project, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFORGE_TARGET", str(project / "definitions.py"))
-    code, out, _ = cli("list", "entities", "--format", "json")
+    code, _out, _ = cli("list", "entities", "--format", "json")
     assert code == 0
 
 

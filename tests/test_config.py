@@ -118,7 +118,7 @@ def test_load_profile_returns_settings_dict(config):
 
 def test_no_config_file(in_tmp):
     assert resolve_profile().name is None
-    with pytest.raises(ConfigError, match="no mlforge.yaml was found"):
+    with pytest.raises(ConfigError, match=r"no mlforge\.yaml was found"):
         resolve_profile("prod")
 
 

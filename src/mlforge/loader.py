@@ -45,7 +45,7 @@ def find_definitions(target: str | os.PathLike[str] | None = None, start: Path |
             return candidate
     raise ConfigError(
         f"no {DEFINITIONS_FILE} found in {here} or its parents",
-        fix=f"run inside an mlforge project, pass --target PATH, or create one with `mlforge init NAME`",
+        fix="run inside an mlforge project, pass --target PATH, or create one with `mlforge init NAME`",
     )
 
 
