@@ -352,3 +352,13 @@ def test_rollback_without_yes_in_a_pipe_refuses(operations, versioned, monkeypat
 def test_manifest_is_json(operations, versioned, capsys):
     assert run(["manifest"]) == 0
     assert isinstance(json.loads(capsys.readouterr().out), dict)
+
+
+def test_rich_lives_only_in_cli():  # STYLE 13: the library logs, only cli/ prints
+    src = Path(__file__).resolve().parents[1] / "src" / "mlforge"
+    offenders = [
+        str(path.relative_to(src))
+        for path in src.rglob("*.py")
+        if "cli" not in path.relative_to(src).parts and ("import rich" in path.read_text() or "from rich" in path.read_text())
+    ]
+    assert offenders == []
