@@ -362,3 +362,10 @@ def test_rich_lives_only_in_cli():  # STYLE 13: the library logs, only cli/ prin
         if "cli" not in path.relative_to(src).parts and ("import rich" in path.read_text() or "from rich" in path.read_text())
     ]
     assert offenders == []
+
+
+def test_global_options_may_come_before_the_command(cli):
+    code, out, _ = cli("--verbose", "--profile", "dev", "list", "features", "--format", "json")
+    assert code == 0 and len(json.loads(out)) == 3
+    code, _out, err = cli("-v", "build", "--features", "nope")
+    assert code == 2 and "Traceback" in err

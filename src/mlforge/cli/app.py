@@ -34,6 +34,35 @@ def make_app() -> App:
     return app
 
 
+_GLOBAL_FLAGS = ("--verbose", "-v")
+_GLOBAL_OPTIONS = ("--profile", "--target")
+
+
+def hoist_global_options(tokens: Sequence[str]) -> list[str]:
+    """Accept global options before the command too: ``mlforge -v --profile p build``
+    is ``mlforge build -v --profile p``.
+
+    >>> hoist_global_options(["-v", "--profile", "p", "list", "features"])
+    ['list', 'features', '-v', '--profile', 'p']
+    """
+    tokens = list(tokens)
+    leading: list[str] = []
+    while tokens:
+        head = tokens[0]
+        if head in _GLOBAL_FLAGS or any(head.startswith(f"{o}=") for o in _GLOBAL_OPTIONS):
+            leading.append(tokens.pop(0))
+        elif head in _GLOBAL_OPTIONS and len(tokens) > 1:
+            leading += [tokens.pop(0), tokens.pop(0)]
+        else:
+            break
+    if not leading:
+        return tokens
+    if "--" in tokens:
+        cut = tokens.index("--")
+        return [*tokens[:cut], *leading, *tokens[cut:]]
+    return [*tokens, *leading]
+
+
 def _wants_verbose(tokens: Sequence[str]) -> bool:
     for token in tokens:
         if token == "--":
@@ -46,6 +75,7 @@ def _wants_verbose(tokens: Sequence[str]) -> bool:
 def run(tokens: Sequence[str]) -> int:
     """Run a command line; return its exit code. Prints one message per failure, with the
     traceback only under ``--verbose`` (contract E2)."""
+    tokens = hoist_global_options(tokens)
     verbose = _wants_verbose(tokens)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     app = make_app()
