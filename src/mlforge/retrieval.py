@@ -129,7 +129,8 @@ def get_training_data(*args: Any, timestamp: str | None = None, definitions: Any
     engine_obj = _choose_engine(defs, engine, entity_df, kind)
     if engine_obj.name == "pyspark" and kind in ("spark", "ibis") and _bound_to(entity_df, engine_obj, kind):
         return _training_in_engine(defs, specs, entity_df, kind, timestamp, engine_obj)
-    return _training_local(defs, specs, entity_df, kind, timestamp, engine_obj)
+    frame, local_kind, wrap = _local_view(entity_df, kind)
+    return wrap(_training_local(defs, specs, frame, local_kind, timestamp, engine_obj))
 
 
 def get_online_features(*args: Any, definitions: Any = None, store: Any = None) -> Any:
@@ -143,9 +144,9 @@ def get_online_features(*args: Any, definitions: Any = None, store: Any = None) 
     online = getattr(defs, "online_store", None)
     if online is None:
         raise RetrievalError("no online store is configured", fix="pass online_store=mlf.RedisStore(...) to Definitions, or set it in the profile")
-    kind = _kind(entity_df)
+    local, kind, wrap = _local_view(entity_df, _kind(entity_df))
     plans = [_resolve(defs, spec, None) for spec in _specs(features)]
-    frame = _materialize(entity_df, kind)
+    frame = _materialize(local, kind)
     _check_outputs(plans, frame.column_names)
     rows = frame.to_pylist()
     columns: dict[str, pa.Array] = {}
@@ -158,7 +159,7 @@ def get_online_features(*args: Any, definitions: Any = None, store: Any = None) 
             by_row[i] = value
         for col in plan.values:
             columns[col] = _typed_array([r.get(col) if r else None for r in by_row], plan.metadata["schema"].get(col))
-    return _finish(entity_df, kind, _arrow_table(columns, len(rows)))
+    return wrap(_finish(local, kind, _arrow_table(columns, len(rows))))
 
 
 # -- requests -----------------------------------------------------------------------------
@@ -304,51 +305,52 @@ def _bound_to(frame: Any, engine: Engine, kind: str) -> bool:
 
 
 def _materialize(frame: Any, kind: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Some (or all) columns of a local frame as a PyArrow table."""
     import pyarrow as pa
 
     if kind == "pandas":
         return pa.Table.from_pandas(frame if columns is None else frame[list(columns)], preserve_index=False)
     if kind == "polars":
-        frame = frame.collect() if hasattr(frame, "collect") and not hasattr(frame, "to_arrow") else frame
         return (frame if columns is None else frame.select(list(columns))).to_arrow()
-    if kind == "arrow":
-        return frame if columns is None else frame.select(list(columns))
+    return frame if columns is None else frame.select(list(columns))
+
+
+def _local_view(frame: Any, kind: str) -> tuple[Any, str, Any]:
+    """A frame that is executed once, its kind, and how to turn a result back into ``kind``.
+
+    Lazy inputs (Ibis, Spark, Polars LazyFrame) are executed here exactly once, so the
+    feature columns are appended to the very rows they were computed for.
+    """
     if kind == "ibis":
-        return (frame if columns is None else frame.select(*columns)).to_pyarrow()
-    table = frame if columns is None else frame.select(*columns)
-    return table.toArrow()
+        import ibis
+
+        return frame.to_pyarrow(), "arrow", ibis.memtable
+    if kind == "spark":
+        session = frame.sparkSession
+        return frame.toArrow(), "arrow", session.createDataFrame
+    if kind == "polars" and not hasattr(frame, "to_arrow"):
+        return frame.collect(), "polars", lambda out: out.lazy()
+    return frame, kind, lambda out: out
 
 
 def _columns(frame: Any, kind: str) -> list[str]:
-    if kind == "polars":
-        return list(frame.collect_schema().names())
     if kind == "arrow":
         return list(frame.column_names)
     return list(frame.columns)
 
 
 def _finish(frame: Any, kind: str, features: pa.Table) -> Any:
-    """``frame`` with the feature columns appended, as the same kind of frame."""
+    """A local ``frame`` with the feature columns appended, as the same kind of frame."""
     if kind == "pandas":
         values = features.to_pandas()
         return frame.assign(**{c: values[c].array for c in features.column_names})
     if kind == "polars":
         import polars as pl
 
-        lazy = not hasattr(frame, "to_arrow")
-        eager = frame.collect() if lazy else frame
-        out = eager.hstack(pl.from_arrow(features).get_columns()) if features.num_columns else eager
-        return out.lazy() if lazy else out
-    table = _materialize(frame, kind) if kind in ("ibis", "spark") else frame
+        return frame.hstack(pl.from_arrow(features).get_columns()) if features.num_columns else frame
     for name in features.column_names:
-        table = table.append_column(name, features.column(name))
-    if kind == "ibis":
-        import ibis
-
-        return ibis.memtable(table)
-    if kind == "spark":
-        return frame.sparkSession.createDataFrame(table)
-    return table
+        frame = frame.append_column(name, features.column(name))
+    return frame
 
 
 def _training_local(defs: Any, specs: list[FeatureSpec], frame: Any, kind: str, timestamp: str | None, engine: Engine) -> Any:
