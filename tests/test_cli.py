@@ -369,3 +369,29 @@ def test_global_options_may_come_before_the_command(cli):
     assert code == 0 and len(json.loads(out)) == 3
     code, _out, err = cli("-v", "build", "--features", "nope")
     assert code == 2 and "Traceback" in err
+
+
+def test_serve_wires_project_and_options(cli, project, monkeypatch):
+    import types
+
+    calls = []
+    fake = types.ModuleType("mlforge.serve")
+    fake.run = lambda defs, **kwargs: calls.append((defs, kwargs))
+    monkeypatch.setitem(sys.modules, "mlforge.serve", fake)
+    code, _out, err = cli("serve", "--port", "9123", "--workers", "2", "--token", "t0k", "--profile", "dev")
+    assert code == 0, err
+    defs, kwargs = calls[0]
+    assert defs.name == "shop"
+    assert kwargs["port"] == 9123 and kwargs["workers"] == 2 and kwargs["token"] == "t0k"
+    assert kwargs["target"] == str(project / "definitions.py") and kwargs["profile"] == "dev"
+
+
+def test_build_online_with_a_memory_profile(project, tmp_path, monkeypatch, capsys):
+    pytest.importorskip("mlforge.online.memory")
+    copy = tmp_path / "online"
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    config = copy / "mlforge.yaml"
+    config.write_text(config.read_text() + "  cache:\n    offline_store: {KIND: local, path: ./feature_store}\n    online_store: {KIND: memory}\n")
+    monkeypatch.chdir(copy)
+    assert run(["build", "--features", "user_profile", "--profile", "cache", "--online", "--format", "json"]) == 0, capsys.readouterr()
+    assert json.loads(capsys.readouterr().out)["features"][0]["status"] in ("built", "skipped")
