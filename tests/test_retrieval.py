@@ -310,6 +310,16 @@ def test_online_features_with_join_or_natural_keys(defs):  # contract K2 (O2)
     assert online.calls[0] == ("spend", [{"user_id": "u1"}, {"user_id": "u9"}])  # null keys are not looked up
 
 
+def test_online_features_from_the_memory_store(defs):  # contract K2 (O1, O2)
+    from mlforge.online.memory import MemoryStore
+
+    online = MemoryStore()
+    online.write("last_amt", ["user_id"], [pa.table({"user_id": ["u1"], "ts": _utc([JAN]), "amt": [4.0], "origin": ["SFO"]})])
+    serving = mlf.Definitions("online", [], offline_store=defs.offline_store, online_store=online, engine="duckdb")
+    out = mlf.get_online_features(["last_amt"], pa.table({"user_id": ["u9", "u1"]}), definitions=serving)
+    assert out.to_pydict() == {"user_id": ["u9", "u1"], "amt": [None, 4.0], "origin": [None, "SFO"]}
+
+
 # -- parity: every engine against a pure-Python oracle ---------------------------------------
 def _oracle(labels: list[tuple], grid_rows: dict, events: dict, interval: int) -> list[tuple]:
     """P2 in a few lines: floor to the grid for metrics, newest ts <= L otherwise."""

@@ -148,14 +148,17 @@ def get_online_features(*args: Any, definitions: Any = None, store: Any = None) 
     plans = [_resolve(defs, spec, None) for spec in _specs(features)]
     frame = _materialize(local, kind)
     _check_outputs(plans, frame.column_names)
+    from mlforge.online.base import read_many
+
     rows = frame.to_pylist()
+    key_rows = {plan.name: [_online_key(row, plan) for row in rows] for plan in plans}
+    wanted = {name: [i for i, k in enumerate(keys) if k is not None] for name, keys in key_rows.items()}
+    # One request for all features: stores that can (Redis pipelines) answer in one round trip.
+    found = read_many(online, {name: [key_rows[name][i] for i in idx] for name, idx in wanted.items() if idx})
     columns: dict[str, pa.Array] = {}
     for plan in plans:
-        key_rows = [_online_key(row, plan) for row in rows]
-        wanted = [i for i, k in enumerate(key_rows) if k is not None]
-        found = online.read(plan.name, [key_rows[i] for i in wanted]) if wanted else []
         by_row: list[dict[str, Any] | None] = [None] * len(rows)
-        for i, value in zip(wanted, found, strict=True):
+        for i, value in zip(wanted[plan.name], found.get(plan.name, []), strict=True):
             by_row[i] = value
         for col in plan.values:
             columns[col] = _typed_array([r.get(col) if r else None for r in by_row], plan.metadata["schema"].get(col))
