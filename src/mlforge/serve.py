@@ -124,6 +124,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         from fastapi import Depends, FastAPI, HTTPException, Request
         from fastapi.responses import JSONResponse, Response
         from pydantic import BaseModel, ConfigDict, Field
+        from starlette.concurrency import run_in_threadpool
     except ImportError:
         raise missing_extra("fastapi", "serve") from None
     if defs.online_store is None:
@@ -145,7 +146,9 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         features: list[str] = Field(min_length=1)
         entities: list[dict[str, Scalar]] = Field(min_length=1, max_length=limit)
 
-    def require_token(request: Request) -> None:
+    # Everything but the store call runs on the event loop: each hop to the thread pool
+    # costs more CPU than the checks themselves. Store calls block, so they get one hop.
+    async def require_token(request: Request) -> None:
         if not token:
             return
         header = request.headers.get("authorization", "")
@@ -160,9 +163,9 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     auth = [Depends(require_token)]
 
     @app.get("/health")
-    def health() -> Any:
+    async def health() -> Any:
         try:
-            store.ping()
+            await run_in_threadpool(store.ping)
         except OnlineStoreError as exc:
             return JSONResponse({"status": "unavailable", "online_store": repr(store), "detail": exc.what}, status_code=503)
         return {"status": "ok", "project": defs.name, "online_store": type(store).__name__, "features": len(defs.features)}
@@ -177,17 +180,17 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         return _describe(defs, name, brief=False)
 
     @app.post("/features/online", dependencies=auth)
-    def online(body: OnlineRequest) -> Any:
-        results = _lookup(defs, store, metrics, body.features, [body.entity], HTTPException)
+    async def online(body: OnlineRequest) -> Any:
+        results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, [body.entity], HTTPException)
         return JSONResponse({"entity": body.entity, "features": results[0]})
 
     @app.post("/features/batch", dependencies=auth)
-    def batch(body: BatchRequest) -> Any:
-        results = _lookup(defs, store, metrics, body.features, body.entities, HTTPException)
+    async def batch(body: BatchRequest) -> Any:
+        results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, body.entities, HTTPException)
         return JSONResponse({"results": [{"entity": e, "features": r} for e, r in zip(body.entities, results, strict=True)]})
 
     @app.get("/metrics", dependencies=auth)
-    def prometheus() -> Any:
+    async def prometheus() -> Any:
         body, content_type = metrics.render()
         return Response(content=body, media_type=content_type)
 
@@ -422,6 +425,10 @@ def _definitions_file(defs: Any) -> str:
 def _shared_metrics_dir() -> None:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return
+    import atexit
+    import shutil
     import tempfile
 
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="mlforge-metrics-")
+    folder = tempfile.mkdtemp(prefix="mlforge-metrics-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
