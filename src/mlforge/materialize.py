@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
     from mlforge.offline.base import OfflineStore
 
 log = logging.getLogger(__name__)
+
+#: Internal column naming each row's month file (``YYYY-MM``); never stored.
+PARTITION = "__mlforge_month"
 
 
 @dataclass
@@ -128,12 +133,18 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         result_expr = compile_metrics(feature, output, engine, labels)
     else:
         result_expr = _non_metric_output(feature, output, build_range)
+    reused: list[str] = []
     if not build_range.is_full and previous_version:
-        result_expr = _merge_with_previous(feature, store, engine, previous_version, result_expr, build_range)
-    order = [*feature.keys, *([ts] if ts and ts in result_expr.columns else [])]
+        result_expr, reused = _merge_with_previous(feature, store, engine, previous_version, result_expr, build_range)
+    has_time = bool(ts and ts in result_expr.columns)
+    order = [*feature.keys, *([ts] if has_time else [])]
+    if has_time:
+        # One file per month of timestamps: an incremental build rewrites only its months.
+        result_expr = result_expr.mutate(**{PARTITION: result_expr[ts].strftime("%Y-%m")})
     staging = store.stage(feature.name)
     try:
-        engine.write_parquet(result_expr.order_by(order), staging.data_dir)
+        _reuse_files(reused, staging.data_dir)
+        engine.write_parquet(result_expr.order_by(order), staging.data_dir, PARTITION if has_time else None)
         metadata = _metadata(feature, result_expr, staging.data_dir, definition_hash, source_fp, build_range, previous, engine)
         change = classify(previous, metadata)
         if change.kind is ChangeKind.NONE and not options.force:
@@ -199,23 +210,54 @@ def _non_metric_output(feature: Feature, output: ir.Table, build_range: BuildRan
     return output
 
 
-def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, version: str, fresh: ir.Table, build_range: BuildRange) -> ir.Table:
-    """The previous version's rows outside the range, plus the freshly computed ones."""
+def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, version: str, fresh: ir.Table, build_range: BuildRange) -> tuple[ir.Table, list[str]]:
+    """Rows for the months a range touches (previous rows outside the range plus the fresh
+    ones), and the previous version's files of untouched months, to reuse as they are."""
     import ibis
 
     ts = feature.timestamp_column
-    stored = store.read(feature.name, engine, version)
-    outside = []
+    files = store.data_files(feature.name, version)
+    touched = [f for f in files if _touches(f, build_range)]
+    untouched = [f for f in files if f not in touched]
+    if any(not os.path.exists(f) for f in untouched):  # a remote store: rewrite everything
+        touched, untouched = files, []
+    fresh_columns = list(fresh.columns)
+    if not touched:
+        return fresh, untouched
+    stored = engine.read_parquet_files(touched)
     label = stored[ts]
+    outside = []
     if build_range.since is not None:
         outside.append(label < ibis.literal(datetime.fromtimestamp(build_range.since, tz=UTC), type="timestamp('UTC', 6)"))
     if build_range.until is not None:
         outside.append(label >= ibis.literal(datetime.fromtimestamp(build_range.until, tz=UTC), type="timestamp('UTC', 6)"))
     keep = stored.filter(ibis.or_(*outside)) if outside else stored.limit(0)
-    fresh = fresh.select(*stored.columns) if set(fresh.columns) == set(stored.columns) else fresh
+    keep = keep.select(*fresh_columns)
     if keep.schema() != fresh.schema():
         keep = keep.cast(fresh.schema())
-    return keep.union(fresh)
+    return keep.union(fresh), untouched
+
+
+def _touches(path: str, build_range: BuildRange) -> bool:
+    """Whether the month file ``YYYY-MM.parquet`` overlaps the range (others: always)."""
+    name = os.path.basename(path).removesuffix(".parquet")
+    if name == "_null":
+        return False  # rows without a timestamp are outside every range
+    if len(name) != 7 or name[4] != "-":
+        return True
+    first = None if build_range.since is None else datetime.fromtimestamp(build_range.since, tz=UTC).strftime("%Y-%m")
+    last = None if build_range.until is None else datetime.fromtimestamp(build_range.until - 1, tz=UTC).strftime("%Y-%m")
+    return (first is None or name >= first) and (last is None or name <= last)
+
+
+def _reuse_files(paths: list[str], data_dir: str) -> None:
+    """Put unchanged files of the previous version into the new one (hard links where possible)."""
+    for path in paths:
+        target = os.path.join(data_dir, os.path.basename(path))
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copy2(path, target)
 
 
 def _count_dropped(feature: Feature, output: ir.Table) -> int:

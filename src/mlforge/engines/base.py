@@ -82,6 +82,10 @@ class Engine:
     def _read_parquet(self, location: str) -> ir.Table:
         return self.con.read_parquet(location)
 
+    def read_parquet_files(self, files: list[str]) -> ir.Table:
+        """Read a list of Parquet files as one table."""
+        return self.con.read_parquet(files)
+
     def _read_csv(self, location: str, fmt: Any) -> ir.Table:
         import pyarrow.csv as pacsv
 
@@ -135,9 +139,13 @@ class Engine:
     def to_arrow(self, expr: ir.Table) -> pa.Table:
         return expr.to_pyarrow()
 
-    def write_parquet(self, expr: ir.Table, data_dir: str) -> None:
-        """Write ``expr`` as Parquet file(s) into ``data_dir``."""
-        write_parquet_with_arrow(self, expr, data_dir)
+    def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
+        """Write ``expr`` as Parquet into ``data_dir``.
+
+        With ``partition_by``, one file ``<value>.parquet`` per value of that column, which
+        is not written into the files (see :func:`flatten_partitions`).
+        """
+        write_parquet_with_arrow(self, expr, data_dir, partition_by)
 
     def close(self) -> None:
         """Release engine resources (sessions, connections)."""
@@ -181,9 +189,40 @@ def arrow_csv_options(fmt: Any) -> dict[str, Any]:
     return {"read_options": read, "parse_options": parse, "convert_options": convert}
 
 
-def write_parquet_with_arrow(engine: Engine, expr: Any, data_dir: str) -> None:
-    """Write ``expr`` as one Parquet file via Arrow (engines without a native writer)."""
+def write_parquet_with_arrow(engine: Engine, expr: Any, data_dir: str, partition_by: str | None = None) -> None:
+    """Write ``expr`` via Arrow (engines without a native partitioned writer)."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     table = engine.to_arrow(expr)
-    pq.write_table(table, f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=1 << 20)
+    if partition_by is None:
+        pq.write_table(table, f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=1 << 20)
+        return
+    keys = table.column(partition_by)
+    rest = table.drop_columns([partition_by])
+    for value in pc.unique(keys).to_pylist():
+        mask = pc.is_null(keys) if value is None else pc.equal(keys, value)
+        pq.write_table(rest.filter(mask), f"{data_dir}/{partition_file(value)}", compression="zstd", row_group_size=1 << 20)
+
+
+def partition_file(value: Any) -> str:
+    """File name of one partition: ``2024-03.parquet``; nulls go to ``_null.parquet``."""
+    return "_null.parquet" if value is None or value == "__HIVE_DEFAULT_PARTITION__" else f"{value}.parquet"
+
+
+def flatten_partitions(root: str, data_dir: str, column: str) -> None:
+    """Move hive-style output ``root/<column>=<value>/*.parquet`` to ``data_dir/<value>.parquet``.
+
+    Each partition directory must hold exactly one file (writers are asked for that).
+    """
+    import os
+    from urllib.parse import unquote
+
+    for entry in sorted(os.listdir(root)):
+        if not entry.startswith(f"{column}="):
+            continue
+        value = unquote(entry.split("=", 1)[1])
+        files = sorted(f for f in os.listdir(os.path.join(root, entry)) if f.endswith(".parquet"))
+        if len(files) != 1:
+            raise RuntimeError(f"expected one file in partition {entry}, found {files}")
+        os.replace(os.path.join(root, entry, files[0]), os.path.join(data_dir, partition_file(None if value == "__HIVE_DEFAULT_PARTITION__" else value)))

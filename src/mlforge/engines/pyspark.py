@@ -93,6 +93,9 @@ class PySparkEngine(Engine):
             return super()._read_delta(location, version)
         return self.from_native(frame)
 
+    def read_parquet_files(self, files: list[str]) -> ir.Table:
+        return self.from_native(self.session.read.parquet(*files))
+
     def from_arrow(self, table: Any, name: str | None = None) -> ir.Table:
         frame = self.session.createDataFrame(table)
         return self.from_native(frame, name)
@@ -116,6 +119,24 @@ class PySparkEngine(Engine):
             self._session.stop()
             self._session = None
 
-    def write_parquet(self, expr: ir.Table, data_dir: str) -> None:
-        # Spark writes its own part files: nothing is collected to the driver.
-        self.to_native(expr).write.mode("overwrite").parquet(data_dir)
+    def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
+        # Spark writes its own files: nothing is collected to the driver.
+        frame = self.to_native(expr)
+        if partition_by is None:
+            frame.write.mode("overwrite").parquet(data_dir)
+            return
+        import os
+        import shutil
+        import tempfile
+
+        from mlforge.engines.base import flatten_partitions
+
+        root = tempfile.mkdtemp(prefix=".parts-", dir=os.path.dirname(data_dir))
+        try:
+            # One task per partition value gives one (sorted) file per partition.
+            frame.repartition(partition_by).sortWithinPartitions(*[c for c in frame.columns if c != partition_by]).write.mode(
+                "overwrite"
+            ).partitionBy(partition_by).parquet(root)
+            flatten_partitions(root, data_dir, partition_by)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
