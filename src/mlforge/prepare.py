@@ -51,7 +51,8 @@ def normalize_timestamp(table: ir.Table, ts: Timestamp, engine: Engine, where: s
             fix="convert it in the feature function or point timestamp= at a datetime column",
         )
     if ts.alias and ts.alias != ts.column:
-        return table.drop(ts.column).mutate(**{ts.alias: value})
+        # Mutate first: ``value`` refers to the table that still has ``ts.column``.
+        return table.mutate(**{ts.alias: value}).drop(ts.column)
     return table.mutate(**{ts.column: value})
 
 
@@ -176,7 +177,11 @@ def surrogate_key_value(*values: Any) -> str:
 def prepare_input(feature: Feature, engine: Engine) -> ir.Table:
     """The source, with UTC timestamps and surrogate keys, as an Ibis table."""
     where = f"feature {feature.name!r}"
-    table = engine.read_source(feature.source)
+    try:
+        table = engine.read_source(feature.source)
+    except SourceError as exc:
+        # The engine knows the file, not which feature wanted it (E1: say where).
+        raise SourceError(exc.what, where=f"{where}, {exc.where}" if exc.where else where, fix=exc.fix) from exc
     if feature.timestamp is not None and feature.timestamp.column in table.columns:
         table = normalize_timestamp(table, feature.timestamp, engine, where)
     elif feature.timestamp is not None and feature.timestamp.output_name not in table.columns and feature.metrics:

@@ -36,11 +36,6 @@ class PolarsEngine(Engine):
 
         return self.con.create_table(_temp_name(), pl.scan_parquet(location))
 
-    def read_parquet_files(self, files: list[str]) -> ir.Table:
-        import polars as pl
-
-        return self.con.create_table(_temp_name(), pl.scan_parquet(files))
-
     def epoch_seconds(self, col: ir.TimestampValue) -> ir.IntegerValue:
         # Casting a timestamp to int64 yields its raw ticks, in the column's unit.
         scale = col.type().scale
@@ -50,7 +45,11 @@ class PolarsEngine(Engine):
     def parse_timestamp(self, col: ir.StringValue, fmt: str) -> ir.TimestampValue:
         # Formats are Python strftime codes (T1); in chrono ``%f`` reads nanosecond digits,
         # so ".250000" would become 250 µs. ``%.f`` reads a decimal fraction as Python does.
-        return col.as_timestamp(fmt.replace(".%f", "%.f"))
+        # Polars parses to nanoseconds while Ibis types the result with no scale, which
+        # epoch_seconds reads as microseconds: fix the unit explicitly.
+        import ibis.expr.datatypes as dt
+
+        return col.as_timestamp(fmt.replace(".%f", "%.f")).cast(dt.Timestamp(scale=6))
 
     def to_utc_naive(self, col: ir.TimestampValue) -> ir.TimestampValue:
         import ibis.expr.datatypes as dt
@@ -87,10 +86,5 @@ class PolarsEngine(Engine):
     def to_arrow(self, expr: ir.Table) -> Any:
         return self.con.compile(expr).collect().to_arrow()
 
-    def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
-        if partition_by is not None:
-            from mlforge.engines.base import write_parquet_with_arrow
-
-            write_parquet_with_arrow(self, expr, data_dir, partition_by)
-            return
+    def write_parquet(self, expr: ir.Table, data_dir: str) -> None:
         self.con.compile(expr).sink_parquet(f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=1 << 20)
