@@ -46,10 +46,15 @@ class DuckDBEngine(Engine):
         self.con.con.register(name, dataset)
         return self.con.table(name)
 
-    def write_parquet(self, expr: ir.Table, data_dir: str) -> None:
+    def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
         # DuckDB streams the result to Parquet itself: nothing is held in Python memory.
         # SUM over BIGINT is HUGEINT in DuckDB while Ibis types it int64 and elides the
         # cast, so integer columns are cast explicitly to keep the stored type int64.
+        import os
+        import tempfile
+
+        from mlforge.engines.base import flatten_partitions
+
         self.con._run_pre_execute_hooks(expr)
         sql = self.con.compile(expr)
         from ibis.backends.sql.datatypes import DuckDBType
@@ -59,7 +64,21 @@ class DuckDBEngine(Engine):
             f'CAST("{name}" AS {DuckDBType.to_string(dtype)}) AS "{name}"' if dtype.is_integer() else f'"{name}"'
             for name, dtype in expr.schema().items()
         )
-        target = f"{data_dir}/part-00000.parquet".replace("'", "''")
-        self.con.raw_sql(
-            f"COPY (SELECT {columns} FROM ({sql})) TO '{target}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {1 << 20})"
-        )
+        options = f"FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {1 << 20}"
+        if partition_by is None:
+            target = f"{data_dir}/part-00000.parquet".replace("'", "''")
+            self.con.raw_sql(f"COPY (SELECT {columns} FROM ({sql})) TO '{target}' ({options})")
+            return
+        root = tempfile.mkdtemp(prefix=".parts-", dir=os.path.dirname(data_dir))
+        try:
+            target = root.replace("'", "''")
+            # One writer thread per partition keeps one file per partition and the order.
+            self.con.raw_sql(
+                f"COPY (SELECT {columns} FROM ({sql})) TO '{target}' "
+                f"({options}, PARTITION_BY (\"{partition_by}\"), OVERWRITE_OR_IGNORE true)"
+            )
+            flatten_partitions(root, data_dir, partition_by)
+        finally:
+            import shutil
+
+            shutil.rmtree(root, ignore_errors=True)

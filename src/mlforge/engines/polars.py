@@ -36,6 +36,11 @@ class PolarsEngine(Engine):
 
         return self.con.create_table(_temp_name(), pl.scan_parquet(location))
 
+    def read_parquet_files(self, files: list[str]) -> ir.Table:
+        import polars as pl
+
+        return self.con.create_table(_temp_name(), pl.scan_parquet(files))
+
     def epoch_seconds(self, col: ir.TimestampValue) -> ir.IntegerValue:
         # Casting a timestamp to int64 yields its raw ticks, in the column's unit.
         scale = col.type().scale
@@ -86,5 +91,10 @@ class PolarsEngine(Engine):
     def to_arrow(self, expr: ir.Table) -> Any:
         return self.con.compile(expr).collect().to_arrow()
 
-    def write_parquet(self, expr: ir.Table, data_dir: str) -> None:
+    def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
+        if partition_by is not None:
+            from mlforge.engines.base import write_parquet_with_arrow
+
+            write_parquet_with_arrow(self, expr, data_dir, partition_by)
+            return
         self.con.compile(expr).sink_parquet(f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=1 << 20)
