@@ -127,11 +127,17 @@ def test_unknown_entities_are_none_not_errors(make_store):
     assert store.read("spend", []) == []
 
 
-def test_batch_reads_keep_order_and_duplicates(make_store):
+def test_batch_reads_keep_order_and_duplicates(make_store, monkeypatch):
+    import mlforge.online.redis as redis_store
+
+    # small Redis chunks, so a few hundred rows cross chunk edges on every store
+    # (DynamoDB's limits are already 25 writes and 100 reads a request)
+    monkeypatch.setattr(redis_store, "READ_BATCH", 100)
+    monkeypatch.setattr(redis_store, "WRITE_BATCH", 70)
     store = make_store()
-    n = 1_100  # more than one Redis MGET / DynamoDB BatchGetItem chunk
+    n = 260
     table = pa.table({"user_id": list(range(n)), "value": [i * 0.5 for i in range(n)]})
-    assert store.write("big", ["user_id"], table.to_batches(max_chunksize=300)) == n
+    assert store.write("big", ["user_id"], table.to_batches(max_chunksize=90)) == n
     keys = [{"user_id": i} for i in reversed(range(-50, n))] + [{"user_id": 7}, {"user_id": 7}]
     rows = store.read("big", keys)
     assert len(rows) == len(keys)
