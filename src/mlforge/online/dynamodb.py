@@ -186,7 +186,9 @@ class DynamoDBStore:
         raise OnlineStoreError(f"DynamoDB left keys of {feature!r} unprocessed after {MAX_ATTEMPTS} attempts", where=repr(self), fix="raise the table's read capacity or use on-demand billing")
 
     def ping(self) -> None:
-        self._guard("reach DynamoDB", lambda: self.client.list_tables(Limit=1))
+        """DynamoDB answers for this table (a missing table is fine while ``auto_create``)."""
+        if not self._table_exists() and not self.auto_create:
+            raise OnlineStoreError(f"DynamoDB table {self.table_name!r} does not exist", where=repr(self), fix="create it with partition key 'pk' (string), or pass auto_create=True")
 
     def close(self) -> None:
         if self._client is not None:
