@@ -16,7 +16,7 @@ from typing import Any
 from mlforge.errors import DefinitionError
 
 FIRST_VERSION = "1.0.0"
-_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+_SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
 
 
 class ChangeKind(enum.IntEnum):
@@ -36,14 +36,14 @@ class Change:
 
 def parse_version(text: str) -> tuple[int, int, int]:
     """``"1.2.3"`` -> ``(1, 2, 3)``; anything else is an error (names become paths, E4)."""
-    match = _SEMVER.match(text) if isinstance(text, str) else None
+    match = _SEMVER.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise DefinitionError(f"version {text!r} is not a semantic version like '1.2.0'", fix="use MAJOR.MINOR.PATCH")
     return int(match.group(1)), int(match.group(2)), int(match.group(3))
 
 
 def is_version(text: str) -> bool:
-    return isinstance(text, str) and bool(_SEMVER.match(text))
+    return isinstance(text, str) and bool(_SEMVER.fullmatch(text))
 
 
 def sort_versions(versions: list[str]) -> list[str]:

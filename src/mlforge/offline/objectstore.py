@@ -36,6 +36,7 @@ from typing import Any
 from mlforge.errors import ConcurrentPublish, StoreError
 from mlforge.offline.base import Staging
 from mlforge.offline.versioned import DATA, METADATA, VersionedStore, _json_bytes, checkpoint
+from mlforge.versioning import is_version, sort_versions
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,12 @@ class ObjectStore(VersionedStore):
     def _staging_root(self, feature: str) -> Path:
         base = self._staging_base or Path(tempfile.gettempdir()) / "mlforge-staging"
         return base / self._store_id / self._feature_key(feature)
+
+    def list_versions(self, feature: str) -> list[str]:
+        """Complete versions, from one listing (a request per version would be slow)."""
+        root = self._feature_key(feature)
+        committed = [k.split("/")[1] for k in self.blobs.list(f"{root}/") if k.count("/") == 2 and k.endswith(f"/{METADATA}")]
+        return sort_versions([v for v in committed if is_version(v)])
 
     # -- publishing ----------------------------------------------------------------
     def _commit(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None:

@@ -95,6 +95,7 @@ class VersionedStore:
         return [n for n in names if self.list_versions(n)]
 
     def list_versions(self, feature: str) -> list[str]:
+        """Complete versions only: those whose ``_metadata.json`` exists."""
         root = self._feature_key(feature)
         candidates = [c for c in self.blobs.children(root) if is_version(c)]
         return sort_versions([v for v in candidates if self.blobs.exists(f"{root}/{v}/{METADATA}")])
@@ -112,17 +113,24 @@ class VersionedStore:
         return version if self.blobs.exists(f"{self._version_key(feature, version)}/{METADATA}") else None
 
     def read_metadata(self, feature: str, version: str | None = None) -> dict[str, Any]:
-        version = resolve_version(self, feature, version)
-        key = f"{self._version_key(feature, version)}/{METADATA}"
-        raw = self.blobs.get(key)
+        if version is None or not is_version(version):
+            version = resolve_version(self, feature, version)
+        # One read: the metadata's existence is what makes the version exist.
+        raw = self.blobs.get(f"{self._version_key(feature, version)}/{METADATA}")
         if raw is None:
-            raise StoreError(f"metadata {self.blobs.uri(key)} disappeared", fix="check the store; versions must never be deleted by hand")
+            resolve_version(self, feature, version)  # raises VersionNotFound, listing versions
+            raise StoreError(f"metadata of {feature} {version} disappeared while reading", fix="retry")
         return json.loads(raw)
+
+    def _version_and_metadata(self, feature: str, version: str | None) -> tuple[str, dict[str, Any]]:
+        if version is None:
+            version = resolve_version(self, feature, None)
+        return version, self.read_metadata(feature, version)
 
     def data_files(self, feature: str, version: str | None = None) -> list[str]:
         """Local paths of a version's Parquet files, for engines to read."""
-        version = resolve_version(self, feature, version)
-        local_dir = self._local_data_dir(feature, version, self.read_metadata(feature, version))
+        version, metadata = self._version_and_metadata(feature, version)
+        local_dir = self._local_data_dir(feature, version, metadata)
         return sorted(glob.glob(os.path.join(local_dir, "*.parquet")))
 
     def data_uris(self, feature: str, version: str | None = None) -> list[str]:
@@ -196,8 +204,7 @@ class VersionedStore:
 
     # -- reading -------------------------------------------------------------------
     def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table:
-        version = resolve_version(self, feature, version)
-        metadata = self.read_metadata(feature, version)
+        version, metadata = self._version_and_metadata(feature, version)
         local_dir = self._local_data_dir(feature, version, metadata)
         if not glob.glob(os.path.join(local_dir, "*.parquet")):
             return engine.from_arrow(empty_table(metadata))
