@@ -283,12 +283,16 @@ def make_store(block: Any, kinds: dict[str, Kind], where: str, key: str, base: P
     try:
         cls = getattr(importlib.import_module(kind.module), kind.cls)
     except (ImportError, AttributeError) as exc:
-        extra = kind.extra or "all"
-        raise ConfigError(
-            f"{key} KIND {kind_name!r} is not available ({exc})",
-            where=where,
-            fix=f"install the extra it needs: pip install 'mlforge[{extra}]'",
-        ) from None
+        missing = getattr(exc, "name", None) or str(exc)
+        what = (
+            f"{key} KIND {kind_name!r} is not available in this installation of mlforge ({missing} is missing)"
+            if str(missing).startswith("mlforge")
+            else f"{key} KIND {kind_name!r} needs the optional dependency {missing!r}"
+        )
+        fix = f"pip install 'mlforge[{kind.extra or 'all'}]'"
+        if str(missing).startswith("mlforge"):
+            fix += " with a version of mlforge that provides this KIND"
+        raise ConfigError(what, where=where, fix=fix) from None
     try:
         return cls(**options)
     except TypeError as exc:
