@@ -77,7 +77,7 @@ def run(tokens: Sequence[str]) -> int:
     traceback only under ``--verbose`` (contract E2)."""
     tokens = hoist_global_options(tokens)
     verbose = _wants_verbose(tokens)
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    _configure_logging(verbose)
     app = make_app()
     try:
         result = app(list(tokens), exit_on_error=False, print_error=False, result_action="return_value")
@@ -96,6 +96,26 @@ def run(tokens: Sequence[str]) -> int:
         _error(f"unexpected error: {type(exc).__name__}: {exc}" + ("" if verbose else "\n  (run with --verbose for the traceback)"), verbose, exc)
         return FAILED
     return result if isinstance(result, int) and not isinstance(result, bool) else OK
+
+
+def _configure_logging(verbose: bool) -> None:
+    """The library logs (STYLE 13); the CLI shows warnings, or everything with --verbose."""
+    logger = logging.getLogger("mlforge")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time (it may be replaced, e.g. by tests)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr)
+        except Exception:  # pragma: no cover - logging must never break a command
+            self.handleError(record)
 
 
 def _cyclopts_message(exc: CycloptsError) -> str:
