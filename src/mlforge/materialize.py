@@ -145,7 +145,7 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     try:
         _reuse_files(reused, staging.data_dir)
         engine.write_parquet(result_expr.order_by(order), staging.data_dir, PARTITION if has_time else None)
-        metadata = _metadata(feature, result_expr, staging.data_dir, definition_hash, source_fp, build_range, previous, engine)
+        metadata = _metadata(feature, result_expr.drop(PARTITION) if has_time else result_expr, staging.data_dir, definition_hash, source_fp, build_range, previous, engine)
         change = classify(previous, metadata)
         if change.kind is ChangeKind.NONE and not options.force:
             store.discard(staging)
