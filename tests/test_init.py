@@ -42,11 +42,6 @@ def test_init_then_build_list_inspect(demo):
     assert json.loads(done.stdout)["stored"]["version"] == "1.0.0"
 
 
-def test_init_refuses_an_existing_project(demo):
-    done = mlforge("init", "demo", cwd=demo.parent)
-    assert done.returncode == 2 and "already exists" in done.stderr
-
-
 @pytest.mark.parametrize(
     ("online", "store", "engine", "expected"),
     [
