@@ -110,7 +110,7 @@ class _Progress:
                 self.status.update(f"building [bold]{name}[/]…")
             return
         mark = {"built": "[green]✓[/]", "skipped": "[dim]=[/]", "failed": "[red]✗[/]"}.get(event.status, "?")
-        detail = f"{event.version or ''} {event.status}"
+        detail = f"{event.version} {event.status}" if event.version else event.status
         if event.rows is not None:
             detail += f", {event.rows} rows"
         err().print(f"{mark} {name} {detail} ({event.seconds:.2f}s)", highlight=False)
