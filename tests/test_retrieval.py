@@ -232,6 +232,14 @@ def test_pinned_versions_read_exactly_that_version(defs, engine):  # contract P4
         defs.get_training_data([("spend", "9.9.9")], labels, timestamp="ts", engine=engine)
 
 
+def test_integer_keys_of_other_widths_match(engine, tmp_path):  # contract P3
+    store = mlf.LocalStore(tmp_path)
+    _publish(store, "by_id", pa.table({"id": pa.array([1, 2**40], pa.int64()), "score": [0.5, 0.9]}), {"keys": ["id"], "timestamp": None, "interval": None, "metrics": []})
+    project = mlf.Definitions("ints", [], offline_store=store, engine="duckdb")
+    out = project.get_training_data(["by_id"], pa.table({"id": pa.array([1, 3, None], pa.int32())}), engine=engine)
+    assert out.column("score").to_pylist() == [0.5, None, None]
+
+
 # -- K2 ------------------------------------------------------------------------------------
 def test_natural_columns_stand_in_for_the_surrogate_key(defs, engine):  # contract K2
     natural = pd.DataFrame({"origin": ["JFK", "SFO", "ORD"], "dest": ["LAX", "LAX", "LAX"], "ts": pd.to_datetime(["2024-01-03"] * 3)})

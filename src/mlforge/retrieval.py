@@ -434,7 +434,7 @@ def _join_feature(base: ir.Table, plan: _Plan, engine: Engine, point_in_time: bo
     import ibis.expr.datatypes as dt
 
     table = plan.table
-    keys = {_KEY.format(i): table[k].cast(base[k].type()) for i, k in enumerate(plan.keys)}
+    keys = {_KEY.format(i): _key_as(table[k], base[k].type()) for i, k in enumerate(plan.keys)}
     right = table.select(**keys, **({_TS: _naive(table[plan.timestamp], engine)} if plan.timestamp else {}), **{v: table[v] for v in plan.values})
 
     def on(left: ir.Table, other: ir.Table) -> list[Any]:
@@ -478,6 +478,14 @@ def _latest(right: ir.Table, rkeys: list[str], ts: str | None) -> ir.Table:
         newest = right.group_by(rkeys).aggregate(**{_NEWEST: right[ts].max()})
         right = right.inner_join(newest, [*rkeys, right[ts] == newest[_NEWEST]]).select(*right.columns)
     return right.distinct(on=rkeys, keep="first")
+
+
+def _key_as(col: ir.Value, dtype: Any) -> ir.Value:
+    """The stored key in entity_df's type (Polars joins only equal types); an integer out
+    of that type's range matches nothing rather than failing."""
+    if col.type().copy(nullable=True) == dtype.copy(nullable=True):
+        return col
+    return col.try_cast(dtype)
 
 
 def _naive(col: ir.TimestampValue, engine: Engine) -> ir.TimestampValue:
