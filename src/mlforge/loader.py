@@ -133,9 +133,14 @@ def _import(path: Path) -> Any:
 def _forget_modules_under(root: str) -> None:
     """Drop modules imported from ``root`` earlier, so a reload sees the current files."""
     prefix = root.rstrip(os.sep) + os.sep
+    # Installed packages and the running script are never the user's modules, even when a
+    # virtualenv lives inside the project (dropping them breaks e.g. duckdb's C extension).
+    installed = tuple(p.rstrip(os.sep) + os.sep for p in {sys.prefix, sys.base_prefix, sys.exec_prefix})
     for key, module in list(sys.modules.items()):
         file = getattr(module, "__file__", None)
-        if file and file.startswith(prefix) and not file.startswith(_PACKAGE_DIR):
+        if key == "__main__" or not file or file.startswith(installed) or file.startswith(_PACKAGE_DIR):
+            continue
+        if file.startswith(prefix):
             del sys.modules[key]
 
 

@@ -1,0 +1,69 @@
+"""The examples run end to end, through the same commands a newcomer types."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONSOLE_SCRIPT = Path(sys.executable).parent / "mlforge"
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("examples") / "quickstart"
+    shutil.copytree(ROOT / "examples" / "quickstart", target, ignore=shutil.ignore_patterns("feature_store", "__pycache__"))
+    return target
+
+
+def _mlforge(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [str(CONSOLE_SCRIPT)] if CONSOLE_SCRIPT.exists() else [sys.executable, "-m", "mlforge"]
+    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def test_quickstart_builds_with_the_readme_command(quickstart):
+    """README's first command: `mlforge build` in examples/quickstart (the console script)."""
+    done = _mlforge(quickstart, "build", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert {f["name"]: f["status"] for f in result["features"]} == {
+        "user_spend": "built",
+        "user_merchant_activity": "built",
+        "last_transaction": "built",
+    }
+    assert all(f["version"] == "1.0.0" and f["rows"] > 0 for f in result["features"])
+    again = _mlforge(quickstart, "build", "--format", "json")
+    assert again.returncode == 0, again.stderr
+    assert {f["status"] for f in json.loads(again.stdout)["features"]} == {"skipped"}
+
+
+def test_quickstart_run_script_prints_features(quickstart):
+    done = subprocess.run([sys.executable, "run.py"], cwd=quickstart, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "user_spend" in done.stdout and "spend_7d" in done.stdout
+
+
+def test_loader_keeps_installed_and_main_modules(tmp_path, monkeypatch):
+    """Reloading definitions must not drop `__main__` or installed packages even when the
+    virtualenv lives inside the project directory (duckdb's extension needs `__main__`)."""
+    import types
+
+    from mlforge import loader
+
+    user = types.ModuleType("user_helpers")
+    user.__file__ = str(tmp_path / "user_helpers.py")
+    installed = types.ModuleType("fake_installed")
+    installed.__file__ = str(Path(sys.prefix) / "lib" / "fake_installed.py")
+    monkeypatch.setitem(sys.modules, "user_helpers", user)
+    monkeypatch.setitem(sys.modules, "fake_installed", installed)
+    main_module = sys.modules["__main__"]
+    loader._forget_modules_under(str(tmp_path))
+    loader._forget_modules_under(str(Path(sys.prefix).parent))
+    assert "user_helpers" not in sys.modules
+    assert sys.modules["fake_installed"] is installed
+    assert sys.modules["__main__"] is main_module
