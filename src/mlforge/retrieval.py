@@ -18,7 +18,7 @@ DataFrame stays in Spark from end to end.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,11 @@ _ASOF = "__mlforge_asof_ts"
 _NEWEST = "__mlforge_newest"
 _KEY = "__mlforge_key_{}"
 _EMPTY_ZERO = ("count", "sum")  # W4: these read 0 for an empty window, the rest null
+
+#: Called after every ``get_training_data`` as ``hook(definitions, specs, entity_df, timestamp,
+#: result)``; ``mlforge.integrations.mlflow.autolog()`` registers one. A failing hook is
+#: logged, never raised: recording a retrieval must not break it.
+TRAINING_DATA_HOOKS: list[Callable[..., None]] = []
 
 
 @dataclass(frozen=True)
@@ -128,9 +133,16 @@ def get_training_data(*args: Any, timestamp: str | None = None, definitions: Any
     kind = _kind(entity_df)
     engine_obj = _choose_engine(defs, engine, entity_df, kind)
     if engine_obj.name == "pyspark" and kind in ("spark", "ibis") and _bound_to(entity_df, engine_obj, kind):
-        return _training_in_engine(defs, specs, entity_df, kind, timestamp, engine_obj)
-    frame, local_kind, wrap = _local_view(entity_df, kind)
-    return wrap(_training_local(defs, specs, frame, local_kind, timestamp, engine_obj))
+        result = _training_in_engine(defs, specs, entity_df, kind, timestamp, engine_obj)
+    else:
+        frame, local_kind, wrap = _local_view(entity_df, kind)
+        result = wrap(_training_local(defs, specs, frame, local_kind, timestamp, engine_obj))
+    for hook in list(TRAINING_DATA_HOOKS):
+        try:
+            hook(defs, specs, entity_df, timestamp, result)
+        except Exception as exc:
+            log.warning("training-data hook %r failed: %s: %s", hook, type(exc).__name__, exc)
+    return result
 
 
 def get_online_features(*args: Any, definitions: Any = None, store: Any = None) -> Any:
