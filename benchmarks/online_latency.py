@@ -194,47 +194,86 @@ def server_cpu(pid: int) -> float:
     return total
 
 
+class Connection:
+    """A minimal HTTP/1.1 keep-alive client on asyncio streams.
+
+    The load generator must cost far less CPU than the server it measures; a general
+    client (httpx) spends a few milliseconds of CPU per request, which on a small machine
+    would measure the client. This one only writes a fixed request and reads
+    ``Content-Length`` bytes back.
+    """
+
+    def __init__(self, host: str, port: int, token: str):
+        self.host, self.port, self.token = host, port, token
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, payload: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAuthorization: Bearer {self.token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode()
+        self.writer.write(head + payload)
+        assert self.reader is not None
+        header = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(header.split(b" ", 2)[1])
+        length = 0
+        for line in header.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        body = await self.reader.readexactly(length)
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
 async def loadgen(url: str, requests: int, rps: float, entities: int, token: str) -> dict:
     import random
+    from urllib.parse import urlparse
 
-    import httpx
-
+    parsed = urlparse(url)
     rng = random.Random(11)
     latencies: list[float] = []
     service: list[float] = []
     errors: dict[str, int] = {}
-    headers = {"Authorization": f"Bearer {token}"}
-    limits = httpx.Limits(max_connections=SENDERS, max_keepalive_connections=SENDERS)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=10) as client:
-        for _ in range(50):  # warm-up, not measured
-            await client.post("/features/online", json={"features": FEATURES, "entity": {"user_id": "u1"}})
+    connections = [Connection(parsed.hostname or "127.0.0.1", parsed.port or 80, token) for _ in range(SENDERS)]
+    payloads = [json.dumps({"features": FEATURES, "entity": {"user_id": f"u{rng.randrange(entities)}"}}).encode() for _ in range(requests)]
+    for conn in connections:  # warm-up, not measured: every connection once
+        await conn.post("/features/online", payloads[0])
+    start = time.perf_counter() + 0.1
+    cursor = iter(range(requests))
 
-        start = time.perf_counter() + 0.1
-        uids = [f"u{rng.randrange(entities)}" for _ in range(requests)]
-        cursor = iter(range(requests))
+    async def sender(conn: Connection) -> None:
+        # A fixed pool of senders keeps pending requests bounded; each request still has
+        # its own scheduled instant, and a late one is charged its lateness.
+        for i in cursor:
+            scheduled = start + i / rps
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent = time.perf_counter()
+            try:
+                status, body = await conn.post("/features/online", payloads[i])
+                if status != 200 or b'"user_spend":null' in body:
+                    errors[str(status)] = errors.get(str(status), 0) + 1
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                conn.close()
+            done = time.perf_counter()
+            latencies.append(done - scheduled)
+            service.append(done - sent)
 
-        async def sender() -> None:
-            # A fixed pool of senders keeps pending requests bounded; each request still
-            # has its own scheduled instant, and a late one is charged its lateness.
-            for i in cursor:
-                scheduled = start + i / rps
-                delay = scheduled - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                sent = time.perf_counter()
-                try:
-                    answer = await client.post("/features/online", json={"features": FEATURES, "entity": {"user_id": uids[i]}})
-                    if answer.status_code != 200 or answer.json()["features"]["user_spend"] is None:
-                        errors[str(answer.status_code)] = errors.get(str(answer.status_code), 0) + 1
-                except httpx.HTTPError as exc:
-                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-                done = time.perf_counter()
-                latencies.append(done - scheduled)
-                service.append(done - sent)
-
-        await asyncio.gather(*(sender() for _ in range(SENDERS)))
-        elapsed = time.perf_counter() - start
-    return {"requests": requests, "target_rps": rps, "achieved_rps": requests / elapsed, "errors": sum(errors.values()), "error_kinds": errors, "latency": percentiles(latencies), "service_time": percentiles(service)}
+    await asyncio.gather(*(sender(conn) for conn in connections))
+    elapsed = time.perf_counter() - start
+    for conn in connections:
+        conn.close()
+    return {"requests": requests, "target_rps": rps, "achieved_rps": requests / elapsed, "errors": sum(errors.values()), "error_kinds": errors, "latency": percentiles(latencies), "service_time": percentiles(service), "loadgen_cpu_ms_per_request": time.process_time() / requests * 1e3}
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -265,29 +304,37 @@ def main() -> None:
     args = parser.parse_args()
     redis_proc, port = start_redis()
     try:
-        out: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}}
+        out: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_at_start": os.getloadavg()}}
         out["store"] = bench_store(port, args.entities, args.single_iters, args.batch_iters)
-        if not args.skip_rest:
-            out["rest"] = [bench_rest(port, w, args.requests, args.rps, args.entities, "bench-token") for w in args.workers]
+        print(json.dumps({"store": out["store"]}), file=sys.stderr, flush=True)
+        out["rest"] = []
+        for workers in [] if args.skip_rest else args.workers:
+            out["rest"].append(bench_rest(port, workers, args.requests, args.rps, args.entities, "bench-token"))
+            print(json.dumps(out["rest"][-1]), file=sys.stderr, flush=True)
     finally:
         redis_proc.terminate()
         redis_proc.wait(timeout=10)
+    out["machine"]["loadavg_at_end"] = os.getloadavg()
     print(render(out))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
 
 
 def render(out: dict) -> str:
-    lines = ["| read (Redis, loopback) | p50 ms | p99 ms | n |", "|---|---:|---:|---:|"]
+    m = out["machine"]
+    lines = [
+        f"Python {m['python']}, {m['cpus']} CPUs, {m['platform']}; 1-minute load average {m['loadavg_at_start'][0]:.1f} at start, {m['loadavg_at_end'][0]:.1f} at end.",
+        "",
+        "| read (Redis, loopback) | p50 ms | p99 ms | n |", "|---|---:|---:|---:|"]
     labels = {"mlforge_1x3": "mlforge `read_many`, 1 entity x 3 features", "raw_1x3": "raw redis-py pipeline, 3 GET + json", "mlforge_1000x1": "mlforge `read`, 1,000 entities", "raw_1000x1": "raw redis-py MGET 1,000 + json"}
     for key, label in labels.items():
         s = out["store"][key]
         lines.append(f"| {label} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {s['n']} |")
     if out.get("rest"):
-        lines += ["", "| REST `POST /features/online` (1 entity x 3 features) | requests | achieved rps | p50 ms | p99 ms | max ms | errors | server CPU ms/request |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "| REST `POST /features/online` (1 entity x 3 features) | requests | achieved rps | p50 ms | p99 ms | max ms | errors | server CPU ms/request | load generator CPU ms/request |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in out["rest"]:
             lat = r["latency"]
-            lines.append(f"| {r['workers']} worker(s), {r['target_rps']:.0f} rps open loop | {r['requests']} | {r['achieved_rps']:.1f} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['max_ms']:.1f} | {r['errors']} | {r['server_cpu_ms_per_request']:.2f} |")
+            lines.append(f"| {r['workers']} worker(s), {r['target_rps']:.0f} rps open loop | {r['requests']} | {r['achieved_rps']:.1f} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['max_ms']:.1f} | {r['errors']} | {r['server_cpu_ms_per_request']:.2f} | {r['loadgen_cpu_ms_per_request']:.2f} |")
         lines.append("")
         lines.append("Latency is measured from each request's scheduled send time (includes any queueing in the load generator).")
     return "\n".join(lines)
