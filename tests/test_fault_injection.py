@@ -54,9 +54,9 @@ WORKER = textwrap.dedent(
     import mlforge.materialize, mlforge.compiler, mlforge.prepare, mlforge.engines.duckdb  # noqa: F401
     from mlforge.offline.local import LocalStore
 
-    source, root, kind, endpoint = sys.argv[1:5]
+    source, kind, endpoint = sys.argv[1:4]
 
-    def make_store():
+    def make_store(root):
         if kind == "local":
             return LocalStore(root)
         from mlforge.offline.s3 import S3Store
@@ -82,7 +82,7 @@ WORKER = textwrap.dedent(
         gc.collect()
         shutil.rmtree(scratch, ignore_errors=True)
         if kind != "local":  # load the client's service models once, not in every child
-            make_store().list_features()
+            make_store("warm-up").list_features()
 
     warm_up()
     print("ready", flush=True)
@@ -91,9 +91,9 @@ WORKER = textwrap.dedent(
         if words[0] == "build":
             pid = os.fork()
             if pid == 0:
-                if len(words) > 1:
-                    os.environ["MLFORGE_FAULT_PAUSE"] = words[1]
-                defs = mlf.Definitions("fault", [spend], offline_store=make_store(), engine="duckdb")
+                if len(words) > 2:
+                    os.environ["MLFORGE_FAULT_PAUSE"] = words[2]
+                defs = mlf.Definitions("fault", [spend], offline_store=make_store(words[1]), engine="duckdb")
                 result = defs.build()["spend"]
                 sys.stdout.flush()
                 os._exit(0 if result.status == "built" else 3)
@@ -108,14 +108,14 @@ WORKER = textwrap.dedent(
 class Worker:
     """The forking build worker, driven over stdin/stdout."""
 
-    def __init__(self, tmp_path: Path, source: Path, root: str, kind: str = "local", endpoint: str = "-"):
+    def __init__(self, tmp_path: Path, source: Path, kind: str = "local", endpoint: str = "-"):
         script = tmp_path / "fault_worker.py"
         script.write_text(WORKER)
         self.log = tmp_path / "checkpoints.log"
         env = {**os.environ, FAULT_LOG_ENV: str(self.log), "FAULT_CACHE": str(tmp_path / "cache"), "FAULT_STAGING": str(tmp_path / "staging")}
         env.pop(FAULT_PAUSE_ENV, None)
         write_source(source, seed=0)
-        self.proc = subprocess.Popen([sys.executable, str(script), str(source), root, kind, endpoint], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+        self.proc = subprocess.Popen([sys.executable, str(script), str(source), kind, endpoint], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
         self._read_until("ready")
 
     def _read_until(self, expect: str) -> str:
@@ -130,9 +130,10 @@ class Worker:
         self.proc.stdin.flush()
         return self._read_until(expect)
 
-    def start_build(self, pause: str | None = None) -> int:
+    def start_build(self, root: str, pause: str | None = None) -> int:
+        """Fork a build into the store at ``root`` (a directory, or an S3 prefix)."""
         self.log.write_text("")
-        return int(self._ask("build" + (f" {pause}:30" if pause else ""), "pid "))
+        return int(self._ask(f"build {root}" + (f" {pause}:30" if pause else ""), "pid "))
 
     def reap(self, pid: int) -> int:
         return int(self._ask(f"reap {pid}", "status "))
@@ -201,10 +202,10 @@ def check_store(store, known: dict, previous_latest: str, *, all_known: bool = F
     assert latest in versions and (latest == previous_latest or latest not in known)
 
 
-def run_kills(tmp_path: Path, store, worker: Worker, source: Path, kills_wanted: int, seed: int, modes: dict = MODES) -> dict[str, int]:
+def run_kills(root: str, store, worker: Worker, source: Path, kills_wanted: int, seed: int, modes: dict = MODES) -> dict[str, int]:
     rng = random.Random(seed)
     write_source(source, seed=0)
-    pid = worker.start_build()
+    pid = worker.start_build(root)
     assert worker.reap(pid) == 0, "the first build failed"
     latest = store.latest_version("spend")
     known = {latest: snapshot(store, latest)}
@@ -217,7 +218,7 @@ def run_kills(tmp_path: Path, store, worker: Worker, source: Path, kills_wanted:
         mode = names[attempt % len(names)]
         point, pause, jitter = modes[mode]
         write_source(source, seed=attempt)  # new data: every build would publish a PATCH
-        pid = worker.start_build(point if pause else None)
+        pid = worker.start_build(root, point if pause else None)
         reached = worker.wait_for(point, pid) if point else True
         if reached:
             time.sleep(rng.uniform(0, jitter))
@@ -235,7 +236,7 @@ def run_kills(tmp_path: Path, store, worker: Worker, source: Path, kills_wanted:
             counts[mode] = counts.get(mode, 0) + 1
     # The store stays usable: a build after all those kills publishes normally.
     write_source(source, seed=10_000)
-    pid = worker.start_build()
+    pid = worker.start_build(root)
     assert worker.reap(pid) == 0
     check_store(store, known, latest, all_known=True)
     assert store.latest_version("spend") not in known
@@ -247,18 +248,46 @@ def _report(capsys, label: str, counts: dict[str, int]) -> None:
         print(f"\n{label}: {sum(counts.values())} kills (kill -9): " + ", ".join(f"{m}: {n}" for m, n in counts.items()))
 
 
-def test_kill_local_builds(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def local_worker(tmp_path_factory):
+    """One forking worker for the LocalStore tests (its warm-up is the slow part)."""
+    base = tmp_path_factory.mktemp("fault")
+    source = base / "tx.parquet"
+    worker = Worker(base, source)
+    yield base, source, worker
+    worker.close()
+
+
+def test_kill_local_builds(local_worker, capsys):
     """contract S1: at least 20 kills of LocalStore builds at named and random moments."""
-    source = tmp_path / "tx.parquet"
-    store = LocalStore(tmp_path / "feature_store")
-    worker = Worker(tmp_path, source, str(store.path))
-    try:
-        counts = run_kills(tmp_path, store, worker, source, kills_wanted=21, seed=1)
-    finally:
-        worker.close()
+    base, source, worker = local_worker
+    store = LocalStore(base / "kills")
+    counts = run_kills(str(store.path), store, worker, source, kills_wanted=21, seed=1)
     _report(capsys, "LocalStore fault injection", counts)
     assert sum(counts.values()) >= 20
     assert {"during data write", "during pointer move", "at pointer move"} <= set(counts)
+
+
+def test_concurrent_build_processes(local_worker):
+    """contract S1: two build processes of the same feature at once, in rounds; one may
+    lose with ConcurrentPublish (exit 3), nothing is ever corrupt or half-visible."""
+    base, source, worker = local_worker
+    store = LocalStore(base / "concurrent")
+    root = str(store.path)
+    write_source(source, seed=0)
+    assert worker.reap(worker.start_build(root)) == 0
+    latest = store.latest_version("spend")
+    known = {latest: snapshot(store, latest)}
+    for round_ in range(1, 3):
+        write_source(source, seed=round_)
+        pids = [worker.start_build(root), worker.start_build(root)]
+        statuses = [os.WEXITSTATUS(worker.reap(p)) for p in pids]
+        assert 0 in statuses and set(statuses) <= {0, 3}, statuses
+        check_store(store, known, latest)
+        latest = store.latest_version("spend")
+        known.setdefault(latest, snapshot(store, latest))
+    check_store(store, known, latest, all_known=True)
+    assert store.staging_dirs("spend") == []
 
 
 #: The default S3 run kills at the moments that differ from a local store.
@@ -272,9 +301,9 @@ def _s3_kills(tmp_path, capsys, request, kills: int, modes: dict, seed: int) -> 
     source = tmp_path / "tx.parquet"
     prefix = f"fault-{os.getpid()}-{time.monotonic_ns()}"
     store = S3Store("mlforge-test", prefix=prefix, region="us-east-1", endpoint_url=endpoint, cache_dir=tmp_path / "reader-cache", staging_dir=tmp_path / "staging")
-    worker = Worker(tmp_path, source, prefix, "s3", endpoint)
+    worker = Worker(tmp_path, source, "s3", endpoint)
     try:
-        counts = run_kills(tmp_path, store, worker, source, kills_wanted=kills, seed=seed, modes=modes)
+        counts = run_kills(prefix, store, worker, source, kills_wanted=kills, seed=seed, modes=modes)
     finally:
         worker.close()
     _report(capsys, f"S3Store fault injection ({kills})", counts)
@@ -296,14 +325,10 @@ def test_kill_s3_builds_long(tmp_path, capsys, request):
 
 
 @pytest.mark.slow
-def test_kill_local_builds_long(tmp_path, capsys):
+def test_kill_local_builds_long(local_worker, capsys):
     """contract S1: the long version, 200 kills."""
-    source = tmp_path / "tx.parquet"
-    store = LocalStore(tmp_path / "feature_store")
-    worker = Worker(tmp_path, source, str(store.path))
-    try:
-        counts = run_kills(tmp_path, store, worker, source, kills_wanted=200, seed=3)
-    finally:
-        worker.close()
+    base, source, worker = local_worker
+    store = LocalStore(base / "kills-long")
+    counts = run_kills(str(store.path), store, worker, source, kills_wanted=200, seed=3)
     _report(capsys, "LocalStore fault injection (long)", counts)
     assert sum(counts.values()) >= 200

@@ -496,3 +496,27 @@ def test_doc_snippets_read_a_version(in_tmp, tool):
     namespace: dict[str, object] = {}
     exec(compile(snippets[tool], f"docs/storage.md[{tool}]", "exec"), namespace)
     assert namespace["rows"] == expected
+
+
+# -- optional dependencies -------------------------------------------------------------------
+def test_cloud_clients_are_imported_lazily():
+    """STYLE 2: importing the stores does not import boto3 or google-cloud-storage."""
+    import subprocess
+    import sys
+
+    code = "import sys, mlforge.offline, mlforge.offline.s3, mlforge.offline.gcs, mlforge.offline.operations; print(sorted(m for m in ('boto3', 'google.cloud.storage') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(("kind", "module", "extra"), [("s3", "boto3", "s3"), ("gcs", "google.cloud", "gcs")])
+def test_missing_client_names_the_extra(monkeypatch, kind, module, extra):
+    """E1: a missing client library fails with the extra to install."""
+    from mlforge.errors import EngineError
+    from mlforge.offline.gcs import GCSStore
+    from mlforge.offline.s3 import S3Store
+
+    monkeypatch.setitem(__import__("sys").modules, module, None)
+    store = S3Store(BUCKET) if kind == "s3" else GCSStore(BUCKET)
+    with pytest.raises(EngineError, match=rf"mlforge\[{extra}\]"):
+        store.list_features()
