@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "manifest": ("mlforge.cli.versions:manifest", "Print the project manifest (features, versions, metadata) as JSON."),
     "profile": ("mlforge.cli.profile:profile", "Show the profile in use and where each setting came from."),
     "serve": ("mlforge.cli.serve:serve", "Serve online features over HTTP."),
+    "log": ("mlforge.cli.log:app", "Record the feature versions a model uses in an MLflow run."),
 }
 
 GLOBAL_OPTIONS: tuple[tuple[str, str], ...] = (
