@@ -7,7 +7,7 @@ import contextlib
 import os
 from typing import Any
 
-from mlforge.errors import missing_extra
+from mlforge.errors import StoreError, missing_extra
 from mlforge.offline.blobs import join_key
 from mlforge.offline.objectstore import ObjectStore
 
@@ -82,12 +82,14 @@ class GCSBlobs:
         return f"gs://{self.bucket_name}/{self._key(key)}"
 
     def get(self, key: str) -> bytes | None:
-        from google.api_core.exceptions import NotFound
+        from google.api_core.exceptions import GoogleAPIError, NotFound
 
         try:
             return self.bucket.blob(self._key(key)).download_as_bytes()
         except NotFound:
             return None
+        except GoogleAPIError as exc:
+            raise StoreError(f"cannot read {self.uri(key)}: {exc}", fix="check the bucket name, the credentials and the network") from exc
 
     def put(self, key: str, data: bytes) -> None:
         self.bucket.blob(self._key(key)).upload_from_string(data, content_type="application/json")

@@ -130,6 +130,8 @@ def sync(defs: Definitions, force: bool = False) -> list[dict[str, Any]]:
     was rebuilt, ``data_hash_matches``.
     """
     store = defs.offline_store
+    if not hasattr(store, "has_data") or not hasattr(store, "restore_data"):
+        raise ConfigError(f"sync needs a file-based offline store (local, S3 or GCS), not {store!r}", fix="Unity Catalog tables are rebuilt with `mlforge build --full-refresh`")
     entries: list[dict[str, Any]] = []
     for name in sorted(defs.features):
         missing = [v for v in store.list_versions(name) if not store.has_data(name, v)]
