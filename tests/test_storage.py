@@ -346,6 +346,24 @@ def test_concurrent_publish_of_one_version(store, tmp_path):
     assert_complete(store)
 
 
+def test_debris_of_a_killed_publisher_is_never_read(store, tmp_path):
+    """contract S1 on object stores: data objects a killed build uploaded for a version it
+    never committed are not part of that version when another build commits it."""
+    if not hasattr(store, "location"):
+        pytest.skip("a local version appears by one rename; there is no debris")
+    source = tmp_path / "tx.parquet"
+    write_source(source)
+    stray = tmp_path / "stray.parquet"
+    pq.write_table(pa.table({"user_id": [999]}), stray)
+    store.blobs.upload(str(stray), "spend/1.0.0/data/0123456789abcdef-part-00000.parquet")
+    assert store.list_versions("spend") == []  # contract S1: no metadata, no version
+    assert build(store, spend_feature(source)).version == "1.0.0"
+    assert 999 not in {row["user_id"] for row in read_rows(store)}
+    committed = store.read_metadata("spend")["files"]
+    assert sorted(k.rsplit("/", 1)[1] for k in store.blobs.list("spend/1.0.0/data/")) == sorted(committed)
+    assert_complete(store)
+
+
 def _hash(staging):
     import glob
 

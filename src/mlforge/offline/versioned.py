@@ -227,12 +227,16 @@ def _json_bytes(payload: dict[str, Any]) -> bytes:
 
 
 def _clean_stale_staging(root: Path) -> None:
-    """Remove staging directories of builds that were killed long ago."""
+    """Remove staging directories (and pointer temp files) of builds killed long ago."""
     now = time.time()
-    for p in root.glob(f"{STAGING_PREFIX}*"):
+    for p in [*root.glob(f"{STAGING_PREFIX}*"), *root.glob(".*.tmp")]:
         try:
-            if now - p.stat().st_mtime > _STALE_STAGING_SECONDS:
+            if now - p.stat().st_mtime <= _STALE_STAGING_SECONDS:
+                continue
+            if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink()
         except FileNotFoundError:
             pass
 
