@@ -516,6 +516,34 @@ def test_doc_snippets_read_a_version(in_tmp, tool):
     assert namespace["rows"] == expected
 
 
+@pytest.mark.service
+def test_doc_s3_snippet_reads_a_version(request, tmp_path, monkeypatch):
+    """contract S5 on S3: the docs' PyArrow snippet reads a version mlforge wrote (moto)."""
+    import functools
+
+    from pyarrow import fs
+
+    from mlforge.offline.s3 import S3Store
+
+    endpoint = request.getfixturevalue("s3_endpoint")
+    prefix = f"doc-{uuid.uuid4().hex[:8]}"
+    store = S3Store(BUCKET, prefix=prefix, region="us-east-1", endpoint_url=endpoint, cache_dir=tmp_path / "cache", staging_dir=tmp_path / "staging")
+    source = tmp_path / "tx.parquet"
+    write_source(source)
+    assert build(store, spend_feature(source)).version == "1.0.0"
+    for key in store.blobs.list("spend/"):  # the docs read a feature called user_spend
+        local = tmp_path / "copy"
+        store.blobs.download(key, str(local))
+        store.blobs.upload(str(local), "user_spend/" + key.split("/", 1)[1])
+    expected = store.read_metadata("spend")["rows"]
+    host = endpoint.split("://", 1)[1]
+    monkeypatch.setattr(fs, "S3FileSystem", functools.partial(fs.S3FileSystem, endpoint_override=host, scheme="http", access_key="testing", secret_key="testing"))
+    snippet = _doc_snippets()["pyarrow-s3"].replace("my-bucket/features", f"{BUCKET}/{prefix}")
+    namespace: dict[str, object] = {}
+    exec(compile(snippet, "docs/storage.md[pyarrow-s3]", "exec"), namespace)
+    assert namespace["rows"] == expected
+
+
 # -- optional dependencies -------------------------------------------------------------------
 def test_cloud_clients_are_imported_lazily():
     """STYLE 2: importing the stores does not import boto3 or google-cloud-storage."""
