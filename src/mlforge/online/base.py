@@ -86,6 +86,10 @@ def key_text(key: Mapping[str, Any]) -> str:
     >>> key_text({"origin": "JFK", "dest": "LAX"}).split("\\x1f")
     ['LAX', 'JFK']
     """
+    if len(key) == 1:  # the common case, on the hot path of every read
+        (value,) = key.values()
+        kind = type(value)
+        return value if kind is str else str(value) if kind is int else _key_part(value)
     if not key:
         raise OnlineStoreError("an online lookup needs at least one key column", fix="pass the feature's key columns, e.g. {'user_id': 1}")
     return KEY_SEPARATOR.join(_key_part(key[name]) for name in sorted(key))
@@ -151,7 +155,11 @@ def encode_row(row: Mapping[str, Any]) -> str:
 
 
 def decode_row(text: str | bytes) -> dict[str, Any]:
-    return {k: _decode(v) for k, v in json.loads(text).items()}
+    row = json.loads(text)
+    for column, value in row.items():
+        if type(value) in _CONTAINERS:  # only tagged values and lists need work
+            row[column] = _decode(value)
+    return row
 
 
 def _encode(value: Any) -> Any:
@@ -189,6 +197,7 @@ def _encode(value: Any) -> Any:
     )
 
 
+_CONTAINERS = (dict, list)
 _DECODERS = {
     "f": float,
     "ts": datetime.fromisoformat,
