@@ -300,11 +300,9 @@ def test_each_validator_fails(events_path, tmp_path, engine):  # contract E3
     assert defs.offline_store.list_versions("spend") == []
 
 
-def test_not_null_and_unique_fail(tmp_path, engine, request):  # contract E3
-    if engine.name == "polars":
-        # materialize._validate counts duplicates as count() - nunique(); Ibis's Polars
-        # backend counts null as a distinct value, so the null below hides the duplicate.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="unique() misses duplicates when the column has a null on Polars"))
+def test_not_null_and_unique_fail(tmp_path, engine):  # contract E3
+    # Ibis's Polars backend counts null as a distinct value; unique() counts only non-null
+    # values, so the null below must not hide the duplicate on any engine.
     path = tmp_path / "dupes.parquet"
     pq.write_table(pa.table({"user": ["a", "a", None, "b"], "amt": [1.0, None, 2.0, 3.0]}), path)
     feat = declare(str(path), validators={"user": [mlf.unique(), mlf.not_null()], "amt": mlf.not_null()})

@@ -286,7 +286,7 @@ def _validate(feature: Feature, output: ir.Table) -> None:
             alias = f"v_{len(checks)}_{i}"
             col = output[column]
             if validator.name == "unique":
-                aggs[alias] = col.count() - col.nunique()
+                aggs[alias] = col.count() - col.nunique(where=col.notnull())
             else:
                 aggs[alias] = validator.violation(col).cast("int64").sum().fill_null(0)
             checks.append((alias, column, validator.describe()))
