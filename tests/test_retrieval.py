@@ -151,6 +151,18 @@ def test_rows_order_and_columns_are_kept(defs, engine):  # contract P1
     assert _rows(out, ["user_id", "spend_2d", "amt"]) == [("u2", 80.0, 80.0), ("u1", 60.0, 40.0), ("u1", 60.0, 40.0), ("u2", 80.0, 80.0)]
 
 
+def test_empty_null_and_categorical_entity_columns(defs, engine):  # contract P1
+    empty = pd.DataFrame({"user_id": pd.Series([], dtype=object), "ts": pd.Series([], dtype="datetime64[ns]")})
+    out = defs.get_training_data(["spend", "last_amt"], empty, timestamp="ts", engine=engine)
+    assert len(out) == 0 and list(out.columns) == ["user_id", "ts", "spend_2d", "n_2d", "avg_2d", "amt", "origin"]
+    nulls = pd.DataFrame({"user_id": [None, None], "ts": pd.to_datetime([None, "2024-01-03"])})
+    out = defs.get_training_data(["spend", "last_amt"], nulls, timestamp="ts", engine=engine)
+    assert _rows(out, ["spend_2d", "n_2d", "amt"]) == [(None, None, None), (0.0, 0, None)]  # null label: nothing known
+    categorical = pd.DataFrame({"user_id": pd.Categorical(["u2", "u1"]), "ts": pd.to_datetime(["2024-01-04"] * 2)})
+    out = defs.get_training_data(["spend"], categorical, timestamp="ts", engine=engine)
+    assert _rows(out, ["spend_2d"]) == [(80.0,), (60.0,)]
+
+
 @pytest.mark.parametrize("kind", ["polars", "arrow", "ibis"])
 def test_result_is_the_same_kind_of_frame(defs, engine, kind):  # contract P1
     import ibis

@@ -381,7 +381,7 @@ def _training_local(defs: Any, specs: list[FeatureSpec], frame: Any, kind: str, 
         raise RetrievalError(f"timestamp column {timestamp!r} is not in entity_df", fix=f"use one of {columns}")
     needed = [*{k for p in plans for k in p.keys if k in columns}, *{c for e in computed.values() for c in e.from_columns or ()}]
     needed = list(dict.fromkeys([*needed, *([timestamp] if timestamp else [])]))
-    arrow = _materialize(frame, kind, needed)
+    arrow = _plain_columns(_materialize(frame, kind, needed), plans, timestamp)
     arrow = arrow.append_column(_ROW, pa.array(range(arrow.num_rows), pa.int64()))
     base = _prepare(engine.from_arrow(arrow), plans, computed, timestamp, engine)
     result = _attach(base, plans, engine, point_in_time=timestamp is not None)
@@ -391,6 +391,22 @@ def _training_local(defs: Any, specs: list[FeatureSpec], frame: Any, kind: str, 
         raise RetrievalError(f"retrieval produced {out.num_rows} rows for {arrow.num_rows} entity rows", fix="this is a bug in mlforge; please report it")
     out = out.take(pc.sort_indices(out.column(_ROW))).drop_columns([_ROW])
     return _finish(frame, kind, out)
+
+
+def _plain_columns(arrow: pa.Table, plans: list[_Plan], timestamp: str | None) -> pa.Table:
+    """Decode dictionary (categorical) columns and type all-null ones (an empty or all-None
+    pandas column), so every engine can join them with the stored keys."""
+    import pyarrow as pa
+
+    stored = {k: p.table[k].type().to_pyarrow() for p in plans for k in p.keys}
+    for i, column in enumerate(arrow.columns):
+        name, dtype = arrow.column_names[i], column.type
+        if pa.types.is_dictionary(dtype):
+            arrow = arrow.set_column(i, name, column.cast(dtype.value_type))
+        elif pa.types.is_null(dtype):
+            target = pa.timestamp("us") if name == timestamp else stored.get(name, pa.string())
+            arrow = arrow.set_column(i, name, column.cast(target))
+    return arrow
 
 
 def _training_in_engine(defs: Any, specs: list[FeatureSpec], frame: Any, kind: str, timestamp: str | None, engine: Engine) -> Any:
