@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlforge.engines.base import Engine, _temp_name
@@ -20,9 +23,18 @@ class DuckDBEngine(Engine):
     name: ClassVar[str] = "duckdb"
     capabilities: ClassVar[frozenset[str]] = frozenset({"window_functions", "asof_join", "sha256", "delta_sources"})
 
-    def __init__(self, database: str = ":memory:", threads: int | None = None):
+    def __init__(
+        self,
+        database: str = ":memory:",
+        threads: int | None = None,
+        memory_limit: str | None = None,
+        temp_directory: str | None = None,
+    ):
         self.database = database
-        self.threads = threads
+        self.threads = threads or _env_int("MLFORGE_DUCKDB_THREADS")
+        self.memory_limit = memory_limit or os.environ.get("MLFORGE_DUCKDB_MEMORY_LIMIT") or default_memory_limit()
+        self.temp_directory = temp_directory or os.environ.get("MLFORGE_DUCKDB_TEMP_DIRECTORY")
+        self._own_temp: str | None = None
 
     def _connect(self) -> Any:
         import ibis
@@ -34,7 +46,19 @@ class DuckDBEngine(Engine):
         con.raw_sql("SET autoinstall_known_extensions = false")
         if self.threads:
             con.raw_sql(f"SET threads = {int(self.threads)}")
+        # A build's large aggregates and sorts spill to disk past the limit instead of
+        # growing to DuckDB's default of 80% of RAM; spill files go to a private temporary
+        # directory, never to a ``.tmp`` in the user's project.
+        if self.temp_directory is None:
+            self._own_temp = tempfile.mkdtemp(prefix="mlforge-duckdb-")
+        con.raw_sql(f"SET temp_directory = '{_quote(self.temp_directory or self._own_temp)}'")
+        con.raw_sql(f"SET memory_limit = '{_quote(self.memory_limit)}'")
         return con
+
+    def close(self) -> None:
+        if self._own_temp is not None:
+            shutil.rmtree(self._own_temp, ignore_errors=True)
+            self._own_temp = None
 
     def _read_delta(self, location: str, version: int | None) -> ir.Table:
         # DuckDB's delta extension downloads itself; a pyarrow dataset keeps scans lazy
@@ -82,3 +106,32 @@ class DuckDBEngine(Engine):
             import shutil
 
             shutil.rmtree(root, ignore_errors=True)
+
+
+#: The default cap on DuckDB's buffer memory. Builds stay well under it or spill; the
+#: process's peak RSS ends up a little above it (Python, Arrow and allocator overhead).
+DEFAULT_MEMORY_LIMIT_BYTES = 3 * 2**30
+
+
+def default_memory_limit() -> str:
+    """``3GiB``, or 80% of physical memory on a smaller machine (DuckDB's own default).
+
+    >>> default_memory_limit().endswith("MiB")
+    True
+    """
+    limit = DEFAULT_MEMORY_LIMIT_BYTES
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        limit = min(limit, int(physical * 0.8))
+    except (ValueError, OSError, AttributeError):  # not POSIX: keep the cap
+        pass
+    return f"{limit // 2**20}MiB"
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
+def _quote(text: str) -> str:
+    return str(text).replace("'", "''")
