@@ -96,6 +96,26 @@ class PySparkEngine(Engine):
     def read_parquet_files(self, files: list[str]) -> ir.Table:
         return self.from_native(self.session.read.parquet(*files))
 
+    def epoch_seconds(self, col: ir.TimestampValue) -> ir.IntegerValue:
+        # timestampdiff(SECOND) truncates toward zero, so 0.5 s before 1970 would land in
+        # second 0, not -1; floor the microseconds instead (W1 grid buckets).
+        import ibis
+
+        micros = col.delta(ibis.timestamp("1970-01-01 00:00:00"), unit="microsecond")
+        return (micros // 1_000_000).cast("int64")
+
+    def parse_timestamp(self, col: ir.StringValue, fmt: str) -> ir.TimestampValue:
+        # Ibis's own translation leaves letters such as the ISO 'T' unquoted and turns %z
+        # into 'Z', which rejects "+05:30"; translate the strftime codes here instead.
+        import ibis
+        import ibis.expr.datatypes as dt
+
+        @ibis.udf.scalar.builtin(name="to_timestamp", signature=((dt.string, dt.string), dt.timestamp))
+        def to_timestamp(value, pattern):  # type: ignore[empty-body]
+            ...
+
+        return to_timestamp(col, java_datetime_pattern(fmt))
+
     def from_arrow(self, table: Any, name: str | None = None) -> ir.Table:
         frame = self.session.createDataFrame(table)
         return self.from_native(frame, name)
@@ -140,3 +160,52 @@ class PySparkEngine(Engine):
             flatten_partitions(root, data_dir, partition_by)
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+#: strftime codes and their Spark (java.time) pattern letters; %z takes "+05:30" and "+0530".
+_JAVA_CODES = {
+    "Y": "yyyy", "y": "yy", "m": "MM", "d": "dd", "H": "HH", "I": "hh", "M": "mm", "S": "ss",
+    "f": "SSSSSS", "z": "[XXX][XX]", "p": "a", "b": "MMM", "B": "MMMM", "a": "EEE", "A": "EEEE", "j": "DDD",
+}
+
+
+def java_datetime_pattern(fmt: str) -> str:
+    """Spark's pattern for a strftime format; literal text other than separators is quoted.
+
+    >>> java_datetime_pattern("%Y-%m-%dT%H:%M:%S.%f%z")
+    "yyyy-MM-dd'T'HH:mm:ss.SSSSSS[XXX][XX]"
+    >>> java_datetime_pattern("%H h o'clock")
+    "HH' h o''clock'"
+    """
+    from mlforge.errors import EngineError
+
+    out: list[str] = []
+    literal: list[str] = []
+
+    def flush() -> None:
+        text = "".join(literal)
+        literal.clear()
+        if text and not set(text) <= set(" -:/.,"):
+            text = "'" + text.replace("'", "''") + "'"
+        out.append(text)
+
+    i = 0
+    while i < len(fmt):
+        if fmt[i] != "%" or i + 1 == len(fmt):
+            literal.append(fmt[i])
+            i += 1
+            continue
+        code = fmt[i + 1]
+        i += 2
+        if code == "%":
+            literal.append("%")
+            continue
+        if code not in _JAVA_CODES:
+            raise EngineError(
+                f"engine 'pyspark' cannot parse timestamps with the strftime code %{code}",
+                fix=f"use one of {', '.join('%' + c for c in _JAVA_CODES)}, or parse the column in the feature function",
+            )
+        flush()
+        out.append(_JAVA_CODES[code])
+    flush()
+    return "".join(out)
