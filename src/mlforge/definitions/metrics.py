@@ -54,8 +54,9 @@ class Aggregate:
     Output columns are ``{name}_{window}`` when ``name`` is given, else
     ``{field}_{function}_{window}`` (rule W6).
 
-    >>> [c.output_name for c in Aggregate("amt", "sum", ["7d"], name="spend").columns("f", [])]
-    ['spend_7d']
+    Examples:
+        >>> [c.output_name for c in Aggregate("amt", "sum", ["7d"], name="spend").columns("f", [])]
+        ['spend_7d']
     """
 
     field: str | Field
