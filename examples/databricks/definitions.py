@@ -1,0 +1,12 @@
+"""The fraud-detection project. Stores and engine come from the profile in mlforge.yaml:
+
+- `local` (the default): LocalStore + PySpark on this machine;
+- `databricks-dev` / `databricks-prod`: Unity Catalog (+ Online Tables in prod) on the
+  workspace's Spark (`pip install 'mlforge[databricks]'`).
+"""
+
+import features
+
+import mlforge as mlf
+
+defs = mlf.Definitions(name="fraud-detection", features=[features])
