@@ -138,6 +138,7 @@ def test_surrogate_key_column_types_rejected(tmp_path, column, values):  # contr
 #: One event per source, written in different ways; all mean the instants below (UTC).
 ZONED_EVENTS = {
     "naive_utc": (pa.timestamp("us"), datetime(2024, 1, 1, 23, 30), datetime(2024, 1, 1, 23, 30, tzinfo=UTC)),
+    "naive_ms": (pa.timestamp("ms"), datetime(2024, 1, 1, 23, 30), datetime(2024, 1, 1, 23, 30, tzinfo=UTC)),
     "new_york": (pa.timestamp("us", tz="America/New_York"), datetime(2024, 1, 2, 3, 0, tzinfo=UTC), datetime(2024, 1, 2, 3, 0, tzinfo=UTC)),
     "kolkata": (pa.timestamp("us", tz="Asia/Kolkata"), datetime(2024, 1, 1, 20, 0, tzinfo=UTC), datetime(2024, 1, 1, 20, 0, tzinfo=UTC)),
 }
@@ -251,6 +252,16 @@ def test_explicit_format_mismatch_lists_values(tmp_path, engine):  # contract T1
     _, result = build(tmp_path, engine, mismatch)
     error = result["mismatch"].error
     assert isinstance(error, SourceError) and "'%Y-%m-%d'" in str(error) and "2024-01-01 10:00" in str(error)
+
+
+def test_spark_timestamp_patterns():  # contract T1, W8
+    from mlforge.engines.pyspark import java_datetime_pattern
+
+    assert java_datetime_pattern("%Y-%m-%dT%H:%M:%S.%f%z") == "yyyy-MM-dd'T'HH:mm:ss.SSSSSS[XXX][XX]"
+    assert java_datetime_pattern("%d.%m.%Y %H:%M") == "dd.MM.yyyy HH:mm"
+    # A code Spark cannot parse fails while the build is planned, naming engine and code.
+    with pytest.raises(EngineError, match=r"'pyspark'.*%U"):
+        java_datetime_pattern("%Y week %U")
 
 
 # -- native frames (section 1) ----------------------------------------------------------------
