@@ -431,11 +431,9 @@ def test_non_metric_output_stored_as_returned(typed_path, tmp_path, engine):  # 
     assert table.num_rows == 3
 
 
-def test_non_metric_rows_without_timestamp_kept(tmp_path, engine, request):  # contract W7
-    if engine.name == "pyspark":
-        # Rows with a null timestamp go to the month file "_null.parquet", and Spark skips
-        # files whose name starts with "_" even when they are named explicitly.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="Spark does not read the _null.parquet month file"))
+def test_non_metric_rows_without_timestamp_kept(tmp_path, engine):  # contract W7
+    # Rows with a null timestamp go to the month file "untimed.parquet"; Spark skips files
+    # whose name starts with "_", so that name must never be used.
     path = tmp_path / "gaps.parquet"
     pq.write_table(pa.table({"user": ["a", "b"], "ts": pa.array([datetime(2024, 1, 1), None], type=pa.timestamp("us"))}), path)
 

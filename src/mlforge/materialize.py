@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlforge import fingerprints
 from mlforge.compiler import LabelRange, compile_metrics
+from mlforge.engines.base import UNTIMED
 from mlforge.errors import BuildError, MlforgeError, ValidationFailed
 from mlforge.incremental import BuildRange, next_watermark, plan_range
 from mlforge.manifest import canonical_schema, files_hash
@@ -241,7 +242,7 @@ def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, 
 def _touches(path: str, build_range: BuildRange) -> bool:
     """Whether the month file ``YYYY-MM.parquet`` overlaps the range (others: always)."""
     name = os.path.basename(path).removesuffix(".parquet")
-    if name == "_null":
+    if name == UNTIMED:
         return False  # rows without a timestamp are outside every range
     if len(name) != 7 or name[4] != "-":
         return True

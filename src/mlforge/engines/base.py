@@ -206,8 +206,13 @@ def write_parquet_with_arrow(engine: Engine, expr: Any, data_dir: str, partition
 
 
 def partition_file(value: Any) -> str:
-    """File name of one partition: ``2024-03.parquet``; nulls go to ``_null.parquet``."""
-    return "_null.parquet" if value is None or value == "__HIVE_DEFAULT_PARTITION__" else f"{value}.parquet"
+    """File name of one partition: ``2024-03.parquet``; rows without a timestamp go to
+    ``untimed.parquet`` (not ``_...``: Spark and Hadoop readers skip such files)."""
+    return f"{UNTIMED}.parquet" if value is None or value == "__HIVE_DEFAULT_PARTITION__" else f"{value}.parquet"
+
+
+#: Name of the month file holding rows whose timestamp is null.
+UNTIMED = "untimed"
 
 
 def flatten_partitions(root: str, data_dir: str, column: str) -> None:
