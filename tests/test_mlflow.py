@@ -10,6 +10,7 @@ import sys
 from datetime import datetime, timedelta
 
 import pandas as pd
+import polars as pl
 import pytest
 
 pytest.importorskip("mlflow")
@@ -123,7 +124,8 @@ def test_module_function_and_repeated_retrievals_number_their_records(tracking, 
     mlf.mlflow.autolog()
     with mlflow.start_run() as run:
         mlf.get_training_data(["user_spend"], labels, timestamp="label_time", definitions=project)
-        mlf.get_training_data([mlf.FeatureSpec("last_amount", columns=["last_amount"])], labels.head(2), definitions=project)
+        lazy = pl.from_pandas(labels.head(2)).lazy()
+        mlf.get_training_data([mlf.FeatureSpec("last_amount", columns=["last_amount"])], lazy, definitions=project)
     tags = mlflow.MlflowClient().get_run(run.info.run_id).data.tags
     assert tags["mlforge.retrievals"] == "2"
     first = integration.load_logged_features(run.info.run_id, number=1)
@@ -134,9 +136,16 @@ def test_module_function_and_repeated_retrievals_number_their_records(tracking, 
         "timestamp": None,
         "entity_df": second["retrieval"]["entity_df"],
     }
-    assert second["retrieval"]["entity_df"]["rows"] == 2
+    assert second["retrieval"]["entity_df"]["rows"] == 2  # a LazyFrame is not hashed (not executed twice)
+    assert second["retrieval"]["entity_df"]["kind"] == "polars" and "sha256" not in second["retrieval"]["entity_df"]
+    with mlflow.start_run(run_id=run.info.run_id):
+        import ibis
+
+        project.get_training_data(["user_spend"], ibis.memtable(labels), timestamp="label_time")
+    third = integration.load_logged_features(run.info.run_id)
+    assert third["retrieval"]["entity_df"]["kind"] == "ibis" and third["retrieval"]["entity_df"]["rows"] == 4
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "mlforge")}
-    assert artifacts == {"mlforge/retrieval_001.json", "mlforge/retrieval_002.json"}
+    assert artifacts == {"mlforge/retrieval_001.json", "mlforge/retrieval_002.json", "mlforge/retrieval_003.json"}
 
 
 def test_log_features_to_a_run_by_id_without_an_active_run(tracking, project):

@@ -147,15 +147,26 @@ def _describe_frame(frame: Any, rows: int | None) -> dict[str, Any]:
     from mlforge.retrieval import _kind
 
     kind = _kind(frame)
-    described: dict[str, Any] = {"kind": kind, "columns": [str(c) for c in frame.columns], "rows": rows}
+    columns = frame.collect_schema().names() if kind == "polars" else frame.columns  # a LazyFrame resolves its schema
+    described: dict[str, Any] = {"kind": kind, "columns": [str(c) for c in columns], "rows": rows}
     arrow = _as_arrow(frame, kind)
     if arrow is not None:
         described["rows"] = arrow.num_rows
         described["schema"] = {f.name: str(f.type) for f in arrow.schema}
         described["sha256"] = _arrow_sha256(arrow)
     elif rows is None:
-        described["rows"] = int(frame.count() if kind == "spark" else frame.count().execute())
+        described["rows"] = _count(frame, kind)
     return described
+
+
+def _count(frame: Any, kind: str) -> int:
+    if kind == "spark":
+        return int(frame.count())
+    if kind == "polars":  # a LazyFrame
+        import polars as pl
+
+        return int(frame.select(pl.len()).collect().item())
+    return int(frame.count().execute())
 
 
 def _as_arrow(frame: Any, kind: str) -> Any:
@@ -252,13 +263,21 @@ def _autolog_hook(defs: Any, specs: Sequence[Any], entity_df: Any, timestamp: st
 
 
 def _row_count(result: Any) -> int | None:
-    """Rows of the training frame (= rows of ``entity_df``, contract P1), when cheap."""
+    """Rows of the training frame (= rows of ``entity_df``, contract P1), when cheap: local
+    results are in memory (lazy Polars and Ibis results wrap an executed table); a Spark
+    result would be a job, so its ``entity_df`` is counted instead."""
     if hasattr(result, "num_rows"):  # PyArrow
         return int(result.num_rows)
     if hasattr(result, "height"):  # Polars DataFrame
         return int(result.height)
     if type(result).__module__.startswith("pandas"):
         return len(result)
+    if hasattr(result, "collect_schema"):  # Polars LazyFrame over a collected frame
+        import polars as pl
+
+        return int(result.select(pl.len()).collect().item())
+    if type(result).__module__.startswith("ibis"):
+        return int(result.count().execute())
     return None
 
 
