@@ -9,6 +9,7 @@ A fenced ```python block runs unless the line before it is
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import subprocess
 import sys
@@ -102,3 +103,15 @@ def test_mkdocs_nav_lists_every_page():
 
     walk(config["nav"])
     assert {p.name for p in DOCS.glob("*.md")} == listed
+
+
+@pytest.mark.slow
+def test_site_builds_strict(tmp_path):
+    """What `nox -s docs` runs: mkdocs-material + mkdocstrings, any warning fails."""
+    pytest.importorskip("mkdocs")
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-5000:]
+    assert (tmp_path / "site" / "api" / "index.html").exists()
