@@ -47,6 +47,8 @@ from common import (
 SIZES = {"1m": (1_000_000, 20_000), "10m": (10_000_000, 200_000)}
 CASES = ("hand-duckdb", "mlforge-duckdb", "naive-duckdb", "mlforge-polars", "mlforge-pyspark")
 NAIVE_MAX_EVENTS = 1_000_000
+#: Cases measured in the first round only: slow, and far from the targets' boundaries.
+ONCE = ("naive-duckdb", "mlforge-pyspark")
 FEATURE = "entity_spend"
 METRIC_COLUMNS = [f"amount_{fn}_{w}" for fn in ("sum", "count", "mean") for w in ("7d", "30d")]
 
@@ -269,6 +271,7 @@ def summarise(entries: list[dict]) -> dict[tuple[str, str], dict]:
             s["error"] = e.get("error")
             continue
         s["best"] = e["seconds"] if s["best"] is None else min(s["best"], e["seconds"])
+        s["cpu"] = e["cpu_seconds"] if s.get("cpu") is None else min(s["cpu"], e["cpu_seconds"])
         s["peak_rss"] = max(s["peak_rss"], e["peak_rss"])
         s["check"] = e.get("check", s["check"])
         s["rows"] = e.get("rows") or s["rows"]
@@ -288,7 +291,7 @@ def run(sizes: list[str], cases: list[str], repeat: dict[str, int]) -> list[dict
             # machine hits all of them alike.
             for rep in range(repeat[size]):
                 for case in size_cases:
-                    if case == "mlforge-pyspark" and rep > 0 and size != "1m":
+                    if case in ONCE and rep > 0:
                         continue
                     entry = measure(case, size, work, rep)
                     entries.append(entry)
@@ -319,16 +322,22 @@ def targets(summary: dict[tuple[str, str], dict]) -> list[str]:
     def best(case: str, size: str) -> float | None:
         return summary.get((case, size), {}).get("best")
 
+    def cpu(case: str, size: str, limit: float) -> str:
+        mine, hand = summary.get((case, size), {}).get("cpu"), summary.get(("hand-duckdb", size), {}).get("cpu")
+        if not (mine and hand):
+            return ""
+        return f"; CPU time {mine / hand:.2f}× ({'met' if mine / hand <= limit else 'MISSED'} on CPU time)"
+
     lines = []
     for size in ("1m", "10m"):
         hand, mine = best("hand-duckdb", size), best("mlforge-duckdb", size)
         if hand and mine:
             ratio = mine / hand
-            lines.append(f"DuckDB build / hand-written at {size.upper()}: {ratio:.2f}× (target ≤ 1.5×: {'met' if ratio <= 1.5 else 'MISSED'})")
+            lines.append(f"DuckDB build / hand-written at {size.upper()}: {ratio:.2f}× wall ({'met' if ratio <= 1.5 else 'MISSED'} on wall time){cpu('mlforge-duckdb', size, 1.5)}; target ≤ 1.5×")
         polars = best("mlforge-polars", size)
         if hand and polars:
             ratio = polars / hand
-            lines.append(f"Polars build / hand-written at {size.upper()}: {ratio:.2f}× (target ≤ 3×: {'met' if ratio <= 3 else 'MISSED'})")
+            lines.append(f"Polars build / hand-written at {size.upper()}: {ratio:.2f}× wall ({'met' if ratio <= 3 else 'MISSED'} on wall time){cpu('mlforge-polars', size, 3)}; target ≤ 3×")
     naive, mine = best("naive-duckdb", "1m"), best("mlforge-duckdb", "1m")
     if naive and mine:
         speedup = naive / mine
@@ -343,6 +352,30 @@ def targets(summary: dict[tuple[str, str], dict]) -> list[str]:
     return lines
 
 
+def notes(summary: dict[tuple[str, str], dict]) -> list[str]:
+    """What the figures mean: where the build's time goes, and the naive target."""
+    hand, naive = summary.get(("hand-duckdb", "1m"), {}), summary.get(("naive-duckdb", "1m"), {})
+    lines = [
+        "Where the DuckDB build's time goes (1M, CPU seconds from an instrumented build): reading and",
+        "preparing the source ~1 s, the W9 dropped-row count ~0.7 s, compiling the plan <0.1 s, the",
+        "file hash and metadata ~0.1 s; the rest is the one `COPY` that computes, sorts and writes the",
+        "feature. Inside it, the portable plan (partials × 30 offsets, one hash aggregate into 7.5M groups)",
+        "costs ~10-20% more CPU than the hand-written partials + day spine + window frames, and the",
+        "month-partitioned write (an extra `YYYY-MM` string column carried through the sort, one file per",
+        "month) ~25% more than one sorted file.",
+    ]
+    if hand.get("cpu") and naive.get("cpu"):
+        lines += [
+            "",
+            f"The naive plan is only {naive['cpu'] / hand['cpu']:.1f}× the hand-written query's CPU time here: DuckDB runs the",
+            "spine-to-events join as a hash join on the entity with the window test as a residual filter,",
+            "and most of every plan's cost is producing, sorting and writing the same 7.5M output rows. A",
+            "10× margin over it would need a build ~4× faster than the hand-written query, so that target",
+            "is not reachable on this data with DuckDB as the naive baseline's engine.",
+        ]
+    return [*lines, ""]
+
+
 def render(summary: dict[tuple[str, str], dict], info: dict[str, str], command: str) -> str:
     labels = {
         "hand-duckdb": "hand-written DuckDB SQL",
@@ -351,17 +384,24 @@ def render(summary: dict[tuple[str, str], dict], info: dict[str, str], command: 
         "mlforge-polars": "mlforge, Polars",
         "mlforge-pyspark": "mlforge, PySpark local[2]",
     }
-    rows = ["| events | case | best wall time | vs hand-written | peak RSS | runs | output check |", "|---|---|---|---|---|---|---|"]
+    rows = [
+        "| events | case | best wall time | vs hand-written | least CPU time | vs hand-written | peak RSS | runs | output check |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for size in SIZES:
-        hand = summary.get(("hand-duckdb", size), {}).get("best")
+        hand = summary.get(("hand-duckdb", size), {})
         for case in CASES:
             s = summary.get((case, size))
             if not s:
                 continue
-            ratio = f"{s['best'] / hand:.2f}×" if s.get("best") and hand else "—"
+            ratio = f"{s['best'] / hand['best']:.2f}×" if s.get("best") and hand.get("best") else "—"
+            cpu_ratio = f"{s['cpu'] / hand['cpu']:.2f}×" if s.get("cpu") and hand.get("cpu") else "—"
             check = s.get("check") or (f"failed: {s.get('error')}" if s["failed"] else "—")
             time_text = fmt_seconds(s["best"]) if s["best"] is not None else "failed"
-            rows.append(f"| {size.upper()} | {labels[case]} | {time_text} | {ratio} | {fmt_bytes(s['peak_rss']) if s['best'] else '—'} | {s['runs'] - s['failed']}/{s['runs']} | {check} |")
+            rows.append(
+                f"| {size.upper()} | {labels[case]} | {time_text} | {ratio} | {fmt_seconds(s.get('cpu'))} | {cpu_ratio} "
+                f"| {fmt_bytes(s['peak_rss']) if s['best'] else '—'} | {s['runs'] - s['failed']}/{s['runs']} | {check} |"
+            )
     versions = ", ".join(f"{k} {info[k]}" for k in ("mlforge", "ibis", "duckdb", "polars", "pyspark", "pyarrow"))
     out_rows = ", ".join(f"{size.upper()}: {summary[('hand-duckdb', size)]['rows']:,} rows" for size in SIZES if ("hand-duckdb", size) in summary and summary[("hand-duckdb", size)].get("rows"))
     return "\n".join(
@@ -371,9 +411,13 @@ def render(summary: dict[tuple[str, str], dict], info: dict[str, str], command: 
             "0.1% null keys, 1% null amounts). Each case runs in its own process; wall time is the measured",
             "work inside it (for mlforge: `mlf.Definitions(...).build()` into a `LocalStore`, so it includes the",
             "store's metadata, file hash and W9 dropped-row count); peak RSS is the process tree's (the JVM",
-            "included for PySpark). Best of the runs listed; cases are interleaved round by round. Every output",
-            "equals the hand-written query's (`EXCEPT ALL` both ways, equal row counts).",
-            f"Output: {out_rows}.",
+            "included for PySpark). Best of the runs listed; cases are interleaved round by round. CPU time is",
+            "user + system time of the case's whole process (all threads, interpreter start-up and imports",
+            "included); on a shared machine it is the steadier",
+            "figure. The hand-written and naive queries run with the same DuckDB memory limit and spill",
+            "directory as mlforge's DuckDB engine. Every output equals the hand-written query's (`EXCEPT ALL`",
+            "both ways, equal row counts).",
+            *([f"Output: {out_rows}."] if out_rows else []),
             "",
             *rows,
             "",
@@ -381,8 +425,9 @@ def render(summary: dict[tuple[str, str], dict], info: dict[str, str], command: 
             "",
             *[f"- {line}" for line in targets(summary)],
             "",
+            *notes(summary),
             f"Machine: {info['cpus']} cores, {info['memory']} RAM, {info['platform']}, Python {info['python']}; {versions}.",
-            f"Date: {info['date']}. Command: `{command}`.",
+            f"Date: {info['date']}. Command: `{command}` (all of it: `nox -s bench`).",
         ]
     )
 
@@ -395,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat-10m", type=int, default=1)
     parser.add_argument("--no-readme", action="store_true", help="do not write benchmarks/README.md")
     parser.add_argument("--json", help="also write all runs as JSON to this file")
+    parser.add_argument("--from-json", help="comma-separated JSON files of earlier runs: render the README section from them")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
     parser.add_argument("--out-dir", help=argparse.SUPPRESS)
@@ -409,14 +455,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown sizes/cases {unknown}")
     if "hand-duckdb" not in cases:
         cases.insert(0, "hand-duckdb")  # the reference every output is checked against
-    info = machine_info()
-    entries = run(sizes, cases, {"1m": args.repeat, "10m": args.repeat_10m})
+    if args.from_json:
+        saved = [json.loads(Path(f).read_text()) for f in args.from_json.split(",")]
+        info = saved[0]["machine"]
+        entries = [e for run_ in saved for e in run_["runs"]]
+        command = " + ".join(run_.get("command", "?") for run_ in saved)
+    else:
+        info = machine_info()
+        entries = run(sizes, cases, {"1m": args.repeat, "10m": args.repeat_10m})
+        command = ("python benchmarks/bench_build.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     summary = summarise(entries)
-    command = "python benchmarks/bench_build.py " + " ".join(a for a in (argv if argv is not None else sys.argv[1:]))
-    text = render(summary, info, command.strip())
+    text = render(summary, info, command)
     print("\n" + text)
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "runs": entries}, indent=2, default=str))
+        Path(args.json).write_text(json.dumps({"machine": info, "command": command, "runs": entries}, indent=2, default=str))
     if not args.no_readme:
         replace_readme_section("Build", text)
     bad = [e for e in entries if not e["ok"] or str(e.get("check", "")).startswith("DIFFERS")]
