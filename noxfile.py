@@ -55,7 +55,7 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def examples(session: nox.Session) -> None:
     """Run every example end to end."""
-    session.run(PY, "-m", "pytest", "-q", "tests/test_examples.py", "-m", "", "-p", "no:cacheprovider", *session.posargs)
+    session.run(PY, "-m", "pytest", "-q", "tests/test_examples.py", "tests/test_examples_extra.py", "-m", "not live", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session
