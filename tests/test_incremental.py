@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime, timedelta
 
 import pyarrow as pa
@@ -12,7 +13,14 @@ from hypothesis import strategies as st
 
 import mlforge as mlf
 from mlforge.errors import ConfigError, DefinitionError
-from mlforge.incremental import BuildRange, align_down, align_up, next_watermark, plan_range, to_instant
+from mlforge.incremental import (
+    BuildRange,
+    align_down,
+    align_up,
+    next_watermark,
+    plan_range,
+    to_instant,
+)
 
 DAY = 86_400
 BASE = datetime(2024, 3, 1)
@@ -142,7 +150,7 @@ def _assert_same_rows(left: list[dict], right: list[dict]) -> None:
 def _build_by_ranges(engine, path, store_path, splits, with_median=False):
     defs = mlf.Definitions("inc", [_feature(path, with_median)], offline_store=mlf.LocalStore(store_path), engine=engine)
     edges = [None, *splits, None]
-    for since, until in zip(edges[:-1], edges[1:], strict=True):
+    for since, until in itertools.pairwise(edges):
         result = defs.build(since=since, until=until)
         assert result.ok, [str(f.error) for f in result.failed]
     return defs

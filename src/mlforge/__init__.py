@@ -68,7 +68,18 @@ __all__ = sorted([*_EXPORTS, "errors", "mlflow"])
 if TYPE_CHECKING:  # pragma: no cover
     from mlforge.definitions.entity import Entity
     from mlforge.definitions.feature import Feature, feature
-    from mlforge.definitions.metrics import Aggregate, Count, Field, Max, Mean, Median, Min, Rolling, Std, Sum
+    from mlforge.definitions.metrics import (
+        Aggregate,
+        Count,
+        Field,
+        Max,
+        Mean,
+        Median,
+        Min,
+        Rolling,
+        Std,
+        Sum,
+    )
     from mlforge.definitions.source import CSVFormat, DeltaFormat, ParquetFormat, Source, Timestamp
     from mlforge.offline.local import LocalStore
     from mlforge.project import Definitions

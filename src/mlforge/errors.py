@@ -56,7 +56,7 @@ class DefinitionErrors(DefinitionError):
     def __init__(self, errors: list[DefinitionError]):
         self.errors = list(errors)
         lines = [f"{len(self.errors)} problems in the definitions:"]
-        lines += [f"- {str(e)}" for e in self.errors]
+        lines += [f"- {e!s}" for e in self.errors]
         MlforgeError.__init__(self, "\n".join(lines))
 
 

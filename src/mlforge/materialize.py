@@ -119,9 +119,9 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     definition_hash = fingerprints.definition_hash(feature, source_input.schema())
     source_fp = fingerprints.source_fingerprint(feature.source)
     explicit_range = any(v is not None for v in (options.since, options.until, options.last))
-    if previous and not (options.force or options.full_refresh or explicit_range):
-        if previous.get("definition_hash") == definition_hash and previous.get("source_fingerprint") == source_fp:
-            return FeatureResult(feature.name, "skipped", version=previous_version, rows=previous.get("rows"), reason="unchanged definition and source")
+    unchanged = previous is not None and previous.get("definition_hash") == definition_hash and previous.get("source_fingerprint") == source_fp
+    if unchanged and not (options.force or options.full_refresh or explicit_range):
+        return FeatureResult(feature.name, "skipped", version=previous_version, rows=previous.get("rows"), reason="unchanged definition and source")
     build_range = _plan(feature, options, previous, definition_hash)
     ts = feature.timestamp_column
     function_input = _filter_input(feature, source_input, build_range)

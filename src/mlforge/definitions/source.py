@@ -118,7 +118,7 @@ class Source:
     @property
     def is_table(self) -> bool:
         """True for a ``catalog.schema.table`` name rather than a path."""
-        return bool(_UC_NAME.match(self.location)) and not Path(self.location).suffix.lower() in _SUFFIX_FORMATS
+        return bool(_UC_NAME.match(self.location)) and Path(self.location).suffix.lower() not in _SUFFIX_FORMATS
 
     @property
     def is_remote(self) -> bool:
@@ -141,7 +141,7 @@ def _infer_format(location: str) -> Format:
         fmt = _SUFFIX_FORMATS[suffix]
         return CSVFormat(delimiter="\t") if suffix == ".tsv" else fmt()
     local = Path(location)
-    if not "://" in location and local.is_dir():
+    if "://" not in location and local.is_dir():
         if (local / "_delta_log").is_dir():
             return DeltaFormat()
         return ParquetFormat()
