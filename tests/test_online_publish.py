@@ -41,6 +41,8 @@ def newest_per_entity(defs, name):
     """The oracle: the offline version's rows, keeping the newest timestamp per entity."""
     newest = {}
     for row in defs.read_feature(name).to_pyarrow().to_pylist():
+        if row["ts"].tzinfo is None:  # Spark returns stored UTC instants without a zone
+            row["ts"] = row["ts"].replace(tzinfo=UTC)
         if row["user_id"] not in newest or row["ts"] > newest[row["user_id"]]["ts"]:
             newest[row["user_id"]] = row
     return newest

@@ -85,6 +85,22 @@ def latest_rows(table: ir.Table, keys: list[str], timestamp: str | None, engine:
 
 def _batches(expr: ir.Table, batch_rows: int) -> Any:
     try:
-        yield from expr.to_pyarrow_batches(chunk_size=batch_rows)
+        batches = expr.to_pyarrow_batches(chunk_size=batch_rows)
     except NotImplementedError:  # a backend without streaming: bounded by the entity count
-        yield from expr.to_pyarrow().to_batches(max_chunksize=batch_rows)
+        batches = expr.to_pyarrow().to_batches(max_chunksize=batch_rows)
+    for batch in batches:
+        yield _as_utc(batch)
+
+
+def _as_utc(batch: Any) -> Any:
+    """Stored timestamps are UTC instants (T1); Spark hands them back without a zone."""
+    import pyarrow as pa
+
+    fields = list(batch.schema)
+    if not any(pa.types.is_timestamp(f.type) and f.type.tz is None for f in fields):
+        return batch
+    columns = [
+        col.cast(pa.timestamp(f.type.unit, tz="UTC")) if pa.types.is_timestamp(f.type) and f.type.tz is None else col
+        for f, col in zip(fields, batch.columns, strict=True)
+    ]
+    return pa.RecordBatch.from_arrays(columns, names=[f.name for f in fields])
