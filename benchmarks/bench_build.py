@@ -396,10 +396,13 @@ def render(summary: dict[tuple[str, str], dict], info: dict[str, str], command: 
                 continue
             ratio = f"{s['best'] / hand['best']:.2f}×" if s.get("best") and hand.get("best") else "—"
             cpu_ratio = f"{s['cpu'] / hand['cpu']:.2f}×" if s.get("cpu") and hand.get("cpu") else "—"
+            cpu_text = fmt_seconds(s.get("cpu"))
+            if case == "mlforge-pyspark":  # the JVM is not the child's reaped child: its CPU is not counted
+                cpu_text, cpu_ratio = "n/a (JVM)", "—"
             check = s.get("check") or (f"failed: {s.get('error')}" if s["failed"] else "—")
             time_text = fmt_seconds(s["best"]) if s["best"] is not None else "failed"
             rows.append(
-                f"| {size.upper()} | {labels[case]} | {time_text} | {ratio} | {fmt_seconds(s.get('cpu'))} | {cpu_ratio} "
+                f"| {size.upper()} | {labels[case]} | {time_text} | {ratio} | {cpu_text} | {cpu_ratio} "
                 f"| {fmt_bytes(s['peak_rss']) if s['best'] else '—'} | {s['runs'] - s['failed']}/{s['runs']} | {check} |"
             )
     versions = ", ".join(f"{k} {info[k]}" for k in ("mlforge", "ibis", "duckdb", "polars", "pyspark", "pyarrow"))
