@@ -282,3 +282,22 @@ def test_two_schedule_tags_are_a_definition_error(tmp_path):  # contract I2
         @mlf.feature(source=str(tmp_path / "x.parquet"), keys=["k"], tags=["daily", "hourly"])
         def twice(t):
             return t
+
+
+@pytest.mark.spark
+def test_incremental_filter_reaches_the_spark_scan(tmp_path, spark_engine):  # contract I1
+    """On PySpark the range filter is pushed into the Parquet scan (PushedFilters)."""
+    from mlforge.materialize import _filter_input
+    from mlforge.prepare import prepare_input
+
+    path = str(tmp_path / "events.parquet")
+    pq.write_table(_events(1, 200, 30, 5), path)
+    feature = _feature(path)
+    table = prepare_input(feature, spark_engine)
+    build_range = plan_range(since="2024-03-20", until="2024-03-22", interval=DAY)
+    frame = spark_engine.to_native(_filter_input(feature, table, build_range))
+    plan = frame._jdf.queryExecution().executedPlan().toString()
+    scan = next(line for line in plan.splitlines() if "FileScan parquet" in line or "Scan parquet" in line)
+    assert "PushedFilters" in scan and "GreaterThanOrEqual(ts" in scan and "LessThan(ts" in scan, scan
+    low = datetime(2024, 3, 20) - timedelta(days=3)
+    assert all(low <= r["ts"] < datetime(2024, 3, 22) for r in frame.collect())
