@@ -496,8 +496,8 @@ def _doc_snippets() -> dict[str, str]:
     return dict(found)
 
 
-@pytest.mark.parametrize("tool", ["duckdb", "polars", "pyarrow", "pandas"])
-def test_doc_snippets_read_a_version(in_tmp, tool):
+@pytest.mark.parametrize("tool", ["duckdb", "polars", "pyarrow", "pandas", pytest.param("spark", marks=pytest.mark.spark)])
+def test_doc_snippets_read_a_version(in_tmp, tool, request):
     """contract S5: the docs' plain-tool reading snippets run on a store built by mlforge."""
     if tool == "polars":
         pytest.importorskip("polars")
@@ -512,6 +512,8 @@ def test_doc_snippets_read_a_version(in_tmp, tool):
     # The docs read a feature called user_spend; give them one.
     os.rename("feature_store/spend", "feature_store/user_spend")
     namespace: dict[str, object] = {}
+    if tool == "spark":
+        namespace["spark"] = request.getfixturevalue("spark_engine").session
     exec(compile(snippets[tool], f"docs/storage.md[{tool}]", "exec"), namespace)
     assert namespace["rows"] == expected
 
