@@ -96,7 +96,8 @@ class DuckDBEngine(Engine):
         root = tempfile.mkdtemp(prefix=".parts-", dir=os.path.dirname(data_dir))
         try:
             target = root.replace("'", "''")
-            # One writer thread per partition keeps one file per partition and the order.
+            # One file per partition. DuckDB's partitioned COPY does not keep the ORDER BY
+            # strictly inside a file (a few adjacent rows may swap); values are unaffected.
             self.con.raw_sql(
                 f"COPY (SELECT {columns} FROM ({sql})) TO '{target}' "
                 f"({options}, PARTITION_BY (\"{partition_by}\"), OVERWRITE_OR_IGNORE true)"
