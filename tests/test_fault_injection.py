@@ -265,7 +265,11 @@ def test_kill_local_builds(local_worker, capsys):
     counts = run_kills(str(store.path), store, worker, source, kills_wanted=21, seed=1)
     _report(capsys, "LocalStore fault injection", counts)
     assert sum(counts.values()) >= 20
-    assert {"during data write", "during pointer move", "at pointer move"} <= set(counts)
+    # Kills at paused points land on any machine; kills a few ms after a point ("during data
+    # write", "during pointer move") land only when the build is still running then, which
+    # on an idle machine it may not be: those are attempted every round and counted when
+    # they land, but only the paused moments are required.
+    assert {"before commit", "after commit, before pointer", "at pointer move"} <= set(counts)
 
 
 def test_concurrent_build_processes(local_worker):
