@@ -320,6 +320,20 @@ def test_spark_frame_function_runs_on_spark(small_path, tmp_path, spark_engine):
     assert [r["amt2"] for r in rows(defs, "spark_doubled", order=["user"])] == [2.0, 4.0]
 
 
+@pytest.mark.spark
+def test_relative_source_path_follows_python_cwd_on_spark(small_path, tmp_path, monkeypatch, spark_engine):
+    """A relative Source path means the same file on Spark, whose JVM started elsewhere."""
+    monkeypatch.chdir(tmp_path)
+
+    @mlf.feature("small.parquet", keys=["user"], timestamp="ts")
+    def relative(df):
+        return df
+
+    defs, result = build(tmp_path, spark_engine, relative)
+    assert result.ok, [str(f.error) for f in result.failed]
+    assert [r["amt"] for r in rows(defs, "relative", order=["user"])] == [1.0, 2.0]
+
+
 def test_spark_frame_function_fails_on_polars(small_path, tmp_path):
     def spark_only(df: "pyspark.sql.DataFrame"):  # noqa: F821
         return df

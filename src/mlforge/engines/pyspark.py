@@ -82,7 +82,11 @@ class PySparkEngine(Engine):
         self.session.table(name).createOrReplaceTempView(view)
         return self.con.table(view)
 
+    def _read_parquet(self, location: str) -> ir.Table:
+        return self.con.read_parquet(_absolute(location))
+
     def _read_delta(self, location: str, version: int | None) -> ir.Table:
+        location = _absolute(location)
         reader = self.session.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
@@ -94,7 +98,7 @@ class PySparkEngine(Engine):
         return self.from_native(frame)
 
     def read_parquet_files(self, files: list[str]) -> ir.Table:
-        return self.from_native(self.session.read.parquet(*files))
+        return self.from_native(self.session.read.parquet(*map(_absolute, files)))
 
     def epoch_seconds(self, col: ir.TimestampValue) -> ir.IntegerValue:
         # timestampdiff(SECOND) truncates toward zero, so 0.5 s before 1970 would land in
@@ -209,3 +213,8 @@ def java_datetime_pattern(fmt: str) -> str:
         out.append(_JAVA_CODES[code])
     flush()
     return "".join(out)
+
+
+def _absolute(location: str) -> str:
+    """Spark resolves a relative path against its JVM's start directory, not Python's."""
+    return location if "://" in location or os.path.isabs(location) else os.path.abspath(location)
