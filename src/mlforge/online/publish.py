@@ -4,6 +4,10 @@ Nothing is recomputed: the rows come from the offline store's stored version, re
 one per entity in the engine (the newest timestamp, i.e. the newest grid label for metric
 features), and streamed to the online store in bounded Arrow batches, so memory stays
 flat whatever the number of entities.
+
+A store whose platform copies the rows itself (``DatabricksOnlineStore``: a Databricks sync
+pipeline publishes the Unity Catalog table) has ``publish_table(offline_store, feature,
+version)``; it is called instead, and needs a ``UnityCatalogStore`` offline store.
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ def publish_latest(defs: Any, feature: Any, version: str | None = None, *, batch
 
         raise ConfigError("publishing online needs an online store", fix="set online_store= in Definitions or in the profile")
     name = feature if isinstance(feature, str) else feature.name
+    if hasattr(store, "publish_table"):  # a store its platform fills from the offline table (Databricks)
+        return _publish_table(store, defs.offline_store, name, version)
     feature_obj = defs.features.get(name) if isinstance(feature, str) else feature
     metadata = defs.offline_store.read_metadata(name, version)
     keys = list(metadata["keys"])
@@ -58,6 +64,27 @@ def publish_latest(defs: Any, feature: Any, version: str | None = None, *, batch
         raise OnlineStoreError(f"publishing {name!r} to {store!r} failed: {type(exc).__name__}: {exc}", fix="check the online store settings and that it is reachable") from exc
     log.info("published %d entities of %s %s online in %.2fs", written, name, metadata.get("version", version), time.perf_counter() - started)
     return written
+
+
+def _publish_table(store: Any, offline_store: Any, name: str, version: str | None) -> int:
+    """Let the platform copy the newest row per entity of the offline table (no rows stream here)."""
+    if getattr(offline_store, "kind", None) != "unity-catalog":
+        from mlforge.errors import ConfigError
+
+        raise ConfigError(
+            f"{type(store).__name__} requires UnityCatalogStore as offline store, got {type(offline_store).__name__}",
+            where=f"publishing {name!r} online",
+            fix="use offline_store=mlf.UnityCatalogStore('main') (KIND: unity-catalog in the profile), or another online store",
+        )
+    started = time.perf_counter()
+    try:
+        published = store.publish_table(offline_store, name, version)
+    except MlforgeError:
+        raise
+    except Exception as exc:
+        raise OnlineStoreError(f"publishing {name!r} to {store!r} failed: {type(exc).__name__}: {exc}", fix="check the online store settings and that it is reachable") from exc
+    log.info("published %s %s online (%d rows) in %.2fs", name, version or "latest", published, time.perf_counter() - started)
+    return published
 
 
 def latest_rows(table: ir.Table, keys: list[str], timestamp: str | None, engine: Engine) -> ir.Table:

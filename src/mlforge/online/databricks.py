@@ -1,0 +1,479 @@
+"""``DatabricksOnlineStore``: features served from Databricks' Lakebase-backed online feature store.
+
+Databricks retired legacy Online Tables on 2026-01-15; their successor is the online feature
+store: an *online store* (a Lakebase PostgreSQL instance) into which Unity Catalog tables are
+*published* by a managed sync pipeline. So this store is not written row by row. On
+``build --online`` the publisher calls :meth:`DatabricksOnlineStore.publish_table`, which
+
+1. creates the online store (``feature_store.create_online_store``) or reuses it (409),
+2. publishes the offline Unity Catalog table ``catalog.schema.feature`` of the
+   :class:`~mlforge.offline.unity_catalog.UnityCatalogStore` to the online table
+   ``{catalog}.{schema}.{feature}`` (``feature_store.publish_table`` with ``PublishSpec``;
+   ``sync_mode`` snapshot / triggered / continuous is the publish mode), and
+3. on a re-publish of an existing online table starts a refresh
+   (``pipelines.start_update``) and waits, bounded by ``sync_timeout``, until the sync
+   pipeline COMPLETES (a FAILED update is an :class:`~mlforge.errors.OnlineStoreError`; the
+   online table keeps serving its previous rows). A continuous pipeline follows the source by
+   itself: mlforge waits only for its initial snapshot.
+
+The pipeline keeps the newest row per primary key (the feature's keys; the timestamp column
+is the time-series key), which is rule O1. Reads are batched point lookups over PostgreSQL
+(psycopg): one ``SELECT`` per call for all keys, against table ``"{schema}"."{feature}"`` in
+database ``pg_database`` of the instance's ``read_write_dns``, as the workspace user with a
+short-lived token from ``database.generate_database_credential``. An expired token is
+refreshed once, transparently. ``databricks-sdk`` and ``psycopg`` are imported on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from mlforge.errors import ConfigError, OnlineStoreError, missing_extra
+
+log = logging.getLogger(__name__)
+
+SYNC_MODES = {"snapshot": "SNAPSHOT", "triggered": "TRIGGERED", "continuous": "CONTINUOUS"}
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
+_DONE = {"COMPLETED"}
+_BROKEN = {"FAILED", "CANCELED"}
+_CONTINUOUS_READY = {"SYNCED_TABLE_ONLINE", "SYNCED_TABLE_ONLINE_CONTINUOUS_UPDATE", "SYNCED_TABLE_ONLINE_NO_PENDING_UPDATE"}
+_INTERNAL_PREFIX = "__mlforge"
+
+
+class PublishOnlyError(OnlineStoreError):
+    """The online store is filled by publishing a table, not by writing rows."""
+
+
+def require_unity_catalog(offline_store: Any) -> None:
+    """Databricks publishes online tables from Unity Catalog tables only."""
+    if getattr(offline_store, "kind", None) != "unity-catalog":
+        raise ConfigError(
+            f"DatabricksOnlineStore requires UnityCatalogStore as offline store, got {type(offline_store).__name__}",
+            where="Definitions(offline_store=..., online_store=DatabricksOnlineStore(...))",
+            fix="use offline_store=mlf.UnityCatalogStore('main') (KIND: unity-catalog in the profile), or another online store",
+        )
+
+
+class DatabricksOnlineStore:
+    """Latest feature rows in a Databricks online feature store (Lakebase PostgreSQL).
+
+    Args:
+        catalog, schema: where the online tables are registered: ``catalog.schema.feature``.
+        sync_mode: ``"snapshot"`` (copy once per publish), ``"triggered"`` (incremental refresh
+            on each publish) or ``"continuous"`` (the pipeline follows the source).
+        online_store: name of the online store (= its database instance); created if missing.
+        capacity: its size when created (``CU_1``, ``CU_2``, ``CU_4``, ``CU_8``).
+        client: a ``databricks.sdk.WorkspaceClient``; default: the SDK's auth chain (env,
+            ``~/.databrickscfg`` profile ``profile``, notebook context).
+        pg_port, pg_database, pg_sslmode: how to reach PostgreSQL on the instance.
+        sync_timeout, poll_interval: how long to wait for a sync pipeline, and how often to look.
+        legacy_online_tables: publish through the retired ``online_tables`` API instead (deprecated).
+
+    Example:
+        >>> store = DatabricksOnlineStore("main", sync_mode="continuous")
+        >>> store.table_name("user_spend")
+        'main.features_online.user_spend'
+    """
+
+    kind = "databricks"
+
+    def __init__(
+        self,
+        catalog: str,
+        schema: str = "features_online",
+        sync_mode: str = "triggered",
+        *,
+        online_store: str = "mlforge-online",
+        capacity: str = "CU_1",
+        client: Any = None,
+        profile: str | None = None,
+        pg_port: int = 5432,
+        pg_database: str = "databricks_postgres",
+        pg_sslmode: str = "prefer",
+        connect_timeout: float = 10.0,
+        sync_timeout: float = 1800.0,
+        poll_interval: float = 5.0,
+        legacy_online_tables: bool = False,
+    ):
+        for label, value in (("catalog", catalog), ("schema", schema), ("online_store", online_store)):
+            if not isinstance(value, str) or not _NAME.match(value):
+                raise ConfigError(f"DatabricksOnlineStore {label} {value!r} is not a valid name", where="DatabricksOnlineStore", fix="use letters, digits, '_' (and '-' for online_store), e.g. DatabricksOnlineStore('main')")
+        mode = str(sync_mode).lower()
+        if mode not in SYNC_MODES:
+            raise ConfigError(f"unknown sync_mode {sync_mode!r}", where="DatabricksOnlineStore", fix=f"use one of {', '.join(SYNC_MODES)}")
+        if legacy_online_tables:
+            warnings.warn(
+                "legacy Databricks Online Tables were retired on 2026-01-15; legacy_online_tables=True publishes through the "
+                "deprecated online_tables API. Drop the option to use the Lakebase-backed online feature store.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+        self.catalog, self.schema, self.sync_mode = catalog, schema, mode
+        self.online_store, self.capacity = online_store, capacity
+        self.profile = profile
+        self.pg_port, self.pg_database, self.pg_sslmode = int(pg_port), pg_database, pg_sslmode
+        self.connect_timeout, self.sync_timeout, self.poll_interval = connect_timeout, float(sync_timeout), float(poll_interval)
+        self.legacy_online_tables = legacy_online_tables
+        self._client = client
+        self._conn: Any = None
+        self._password: str | None = None
+        self._columns: dict[str, dict[str, str]] = {}
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"DatabricksOnlineStore(catalog={self.catalog!r}, schema={self.schema!r}, sync_mode={self.sync_mode!r}, online_store={self.online_store!r})"
+
+    @property
+    def where(self) -> str:
+        host = getattr(getattr(self._client, "config", None), "host", None) or "the default Databricks workspace"
+        return f"online store {self.online_store!r} of {host}"
+
+    def table_name(self, feature: str) -> str:
+        return f"{self.catalog}.{self.schema}.{feature}"
+
+    # -- SDK ----------------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                from databricks.sdk import WorkspaceClient
+            except ImportError:
+                raise missing_extra("databricks-sdk", "databricks") from None
+            self._client = self._sdk("connect to the Databricks workspace", lambda: WorkspaceClient(profile=self.profile))
+        return self._client
+
+    def _sdk(self, action: str, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except OnlineStoreError:
+            raise
+        except Exception as exc:
+            raise sdk_error(action, exc, self.where) from exc
+
+    # -- publishing ---------------------------------------------------------------------
+    def publish_table(self, offline_store: Any, feature: str, version: str | None = None) -> int:
+        """Publish the Unity Catalog table of ``feature`` to its online table; returns its row count.
+
+        The sync copies the table's current Delta version, i.e. the version the last build
+        wrote (``version`` is logged, not selected: Databricks publishes tables, not snapshots).
+        """
+        require_unity_catalog(offline_store)
+        source, online_name = offline_store.table_name(feature), self.table_name(feature)
+        started = time.perf_counter()
+        if self.legacy_online_tables:
+            self._publish_legacy(offline_store, feature, version, source, online_name)
+        else:
+            self._ensure_online_store()
+            self._publish(source, online_name)
+        self._columns.pop(feature, None)
+        count = self._count(feature)
+        log.info("published %s (%s) to %s as %s: %d rows in %.1fs", source, version or "latest", self.online_store, online_name, count, time.perf_counter() - started)
+        return count
+
+    def _ensure_online_store(self) -> None:
+        from databricks.sdk.errors import ResourceConflict
+        from databricks.sdk.service.ml import OnlineStore
+
+        try:
+            self._sdk(f"create online store {self.online_store!r}", lambda: self.client.feature_store.create_online_store(OnlineStore(name=self.online_store, capacity=self.capacity)))
+            log.info("created online store %s (%s)", self.online_store, self.capacity)
+        except OnlineStoreError as exc:
+            if not isinstance(exc.__cause__, ResourceConflict):
+                raise
+            log.debug("online store %s exists; reusing it", self.online_store)
+        deadline = time.monotonic() + self.sync_timeout
+        while True:
+            state = self._sdk(f"get online store {self.online_store!r}", lambda: self.client.feature_store.get_online_store(self.online_store)).state
+            if state is None or state.value == "AVAILABLE":
+                return
+            if time.monotonic() > deadline:
+                raise OnlineStoreError(f"online store {self.online_store!r} is {state.value}, not AVAILABLE, after {self.sync_timeout:.0f}s", where=self.where, fix="check the online store in the workspace (Compute > Lakebase), or raise sync_timeout")
+            time.sleep(self.poll_interval)
+
+    def _publish(self, source: str, online_name: str) -> None:
+        from databricks.sdk.service.ml import PublishSpec, PublishSpecPublishMode
+
+        existed = self._synced_table(online_name) is not None
+        spec = PublishSpec(online_store=self.online_store, online_table_name=online_name, publish_mode=PublishSpecPublishMode(SYNC_MODES[self.sync_mode]))
+        published = self._sdk(f"publish {source} to {online_name}", lambda: self.client.feature_store.publish_table(source_table_name=source, publish_spec=spec))
+        pipeline_id = published.pipeline_id
+        if self.sync_mode == "continuous":
+            self._wait_continuous(online_name, pipeline_id)
+            return
+        if existed:
+            update_id = self._sdk(f"refresh {online_name}", lambda: self.client.pipelines.start_update(pipeline_id)).update_id
+        else:
+            latest = self._sdk(f"get sync pipeline {pipeline_id}", lambda: self.client.pipelines.get(pipeline_id)).latest_updates or []
+            update_id = latest[0].update_id if latest else None
+        if update_id is not None:
+            self._wait_update(online_name, pipeline_id, update_id)
+
+    def _synced_table(self, online_name: str) -> Any:
+        from databricks.sdk.errors import NotFound
+
+        try:
+            return self.client.database.get_synced_database_table(online_name)
+        except NotFound:
+            return None
+        except Exception as exc:
+            raise sdk_error(f"look up online table {online_name}", exc, self.where) from exc
+
+    def _wait_update(self, online_name: str, pipeline_id: str, update_id: str) -> None:
+        deadline = time.monotonic() + self.sync_timeout
+        while True:
+            update = self._sdk(f"get sync update {update_id}", lambda: self.client.pipelines.get_update(pipeline_id, update_id)).update
+            state = update.state.value if update is not None and update.state is not None else "UNKNOWN"
+            if state in _DONE:
+                return
+            if state in _BROKEN:
+                raise self._sync_failed(online_name, pipeline_id, state)
+            if time.monotonic() > deadline:
+                raise OnlineStoreError(f"the sync of {online_name} (pipeline {pipeline_id}) is still {state} after {self.sync_timeout:.0f}s", where=self.where, fix="wait for the pipeline in the workspace, or raise sync_timeout=")
+            time.sleep(self.poll_interval)
+
+    def _wait_continuous(self, online_name: str, pipeline_id: str) -> None:
+        deadline = time.monotonic() + self.sync_timeout
+        while True:
+            synced = self._synced_table(online_name)
+            status = getattr(synced, "data_synchronization_status", None)
+            state = status.detailed_state.value if status is not None and status.detailed_state is not None else "UNKNOWN"
+            if state in _CONTINUOUS_READY:
+                return
+            if "FAILED" in state:
+                raise self._sync_failed(online_name, pipeline_id, state)
+            if time.monotonic() > deadline:
+                raise OnlineStoreError(f"the continuous sync of {online_name} is still {state} after {self.sync_timeout:.0f}s", where=self.where, fix="wait for the pipeline in the workspace, or raise sync_timeout=")
+            time.sleep(self.poll_interval)
+
+    def _sync_failed(self, online_name: str, pipeline_id: str, state: str) -> OnlineStoreError:
+        synced = self._synced_table(online_name)
+        status = getattr(synced, "data_synchronization_status", None)
+        detail = f": {status.message}" if status is not None and status.message else ""
+        return OnlineStoreError(
+            f"the sync pipeline {pipeline_id} of online table {online_name} {state}{detail}; the online table still serves its previous rows",
+            where=self.where,
+            fix="open the pipeline's event log in the workspace (Jobs & Pipelines), fix the cause, then run `mlforge build --online` again",
+        )
+
+    def _publish_legacy(self, offline_store: Any, feature: str, version: str | None, source: str, online_name: str) -> None:
+        from databricks.sdk.errors import ResourceConflict
+        from databricks.sdk.service.catalog import (
+            OnlineTable,
+            OnlineTableSpec,
+            OnlineTableSpecContinuousSchedulingPolicy,
+            OnlineTableSpecTriggeredSchedulingPolicy,
+        )
+
+        metadata = offline_store.read_metadata(feature, version)
+        schedule = {"run_continuously": OnlineTableSpecContinuousSchedulingPolicy()} if self.sync_mode == "continuous" else {"run_triggered": OnlineTableSpecTriggeredSchedulingPolicy()}
+        spec = OnlineTableSpec(source_table_full_name=source, primary_key_columns=list(metadata["keys"]), timeseries_key=metadata.get("timestamp"), perform_full_copy=self.sync_mode == "snapshot", **schedule)
+        try:
+            self._sdk(f"create legacy online table {online_name}", lambda: self.client.online_tables.create(OnlineTable(name=online_name, spec=spec)).result())
+            return
+        except OnlineStoreError as exc:
+            if not isinstance(exc.__cause__, ResourceConflict):
+                raise
+        table = self._sdk(f"get legacy online table {online_name}", lambda: self.client.online_tables.get(online_name))
+        pipeline_id = table.spec.pipeline_id
+        if self.sync_mode != "continuous":
+            update_id = self._sdk(f"refresh {online_name}", lambda: self.client.pipelines.start_update(pipeline_id)).update_id
+            self._wait_update(online_name, pipeline_id, update_id)
+
+    # -- PostgreSQL ---------------------------------------------------------------------
+    def _psycopg(self) -> Any:
+        try:
+            import psycopg
+        except ImportError:
+            raise missing_extra("psycopg", "databricks") from None
+        return psycopg
+
+    def _fresh_password(self) -> str:
+        credential = self._sdk(
+            f"get a database credential for {self.online_store!r}",
+            lambda: self.client.database.generate_database_credential(instance_names=[self.online_store], request_id=str(uuid.uuid4())),
+        )
+        self._password = credential.token
+        return credential.token
+
+    def _connect(self) -> Any:
+        psycopg = self._psycopg()
+        instance = self._sdk(f"get database instance {self.online_store!r}", lambda: self.client.database.get_database_instance(self.online_store))
+        user = self._sdk("get the current user", lambda: self.client.current_user.me()).user_name
+        params = {"host": instance.read_write_dns, "port": self.pg_port, "dbname": self.pg_database, "user": user, "sslmode": self.pg_sslmode, "connect_timeout": max(1, int(self.connect_timeout)), "autocommit": True, "options": "-c timezone=UTC"}
+        refreshed = self._password is None
+        password = self._password or self._fresh_password()
+        while True:
+            try:
+                return psycopg.connect(password=password, **params)
+            except psycopg.OperationalError as exc:
+                if refreshed:  # a fresh token failed too: not an expiry
+                    raise OnlineStoreError(
+                        f"cannot connect to PostgreSQL of {self.online_store!r} at {params['host']}:{self.pg_port}/{self.pg_database} as {user}: {exc}".strip(),
+                        where=self.where,
+                        fix="check that the online store is AVAILABLE, that pg_port/pg_database are right, and that the user may use the instance (databricks_superuser or a granted role)",
+                    ) from None
+                log.info("database credential for %s rejected (expired?); refreshing it once", self.online_store)
+                refreshed, password = True, self._fresh_password()
+
+    def _query(self, action: str, sql: Any, params: Any = None) -> list[tuple]:
+        psycopg = self._psycopg()
+        with self._lock:
+            for attempt in (1, 2):
+                if self._conn is None or self._conn.closed:
+                    self._conn = self._connect()
+                try:
+                    with self._conn.cursor() as cur:
+                        cur.execute(sql, params)
+                        return cur.fetchall()
+                except psycopg.OperationalError as exc:  # dropped session (e.g. token expired): reconnect once
+                    self._drop_connection()
+                    if attempt == 2:
+                        raise OnlineStoreError(f"cannot {action}: PostgreSQL of {self.online_store!r} answered {exc}", where=self.where, fix="check that the online store is AVAILABLE in the workspace") from None
+                except psycopg.Error as exc:
+                    raise OnlineStoreError(f"cannot {action}: PostgreSQL of {self.online_store!r} answered {type(exc).__name__}: {exc}", where=self.where, fix="re-publish the feature with `mlforge build --online`") from None
+        raise AssertionError("unreachable")
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def _table_columns(self, feature: str) -> dict[str, str]:
+        """``{column: postgres type}`` of an online table; empty when it does not exist (yet)."""
+        if feature not in self._columns:
+            regclass = f'"{self.schema}"."{feature.replace(chr(34), chr(34) * 2)}"'
+            rows = self._query(
+                f"describe online table {feature!r}",
+                "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+                "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                [regclass],
+            )
+            if not rows:
+                return {}
+            self._columns[feature] = dict(rows)
+        return self._columns[feature]
+
+    def _count(self, feature: str) -> int:
+        from psycopg import sql
+
+        if not self._table_columns(feature):
+            return 0
+        return int(self._query(f"count {feature!r}", sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.schema, feature)))[0][0])
+
+    # -- protocol -----------------------------------------------------------------------
+    def write(self, feature: str, key_columns: list[str], batches: Iterable[Any]) -> int:
+        raise PublishOnlyError(
+            f"DatabricksOnlineStore does not take rows: {feature!r} is published from its Unity Catalog table by a Databricks sync pipeline",
+            where=repr(self),
+            fix="run `mlforge build --online` (or Definitions.build(online=True)) with a UnityCatalogStore offline store",
+        )
+
+    def read(self, feature: str, keys: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        if not keys:
+            return []
+        names = sorted(keys[0])
+        if not names or any(sorted(k) != names for k in keys):
+            raise OnlineStoreError(f"every key of a lookup of {feature!r} needs the same key columns, got {keys[0]!r}", fix="pass the feature's key columns in every key dict, e.g. {'user_id': 1}")
+        columns = self._table_columns(feature)
+        if not columns:
+            return [None] * len(keys)  # O2: nothing published yet reads as nulls
+        if any(name not in columns for name in names):
+            raise OnlineStoreError(f"online table {self.table_name(feature)} has no key column(s) {[n for n in names if n not in columns]}", fix=f"its columns are {list(columns)}")
+        wanted = [coerce_key(key, names, columns) for key in keys]
+        found = self._lookup(feature, names, [w for w in wanted if w is not None], columns)
+        return [None if w is None else found.get(w) for w in wanted]
+
+    def _lookup(self, feature: str, names: list[str], wanted: list[tuple], columns: dict[str, str]) -> dict[tuple, dict[str, Any]]:
+        from psycopg import sql
+
+        if not wanted:
+            return {}
+        visible = [c for c in columns if not c.startswith(_INTERNAL_PREFIX)]
+        arrays = [sorted({w[i] for w in wanted}, key=repr) if len(names) == 1 else [w[i] for w in wanted] for i in range(len(names))]
+        casts = [sql.SQL("%s::{}[]").format(sql.SQL(columns[n])) for n in names]
+        if len(names) == 1:
+            where = sql.SQL("{} = ANY({})").format(sql.Identifier(names[0]), casts[0])
+        else:
+            where = sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(sql.SQL(", ").join(map(sql.Identifier, names)), sql.SQL(", ").join(casts))
+        query = sql.SQL("SELECT {} FROM {} WHERE {}").format(sql.SQL(", ").join(map(sql.Identifier, visible)), sql.Identifier(self.schema, feature), where)
+        try:
+            rows = self._query(f"read {feature!r}", query, arrays)
+        except OnlineStoreError:
+            self._columns.pop(feature, None)  # the table may have been re-created with other columns
+            raise
+        out = {}
+        for row in rows:
+            record = {c: utc(v) for c, v in zip(visible, row, strict=True)}
+            out[tuple(record[n] for n in names)] = record
+        return out
+
+    def ping(self) -> None:
+        self._query("ping", "SELECT 1")
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop_connection()
+
+
+# -- helpers ------------------------------------------------------------------------------
+_INTEGER = {"smallint", "integer", "bigint"}
+
+
+def coerce_key(key: dict[str, Any], names: list[str], columns: dict[str, str]) -> tuple | None:
+    """Key values in their column's type (JSON often carries ids as strings); None: cannot match."""
+    values = []
+    for name in names:
+        value = key[name]
+        if value is None:
+            return None
+        kind = columns[name]
+        try:
+            if kind in _INTEGER and not isinstance(value, int):
+                value = int(value)
+            elif kind == "text" and not isinstance(value, str):
+                value = str(value).lower() if isinstance(value, bool) else str(value)
+            elif kind.startswith("timestamp") and isinstance(value, str):
+                value = datetime.fromisoformat(value)
+        except (TypeError, ValueError):
+            return None
+        if kind.startswith("timestamp with") and isinstance(value, datetime):
+            value = utc(value)
+        values.append(value)
+    return tuple(values)
+
+
+def utc(value: Any) -> Any:
+    """Timestamps come back as UTC instants (T1), whatever the session's zone."""
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
+
+
+def sdk_error(action: str, exc: BaseException, where: str) -> OnlineStoreError:
+    """An SDK error as an ``OnlineStoreError`` that says what, where and how to fix it."""
+    from databricks.sdk import errors
+
+    retried = ""
+    cause = exc
+    if isinstance(exc, (TimeoutError, RuntimeError)) and isinstance(exc.__cause__, errors.DatabricksError):
+        cause, retried = exc.__cause__, " (the SDK retried until its retry_timeout_seconds ran out)"
+    fixes = [
+        (errors.NotFound, "check the name: the source table must exist in Unity Catalog (build it first with a UnityCatalogStore), and the online store / catalog / schema must exist"),
+        ((errors.PermissionDenied, errors.Unauthenticated), "check Databricks auth (DATABRICKS_HOST/DATABRICKS_TOKEN or the ~/.databrickscfg profile) and grants: USE CATALOG/USE SCHEMA/SELECT on the source, CREATE TABLE on the online schema, CAN MANAGE on the online store"),
+        (errors.ResourceConflict, "another resource already has this name: pick another online_store/schema, or remove the conflicting online table (feature_store.delete_online_table)"),
+        ((errors.TooManyRequests, errors.TemporarilyUnavailable), "the workspace is throttling or temporarily unavailable: retry later, or raise the SDK's retry_timeout_seconds"),
+    ]
+    for kinds, fix in fixes:
+        if isinstance(cause, kinds):
+            return OnlineStoreError(f"cannot {action}: Databricks answered {type(cause).__name__}: {cause}{retried}", where=where, fix=fix)
+    return OnlineStoreError(f"cannot {action}: {type(cause).__name__}: {cause}{retried}", where=where, fix="check that the Databricks workspace is reachable and the online store settings are right")
