@@ -52,6 +52,10 @@ class PublishOnlyError(OnlineStoreError):
     """The online store is filled by publishing a table, not by writing rows."""
 
 
+class _NoOnlineStore(OnlineStoreError):
+    """The online store (database instance) does not exist: nothing was published yet."""
+
+
 def require_unity_catalog(offline_store: Any) -> None:
     """Databricks publishes online tables from Unity Catalog tables only."""
     if getattr(offline_store, "kind", None) != "unity-catalog":
@@ -170,9 +174,10 @@ class DatabricksOnlineStore:
         started = time.perf_counter()
         if self.legacy_online_tables:
             self._publish_legacy(offline_store, feature, version, source, online_name)
-        else:
-            self._ensure_online_store()
-            self._publish(source, online_name)
+            log.info("published %s to legacy online table %s (row count not available)", source, online_name)
+            return 0
+        self._ensure_online_store()
+        self._publish(source, online_name)
         self._columns.pop(feature, None)
         count = self._count(feature)
         log.info("published %s (%s) to %s as %s: %d rows in %.1fs", source, version or "latest", self.online_store, online_name, count, time.perf_counter() - started)
@@ -304,8 +309,15 @@ class DatabricksOnlineStore:
         return credential.token
 
     def _connect(self) -> Any:
+        from databricks.sdk.errors import NotFound
+
         psycopg = self._psycopg()
-        instance = self._sdk(f"get database instance {self.online_store!r}", lambda: self.client.database.get_database_instance(self.online_store))
+        try:
+            instance = self._sdk(f"get database instance {self.online_store!r}", lambda: self.client.database.get_database_instance(self.online_store))
+        except OnlineStoreError as exc:
+            if isinstance(exc.__cause__, NotFound):
+                raise _NoOnlineStore(exc.what, where=exc.where, fix="publish a feature first (`mlforge build --online`), or check online_store=") from exc.__cause__
+            raise
         user = self._sdk("get the current user", lambda: self.client.current_user.me()).user_name
         params = {"host": instance.read_write_dns, "port": self.pg_port, "dbname": self.pg_database, "user": user, "sslmode": self.pg_sslmode, "connect_timeout": max(1, int(self.connect_timeout)), "autocommit": True, "options": "-c timezone=UTC"}
         refreshed = self._password is None
@@ -379,12 +391,21 @@ class DatabricksOnlineStore:
         )
 
     def read(self, feature: str, keys: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        if self.legacy_online_tables:
+            raise OnlineStoreError(
+                f"legacy Databricks Online Tables cannot be read over PostgreSQL (feature {feature!r})",
+                where=repr(self),
+                fix="serve legacy online tables through a Databricks Feature Serving endpoint, or drop legacy_online_tables=True and re-publish to the online feature store",
+            )
         if not keys:
             return []
         names = sorted(keys[0])
         if not names or any(sorted(k) != names for k in keys):
             raise OnlineStoreError(f"every key of a lookup of {feature!r} needs the same key columns, got {keys[0]!r}", fix="pass the feature's key columns in every key dict, e.g. {'user_id': 1}")
-        columns = self._table_columns(feature)
+        try:
+            columns = self._table_columns(feature)
+        except _NoOnlineStore:
+            columns = {}
         if not columns:
             return [None] * len(keys)  # O2: nothing published yet reads as nulls
         if any(name not in columns for name in names):
