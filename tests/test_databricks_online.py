@@ -149,7 +149,12 @@ def test_fake_answers_the_sdk_and_checks_the_token(ws):
 @service
 def test_unity_catalog_tables_and_vended_credentials(ws, source):
     from databricks.sdk.errors import NotFound, ResourceConflict
-    from databricks.sdk.service.catalog import DataSourceFormat, PathOperation, TableOperation, TableType
+    from databricks.sdk.service.catalog import (
+        DataSourceFormat,
+        PathOperation,
+        TableOperation,
+        TableType,
+    )
 
     client = source.client
     source.write("spend", spend(V1), ["user_id"])
