@@ -481,3 +481,56 @@ def test_live_publish_and_read():
         assert row[1] is None
     finally:
         store.close()
+
+
+# -- end to end: UnityCatalogStore -> build --online -> get_online_features ------------------
+EVENTS = {
+    "user_id": ["a", "a", "b", "c"],
+    "ts": [datetime(2024, 1, 1, 5), datetime(2024, 1, 3, 5), datetime(2024, 1, 2, 1), datetime(2024, 1, 2, 1)],
+    "amt": [1, 2, 5, 7],
+}
+
+
+@service
+@pytest.mark.parametrize("sync_mode", ["triggered", "snapshot"])
+def test_build_online_then_get_online_features(ws, tmp_path, sync_mode):
+    # contract O1: build --online publishes the built version's newest row per entity
+    import pyarrow.parquet as pq
+
+    import mlforge as mlf
+    from mlforge.online.databricks import DatabricksOnlineStore
+
+    UnityCatalogStore = pytest.importorskip("mlforge.offline.unity_catalog", reason="UnityCatalogStore is not in this checkout yet").UnityCatalogStore
+    source = tmp_path / "tx.parquet"
+    pq.write_table(pa.table(EVENTS), source)
+
+    @mlf.feature(source=str(source), keys=["user_id"], timestamp="ts")
+    def last_purchase(t):
+        return t.select("user_id", "ts", "amt")
+
+    online = DatabricksOnlineStore("main", sync_mode=sync_mode, client=ws.client(), pg_port=ws.postgres.port, schema=f"online_{uuid.uuid4().hex[:8]}", poll_interval=0.02, sync_timeout=20)
+    offline = UnityCatalogStore("main", client=ws.client(), storage_root=ws.storage_root)
+    defs = mlf.Definitions("uc", [last_purchase], offline_store=offline, online_store=online)
+    result = defs.build(online=True)
+    assert [f.status for f in result.features] == ["built"], [f.error for f in result.features]
+    entities = pa.table({"user_id": ["a", "b", "zz"]})
+    got = defs.get_online_features(["last_purchase"], entities).to_pylist()
+    assert [r["amt"] for r in got] == [2, 5, None]
+    assert got[0]["user_id"] == "a" and type(got[0]["amt"]) is int
+
+    pq.write_table(pa.table({"user_id": ["a", "zz"], "ts": [datetime(2024, 1, 9), datetime(2024, 1, 9)], "amt": [40, 41]}), tmp_path / "tx.parquet")
+    assert [f.status for f in defs.build(online=True).features] == ["built"]
+    again = defs.get_online_features(["last_purchase"], entities).to_pylist()
+    assert (again[0]["amt"], again[2]["amt"]) == (40, 41)
+
+    # contract O3: mlforge serve reads through the same store
+    from fastapi.testclient import TestClient
+
+    from mlforge.serve import create_app
+
+    http = TestClient(create_app(defs))
+    assert http.get("/health").json()["status"] == "ok"
+    answer = http.post("/features/batch", json={"features": ["last_purchase"], "entities": [{"user_id": "zz"}, {"user_id": "nobody"}]})
+    assert answer.status_code == 200
+    assert [r["features"]["last_purchase"] for r in answer.json()["results"]] == [{"user_id": "zz", "ts": "2024-01-09T00:00:00+00:00", "amt": 41}, None]
+    online.close()
