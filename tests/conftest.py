@@ -39,6 +39,10 @@ def in_tmp(tmp_path, monkeypatch):
 
 def pytest_configure(config):
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+    # Delta Lake jars fetched by .ci/run (mvn): Spark sessions of the tests get Delta.
+    jars = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".jars")
+    if os.path.isdir(jars):
+        os.environ.setdefault("MLFORGE_SPARK_JARS", jars)
 
 
 def _hypothesis_profiles() -> None:

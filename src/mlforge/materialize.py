@@ -113,6 +113,8 @@ def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options
 
 
 def _build(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions) -> FeatureResult:
+    if hasattr(store, "use_engine"):  # Unity Catalog: the engine picks the data path
+        store.use_engine(engine)
     previous_version = store.latest_version(feature.name)
     previous = store.read_metadata(feature.name, previous_version) if previous_version else None
     source_input = prepare_input(feature, engine)
@@ -217,15 +219,19 @@ def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, 
     import ibis
 
     ts = feature.timestamp_column
-    files = store.data_files(feature.name, version)
-    touched = [f for f in files if _touches(f, build_range)]
-    untouched = [f for f in files if f not in touched]
-    if any(not os.path.exists(f) for f in untouched):  # a remote store: rewrite everything
-        touched, untouched = files, []
+    if getattr(store, "month_files", True):
+        files = store.data_files(feature.name, version)
+        touched = [f for f in files if _touches(f, build_range)]
+        untouched = [f for f in files if f not in touched]
+        if any(not os.path.exists(f) for f in untouched):  # a remote store: rewrite everything
+            touched, untouched = files, []
+        if not touched:
+            return fresh, untouched
+        stored = engine.read_parquet_files(touched)
+    else:  # a table store (Delta): read the version as a table; the store replaces only the range
+        untouched = []
+        stored = store.read(feature.name, engine, version)
     fresh_columns = list(fresh.columns)
-    if not touched:
-        return fresh, untouched
-    stored = engine.read_parquet_files(touched)
     label = stored[ts]
     outside = []
     if build_range.since is not None:

@@ -48,15 +48,18 @@ class PySparkEngine(Engine):
         if active is not None:
             return active
         builder = SparkSession.builder.appName("mlforge")
-        if self.remote:
-            builder = builder.remote(self.remote)
-        else:
-            builder = builder.master(self.master)
+        builder = builder.remote(self.remote) if self.remote else builder.master(self.master)
+        if not self.remote or self.remote.startswith("local"):
+            # A JVM this process starts (classic, or Spark Connect's own local server).
             builder = builder.config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "8")
+            builder = builder.config("spark.ui.showConsoleProgress", "false")
             builder = builder.config("spark.driver.memory", os.environ.get("MLFORGE_SPARK_DRIVER_MEMORY", "4g"))
-            jars = os.environ.get("MLFORGE_SPARK_JARS")
+            jars = spark_jars(os.environ.get("MLFORGE_SPARK_JARS"))
             if jars:
-                builder = builder.config("spark.jars", jars)
+                builder = builder.config("spark.jars", ",".join(jars))
+            if any(os.path.basename(j).startswith("delta-spark") for j in jars):
+                builder = builder.config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+                builder = builder.config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         builder = builder.config("spark.sql.session.timeZone", "UTC")
         builder = builder.config("spark.sql.execution.arrow.pyspark.enabled", "true")
         builder = builder.config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
@@ -213,6 +216,18 @@ def java_datetime_pattern(fmt: str) -> str:
         out.append(_JAVA_CODES[code])
     flush()
     return "".join(out)
+
+
+def spark_jars(value: str | None) -> list[str]:
+    """Jars from ``MLFORGE_SPARK_JARS``: a comma-separated list of files or directories of jars."""
+    jars: list[str] = []
+    for part in (value or "").split(","):
+        part = part.strip()
+        if os.path.isdir(part):
+            jars.extend(sorted(os.path.join(part, f) for f in os.listdir(part) if f.endswith(".jar")))
+        elif part:
+            jars.append(part)
+    return jars
 
 
 def _absolute(location: str) -> str:

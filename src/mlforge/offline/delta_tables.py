@@ -1,0 +1,303 @@
+"""Two ways to write and read the Delta tables of a :class:`UnityCatalogStore`.
+
+* :class:`SparkTables` - Spark does the work (``writeTo``/``createOrReplace``, partial
+  ``overwrite`` for ranges, ``MERGE``-free metadata upserts through Delta's API, time
+  travel with ``versionAsOf``). Tables are addressed by name when the session knows the
+  catalog (Databricks), else by storage location (a local stack).
+* :class:`RustTables` - ``deltalake`` (delta-rs) writes and reads by storage location,
+  with credentials vended by Unity Catalog; nothing needs a JVM.
+
+Both write the staged Parquet files of a build without collecting them on the driver:
+Spark reads the staging directory itself, delta-rs streams record batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from mlforge.errors import StoreError
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+    from mlforge.engines.base import Engine
+
+#: Properties every feature table gets: the change feed for downstream consumers (and
+#: the online store's sync), no deletion vectors so the files are plain Parquet.
+TABLE_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionVectors": "false"}
+#: Columns of ``_mlforge_metadata``: one ``version`` row per published version and one
+#: ``latest`` row per feature (its pointer).
+METADATA_COLUMNS = ("feature", "kind", "version", "delta_version", "metadata", "token", "recorded_at")
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A feature's table: its three-part name and, when addressed by path, its location."""
+
+    name: str
+    location: str | None = None
+    storage_options: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class RangeFilter:
+    """Rows ``since <= column < until`` (epoch seconds; ``None`` = open)."""
+
+    column: str
+    since: int | None
+    until: int | None
+
+    def sql(self, dialect: str = "spark") -> str:
+        """The condition in Spark SQL, or in delta-rs's (DataFusion) SQL."""
+        parts = []
+        for op, bound in ((">=", self.since), ("<", self.until)):
+            if bound is None:
+                continue
+            instant = datetime.fromtimestamp(bound, tz=UTC)
+            if dialect == "spark":
+                parts.append(f"`{self.column}` {op} TIMESTAMP '{instant:%Y-%m-%d %H:%M:%S}+00:00'")
+            else:  # a string literal is cast to the column's zoned type; TIMESTAMP '...' is not
+                parts.append(f'"{self.column}" {op} \'{instant:%Y-%m-%dT%H:%M:%S}Z\'')
+        return " AND ".join(parts) or "TRUE"
+
+
+def metadata_row(feature: str, kind: str, version: str, delta_version: int | None, metadata: dict[str, Any] | None, token: str) -> dict[str, Any]:
+    return {
+        "feature": feature, "kind": kind, "version": version, "delta_version": delta_version,
+        "metadata": json.dumps(metadata, sort_keys=True, default=str) if metadata is not None else None,
+        "token": token, "recorded_at": datetime.now(tz=UTC),
+    }
+
+
+def _metadata_arrow(rows: list[dict[str, Any]]) -> Any:
+    import pyarrow as pa
+
+    schema = pa.schema([
+        ("feature", pa.string()), ("kind", pa.string()), ("version", pa.string()), ("delta_version", pa.int64()),
+        ("metadata", pa.string()), ("token", pa.string()), ("recorded_at", pa.timestamp("us", tz="UTC")),
+    ])
+    return pa.Table.from_pylist(rows, schema=schema)
+
+
+class RustTables:
+    """Delta tables through delta-rs, by storage location."""
+
+    def exists(self, ref: TableRef) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(_uri(ref), storage_options=ref.storage_options)
+
+    def _table(self, ref: TableRef, version: int | None = None) -> Any:
+        from deltalake import DeltaTable
+
+        return DeltaTable(_uri(ref), version=version, storage_options=ref.storage_options)
+
+    def write(self, ref: TableRef, staging_dir: str, *, properties: dict[str, str], rows: RangeFilter | None, user_metadata: str) -> int:
+        import pyarrow.dataset as ds
+        from deltalake import CommitProperties, DeltaTable, write_deltalake
+
+        data = ds.dataset(staging_dir, format="parquet")
+        if not self.exists(ref):
+            DeltaTable.create(_uri(ref), schema=data.schema, configuration=TABLE_PROPERTIES, storage_options=ref.storage_options)
+            self._table(ref).alter.set_table_properties(properties, raise_if_not_exists=False)
+        commit = CommitProperties(custom_metadata={"userMetadata": user_metadata})
+        if rows is None:
+            write_deltalake(
+                _uri(ref), data.scanner().to_reader(), mode="overwrite", schema_mode="overwrite",
+                storage_options=ref.storage_options, commit_properties=commit,
+            )
+        else:
+            condition = _arrow_range(rows)
+            write_deltalake(
+                _uri(ref), data.scanner(filter=condition).to_reader(), mode="overwrite", predicate=rows.sql("delta-rs"),
+                storage_options=ref.storage_options, commit_properties=commit,
+            )
+        return self._committed_version(ref, user_metadata)
+
+    def _committed_version(self, ref: TableRef, user_metadata: str) -> int:
+        for entry in self._table(ref).history(20):
+            if entry.get("userMetadata") == user_metadata:
+                return int(entry["version"])
+        raise StoreError(f"the commit of {ref.name} is not in its history", fix="retry the build; another writer may have raced this one")
+
+    def files(self, ref: TableRef, version: int) -> list[str]:
+        return [_local(u) for u in self._table(ref, version).file_uris()]
+
+    def read(self, ref: TableRef, version: int, engine: Engine) -> ir.Table:
+        files = self.files(ref, version)
+        if files and all(os.path.exists(f) for f in files):
+            return engine.read_parquet_files(files)
+        return engine.from_arrow(self._table(ref, version).to_pyarrow_table())
+
+    def restore(self, ref: TableRef, version: int, user_metadata: str) -> None:
+        from deltalake import CommitProperties
+
+        self._table(ref).restore(version, commit_properties=CommitProperties(custom_metadata={"userMetadata": user_metadata}))
+
+    def commit_time(self, ref: TableRef, version: int) -> datetime | None:
+        for entry in self._table(ref).history():
+            if int(entry.get("version", -1)) == version and entry.get("timestamp") is not None:
+                return datetime.fromtimestamp(int(entry["timestamp"]) / 1000, tz=UTC)
+        return None
+
+    def properties(self, ref: TableRef) -> dict[str, str]:
+        return dict(self._table(ref).metadata().configuration)
+
+    # -- _mlforge_metadata ---------------------------------------------------------
+    def metadata_rows(self, ref: TableRef) -> list[dict[str, Any]]:
+        if not self.exists(ref):
+            return []
+        return self._table(ref).to_pyarrow_table().to_pylist()
+
+    def upsert_metadata(self, ref: TableRef, row: dict[str, Any], *, replace: bool) -> None:
+        from deltalake import DeltaTable, write_deltalake
+
+        source = _metadata_arrow([row])
+        if not self.exists(ref):
+            try:
+                write_deltalake(_uri(ref), source.slice(0, 0), mode="error", storage_options=ref.storage_options)
+            except Exception:
+                if not self.exists(ref):
+                    raise
+        table = DeltaTable(_uri(ref), storage_options=ref.storage_options)
+        merge = table.merge(
+            source, "t.feature = s.feature AND t.kind = s.kind" + ("" if replace else " AND t.version = s.version"),
+            source_alias="s", target_alias="t",
+        )
+        if replace:
+            merge = merge.when_matched_update_all()
+        merge.when_not_matched_insert_all().execute()
+
+
+class SparkTables:
+    """Delta tables through a Spark session (classic or Spark Connect)."""
+
+    def __init__(self, session: Any):
+        self.session = session
+
+    def _reader(self, ref: TableRef, version: int | None = None) -> Any:
+        reader = self.session.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(ref.location) if ref.location else reader.table(ref.name)
+
+    def _target(self, ref: TableRef) -> str:
+        return f"delta.`{ref.location}`" if ref.location else ref.name
+
+    def exists(self, ref: TableRef) -> bool:
+        if ref.location:
+            return os.path.isdir(os.path.join(_local(ref.location), "_delta_log")) if "://" not in ref.location or ref.location.startswith("file:") else _spark_path_exists(self.session, ref.location)
+        return bool(self.session.catalog.tableExists(ref.name))
+
+    def write(self, ref: TableRef, staging_dir: str, *, properties: dict[str, str], rows: RangeFilter | None, user_metadata: str) -> int:
+        from pyspark.sql import functions as F
+
+        frame = self.session.read.parquet(os.path.abspath(staging_dir))
+        key = "spark.databricks.delta.commitInfo.userMetadata"
+        self.session.conf.set(key, user_metadata)
+        try:
+            if not self.exists(ref):
+                self._create(ref, frame, {**TABLE_PROPERTIES, **properties})
+            if rows is None:
+                writer = frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+                writer.save(ref.location) if ref.location else writer.saveAsTable(ref.name)
+            else:
+                condition = rows.sql()
+                writer = frame.filter(F.expr(condition)).write.format("delta").mode("overwrite").option("replaceWhere", condition)
+                writer.save(ref.location) if ref.location else writer.saveAsTable(ref.name)
+        finally:
+            self.session.conf.unset(key)
+        history = self.session.sql(f"DESCRIBE HISTORY {self._target(ref)} LIMIT 20").select("version", "userMetadata").collect()
+        for entry in history:
+            if entry["userMetadata"] == user_metadata:
+                return int(entry["version"])
+        raise StoreError(f"the commit of {ref.name} is not in its history", fix="retry the build; another writer may have raced this one")
+
+    def _create(self, ref: TableRef, frame: Any, properties: dict[str, str]) -> None:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in frame.schema.fields)
+        props = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(properties.items()))
+        tail = f" TBLPROPERTIES ({props})" if props else ""
+        if not ref.location:
+            self.session.sql(f"CREATE SCHEMA IF NOT EXISTS {ref.name.rsplit('.', 1)[0]}")
+        self.session.sql(f"CREATE TABLE IF NOT EXISTS {self._target(ref)} ({columns}) USING DELTA{tail}")
+
+    def read(self, ref: TableRef, version: int, engine: Engine) -> ir.Table:
+        return engine.from_native(self._reader(ref, version))
+
+    def files(self, ref: TableRef, version: int) -> list[str]:
+        raise StoreError("Spark-managed tables are read through Spark", fix="read with engine='pyspark'")
+
+    def restore(self, ref: TableRef, version: int, user_metadata: str) -> None:
+        key = "spark.databricks.delta.commitInfo.userMetadata"
+        self.session.conf.set(key, user_metadata)
+        try:
+            self.session.sql(f"RESTORE TABLE {self._target(ref)} TO VERSION AS OF {int(version)}")
+        finally:
+            self.session.conf.unset(key)
+
+    def commit_time(self, ref: TableRef, version: int) -> datetime | None:
+        rows = self.session.sql(f"DESCRIBE HISTORY {self._target(ref)}").filter(f"version = {int(version)}").select("timestamp").collect()
+        if not rows:
+            return None
+        stamp = rows[0]["timestamp"]
+        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp
+
+    def properties(self, ref: TableRef) -> dict[str, str]:
+        rows = self.session.sql(f"SHOW TBLPROPERTIES {self._target(ref)}").collect()
+        return {r["key"]: r["value"] for r in rows}
+
+    # -- _mlforge_metadata ---------------------------------------------------------
+    def metadata_rows(self, ref: TableRef) -> list[dict[str, Any]]:
+        if not self.exists(ref):
+            return []
+        return [r.asDict() for r in self._reader(ref).collect()]
+
+    def upsert_metadata(self, ref: TableRef, row: dict[str, Any], *, replace: bool) -> None:
+        source = self._row_frame(row)
+        if not self.exists(ref):
+            self._create(ref, source, {})
+        view = f"mlforge_meta_{row['token']}"
+        source.createOrReplaceTempView(view)
+        on = "t.feature = s.feature AND t.kind = s.kind" + ("" if replace else " AND t.version = s.version")
+        matched = " WHEN MATCHED THEN UPDATE SET *" if replace else ""
+        self.session.sql(f"MERGE INTO {self._target(ref)} t USING {view} s ON {on}{matched} WHEN NOT MATCHED THEN INSERT *")
+
+    def _row_frame(self, row: dict[str, Any]) -> Any:
+        schema = "feature string, kind string, version string, delta_version bigint, metadata string, token string, recorded_at timestamp"
+        return self.session.createDataFrame([tuple(row[c] for c in METADATA_COLUMNS)], schema)
+
+
+def _arrow_range(rows: RangeFilter) -> Any:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    condition = None
+    for op, bound in ((">=", rows.since), ("<", rows.until)):
+        if bound is None:
+            continue
+        value = pa.scalar(datetime.fromtimestamp(bound, tz=UTC), type=pa.timestamp("us", tz="UTC"))
+        part = ds.field(rows.column) >= value if op == ">=" else ds.field(rows.column) < value
+        condition = part if condition is None else condition & part
+    return condition
+
+
+def _uri(ref: TableRef) -> str:
+    if not ref.location:
+        raise StoreError(f"table {ref.name} has no storage location", fix="give UnityCatalogStore a storage_root or use engine='pyspark'")
+    return _local(ref.location)
+
+
+def _local(uri: str) -> str:
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
+def _spark_path_exists(session: Any, location: str) -> bool:
+    try:
+        session.read.format("delta").load(location).limit(0).collect()
+    except Exception:
+        return False
+    return True

@@ -1,0 +1,307 @@
+"""``UnityCatalogStore``: every feature is a Delta table ``catalog.schema.feature`` (S6).
+
+Semver versions map to Delta versions in one table, ``catalog.schema._mlforge_metadata``:
+a ``version`` row per published version (its Delta version and mlforge metadata) and a
+``latest`` row per feature. Every data commit also carries
+``{"mlforge_version": ..., "token": ...}`` as its Delta ``userMetadata``, so
+``DESCRIBE HISTORY`` shows which build wrote it. Reading a pinned version is Delta time
+travel (``versionAsOf``); rollback restores the table to that version's Delta version.
+
+Two data paths behind the one store (see docs/databricks.md):
+
+* **Spark**, when the build's engine is PySpark: by table name when the session knows
+  the catalog (a Databricks cluster or Databricks Connect), else by storage location.
+* **delta-rs**, with any other engine: by storage location, with short-lived credentials
+  that Unity Catalog vends through ``databricks-sdk`` (``temporary_table_credentials``);
+  new tables go under ``storage_root`` and are registered as external tables.
+
+A build stages its Parquet files first (locally, or under ``staging_dir``, e.g. a
+``/Volumes/...`` path on a cluster); only then is the Delta commit made, so a failed
+build leaves the table and its metadata untouched (E3). A retried publish of the same
+build finds its own metadata row (matched on feature, kind and version) and adds none.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlforge.errors import ConcurrentPublish, ConfigError, StoreError
+from mlforge.offline.base import Staging, resolve_version
+from mlforge.offline.delta_tables import (
+    RangeFilter,
+    RustTables,
+    SparkTables,
+    TableRef,
+    metadata_row,
+)
+from mlforge.versioning import sort_versions
+
+if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
+    from mlforge.engines.base import Engine
+
+log = logging.getLogger(__name__)
+
+METADATA_TABLE = "_mlforge_metadata"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+#: Delta's defaults: files of removed rows are kept 7 days, the log 30 days.
+DEFAULT_RETENTION = {"delta.deletedFileRetentionDuration": "interval 7 days", "delta.logRetentionDuration": "interval 30 days"}
+
+
+class RetentionWarning(UserWarning):
+    """A pinned version is older than its table's retention: VACUUM may have removed it."""
+
+
+class UnityCatalogStore:
+    """Feature versions as Delta tables in Unity Catalog.
+
+    Args:
+        catalog: the Unity Catalog catalog (``main``; ``spark_catalog`` for a local Spark).
+        schema: the schema holding one table per feature and ``_mlforge_metadata``.
+        storage_root: where new external tables go when not written by name
+            (``s3://bucket/features``, ``abfss://...``, ``file:///tmp/uc``).
+        client: a ``databricks.sdk.WorkspaceClient``; default: the SDK's own auth chain
+            (``DATABRICKS_HOST``/``DATABRICKS_TOKEN``, ``~/.databrickscfg``) when it is set up.
+        staging_dir: where builds stage Parquet files (must be visible to Spark's executors
+            on a cluster, e.g. ``/Volumes/main/features/staging``); default: a local temp dir.
+    """
+
+    kind = "unity-catalog"
+    #: materialize: an incremental build reads the previous version as a table.
+    month_files = False
+
+    def __init__(self, catalog: str, schema: str = "features", *, storage_root: str | None = None, client: Any = None, staging_dir: str | None = None, profile: str | None = None):
+        for label, value in (("catalog", catalog), ("schema", schema)):
+            if not isinstance(value, str) or not _IDENTIFIER.match(value):
+                raise ConfigError(f"UnityCatalogStore {label} {value!r} is not a valid identifier", fix="use letters, digits and underscores, e.g. catalog='main', schema='features'")
+        self.catalog, self.schema = catalog, schema
+        self.storage_root = storage_root.rstrip("/") if storage_root else None
+        self.staging_dir = staging_dir
+        self.profile = profile
+        self._client = client
+        self._engine: Engine | None = None
+        self._catalogs: dict[int, set[str]] = {}
+
+    def __repr__(self) -> str:
+        return f"UnityCatalogStore(catalog={self.catalog!r}, schema={self.schema!r})"
+
+    # -- addressing ----------------------------------------------------------------
+    def table_name(self, feature: str) -> str:
+        return f"{self.catalog}.{self.schema}.{feature}"
+
+    def use_engine(self, engine: Engine) -> None:
+        """Builds and reads call this with their engine: PySpark selects the Spark path."""
+        self._engine = engine
+
+    def _session(self) -> Any:
+        if self._engine is not None:
+            return self._engine.session if self._engine.name == "pyspark" else None
+        if self.storage_root or self._client is not None or os.environ.get("DATABRICKS_HOST"):
+            return None
+        try:  # a Databricks notebook: the active session knows the catalog
+            from pyspark.sql import SparkSession
+        except ImportError:
+            return None
+        return SparkSession.getActiveSession()
+
+    def _by_name(self, session: Any) -> bool:
+        if session is None:
+            return False
+        key = id(session)
+        if key not in self._catalogs:
+            try:
+                self._catalogs[key] = {c.name for c in session.catalog.listCatalogs()}
+            except Exception:  # an old Spark without listCatalogs
+                self._catalogs[key] = {"spark_catalog"}
+        return self.catalog in self._catalogs[key]
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            if not (os.environ.get("DATABRICKS_HOST") or self.profile or os.path.exists(os.path.expanduser("~/.databrickscfg"))):
+                return None
+            try:
+                from databricks.sdk import WorkspaceClient
+            except ImportError:
+                from mlforge.errors import missing_extra
+
+                raise missing_extra("databricks.sdk", "databricks") from None
+            self._client = WorkspaceClient(profile=self.profile) if self.profile else WorkspaceClient()
+        return self._client
+
+    def _ref(self, table: str, *, for_engine: bool) -> tuple[Any, TableRef]:
+        """The backend and address of ``table``: Spark by name, else by location."""
+        session = self._session()
+        full = self.table_name(table)
+        if self._by_name(session):
+            return SparkTables(session), TableRef(full)
+        location, options = self._location(table)
+        if session is not None and for_engine:
+            return SparkTables(session), TableRef(full, location)
+        return RustTables(), TableRef(full, location, options)
+
+    def _location(self, table: str) -> tuple[str, dict[str, str] | None]:
+        from mlforge.offline import uc_catalog
+
+        full = self.table_name(table)
+        client = self.client
+        info = uc_catalog.get_table(client, full) if client is not None else None
+        if info is not None and info.storage_location:
+            return info.storage_location, uc_catalog.table_credentials(client, info)
+        if self.storage_root is None:
+            raise StoreError(
+                f"cannot locate the Delta table {full}",
+                fix="build with engine='pyspark' on a workspace where the catalog exists, or give UnityCatalogStore a storage_root for new external tables",
+            )
+        location = f"{self.storage_root}/{self.schema}/{table}"
+        return location, uc_catalog.path_credentials(client, location) if client is not None else None
+
+    def _register(self, feature: str, ref: TableRef, metadata: dict[str, Any]) -> None:
+        if ref.location is None or self.client is None:
+            return
+        from mlforge.offline import uc_catalog
+
+        uc_catalog.register_table(self.client, self.catalog, self.schema, feature, ref.location, metadata, _properties(metadata))
+
+    # -- metadata ------------------------------------------------------------------
+    def _rows(self) -> list[dict[str, Any]]:
+        tables, ref = self._ref(METADATA_TABLE, for_engine=False)
+        return tables.metadata_rows(ref)
+
+    def _version_rows(self, feature: str) -> dict[str, dict[str, Any]]:
+        return {r["version"]: r for r in self._rows() if r["feature"] == feature and r["kind"] == "version"}
+
+    def list_features(self) -> list[str]:
+        return sorted({r["feature"] for r in self._rows() if r["kind"] == "version"})
+
+    def list_versions(self, feature: str) -> list[str]:
+        return sort_versions(list(self._version_rows(feature)))
+
+    def latest_version(self, feature: str) -> str | None:
+        for r in self._rows():
+            if r["feature"] == feature and r["kind"] == "latest":
+                return r["version"]
+        return None
+
+    def read_metadata(self, feature: str, version: str | None = None) -> dict[str, Any]:
+        version = resolve_version(self, feature, version)
+        row = self._version_rows(feature)[version]
+        return json.loads(row["metadata"])
+
+    # -- writing -------------------------------------------------------------------
+    def stage(self, feature: str) -> Staging:
+        root = Path(self.staging_dir or Path(tempfile.gettempdir()) / "mlforge-uc-staging") / f"{self.catalog}.{self.schema}" / feature
+        token = uuid.uuid4().hex
+        data_dir = root / f".staging-{token}" / "data"
+        data_dir.mkdir(parents=True)
+        return Staging(feature=feature, data_dir=str(data_dir), token=token)
+
+    def discard(self, staging: Staging) -> None:
+        shutil.rmtree(Path(staging.data_dir).parent, ignore_errors=True)
+
+    def publish(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None:
+        """Commit the staged files as one Delta version, record it, then move ``latest``.
+
+        Raises:
+            ConcurrentPublish: another build recorded ``version`` first.
+        """
+        feature = staging.feature
+        try:
+            existing = self._version_rows(feature).get(version)
+            if existing is not None and existing["token"] != staging.token:
+                raise ConcurrentPublish(f"version {version} of {feature!r} was published by another build", where=self.table_name(feature), fix="rebuild: the next build gets the next version")
+            if existing is None:
+                tables, ref = self._ref(feature, for_engine=True)
+                user_metadata = json.dumps({"mlforge_version": version, "token": staging.token}, sort_keys=True)
+                rows = _range(metadata) if tables.exists(ref) else None
+                delta_version = tables.write(ref, staging.data_dir, properties=_properties(metadata), rows=rows, user_metadata=user_metadata)
+                self._register(feature, ref, metadata)
+                recorded = {**metadata, "format": "delta", "table": self.table_name(feature), "delta_version": delta_version}
+                meta_tables, meta_ref = self._ref(METADATA_TABLE, for_engine=False)
+                meta_tables.upsert_metadata(meta_ref, metadata_row(feature, "version", version, delta_version, recorded, staging.token), replace=False)
+                if self._version_rows(feature)[version]["token"] != staging.token:
+                    raise ConcurrentPublish(f"version {version} of {feature!r} was recorded by another build", where=self.table_name(feature), fix="rebuild: the next build gets the next version")
+        finally:
+            self.discard(staging)
+        self._point(feature, version, staging.token)
+
+    def set_latest(self, feature: str, version: str) -> None:
+        """Point ``latest`` at ``version`` and restore the table to its Delta version, so
+        plain readers of ``catalog.schema.feature`` see the same rows as mlforge."""
+        row = self._version_rows(feature).get(version)
+        if row is None:
+            raise StoreError(f"feature {feature!r} has no version {version}", fix="use `mlforge list versions`")
+        tables, ref = self._ref(feature, for_engine=True)
+        tables.restore(ref, int(row["delta_version"]), json.dumps({"mlforge_rollback_to": version}))
+        self._point(feature, version, uuid.uuid4().hex)
+
+    def _point(self, feature: str, version: str, token: str) -> None:
+        meta_tables, meta_ref = self._ref(METADATA_TABLE, for_engine=False)
+        meta_tables.upsert_metadata(meta_ref, metadata_row(feature, "latest", version, None, None, token), replace=True)
+
+    # -- reading -------------------------------------------------------------------
+    def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table:
+        pinned = version is not None
+        version = resolve_version(self, feature, version)
+        delta_version = int(self._version_rows(feature)[version]["delta_version"])
+        previous, self._engine = self._engine, engine
+        try:
+            tables, ref = self._ref(feature, for_engine=True)
+            if pinned:
+                self._check_retention(tables, ref, feature, version, delta_version)
+            return tables.read(ref, delta_version, engine)
+        finally:
+            self._engine = previous
+
+    def data_files(self, feature: str, version: str | None = None) -> list[str]:
+        version = resolve_version(self, feature, version)
+        tables, ref = self._ref(feature, for_engine=False)
+        return tables.files(ref, int(self._version_rows(feature)[version]["delta_version"]))
+
+    def _check_retention(self, tables: Any, ref: TableRef, feature: str, version: str, delta_version: int) -> None:
+        committed = tables.commit_time(ref, delta_version)
+        if committed is None:
+            return
+        props = {**DEFAULT_RETENTION, **tables.properties(ref)}
+        keep = min(_interval_seconds(props[k]) for k in DEFAULT_RETENTION)
+        age = (datetime.now(tz=UTC) - committed).total_seconds()
+        if age > keep:
+            message = (
+                f"{feature} {version} (Delta version {delta_version}, {age / 86400:.1f} days old) is older than "
+                f"the retention of {ref.name} ({keep / 86400:g} days): VACUUM may have removed its files"
+            )
+            log.warning(message)
+            warnings.warn(message, RetentionWarning, stacklevel=3)
+
+
+def _properties(metadata: dict[str, Any]) -> dict[str, str]:
+    return {"mlforge.keys": ",".join(metadata.get("keys") or []), "mlforge.timestamp": metadata.get("timestamp") or ""}
+
+
+def _range(metadata: dict[str, Any]) -> RangeFilter | None:
+    """The rows an incremental build replaces; ``None`` for a full build."""
+    built = metadata.get("build_range") or {}
+    ts = metadata.get("timestamp")
+    if ts is None or (built.get("since") is None and built.get("until") is None):
+        return None
+    return RangeFilter(ts, built.get("since"), built.get("until"))
+
+
+def _interval_seconds(text: str) -> float:
+    """Seconds of a Delta interval property (``interval 7 days``, ``30 days``)."""
+    units = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+    match = re.search(r"(\d+)\s*(second|minute|hour|day|week)s?", text.lower())
+    if match is None:
+        return float("inf")
+    return int(match.group(1)) * units[match.group(2)]
