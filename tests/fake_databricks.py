@@ -53,7 +53,7 @@ with ``path`` answer ``status`` with ``{"error_code", "message"}`` (429/503 carr
 ``ws.client()`` sets to a few seconds). ``ws.fail_sync()`` makes the next pipeline update
 FAIL, ``ws.expire_database_credentials()`` expires the PostgreSQL password handed out by
 ``generate_database_credential`` (and drops open sessions), ``ws.expire_storage_credentials``
-makes vended storage credentials come back already expired.
+makes the next vended storage credentials come back already expired.
 """
 
 from __future__ import annotations
@@ -278,7 +278,7 @@ class FakeWorkspace:
         self.calls: list[tuple[str, str]] = []
         self.faults: list[Fault] = []
         self.sync_faults: list[str] = []
-        self.storage_credentials_expired = False
+        self.storage_credentials_expired = 0  # how many vended credentials come back expired (-1: all)
         self._lock = threading.RLock()
         self._sync_lock = threading.Lock()
         self._stopped = threading.Event()
@@ -339,8 +339,9 @@ class FakeWorkspace:
                 conn.execute(sql.SQL("ALTER ROLE {} VALID UNTIL '2000-01-01'").format(sql.Identifier(self.user_name)))
                 conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [self.user_name])
 
-    def expire_storage_credentials(self, expired: bool = True) -> None:
-        self.storage_credentials_expired = expired
+    def expire_storage_credentials(self, times: int | None = 1) -> None:
+        """The next ``times`` vended storage credentials (``None``: all) come back already expired."""
+        self.storage_credentials_expired = -1 if times is None else times
 
     def online_rows(self, online_table_name: str) -> list[dict[str, Any]]:
         """The rows PostgreSQL holds for an online table, ordered by its first column."""
@@ -445,7 +446,11 @@ class FakeWorkspace:
             raise ApiError(404, f"Table '{full_name}' does not exist.", "TABLE_DOES_NOT_EXIST") from None
 
     def _aws_credentials(self, url: str) -> dict[str, Any]:
-        expires = datetime.now(UTC) + (timedelta(minutes=-5) if self.storage_credentials_expired else timedelta(hours=1))
+        with self._lock:
+            expired = self.storage_credentials_expired != 0
+            if self.storage_credentials_expired > 0:
+                self.storage_credentials_expired -= 1
+        expires = datetime.now(UTC) + (timedelta(minutes=-5) if expired else timedelta(hours=1))
         return {
             "aws_temp_credentials": {"access_key_id": "ASIAFAKE" + secrets.token_hex(6).upper(), "secret_access_key": secrets.token_hex(20), "session_token": secrets.token_hex(32)},
             "expiration_time": int(expires.timestamp() * 1000),
@@ -633,6 +638,11 @@ class FakeWorkspace:
         update = {"update_id": str(uuid.uuid4()), "pipeline_id": pipeline.pipeline_id, "state": "RUNNING", "cause": cause, "full_refresh": full_refresh,
                   "creation_time": now_ms(), "creation_time_iso": datetime.now(UTC).isoformat()}
         with self._lock:
+            synced = pipeline.synced
+            if not pipeline.updates:
+                synced.state = "SYNCED_TABLE_PROVISIONING_INITIAL_SNAPSHOT"
+            else:
+                synced.state = "SYNCED_TABLE_ONLINE_UPDATING_PIPELINE_RESOURCES" if synced.mode == "CONTINUOUS" else "SYNCED_TABLE_ONLINE_TRIGGERED_UPDATE"
             pipeline.updates.insert(0, update)
         thread = threading.Thread(target=self._run_update, args=(pipeline, update), daemon=True)
         thread.start()

@@ -165,9 +165,11 @@ def test_unity_catalog_tables_and_vended_credentials(ws, source):
         client.tables.create(name="spend", catalog_name="main", schema_name="features", table_type=TableType.EXTERNAL, data_source_format=DataSourceFormat.DELTA, storage_location=info.storage_location)
     creds = client.temporary_table_credentials.generate_temporary_table_credentials(table_id=info.table_id, operation=TableOperation.READ_WRITE)
     assert creds.aws_temp_credentials.access_key_id and creds.expiration_time > time.time() * 1000
-    ws.expire_storage_credentials()
-    path = client.temporary_path_credentials.generate_temporary_path_credentials(url=f"{ws.storage_root}/features/new", operation=PathOperation.PATH_READ_WRITE)
+    ws.expire_storage_credentials()  # the next one only
+    url = f"{ws.storage_root}/features/new"
+    path = client.temporary_path_credentials.generate_temporary_path_credentials(url=url, operation=PathOperation.PATH_READ_WRITE)
     assert path.aws_temp_credentials.session_token and path.expiration_time < time.time() * 1000
+    assert client.temporary_path_credentials.generate_temporary_path_credentials(url=url, operation=PathOperation.PATH_READ_WRITE).expiration_time > time.time() * 1000
     client.tables.delete("main.features.spend")
     assert not client.tables.exists("main.features.spend").table_exists
     with pytest.raises(NotFound):
@@ -350,6 +352,41 @@ def test_a_failing_sync_is_a_clear_error_and_keeps_the_previous_rows(ws, source,
     assert totals(store) == [2.0, 5.0, None]  # no half state
     assert store.publish_table(source, "spend") == 3  # the next publish recovers
     assert totals(store) == [9.0, 5.0, 7.0]
+
+
+@service
+def test_a_failing_continuous_sync_keeps_the_rows_and_a_republish_restarts_it(ws, source, make_store):
+    store = make_store("continuous")
+    source.write("spend", spend(V1), ["user_id"])
+    store.publish_table(source, "spend")
+    ws.fail_sync(message="source schema changed (injected)")
+    source.write("spend", spend(V2), ["user_id"], mode="append")
+
+    def state():
+        return source.client.database.get_synced_database_table(store.table_name("spend")).data_synchronization_status.detailed_state.value
+
+    assert eventually(lambda: state() == "SYNCED_TABLE_ONLINE_PIPELINE_FAILED"), state()
+    assert totals(store) == [2.0, 5.0, None]
+    assert store.publish_table(source, "spend") == 3
+    assert totals(store) == [9.0, 5.0, 7.0] and state() == "SYNCED_TABLE_ONLINE_CONTINUOUS_UPDATE"
+
+
+@service
+def test_concurrent_reads_share_a_small_pool(ws, source, make_store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mlforge.online import databricks
+
+    store = make_store()
+    source.write("spend", spend(V1), ["user_id"])
+    store.publish_table(source, "spend")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: totals(store), range(64)))
+    assert answers == [[2.0, 5.0, None]] * 64
+    assert len(store._idle) <= databricks.POOL_SIZE
+    ws.expire_database_credentials()  # every pooled session ends at once
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: totals(store), range(8))) == [[2.0, 5.0, None]] * 8
 
 
 @service

@@ -46,6 +46,7 @@ _DONE = {"COMPLETED"}
 _BROKEN = {"FAILED", "CANCELED"}
 _CONTINUOUS_READY = {"SYNCED_TABLE_ONLINE", "SYNCED_TABLE_ONLINE_CONTINUOUS_UPDATE", "SYNCED_TABLE_ONLINE_NO_PENDING_UPDATE"}
 _INTERNAL_PREFIX = "__mlforge"
+POOL_SIZE = 8
 
 
 class PublishOnlyError(OnlineStoreError):
@@ -127,7 +128,8 @@ class DatabricksOnlineStore:
         self.connect_timeout, self.sync_timeout, self.poll_interval = connect_timeout, float(sync_timeout), float(poll_interval)
         self.legacy_online_tables = legacy_online_tables
         self._client = client
-        self._conn: Any = None
+        self._idle: list[Any] = []  # a small pool: serve reads from many threads
+        self._params: dict[str, Any] | None = None
         self._password: str | None = None
         self._columns: dict[str, dict[str, str]] = {}
         self._lock = threading.RLock()
@@ -206,11 +208,14 @@ class DatabricksOnlineStore:
     def _publish(self, source: str, online_name: str) -> None:
         from databricks.sdk.service.ml import PublishSpec, PublishSpecPublishMode
 
-        existed = self._synced_table(online_name) is not None
+        synced = self._synced_table(online_name)
+        existed = synced is not None
         spec = PublishSpec(online_store=self.online_store, online_table_name=online_name, publish_mode=PublishSpecPublishMode(SYNC_MODES[self.sync_mode]))
         published = self._sdk(f"publish {source} to {online_name}", lambda: self.client.feature_store.publish_table(source_table_name=source, publish_spec=spec))
         pipeline_id = published.pipeline_id
         if self.sync_mode == "continuous":
+            if existed and "FAILED" in _state(synced):  # a stopped continuous pipeline: restart it
+                self._sdk(f"restart {online_name}", lambda: self.client.pipelines.start_update(pipeline_id))
             self._wait_continuous(online_name, pipeline_id)
             return
         if existed:
@@ -247,9 +252,7 @@ class DatabricksOnlineStore:
     def _wait_continuous(self, online_name: str, pipeline_id: str) -> None:
         deadline = time.monotonic() + self.sync_timeout
         while True:
-            synced = self._synced_table(online_name)
-            status = getattr(synced, "data_synchronization_status", None)
-            state = status.detailed_state.value if status is not None and status.detailed_state is not None else "UNKNOWN"
+            state = _state(self._synced_table(online_name))
             if state in _CONTINUOUS_READY:
                 return
             if "FAILED" in state:
@@ -308,57 +311,81 @@ class DatabricksOnlineStore:
         self._password = credential.token
         return credential.token
 
-    def _connect(self) -> Any:
+    def _connection_params(self) -> dict[str, Any]:
+        """Where and as whom to connect; asked of the workspace once (reconnects need no API call)."""
         from databricks.sdk.errors import NotFound
 
+        if self._params is None:
+            try:
+                instance = self._sdk(f"get database instance {self.online_store!r}", lambda: self.client.database.get_database_instance(self.online_store))
+            except OnlineStoreError as exc:
+                if isinstance(exc.__cause__, NotFound):
+                    raise _NoOnlineStore(exc.what, where=exc.where, fix="publish a feature first (`mlforge build --online`), or check online_store=") from exc.__cause__
+                raise
+            user = self._sdk("get the current user", lambda: self.client.current_user.me()).user_name
+            self._params = {
+                "host": instance.read_write_dns, "port": self.pg_port, "dbname": self.pg_database, "user": user, "sslmode": self.pg_sslmode,
+                "connect_timeout": max(1, int(self.connect_timeout)), "autocommit": True, "options": "-c timezone=UTC",
+            }
+        return self._params
+
+    def _connect(self) -> Any:
         psycopg = self._psycopg()
-        try:
-            instance = self._sdk(f"get database instance {self.online_store!r}", lambda: self.client.database.get_database_instance(self.online_store))
-        except OnlineStoreError as exc:
-            if isinstance(exc.__cause__, NotFound):
-                raise _NoOnlineStore(exc.what, where=exc.where, fix="publish a feature first (`mlforge build --online`), or check online_store=") from exc.__cause__
-            raise
-        user = self._sdk("get the current user", lambda: self.client.current_user.me()).user_name
-        params = {"host": instance.read_write_dns, "port": self.pg_port, "dbname": self.pg_database, "user": user, "sslmode": self.pg_sslmode, "connect_timeout": max(1, int(self.connect_timeout)), "autocommit": True, "options": "-c timezone=UTC"}
-        refreshed = self._password is None
-        password = self._password or self._fresh_password()
+        params = self._connection_params()
+        password = self._password
+        refreshed = password is None
+        if password is None:
+            password = self._fresh_password()
         while True:
             try:
                 return psycopg.connect(password=password, **params)
             except psycopg.OperationalError as exc:
                 if refreshed:  # a fresh token failed too: not an expiry
                     raise OnlineStoreError(
-                        f"cannot connect to PostgreSQL of {self.online_store!r} at {params['host']}:{self.pg_port}/{self.pg_database} as {user}: {exc}".strip(),
+                        f"cannot connect to PostgreSQL of {self.online_store!r} at {params['host']}:{self.pg_port}/{self.pg_database} as {params['user']}: {exc}".strip(),
                         where=self.where,
                         fix="check that the online store is AVAILABLE, that pg_port/pg_database are right, and that the user may use the instance (databricks_superuser or a granted role)",
                     ) from None
                 log.info("database credential for %s rejected (expired?); refreshing it once", self.online_store)
                 refreshed, password = True, self._fresh_password()
 
-    def _query(self, action: str, sql: Any, params: Any = None) -> list[tuple]:
-        psycopg = self._psycopg()
+    def _acquire(self) -> Any:
         with self._lock:
-            for attempt in (1, 2):
-                if self._conn is None or self._conn.closed:
-                    self._conn = self._connect()
-                try:
-                    with self._conn.cursor() as cur:
-                        cur.execute(sql, params)
-                        return cur.fetchall()
-                except psycopg.OperationalError as exc:  # dropped session (e.g. token expired): reconnect once
-                    self._drop_connection()
-                    if attempt == 2:
-                        raise OnlineStoreError(f"cannot {action}: PostgreSQL of {self.online_store!r} answered {exc}", where=self.where, fix="check that the online store is AVAILABLE in the workspace") from None
-                except psycopg.Error as exc:
-                    raise OnlineStoreError(f"cannot {action}: PostgreSQL of {self.online_store!r} answered {type(exc).__name__}: {exc}", where=self.where, fix="re-publish the feature with `mlforge build --online`") from None
-        raise AssertionError("unreachable")
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    return conn
+        return self._connect()
 
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
+    def _release(self, conn: Any) -> None:
+        with self._lock:
+            if not conn.closed and len(self._idle) < POOL_SIZE:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def _query(self, action: str, sql: Any, params: Any = None) -> list[tuple]:
+        """Run one statement on a pooled connection; a dropped session (an expired token ends
+        them) empties the pool and is retried once on a fresh connection."""
+        psycopg = self._psycopg()
+        for attempt in (1, 2):
+            conn = self._acquire()
             try:
-                self._conn.close()
-            finally:
-                self._conn = None
+                with conn.cursor() as cur:
+                    cur.execute(sql, params)
+                    rows = cur.fetchall()
+            except psycopg.OperationalError as exc:
+                conn.close()
+                self.close()  # the other idle sessions are most likely gone too
+                if attempt == 2:
+                    raise OnlineStoreError(f"cannot {action}: PostgreSQL of {self.online_store!r} answered {exc}", where=self.where, fix="check that the online store is AVAILABLE in the workspace") from None
+                continue
+            except psycopg.Error as exc:
+                self._release(conn)  # autocommit: the session is still usable
+                raise OnlineStoreError(f"cannot {action}: PostgreSQL of {self.online_store!r} answered {type(exc).__name__}: {exc}", where=self.where, fix="re-publish the feature with `mlforge build --online`") from None
+            self._release(conn)
+            return rows
+        raise AssertionError("unreachable")
 
     def _table_columns(self, feature: str) -> dict[str, str]:
         """``{column: postgres type}`` of an online table; empty when it does not exist (yet)."""
@@ -443,10 +470,18 @@ class DatabricksOnlineStore:
 
     def close(self) -> None:
         with self._lock:
-            self._drop_connection()
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
 
 
 # -- helpers ------------------------------------------------------------------------------
+def _state(synced: Any) -> str:
+    """The detailed state of a synced table (``SYNCED_TABLE_ONLINE``...), or ``UNKNOWN``."""
+    status = getattr(synced, "data_synchronization_status", None)
+    return status.detailed_state.value if status is not None and status.detailed_state is not None else "UNKNOWN"
+
+
 _INTEGER = {"smallint", "integer", "bigint"}
 
 
