@@ -18,6 +18,7 @@ Endpoints (method + path, as in ``databricks/sdk/service/*.py``)::
     GET    /api/2.1/unity-catalog/tables/{full_name}          tables.get
     GET    /api/2.1/unity-catalog/tables/{full_name}/exists   tables.exists
     DELETE /api/2.1/unity-catalog/tables/{full_name}          tables.delete
+    POST   /api/2.1/unity-catalog/constraints                 table_constraints.create (PRIMARY KEY)
     POST   /api/2.0/unity-catalog/temporary-table-credentials temporary_table_credentials
     POST   /api/2.0/unity-catalog/temporary-path-credentials  temporary_path_credentials
     POST   /api/2.0/feature-store/online-stores               feature_store.create_online_store
@@ -37,8 +38,9 @@ Endpoints (method + path, as in ``databricks/sdk/service/*.py``)::
 ``postgres`` fixture's port). An online table ``catalog.schema.table`` is the PostgreSQL
 table ``"schema"."table"`` in database ``databricks_postgres``. A sync (publish, pipeline
 update, continuous poll) reads the source Delta table at its ``storage_location``, keeps the
-newest row per key (keys from the Delta configuration ``mlforge.keys``, newest by
-``mlforge.timestamp``; the UC table ``properties`` are the fallback), and replaces the
+newest row per key (keys and time-series column from the table's PRIMARY KEY constraint,
+as Databricks does; else from the Delta configuration ``mlforge.keys`` / ``mlforge.timestamp``
+or the UC table ``properties``), and replaces the
 PostgreSQL table in one transaction, so a failed sync leaves the previous rows readable.
 SNAPSHOT and TRIGGERED sync at publish and on each ``start_update``; CONTINUOUS syncs at
 publish and then follows new Delta versions (a background poll every ``poll_seconds``).
@@ -457,6 +459,17 @@ class FakeWorkspace:
             "url": url,
         }
 
+    @route("POST", r"/api/2\.1/unity-catalog/constraints")
+    def create_constraint(self, *, query, body):
+        table = self._table(body.get("full_name_arg", ""))
+        constraint = body.get("constraint") or {}
+        with self._lock:
+            held = table.setdefault("table_constraints", [])
+            if "primary_key_constraint" in constraint and any("primary_key_constraint" in c for c in held):
+                raise ApiError(409, f"Table '{table['full_name']}' already has a primary key.", "RESOURCE_ALREADY_EXISTS")
+            held.append(constraint)
+        return constraint
+
     @route("POST", r"/api/2\.0/unity-catalog/temporary-table-credentials")
     def temporary_table_credentials(self, *, query, body):
         table = next((t for t in self.tables.values() if t["table_id"] == body.get("table_id")), None)
@@ -694,6 +707,9 @@ class FakeWorkspace:
             configuration = DeltaTable(location).metadata().configuration
         except Exception as exc:
             raise ApiError(400, f"Table '{source}' is not a readable Delta table at {location}: {exc}") from None
+        primary = next((c["primary_key_constraint"] for c in info.get("table_constraints") or [] if "primary_key_constraint" in c), None)
+        if primary is not None:  # what Databricks itself reads: PRIMARY KEY (keys, ts TIMESERIES)
+            return location, list(primary["child_columns"]), (primary.get("timeseries_columns") or [None])[0]
         properties = {**(info.get("properties") or {}), **configuration}
         keys = [k.strip() for k in (properties.get("mlforge.keys") or "").split(",") if k.strip()]
         if not keys:

@@ -185,6 +185,8 @@ def test_sync_modes_publish_and_serve_the_newest_row_per_entity(ws, source, make
     source.write("spend", spend(V1), ["user_id"])
     assert store.publish_table(source, "spend", "1.0.0") == 2
     assert totals(store) == [2.0, 5.0, None]
+    (constraint,) = source.client.tables.get("main.features.spend").table_constraints  # what Databricks reads the keys from
+    assert constraint.primary_key_constraint.child_columns == ["user_id"] and constraint.primary_key_constraint.timeseries_columns == ["ts"]
     assert store.read("spend", [{"user_id": 1}])[0] == {"user_id": 1, "ts": ts(2), "total": 2.0}
 
     source.write("spend", spend(V2), ["user_id"], mode="append")

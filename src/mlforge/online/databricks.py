@@ -5,7 +5,9 @@ store: an *online store* (a Lakebase PostgreSQL instance) into which Unity Catal
 *published* by a managed sync pipeline. So this store is not written row by row. On
 ``build --online`` the publisher calls :meth:`DatabricksOnlineStore.publish_table`, which
 
-1. creates the online store (``feature_store.create_online_store``) or reuses it (409),
+1. gives the source table its ``PRIMARY KEY (keys, timestamp TIMESERIES)`` constraint if it
+   has none (``table_constraints.create``), creates the online store
+   (``feature_store.create_online_store``) or reuses it (409),
 2. publishes the offline Unity Catalog table ``catalog.schema.feature`` of the
    :class:`~mlforge.offline.unity_catalog.UnityCatalogStore` to the online table
    ``{catalog}.{schema}.{feature}`` (``feature_store.publish_table`` with ``PublishSpec``;
@@ -178,12 +180,31 @@ class DatabricksOnlineStore:
             self._publish_legacy(offline_store, feature, version, source, online_name)
             log.info("published %s to legacy online table %s (row count not available)", source, online_name)
             return 0
+        self._ensure_primary_key(offline_store, feature, version, source)
         self._ensure_online_store()
         self._publish(source, online_name)
         self._columns.pop(feature, None)
         count = self._count(feature)
         log.info("published %s (%s) to %s as %s: %d rows in %.1fs", source, version or "latest", self.online_store, online_name, count, time.perf_counter() - started)
         return count
+
+    def _ensure_primary_key(self, offline_store: Any, feature: str, version: str | None, source: str) -> None:
+        """Databricks finds the entity and time-series columns of a published table in its
+        ``PRIMARY KEY (keys, timestamp TIMESERIES)`` constraint: add it when the table has none."""
+        from databricks.sdk.errors import ResourceConflict
+        from databricks.sdk.service.catalog import PrimaryKeyConstraint, TableConstraint
+
+        info = self._sdk(f"look up the source table {source}", lambda: self.client.tables.get(source))
+        if any(c.primary_key_constraint is not None for c in info.table_constraints or []):
+            return
+        metadata = offline_store.read_metadata(feature, version)
+        timestamp = metadata.get("timestamp")
+        primary = PrimaryKeyConstraint(name=f"{feature}_pk", child_columns=list(metadata["keys"]), timeseries_columns=[timestamp] if timestamp else None)
+        try:
+            self._sdk(f"add the primary key of {source}", lambda: self.client.table_constraints.create(full_name_arg=source, constraint=TableConstraint(primary_key_constraint=primary)))
+        except OnlineStoreError as exc:
+            if not isinstance(exc.__cause__, ResourceConflict):
+                raise
 
     def _ensure_online_store(self) -> None:
         from databricks.sdk.errors import ResourceConflict
