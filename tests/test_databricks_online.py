@@ -215,13 +215,28 @@ def test_start_update_refreshes_a_triggered_table(ws, source, make_store):
 
 
 @service
+def test_a_republish_waits_for_a_running_update(ws, source, make_store):
+    store = make_store("triggered")
+    source.write("spend", spend(V1), ["user_id"])
+    store.publish_table(source, "spend")
+    source.write("spend", spend(V2), ["user_id"], mode="append")
+    ws.fail("/api/2.0/pipelines/", 409, times=1, method="POST", error_code="RESOURCE_CONFLICT", message="An update is already running")
+    assert store.publish_table(source, "spend") == 3
+    assert posts(ws, "/updates") == 2 and totals(store) == [9.0, 5.0, 7.0]
+
+
+@service
 def test_composite_keys_and_one_query_per_read(ws, source, make_store):
     store = make_store()
     routes = pa.table({"origin": ["JFK", "JFK", "SFO"], "dest": ["LAX", "SFO", "JFK"], "ts": pa.array([ts(1)] * 3, pa.timestamp("us", tz="UTC")), "n": [1, 2, 3]})
     source.write("routes", routes, ["origin", "dest"])
     assert store.publish_table(source, "routes") == 3
     keys = [{"origin": "SFO", "dest": "JFK"}, {"dest": "LAX", "origin": "JFK"}, {"origin": "LAX", "dest": "JFK"}, {"origin": "JFK", "dest": "LAX"}]
+    statements = []
+    run = store._query
+    store._query = lambda action, sql, params=None: statements.append(sql) or run(action, sql, params)
     assert [r and r["n"] for r in store.read("routes", keys)] == [3, 1, None, 1]
+    assert len(statements) == 1  # one round trip for all keys (the column types are cached)
 
 
 # -- contract O2 ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ refreshed once, transparently. ``databricks-sdk`` and ``psycopg`` are imported o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
@@ -239,13 +240,29 @@ class DatabricksOnlineStore:
                 self._sdk(f"restart {online_name}", lambda: self.client.pipelines.start_update(pipeline_id))
             self._wait_continuous(online_name, pipeline_id)
             return
-        if existed:
-            update_id = self._sdk(f"refresh {online_name}", lambda: self.client.pipelines.start_update(pipeline_id)).update_id
-        else:
-            latest = self._sdk(f"get sync pipeline {pipeline_id}", lambda: self.client.pipelines.get(pipeline_id)).latest_updates or []
-            update_id = latest[0].update_id if latest else None
+        update_id = self._refresh(online_name, pipeline_id) if existed else self._latest_update(pipeline_id)
         if update_id is not None:
             self._wait_update(online_name, pipeline_id, update_id)
+
+    def _latest_update(self, pipeline_id: str) -> str | None:
+        latest = self._sdk(f"get sync pipeline {pipeline_id}", lambda: self.client.pipelines.get(pipeline_id)).latest_updates or []
+        return latest[0].update_id if latest else None
+
+    def _refresh(self, online_name: str, pipeline_id: str) -> str:
+        """Start an update; when one is already running (409), let it finish and start again,
+        so the refresh surely reads the version this build wrote."""
+        from databricks.sdk.errors import ResourceConflict
+
+        try:
+            return self._sdk(f"refresh {online_name}", lambda: self.client.pipelines.start_update(pipeline_id)).update_id
+        except OnlineStoreError as exc:
+            running = self._latest_update(pipeline_id) if isinstance(exc.__cause__, ResourceConflict) else None
+            if running is None:
+                raise
+        log.info("an update of %s is running; waiting for it before refreshing", online_name)
+        with contextlib.suppress(OnlineStoreError):  # its failure is not ours: the new update decides
+            self._wait_update(online_name, pipeline_id, running)
+        return self._sdk(f"refresh {online_name}", lambda: self.client.pipelines.start_update(pipeline_id)).update_id
 
     def _synced_table(self, online_name: str) -> Any:
         from databricks.sdk.errors import NotFound
