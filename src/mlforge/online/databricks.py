@@ -524,26 +524,54 @@ _INTEGER = {"smallint", "integer", "bigint"}
 
 
 def coerce_key(key: dict[str, Any], names: list[str], columns: dict[str, str]) -> tuple | None:
-    """Key values in their column's type (JSON often carries ids as strings); None: cannot match."""
+    """Key values in their column's type (JSON often carries ids as strings); None: cannot match.
+
+    >>> coerce_key({"user_id": "42"}, ["user_id"], {"user_id": "bigint"})
+    (42,)
+    >>> coerce_key({"user_id": 4.5}, ["user_id"], {"user_id": "bigint"}) is None
+    True
+    """
     values = []
     for name in names:
-        value = key[name]
+        try:
+            value = _coerce(key[name], columns[name])
+        except (TypeError, ValueError, ArithmeticError):
+            return None
         if value is None:
             return None
-        kind = columns[name]
-        try:
-            if kind in _INTEGER and not isinstance(value, int):
-                value = int(value)
-            elif kind == "text" and not isinstance(value, str):
-                value = str(value).lower() if isinstance(value, bool) else str(value)
-            elif kind.startswith("timestamp") and isinstance(value, str):
-                value = datetime.fromisoformat(value)
-        except (TypeError, ValueError):
-            return None
-        if kind.startswith("timestamp with") and isinstance(value, datetime):
-            value = utc(value)
         values.append(value)
     return tuple(values)
+
+
+def _coerce(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind in _INTEGER:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            return None
+        return value if isinstance(value, int) else int(value if isinstance(value, float) else str(value))
+    if kind == "text":
+        return value if isinstance(value, str) else (str(value).lower() if isinstance(value, bool) else _key_text(value))
+    if kind in ("double precision", "real"):
+        return None if isinstance(value, bool) else float(value)
+    if kind.startswith("numeric"):
+        from decimal import Decimal
+
+        return None if isinstance(value, bool) else Decimal(str(value))
+    if kind == "date" and isinstance(value, str):
+        from datetime import date
+
+        return date.fromisoformat(value)
+    if kind.startswith("timestamp"):
+        value = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return utc(value) if kind.startswith("timestamp with") else value
+    return value
+
+
+def _key_text(value: Any) -> str:
+    from mlforge.online.base import key_text
+
+    return key_text({"k": value})
 
 
 def utc(value: Any) -> Any:
