@@ -134,11 +134,13 @@ class PostgresServer:
 
     def start(self) -> None:
         pwfile = self.base_dir / "pwfile"
+        pwfile.touch(mode=0o600)
         pwfile.write_text(self.admin_password + "\n")
         if self.run_as:
             shutil.chown(self.base_dir, self.run_as)
             shutil.chown(pwfile, self.run_as)
         init = self._run("initdb", "-D", str(self.data_dir), "-U", self.admin, f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--locale=C")
+        pwfile.unlink()
         if init.returncode:
             raise RuntimeError(f"initdb failed: {init.stderr or init.stdout}")
         options = f"-p {self.port} -k {self.base_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
@@ -191,12 +193,24 @@ def start_postgres() -> PostgresServer:
     return server
 
 
+_shared: dict[str, Any] = {"server": None, "users": 0}
+
+
 @pytest.fixture(scope="session")
 def postgres():
-    """A real PostgreSQL on a free loopback port for the whole session (see ``start_postgres``)."""
-    server = start_postgres()
-    yield server
-    server.stop()
+    """A real PostgreSQL on a free loopback port for the whole session (see ``start_postgres``).
+
+    Each test module that imports the fixture gets its own session-scoped instance from
+    pytest; they share one cluster, stopped when the last of them is torn down.
+    """
+    if _shared["server"] is None:
+        _shared["server"] = start_postgres()
+    _shared["users"] += 1
+    yield _shared["server"]
+    _shared["users"] -= 1
+    if _shared["users"] == 0:
+        _shared["server"].stop()
+        _shared["server"] = None
 
 
 # -- errors and state ---------------------------------------------------------------------
