@@ -139,7 +139,7 @@ class PostgresServer:
         if self.run_as:
             shutil.chown(self.base_dir, self.run_as)
             shutil.chown(pwfile, self.run_as)
-        init = self._run("initdb", "-D", str(self.data_dir), "-U", self.admin, f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--locale=C")
+        init = self._run("initdb", "-D", str(self.data_dir), "-U", self.admin, f"--pwfile={pwfile}", "--auth-host=scram-sha-256", "--auth-local=scram-sha-256", "-E", "UTF8", "--locale=C")
         pwfile.unlink()
         if init.returncode:
             raise RuntimeError(f"initdb failed: {init.stderr or init.stdout}")
