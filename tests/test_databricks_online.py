@@ -451,6 +451,18 @@ def test_write_is_refused_with_the_way_to_publish():
     assert isinstance(caught.value, OnlineStoreError) and "mlforge build --online" in caught.value.fix
 
 
+def test_missing_workspace_auth_is_a_clear_error(tmp_path, monkeypatch):
+    from mlforge.online.databricks import DatabricksOnlineStore
+
+    for var in [v for v in os.environ if v.startswith(("DATABRICKS_", "ARM_", "AZURE_", "GOOGLE_"))]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("DATABRICKS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(OnlineStoreError) as caught:
+        DatabricksOnlineStore(CATALOG).ping()
+    assert "DATABRICKS_HOST" in caught.value.fix
+
+
 def test_settings_are_validated():
     from mlforge.online.databricks import DatabricksOnlineStore
 

@@ -156,7 +156,14 @@ class DatabricksOnlineStore:
                 from databricks.sdk import WorkspaceClient
             except ImportError:
                 raise missing_extra("databricks-sdk", "databricks") from None
-            self._client = self._sdk("connect to the Databricks workspace", lambda: WorkspaceClient(profile=self.profile))
+            try:
+                self._client = WorkspaceClient(profile=self.profile)
+            except ValueError as exc:  # the SDK's "cannot configure default credentials"
+                raise OnlineStoreError(
+                    f"cannot connect to a Databricks workspace: {exc}".splitlines()[0],
+                    where=repr(self),
+                    fix="set DATABRICKS_HOST and DATABRICKS_TOKEN (or another SDK auth), pass profile= for a ~/.databrickscfg profile, or client=WorkspaceClient(...)",
+                ) from exc
         return self._client
 
     def _sdk(self, action: str, call: Callable[[], Any]) -> Any:
