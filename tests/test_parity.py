@@ -130,7 +130,8 @@ def oracle_metrics(case: Case) -> list[OracleMetric]:
     return out
 
 
-def build_case(case: Case, engine) -> tuple[pa.Table, object]:
+def build_case(case: Case, engine, store_factory=None) -> tuple[pa.Table, object]:
+    """Build ``case`` through the public API (a LocalStore unless ``store_factory(dir)``)."""
     workdir = tempfile.mkdtemp(prefix="mlforge-parity-")
     source = f"{workdir}/events.parquet"
     write_source(case, source)
@@ -145,18 +146,19 @@ def build_case(case: Case, engine) -> tuple[pa.Table, object]:
     def parity_feature(t):
         return t
 
-    defs = mlf.Definitions("parity", [parity_feature], offline_store=mlf.LocalStore(f"{workdir}/store"), engine=engine)
+    store = store_factory(workdir) if store_factory else mlf.LocalStore(f"{workdir}/store")
+    defs = mlf.Definitions("parity", [parity_feature], offline_store=store, engine=engine)
     result = defs.build()
     assert result.ok, str(result.failed[0].error)
     return defs.read_feature("parity_feature").to_pyarrow(), result["parity_feature"]
 
 
-def check_against_oracle(case: Case, engine) -> None:
+def check_against_oracle(case: Case, engine, store_factory=None) -> None:
     keys = list(case.key_types)
     metrics = oracle_metrics(case)
     events = [{**e, "ts": None if e["ts"] is None else from_micros(e["ts"])} for e in case.events]
     expected = expected_rows(events, keys=keys, timestamp="ts", interval=case.interval[2], metrics=metrics)
-    table, outcome = build_case(case, engine)
+    table, outcome = build_case(case, engine, store_factory)
 
     # contract W9: events with a null key or timestamp are dropped, and counted.
     dropped = sum(1 for e in case.events if e["ts"] is None or any(e[k] is None for k in keys))

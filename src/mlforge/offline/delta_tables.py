@@ -96,11 +96,10 @@ class RustTables:
 
         return DeltaTable(_uri(ref), version=version, storage_options=ref.storage_options)
 
-    def write(self, ref: TableRef, staging_dir: str, *, properties: dict[str, str], rows: RangeFilter | None, user_metadata: str) -> int:
-        import pyarrow.dataset as ds
+    def write(self, ref: TableRef, staging_dir: str, *, schema: Any, properties: dict[str, str], rows: RangeFilter | None, user_metadata: str) -> int:
         from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-        data = ds.dataset(staging_dir, format="parquet")
+        data = _staged(staging_dir, schema)
         if not self.exists(ref):
             DeltaTable.create(_uri(ref), schema=data.schema, configuration=TABLE_PROPERTIES, storage_options=ref.storage_options)
             self._table(ref).alter.set_table_properties(properties, raise_if_not_exists=False)
@@ -193,10 +192,13 @@ class SparkTables:
             return os.path.isdir(os.path.join(_local(ref.location), "_delta_log")) if "://" not in ref.location or ref.location.startswith("file:") else _spark_path_exists(self.session, ref.location)
         return bool(self.session.catalog.tableExists(ref.name))
 
-    def write(self, ref: TableRef, staging_dir: str, *, properties: dict[str, str], rows: RangeFilter | None, user_metadata: str) -> int:
+    def write(self, ref: TableRef, staging_dir: str, *, schema: Any, properties: dict[str, str], rows: RangeFilter | None, user_metadata: str) -> int:
         from pyspark.sql import functions as F
 
-        frame = self.session.read.parquet(os.path.abspath(staging_dir))
+        if _staged(staging_dir, schema).count_rows() == 0:  # Spark cannot read an empty directory
+            frame = self.session.createDataFrame(schema.empty_table())
+        else:
+            frame = self.session.read.parquet(os.path.abspath(staging_dir))
         key = "spark.databricks.delta.commitInfo.userMetadata"
         self.session.conf.set(key, user_metadata)
         try:
@@ -269,6 +271,16 @@ class SparkTables:
     def _row_frame(self, row: dict[str, Any]) -> Any:
         schema = "feature string, kind string, version string, delta_version bigint, metadata string, token string, recorded_at timestamp"
         return self.session.createDataFrame([tuple(row[c] for c in METADATA_COLUMNS)], schema)
+
+
+def _staged(staging_dir: str, schema: Any) -> Any:
+    """The staged Parquet files as a dataset; with no files, an empty one of ``schema``."""
+    import glob
+
+    import pyarrow.dataset as ds
+
+    files = sorted(glob.glob(os.path.join(staging_dir, "*.parquet")))
+    return ds.dataset(files, format="parquet") if files else ds.dataset([], schema=schema)
 
 
 def _arrow_range(rows: RangeFilter) -> Any:

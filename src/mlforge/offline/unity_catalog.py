@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METADATA_TABLE = "_mlforge_metadata"
+METADATA_SCHEMA = {"feature": "string", "kind": "string", "version": "string", "delta_version": "int64", "metadata": "string", "token": "string", "recorded_at": "timestamp[UTC]"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 #: Delta's defaults: files of removed rows are kept 7 days, the log 30 days.
 DEFAULT_RETENTION = {"delta.deletedFileRetentionDuration": "interval 7 days", "delta.logRetentionDuration": "interval 30 days"}
@@ -92,6 +93,7 @@ class UnityCatalogStore:
         self._client = client
         self._engine: Engine | None = None
         self._catalogs: dict[int, set[str]] = {}
+        self._registered: set[str] = set()
 
     def __repr__(self) -> str:
         return f"UnityCatalogStore(catalog={self.catalog!r}, schema={self.schema!r})"
@@ -168,8 +170,9 @@ class UnityCatalogStore:
         return location, uc_catalog.path_credentials(client, location) if client is not None else None
 
     def _register(self, feature: str, ref: TableRef, metadata: dict[str, Any]) -> None:
-        if ref.location is None or self.client is None:
+        if ref.location is None or self.client is None or feature in self._registered:
             return
+        self._registered.add(feature)
         from mlforge.offline import uc_catalog
 
         uc_catalog.register_table(self.client, self.catalog, self.schema, feature, ref.location, metadata, _properties(metadata))
@@ -225,11 +228,15 @@ class UnityCatalogStore:
                 tables, ref = self._ref(feature, for_engine=True)
                 user_metadata = json.dumps({"mlforge_version": version, "token": staging.token}, sort_keys=True)
                 rows = _range(metadata) if tables.exists(ref) else None
-                delta_version = tables.write(ref, staging.data_dir, properties=_properties(metadata), rows=rows, user_metadata=user_metadata)
+                from mlforge.manifest import arrow_schema
+
+                schema = arrow_schema(metadata["schema"])
+                delta_version = tables.write(ref, staging.data_dir, schema=schema, properties=_properties(metadata), rows=rows, user_metadata=user_metadata)
                 self._register(feature, ref, metadata)
                 recorded = {**metadata, "format": "delta", "table": self.table_name(feature), "delta_version": delta_version}
                 meta_tables, meta_ref = self._ref(METADATA_TABLE, for_engine=False)
                 meta_tables.upsert_metadata(meta_ref, metadata_row(feature, "version", version, delta_version, recorded, staging.token), replace=False)
+                self._register(METADATA_TABLE, meta_ref, {"schema": METADATA_SCHEMA})
                 if self._version_rows(feature)[version]["token"] != staging.token:
                     raise ConcurrentPublish(f"version {version} of {feature!r} was recorded by another build", where=self.table_name(feature), fix="rebuild: the next build gets the next version")
         finally:

@@ -1,0 +1,327 @@
+"""UnityCatalogStore (contract S6, and W/P/S/I/E through it) on the local stack.
+
+Four ways to reach the same store, each a ``stack``:
+
+* ``delta-rs``: DuckDB builds, delta-rs writes Delta tables under a ``file://`` root;
+* ``workspace``: the same through the real ``databricks-sdk`` against the loopback fake
+  workspace (tables registered in Unity Catalog, storage credentials vended per table);
+* ``spark``: PySpark with Delta Lake writes tables by name (``spark_catalog.<schema>``),
+  as on a Databricks cluster where the session knows the catalog;
+* ``spark-path``: PySpark writing by storage location (a catalog the session lacks).
+
+Spark stacks run under ``-m spark`` (``nox -s parity``), and over Spark Connect when
+``MLFORGE_SPARK_REMOTE`` is set (``nox -s spark_connect``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import uuid
+import warnings
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+from hypothesis import given, settings
+
+import mlforge as mlf
+from fake_databricks import databricks_workspace, postgres  # noqa: F401 - fixtures
+from mlforge.errors import ConcurrentPublish, ConfigError, StoreError, ValidationFailed
+from mlforge.offline.operations import diff_versions, rollback
+from mlforge.offline.unity_catalog import RetentionWarning, UnityCatalogStore
+from test_incremental import BASE, _assert_same_rows, _events, _feature, _stored
+from test_parity import cases, check_against_oracle
+
+pytest.importorskip("deltalake")
+
+
+@dataclass
+class Stack:
+    name: str
+    engine: Any
+    make: Any  # (root dir) -> UnityCatalogStore
+
+    def store(self, root) -> UnityCatalogStore:
+        return self.make(str(root))
+
+
+def _delta_rs(root: str) -> UnityCatalogStore:
+    return UnityCatalogStore("main", f"s{uuid.uuid4().hex[:8]}", storage_root=f"file://{root}/uc")
+
+
+@pytest.fixture(params=["delta-rs", pytest.param("workspace", marks=pytest.mark.service), pytest.param("spark", marks=pytest.mark.spark), pytest.param("spark-path", marks=pytest.mark.spark)])
+def stack(request, monkeypatch) -> Stack:
+    from mlforge.engines import get_engine
+
+    monkeypatch.delenv("DATABRICKS_HOST", raising=False)
+    if request.param == "delta-rs":
+        return Stack("delta-rs", get_engine("duckdb"), _delta_rs)
+    if request.param == "workspace":
+        ws = request.getfixturevalue("databricks_workspace")
+        client = ws.client()
+        return Stack("workspace", get_engine("duckdb"), lambda root: UnityCatalogStore("main", f"s{uuid.uuid4().hex[:8]}", client=client, storage_root=ws.storage_root))
+    spark = request.getfixturevalue("spark_engine")
+    if request.param == "spark":
+        return Stack("spark", spark, lambda root: UnityCatalogStore("spark_catalog", f"s{uuid.uuid4().hex[:8]}"))
+    return Stack("spark-path", spark, lambda root: UnityCatalogStore("lake", f"s{uuid.uuid4().hex[:8]}", storage_root=f"file://{root}/uc"))
+
+
+def _source(tmp_path, seed=1, n=200, days=12, users=4) -> str:
+    path = str(tmp_path / "events.parquet")
+    pq.write_table(_events(seed, n, days, users), path)
+    return path
+
+
+def _defs(stack: Stack, store, path: str, **kwargs) -> mlf.Definitions:
+    return mlf.Definitions("uc", [_feature(path, **kwargs)], offline_store=store, engine=stack.engine)
+
+
+def _delta_history(stack: Stack, store: UnityCatalogStore, feature: str) -> list[dict]:
+    """The table's Delta history, newest first, read with the stack's own tools."""
+    _, ref = store._ref(feature, for_engine=True)
+    if ref.location is None:
+        rows = stack.engine.session.sql(f"DESCRIBE HISTORY {ref.name}").select("version", "operation", "userMetadata").collect()
+        return [r.asDict() for r in rows]
+    return [{"version": h["version"], "operation": h.get("operation"), "userMetadata": h.get("userMetadata")} for h in DeltaTable(ref.location.removeprefix("file://")).history()]
+
+
+def _plain_rows(stack: Stack, store: UnityCatalogStore, feature: str) -> list[dict]:
+    """The table's current rows as any Delta reader sees them (no mlforge)."""
+    _, ref = store._ref(feature, for_engine=True)
+    if ref.location is None:
+        frame = stack.engine.session.table(ref.name)
+        rows = [r.asDict() for r in frame.collect()]
+    else:
+        rows = DeltaTable(ref.location.removeprefix("file://")).to_pyarrow_table().to_pylist()
+    return sorted(rows, key=lambda r: (r["user_id"], r["ts"].replace(tzinfo=None)))
+
+
+def _canonical(rows):
+    return sorted(({k: (v.replace(tzinfo=None) if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows), key=lambda r: (r["user_id"], r["ts"]))
+
+
+# -- W1-W9 through the store ------------------------------------------------------------------
+@pytest.mark.parity
+def test_builds_match_the_oracle(stack):  # contract W1-W9, S6
+    fast = os.environ.get("HYPOTHESIS_PROFILE", "default") == "default"
+
+    @settings(max_examples=8 if fast and stack.name != "spark" else settings().max_examples, deadline=None)
+    @given(case=cases())
+    def check(case):
+        check_against_oracle(case, stack.engine, store_factory=stack.store)
+
+    check()
+
+
+# -- S6: the table, its metadata and time travel ----------------------------------------------
+def test_versions_are_delta_versions_with_time_travel(stack, tmp_path):  # contract S6, S2, S3, P4
+    path = _source(tmp_path)
+    store = stack.store(tmp_path)
+    defs = _defs(stack, store, path)
+    first = defs.build()["spend"]
+    assert (first.status, first.version) == ("built", "1.0.0"), first.error
+    v1_rows = _stored(defs, "spend")
+
+    meta = store.read_metadata("spend")
+    assert meta["table"] == store.table_name("spend") and meta["format"] == "delta"
+    assert meta["keys"] == ["user_id"] and meta["rows"] == len(v1_rows)
+    history = _delta_history(stack, store, "spend")
+    commit = next(h for h in history if h["version"] == meta["delta_version"])
+    assert json.loads(commit["userMetadata"])["mlforge_version"] == "1.0.0"
+    tables, ref = store._ref("spend", for_engine=True)
+    props = tables.properties(ref)
+    assert props["delta.enableChangeDataFeed"] == "true" and props["mlforge.keys"] == "user_id" and props["mlforge.timestamp"] == "ts"
+
+    # S2: an unchanged rebuild publishes nothing (no Delta commit, no metadata row)
+    rows_before = len(store._rows())
+    assert defs.build()["spend"].status == "skipped"
+    assert len(store._rows()) == rows_before and len(_delta_history(stack, store, "spend")) == len(history)
+
+    # new data -> PATCH, a new Delta version; the old semver still reads by time travel
+    pq.write_table(_events(2, 220, 12, 4), path)
+    second = defs.build(full_refresh=True)["spend"]
+    assert (second.status, second.version) == ("built", "1.0.1"), second.error
+    assert store.read_metadata("spend", "1.0.1")["delta_version"] > meta["delta_version"]
+    assert store.list_versions("spend") == ["1.0.0", "1.0.1"] and store.latest_version("spend") == "1.0.1"
+    pinned = sorted(defs.read_feature("spend", version="1.0.0").to_pyarrow().to_pylist(), key=lambda r: (r["user_id"], r["ts"]))
+    _assert_same_rows(pinned, v1_rows)
+    assert _canonical(_plain_rows(stack, store, "spend")) == _canonical(_stored(defs, "spend"))
+
+    # a MINOR change (a metric added) is a new Delta version with a new schema
+    third = mlf.Definitions("uc", [_feature(path, with_median=True)], offline_store=store, engine=stack.engine).build()["spend"]
+    assert (third.status, third.version, third.change) == ("built", "1.1.0", "MINOR"), third.error
+    assert diff_versions(store, "spend", "1.0.1", "1.1.0")["exit_code"] == 2  # S4: MINOR
+    assert "amt_median_3d" not in defs.read_feature("spend", version="1.0.1").columns
+
+    # rollback: latest moves back and the table itself is restored for plain readers
+    assert rollback(store, "spend", "1.0.0") == ("1.1.0", "1.0.0")
+    assert store.latest_version("spend") == "1.0.0"
+    assert _canonical(_plain_rows(stack, store, "spend")) == _canonical(v1_rows)
+    assert _canonical(_stored(defs, "spend")) == _canonical(v1_rows)
+    # one row per version plus one pointer row: nothing duplicated
+    assert sorted((r["kind"], r["version"]) for r in store._rows()) == [("latest", "1.0.0"), ("version", "1.0.0"), ("version", "1.0.1"), ("version", "1.1.0")]
+
+
+def test_retried_publish_adds_no_metadata_rows(stack, tmp_path):  # contract S6
+    path = _source(tmp_path)
+    store = stack.store(tmp_path)
+    assert _defs(stack, store, path).build().ok
+    meta = store.read_metadata("spend")
+    token = next(r["token"] for r in store._rows() if r["kind"] == "version")
+    staging = store.stage("spend")
+    pq.write_table(_events(1, 5, 1, 1), f"{staging.data_dir}/part.parquet")
+    retried = type(staging)(feature="spend", data_dir=staging.data_dir, token=token)
+    commits = len(_delta_history(stack, store, "spend"))
+    store.publish(retried, "1.0.0", meta)  # the same build, published again
+    assert len(_delta_history(stack, store, "spend")) == commits
+    assert sorted((r["kind"], r["version"]) for r in store._rows()) == [("latest", "1.0.0"), ("version", "1.0.0")]
+    other = store.stage("spend")
+    pq.write_table(_events(1, 5, 1, 1), f"{other.data_dir}/part.parquet")
+    with pytest.raises(ConcurrentPublish):
+        store.publish(other, "1.0.0", meta)  # another build claiming the same version
+
+
+def test_failed_build_leaves_the_table_and_metadata_intact(stack, tmp_path):  # contract E3, S1
+    path = _source(tmp_path)
+    store = stack.store(tmp_path)
+    defs = _defs(stack, store, path)
+    assert defs.build().ok
+    before_rows, before_meta, before_history = _stored(defs, "spend"), store._rows(), _delta_history(stack, store, "spend")
+
+    @mlf.feature(source=path, keys=["user_id"], timestamp="ts", interval="1d", metrics=[mlf.Sum("amt", windows=["1d"])], validators={"amt": [mlf.not_null()]})
+    def spend(t):
+        return t
+
+    failed = mlf.Definitions("uc", [spend], offline_store=store, engine=stack.engine).build()["spend"]
+    assert failed.status == "failed" and isinstance(failed.error, ValidationFailed)
+    assert store._rows() == before_meta and _delta_history(stack, store, "spend") == before_history
+    assert _stored(defs, "spend") == before_rows
+
+
+# -- I1: incremental builds replace only their range --------------------------------------
+@pytest.mark.parity
+def test_range_builds_equal_a_full_build_and_touch_only_their_range(stack, tmp_path):  # contract I1, S6
+    path = _source(tmp_path, seed=5, n=240)
+    full = mlf.Definitions("full", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "full"), engine="duckdb")
+    assert full.build().ok
+    store = stack.store(tmp_path)
+    pieces = _defs(stack, store, path)
+    splits = [(BASE + timedelta(days=d)).isoformat() for d in (4, 9)]
+    for since, until in itertools.pairwise([None, *splits, None]):
+        result = pieces.build(since=since, until=until)["spend"]
+        assert result.status in {"built", "skipped"}, result.error
+    _assert_same_rows(_stored(pieces, "spend"), _stored(full, "spend"))
+
+    if stack.name in {"delta-rs", "workspace"}:
+        # the change feed of the last range build only has rows inside its range
+        table = DeltaTable(store._ref("spend", for_engine=True)[1].location.removeprefix("file://"))
+        last = store.read_metadata("spend")
+        changes = pa.table(table.load_cdf(starting_version=last["delta_version"], ending_version=last["delta_version"]).read_all()).to_pylist()
+        since = datetime.fromisoformat(splits[-1]).replace(tzinfo=UTC)
+        assert changes and all(c["ts"] >= since for c in changes)
+
+
+# -- P1-P4 through the store ------------------------------------------------------------------
+def test_training_data_equals_the_local_store(stack, tmp_path):  # contract P1, P2, P4
+    path = _source(tmp_path, seed=9)
+    local = mlf.Definitions("local", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "local"), engine="duckdb")
+    assert local.build().ok
+    store = stack.store(tmp_path)
+    uc = _defs(stack, store, path)
+    assert uc.build().ok
+    labels = pa.table({
+        "user_id": pa.array([0, 1, 2, 3, 7, None, 1], pa.int64()),
+        "when": pa.array([BASE + timedelta(hours=h) for h in (0, 30, 99, 240, 50, 10, 30)], pa.timestamp("us")),
+    })
+    want = local.get_training_data(["spend"], labels, timestamp="when")
+    got = uc.get_training_data(["spend"], labels, timestamp="when")
+    assert got.column_names == want.column_names
+    assert got.to_pylist() == want.to_pylist()
+
+
+# -- retention, errors, Unity Catalog registration ----------------------------------------------
+def test_pinned_version_older_than_retention_warns(tmp_path):  # contract S6
+    from mlforge.engines import get_engine
+
+    stack = Stack("delta-rs", get_engine("duckdb"), _delta_rs)
+    path = _source(tmp_path)
+    store = stack.store(tmp_path)
+    defs = _defs(stack, store, path)
+    assert defs.build().ok
+    location = store._ref("spend", for_engine=True)[1].location.removeprefix("file://")
+    DeltaTable(location).alter.set_table_properties({"delta.deletedFileRetentionDuration": "interval 0 seconds"})
+    with pytest.warns(RetentionWarning, match="older than the retention"):
+        defs.read_feature("spend", version="1.0.0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        defs.read_feature("spend")  # latest is never warned about
+
+
+def test_bad_configuration_is_a_clear_error(tmp_path, monkeypatch):  # contract E1
+    monkeypatch.delenv("DATABRICKS_HOST", raising=False)
+    with pytest.raises(ConfigError, match="not a valid identifier"):
+        UnityCatalogStore("main", "bad schema")
+    store = UnityCatalogStore("main", "features")
+    path = _source(tmp_path)
+    result = mlf.Definitions("uc", [_feature(path)], offline_store=store, engine="duckdb").build()["spend"]
+    assert result.status == "failed" and isinstance(result.error, StoreError)
+    assert "storage_root" in str(result.error)
+
+
+@pytest.mark.service
+def test_workspace_registers_tables_and_vends_credentials(request, tmp_path):  # contract S6
+    ws = request.getfixturevalue("databricks_workspace")
+    client = ws.client()
+    store = UnityCatalogStore("main", "features", client=client, storage_root=ws.storage_root)
+    path = _source(tmp_path)
+    defs = mlf.Definitions("uc", [_feature(path)], offline_store=store, engine="duckdb")
+    assert defs.build().ok
+    info = client.tables.get("main.features.spend")
+    assert info.storage_location.startswith(ws.storage_root) and info.properties["mlforge.keys"] == "user_id"
+    assert client.tables.get("main.features._mlforge_metadata").storage_location
+    assert any("temporary-table-credentials" in p for _, p in ws.calls) and any("temporary-path-credentials" in p for _, p in ws.calls)
+
+    # expired credentials once: asked for again, the read works
+    ws.expire_storage_credentials(times=1)
+    assert defs.read_feature("spend").count().to_pyarrow().as_py() == store.read_metadata("spend")["rows"]
+    # always expired: a clear error
+    ws.expire_storage_credentials(times=None)
+    with pytest.raises(StoreError, match="expired storage credentials"):
+        store.list_versions("spend")
+    ws.expire_storage_credentials(times=0)
+    # permission denied on the lookup: says which grants are missing
+    ws.fail("/api/2.1/unity-catalog/tables/main.features._mlforge_metadata", 403, times=1, error_code="PERMISSION_DENIED")
+    with pytest.raises(StoreError, match="grant"):
+        store.list_versions("spend")
+
+
+@pytest.mark.spark
+def test_spark_reads_stay_in_spark(stack, tmp_path):  # contract P1 (nothing collected on the build path)
+    if stack.engine.name != "pyspark":
+        pytest.skip("a Spark stack")
+    path = _source(tmp_path)
+    store = stack.store(tmp_path)
+    defs = _defs(stack, store, path)
+    assert defs.build().ok
+    frame = defs.engine.to_native(defs.read_feature("spend", version="1.0.0"))
+    assert type(frame).__name__ == "DataFrame" and frame.count() == store.read_metadata("spend")["rows"]
+
+
+def test_profile_kind_builds_the_store(tmp_path, monkeypatch):  # issue 8: profiles
+    from mlforge.config import resolve_profile
+
+    monkeypatch.delenv("DATABRICKS_HOST", raising=False)
+    (tmp_path / "mlforge.yaml").write_text(
+        "profiles:\n  databricks-dev:\n    offline_store:\n      KIND: unity-catalog\n      catalog: dev\n"
+        "      schema: features\n      storage_root: file:///tmp/uc\n    engine: pyspark\n"
+    )
+    profile = resolve_profile("databricks-dev", path=tmp_path / "mlforge.yaml")
+    store = profile.offline_store
+    assert isinstance(store, UnityCatalogStore) and store.table_name("x") == "dev.features.x" and profile.engine == "pyspark"
+
