@@ -35,6 +35,16 @@ def parity(session: nox.Session) -> None:
 
 
 @nox.session
+def spark_connect(session: nox.Session) -> None:
+    """The Spark suites of the Unity Catalog store and the engine contract once more, over
+    Spark Connect (Spark's own local Connect server, as Databricks Connect is used)."""
+    session.env["HYPOTHESIS_PROFILE"] = "spark"
+    session.env["MLFORGE_SPARK_REMOTE"] = session.env.get("MLFORGE_SPARK_REMOTE") or "local[2]"
+    files = ["tests/test_unity_catalog.py", "tests/test_parity.py", "tests/test_retrieval.py", "tests/test_incremental.py"]
+    session.run(PY, "-m", "pytest", "-q", "-m", "spark and not live", "-p", "no:cacheprovider", *(session.posargs or files))
+
+
+@nox.session
 def slow(session: nox.Session) -> None:
     """Long-running property, fault-injection and service suites."""
     session.run(PY, "-m", "pytest", "-q", "-m", "slow and not spark", "-p", "no:cacheprovider", *session.posargs)

@@ -56,7 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 #: Pages someone else is writing now -> who. Neither run nor checked for markers here; once
 #: every block of such a page runs or is marked, remove it from this set.
-PAGES_OWNED_ELSEWHERE: dict[str, str] = {"docs/databricks.md": "the engineer writing the Databricks workflow"}
+PAGES_OWNED_ELSEWHERE: dict[str, str] = {}
 #: Page -> the test module that runs its ``<!-- test: NAME -->`` blocks.
 OTHER_TESTS = {"docs/storage.md": "tests/test_storage.py"}
 PYTHON = {"python", "py"}

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from fake_databricks import databricks_workspace, postgres  # noqa: F401 - fixtures
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 CONSOLE_SCRIPT = Path(sys.executable).parent / "mlforge"
@@ -98,7 +100,7 @@ def test_databricks_example_files_parse():
     assert "--online" in prod_build["python_wheel_task"]["parameters"]  # only prod has an online store
     profiles = yaml.safe_load((EXAMPLES / "databricks" / "mlforge.yaml").read_text())["profiles"]
     assert profiles["databricks-prod"]["online_store"]["KIND"] == "databricks-online-tables"
-    assert profiles["databricks-dev"]["offline_store"] == {"KIND": "unity-catalog", "catalog": "dev", "schema": "features"}
+    assert profiles["databricks-dev"]["offline_store"] == {"KIND": "unity-catalog", "catalog": "dev", "schema": "features", "storage_root": "${oc.env:MLFORGE_UC_STORAGE_ROOT,}"}
     assert profiles["local"]["engine"] == "pyspark" and profiles["local"]["offline_store"]["KIND"] == "local"
 
 
@@ -114,3 +116,24 @@ def test_databricks_example_local_profile_on_spark(tmp_path_factory):
     stdout = _python(project, "train.py", env=env)
     assert "training rows: 6,000 (labels: 6,000), columns: 18" in stdout
     assert "spend_7d" in stdout and "fraud_rate" in stdout
+
+
+@pytest.mark.spark
+@pytest.mark.service
+def test_databricks_example_dev_profile_on_the_local_stack(tmp_path_factory, request):
+    """`mlforge build --profile databricks-dev`: PySpark with Delta, tables registered in the
+    loopback workspace's Unity Catalog (DATABRICKS_HOST/TOKEN point at it)."""
+    ws = request.getfixturevalue("databricks_workspace")
+    project = _copy("databricks", tmp_path_factory)
+    env = {"MLFORGE_SPARK_MASTER": "local[2]", "PYSPARK_PYTHON": sys.executable, "MLFORGE_UC_STORAGE_ROOT": ws.storage_root}
+    _python(project, "generate_data.py")
+    built = _mlforge(project, "build", "--profile", "databricks-dev", "--format", "json", env=env)
+    assert built.returncode == 0, built.stderr[-5000:]
+    result = json.loads(built.stdout)
+    assert result["ok"] and {f["status"] for f in result["features"]} == {"built"}
+    registered = ws.client().tables.get("dev.features.user_spend")
+    assert registered.storage_location.startswith(ws.storage_root)
+    listed = _mlforge(project, "list", "versions", "user_spend", "--profile", "databricks-dev", "--format", "json", env=env)
+    assert listed.returncode == 0 and "1.0.0" in listed.stdout, listed.stderr[-3000:]
+    again = _mlforge(project, "build", "--profile", "databricks-dev", "--format", "json", env=env)
+    assert {f["status"] for f in json.loads(again.stdout)["features"]} == {"skipped"}  # S2 on Delta
