@@ -19,6 +19,7 @@ without a traceback and maps the class to an exit code (``exit_code``).
     │   └── ConcurrentPublish  another build published first                       (exit 1)
     ├── RetrievalError         bad retrieval request (features, columns, keys)      (exit 2)
     └── OnlineStoreError       an online store is unreachable or misbehaves         (exit 1)
+        └── PublishOnlyError   the store is filled by publishing tables, not rows   (exit 1)
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ class OnlineStoreError(MlforgeError):
     """An online store is unreachable or returned an error."""
 
     exit_code = 1
+
+
+class PublishOnlyError(OnlineStoreError):
+    """The online store is filled by publishing a table, not by writing rows."""
 
 
 def missing_extra(module: str, extra: str) -> EngineError:

@@ -23,7 +23,8 @@ is the time-series key), which is rule O1. Reads are batched point lookups over 
 (psycopg): one ``SELECT`` per call for all keys, against table ``"{schema}"."{feature}"`` in
 database ``pg_database`` of the instance's ``read_write_dns``, as the workspace user with a
 short-lived token from ``database.generate_database_credential``. An expired token is
-refreshed once, transparently. ``databricks-sdk`` and ``psycopg`` are imported on first use.
+refreshed once, transparently; that side lives in :mod:`mlforge.online.lakebase`.
+``databricks-sdk`` and ``psycopg`` are imported on first use.
 """
 
 from __future__ import annotations
@@ -31,15 +32,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from typing import Any
 
-from mlforge.errors import ConfigError, OnlineStoreError, missing_extra
+from mlforge.errors import ConfigError, OnlineStoreError, PublishOnlyError, missing_extra
+from mlforge.online.lakebase import POOL_SIZE as POOL_SIZE  # re-exported: the pool's size
+from mlforge.online.lakebase import LakebaseReader, NoOnlineStore, coerce_key
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +48,6 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
 _DONE = {"COMPLETED"}
 _BROKEN = {"FAILED", "CANCELED"}
 _CONTINUOUS_READY = {"SYNCED_TABLE_ONLINE", "SYNCED_TABLE_ONLINE_CONTINUOUS_UPDATE", "SYNCED_TABLE_ONLINE_NO_PENDING_UPDATE"}
-_INTERNAL_PREFIX = "__mlforge"
-POOL_SIZE = 8
-
-
-class PublishOnlyError(OnlineStoreError):
-    """The online store is filled by publishing a table, not by writing rows."""
-
-
-class _NoOnlineStore(OnlineStoreError):
-    """The online store (database instance) does not exist: nothing was published yet."""
 
 
 def require_unity_catalog(offline_store: Any) -> None:
@@ -131,11 +121,10 @@ class DatabricksOnlineStore:
         self.connect_timeout, self.sync_timeout, self.poll_interval = connect_timeout, float(sync_timeout), float(poll_interval)
         self.legacy_online_tables = legacy_online_tables
         self._client = client
-        self._idle: list[Any] = []  # a small pool: serve reads from many threads
-        self._params: dict[str, Any] | None = None
-        self._password: str | None = None
-        self._columns: dict[str, dict[str, str]] = {}
-        self._lock = threading.RLock()
+        self._lakebase = LakebaseReader(
+            online_store, schema, api=self._api, where=lambda: self.where,
+            port=self.pg_port, database=pg_database, sslmode=pg_sslmode, connect_timeout=connect_timeout,
+        )
 
     def __repr__(self) -> str:
         return f"DatabricksOnlineStore(catalog={self.catalog!r}, schema={self.schema!r}, sync_mode={self.sync_mode!r}, online_store={self.online_store!r})"
@@ -174,6 +163,23 @@ class DatabricksOnlineStore:
         except Exception as exc:
             raise sdk_error(action, exc, self.where) from exc
 
+    def _api(self, action: str, call: Callable[[Any], Any]) -> Any:
+        """``call(client)`` for the Lakebase reader, with this store's SDK error handling."""
+        return self._sdk(action, lambda: call(self.client))
+
+    # Kept for callers (and tests) that reach into the store's PostgreSQL side.
+    @property
+    def _query(self) -> Callable[..., list[tuple]]:
+        return self._lakebase.query
+
+    @_query.setter
+    def _query(self, run: Callable[..., list[tuple]]) -> None:
+        self._lakebase.query = run  # type: ignore[method-assign]  # wraps every statement of the reader
+
+    @property
+    def _idle(self) -> list[Any]:
+        return self._lakebase.idle
+
     # -- publishing ---------------------------------------------------------------------
     def publish_table(self, offline_store: Any, feature: str, version: str | None = None) -> int:
         """Publish the Unity Catalog table of ``feature`` to its online table; returns its row count.
@@ -191,8 +197,8 @@ class DatabricksOnlineStore:
         self._ensure_primary_key(offline_store, feature, version, source)
         self._ensure_online_store()
         self._publish(source, online_name)
-        self._columns.pop(feature, None)
-        count = self._count(feature)
+        self._lakebase.forget(feature)
+        count = self._lakebase.count(feature)
         log.info("published %s (%s) to %s as %s: %d rows in %.1fs", source, version or "latest", self.online_store, online_name, count, time.perf_counter() - started)
         return count
 
@@ -340,120 +346,6 @@ class DatabricksOnlineStore:
             update_id = self._sdk(f"refresh {online_name}", lambda: self.client.pipelines.start_update(pipeline_id)).update_id
             self._wait_update(online_name, pipeline_id, update_id)
 
-    # -- PostgreSQL ---------------------------------------------------------------------
-    def _psycopg(self) -> Any:
-        try:
-            import psycopg
-        except ImportError:
-            raise missing_extra("psycopg", "databricks") from None
-        return psycopg
-
-    def _fresh_password(self) -> str:
-        credential = self._sdk(
-            f"get a database credential for {self.online_store!r}",
-            lambda: self.client.database.generate_database_credential(instance_names=[self.online_store], request_id=str(uuid.uuid4())),
-        )
-        self._password = credential.token
-        return credential.token
-
-    def _connection_params(self) -> dict[str, Any]:
-        """Where and as whom to connect; asked of the workspace once (reconnects need no API call)."""
-        from databricks.sdk.errors import NotFound
-
-        if self._params is None:
-            try:
-                instance = self._sdk(f"get database instance {self.online_store!r}", lambda: self.client.database.get_database_instance(self.online_store))
-            except OnlineStoreError as exc:
-                if isinstance(exc.__cause__, NotFound):
-                    raise _NoOnlineStore(exc.what, where=exc.where, fix="publish a feature first (`mlforge build --online`), or check online_store=") from exc.__cause__
-                raise
-            user = self._sdk("get the current user", lambda: self.client.current_user.me()).user_name
-            self._params = {
-                "host": instance.read_write_dns, "port": self.pg_port, "dbname": self.pg_database, "user": user, "sslmode": self.pg_sslmode,
-                "connect_timeout": max(1, int(self.connect_timeout)), "autocommit": True, "options": "-c timezone=UTC",
-            }
-        return self._params
-
-    def _connect(self) -> Any:
-        psycopg = self._psycopg()
-        params = self._connection_params()
-        password = self._password
-        refreshed = password is None
-        if password is None:
-            password = self._fresh_password()
-        while True:
-            try:
-                return psycopg.connect(password=password, **params)
-            except psycopg.OperationalError as exc:
-                if refreshed:  # a fresh token failed too: not an expiry
-                    raise OnlineStoreError(
-                        f"cannot connect to PostgreSQL of {self.online_store!r} at {params['host']}:{self.pg_port}/{self.pg_database} as {params['user']}: {exc}".strip(),
-                        where=self.where,
-                        fix="check that the online store is AVAILABLE, that pg_port/pg_database are right, and that the user may use the instance (databricks_superuser or a granted role)",
-                    ) from None
-                log.info("database credential for %s rejected (expired?); refreshing it once", self.online_store)
-                refreshed, password = True, self._fresh_password()
-
-    def _acquire(self) -> Any:
-        with self._lock:
-            while self._idle:
-                conn = self._idle.pop()
-                if not conn.closed:
-                    return conn
-        return self._connect()
-
-    def _release(self, conn: Any) -> None:
-        with self._lock:
-            if not conn.closed and len(self._idle) < POOL_SIZE:
-                self._idle.append(conn)
-                return
-        conn.close()
-
-    def _query(self, action: str, sql: Any, params: Any = None) -> list[tuple]:
-        """Run one statement on a pooled connection; a dropped session (an expired token ends
-        them) empties the pool and is retried once on a fresh connection."""
-        psycopg = self._psycopg()
-        for attempt in (1, 2):
-            conn = self._acquire()
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(sql, params)
-                    rows = cur.fetchall()
-            except psycopg.OperationalError as exc:
-                conn.close()
-                self.close()  # the other idle sessions are most likely gone too
-                if attempt == 2:
-                    raise OnlineStoreError(f"cannot {action}: PostgreSQL of {self.online_store!r} answered {exc}", where=self.where, fix="check that the online store is AVAILABLE in the workspace") from None
-                continue
-            except psycopg.Error as exc:
-                self._release(conn)  # autocommit: the session is still usable
-                raise OnlineStoreError(f"cannot {action}: PostgreSQL of {self.online_store!r} answered {type(exc).__name__}: {exc}", where=self.where, fix="re-publish the feature with `mlforge build --online`") from None
-            self._release(conn)
-            return rows
-        raise AssertionError("unreachable")
-
-    def _table_columns(self, feature: str) -> dict[str, str]:
-        """``{column: postgres type}`` of an online table; empty when it does not exist (yet)."""
-        if feature not in self._columns:
-            regclass = f'"{self.schema}"."{feature.replace(chr(34), chr(34) * 2)}"'
-            rows = self._query(
-                f"describe online table {feature!r}",
-                "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-                "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-                [regclass],
-            )
-            if not rows:
-                return {}
-            self._columns[feature] = dict(rows)
-        return self._columns[feature]
-
-    def _count(self, feature: str) -> int:
-        from psycopg import sql
-
-        if not self._table_columns(feature):
-            return 0
-        return int(self._query(f"count {feature!r}", sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.schema, feature)))[0][0])
-
     # -- protocol -----------------------------------------------------------------------
     def write(self, feature: str, key_columns: list[str], batches: Iterable[Any]) -> int:
         raise PublishOnlyError(
@@ -475,49 +367,22 @@ class DatabricksOnlineStore:
         if not names or any(sorted(k) != names for k in keys):
             raise OnlineStoreError(f"every key of a lookup of {feature!r} needs the same key columns, got {keys[0]!r}", fix="pass the feature's key columns in every key dict, e.g. {'user_id': 1}")
         try:
-            columns = self._table_columns(feature)
-        except _NoOnlineStore:
+            columns = self._lakebase.table_columns(feature)
+        except NoOnlineStore:
             columns = {}
         if not columns:
             return [None] * len(keys)  # O2: nothing published yet reads as nulls
         if any(name not in columns for name in names):
             raise OnlineStoreError(f"online table {self.table_name(feature)} has no key column(s) {[n for n in names if n not in columns]}", fix=f"its columns are {list(columns)}")
         wanted = [coerce_key(key, names, columns) for key in keys]
-        found = self._lookup(feature, names, [w for w in wanted if w is not None], columns)
+        found = self._lakebase.lookup(feature, names, [w for w in wanted if w is not None], columns)
         return [None if w is None else found.get(w) for w in wanted]
 
-    def _lookup(self, feature: str, names: list[str], wanted: list[tuple], columns: dict[str, str]) -> dict[tuple, dict[str, Any]]:
-        from psycopg import sql
-
-        if not wanted:
-            return {}
-        visible = [c for c in columns if not c.startswith(_INTERNAL_PREFIX)]
-        arrays = [sorted({w[i] for w in wanted}, key=repr) if len(names) == 1 else [w[i] for w in wanted] for i in range(len(names))]
-        casts = [sql.SQL("%s::{}[]").format(sql.SQL(columns[n])) for n in names]
-        if len(names) == 1:
-            where = sql.SQL("{} = ANY({})").format(sql.Identifier(names[0]), casts[0])
-        else:
-            where = sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(sql.SQL(", ").join(map(sql.Identifier, names)), sql.SQL(", ").join(casts))
-        query = sql.SQL("SELECT {} FROM {} WHERE {}").format(sql.SQL(", ").join(map(sql.Identifier, visible)), sql.Identifier(self.schema, feature), where)
-        try:
-            rows = self._query(f"read {feature!r}", query, arrays)
-        except OnlineStoreError:
-            self._columns.pop(feature, None)  # the table may have been re-created with other columns
-            raise
-        out = {}
-        for row in rows:
-            record = {c: utc(v) for c, v in zip(visible, row, strict=True)}
-            out[tuple(record[n] for n in names)] = record
-        return out
-
     def ping(self) -> None:
-        self._query("ping", "SELECT 1")
+        self._lakebase.query("ping", "SELECT 1")
 
     def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+        self._lakebase.close()
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -525,67 +390,6 @@ def _state(synced: Any) -> str:
     """The detailed state of a synced table (``SYNCED_TABLE_ONLINE``...), or ``UNKNOWN``."""
     status = getattr(synced, "data_synchronization_status", None)
     return status.detailed_state.value if status is not None and status.detailed_state is not None else "UNKNOWN"
-
-
-_INTEGER = {"smallint", "integer", "bigint"}
-
-
-def coerce_key(key: dict[str, Any], names: list[str], columns: dict[str, str]) -> tuple | None:
-    """Key values in their column's type (JSON often carries ids as strings); None: cannot match.
-
-    >>> coerce_key({"user_id": "42"}, ["user_id"], {"user_id": "bigint"})
-    (42,)
-    >>> coerce_key({"user_id": 4.5}, ["user_id"], {"user_id": "bigint"}) is None
-    True
-    """
-    values = []
-    for name in names:
-        try:
-            value = _coerce(key[name], columns[name])
-        except (TypeError, ValueError, ArithmeticError):
-            return None
-        if value is None:
-            return None
-        values.append(value)
-    return tuple(values)
-
-
-def _coerce(value: Any, kind: str) -> Any:
-    if value is None:
-        return None
-    if kind in _INTEGER:
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            return None
-        return value if isinstance(value, int) else int(value if isinstance(value, float) else str(value))
-    if kind == "text":
-        return value if isinstance(value, str) else (str(value).lower() if isinstance(value, bool) else _key_text(value))
-    if kind in ("double precision", "real"):
-        return None if isinstance(value, bool) else float(value)
-    if kind.startswith("numeric"):
-        from decimal import Decimal
-
-        return None if isinstance(value, bool) else Decimal(str(value))
-    if kind == "date" and isinstance(value, str):
-        from datetime import date
-
-        return date.fromisoformat(value)
-    if kind.startswith("timestamp"):
-        value = datetime.fromisoformat(value) if isinstance(value, str) else value
-        return utc(value) if kind.startswith("timestamp with") else value
-    return value
-
-
-def _key_text(value: Any) -> str:
-    from mlforge.online.base import key_text
-
-    return key_text({"k": value})
-
-
-def utc(value: Any) -> Any:
-    """Timestamps come back as UTC instants (T1), whatever the session's zone."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value
 
 
 def sdk_error(action: str, exc: BaseException, where: str) -> OnlineStoreError:
