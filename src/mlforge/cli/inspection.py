@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from cyclopts import App
 
 from mlforge.cli.common import DEFAULT, Common, Format, load, out, print_json, table
+from mlforge.cli.listing import features_using, reads_source, uses_entity
 from mlforge.errors import ConfigError
 
 app = App(name="inspect", help="Show one feature, entity or source in detail.", help_format="plaintext")
@@ -74,14 +76,12 @@ def entity(name: str, /, *, format: Format = "table", common: Common = DEFAULT) 
         table for people, json for machines.
     """
     defs = load(common)
-    match = next((e for e in defs.list_entities() if e.name == name), None)
-    if match is None:
-        raise ConfigError(f"unknown entity {name!r}", fix=f"available: {', '.join(e.name for e in defs.list_entities()) or 'none'}")
+    match = _find("entity", name, defs.list_entities(), lambda e: e.name == name)
     info = {
         "name": match.name,
         "join_key": match.join_key,
         "from_columns": list(match.from_columns or []),
-        "features": sorted(f.name for f in defs.features.values() if any(e.name == name for e in f.entities)),
+        "features": features_using(defs, match, uses_entity),
     }
     _show(f"entity {name}", info, format)
     return 0
@@ -99,18 +99,24 @@ def source(name: str, /, *, format: Format = "table", common: Common = DEFAULT) 
         table for people, json for machines.
     """
     defs = load(common)
-    match = next((s for s in defs.list_sources() if name in (s.name, s.location)), None)
-    if match is None:
-        raise ConfigError(f"unknown source {name!r}", fix=f"available: {', '.join(s.name for s in defs.list_sources()) or 'none'}")
+    match = _find("source", name, defs.list_sources(), lambda s: name in (s.name, s.location))
     info = {
         "name": match.name,
         "location": match.location,
         "format": repr(match.format) if match.format else "table",
         "timestamp": getattr(match.timestamp, "column", None),
-        "features": sorted(f.name for f in defs.features.values() if f.source.location == match.location),
+        "features": features_using(defs, match, reads_source),
     }
     _show(f"source {name}", info, format)
     return 0
+
+
+def _find(kind: str, name: str, candidates: list[Any], matches: Callable[[Any], bool]) -> Any:
+    """The first candidate ``matches`` accepts; an unknown name lists the available ones."""
+    match = next((c for c in candidates if matches(c)), None)
+    if match is None:
+        raise ConfigError(f"unknown {kind} {name!r}", fix=f"available: {', '.join(c.name for c in candidates) or 'none'}")
+    return match
 
 
 def _show(title: str, info: dict[str, Any], fmt: Format) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cyclopts import App
@@ -43,12 +44,10 @@ def entities(*, format: Format = "table", common: Common = DEFAULT) -> int:
         table for people, json for machines.
     """
     defs = load(common)
-    rows = []
-    for e in defs.list_entities():
-        users = sorted(f.name for f in defs.features.values() if any(x.name == e.name for x in f.entities))
-        rows.append([e.name, e.join_key, list(e.from_columns or ()), users])
-    render(None, ["entity", "join_key", "from_columns", "features"], rows, format)
-    return 0
+    return _with_users(
+        defs, ["entity", "join_key", "from_columns"], defs.list_entities(),
+        lambda e: [e.name, e.join_key, list(e.from_columns or ())], uses_entity, format,
+    )
 
 
 @app.command
@@ -61,12 +60,10 @@ def sources(*, format: Format = "table", common: Common = DEFAULT) -> int:
         table for people, json for machines.
     """
     defs = load(common)
-    rows = []
-    for s in defs.list_sources():
-        users = sorted(f.name for f in defs.features.values() if f.source.location == s.location)
-        rows.append([s.name, s.location, type(s.format).__name__ if s.format else "table", users])
-    render(None, ["source", "location", "format", "features"], rows, format)
-    return 0
+    return _with_users(
+        defs, ["source", "location", "format"], defs.list_sources(),
+        lambda s: [s.name, s.location, type(s.format).__name__ if s.format else "table"], reads_source, format,
+    )
 
 
 @app.command
@@ -97,3 +94,26 @@ def versions(feature: str, /, *, format: Format = "table", common: Common = DEFA
 
 def _latest(defs: Any, name: str) -> str | None:
     return defs.offline_store.latest_version(name)
+
+
+# -- the features using an entity or a source (shared with `mlforge inspect`) ---------------
+def uses_entity(feature: Any, entity: Any) -> bool:
+    """Whether ``feature`` is keyed by ``entity`` (matched by name)."""
+    return any(e.name == entity.name for e in feature.entities)
+
+
+def reads_source(feature: Any, source: Any) -> bool:
+    """Whether ``feature`` reads ``source`` (matched by location)."""
+    return feature.source.location == source.location
+
+
+def features_using(defs: Any, thing: Any, uses: Callable[[Any, Any], bool]) -> list[str]:
+    """Sorted names of the features for which ``uses(feature, thing)`` holds."""
+    return sorted(f.name for f in defs.features.values() if uses(f, thing))
+
+
+def _with_users(defs: Any, columns: list[str], things: Iterable[Any], describe: Callable[[Any], list[Any]], uses: Callable[[Any, Any], bool], fmt: Format) -> int:
+    """Render one row per thing, ``describe(thing)`` plus the features using it."""
+    rows = [[*describe(thing), features_using(defs, thing, uses)] for thing in things]
+    render(None, [*columns, "features"], rows, fmt)
+    return 0
