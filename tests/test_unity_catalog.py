@@ -218,7 +218,7 @@ def test_range_builds_equal_a_full_build_and_touch_only_their_range(stack, tmp_p
     for since, until in itertools.pairwise([None, *splits, None]):
         result = pieces.build(since=since, until=until)["spend"]
         assert result.status in {"built", "skipped"}, result.error
-    _assert_same_rows(_stored(pieces, "spend"), _stored(full, "spend"))
+    _assert_same_rows(_canonical(_stored(pieces, "spend")), _canonical(_stored(full, "spend")))
 
     if stack.name in {"delta-rs", "workspace"}:
         # the change feed of the last range build only has rows inside its range
