@@ -311,7 +311,7 @@ def test_spark_reads_stay_in_spark(stack, tmp_path):  # contract P1 (nothing col
     store = stack.store(tmp_path)
     defs = _defs(stack, store, path)
     assert defs.build().ok
-    frame = defs.engine.to_native(defs.read_feature("spend", version="1.0.0"))
+    frame = stack.engine.to_native(defs.read_feature("spend", version="1.0.0"))
     assert type(frame).__name__ == "DataFrame" and frame.count() == store.read_metadata("spend")["rows"]
 
 
