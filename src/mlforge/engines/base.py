@@ -191,18 +191,62 @@ def arrow_csv_options(fmt: Any) -> dict[str, Any]:
 
 def write_parquet_with_arrow(engine: Engine, expr: Any, data_dir: str, partition_by: str | None = None) -> None:
     """Write ``expr`` via Arrow (engines without a native partitioned writer)."""
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     table = engine.to_arrow(expr)
     if partition_by is None:
-        pq.write_table(table, f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=1 << 20)
+        pq.write_table(table, f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=ROW_GROUP_ROWS)
         return
-    keys = table.column(partition_by)
-    rest = table.drop_columns([partition_by])
-    for value in pc.unique(keys).to_pylist():
-        mask = pc.is_null(keys) if value is None else pc.equal(keys, value)
-        pq.write_table(rest.filter(mask), f"{data_dir}/{partition_file(value)}", compression="zstd", row_group_size=1 << 20)
+    write_partitioned_batches(table.to_batches(), table.schema, data_dir, partition_by)
+
+
+#: Rows per Parquet row group of a stored feature.
+ROW_GROUP_ROWS = 1 << 20
+#: Rows a partition buffers before it writes them as a row group: with one buffer per month
+#: open at once, this bounds the writer's memory whatever the size of the result.
+PARTITION_BUFFER_ROWS = 1 << 18
+
+
+def write_partitioned_batches(batches: Any, schema: pa.Schema, data_dir: str, partition_by: str) -> None:
+    """Write a stream of record batches as one file per value of ``partition_by``.
+
+    Each file gets its rows in stream order (a sorted stream gives sorted files); the
+    partition column is not written. Memory stays bounded: a partition's rows are written
+    once ``PARTITION_BUFFER_ROWS`` of them have arrived.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    index = schema.get_field_index(partition_by)
+    stored = schema.remove(index)
+    writers: dict[Any, pq.ParquetWriter] = {}
+    pending: dict[Any, list[pa.RecordBatch]] = {}
+    pending_rows: dict[Any, int] = {}
+
+    def flush(value: Any) -> None:
+        rows = pa.Table.from_batches(pending.pop(value), stored)
+        pending_rows.pop(value)
+        if value not in writers:
+            writers[value] = pq.ParquetWriter(f"{data_dir}/{partition_file(value)}", stored, compression="zstd")
+        writers[value].write_table(rows, row_group_size=ROW_GROUP_ROWS)
+
+    try:
+        for batch in batches:
+            keys = batch.column(index)
+            rest = batch.drop_columns([partition_by])
+            values = pc.unique(keys).to_pylist()
+            for value in values:
+                part = rest if len(values) == 1 else rest.filter(pc.is_null(keys) if value is None else pc.equal(keys, value))
+                pending.setdefault(value, []).append(part)
+                pending_rows[value] = pending_rows.get(value, 0) + part.num_rows
+                if pending_rows[value] >= PARTITION_BUFFER_ROWS:
+                    flush(value)
+        for value in list(pending):
+            flush(value)
+    finally:
+        for writer in writers.values():
+            writer.close()
 
 
 def partition_file(value: Any) -> str:

@@ -71,42 +71,34 @@ class DuckDBEngine(Engine):
         return self.con.table(name)
 
     def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
-        # DuckDB streams the result to Parquet itself: nothing is held in Python memory.
-        # SUM over BIGINT is HUGEINT in DuckDB while Ibis types it int64 and elides the
-        # cast, so integer columns are cast explicitly to keep the stored type int64.
-        import os
-        import tempfile
-
-        from mlforge.engines.base import flatten_partitions
-
-        self.con._run_pre_execute_hooks(expr)
-        sql = self.con.compile(expr)
         from ibis.backends.sql.datatypes import DuckDBType
 
-        # Cast to the declared type, not always BIGINT: an int32 key or min/max keeps int32 (W7).
+        from mlforge.engines.base import ROW_GROUP_ROWS, write_partitioned_batches
+
+        self.con._run_pre_execute_hooks(expr)
+        # SUM over BIGINT is HUGEINT in DuckDB while Ibis types it int64 and elides the
+        # cast, so integer columns are cast explicitly -- to the declared type, not always
+        # BIGINT: an int32 key or min/max keeps int32 (W7).
         columns = ", ".join(
             f'CAST("{name}" AS {DuckDBType.to_string(dtype)}) AS "{name}"' if dtype.is_integer() else f'"{name}"'
             for name, dtype in expr.schema().items()
         )
-        options = f"FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {1 << 20}"
+        query = f"SELECT {columns} FROM ({self.con.compile(expr)})"
         if partition_by is None:
+            # DuckDB streams the result to Parquet itself: nothing is held in Python memory.
             target = f"{data_dir}/part-00000.parquet".replace("'", "''")
-            self.con.raw_sql(f"COPY (SELECT {columns} FROM ({sql})) TO '{target}' ({options})")
+            self.con.raw_sql(f"COPY ({query}) TO '{target}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {ROW_GROUP_ROWS})")
             return
-        root = tempfile.mkdtemp(prefix=".parts-", dir=os.path.dirname(data_dir))
-        try:
-            target = root.replace("'", "''")
-            # One file per partition. DuckDB's partitioned COPY does not keep the ORDER BY
-            # strictly inside a file (a few adjacent rows may swap); values are unaffected.
-            self.con.raw_sql(
-                f"COPY (SELECT {columns} FROM ({sql})) TO '{target}' "
-                f"({options}, PARTITION_BY (\"{partition_by}\"), OVERWRITE_OR_IGNORE true)"
-            )
-            flatten_partitions(root, data_dir, partition_by)
-        finally:
-            import shutil
+        # Month files from the ordered result streamed as Arrow batches. DuckDB's own
+        # ``COPY ... PARTITION_BY`` cost ~40% more CPU than the whole query at 1M events
+        # and did not keep the ORDER BY inside a file.
+        result = self.con.raw_sql(query)
+        reader = result.to_arrow_reader(_BATCH_ROWS) if hasattr(result, "to_arrow_reader") else result.fetch_record_batch(_BATCH_ROWS)
+        write_partitioned_batches(reader, reader.schema, data_dir, partition_by)
 
-            shutil.rmtree(root, ignore_errors=True)
+
+#: Rows per Arrow batch fetched from DuckDB.
+_BATCH_ROWS = 1 << 17
 
 
 #: The default cap on DuckDB's buffer memory. Builds stay well under it or spill; the
