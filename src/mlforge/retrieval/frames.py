@@ -1,0 +1,144 @@
+"""Caller frames: which kind a frame is, its columns as Arrow, and results in the same kind (P1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from mlforge.errors import RetrievalError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from mlforge.engines.base import Engine
+    from mlforge.retrieval.specs import _Plan
+
+
+def _kind(frame: Any) -> str:
+    module = type(frame).__module__.split(".")[0]
+    kinds = {"pandas": "pandas", "polars": "polars", "pyarrow": "arrow", "ibis": "ibis", "pyspark": "spark"}
+    if module in kinds and (module != "polars" or hasattr(frame, "collect_schema")):
+        return kinds[module]
+    raise RetrievalError(f"entity_df is a {type(frame).__name__}, not a frame mlforge reads", fix="pass a pandas, Polars or PyArrow frame, an Ibis table or a Spark DataFrame")
+
+
+def _choose_engine(defs: Any, engine: Any, frame: Any, kind: str) -> Engine:
+    if kind == "spark" and engine is None and _engine_name(defs) != "pyspark":
+        from mlforge.engines import get_engine
+
+        return get_engine(frame.sparkSession)
+    return defs.engine_for(None, engine)
+
+
+def _engine_name(defs: Any) -> str | None:
+    spec = getattr(defs, "engine_spec", None)
+    return spec if isinstance(spec, str) else getattr(spec, "name", None)
+
+
+def _bound_to(frame: Any, engine: Engine, kind: str) -> bool:
+    if kind == "spark":
+        return True
+    try:
+        return frame._find_backend() is engine.con
+    except Exception:  # an unbound memtable runs anywhere
+        return False
+
+
+def _materialize(frame: Any, kind: str, columns: Sequence[str] | None = None) -> pa.Table:
+    """Some (or all) columns of a local frame as a PyArrow table."""
+    import pyarrow as pa
+
+    if kind == "pandas":
+        return pa.Table.from_pandas(frame if columns is None else frame[list(columns)], preserve_index=False)
+    if kind == "polars":
+        return (frame if columns is None else frame.select(list(columns))).to_arrow()
+    return frame if columns is None else frame.select(list(columns))
+
+
+def _local_view(frame: Any, kind: str) -> tuple[Any, str, Any]:
+    """A frame that is executed once, its kind, and how to turn a result back into ``kind``.
+
+    Lazy inputs (Ibis, Spark, Polars LazyFrame) are executed here exactly once, so the
+    feature columns are appended to the very rows they were computed for.
+    """
+    if kind == "ibis":
+        import ibis
+
+        return frame.to_pyarrow(), "arrow", ibis.memtable
+    if kind == "spark":
+        session = frame.sparkSession
+        return frame.toArrow(), "arrow", session.createDataFrame
+    if kind == "polars" and not hasattr(frame, "to_arrow"):
+        return frame.collect(), "polars", lambda out: out.lazy()
+    return frame, kind, lambda out: out
+
+
+def _columns(frame: Any, kind: str) -> list[str]:
+    if kind == "arrow":
+        return list(frame.column_names)
+    return list(frame.columns)
+
+
+def _finish(frame: Any, kind: str, features: pa.Table) -> Any:
+    """A local ``frame`` with the feature columns appended, as the same kind of frame."""
+    if kind == "pandas":
+        values = features.to_pandas()
+        return frame.assign(**{c: values[c].array for c in features.column_names})
+    if kind == "polars":
+        import polars as pl
+
+        return frame.hstack(pl.from_arrow(features).get_columns()) if features.num_columns else frame
+    for name in features.column_names:
+        frame = frame.append_column(name, features.column(name))
+    return frame
+
+
+def _plain_columns(arrow: pa.Table, plans: list[_Plan], timestamp: str | None) -> pa.Table:
+    """Decode dictionary (categorical) columns and type all-null ones (an empty or all-None
+    pandas column), so every engine can join them with the stored keys."""
+    import pyarrow as pa
+
+    stored = {k: p.table[k].type().to_pyarrow() for p in plans for k in p.keys}
+    for i, column in enumerate(arrow.columns):
+        name, dtype = arrow.column_names[i], column.type
+        if pa.types.is_dictionary(dtype):
+            arrow = arrow.set_column(i, name, column.cast(dtype.value_type))
+        elif pa.types.is_null(dtype):
+            target = pa.timestamp("us") if name == timestamp else stored.get(name, pa.string())
+            arrow = arrow.set_column(i, name, column.cast(target))
+    return arrow
+
+
+# -- online lookups -----------------------------------------------------------------------
+def _online_key(row: dict[str, Any], plan: _Plan) -> dict[str, Any] | None:
+    from mlforge.prepare import surrogate_key_value
+
+    key: dict[str, Any] = {}
+    for name in plan.keys:
+        if name in row:
+            key[name] = row[name]
+            continue
+        entity = next((e for e in plan.entities if e.join_key == name and e.from_columns and all(c in row for c in e.from_columns)), None)
+        if entity is None:
+            raise RetrievalError(f"entity_df lacks the key column {name!r}", where=f"feature {plan.name!r}", fix=f"add it to entity_df; it has {list(row)}")
+        key[name] = surrogate_key_value(*[row[c] for c in entity.from_columns or ()])
+    return None if any(v is None for v in key.values()) else key
+
+
+def _typed_array(values: list[Any], canonical: str | None) -> pa.Array:
+    import pyarrow as pa
+
+    from mlforge.manifest import arrow_schema
+
+    if canonical is None:
+        return pa.array(values)
+    try:
+        return pa.array(values, type=arrow_schema({"v": canonical}).field("v").type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array(values)
+
+
+def _arrow_table(columns: dict[str, pa.Array], rows: int) -> pa.Table:
+    import pyarrow as pa
+
+    return pa.table(columns) if columns else pa.table({}).slice(0, rows)
