@@ -58,8 +58,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks against hand-written baselines; figures go to benchmarks/README.md."""
+    """Benchmarks against hand-written baselines; figures go to benchmarks/README.md and
+    benchmarks/results/*.json, and the chart of them to benchmarks/chart.png."""
     session.run(PY, "benchmarks/run_all.py", *session.posargs)
+    session.run(PY, "benchmarks/chart.py")
 
 
 @nox.session

@@ -44,6 +44,7 @@ from common import (
     run_isolated,
 )
 
+RESULTS = Path(__file__).resolve().parent / "results"
 SIZES = {"1m": (1_000_000, 20_000), "10m": (10_000_000, 200_000)}
 CASES = ("hand-duckdb", "mlforge-duckdb", "naive-duckdb", "mlforge-polars", "mlforge-pyspark")
 NAIVE_MAX_EVENTS = 1_000_000
@@ -442,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="rounds at 1M (10M runs once)")
     parser.add_argument("--repeat-10m", type=int, default=1)
     parser.add_argument("--no-readme", action="store_true", help="do not write benchmarks/README.md")
-    parser.add_argument("--json", help="also write all runs as JSON to this file")
+    parser.add_argument("--json", help="where to write all runs as JSON (default benchmarks/results/build_<sizes>.json, which chart.py reads)")
     parser.add_argument("--from-json", help="comma-separated JSON files of earlier runs: render the README section from them")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--size", help=argparse.SUPPRESS)
@@ -470,8 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(entries)
     text = render(summary, info, command)
     print("\n" + text)
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": info, "command": command, "runs": entries}, indent=2, default=str))
+    if not args.from_json:
+        out = Path(args.json) if args.json else RESULTS / f"build_{'_'.join(sizes)}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"machine": info, "command": command, "runs": entries}, indent=2, default=str))
     if not args.no_readme:
         replace_readme_section("Build", text)
     bad = [e for e in entries if not e["ok"] or str(e.get("check", "")).startswith("DIFFERS")]
