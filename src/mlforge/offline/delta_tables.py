@@ -196,7 +196,9 @@ class SparkTables:
         from pyspark.sql import functions as F
 
         if _staged(staging_dir, schema).count_rows() == 0:  # Spark cannot read an empty directory
-            frame = self.session.createDataFrame(schema.empty_table())
+            from pyspark.sql.pandas.types import from_arrow_schema
+
+            frame = self.session.createDataFrame([], schema=from_arrow_schema(schema))
         else:
             frame = self.session.read.parquet(os.path.abspath(staging_dir))
         key = "spark.databricks.delta.commitInfo.userMetadata"
