@@ -124,7 +124,12 @@ class PySparkEngine(Engine):
         return to_timestamp(col, java_datetime_pattern(fmt))
 
     def from_arrow(self, table: Any, name: str | None = None) -> ir.Table:
-        frame = self.session.createDataFrame(table)
+        if table.num_rows == 0:  # Spark Connect cannot infer a schema from no rows
+            from pyspark.sql.pandas.types import from_arrow_schema
+
+            frame = self.session.createDataFrame([], schema=from_arrow_schema(table.schema))
+        else:
+            frame = self.session.createDataFrame(table)
         return self.from_native(frame, name)
 
     def to_native(self, table: ir.Table) -> Any:
