@@ -8,7 +8,6 @@ the fake Unity Catalog with ``tables.create`` exactly as the delta-rs path of
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 
 from fake_databricks import databricks_workspace, postgres  # noqa: F401
 from mlforge.errors import ConfigError, OnlineStoreError
+from test_online_stores import assert_same_typed
 
 service = pytest.mark.service
 CATALOG = "main"
@@ -269,13 +269,8 @@ def test_values_round_trip_with_their_types(ws, source, make_store):
     for got, expected in zip(rows, table.to_pylist(), strict=True):
         if expected["naive"] is not None:  # stored instants are UTC (T1): naive ones come back zoned
             expected["naive"] = expected["naive"].replace(tzinfo=UTC)
-        assert got.keys() == expected.keys()
+        assert_same_typed(got, expected)
         for column, value in expected.items():
-            if isinstance(value, float) and math.isnan(value):
-                assert isinstance(got[column], float) and math.isnan(got[column]), column
-                continue
-            assert got[column] == value, column
-            assert type(got[column]) is type(value), f"{column}: {type(got[column]).__name__} != {type(value).__name__}"
             if isinstance(value, datetime):
                 assert got[column].utcoffset().total_seconds() == 0, column
 
