@@ -731,13 +731,17 @@ class FakeWorkspace:
         return location, keys, properties.get("mlforge.timestamp") or None
 
     def _sync(self, synced: SyncedTable) -> None:
-        from deltalake import DeltaTable
+        import pyarrow as pa
+        from deltalake import DeltaTable, QueryBuilder
 
         with self._sync_lock:
             location, keys, timestamp = self._source_layout(synced.source)
             delta = DeltaTable(location)
             version = delta.version()
-            table = delta.to_pyarrow_table()
+            # delta-rs's Rust reader: to_pyarrow_table() leaves Python file objects to Arrow's
+            # IO threads, which can abort the test process at exit.
+            table = pa.table(QueryBuilder().register("source", delta).execute("SELECT * FROM source"))
+            table = table.cast(pa.schema(delta.schema()))
             rows = newest_per_key(table.to_pylist(), keys, timestamp)
             _, schema, name = synced.name.split(".")
             with self.postgres.connect() as conn:  # one transaction: readers see old rows or new rows

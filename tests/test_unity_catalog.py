@@ -27,7 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, QueryBuilder
 from hypothesis import given, settings
 
 import mlforge as mlf
@@ -98,7 +98,8 @@ def _plain_rows(stack: Stack, store: UnityCatalogStore, feature: str) -> list[di
         frame = stack.engine.session.table(ref.name)
         rows = [r.asDict() for r in frame.collect()]
     else:
-        rows = DeltaTable(ref.location.removeprefix("file://")).to_pyarrow_table().to_pylist()
+        table = DeltaTable(ref.location.removeprefix("file://"))
+        rows = pa.table(QueryBuilder().register("feature", table).execute("SELECT * FROM feature")).to_pylist()
     return sorted(rows, key=lambda r: (r["user_id"], r["ts"].replace(tzinfo=None)))
 
 

@@ -80,6 +80,15 @@ def run(tokens: Sequence[str]) -> int:
     _configure_logging(verbose)
     app = make_app()
     try:
+        return _run(app, tokens, verbose)
+    finally:
+        from mlforge.cli.common import close_loaded
+
+        close_loaded()
+
+
+def _run(app: App, tokens: Sequence[str], verbose: bool) -> int:
+    try:
         result = app(list(tokens), exit_on_error=False, print_error=False, result_action="return_value")
     except CycloptsError as exc:  # contract E2: bad arguments exit 2
         _error(_cyclopts_message(exc), verbose, exc)

@@ -66,15 +66,12 @@ def build(
     plan_range(since=since, until=until, last=last, full_refresh=full_refresh)
     defs = load(common)
     progress = _Progress(enabled=format == "table" or sys.stderr.isatty())
-    try:
-        with progress:
-            result = defs.build(
-                features, tags=tags, schedule=schedule, since=since, until=until, last=last,
-                full_refresh=full_refresh, online=online, engine=engine, force=force, progress=progress,
-            )
-        previews = _previews(defs, result) if preview else {}
-    finally:
-        defs.close()
+    with progress:
+        result = defs.build(
+            features, tags=tags, schedule=schedule, since=since, until=until, last=last,
+            full_refresh=full_refresh, online=online, engine=engine, force=force, progress=progress,
+        )
+    previews = _previews(defs, result) if preview else {}
     if format == "json":
         payload = result.to_dict()
         if preview:

@@ -56,7 +56,26 @@ def load(common: Common) -> Definitions:
 
     path, profile = locate(common)
     os.chdir(path.parent)
-    return load_definitions(path, profile=profile)
+    defs = load_definitions(path, profile=profile)
+    _LOADED.append(defs)
+    return defs
+
+
+#: Every project a command loaded; :func:`close_loaded` releases their engines and stores.
+_LOADED: list[Definitions] = []
+
+
+def close_loaded() -> None:
+    """Close what the command loaded: an owned Spark session stops here, while the
+    interpreter is whole, rather than in its shutdown."""
+    while _LOADED:
+        defs = _LOADED.pop()
+        try:
+            defs.close()
+        except Exception:  # closing must never change a command's outcome
+            import logging
+
+            logging.getLogger(__name__).debug("closing the project failed", exc_info=True)
 
 
 # -- output ----------------------------------------------------------------------------

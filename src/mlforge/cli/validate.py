@@ -30,10 +30,7 @@ def validate(
         table for people, json for machines.
     """
     defs = load(common)
-    try:
-        report = defs.validate(features, engine=engine)
-    finally:
-        defs.close()
+    report = defs.validate(features, engine=engine)
     rows = [[name, "ok" if message == "ok" else "failed", "" if message == "ok" else message] for name, message in report.items()]
     render(None, ["feature", "status", "problem"], rows, format)
     failed = sum(1 for _, status, _ in rows if status == "failed")

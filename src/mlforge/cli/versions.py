@@ -123,10 +123,7 @@ def sync(*, force: bool = False, format: Format = "table", common: Common = DEFA
     from mlforge.offline.operations import sync as sync_online
 
     defs = load(common)
-    try:
-        entries = sync_online(defs, force=force)
-    finally:
-        defs.close()
+    entries = sync_online(defs, force=force)
     columns: list[str] = []
     for entry in entries:
         columns += [k for k in entry if k not in columns]

@@ -95,8 +95,7 @@ class Engine:
     def _read_delta(self, location: str, version: int | None) -> ir.Table:
         from deltalake import DeltaTable
 
-        table = DeltaTable(location, version=version).to_pyarrow_table()
-        return self.from_arrow(table)
+        return self.from_arrow(read_delta_arrow(DeltaTable(location, version=version)))
 
     def _read_catalog_table(self, name: str) -> ir.Table:
         raise EngineError(
@@ -149,6 +148,38 @@ class Engine:
 
     def close(self) -> None:
         """Release engine resources (sessions, connections)."""
+
+
+def read_delta_arrow(table: Any) -> pa.Table:
+    """A whole Delta table as Arrow, read by delta-rs's own (Rust) reader.
+
+    Not ``DeltaTable.to_pyarrow_table()``: that scans through a Python filesystem object,
+    and when Arrow's IO threads drop the last file handle while the interpreter is shutting
+    down, the process aborts ("terminate called without an active exception").
+    """
+    import pyarrow as pa
+    from deltalake import QueryBuilder
+
+    result = pa.table(QueryBuilder().register("delta_table", table).execute("SELECT * FROM delta_table"))
+    # delta-rs returns string views; the table's own schema says plain strings.
+    return result.cast(pa.schema(table.schema()))
+
+
+def delta_dataset(table: Any) -> Any:
+    """A lazy pyarrow dataset over a Delta table (projection and filter pushdown).
+
+    Local tables are read through Arrow's native filesystem, never through a Python file
+    object (see :func:`read_delta_arrow` for why).
+    """
+    from urllib.parse import unquote, urlparse
+
+    uri = table.table_uri
+    if uri.startswith("file://") or "://" not in uri:
+        import pyarrow.fs as pafs
+
+        root = unquote(urlparse(uri).path) if uri.startswith("file://") else uri
+        return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(root, pafs.LocalFileSystem()))
+    return table.to_pyarrow_dataset()
 
 
 def _temp_name() -> str:

@@ -65,7 +65,9 @@ class DuckDBEngine(Engine):
         # (projection and filter pushdown) and needs nothing from the network.
         from deltalake import DeltaTable
 
-        dataset = DeltaTable(location, version=version).to_pyarrow_dataset()
+        from mlforge.engines.base import delta_dataset
+
+        dataset = delta_dataset(DeltaTable(location, version=version))
         name = _temp_name()
         self.con.con.register(name, dataset)
         return self.con.table(name)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mlforge.engines.base import read_delta_arrow
 from mlforge.errors import StoreError
 
 if TYPE_CHECKING:
@@ -130,7 +131,7 @@ class RustTables:
         files = self.files(ref, version)
         if files and all(os.path.exists(f) for f in files):
             return engine.read_parquet_files(files)
-        return engine.from_arrow(self._table(ref, version).to_pyarrow_table())
+        return engine.from_arrow(read_delta_arrow(self._table(ref, version)))
 
     def restore(self, ref: TableRef, version: int, user_metadata: str) -> None:
         from deltalake import CommitProperties
@@ -150,7 +151,7 @@ class RustTables:
     def metadata_rows(self, ref: TableRef) -> list[dict[str, Any]]:
         if not self.exists(ref):
             return []
-        return self._table(ref).to_pyarrow_table().to_pylist()
+        return read_delta_arrow(self._table(ref)).to_pylist()
 
     def upsert_metadata(self, ref: TableRef, row: dict[str, Any], *, replace: bool) -> None:
         from deltalake import DeltaTable, write_deltalake
