@@ -14,6 +14,18 @@ The plan uses only the portable subset of Ibis that DuckDB, Polars and PySpark a
 Every emitted ``(keys, k)`` has at least one event within the largest window, and every
 label with such an event is emitted (W3); empty windows give 0 for count/sum and null
 otherwise (W4).
+
+Engines with the ``window_functions`` capability run partial aggregates (everything but
+``std`` and ``median``) with a plan that does not multiply the partials by ``M``:
+
+3'. per key, the buckets that hold events form *islands*: runs whose gaps are at most
+    ``M`` buckets. Each island ``[first, last]`` yields the labels ``first+1 .. last+M``,
+    which are exactly the labels with an event within the largest window (W3);
+4'. each label joins the partials of bucket ``k-1``, and each window of ``m`` intervals is
+    a ``RANGE BETWEEN m-1 PRECEDING AND CURRENT ROW`` frame over ``k`` -- by value, so the
+    gaps between islands are never counted as rows.
+
+Both plans give identical results (W8); the parity suite runs each against the oracle.
 """
 
 from __future__ import annotations
@@ -36,6 +48,11 @@ RAW_FUNCTIONS = frozenset({"std", "median"})
 _BUCKET = "__mlforge_bucket"
 _OFFSET = "__mlforge_offset"
 _LABEL = "__mlforge_label"
+_EVENTS = "__mlforge_events"
+_ISLAND = "__mlforge_island"
+
+#: The plans :func:`compile_metrics` can use; see the module docstring.
+PLANS = ("spread", "window")
 
 
 @dataclass(frozen=True)
@@ -79,37 +96,38 @@ def check_metric_inputs(feature: Feature, schema: Any) -> None:
             )
 
 
-def compile_metrics(feature: Feature, table: ir.Table, engine: Engine, labels: LabelRange | None = None) -> ir.Table:
+def choose_plan(columns: Sequence[MetricColumn], engine: Engine) -> str:
+    """``window`` for partial aggregates on engines with window functions, else ``spread``."""
+    if metric_plan_name(columns) == "partial" and engine.supports("window_functions"):
+        return "window"
+    return "spread"
+
+
+def compile_metrics(feature: Feature, table: ir.Table, engine: Engine, labels: LabelRange | None = None, *, plan: str | None = None) -> ir.Table:
     """Return the expression computing ``feature``'s metrics over ``table``.
 
     ``table`` is the feature function's output, with the timestamp already in UTC.
     The result has the key columns, the timestamp column holding grid labels (W7) and
-    one column per metric window, in declaration order.
+    one column per metric window, in declaration order. ``plan`` overrides
+    :func:`choose_plan` (tests compare the plans).
     """
-    import ibis
-
     check_metric_inputs(feature, table.schema())
     interval = feature.interval_seconds
     assert interval is not None
     columns = feature.metric_columns
     keys = list(feature.keys)
     ts = feature.timestamp_column
-    max_offsets = feature.max_window_seconds // interval
     fields = list(dict.fromkeys(c.field for c in columns))
+    plan = plan or choose_plan(columns, engine)
+    if plan not in PLANS or (plan == "window" and metric_plan_name(columns) == "raw"):
+        raise DefinitionError(f"unknown metric plan {plan!r} for these metrics", fix=f"use one of {PLANS}; std and median need 'spread'")
 
     events = table.filter([table[k].notnull() for k in keys] + [table[ts].notnull()])
     events = events.select(*keys, *fields, **{_BUCKET: _floor_div(engine.epoch_seconds(events[ts]), interval)})
-    raw = metric_plan_name(columns) == "raw"
-    base = events if raw else _partials(events, keys, fields, columns)
-
-    offsets = ibis.memtable({_OFFSET: list(range(1, max_offsets + 1))})
-    spread = base.cross_join(offsets)
-    spread = spread.mutate(**{_LABEL: spread[_BUCKET] + spread[_OFFSET]})
+    build = _window_plan if plan == "window" else _spread_plan
+    out = build(feature, events, keys, fields)
     if labels is not None:
-        spread = _filter_labels(spread, labels, interval)
-
-    aggs = {c.output_name: _combine(spread, c, interval, raw) for c in columns}
-    out = spread.group_by([*keys, _LABEL]).aggregate(**aggs)
+        out = _filter_labels(out, labels, interval)
     for c in columns:
         if c.function in ("count", "sum"):
             out = out.mutate(**{c.output_name: out[c.output_name].fill_null(0)})
@@ -117,6 +135,73 @@ def compile_metrics(feature: Feature, table: ir.Table, engine: Engine, labels: L
     schema = table.schema()
     values = {c.output_name: _explicit_cast(out[c.output_name], output_type(c.function, schema[c.field])) for c in columns}
     return out.select(*keys, **{ts: label_ts}, **values)
+
+
+def _spread_plan(feature: Feature, events: ir.Table, keys: list[str], fields: list[str]) -> ir.Table:
+    """Steps 2-4: partials (or raw events) cross-joined with the offsets, grouped by label."""
+    import ibis
+
+    interval = feature.interval_seconds
+    columns = feature.metric_columns
+    raw = metric_plan_name(columns) == "raw"
+    base = events if raw else _partials(events, keys, fields, columns)
+    offsets = ibis.memtable({_OFFSET: list(range(1, feature.max_window_seconds // interval + 1))})
+    spread = base.cross_join(offsets)
+    spread = spread.mutate(**{_LABEL: spread[_BUCKET] + spread[_OFFSET]})
+    aggs = {c.output_name: _combine(spread, c, interval, raw) for c in columns}
+    return spread.group_by([*keys, _LABEL]).aggregate(**aggs)
+
+
+def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: list[str]) -> ir.Table:
+    """Steps 3'-4': islands of event buckets -> the W3 labels -> RANGE window frames."""
+    import ibis
+
+    interval = feature.interval_seconds
+    columns = feature.metric_columns
+    max_offsets = feature.max_window_seconds // interval
+    partials = _partials(events, keys, fields, columns, with_events=True)
+
+    by_bucket = ibis.window(group_by=keys, order_by=_BUCKET)
+    previous = partials[_BUCKET].lag().over(by_bucket)
+    starts = partials.mutate(**{_ISLAND: ibis.ifelse(previous.isnull() | (partials[_BUCKET] - previous > max_offsets), 1, 0)})
+    numbered = starts.mutate(**{_ISLAND: starts[_ISLAND].sum().over(ibis.window(group_by=keys, order_by=_BUCKET, rows=(None, 0)))})
+    islands = numbered.group_by([*keys, _ISLAND]).aggregate(first=numbered[_BUCKET].min(), last=numbered[_BUCKET].max())
+    spine = islands.select(*keys, **{_LABEL: ibis.range(islands["first"] + 1, islands["last"] + max_offsets + 1).unnest()})
+
+    shifted = partials.mutate(**{_BUCKET: partials[_BUCKET] + 1})  # bucket k-1 is known at label k
+    joined = spine.left_join(shifted, [*keys, spine[_LABEL] == shifted[_BUCKET]])
+    joined = joined.select(*keys, _LABEL, *[c for c in shifted.columns if c not in keys and c != _BUCKET])
+    # Each (partial, window) frame once: mean shares the frames of sum and count.
+    frames: dict[str, ir.Value] = {}
+    for c in columns:
+        for partial in _frame_partials(c.function):
+            name = f"{_partial_names(c.field)[partial]}__{c.window_seconds}"
+            if name not in frames:
+                frames[name] = _windowed(joined, _partial_names(c.field)[partial], partial, keys, c.window_seconds // interval)
+    framed = joined.select(*keys, _LABEL, **frames)
+    values = {c.output_name: _from_frames(framed, c) for c in columns}
+    return framed.select(*keys, _LABEL, **values)
+
+
+def _frame_partials(function: str) -> tuple[str, ...]:
+    return ("sum", "count") if function == "mean" else (function,)
+
+
+def _windowed(joined: ir.Table, partial: str, function: str, keys: list[str], intervals: int) -> ir.Value:
+    """A partial aggregate over a ``RANGE`` frame of ``intervals`` labels (rule W1)."""
+    import ibis
+
+    frame = ibis.window(group_by=keys, order_by=_LABEL, range=(-(intervals - 1), 0))
+    value = joined[partial]
+    return value.sum().over(frame) if function in ("count", "sum") else getattr(value, function)().over(frame)
+
+
+def _from_frames(framed: ir.Table, column: MetricColumn) -> ir.Value:
+    names = {p: f"{name}__{column.window_seconds}" for p, name in _partial_names(column.field).items()}
+    if column.function == "mean":
+        total = framed[names["sum"]].cast("float64")
+        return total / framed[names["count"]].nullif(0).cast("float64")
+    return framed[names[column.function]]
 
 
 def _explicit_cast(value: ir.Value, target: Any) -> ir.Value:
@@ -148,7 +233,7 @@ def _partial_names(field: str) -> dict[str, str]:
     return {p: f"__mlforge_{p}__{field}" for p in ("count", "sum", "min", "max")}
 
 
-def _partials(events: ir.Table, keys: list[str], fields: list[str], columns: Sequence[MetricColumn]) -> ir.Table:
+def _partials(events: ir.Table, keys: list[str], fields: list[str], columns: Sequence[MetricColumn], *, with_events: bool = False) -> ir.Table:
     """Per ``(keys, bucket)`` partial aggregates of each field, only those the metrics need."""
     needed: dict[str, set[str]] = {f: set() for f in fields}
     for c in columns:
@@ -165,6 +250,8 @@ def _partials(events: ir.Table, keys: list[str], fields: list[str], columns: Seq
             aggs[names["min"]] = col.min()
         if "max" in parts:
             aggs[names["max"]] = col.max()
+    if with_events:
+        aggs[_EVENTS] = events.count()
     return events.group_by([*keys, _BUCKET]).aggregate(**aggs)
 
 
@@ -205,11 +292,11 @@ def _combine(spread: ir.Table, column: MetricColumn, interval: int, raw: bool) -
     raise DefinitionError(f"aggregation {function!r} needs raw values", fix="this is a bug in mlforge; please report it")
 
 
-def _filter_labels(spread: ir.Table, labels: LabelRange, interval: int) -> ir.Table:
+def _filter_labels(out: ir.Table, labels: LabelRange, interval: int) -> ir.Table:
     """Keep labels ``start <= k*I < end`` (k is an integer bucket index)."""
     conditions = []
     if labels.start is not None:
-        conditions.append(spread[_LABEL] >= -(-labels.start // interval))
+        conditions.append(out[_LABEL] >= -(-labels.start // interval))
     if labels.end is not None:
-        conditions.append(spread[_LABEL] < -(-labels.end // interval))
-    return spread.filter(conditions) if conditions else spread
+        conditions.append(out[_LABEL] < -(-labels.end // interval))
+    return out.filter(conditions) if conditions else out

@@ -243,8 +243,12 @@ def write_partitioned_batches(batches: Any, schema: pa.Schema, data_dir: str, pa
 
     Each file gets its rows in stream order (a sorted stream gives sorted files); the
     partition column is not written. Memory stays bounded: a partition's rows are written
-    once ``PARTITION_BUFFER_ROWS`` of them have arrived.
+    once ``PARTITION_BUFFER_ROWS`` of them have arrived, and at most
+    ``_WRITES_IN_FLIGHT`` such writes wait for the writer thread.
     """
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -254,13 +258,19 @@ def write_partitioned_batches(batches: Any, schema: pa.Schema, data_dir: str, pa
     writers: dict[Any, pq.ParquetWriter] = {}
     pending: dict[Any, list[pa.RecordBatch]] = {}
     pending_rows: dict[Any, int] = {}
+    in_flight: deque[Future[None]] = deque()
+    # One writer thread compresses and writes (pyarrow releases the GIL) while this thread
+    # fetches and splits the next batches; a single thread keeps each file's rows in order.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlforge-writer")
 
     def flush(value: Any) -> None:
         rows = pa.Table.from_batches(pending.pop(value), stored)
         pending_rows.pop(value)
         if value not in writers:
             writers[value] = pq.ParquetWriter(f"{data_dir}/{partition_file(value)}", stored, compression="zstd")
-        writers[value].write_table(rows, row_group_size=ROW_GROUP_ROWS)
+        in_flight.append(pool.submit(writers[value].write_table, rows, row_group_size=ROW_GROUP_ROWS))
+        while len(in_flight) > _WRITES_IN_FLIGHT:
+            in_flight.popleft().result()
 
     try:
         for batch in batches:
@@ -275,9 +285,16 @@ def write_partitioned_batches(batches: Any, schema: pa.Schema, data_dir: str, pa
                     flush(value)
         for value in list(pending):
             flush(value)
+        while in_flight:
+            in_flight.popleft().result()
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         for writer in writers.values():
             writer.close()
+
+
+#: Partition writes queued for the writer thread before the stream waits for it.
+_WRITES_IN_FLIGHT = 2
 
 
 def partition_file(value: Any) -> str:
