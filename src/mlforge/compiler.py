@@ -48,7 +48,6 @@ RAW_FUNCTIONS = frozenset({"std", "median"})
 _BUCKET = "__mlforge_bucket"
 _OFFSET = "__mlforge_offset"
 _LABEL = "__mlforge_label"
-_EVENTS = "__mlforge_events"
 _ISLAND = "__mlforge_island"
 
 #: The plans :func:`compile_metrics` can use; see the module docstring.
@@ -159,7 +158,7 @@ def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
     interval = feature.interval_seconds
     columns = feature.metric_columns
     max_offsets = feature.max_window_seconds // interval
-    partials = _partials(events, keys, fields, columns, with_events=True)
+    partials = _partials(events, keys, fields, columns)
 
     by_bucket = ibis.window(group_by=keys, order_by=_BUCKET)
     previous = partials[_BUCKET].lag().over(by_bucket)
@@ -233,7 +232,7 @@ def _partial_names(field: str) -> dict[str, str]:
     return {p: f"__mlforge_{p}__{field}" for p in ("count", "sum", "min", "max")}
 
 
-def _partials(events: ir.Table, keys: list[str], fields: list[str], columns: Sequence[MetricColumn], *, with_events: bool = False) -> ir.Table:
+def _partials(events: ir.Table, keys: list[str], fields: list[str], columns: Sequence[MetricColumn]) -> ir.Table:
     """Per ``(keys, bucket)`` partial aggregates of each field, only those the metrics need."""
     needed: dict[str, set[str]] = {f: set() for f in fields}
     for c in columns:
@@ -250,8 +249,6 @@ def _partials(events: ir.Table, keys: list[str], fields: list[str], columns: Seq
             aggs[names["min"]] = col.min()
         if "max" in parts:
             aggs[names["max"]] = col.max()
-    if with_events:
-        aggs[_EVENTS] = events.count()
     return events.group_by([*keys, _BUCKET]).aggregate(**aggs)
 
 
