@@ -161,8 +161,10 @@ def read_delta_arrow(table: Any) -> pa.Table:
     from deltalake import QueryBuilder
 
     result = pa.table(QueryBuilder().register("delta_table", table).execute("SELECT * FROM delta_table"))
-    # delta-rs returns string views; the table's own schema says plain strings.
-    return result.cast(pa.schema(table.schema()))
+    # delta-rs returns string views (and may put partition columns elsewhere); the table's
+    # own schema says plain strings, in its column order.
+    schema = pa.schema(table.schema())
+    return result.select(schema.names).cast(schema)
 
 
 def delta_dataset(table: Any) -> Any:
