@@ -193,6 +193,33 @@ def test_continuing_from_the_watermark_equals_full_build(engine, tmp_path):  # c
     _assert_same_rows(_stored(incremental, "spend"), _stored(full, "spend"))
 
 
+def test_incremental_version_hash_covers_reused_files(tmp_path):  # contract S3, I1
+    """An incremental build takes over untouched month files (hard links) with their
+    recorded digests; the version's data hash still equals a fresh hash of all its files."""
+    import os
+
+    from mlforge.manifest import file_digests, files_hash
+
+    path = str(tmp_path / "events.parquet")
+    events = _events(11, 400, 90, 5).sort_by([("ts", "ascending")])
+    valid = events.filter(pa.compute.is_valid(events["ts"]))
+    first, later = valid.slice(0, 390), valid.slice(390)
+    pq.write_table(first, path)
+    defs = mlf.Definitions("inc", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "s"), engine="duckdb")
+    assert defs.build()["spend"].version == "1.0.0"
+    pq.write_table(pa.concat_tables([first, later]), path)
+    assert defs.build()["spend"].version == "1.0.1"
+
+    store = defs.offline_store
+    before = {os.path.basename(f): f for f in store.data_files("spend", "1.0.0")}
+    after = store.data_files("spend", "1.0.1")
+    reused = [f for f in after if os.path.basename(f) in before and os.path.samefile(f, before[os.path.basename(f)])]
+    assert reused and len(reused) < len(after)  # some months taken over, some rewritten
+    meta = store.read_metadata("spend", "1.0.1")
+    assert meta["file_digests"] == file_digests(after)
+    assert meta["data_hash"] == files_hash(after)
+
+
 def test_incremental_build_reads_only_the_needed_events(tmp_path):  # contract I1
     """The range filter sits on the source scan: DuckDB's plan filters the parquet scan."""
     from mlforge.engines import get_engine

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from collections.abc import Mapping
 from typing import Any
 
 #: Canonical type names stored in metadata, from Ibis dtypes.
@@ -54,11 +56,29 @@ def stable_hash(payload: Any) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def files_hash(paths: list[str]) -> str:
-    """SHA-256 over the contents of files, in name order."""
-    digest = hashlib.sha256()
+def file_digests(paths: list[str], known: Mapping[str, str] | None = None) -> dict[str, str]:
+    """SHA-256 of each file's contents, by file name. ``known`` holds digests already taken
+    of files reused unchanged from an earlier version; those files are not read again."""
+    digests = {}
     for path in sorted(paths):
+        name = os.path.basename(path)
+        if known and name in known:
+            digests[name] = known[name]
+            continue
+        digest = hashlib.sha256()
         with open(path, "rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
-    return digest.hexdigest()
+        digests[name] = digest.hexdigest()
+    return digests
+
+
+def digests_hash(digests: Mapping[str, str]) -> str:
+    """The data hash of a version: SHA-256 over its files' names and digests, in name order."""
+    text = "".join(f"{name}:{digests[name]}\n" for name in sorted(digests))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def files_hash(paths: list[str], known: Mapping[str, str] | None = None) -> str:
+    """The data hash of a version's files (see :func:`digests_hash`)."""
+    return digests_hash(file_digests(paths, known))

@@ -15,7 +15,7 @@ from mlforge.compiler import LabelRange, compile_metrics
 from mlforge.engines.base import UNTIMED
 from mlforge.errors import BuildError, MlforgeError, ValidationFailed
 from mlforge.incremental import BuildRange, next_watermark, plan_range
-from mlforge.manifest import canonical_schema, files_hash
+from mlforge.manifest import canonical_schema, digests_hash, file_digests
 from mlforge.prepare import prepare_input, run_function
 from mlforge.versioning import ChangeKind, classify, next_version
 
@@ -148,7 +148,8 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     try:
         _reuse_files(reused, staging.data_dir)
         engine.write_parquet(result_expr.order_by(order), staging.data_dir, PARTITION if has_time else None)
-        metadata = _metadata(feature, result_expr.drop(PARTITION) if has_time else result_expr, staging.data_dir, definition_hash, source_fp, build_range, previous, engine)
+        known = _reused_digests(reused, previous)
+        metadata = _metadata(feature, result_expr.drop(PARTITION) if has_time else result_expr, staging.data_dir, definition_hash, source_fp, build_range, previous, engine, known)
         change = classify(previous, metadata)
         if change.kind is ChangeKind.NONE and not options.force:
             store.discard(staging)
@@ -307,12 +308,21 @@ def _validate(feature: Feature, output: ir.Table) -> None:
         )
 
 
-def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: str, source_fp: str, build_range: BuildRange, previous: dict[str, Any] | None, engine: Engine) -> dict[str, Any]:
+def _reused_digests(reused: list[str], previous: dict[str, Any] | None) -> dict[str, str]:
+    """Digests of the files an incremental build took over unchanged (hard links of the
+    previous version's files), from the previous version's metadata."""
+    recorded = (previous or {}).get("file_digests") or {}
+    names = {os.path.basename(p) for p in reused}
+    return {name: digest for name, digest in recorded.items() if name in names}
+
+
+def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: str, source_fp: str, build_range: BuildRange, previous: dict[str, Any] | None, engine: Engine, known_digests: dict[str, str]) -> dict[str, Any]:
     import glob
 
     import pyarrow.parquet as pq
 
     files = sorted(glob.glob(f"{data_dir}/*.parquet"))
+    digests = file_digests(files, known_digests)
     rows = sum(pq.read_metadata(f).num_rows for f in files)
     newest = _newest_label(files, feature.timestamp_column) if feature.timestamp_column else None
     if newest is not None and feature.metrics:
@@ -337,7 +347,8 @@ def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: 
         "created_at": datetime.now(tz=UTC).isoformat(),
         "definition_hash": definition_hash,
         "schema_hash": fingerprints.stable_hash(canonical_schema(expr.schema())),
-        "data_hash": files_hash(files),
+        "data_hash": digests_hash(digests),
+        "file_digests": digests,
         "source": feature.source.location,
         "source_fingerprint": source_fp,
         "build_range": {"since": build_range.since, "until": build_range.until},

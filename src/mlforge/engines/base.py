@@ -261,16 +261,26 @@ def write_partitioned_batches(batches: Any, schema: pa.Schema, data_dir: str, pa
     pending: dict[Any, list[pa.RecordBatch]] = {}
     pending_rows: dict[Any, int] = {}
     in_flight: deque[Future[None]] = deque()
-    # One writer thread compresses and writes (pyarrow releases the GIL) while this thread
-    # fetches and splits the next batches; a single thread keeps each file's rows in order.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlforge-writer")
+    last_write: dict[Any, Future[None]] = {}
+    # Writer threads compress and write (pyarrow releases the GIL) while this thread fetches
+    # and splits the next batches; different files are written in parallel, and each write
+    # of a file waits for the previous one, so every file keeps its rows in stream order.
+    pool = ThreadPoolExecutor(max_workers=_WRITER_THREADS, thread_name_prefix="mlforge-writer")
+
+    def write_after(previous: Future[None] | None, writer: pq.ParquetWriter, rows: pa.Table) -> None:
+        if previous is not None:
+            previous.result()
+        writer.write_table(rows, row_group_size=ROW_GROUP_ROWS)
 
     def flush(value: Any) -> None:
         rows = pa.Table.from_batches(pending.pop(value), stored)
         pending_rows.pop(value)
         if value not in writers:
             writers[value] = pq.ParquetWriter(f"{data_dir}/{partition_file(value)}", stored, compression="zstd")
-        in_flight.append(pool.submit(writers[value].write_table, rows, row_group_size=ROW_GROUP_ROWS))
+        # A queued write's predecessor was queued earlier, so it is running or done: no
+        # worker ever waits for a write that no worker has picked up.
+        last_write[value] = pool.submit(write_after, last_write.get(value), writers[value], rows)
+        in_flight.append(last_write[value])
         while len(in_flight) > _WRITES_IN_FLIGHT:
             in_flight.popleft().result()
 
@@ -295,8 +305,10 @@ def write_partitioned_batches(batches: Any, schema: pa.Schema, data_dir: str, pa
             writer.close()
 
 
-#: Partition writes queued for the writer thread before the stream waits for it.
-_WRITES_IN_FLIGHT = 2
+#: Threads compressing and writing partition files, and the writes queued for them before
+#: the stream waits: together they bound the buffered rows to a few partition buffers.
+_WRITER_THREADS = 2
+_WRITES_IN_FLIGHT = 3
 
 
 def partition_file(value: Any) -> str:
