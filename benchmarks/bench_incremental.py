@@ -29,21 +29,21 @@ import mlforge as mlf
 DAY = 86_400
 
 
-def generate(directory: Path, events: int, entities: int) -> tuple[Path, Path]:
-    """One year of events in ``year.parquet`` and the next day in a separate file."""
+def generate(directory: Path, events: int, entities: int, start: str = "2025-01-01") -> tuple[Path, Path]:
+    """365 days of events from ``start`` in ``year.parquet``, and the next day in a separate file."""
     directory.mkdir(parents=True, exist_ok=True)
     year, extra = directory / "year.parquet", directory / "next_day.parquet"
     con = duckdb.connect()
     con.execute(
         f"""COPY (SELECT (hash(i) % {entities})::BIGINT AS user_id,
-                   TIMESTAMP '2025-01-01' + to_microseconds((hash(i * 7 + 1) % (365 * 86400000000))::BIGINT) AS ts,
+                   TIMESTAMP '{start}' + to_microseconds((hash(i * 7 + 1) % (365 * 86400000000))::BIGINT) AS ts,
                    round((hash(i * 13 + 5) % 10000) / 100.0, 2) AS amt
             FROM range({events}) t(i) ORDER BY ts) TO '{year}' (FORMAT parquet)"""
     )
     per_day = max(events // 365, 1)
     con.execute(
         f"""COPY (SELECT (hash(i + 99) % {entities})::BIGINT AS user_id,
-                   TIMESTAMP '2026-01-01' + to_microseconds((hash(i * 3 + 2) % 86400000000)::BIGINT) AS ts,
+                   TIMESTAMP '{start}' + INTERVAL 365 DAY + to_microseconds((hash(i * 3 + 2) % 86400000000)::BIGINT) AS ts,
                    round((hash(i * 11 + 3) % 10000) / 100.0, 2) AS amt
             FROM range({per_day}) t(i) ORDER BY ts) TO '{extra}' (FORMAT parquet)"""
     )
@@ -100,6 +100,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--entities", type=int, default=20_000)
+    parser.add_argument("--start", default="2025-01-01", help="first day of the year of events (the new day is 365 days later)")
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--json", default=None, help="write the figures to this file")
     args = parser.parse_args()
@@ -108,7 +109,7 @@ def main() -> int:
     data = work / "data"
     source = work / "source"
     source.mkdir(parents=True, exist_ok=True)
-    year, extra = generate(data, args.events, args.entities)
+    year, extra = generate(data, args.events, args.entities, args.start)
     shutil.copy(year, source / "year.parquet")
 
     feature = feature_for(source)
@@ -131,6 +132,7 @@ def main() -> int:
 
     figures = {
         "events": args.events,
+        "start": args.start,
         "entities": args.entities,
         "full_build_s": round(full_seconds, 2),
         "incremental_build_s": round(inc_seconds, 2),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -191,6 +191,34 @@ def test_continuing_from_the_watermark_equals_full_build(engine, tmp_path):  # c
     full = mlf.Definitions("full", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "full"), engine=engine)
     assert full.build().ok
     _assert_same_rows(_stored(incremental, "spend"), _stored(full, "spend"))
+
+
+@pytest.mark.parametrize("engine_name", ["duckdb", "polars"])
+def test_continuation_picks_up_late_events_of_the_newest_step(tmp_path, engine_name):  # contract I1
+    """The watermark is the grid step after the newest event's: events that arrive later
+    but fall in the newest event's step (before it) are still picked up, exactly."""
+    path = str(tmp_path / "events.parquet")
+    schema = pa.schema([("user_id", pa.int64()), ("ts", pa.timestamp("us")), ("amt", pa.float64()), ("qty", pa.int64())])
+    first = [
+        {"user_id": 1, "ts": BASE + timedelta(days=2, hours=10), "amt": 1.0, "qty": 1},
+        {"user_id": 1, "ts": BASE + timedelta(days=5, hours=20), "amt": 2.0, "qty": 2},  # the newest event
+        {"user_id": 2, "ts": BASE + timedelta(days=4), "amt": 4.0, "qty": 3},
+    ]
+    late = [
+        {"user_id": 2, "ts": BASE + timedelta(days=5, hours=1), "amt": 8.0, "qty": 4},  # same day, earlier
+        {"user_id": 3, "ts": BASE + timedelta(days=5), "amt": 16.0, "qty": 5},  # on the step's start
+        {"user_id": 1, "ts": BASE + timedelta(days=6, hours=3), "amt": 32.0, "qty": 6},  # after it
+    ]
+    pq.write_table(pa.Table.from_pylist(first, schema=schema), path)
+    defs = mlf.Definitions("inc", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "inc"), engine=engine_name)
+    assert defs.build().ok
+    assert defs.offline_store.read_metadata("spend")["watermark"] == int((BASE + timedelta(days=6)).replace(tzinfo=UTC).timestamp())
+    pq.write_table(pa.Table.from_pylist(first + late, schema=schema), path)
+    second = defs.build()
+    assert second["spend"].status == "built" and second["spend"].build_range.startswith("[2024-03-07")
+    full = mlf.Definitions("full", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "full"), engine=engine_name)
+    assert full.build().ok
+    _assert_same_rows(_stored(defs, "spend"), _stored(full, "spend"))
 
 
 def test_incremental_version_hash_covers_reused_files(tmp_path):  # contract S3, I1

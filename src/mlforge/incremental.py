@@ -131,8 +131,9 @@ def plan_range(
 def next_watermark(previous: int | None, build: BuildRange, newest_label: int | None) -> int | None:
     """The watermark after a build: the end of what is known to be complete.
 
-    That is the newest grid label at or before the newest event read (later labels may
-    still gain events), capped at ``until``; it never moves backwards.
+    That is the grid label just after the newest event's grid step (from there on labels
+    may still gain events; the label at that step aggregates only events before it), capped
+    at ``until``; it never moves backwards.
     """
     bounds = [v for v in (build.until, newest_label) if v is not None]
     covered = min(bounds) if bounds else None

@@ -326,9 +326,10 @@ def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: 
     rows = sum(pq.read_metadata(f).num_rows for f in files)
     newest = _newest_label(files, feature.timestamp_column) if feature.timestamp_column else None
     if newest is not None and feature.metrics:
-        # The newest label lies one max-window past the newest event's grid step; new
-        # events can only change labels after that step, so that is where to continue.
-        newest -= feature.max_window_seconds
+        # The newest label lies one max-window past the newest event's grid step b. Events
+        # from the start of step b on (later ones, and late ones within step b) change only
+        # labels from b + 1 on: the label at b aggregates events before b. So continue there.
+        newest -= feature.max_window_seconds - feature.interval_seconds
     metric_info = [
         {"name": c.output_name, "field": c.field, "function": c.function, "window": c.window, "description": c.description, "unit": c.unit}
         for c in feature.metric_columns
