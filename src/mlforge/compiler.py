@@ -174,7 +174,7 @@ def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
     frames: dict[str, ir.Value] = {}
     for c in columns:
         for partial in _frame_partials(c.function):
-            name = f"{_partial_names(c.field)[partial]}__{c.window_seconds}"
+            name = _frame_name(c, partial)
             if name not in frames:
                 frames[name] = _windowed(joined, _partial_names(c.field)[partial], partial, keys, c.window_seconds // interval)
     framed = joined.select(*keys, _LABEL, **frames)
@@ -195,12 +195,16 @@ def _windowed(joined: ir.Table, partial: str, function: str, keys: list[str], in
     return value.sum().over(frame) if function in ("count", "sum") else getattr(value, function)().over(frame)
 
 
+def _frame_name(column: MetricColumn, partial: str) -> str:
+    """The column holding one partial of ``column``'s field over ``column``'s window."""
+    return f"{_partial_names(column.field)[partial]}__{column.window_seconds}"
+
+
 def _from_frames(framed: ir.Table, column: MetricColumn) -> ir.Value:
-    names = {p: f"{name}__{column.window_seconds}" for p, name in _partial_names(column.field).items()}
     if column.function == "mean":
-        total = framed[names["sum"]].cast("float64")
-        return total / framed[names["count"]].nullif(0).cast("float64")
-    return framed[names[column.function]]
+        total = framed[_frame_name(column, "sum")].cast("float64")
+        return total / framed[_frame_name(column, "count")].nullif(0).cast("float64")
+    return framed[_frame_name(column, column.function)]
 
 
 def _explicit_cast(value: ir.Value, target: Any) -> ir.Value:

@@ -11,7 +11,7 @@ import hashlib
 import os
 from typing import TYPE_CHECKING, Any
 
-from mlforge.manifest import stable_hash
+from mlforge.manifest import sha256_file, stable_hash
 
 if TYPE_CHECKING:
     from mlforge.definitions.feature import Feature
@@ -94,9 +94,5 @@ def _file_digest(path: str) -> str:
     stat = os.stat(path)
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        _DIGESTS[key] = digest.hexdigest()
+        _DIGESTS[key] = sha256_file(path)
     return _DIGESTS[key]

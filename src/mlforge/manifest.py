@@ -62,15 +62,17 @@ def file_digests(paths: list[str], known: Mapping[str, str] | None = None) -> di
     digests = {}
     for path in sorted(paths):
         name = os.path.basename(path)
-        if known and name in known:
-            digests[name] = known[name]
-            continue
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        digests[name] = digest.hexdigest()
+        digests[name] = known[name] if known and name in known else sha256_file(path)
     return digests
+
+
+def sha256_file(path: str) -> str:
+    """SHA-256 of a file's contents, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def digests_hash(digests: Mapping[str, str]) -> str:
