@@ -295,6 +295,7 @@ class FakeWorkspace:
         self.faults: list[Fault] = []
         self.sync_faults: list[str] = []
         self.storage_credentials_expired = 0  # how many vended credentials come back expired (-1: all)
+        self._pg_token: str | None = None  # the password every current database credential carries
         self._lock = threading.RLock()
         self._sync_lock = threading.Lock()
         self._stopped = threading.Event()
@@ -350,7 +351,8 @@ class FakeWorkspace:
         """Expire the PostgreSQL password of the workspace user and end its open sessions."""
         from psycopg import sql
 
-        with self.postgres.connect(autocommit=True) as conn:
+        with self._lock, self.postgres.connect(autocommit=True) as conn:
+            self._pg_token = None
             if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [self.user_name]).fetchone():
                 conn.execute(sql.SQL("ALTER ROLE {} VALID UNTIL '2000-01-01'").format(sql.Identifier(self.user_name)))
                 conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [self.user_name])
@@ -586,14 +588,20 @@ class FakeWorkspace:
             raise ApiError(400, "instance_names is required")
         for name in names:
             self._online_store(name)
-        token = f"pgtok-{secrets.token_hex(16)}"
-        role = sql.Identifier(self.user_name)
-        with self._lock, self.postgres.connect(autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [self.user_name]).fetchone():
-                conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {} VALID UNTIL 'infinity'").format(role, sql.Literal(token)))
-            else:
-                conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(token)))
-                conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(role))
+        # Databricks hands out many credentials that are valid at once; a PostgreSQL role has
+        # one password, so every credential issued until the next expiry carries the same one
+        # (a new password per call would wrongly revoke the credentials other threads hold).
+        with self._lock:
+            if self._pg_token is None:
+                token, role = f"pgtok-{secrets.token_hex(16)}", sql.Identifier(self.user_name)
+                with self.postgres.connect(autocommit=True) as conn:
+                    if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [self.user_name]).fetchone():
+                        conn.execute(sql.SQL("ALTER ROLE {} LOGIN PASSWORD {} VALID UNTIL 'infinity'").format(role, sql.Literal(token)))
+                    else:
+                        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(role, sql.Literal(token)))
+                        conn.execute(sql.SQL("GRANT pg_read_all_data TO {}").format(role))
+                self._pg_token = token
+            token = self._pg_token
         return {"token": token, "expiration_time": (datetime.now(UTC) + timedelta(hours=1)).isoformat()}
 
     @route("GET", r"/api/2\.0/database/synced_tables/([^/]+)")

@@ -396,9 +396,11 @@ def test_concurrent_reads_share_a_small_pool(ws, source, make_store):
         answers = list(pool.map(lambda _: totals(store), range(64)))
     assert answers == [[2.0, 5.0, None]] * 64
     assert len(store._idle) <= databricks.POOL_SIZE
+    before = posts(ws, "/api/2.0/database/credentials")
     ws.expire_database_credentials()  # every pooled session ends at once
     with ThreadPoolExecutor(4) as pool:
         assert list(pool.map(lambda _: totals(store), range(8))) == [[2.0, 5.0, None]] * 8
+    assert posts(ws, "/api/2.0/database/credentials") == before + 1  # the threads shared one refresh
 
 
 @service

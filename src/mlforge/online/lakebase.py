@@ -113,7 +113,11 @@ class LakebaseReader:
                         fix="check that the online store is AVAILABLE, that pg_port/pg_database are right, and that the user may use the instance (databricks_superuser or a granted role)",
                     ) from None
                 log.info("database credential for %s rejected (expired?); refreshing it once", self.instance)
-                refreshed, password = True, self._fresh_password()
+                with self._lock:  # threads that hit the same expiry share one refresh
+                    stale, password = password, self._password
+                    if password is None or password == stale:
+                        password = self._fresh_password()
+                refreshed = True
 
     def _acquire(self) -> Any:
         with self._lock:
