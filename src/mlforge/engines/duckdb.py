@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlforge.engines.base import Engine, _temp_name
@@ -48,9 +49,11 @@ class DuckDBEngine(Engine):
             con.raw_sql(f"SET threads = {int(self.threads)}")
         # A build's large aggregates and sorts spill to disk past the limit instead of
         # growing to DuckDB's default of 80% of RAM; spill files go to a private temporary
-        # directory, never to a ``.tmp`` in the user's project.
+        # directory, never to a ``.tmp`` in the user's project. DuckDB creates that directory
+        # only when it first spills and removes it when the connection closes, so a build that
+        # never spills, or a process that never calls close(), leaves nothing behind.
         if self.temp_directory is None:
-            self._own_temp = tempfile.mkdtemp(prefix="mlforge-duckdb-")
+            self._own_temp = os.path.join(tempfile.gettempdir(), f"mlforge-duckdb-{uuid.uuid4().hex[:16]}")
         con.raw_sql(f"SET temp_directory = '{_quote(self.temp_directory or self._own_temp)}'")
         con.raw_sql(f"SET memory_limit = '{_quote(self.memory_limit)}'")
         return con
