@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, note
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 import mlforge as mlf
@@ -213,16 +213,18 @@ def test_partial_metrics_match_oracle(engine):  # contract W1, W3, W4, W8
     check()
 
 
-def test_metric_plans_agree_on_duckdb():  # contract W8
-    """The spread and window plans give identical rows for the same partial metrics."""
-    from mlforge.compiler import compile_metrics
+def test_metric_plans_agree_on_duckdb():  # contract W8, I1
+    """The spread and window plans give identical rows for the same partial metrics, for
+    every label and for the labels of a range (an incremental build's trimmed frames)."""
+    from mlforge.compiler import LabelRange, compile_metrics
     from mlforge.engines import get_engine
     from mlforge.prepare import prepare_input, run_function
 
     engine = get_engine("duckdb")
 
-    @given(case=cases(functions=PARTIAL_FUNCTIONS, max_span=40))
-    def check(case: Case) -> None:
+    @settings(max_examples=max(settings().max_examples, 80))
+    @given(case=cases(functions=PARTIAL_FUNCTIONS, max_span=40), data=st.data())
+    def check(case: Case, data) -> None:
         workdir = tempfile.mkdtemp(prefix="mlforge-plans-")
         source = f"{workdir}/events.parquet"
         write_source(case, source)
@@ -234,12 +236,67 @@ def test_metric_plans_agree_on_duckdb():  # contract W8
         feature = plans
         output = run_function(feature, prepare_input(feature, engine), engine)
         order = [*case.key_types, "ts"]
-        spread, window = (compile_metrics(feature, output, engine, plan=plan).order_by(order).to_pyarrow().to_pylist() for plan in ("spread", "window"))
+        labels = None
+        stamps = [e["ts"] // MICROS for e in case.events if e["ts"] is not None]
+        if stamps and data.draw(st.booleans(), label="range"):
+            step = case.interval[2]
+            # from a few steps before the first event to past the last window, or just after
+            # an event's step; mostly on the grid or one second off it, where an off-by-one
+            # frame or island bound would show
+            buckets = sorted({t // step for t in stamps})
+            grid = st.one_of(st.integers(buckets[0] - 3, buckets[-1] + 8), st.sampled_from(buckets).flatmap(lambda b: st.integers(b, b + 7)))
+            bound = st.builds(lambda k, off: k * step + off, grid, st.sampled_from([0, 0, 1, -1, step // 2]))
+            start = data.draw(bound, label="since")
+            end = data.draw(st.one_of(st.none(), bound.filter(lambda e: e > start)), label="until")
+            labels = LabelRange(start, end)
+        spread, window = (compile_metrics(feature, output, engine, labels, plan=plan).order_by(order).to_pyarrow().to_pylist() for plan in ("spread", "window"))
         assert len(spread) == len(window)
         for a, b in zip(spread, window, strict=True):
             assert a.keys() == b.keys() and all(values_match(a[k], b[k]) for k in a), (a, b)
 
     check()
+
+
+@st.composite
+def dense_events(draw):
+    """Events of one to three entities on a daily grid, dense enough that every range
+    boundary has events right before it: where an off-by-one frame or island shows."""
+    buckets = st.integers(0, 60)  # with windows of at most 6 days: often several islands
+    rows = draw(st.lists(st.tuples(st.integers(1, 3), buckets, st.integers(0, 86_399), st.integers(-50, 50)), min_size=1, max_size=40))
+    return [{"user": u, "ts": (b * 86_400 + s) * MICROS, "qty": q} for u, b, s, q in rows]
+
+
+@settings(max_examples=max(settings().max_examples, 100))
+@given(events=dense_events(), windows=st.lists(st.integers(1, 6), min_size=1, max_size=3, unique=True), data=st.data())
+def test_a_label_range_computes_the_same_rows_as_everything(tmp_path_factory, events, windows, data):  # contract I1
+    """The window plan of an incremental build (the labels of a range, trimmed frames)
+    gives exactly the rows of the full computation that fall in the range."""
+    from mlforge.compiler import LabelRange, compile_metrics
+    from mlforge.engines import get_engine
+    from mlforge.prepare import prepare_input, run_function
+
+    engine = get_engine("duckdb")
+    source = tmp_path_factory.mktemp("range") / "events.parquet"
+    pq.write_table(pa.table({"user": [e["user"] for e in events], "ts": pa.array([e["ts"] for e in events], pa.timestamp("us")), "qty": [e["qty"] for e in events]}), source)
+    metrics = [mlf.Sum("qty", windows=[f"{w}d" for w in windows]), mlf.Count("qty", windows=[f"{w}d" for w in windows]), mlf.Max("qty", windows=[f"{max(windows)}d"])]
+
+    @mlf.feature(source=str(source), keys=["user"], timestamp="ts", interval="1d", metrics=metrics)
+    def ranged(t):
+        return t
+
+    output = run_function(ranged, prepare_input(ranged, engine), engine)
+    buckets = sorted({e["ts"] // MICROS // 86_400 for e in events})
+    # a few days around an event (where its frames and its island begin and end), or any
+    # day; the range is short, so an end bound cut one day off shows
+    near = data.draw(st.sampled_from(buckets), label="event day")
+    first = data.draw(st.one_of(st.integers(near - 7, near + 7), st.integers(-1, 70)), label="since day")
+    last = data.draw(st.one_of(st.none(), st.integers(first + 1, first + 8)), label="until day")
+    start, end = first * 86_400, None if last is None else last * 86_400
+    order = ["user", "ts"]
+    everything = compile_metrics(ranged, output, engine, plan="window").order_by(order).to_pyarrow().to_pylist()
+    want = [r for r in everything if r["ts"].timestamp() >= start and (end is None or r["ts"].timestamp() < end)]
+    got = compile_metrics(ranged, output, engine, LabelRange(start, end), plan="window").order_by(order).to_pyarrow().to_pylist()
+    assert got == want
 
 
 # A fixed case that a reader can check by hand: all seven functions on an int and a float

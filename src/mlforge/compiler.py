@@ -24,6 +24,9 @@ Engines with the ``window_functions`` capability run partial aggregates (everyth
 4'. each label joins the partials of bucket ``k-1``, and each window of ``m`` intervals is
     a ``RANGE BETWEEN m-1 PRECEDING AND CURRENT ROW`` frame over ``k`` -- by value, so the
     gaps between islands are never counted as rows.
+5'. a label range (an incremental build) keeps only the island labels inside it; the
+    partials its frames reach before the range ride along as rows of their own (a union,
+    not a join) and are dropped after framing.
 
 Both plans give identical results (W8); the parity suite runs each against the oracle.
 """
@@ -49,6 +52,7 @@ _BUCKET = "__mlforge_bucket"
 _OFFSET = "__mlforge_offset"
 _LABEL = "__mlforge_label"
 _ISLAND = "__mlforge_island"
+_SPINE = "__mlforge_spine"
 
 #: The plans :func:`compile_metrics` can use; see the module docstring.
 PLANS = ("spread", "window")
@@ -123,8 +127,7 @@ def compile_metrics(feature: Feature, table: ir.Table, engine: Engine, labels: L
 
     events = table.filter([table[k].notnull() for k in keys] + [table[ts].notnull()])
     events = events.select(*keys, *fields, **{_BUCKET: _floor_div(engine.epoch_seconds(events[ts]), interval)})
-    build = _window_plan if plan == "window" else _spread_plan
-    out = build(feature, events, keys, fields)
+    out = _window_plan(feature, events, keys, fields, labels) if plan == "window" else _spread_plan(feature, events, keys, fields)
     if labels is not None:
         out = _filter_labels(out, labels, interval)
     for c in columns:
@@ -151,7 +154,7 @@ def _spread_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
     return spread.group_by([*keys, _LABEL]).aggregate(**aggs)
 
 
-def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: list[str]) -> ir.Table:
+def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: list[str], labels: LabelRange | None = None) -> ir.Table:
     """Steps 3'-4': islands of event buckets -> the W3 labels -> RANGE window frames."""
     import ibis
 
@@ -165,33 +168,66 @@ def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
     starts = partials.mutate(**{_ISLAND: ibis.ifelse(previous.isnull() | (partials[_BUCKET] - previous > max_offsets), 1, 0)})
     numbered = starts.mutate(**{_ISLAND: starts[_ISLAND].sum().over(ibis.window(group_by=keys, order_by=_BUCKET, rows=(None, 0)))})
     islands = numbered.group_by([*keys, _ISLAND]).aggregate(first=numbered[_BUCKET].min(), last=numbered[_BUCKET].max())
-    spine = islands.select(*keys, **{_LABEL: ibis.range(islands["first"] + 1, islands["last"] + max_offsets + 1).unnest()})
-
     shifted = partials.mutate(**{_BUCKET: partials[_BUCKET] + 1})  # bucket k-1 is known at label k
-    joined = spine.left_join(shifted, [*keys, spine[_LABEL] == shifted[_BUCKET]])
-    joined = joined.select(*keys, _LABEL, *[c for c in shifted.columns if c not in keys and c != _BUCKET])
+    values = [c for c in shifted.columns if c not in keys and c != _BUCKET]
+    if labels is not None and labels.start is not None:
+        rows = _labels_in_range(islands, shifted, keys, values, labels, interval, max_offsets)
+    else:
+        spine = islands.select(*keys, **{_LABEL: ibis.range(islands["first"] + 1, islands["last"] + max_offsets + 1).unnest()})
+        joined = spine.left_join(shifted, [*keys, spine[_LABEL] == shifted[_BUCKET]])
+        rows = joined.select(*keys, _LABEL, *values)
     # Each (partial, window) frame once: mean shares the frames of sum and count.
     frames: dict[str, ir.Value] = {}
     for c in columns:
         for partial in _frame_partials(c.function):
             name = _frame_name(c, partial)
             if name not in frames:
-                frames[name] = _windowed(joined, _partial_names(c.field)[partial], partial, keys, c.window_seconds // interval)
-    framed = joined.select(*keys, _LABEL, **frames)
-    values = {c.output_name: _from_frames(framed, c) for c in columns}
-    return framed.select(*keys, _LABEL, **values)
+                frames[name] = _windowed(rows, _partial_names(c.field)[partial], partial, keys, c.window_seconds // interval)
+    trimmed = _SPINE in rows.columns
+    framed = rows.select(*keys, _LABEL, *([_SPINE] if trimmed else []), **frames)
+    if trimmed:  # the partials' own rows carried values into the frames; they are no labels
+        framed = framed.filter(framed[_SPINE])
+    return framed.select(*keys, _LABEL, **{c.output_name: _from_frames(framed, c) for c in columns})
+
+
+def _labels_in_range(islands: ir.Table, shifted: ir.Table, keys: list[str], values: list[str], labels: LabelRange, interval: int, max_offsets: int) -> ir.Table:
+    """The rows the frames of an incremental build need: the W3 labels inside the range
+    (with null partials) and, as separate rows, the partials those labels' frames reach.
+
+    A range of a few steps after a long history would otherwise compute the frames of every
+    label back to ``start - M`` only to drop them; this way the window runs over the labels
+    it keeps plus at most ``M - 1`` steps of partials before them, and needs no join.
+    """
+    import ibis
+
+    first_label = -(-labels.start // interval)
+    last_label = None if labels.end is None else -(-labels.end // interval)  # exclusive
+    wanted = islands.filter(islands["last"] + max_offsets >= first_label)
+    stop = wanted["last"] + max_offsets + 1
+    if last_label is not None:
+        wanted = wanted.filter(wanted["first"] + 1 < last_label)
+        stop = ibis.least(stop, last_label)
+    # Every island kept here has a label in range, so no range below is empty.
+    spine = wanted.select(*keys, **{_LABEL: ibis.range(ibis.greatest(wanted["first"] + 1, first_label), stop).unnest()})
+    nulls = {name: ibis.null().cast(shifted[name].type()) for name in values}
+    spine = spine.select(*keys, _LABEL, **nulls, **{_SPINE: ibis.literal(True)})
+    reached = shifted[_BUCKET] >= first_label - max_offsets + 1
+    if last_label is not None:
+        reached &= shifted[_BUCKET] < last_label
+    carriers = shifted.filter(reached).select(*keys, **{_LABEL: shifted[_BUCKET]}, **{name: shifted[name] for name in values}, **{_SPINE: ibis.literal(False)})
+    return spine.union(carriers)
 
 
 def _frame_partials(function: str) -> tuple[str, ...]:
     return ("sum", "count") if function == "mean" else (function,)
 
 
-def _windowed(joined: ir.Table, partial: str, function: str, keys: list[str], intervals: int) -> ir.Value:
+def _windowed(rows: ir.Table, partial: str, function: str, keys: list[str], intervals: int) -> ir.Value:
     """A partial aggregate over a ``RANGE`` frame of ``intervals`` labels (rule W1)."""
     import ibis
 
     frame = ibis.window(group_by=keys, order_by=_LABEL, range=(-(intervals - 1), 0))
-    value = joined[partial]
+    value = rows[partial]
     return value.sum().over(frame) if function in ("count", "sum") else getattr(value, function)().over(frame)
 
 
