@@ -202,12 +202,14 @@ def _labels_in_range(islands: ir.Table, shifted: ir.Table, keys: list[str], valu
 
     first_label = -(-labels.start // interval)
     last_label = None if labels.end is None else -(-labels.end // interval)  # exclusive
-    wanted = islands.filter(islands["last"] + max_offsets >= first_label)
+    # Only islands with a label in range, so no range below is empty.
+    in_range = [islands["last"] + max_offsets >= first_label]
+    if last_label is not None:
+        in_range.append(islands["first"] + 1 < last_label)
+    wanted = islands.filter(in_range)
     stop = wanted["last"] + max_offsets + 1
     if last_label is not None:
-        wanted = wanted.filter(wanted["first"] + 1 < last_label)
         stop = ibis.least(stop, last_label)
-    # Every island kept here has a label in range, so no range below is empty.
     spine = wanted.select(*keys, **{_LABEL: ibis.range(ibis.greatest(wanted["first"] + 1, first_label), stop).unnest()})
     nulls = {name: ibis.null().cast(shifted[name].type()) for name in values}
     spine = spine.select(*keys, _LABEL, **nulls, **{_SPINE: ibis.literal(True)})
