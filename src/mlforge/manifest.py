@@ -81,6 +81,6 @@ def digests_hash(digests: Mapping[str, str]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def files_hash(paths: list[str], known: Mapping[str, str] | None = None) -> str:
-    """The data hash of a version's files (see :func:`digests_hash`)."""
-    return digests_hash(file_digests(paths, known))
+def files_hash(paths: list[str]) -> str:
+    """The data hash of a version's files, read afresh (see :func:`digests_hash`)."""
+    return digests_hash(file_digests(paths))

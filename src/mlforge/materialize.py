@@ -21,6 +21,7 @@ from mlforge.versioning import ChangeKind, classify, next_version
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
+    import pyarrow.parquet as pq
 
     from mlforge.definitions.feature import Feature
     from mlforge.engines.base import Engine
@@ -323,8 +324,9 @@ def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: 
 
     files = sorted(glob.glob(f"{data_dir}/*.parquet"))
     digests = file_digests(files, known_digests)
-    rows = sum(pq.read_metadata(f).num_rows for f in files)
-    newest = _newest_label(files, feature.timestamp_column) if feature.timestamp_column else None
+    footers = [pq.read_metadata(f) for f in files]
+    rows = sum(footer.num_rows for footer in footers)
+    newest = _newest_label(footers, feature.timestamp_column) if feature.timestamp_column else None
     if newest is not None and feature.metrics:
         # The newest label lies one max-window past the newest event's grid step b. Events
         # from the start of step b on (later ones, and late ones within step b) change only
@@ -359,13 +361,10 @@ def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: 
     }
 
 
-def _newest_label(files: list[str], ts: str) -> int | None:
-    """The newest timestamp in the written files, from Parquet statistics (no data scan)."""
-    import pyarrow.parquet as pq
-
+def _newest_label(footers: list[pq.FileMetaData], ts: str) -> int | None:
+    """The newest timestamp in the written files, from their Parquet statistics (no data scan)."""
     newest = None
-    for f in files:
-        meta = pq.read_metadata(f)
+    for meta in footers:
         names = meta.schema.to_arrow_schema().names
         if ts not in names:
             return None

@@ -98,10 +98,9 @@ class LakebaseReader:
     def _connect(self) -> Any:
         psycopg = _psycopg()
         params = self._connection_params()
-        password = self._password
-        refreshed = password is None
-        if password is None:
-            password = self._fresh_password()
+        with self._lock:  # the first connections of many threads share one credential
+            refreshed = self._password is None
+            password = self._password or self._fresh_password()
         while True:
             try:
                 return psycopg.connect(password=password, **params)
