@@ -84,8 +84,10 @@ class DuckDBEngine(Engine):
         # SUM over BIGINT is HUGEINT in DuckDB while Ibis types it int64 and elides the
         # cast, so integer columns are cast explicitly -- to the declared type, not always
         # BIGINT: an int32 key or min/max keeps int32 (W7).
+        # Identifiers go through sqlglot's DuckDB quoting (rule E5): a column name holding
+        # a double quote is escaped, never spliced into the query as SQL.
         columns = ", ".join(
-            f'CAST("{name}" AS {DuckDBType.to_string(dtype)}) AS "{name}"' if dtype.is_integer() else f'"{name}"'
+            f"CAST({quote_identifier(name)} AS {DuckDBType.to_string(dtype)}) AS {quote_identifier(name)}" if dtype.is_integer() else quote_identifier(name)
             for name, dtype in expr.schema().items()
         )
         query = f"SELECT {columns} FROM ({self.con.compile(expr)})"
@@ -129,6 +131,17 @@ def default_memory_limit() -> str:
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value else None
+
+
+def quote_identifier(name: str) -> str:
+    """``name`` as a quoted DuckDB identifier, escaped by sqlglot.
+
+    >>> quote_identifier('a" AS "b')
+    '"a"" AS ""b"'
+    """
+    import sqlglot.expressions as sge
+
+    return sge.to_identifier(name, quoted=True).sql(dialect="duckdb")
 
 
 def _quote(text: str) -> str:

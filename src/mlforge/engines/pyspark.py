@@ -166,12 +166,23 @@ class PySparkEngine(Engine):
         root = tempfile.mkdtemp(prefix=".parts-", dir=os.path.dirname(data_dir))
         try:
             # One task per partition value gives one (sorted) file per partition.
-            frame.repartition(partition_by).sortWithinPartitions(*[c for c in frame.columns if c != partition_by]).write.mode(
+            # Names are backtick-quoted (rule E5): Spark would otherwise parse dots in them.
+            order = [spark_column_reference(c) for c in frame.columns if c != partition_by]
+            frame.repartition(partition_by).sortWithinPartitions(*order).write.mode(
                 "overwrite"
             ).partitionBy(partition_by).parquet(root)
             flatten_partitions(root, data_dir, partition_by)
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def spark_column_reference(name: str) -> str:
+    """A column name as Spark parses it back exactly: backtick-quoted, backticks doubled.
+
+    >>> spark_column_reference("a.b`c")
+    '`a.b``c`'
+    """
+    return "`" + name.replace("`", "``") + "`"
 
 
 #: strftime codes and their Spark (java.time) pattern letters; %z takes "+05:30" and "+0530".

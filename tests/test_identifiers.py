@@ -1,0 +1,98 @@
+"""Rule E5: identifiers reach SQL only through the engine's quoting.
+
+A hostile column or metric name either round-trips exactly as a plain column or is rejected
+before any compute; it never runs as SQL. The column name below, unquoted, would make the
+stored table carry a ``leak`` column holding a local file's content.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import mlforge as mlf
+from mlforge.offline.local import LocalStore
+
+SECRET = "top-secret-content-9f1c"
+
+
+def _hostile_column(secret_path: str) -> str:
+    return f"amount\" AS \"amount2\", (SELECT content FROM read_text('{secret_path}')) AS \"leak"
+
+
+HOSTILE_NAMES = [
+    'a"b',
+    "a`b",
+    "a;b -- c",
+    "a'b",
+    "größe_金額",
+    "x" * 1000,
+]
+
+
+def _source(tmp_path, column: str, *, extra: str | None = None) -> str:
+    path = tmp_path / "events.parquet"
+    base = dt.datetime(2026, 1, 1)
+    columns = {
+        "user_id": [1, 1, 2],
+        "event_time": [base, base + dt.timedelta(days=1), base + dt.timedelta(days=2)],
+        column: [1.5, 2.5, 4.0],
+    }
+    if extra:
+        columns[extra] = [10.0, 20.0, 30.0]
+    pq.write_table(pa.table(columns), path)
+    return str(path)
+
+
+def test_injection_column_is_stored_as_a_plain_column(tmp_path, engine):  # contract E5
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET)
+    column = _hostile_column(str(secret))
+    # With a real ``amount`` column beside it, the unquoted name is valid SQL that reads the file.
+    source = mlf.Source(_source(tmp_path, column, extra="amount"))
+
+    @mlf.feature(source=source, keys=["user_id"], timestamp="event_time")
+    def raw_events(t):
+        return t
+
+    defs = mlf.Definitions("e5", [raw_events], offline_store=LocalStore(str(tmp_path / "store")), engine=engine)
+    try:
+        result = defs.build()
+        assert result.ok, result.failed and str(result.failed[0].error)
+        stored = defs.read_feature("raw_events").to_pyarrow()
+    finally:
+        defs.close()
+    assert stored.column_names == ["user_id", "event_time", column, "amount"]
+    assert sorted(stored.column(column).to_pylist()) == [1.5, 2.5, 4.0]
+    for file in (tmp_path / "store").rglob("*.parquet"):
+        assert SECRET.encode() not in file.read_bytes()
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=["dquote", "backtick", "semicolon", "squote", "unicode", "long"])
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_hostile_names_round_trip_as_columns_and_metrics(tmp_path, engine, name):  # contract E5
+    source = mlf.Source(_source(tmp_path, name))
+
+    @mlf.feature(
+        source=source, keys=["user_id"], timestamp="event_time", interval="1d",
+        metrics=[mlf.Sum(name, windows=["2d"]), mlf.Count(name, windows=["2d"], name=f"n{name}")],
+    )
+    def spend(t):
+        return t
+
+    defs = mlf.Definitions("e5", [spend], offline_store=LocalStore(str(tmp_path / "store")), engine=engine)
+    try:
+        result = defs.build()
+        assert result.ok, result.failed and str(result.failed[0].error)
+        stored = defs.read_feature("spend").to_pyarrow()
+        labels = pa.table({"user_id": [1], "label_time": [dt.datetime(2026, 1, 3)]})
+        training = defs.get_training_data(["spend"], labels, timestamp="label_time")
+    finally:
+        defs.close()
+    sum_column, count_column = f"{name}_sum_2d", f"n{name}_2d"
+    assert stored.column_names == ["user_id", "event_time", sum_column, count_column]
+    assert training.column(sum_column).to_pylist() == [4.0]
+    assert training.column(count_column).to_pylist() == [2]
