@@ -12,7 +12,9 @@
 Entities are given by the feature's key columns or, for an entity with ``from_columns``,
 by those natural columns; the join key is then computed as in rule K1 (contract K2).
 Bad JSON or a bad body is 422, an unknown feature 404, an unreachable store 503, a
-missing or wrong bearer token 401; no response ever carries a traceback.
+missing or wrong bearer token 401; no response ever carries a traceback. The token is
+checked, and the body size bounded (413), before any byte of the body is read, so an
+untokened or oversized request costs the server no memory.
 
 FastAPI, uvicorn and prometheus-client are imported only when an app is made.
 """
@@ -41,6 +43,10 @@ TARGET_ENV = "MLFORGE_SERVE_TARGET"
 PROFILE_ENV = "MLFORGE_SERVE_PROFILE"
 MAX_BATCH_ENV = "MLFORGE_SERVE_MAX_BATCH"
 MAX_BATCH = 1_000
+TOKEN_FILE_ENV = "MLFORGE_SERVE_TOKEN_FILE"
+MAX_BODY_ENV = "MLFORGE_SERVE_MAX_BODY_BYTES"
+#: Largest request body accepted (413 past it): a batch of 1,000 entities fits many times over.
+MAX_BODY_BYTES = 4 * 2**20
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -103,15 +109,18 @@ def _utc() -> Any:
 
 
 # -- the app ---------------------------------------------------------------------------------
-def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = None) -> Any:
+def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = None, max_body_bytes: int | None = None) -> Any:
     """The FastAPI app serving ``defs``'s online store.
 
     Args:
         defs: a :class:`~mlforge.project.Definitions` with an ``online_store``.
         token: bearer token required on every route but ``/health``; default: the
-            ``MLFORGE_SERVE_TOKEN`` environment variable; empty or unset means no auth.
+            ``MLFORGE_SERVE_TOKEN`` environment variable, else the first line of the file
+            named by ``MLFORGE_SERVE_TOKEN_FILE``; empty or unset means no auth.
         max_batch: most entities in one ``/features/batch`` request (default 1000,
             env ``MLFORGE_SERVE_MAX_BATCH``).
+        max_body_bytes: largest request body, answered with 413 past it (default 4 MiB,
+            env ``MLFORGE_SERVE_MAX_BODY_BYTES``).
 
     Example:
         >>> import mlforge as mlf
@@ -121,20 +130,22 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         ['/features', '/features/batch', '/features/online', '/features/{name}']
     """
     try:
-        from fastapi import Depends, FastAPI, HTTPException, Request
+        from fastapi import FastAPI, HTTPException
         from fastapi.responses import JSONResponse, Response
-        from pydantic import BaseModel, ConfigDict, Field
+        from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
         from starlette.concurrency import run_in_threadpool
     except ImportError:
         raise missing_extra("fastapi", "serve") from None
     if defs.online_store is None:
         raise ConfigError("serving needs an online store", fix="set online_store= in Definitions or an online_store block in the profile")
-    token = token if token is not None else os.environ.get(TOKEN_ENV)
+    token = token if token is not None else server_token()
     limit = int(max_batch or os.environ.get(MAX_BATCH_ENV) or MAX_BATCH)
+    body_limit = int(max_body_bytes or os.environ.get(MAX_BODY_ENV) or MAX_BODY_BYTES)
     metrics = _Metrics()
     store = defs.online_store
 
-    Scalar = str | int | float | bool | None
+    # NaN and Infinity are not key values (and json.loads accepts them): 422.
+    Scalar = str | int | FiniteFloat | bool | None
 
     class OnlineRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -148,19 +159,12 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
 
     # Everything but the store call runs on the event loop: each hop to the thread pool
     # costs more CPU than the checks themselves. Store calls block, so they get one hop.
-    async def require_token(request: Request) -> None:
-        if not token:
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise HTTPException(status_code=401, detail="missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
-
+    # The token and the body size are checked by _GuardMiddleware, before the body is read.
     app = FastAPI(title=f"mlforge online features: {defs.name}", version=_version())
+    app.add_middleware(_GuardMiddleware, token=token or None, max_body_bytes=body_limit)
     app.add_middleware(_TimingMiddleware, metrics=metrics)
     app.state.defs, app.state.metrics = defs, metrics
     _install_error_handlers(app, JSONResponse)
-    auth = [Depends(require_token)]
 
     @app.get("/health")
     async def health() -> Any:
@@ -170,26 +174,28 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
             return JSONResponse({"status": "unavailable", "online_store": repr(store), "detail": exc.what}, status_code=503)
         return {"status": "ok", "project": defs.name, "online_store": type(store).__name__, "features": len(defs.features)}
 
-    @app.get("/features", dependencies=auth)
+    @app.get("/features")
     def list_features() -> Any:
         return {"features": [_describe(defs, name, brief=True) for name in sorted(defs.features)]}
 
-    @app.get("/features/{name}", dependencies=auth)
+    @app.get("/features/{name}")
     def show_feature(name: str) -> Any:
+        if name in ("online", "batch"):
+            raise HTTPException(status_code=405, detail=f"/features/{name} takes POST with a JSON body", headers={"Allow": "POST"})
         _feature(defs, name, HTTPException)
         return _describe(defs, name, brief=False)
 
-    @app.post("/features/online", dependencies=auth)
+    @app.post("/features/online")
     async def online(body: OnlineRequest) -> Any:
         results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, [body.entity], HTTPException)
         return JSONResponse({"entity": body.entity, "features": results[0]})
 
-    @app.post("/features/batch", dependencies=auth)
+    @app.post("/features/batch")
     async def batch(body: BatchRequest) -> Any:
         results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, body.entities, HTTPException)
         return JSONResponse({"results": [{"entity": e, "features": r} for e, r in zip(body.entities, results, strict=True)]})
 
-    @app.get("/metrics", dependencies=auth)
+    @app.get("/metrics")
     async def prometheus() -> Any:
         body, content_type = metrics.render()
         return Response(content=body, media_type=content_type)
@@ -254,7 +260,15 @@ def _describe(defs: Any, name: str, *, brief: bool) -> dict[str, Any]:
 
 def _install_error_handlers(app: Any, json_response: Any) -> None:
     """Known failures become clean JSON answers; anything else a bare 500 (logged here)."""
+    from fastapi.exceptions import RequestValidationError
+
     from mlforge.errors import DefinitionError, RetrievalError, VersionNotFound
+
+    @app.exception_handler(RequestValidationError)
+    def bad_request(request: Any, exc: RequestValidationError) -> Any:
+        # The offending input is not echoed back: it may be huge, or NaN (not JSON).
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        return json_response({"detail": errors}, status_code=422)
 
     @app.exception_handler(OnlineStoreError)
     def store_down(request: Any, exc: OnlineStoreError) -> Any:
@@ -338,6 +352,91 @@ class _TimingMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             self.metrics.request(route, status, time.perf_counter() - started)
+
+
+class _GuardMiddleware:
+    """Pure ASGI middleware that refuses a request before its body is read: a missing or
+    wrong bearer token is 401 (every path but ``/health``), a declared or streamed body
+    larger than ``max_body_bytes`` is 413."""
+
+    def __init__(self, app: Any, token: str | None, max_body_bytes: int):
+        self.app, self.token, self.max_body_bytes = app, token, max_body_bytes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.token and scope.get("path") != "/health" and not _token_matches(headers.get("authorization", ""), self.token):
+            await _refuse(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])
+            return
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            await _refuse(send, 413, f"request body of {int(declared)} bytes is over the limit of {self.max_body_bytes}")
+            return
+        received = 0
+        refused = False
+
+        async def bounded_receive() -> Any:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded_send(message: Any) -> None:
+            # A body without a declared length passed the limit while being read: whatever
+            # the app answers to the aborted read, the client gets the 413.
+            nonlocal refused
+            if received <= self.max_body_bytes:
+                await send(message)
+            elif not refused:
+                refused = True
+                await _refuse(send, 413, f"request body is over the limit of {self.max_body_bytes} bytes")
+
+        try:
+            await self.app(scope, bounded_receive, guarded_send)
+        except _BodyTooLarge:
+            if not refused:
+                await _refuse(send, 413, f"request body is over the limit of {self.max_body_bytes} bytes")
+
+
+class _BodyTooLarge(Exception):
+    """A streamed request body passed the limit."""
+
+
+def _token_matches(header: str, token: str) -> bool:
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+async def _refuse(send: Any, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    await send({
+        "type": "http.response.start", "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])],
+    })
+    await send({"type": "http.response.body", "body": body})
+
+
+def server_token() -> str | None:
+    """The bearer token from ``MLFORGE_SERVE_TOKEN``, else from the file named by
+    ``MLFORGE_SERVE_TOKEN_FILE`` (so it need not appear on a command line)."""
+    token = os.environ.get(TOKEN_ENV)
+    if token:
+        return token
+    path = os.environ.get(TOKEN_FILE_ENV)
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.readline().strip() or None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the token file {path!r}: {exc.strerror}", where=TOKEN_FILE_ENV, fix="point it at a readable file whose first line is the token") from None
 
 
 def _version() -> str:
