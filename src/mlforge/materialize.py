@@ -105,6 +105,8 @@ def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options
     except MlforgeError as exc:
         result = FeatureResult(feature.name, "failed", error=exc)
     except Exception as exc:  # an engine or filesystem failure: report it, keep going
+        if engine.is_interrupt(exc):  # Ctrl-C inside a query stops the whole build
+            raise KeyboardInterrupt from exc
         log.debug("build of %s failed", feature.name, exc_info=True)
         error = BuildError(f"{type(exc).__name__}: {exc}", where=f"feature {feature.name!r}", fix="see the message above; run with --verbose for the traceback")
         error.__cause__ = exc

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from cyclopts import App, Parameter
 from cyclopts.exceptions import CycloptsError
@@ -72,6 +75,10 @@ def _wants_verbose(tokens: Sequence[str]) -> bool:
     return False
 
 
+#: Exit code of a command stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+INTERRUPTED = 130
+
+
 def run(tokens: Sequence[str]) -> int:
     """Run a command line; return its exit code. Prints one message per failure, with the
     traceback only under ``--verbose`` (contract E2)."""
@@ -79,6 +86,7 @@ def run(tokens: Sequence[str]) -> int:
     verbose = _wants_verbose(tokens)
     _configure_logging(verbose)
     app = make_app()
+    _stop_on_sigterm()
     try:
         return _run(app, tokens, verbose)
     finally:
@@ -97,14 +105,28 @@ def _run(app: App, tokens: Sequence[str], verbose: bool) -> int:
         _error(str(exc), verbose, exc)
         return exc.exit_code
     except KeyboardInterrupt:
-        _error("interrupted", False, None)
-        return 130
+        _error("interrupted: nothing was published", False, None)
+        return INTERRUPTED
     except SystemExit as exc:
+        if exc.code == INTERRUPTED:  # cyclopts turns a KeyboardInterrupt into exit 130
+            _error("interrupted: nothing was published", False, None)
         return exc.code if isinstance(exc.code, int) else (OK if exc.code is None else FAILED)
     except Exception as exc:  # a bug or an environment problem: still one clear line
         _error(f"unexpected error: {type(exc).__name__}: {exc}" + ("" if verbose else "\n  (run with --verbose for the traceback)"), verbose, exc)
         return FAILED
     return result if isinstance(result, int) and not isinstance(result, bool) else OK
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler stopping the job) stops a command as Ctrl-C does: staging is
+    cleaned, nothing is published, exit 130."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _configure_logging(verbose: bool) -> None:

@@ -50,6 +50,11 @@ class Engine:
     def supports(self, capability: str) -> bool:
         return capability in self.capabilities
 
+    def is_interrupt(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is this engine's answer to Ctrl-C (SIGINT) during a query, which
+        must stop the whole build rather than fail one feature."""
+        return isinstance(exc, KeyboardInterrupt)
+
     # -- reading -----------------------------------------------------------------
     def read_source(self, source: Source) -> ir.Table:
         """Read a source as an Ibis table bound to this engine."""

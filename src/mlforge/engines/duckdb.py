@@ -58,6 +58,15 @@ class DuckDBEngine(Engine):
         con.raw_sql(f"SET memory_limit = '{_quote(self.memory_limit)}'")
         return con
 
+    def is_interrupt(self, exc: BaseException) -> bool:
+        import duckdb
+
+        # DuckDB turns a SIGINT during a query into "Query interrupted": an
+        # InterruptException, or a RuntimeError when the query streams Arrow batches.
+        if isinstance(exc, (KeyboardInterrupt, duckdb.InterruptException)):
+            return True
+        return isinstance(exc, RuntimeError) and str(exc).startswith("Query interrupted")
+
     def close(self) -> None:
         if self._own_temp is not None:
             shutil.rmtree(self._own_temp, ignore_errors=True)
