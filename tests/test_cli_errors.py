@@ -127,6 +127,8 @@ CASES = [
     Case("profile-without-config", ["build", "--profile", "prod"], 2, ["no mlforge.yaml was found"], delete("mlforge.yaml")),
     # -- arguments (contract E2) -----------------------------------------------------
     Case("unknown-feature", ["build", "--features", "nope"], 2, ["unknown feature(s) ['nope']", "available: merchant_activity, user_profile, user_spend"]),
+    Case("empty-feature-list", ["build", "--features", ""], 2, ["no feature names given", "--features", "merchant_activity, user_profile, user_spend"]),
+    Case("blank-feature-list", ["build", "--features", " , "], 2, ["no feature names given"]),
     Case("unknown-tag", ["build", "--tags", "gold"], 2, ["no feature has tag(s) ['gold']"]),
     Case("unknown-schedule", ["build", "--schedule", "fortnightly"], 2, ["unknown schedule(s) ['fortnightly']", "daily"]),  # contract I2
     Case("unknown-schedule-list", ["list", "features", "--schedule", "yearly"], 2, ["unknown schedule(s) ['yearly']"]),  # contract I2

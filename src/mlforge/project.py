@@ -94,6 +94,8 @@ class Definitions:
     def select(self, feature_names: Sequence[str] | str | None = None, *, tags: Sequence[str] | str | None = None, schedule: Sequence[str] | str | None = None) -> list[Feature]:
         """Features by name, tag and schedule; unknown names are errors."""
         names = _split(feature_names)
+        if feature_names is not None and not names:  # `--features ""` must not mean "all"
+            raise ConfigError("no feature names given", where="--features / feature_names", fix=f"name at least one feature ({', '.join(sorted(self.features)) or 'none defined'}), or leave the option out to build every feature")
         chosen = list(self.features.values())
         if names:
             unknown = [n for n in names if n not in self.features]
