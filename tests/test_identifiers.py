@@ -47,6 +47,19 @@ def _source(tmp_path, column: str, *, extra: str | None = None) -> str:
     return str(path)
 
 
+def _build_and_read(tmp_path, feature, engine, labels=None):
+    """Build ``feature`` into a fresh store; its stored table, and training data for ``labels``."""
+    defs = mlf.Definitions("e5", [feature], offline_store=LocalStore(str(tmp_path / "store")), engine=engine)
+    try:
+        result = defs.build()
+        assert result.ok, result.failed and str(result.failed[0].error)
+        stored = defs.read_feature(feature.name).to_pyarrow()
+        training = None if labels is None else defs.get_training_data([feature.name], labels, timestamp="label_time")
+    finally:
+        defs.close()
+    return stored, training
+
+
 def test_injection_column_is_stored_as_a_plain_column(tmp_path, engine):  # contract E5
     secret = tmp_path / "secret.txt"
     secret.write_text(SECRET)
@@ -58,13 +71,7 @@ def test_injection_column_is_stored_as_a_plain_column(tmp_path, engine):  # cont
     def raw_events(t):
         return t
 
-    defs = mlf.Definitions("e5", [raw_events], offline_store=LocalStore(str(tmp_path / "store")), engine=engine)
-    try:
-        result = defs.build()
-        assert result.ok, result.failed and str(result.failed[0].error)
-        stored = defs.read_feature("raw_events").to_pyarrow()
-    finally:
-        defs.close()
+    stored, _ = _build_and_read(tmp_path, raw_events, engine)
     assert stored.column_names == ["user_id", "event_time", column, "amount"]
     assert sorted(stored.column(column).to_pylist()) == [1.5, 2.5, 4.0]
     for file in (tmp_path / "store").rglob("*.parquet"):
@@ -83,15 +90,8 @@ def test_hostile_names_round_trip_as_columns_and_metrics(tmp_path, engine, name)
     def spend(t):
         return t
 
-    defs = mlf.Definitions("e5", [spend], offline_store=LocalStore(str(tmp_path / "store")), engine=engine)
-    try:
-        result = defs.build()
-        assert result.ok, result.failed and str(result.failed[0].error)
-        stored = defs.read_feature("spend").to_pyarrow()
-        labels = pa.table({"user_id": [1], "label_time": [dt.datetime(2026, 1, 3)]})
-        training = defs.get_training_data(["spend"], labels, timestamp="label_time")
-    finally:
-        defs.close()
+    labels = pa.table({"user_id": [1], "label_time": [dt.datetime(2026, 1, 3)]})
+    stored, training = _build_and_read(tmp_path, spend, engine, labels)
     sum_column, count_column = f"{name}_sum_2d", f"n{name}_2d"
     assert stored.column_names == ["user_id", "event_time", sum_column, count_column]
     assert training.column(sum_column).to_pylist() == [4.0]

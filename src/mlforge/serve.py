@@ -366,16 +366,16 @@ class _GuardMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        if self.token and scope.get("path") != "/health" and not _token_matches(headers.get("authorization", ""), self.token):
+        authorization, declared = _guard_headers(scope)
+        if self.token and scope.get("path") != "/health" and not _token_matches(authorization, self.token):
             await _refuse(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])
             return
-        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             await _refuse(send, 413, f"request body of {int(declared)} bytes is over the limit of {self.max_body_bytes}")
             return
         received = 0
         refused = False
+        over_limit = f"request body is over the limit of {self.max_body_bytes} bytes"
 
         async def bounded_receive() -> Any:
             nonlocal received
@@ -394,17 +394,29 @@ class _GuardMiddleware:
                 await send(message)
             elif not refused:
                 refused = True
-                await _refuse(send, 413, f"request body is over the limit of {self.max_body_bytes} bytes")
+                await _refuse(send, 413, over_limit)
 
         try:
             await self.app(scope, bounded_receive, guarded_send)
         except _BodyTooLarge:
             if not refused:
-                await _refuse(send, 413, f"request body is over the limit of {self.max_body_bytes} bytes")
+                await _refuse(send, 413, over_limit)
 
 
 class _BodyTooLarge(Exception):
     """A streamed request body passed the limit."""
+
+
+def _guard_headers(scope: Any) -> tuple[str, str]:
+    """The ``Authorization`` and ``Content-Length`` headers (ASGI names are lowercase bytes);
+    the others are not decoded, as this runs on every request."""
+    authorization = declared = b""
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            authorization = value
+        elif name == b"content-length":
+            declared = value
+    return authorization.decode("latin-1"), declared.decode("latin-1")
 
 
 def _token_matches(header: str, token: str) -> bool:
