@@ -1,7 +1,7 @@
 """Write docs/engines-matrix.md from the engines' declared capabilities.
 
-The table is generated, never edited: each engine class declares ``capabilities`` and
-``mlforge.engines.base.CAPABILITIES`` describes them. ``nox -s docs`` runs this before
+The table is generated, never edited: each engine class declares ``capabilities`` (members
+of ``mlforge.engines.base.Capability``, which describes them). ``nox -s docs`` runs this before
 ``mkdocs build --strict``; ``--check`` exits 1 when the committed page is stale.
 
 Run: python docs/gen_matrix.py [--check]
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from importlib import import_module
 from pathlib import Path
 
 PAGE = Path(__file__).resolve().parent / "engines-matrix.md"
@@ -19,16 +18,15 @@ PAGE = Path(__file__).resolve().parent / "engines-matrix.md"
 
 def engine_classes() -> list[type]:
     """The engine class of each name in ``ENGINE_NAMES``, in that order (imports no backend)."""
-    from mlforge.engines import ENGINE_NAMES
+    from mlforge.engines import ENGINE_NAMES, engine_class
     from mlforge.engines.base import Engine
 
     classes = []
     for name in ENGINE_NAMES:
-        module = import_module(f"mlforge.engines.{name}")
-        found = [c for c in vars(module).values() if isinstance(c, type) and issubclass(c, Engine) and c is not Engine and c.name == name]
-        if len(found) != 1:
-            raise SystemExit(f"mlforge.engines.{name} must define exactly one Engine subclass named {name!r}, found {found}")
-        classes.append(found[0])
+        cls = engine_class(name)
+        if not issubclass(cls, Engine) or cls.name != name:
+            raise SystemExit(f"mlforge.engines.{name}.ENGINE must be an Engine subclass named {name!r}, found {cls!r}")
+        classes.append(cls)
     return classes
 
 

@@ -310,10 +310,10 @@ def test_subprocess_exit_code_for_bad_arguments(project):  # contract E2
     assert done.stdout == "" and done.stderr.startswith("error: --last cannot be combined")
 
 
-# -- version commands (core functions in mlforge.offline.operations) ----------------------
+# -- version commands (core functions in mlforge.operations) ----------------------
 @pytest.fixture
 def operations():
-    return pytest.importorskip("mlforge.offline.operations")
+    return pytest.importorskip("mlforge.operations")
 
 
 @pytest.fixture

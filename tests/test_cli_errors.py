@@ -208,7 +208,7 @@ def test_missing_var_in_another_profile_does_not_break_this_one(project, capsys)
 
 
 def test_diff_errors_exit_4(project, capsys):  # contract S4
-    pytest.importorskip("mlforge.offline.operations")
+    pytest.importorskip("mlforge.operations")
     assert run(["diff", "nope"]) == 4
     assert "error:" in capsys.readouterr().err
 

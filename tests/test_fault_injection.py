@@ -75,9 +75,9 @@ WORKER = textwrap.dedent(
         scratch = tempfile.mkdtemp(prefix="mlforge-warm-")
         defs = mlf.Definitions("warm", [spend], offline_store=LocalStore(scratch), engine="duckdb")
         defs.build()
-        for engine in defs._engines.values():
+        for engine in defs.workspace._engines.values():
             engine.con.disconnect()
-        defs._engines.clear()
+        defs.workspace._engines.clear()
         del defs
         gc.collect()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -96,7 +96,7 @@ def test_publish_without_window_functions_gives_the_same_rows(tmp_path):
     # STYLE 1: the portable aggregate + join plan equals the window plan
     import ibis
 
-    from mlforge.online.publish import latest_rows
+    from mlforge.publishing import latest_rows
 
     class NoWindows:
         def supports(self, capability):
@@ -117,7 +117,7 @@ def test_online_modules_import_no_clients():
     # STYLE 2: clients are imported where used
     code = (
         "import sys, mlforge, mlforge.online.base, mlforge.online.memory, mlforge.online.redis, "
-        "mlforge.online.dynamodb, mlforge.online.publish, mlforge.serve\n"
+        "mlforge.online.dynamodb, mlforge.publishing, mlforge.serve\n"
         "print(sorted(m for m in ('redis', 'valkey', 'boto3', 'fastapi', 'uvicorn', 'prometheus_client') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

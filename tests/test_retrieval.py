@@ -307,6 +307,10 @@ def test_spark_dataframes_stay_in_spark(defs, spark_engine):  # contract P1
 class DictOnlineStore:
     """The online store protocol, in a dict: ``read(feature, keys) -> [row | None]``."""
 
+    from mlforge.online.base import OnlineCapabilities
+
+    capabilities = OnlineCapabilities()
+
     def __init__(self, rows: dict[str, dict[tuple, dict]]):
         self.rows = rows
         self.calls: list[tuple[str, list[dict]]] = []

@@ -22,7 +22,7 @@ import pytest
 import mlforge as mlf
 from mlforge.errors import ConcurrentPublish, DefinitionError, MlforgeError, VersionNotFound
 from mlforge.offline.local import LocalStore
-from mlforge.offline.operations import build_manifest, diff_versions, rollback, sync
+from mlforge.operations import diff_versions, rollback
 from mlforge.versioning import ChangeKind
 
 BUCKET = "mlforge-test"
@@ -439,7 +439,7 @@ def test_manifest_lists_every_version(store, tmp_path):
     write_source(source, days=7)
     build(store, feature)
     defs = mlf.Definitions("manifest-test", [feature], offline_store=store, engine=_duckdb())
-    manifest = build_manifest(defs)
+    manifest = defs.manifest()
     json.dumps(manifest)  # JSON-ready
     entry = manifest["features"]["spend"]
     assert entry["latest"] == "1.0.1" and entry["defined"] is True
@@ -471,19 +471,19 @@ def test_sync_rebuilds_missing_data(store, tmp_path):
     _drop_data(store, "1.0.0")
     assert not store.has_data("spend", "1.0.0")
     defs = mlf.Definitions("sync-test", [feature], offline_store=store, engine=_duckdb())
-    [entry] = sync(defs)
+    [entry] = defs.sync()
     assert (entry["version"], entry["status"]) == ("1.0.0", "rebuilt"), entry
     assert store.has_data("spend", "1.0.0")
     assert read_rows(store) == rows
     assert store.read_metadata("spend", "1.0.0")["data_hash"] == meta["data_hash"]
-    assert sync(defs)[0]["status"] == "present"
+    assert defs.sync()[0]["status"] == "present"
 
     _drop_data(store, "1.0.0")
     write_source(source, days=9)  # the source moved on: the rebuild would not be 1.0.0
-    [refused] = sync(defs)
+    [refused] = defs.sync()
     assert refused["status"] == "refused" and "source changed" in refused["reason"]
     assert not store.has_data("spend", "1.0.0")
-    [forced] = sync(defs, force=True)
+    [forced] = defs.sync(force=True)
     assert forced["status"] == "rebuilt" and forced["data_hash_matches"] is False
     assert store.has_data("spend", "1.0.0")
 
@@ -552,7 +552,7 @@ def test_cloud_clients_are_imported_lazily():
     import subprocess
     import sys
 
-    code = "import sys, mlforge.offline, mlforge.offline.s3, mlforge.offline.gcs, mlforge.offline.operations; print(sorted(m for m in ('boto3', 'google.cloud.storage') if m in sys.modules))"
+    code = "import sys, mlforge.offline, mlforge.offline.s3, mlforge.offline.gcs, mlforge.operations; print(sorted(m for m in ('boto3', 'google.cloud.storage') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -33,8 +33,8 @@ from hypothesis import given, settings
 import mlforge as mlf
 from fake_databricks import databricks_workspace, postgres  # noqa: F401 - fixtures
 from mlforge.errors import ConcurrentPublish, ConfigError, StoreError, ValidationFailed
-from mlforge.offline.operations import diff_versions, rollback
 from mlforge.offline.unity_catalog import RetentionWarning, UnityCatalogStore
+from mlforge.operations import diff_versions, rollback
 from test_incremental import BASE, _assert_same_rows, _events, _feature, _stored
 from test_parity import cases, check_against_oracle
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.8.0"
+from mlforge.release import __version__
 
 _EXPORTS: dict[str, str] = {
     # definitions
@@ -44,8 +44,8 @@ _EXPORTS: dict[str, str] = {
     # project and retrieval
     "Definitions": "mlforge.project",
     "FeatureSpec": "mlforge.retrieval",
-    "get_training_data": "mlforge.retrieval",
-    "get_online_features": "mlforge.retrieval",
+    "get_training_data": "mlforge.project",
+    "get_online_features": "mlforge.project",
     "surrogate_key": "mlforge.prepare",
     # stores
     "LocalStore": "mlforge.offline.local",

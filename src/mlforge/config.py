@@ -28,39 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from mlforge.errors import ConfigError
+from mlforge.plugins import ENGINE_NAMES, OFFLINE_KINDS, ONLINE_KINDS, EngineName, Kind
 
 CONFIG_FILE = "mlforge.yaml"
-ENGINES: tuple[str, ...] = ("duckdb", "polars", "pyspark")
 PROFILE_KEYS: tuple[str, ...] = ("offline_store", "online_store", "engine", "description")
 _ENV = re.compile(r"\$\{oc\.env:([A-Za-z_][A-Za-z0-9_]*)(?:,([^}]*))?\}")
 _BAD_ENV = re.compile(r"\$\{(?!oc\.env:[A-Za-z_][A-Za-z0-9_]*(?:,[^}]*)?\})[^}]*\}")
-
-
-@dataclass(frozen=True)
-class Kind:
-    """A store ``KIND``: where its class lives and which extra installs its dependencies."""
-
-    module: str
-    cls: str
-    extra: str | None = None
-
-
-#: KIND -> store class for ``offline_store`` blocks; objects are created from these lazily.
-OFFLINE_KINDS: dict[str, Kind] = {
-    "local": Kind("mlforge.offline.local", "LocalStore"),
-    "s3": Kind("mlforge.offline.s3", "S3Store", "s3"),
-    "gcs": Kind("mlforge.offline.gcs", "GCSStore", "gcs"),
-    "unity-catalog": Kind("mlforge.offline.unity_catalog", "UnityCatalogStore", "databricks"),
-}
-#: KIND -> store class for ``online_store`` blocks.
-ONLINE_KINDS: dict[str, Kind] = {
-    "memory": Kind("mlforge.online.memory", "MemoryStore"),
-    "redis": Kind("mlforge.online.redis", "RedisStore", "redis"),
-    "valkey": Kind("mlforge.online.redis", "ValkeyStore", "valkey"),
-    "dynamodb": Kind("mlforge.online.dynamodb", "DynamoDBStore", "dynamodb"),
-    "databricks-online-tables": Kind("mlforge.online.databricks", "DatabricksOnlineStore", "databricks"),
-    "databricks": Kind("mlforge.online.databricks", "DatabricksOnlineStore", "databricks"),
-}
 
 
 # -- MLFORGE_* settings ------------------------------------------------------------------
@@ -83,7 +56,7 @@ def env_settings(**flags: Any) -> Any:
             key = str(err["loc"][0]) if err.get("loc") else "?"
             source = "flag" if flags.get(key) is not None else f"MLFORGE_{key.upper()}"
             problems.append(f"{source}={err.get('input')!r}: {err['msg']}")
-        raise ConfigError("invalid setting " + "; ".join(problems), where="environment / command line", fix=f"engines are {', '.join(ENGINES)}") from None
+        raise ConfigError("invalid setting " + "; ".join(problems), where="environment / command line", fix=f"engines are {', '.join(ENGINE_NAMES)}") from None
 
 
 _SETTINGS_CLASS: Any = None
@@ -93,8 +66,6 @@ def _settings_class() -> Any:
     """The pydantic-settings model, defined on first use so importing this module stays cheap."""
     global _SETTINGS_CLASS
     if _SETTINGS_CLASS is None:
-        from typing import Literal
-
         from pydantic_settings import BaseSettings, SettingsConfigDict
 
         class Settings(BaseSettings):
@@ -103,7 +74,7 @@ def _settings_class() -> Any:
             model_config = SettingsConfigDict(env_prefix="MLFORGE_", extra="ignore", case_sensitive=False)
 
             profile: str | None = None
-            engine: Literal["duckdb", "polars", "pyspark"] | None = None
+            engine: EngineName | None = None
             config: Path | None = None
             target: Path | None = None
 
@@ -264,8 +235,8 @@ def _where(path: Path, node: Any, keys: list[str]) -> str:
 
 def _engine_from(value: Any, where: str) -> str:
     name = value["KIND"] if isinstance(value, dict) and "KIND" in value else value
-    if not isinstance(name, str) or name.lower() not in ENGINES:
-        raise ConfigError(f"unknown engine {name!r}", where=where, fix=f"use one of {', '.join(ENGINES)}")
+    if not isinstance(name, str) or name.lower() not in ENGINE_NAMES:
+        raise ConfigError(f"unknown engine {name!r}", where=where, fix=f"use one of {', '.join(ENGINE_NAMES)}")
     return name.lower()
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlforge import fingerprints
 from mlforge.compiler import LabelRange, compile_metrics
-from mlforge.engines.base import UNTIMED
+from mlforge.engines.monthfiles import UNTIMED
 from mlforge.errors import BuildError, MlforgeError, ValidationFailed
 from mlforge.incremental import BuildRange, next_watermark, plan_range
 from mlforge.manifest import canonical_schema, digests_hash, file_digests
@@ -116,8 +116,7 @@ def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options
 
 
 def _build(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions) -> FeatureResult:
-    if hasattr(store, "use_engine"):  # Unity Catalog: the engine picks the data path
-        store.use_engine(engine)
+    store.use_engine(engine)  # Unity Catalog: the engine picks the data path
     previous_version = store.latest_version(feature.name)
     previous = store.read_metadata(feature.name, previous_version) if previous_version else None
     source_input = prepare_input(feature, engine)
@@ -131,7 +130,7 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     ts = feature.timestamp_column
     function_input = _filter_input(feature, source_input, build_range)
     output = run_function(feature, function_input, engine)
-    _validate(feature, output)
+    validate_output(feature, output)
     dropped = 0
     if feature.metrics:
         dropped = _count_dropped(feature, output)
@@ -223,12 +222,10 @@ def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, 
     import ibis
 
     ts = feature.timestamp_column
-    if getattr(store, "month_files", True):
+    if store.capabilities.month_files:
         files = store.data_files(feature.name, version)
         touched = [f for f in files if _touches(f, build_range)]
         untouched = [f for f in files if f not in touched]
-        if any(not os.path.exists(f) for f in untouched):  # a remote store: rewrite everything
-            touched, untouched = files, []
         if not touched:
             return fresh, untouched
         stored = engine.read_parquet_files(touched)
@@ -280,7 +277,7 @@ def _count_dropped(feature: Feature, output: ir.Table) -> int:
     return int(output.filter(ibis.or_(*nulls)).count().to_pyarrow().as_py())
 
 
-def _validate(feature: Feature, output: ir.Table) -> None:
+def validate_output(feature: Feature, output: ir.Table) -> None:
     """Run the feature's validators inside the engine; fail with counts per check."""
     if not feature.validators:
         return

@@ -141,12 +141,10 @@ def key_text(table: ir.Table, entity: Entity, where: str) -> ir.StringValue:
 def add_surrogate_key(table: ir.Table, entity: Entity, engine: Engine, where: str) -> ir.Table:
     """Add ``entity.join_key`` computed from ``entity.from_columns`` (rule K1)."""
     text = key_text(table, entity, where)
-    if engine.supports("sha256"):
-        return table.mutate(**{entity.join_key: engine.sha256_hex(text).substr(0, 32)})
-    adder = getattr(engine, "add_hex_digest_column", None)
-    if adder is None:
-        raise EngineError(f"engine {engine.name!r} cannot compute SHA-256 surrogate keys", where=where, fix="use the duckdb engine")
-    return adder(table, text, entity.join_key)
+    try:
+        return engine.add_hex_digest_column(table, text, entity.join_key)
+    except EngineError as exc:
+        raise EngineError(exc.what, where=where, fix=exc.fix) from None
 
 
 def surrogate_key_value(*values: Any) -> str:
@@ -209,9 +207,7 @@ def run_function(feature: Feature, table: ir.Table, engine: Engine) -> ir.Table:
         )
     arg = table
     if feature.native_frame is not None:
-        arg = engine.to_native(table)
-        if feature.native_frame == "polars" and _wants_eager_polars(feature):
-            arg = arg.collect()
+        arg = engine.native_input(table, eager=_wants_eager_frame(feature))
     try:
         result = feature.fn(arg)
     except Exception as exc:
@@ -221,7 +217,7 @@ def run_function(feature: Feature, table: ir.Table, engine: Engine) -> ir.Table:
             fix="fix the feature function; run it on a sample with `mlforge build --preview`",
         ) from exc
     if feature.native_frame is not None and not isinstance(result, ir_types.Table):
-        result = engine.from_native(result.lazy() if hasattr(result, "lazy") and feature.native_frame == "polars" else result)
+        result = engine.from_native(result)
     if not isinstance(result, ir_types.Table):
         raise BuildError(
             f"the feature function returned {type(result).__name__}, not a table",
@@ -231,7 +227,8 @@ def run_function(feature: Feature, table: ir.Table, engine: Engine) -> ir.Table:
     return finish_output(feature, result, engine)
 
 
-def _wants_eager_polars(feature: Feature) -> bool:
+def _wants_eager_frame(feature: Feature) -> bool:
+    """Whether the function is annotated with an eager frame (not a ``LazyFrame``)."""
     import inspect
 
     params = list(inspect.signature(feature.fn).parameters.values())

@@ -1,4 +1,10 @@
-"""``Definitions``: the set of features of a project, and its public façade."""
+"""``Definitions``: the set of features of a project, and its public façade.
+
+``Definitions`` registers and selects features and delegates the work to the services
+(``materialize``, ``publishing``, ``operations``, ``retrieval``), handing them its typed
+:class:`~mlforge.workspace.Workspace`. The module-level ``get_training_data`` and
+``get_online_features`` are the same calls for code that holds a store, not a project.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,31 @@ from collections.abc import Iterable, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from mlforge import operations, retrieval
+from mlforge.compiler import check_metric_inputs
+from mlforge.config import load_profile
 from mlforge.definitions.feature import SCHEDULES, Feature
 from mlforge.definitions.names import check_name
-from mlforge.errors import ConfigError, DefinitionError, DefinitionErrors
+from mlforge.errors import (
+    ConfigError,
+    DefinitionError,
+    DefinitionErrors,
+    MlforgeError,
+    RetrievalError,
+)
 from mlforge.incremental import plan_range
-from mlforge.materialize import BuildOptions, BuildResult, build_feature
+from mlforge.materialize import (
+    BuildOptions,
+    BuildResult,
+    FeatureResult,
+    build_feature,
+    validate_output,
+)
+from mlforge.offline.local import LocalStore
+from mlforge.prepare import prepare_input, run_function
+from mlforge.publishing import publish_latest
+from mlforge.retrieval import TRAINING_DATA_HOOKS, feature_specs
+from mlforge.workspace import Workspace
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -19,6 +45,8 @@ if TYPE_CHECKING:
     from mlforge.definitions.entity import Entity
     from mlforge.definitions.source import Source
     from mlforge.engines.base import Engine
+    from mlforge.offline.base import OfflineStore
+    from mlforge.online.base import OnlineStore
 
 log = logging.getLogger(__name__)
 
@@ -55,40 +83,48 @@ class Definitions:
         self.features: dict[str, Feature] = _collect_features(features)
         self.profile = profile
         if profile is not None or offline_store is None or engine is None:
-            settings = _profile_settings(profile)
+            settings = load_profile(profile)
             offline_store = offline_store if offline_store is not None else settings.get("offline_store")
             online_store = online_store if online_store is not None else settings.get("online_store")
             engine = engine if engine is not None else settings.get("engine")
-        if offline_store is None:
-            from mlforge.offline.local import LocalStore
-
-            offline_store = LocalStore("feature_store")
-        self.offline_store = offline_store
-        self.online_store = online_store
-        self.engine_spec = engine
-        self._engines: dict[str, Engine] = {}
+        #: The stores and engines the services work on.
+        self.workspace = Workspace(offline_store if offline_store is not None else LocalStore("feature_store"), online_store, engine)
 
     def __repr__(self) -> str:
         return f"Definitions({self.name!r}, features={sorted(self.features)})"
 
-    # -- engines -------------------------------------------------------------------
+    # -- stores and engines (held by the workspace) ---------------------------------
+    @property
+    def offline_store(self) -> OfflineStore:
+        return self.workspace.offline_store
+
+    @offline_store.setter
+    def offline_store(self, store: OfflineStore) -> None:
+        self.workspace.offline_store = store
+
+    @property
+    def online_store(self) -> OnlineStore | None:
+        return self.workspace.online_store
+
+    @online_store.setter
+    def online_store(self, store: OnlineStore | None) -> None:
+        self.workspace.online_store = store
+
+    @property
+    def engine_spec(self) -> Any:
+        return self.workspace.engine_spec
+
+    @engine_spec.setter
+    def engine_spec(self, engine: Any) -> None:
+        self.workspace.engine_spec = engine
+
     def engine_for(self, feature: Feature | None = None, override: Any = None) -> Engine:
         """The engine to run ``feature`` on: build override > feature's own > project's."""
-        from mlforge.engines import get_engine
-        from mlforge.engines.base import Engine as EngineBase
-
-        spec = override if override is not None else (feature.engine if feature and feature.engine else self.engine_spec)
-        if isinstance(spec, EngineBase):
-            return spec
-        key = spec if isinstance(spec, str) else ("duckdb" if spec is None else f"obj-{id(spec)}")
-        if key not in self._engines:
-            self._engines[key] = get_engine(spec)
-        return self._engines[key]
+        return self.workspace.engine_for(feature, override)
 
     def close(self) -> None:
-        for engine in self._engines.values():
-            engine.close()
-        self._engines.clear()
+        """Close the engines this project created."""
+        self.workspace.close()
 
     # -- selection -----------------------------------------------------------------
     def select(self, feature_names: Sequence[str] | str | None = None, *, tags: Sequence[str] | str | None = None, schedule: Sequence[str] | str | None = None) -> list[Feature]:
@@ -172,12 +208,9 @@ class Definitions:
                 progress(feature.name, outcome)
         return result
 
-    def _publish_online(self, feature: Feature, outcome: Any) -> Any:
-        from mlforge.errors import MlforgeError
-        from mlforge.online.publish import publish_latest
-
+    def _publish_online(self, feature: Feature, outcome: FeatureResult) -> FeatureResult:
         try:
-            publish_latest(self, feature, outcome.version)
+            publish_latest(self.workspace, feature, outcome.version)
         except MlforgeError as exc:
             outcome.status, outcome.error = "failed", exc
         return outcome
@@ -187,20 +220,14 @@ class Definitions:
 
         Returns ``{feature: "ok" | error message}``.
         """
-        from mlforge.errors import MlforgeError
-        from mlforge.materialize import _validate
-        from mlforge.prepare import prepare_input, run_function
-
         report: dict[str, str] = {}
         for feature in self.select(feature_names):
             try:
                 eng = self.engine_for(feature, engine)
                 output = run_function(feature, prepare_input(feature, eng), eng)
                 if feature.metrics:
-                    from mlforge.compiler import check_metric_inputs
-
                     check_metric_inputs(feature, output.schema())
-                _validate(feature, output)
+                validate_output(feature, output)
                 report[feature.name] = "ok"
             except MlforgeError as exc:
                 report[feature.name] = str(exc)
@@ -217,16 +244,84 @@ class Definitions:
         return self.offline_store.list_versions(check_name(name, kind="feature"))
 
     def get_training_data(self, features: Sequence[Any], entity_df: Any, *, timestamp: str | None = None, engine: Any = None) -> Any:
-        """Point-in-time correct training data (P1-P4): ``entity_df`` plus feature values."""
-        from mlforge.retrieval import get_training_data
+        """Point-in-time correct training data (P1-P4): ``entity_df`` plus feature values.
 
-        return get_training_data(self, features, entity_df, timestamp=timestamp, engine=engine)
+        See :func:`get_training_data` for the arguments."""
+        specs = feature_specs(features)
+        result = retrieval.training_data(self.workspace, self.features, specs, entity_df, timestamp=timestamp, engine=engine)
+        for hook in list(TRAINING_DATA_HOOKS):
+            try:
+                hook(self, specs, entity_df, timestamp, result)
+            except Exception as exc:  # recording a retrieval must not break it
+                log.warning("training-data hook %r failed: %s: %s", hook, type(exc).__name__, exc)
+        return result
 
     def get_online_features(self, features: Sequence[Any], entity_df: Any) -> Any:
         """The latest feature values per entity from the online store (O1-O2, K2)."""
-        from mlforge.retrieval import get_online_features
+        return retrieval.online_features(self.workspace, self.features, feature_specs(features), entity_df)
 
-        return get_online_features(self, features, entity_df)
+    # -- version operations --------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        """Every feature defined or stored, its latest version and each version's metadata."""
+        return operations.build_manifest(self.workspace, self.features, self.name)
+
+    def sync(self, force: bool = False) -> list[dict[str, Any]]:
+        """Rebuild data files of versions whose metadata alone is present (``mlforge sync``)."""
+        return operations.sync(self.workspace, self.features, force)
+
+
+# -- retrieval without a project ------------------------------------------------------------
+def get_training_data(*args: Any, timestamp: str | None = None, definitions: Definitions | None = None, store: Any = None, engine: Any = None) -> Any:
+    """Point-in-time correct training data: ``entity_df`` plus feature values (P1-P4).
+
+    Two call styles::
+
+        mlf.get_training_data(features, entity_df, timestamp="ts", definitions=defs)
+        defs.get_training_data(features, entity_df, timestamp="ts")   # the same
+        mlf.get_training_data(features, entity_df, timestamp="ts", store=mlf.LocalStore("fs"))
+
+    Args:
+        features: names, ``(name, version)`` tuples or :class:`~mlforge.retrieval.FeatureSpec`
+            objects.
+        entity_df: pandas, Polars or PyArrow frame, Ibis table or Spark DataFrame with the
+            features' key columns (or an entity's ``from_columns``, K2); the result is the
+            same kind, with exactly its rows in order, all its columns and the features'
+            value columns.
+        timestamp: the label-time column of ``entity_df`` (naive values are UTC). Without
+            it every row gets the newest stored row of its key.
+        definitions: the project (``mlf.Definitions``); or ``store``: an offline store.
+        engine: engine name or object to run on (default: the project's, DuckDB).
+
+    Example:
+        >>> import pandas as pd, mlforge as mlf
+        >>> labels = pd.DataFrame({"user_id": ["u1"], "ts": pd.to_datetime(["2024-01-08"])})
+        >>> mlf.get_training_data(["user_spend"], labels, timestamp="ts", definitions=defs)  # doctest: +SKIP
+    """
+    defs, features, entity_df = _call_style(args, definitions, store, engine, "get_training_data")
+    return defs.get_training_data(features, entity_df, timestamp=timestamp, engine=engine)
+
+
+def get_online_features(*args: Any, definitions: Definitions | None = None, store: Any = None) -> Any:
+    """The newest feature values per entity from the online store (O1, O2, K2).
+
+    Called as ``defs.get_online_features(features, entity_df)`` or
+    ``mlf.get_online_features(features, entity_df, definitions=defs)``. Unknown entities
+    get nulls. Returns the same kind of frame as ``entity_df``.
+    """
+    defs, features, entity_df = _call_style(args, definitions, store, None, "get_online_features")
+    return defs.get_online_features(features, entity_df)
+
+
+def _call_style(args: tuple[Any, ...], definitions: Definitions | None, store: Any, engine: Any, fn: str) -> tuple[Definitions, Any, Any]:
+    if len(args) == 3 and isinstance(args[0], Definitions):
+        return args[0], args[1], args[2]
+    if len(args) != 2:
+        raise RetrievalError(f"{fn} takes (features, entity_df)", fix=f"{fn}(['feature'], entity_df, definitions=defs)")
+    if definitions is None and store is None:
+        raise RetrievalError(f"{fn} needs definitions= (a mlf.Definitions) or store= (an offline store)", fix=f"{fn}(features, entity_df, definitions=defs)")
+    if definitions is None:
+        definitions = Definitions("retrieval", [], offline_store=store, engine=engine or "duckdb")
+    return definitions, args[0], args[1]
 
 
 def _split(value: Sequence[str] | str | None) -> list[str]:
@@ -260,11 +355,3 @@ def _collect_features(items: Iterable[Feature | ModuleType] | Feature | ModuleTy
         raise DefinitionErrors(problems)
     return found
 
-
-def _profile_settings(profile: str | None) -> dict[str, Any]:
-    """Stores and engine from ``mlforge.yaml`` (when present) for ``profile``."""
-    try:
-        from mlforge.config import load_profile
-    except ImportError:  # pragma: no cover
-        return {}
-    return load_profile(profile)

@@ -452,7 +452,7 @@ def server_token() -> str | None:
 
 
 def _version() -> str:
-    from mlforge import __version__
+    from mlforge.release import __version__
 
     return __version__
 
@@ -515,7 +515,7 @@ def run(
         uvicorn.run(create_app(defs, token), host=host, port=port, log_level=log_level)
         return
     os.environ[TARGET_ENV] = str(target or _definitions_file(defs))
-    if profile or getattr(defs, "profile", None):
+    if profile or (defs is not None and defs.profile):
         os.environ[PROFILE_ENV] = str(profile or defs.profile)
     _shared_metrics_dir()
     uvicorn.run("mlforge.serve:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from cyclopts import Parameter
 
 from mlforge.cli.common import DEFAULT, Common, Format, err, load, out, print_json, table
+from mlforge.plugins import EngineName
 
 PREVIEW_ROWS = 5
 
@@ -17,7 +18,7 @@ def build(
     features: Annotated[str | None, Parameter(name=["--features", "-f"])] = None,
     tags: str | None = None,
     schedule: str | None = None,
-    engine: Literal["duckdb", "polars", "pyspark"] | None = None,
+    engine: EngineName | None = None,
     online: bool = False,
     since: str | None = None,
     until: str | None = None,

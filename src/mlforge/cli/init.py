@@ -7,13 +7,13 @@ from typing import Literal
 
 from mlforge.cli.common import err, out
 from mlforge.errors import ConfigError
+from mlforge.plugins import EngineName
 
 Online = Literal["redis", "valkey", "dynamodb", "databricks"]
 Store = Literal["local", "s3", "gcs", "unity-catalog"]
-Engine = Literal["duckdb", "polars", "pyspark"]
 
 
-def init(name: str, *, online: Online | None = None, store: Store = "local", engine: Engine = "duckdb", verbose: bool = False) -> int:
+def init(name: str, *, online: Online | None = None, store: Store = "local", engine: EngineName = "duckdb", verbose: bool = False) -> int:
     """Create a new project with sample data that builds immediately.
 
     The ``dev`` profile (the default) always uses a local store so that

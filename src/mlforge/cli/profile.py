@@ -36,7 +36,7 @@ def profile(*, validate: bool = False, format: Format = "table", common: Common 
             checks.append([f"profile {name}", *_check(lambda n=name: resolve_profile(n, path=resolved.path))])
         if resolved.offline_store is not None:
             checks.append(["offline_store answers", *_check(resolved.offline_store.list_features)])
-        if resolved.online_store is not None and hasattr(resolved.online_store, "ping"):
+        if resolved.online_store is not None:
             checks.append(["online_store answers", *_check(resolved.online_store.ping)])
     if format == "json":
         print_json({"settings": [dict(zip(["setting", "value", "from"], r, strict=True)) for r in rows], "checks": [dict(zip(["check", "status", "problem"], c, strict=True)) for c in checks]})

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from cyclopts import Parameter
 
 from mlforge.cli.common import DEFAULT, Common, Format, load, out, render
+from mlforge.plugins import EngineName
 
 
 def validate(
     *,
     features: Annotated[str | None, Parameter(name=["--features", "-f"])] = None,
-    engine: Literal["duckdb", "polars", "pyspark"] | None = None,
+    engine: EngineName | None = None,
     format: Format = "table",
     common: Common = DEFAULT,
 ) -> int:

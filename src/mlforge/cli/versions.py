@@ -1,6 +1,6 @@
 """Version commands: ``diff``, ``rollback``, ``sync``, ``manifest``.
 
-Each calls one function of :mod:`mlforge.offline.operations` and renders its result.
+Each calls one function of :mod:`mlforge.operations` and renders its result.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def diff(feature: str, v1: str | None = None, v2: str | None = None, /, *, forma
         table for people, json for machines.
     """
     try:
-        from mlforge.offline.operations import diff_versions
+        from mlforge.operations import diff_versions
 
         defs = load(common)
         result = diff_versions(defs.offline_store, feature, v1, v2)
@@ -46,7 +46,7 @@ def diff(feature: str, v1: str | None = None, v2: str | None = None, /, *, forma
             traceback.print_exception(exc, file=sys.stderr)
         print(f"error: {exc}", file=sys.stderr)
         return DIFF_ERROR
-    payload = {k: (getattr(v, "name", v) if k == "kind" else v) for k, v in result.items()}
+    payload = {k: (v.name if k == "kind" else v) for k, v in result.items()}
     if format == "json":
         print_json(payload)
     else:
@@ -84,7 +84,7 @@ def rollback(
         raise ConfigError("give either a VERSION or --previous, not both", where="mlforge rollback", fix="e.g. `mlforge rollback user_spend 1.0.0` or `mlforge rollback user_spend --previous`")
     if version is None and not previous:
         raise ConfigError("rollback needs a VERSION or --previous", where="mlforge rollback", fix=f"see `mlforge list versions {feature}`")
-    from mlforge.offline.operations import rollback as rollback_to
+    from mlforge.operations import rollback as rollback_to
 
     defs = load(common)
     store = defs.offline_store
@@ -120,10 +120,8 @@ def sync(*, force: bool = False, format: Format = "table", common: Common = DEFA
     format
         table for people, json for machines.
     """
-    from mlforge.offline.operations import sync as sync_online
-
     defs = load(common)
-    entries = sync_online(defs, force=force)
+    entries = defs.sync(force=force)
     columns: list[str] = []
     for entry in entries:
         columns += [k for k in entry if k not in columns]
@@ -142,10 +140,8 @@ def manifest(*, output: Path | None = None, common: Common = DEFAULT) -> int:
     """
     import json
 
-    from mlforge.offline.operations import build_manifest
-
     defs = load(common)
-    payload = build_manifest(defs)
+    payload = defs.manifest()
     if output is None:
         print_json(payload)
     else:

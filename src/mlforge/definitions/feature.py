@@ -14,10 +14,10 @@ from mlforge.definitions.names import check_name
 from mlforge.definitions.source import Source, Timestamp
 from mlforge.definitions.validators import Validator
 from mlforge.errors import DefinitionError
+from mlforge.plugins import ENGINE_NAMES
 
 #: Tags that double as build schedules (contract I2).
 SCHEDULES: tuple[str, ...] = ("realtime", "hourly", "daily", "weekly", "monthly", "on-demand")
-ENGINES: tuple[str, ...] = ("duckdb", "polars", "pyspark")
 
 
 @dataclass(frozen=True)
@@ -122,8 +122,8 @@ def _make_feature(fn, source, keys, entities, timestamp, interval, metrics, vali
     ts = _resolve_timestamp(timestamp, src)
     metric_tuple = tuple(metrics or ())
     tag_tuple = _check_tags(tags, where)
-    if engine is not None and engine not in ENGINES:
-        raise DefinitionError(f"unknown engine {engine!r}", where=where, fix=f"use one of {', '.join(ENGINES)}")
+    if engine is not None and engine not in ENGINE_NAMES:
+        raise DefinitionError(f"unknown engine {engine!r}", where=where, fix=f"use one of {', '.join(ENGINE_NAMES)}")
     interval_text = _check_interval(interval, metric_tuple, ts, where)
     feat = Feature(
         name=name,

@@ -1,20 +1,31 @@
 """One module per Ibis backend. Nothing outside this package knows which engine runs.
 
->>> from mlforge.engines import ENGINE_NAMES
->>> ENGINE_NAMES
-('duckdb', 'polars', 'pyspark')
+Engine names are declared once, in :mod:`mlforge.plugins`; engine ``x`` lives in
+``mlforge/engines/x.py``, whose ``ENGINE`` is its class (imported only when used).
+
+>>> get_engine("duckdb").name
+'duckdb'
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from mlforge.errors import EngineError
+from mlforge.plugins import DEFAULT_ENGINE, ENGINE_NAMES
 
 if TYPE_CHECKING:
     from mlforge.engines.base import Engine
 
-ENGINE_NAMES: tuple[str, ...] = ("duckdb", "polars", "pyspark")
+
+
+def engine_class(name: str) -> type[Engine]:
+    """The class registered for ``name``; unknown names are an ``EngineError``."""
+    key = name.lower()
+    if key not in ENGINE_NAMES:
+        raise EngineError(f"unknown engine {name!r}", fix=f"use one of {', '.join(ENGINE_NAMES)} (or pass an engine object / SparkSession)")
+    return import_module(f"mlforge.engines.{key}").ENGINE
 
 
 def get_engine(spec: Any = None) -> Engine:
@@ -23,27 +34,11 @@ def get_engine(spec: Any = None) -> Engine:
     from mlforge.engines.base import Engine
 
     if spec is None:
-        spec = "duckdb"
+        spec = DEFAULT_ENGINE
     if isinstance(spec, Engine):
         return spec
-    if type(spec).__name__ == "SparkSession" or "SparkSession" in type(spec).__name__:
-        from mlforge.engines.pyspark import PySparkEngine
-
-        return PySparkEngine(session=spec)
-    if not isinstance(spec, str) or spec.lower() not in ENGINE_NAMES:
-        raise EngineError(
-            f"unknown engine {spec!r}",
-            fix=f"use one of {', '.join(ENGINE_NAMES)} (or pass an engine object / SparkSession)",
-        )
-    name = spec.lower()
-    if name == "duckdb":
-        from mlforge.engines.duckdb import DuckDBEngine
-
-        return DuckDBEngine()
-    if name == "polars":
-        from mlforge.engines.polars import PolarsEngine
-
-        return PolarsEngine()
-    from mlforge.engines.pyspark import PySparkEngine
-
-    return PySparkEngine()
+    if "SparkSession" in type(spec).__name__:
+        return engine_class("pyspark")(session=spec)
+    if not isinstance(spec, str):
+        raise EngineError(f"unknown engine {spec!r}", fix=f"use one of {', '.join(ENGINE_NAMES)} (or pass an engine object / SparkSession)")
+    return engine_class(spec)()

@@ -8,9 +8,16 @@ timestamp parsing) and checks its capabilities; everything else is plain Ibis.
 from __future__ import annotations
 
 import logging
+import uuid
+from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mlforge.definitions.source import CSVFormat, DeltaFormat
+from mlforge.engines import asof
+from mlforge.engines.asof import AsofJoin
+from mlforge.engines.monthfiles import write_arrow_table
+from mlforge.engines.sources import arrow_csv_options, check_source_exists, read_delta_arrow
 from mlforge.errors import EngineError, SourceError
 
 if TYPE_CHECKING:
@@ -21,22 +28,45 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Capabilities an engine may declare.
-CAPABILITIES: dict[str, str] = {
-    "window_functions": "over() window functions",
-    "asof_join": "correct native as-of joins",
-    "sha256": "SHA-256 hex digests in the engine (surrogate keys)",
-    "native_frames": "feature functions annotated with the engine's native frame type",
-    "delta_sources": "reading Delta Lake sources",
-    "distributed": "scales past one machine",
+class Capability(StrEnum):
+    """What an engine may declare it can do; the compiler and the services read these flags
+    and never probe an engine's methods. The value is the name used in docs and errors."""
+
+    WINDOW_FUNCTIONS = "window_functions"
+    ASOF_JOIN = "asof_join"
+    SHA256 = "sha256"
+    NATIVE_FRAMES = "native_frames"
+    DELTA_SOURCES = "delta_sources"
+    DISTRIBUTED = "distributed"
+
+    @property
+    def description(self) -> str:
+        return _DESCRIPTIONS[self]
+
+
+_DESCRIPTIONS: dict[Capability, str] = {
+    Capability.WINDOW_FUNCTIONS: "over() window functions",
+    Capability.ASOF_JOIN: "correct native as-of joins",
+    Capability.SHA256: "SHA-256 hex digests in the engine (surrogate keys)",
+    Capability.NATIVE_FRAMES: "feature functions annotated with the engine's native frame type",
+    Capability.DELTA_SOURCES: "reading Delta Lake sources",
+    Capability.DISTRIBUTED: "scales past one machine; frames of its own kind stay in the engine",
 }
+
+#: Capability names and what they mean (the engine matrix in the docs is generated from it).
+CAPABILITIES: dict[str, str] = {c.value: c.description for c in Capability}
+
+
+def temp_table_name() -> str:
+    """A fresh name for an engine-side temporary table."""
+    return f"mlforge_{uuid.uuid4().hex[:12]}"
 
 
 class Engine:
     """Base class of the DuckDB, Polars and PySpark engines."""
 
     name: ClassVar[str] = "base"
-    capabilities: ClassVar[frozenset[str]] = frozenset()
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
     native_frame: ClassVar[str | None] = None
 
     @cached_property
@@ -47,8 +77,17 @@ class Engine:
     def _connect(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def supports(self, capability: str) -> bool:
-        return capability in self.capabilities
+    def supports(self, capability: Capability | str) -> bool:
+        """Whether this engine declares ``capability``; an unknown name is an error, so a
+        typo never silently answers False."""
+        try:
+            return Capability(capability) in self.capabilities
+        except ValueError:
+            raise EngineError(f"unknown engine capability {capability!r}", fix=f"use one of {', '.join(c.value for c in Capability)}") from None
+
+    def spark_session(self) -> Any | None:
+        """The engine's SparkSession, for stores that write through Spark (``None`` here)."""
+        return None
 
     def is_interrupt(self, exc: BaseException) -> bool:
         """Whether ``exc`` is this engine's answer to Ctrl-C (SIGINT) during a query, which
@@ -58,8 +97,6 @@ class Engine:
     # -- reading -----------------------------------------------------------------
     def read_source(self, source: Source) -> ir.Table:
         """Read a source as an Ibis table bound to this engine."""
-        from mlforge.definitions.source import CSVFormat, DeltaFormat
-
         check_source_exists(source)
         fmt = source.format
         try:
@@ -109,11 +146,7 @@ class Engine:
         )
 
     def from_arrow(self, table: pa.Table, name: str | None = None) -> ir.Table:
-        import ibis
-
-        return self.con.create_table(name or _temp_name(), table, temp=True) if self._create_temp_tables else ibis.memtable(table)
-
-    _create_temp_tables: ClassVar[bool] = True
+        return self.con.create_table(name or temp_table_name(), table, temp=True)
 
     # -- portable primitives ------------------------------------------------------
     def epoch_seconds(self, col: ir.TimestampValue) -> ir.IntegerValue:
@@ -124,6 +157,12 @@ class Engine:
 
     def sha256_hex(self, col: ir.StringValue) -> ir.StringValue:
         return col.hexdigest("sha256")
+
+    def add_hex_digest_column(self, table: ir.Table, text: ir.StringValue, out: str) -> ir.Table:
+        """Add ``out`` = the first 32 hex characters of SHA-256 of ``text`` (rule K1)."""
+        if not self.supports(Capability.SHA256):
+            raise EngineError(f"engine {self.name!r} cannot compute SHA-256 surrogate keys", fix="use the duckdb engine")
+        return table.mutate(**{out: self.sha256_hex(text).substr(0, 32)})
 
     def parse_timestamp(self, col: ir.StringValue, fmt: str) -> ir.TimestampValue:
         return col.as_timestamp(fmt)
@@ -136,8 +175,23 @@ class Engine:
     def to_native(self, table: ir.Table) -> Any:
         raise EngineError(f"engine {self.name!r} has no native frame type", fix="annotate the feature function without a frame type")
 
+    def native_input(self, table: ir.Table, *, eager: bool) -> Any:
+        """``table`` as the frame a feature function annotated with this engine's native
+        type receives; ``eager`` when it asks for an executed frame rather than a lazy one."""
+        return self.to_native(table)
+
     def from_native(self, frame: Any) -> ir.Table:
         raise EngineError(f"engine {self.name!r} has no native frame type", fix="return an Ibis table")
+
+    # -- joins ---------------------------------------------------------------------
+    def asof_backward(self, base: ir.Table, right: ir.Table, join: AsofJoin) -> ir.Table:
+        """``base`` with the values of the newest ``right`` row at or before each label
+        (ties included), by the fastest plan this engine runs correctly."""
+        if self.supports(Capability.ASOF_JOIN):
+            return asof.native(base, right, join)
+        if self.supports(Capability.WINDOW_FUNCTIONS):
+            return asof.window(base, right, join)
+        return asof.pairwise(base, right, join)
 
     # -- execution -----------------------------------------------------------------
     def to_arrow(self, expr: ir.Table) -> pa.Table:
@@ -149,196 +203,7 @@ class Engine:
         With ``partition_by``, one file ``<value>.parquet`` per value of that column, which
         is not written into the files (see :func:`flatten_partitions`).
         """
-        write_parquet_with_arrow(self, expr, data_dir, partition_by)
+        write_arrow_table(self.to_arrow(expr), data_dir, partition_by)
 
     def close(self) -> None:
         """Release engine resources (sessions, connections)."""
-
-
-def read_delta_arrow(table: Any) -> pa.Table:
-    """A whole Delta table as Arrow, read by delta-rs's own (Rust) reader.
-
-    Not ``DeltaTable.to_pyarrow_table()``: that scans through a Python filesystem object,
-    and when Arrow's IO threads drop the last file handle while the interpreter is shutting
-    down, the process aborts ("terminate called without an active exception").
-    """
-    import pyarrow as pa
-    from deltalake import QueryBuilder
-
-    result = pa.table(QueryBuilder().register("delta_table", table).execute("SELECT * FROM delta_table"))
-    # delta-rs returns string views (and may put partition columns elsewhere); the table's
-    # own schema says plain strings, in its column order.
-    schema = pa.schema(table.schema())
-    return result.select(schema.names).cast(schema)
-
-
-def delta_dataset(table: Any) -> Any:
-    """A lazy pyarrow dataset over a Delta table (projection and filter pushdown).
-
-    Local tables are read through Arrow's native filesystem, never through a Python file
-    object (see :func:`read_delta_arrow` for why).
-    """
-    from urllib.parse import unquote, urlparse
-
-    uri = table.table_uri
-    if uri.startswith("file://") or "://" not in uri:
-        import pyarrow.fs as pafs
-
-        root = unquote(urlparse(uri).path) if uri.startswith("file://") else uri
-        return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(root, pafs.LocalFileSystem()))
-    return table.to_pyarrow_dataset()
-
-
-def _temp_name() -> str:
-    import uuid
-
-    return f"mlforge_{uuid.uuid4().hex[:12]}"
-
-
-def check_source_exists(source: Source) -> None:
-    """Fail early, before any compute, when a local source path does not exist."""
-    import glob
-    from pathlib import Path
-
-    if source.is_table or source.is_remote:
-        return
-    location = source.location
-    if any(ch in location for ch in "*?["):
-        if not glob.glob(location):
-            raise SourceError(f"no files match source {location!r}", fix="check the glob pattern and the working directory")
-        return
-    if not Path(location).exists():
-        raise SourceError(
-            f"source file {location!r} does not exist",
-            where=f"working directory {Path.cwd()}",
-            fix="check the path (relative paths are resolved from the project directory)",
-        )
-
-
-def arrow_csv_options(fmt: Any) -> dict[str, Any]:
-    import pyarrow.csv as pacsv
-
-    read = pacsv.ReadOptions(skip_rows=fmt.skip_rows, autogenerate_column_names=not fmt.has_header)
-    parse = pacsv.ParseOptions(delimiter=fmt.delimiter, quote_char=fmt.quote_char or False)
-    convert_kwargs: dict[str, Any] = {"strings_can_be_null": True}
-    if fmt.null_values is not None:
-        convert_kwargs["null_values"] = list(fmt.null_values)
-    convert = pacsv.ConvertOptions(**convert_kwargs)
-    return {"read_options": read, "parse_options": parse, "convert_options": convert}
-
-
-def write_parquet_with_arrow(engine: Engine, expr: Any, data_dir: str, partition_by: str | None = None) -> None:
-    """Write ``expr`` via Arrow (engines without a native partitioned writer)."""
-    import pyarrow.parquet as pq
-
-    table = engine.to_arrow(expr)
-    if partition_by is None:
-        pq.write_table(table, f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=ROW_GROUP_ROWS)
-        return
-    write_partitioned_batches(table.to_batches(), table.schema, data_dir, partition_by)
-
-
-#: Rows per Parquet row group of a stored feature.
-ROW_GROUP_ROWS = 1 << 20
-#: Rows a partition buffers before it writes them as a row group: with one buffer per month
-#: open at once, this bounds the writer's memory whatever the size of the result.
-PARTITION_BUFFER_ROWS = 1 << 18
-
-
-def write_partitioned_batches(batches: Any, schema: pa.Schema, data_dir: str, partition_by: str) -> None:
-    """Write a stream of record batches as one file per value of ``partition_by``.
-
-    Each file gets its rows in stream order (a sorted stream gives sorted files); the
-    partition column is not written. Memory stays bounded: a partition's rows are written
-    once ``PARTITION_BUFFER_ROWS`` of them have arrived, and at most
-    ``_WRITES_IN_FLIGHT`` such writes wait for the writer thread.
-    """
-    from collections import deque
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    index = schema.get_field_index(partition_by)
-    stored = schema.remove(index)
-    writers: dict[Any, pq.ParquetWriter] = {}
-    pending: dict[Any, list[pa.RecordBatch]] = {}
-    pending_rows: dict[Any, int] = {}
-    in_flight: deque[Future[None]] = deque()
-    last_write: dict[Any, Future[None]] = {}
-    # Writer threads compress and write (pyarrow releases the GIL) while this thread fetches
-    # and splits the next batches; different files are written in parallel, and each write
-    # of a file waits for the previous one, so every file keeps its rows in stream order.
-    pool = ThreadPoolExecutor(max_workers=_WRITER_THREADS, thread_name_prefix="mlforge-writer")
-
-    def write_after(previous: Future[None] | None, writer: pq.ParquetWriter, rows: pa.Table) -> None:
-        if previous is not None:
-            previous.result()
-        writer.write_table(rows, row_group_size=ROW_GROUP_ROWS)
-
-    def flush(value: Any) -> None:
-        rows = pa.Table.from_batches(pending.pop(value), stored)
-        pending_rows.pop(value)
-        if value not in writers:
-            writers[value] = pq.ParquetWriter(f"{data_dir}/{partition_file(value)}", stored, compression="zstd")
-        # A queued write's predecessor was queued earlier, so it is running or done: no
-        # worker ever waits for a write that no worker has picked up.
-        last_write[value] = pool.submit(write_after, last_write.get(value), writers[value], rows)
-        in_flight.append(last_write[value])
-        while len(in_flight) > _WRITES_IN_FLIGHT:
-            in_flight.popleft().result()
-
-    try:
-        for batch in batches:
-            keys = batch.column(index)
-            rest = batch.drop_columns([partition_by])
-            values = pc.unique(keys).to_pylist()
-            for value in values:
-                part = rest if len(values) == 1 else rest.filter(pc.is_null(keys) if value is None else pc.equal(keys, value))
-                pending.setdefault(value, []).append(part)
-                pending_rows[value] = pending_rows.get(value, 0) + part.num_rows
-                if pending_rows[value] >= PARTITION_BUFFER_ROWS:
-                    flush(value)
-        for value in list(pending):
-            flush(value)
-        while in_flight:
-            in_flight.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        for writer in writers.values():
-            writer.close()
-
-
-#: Threads compressing and writing partition files, and the writes queued for them before
-#: the stream waits: together they bound the buffered rows to a few partition buffers.
-_WRITER_THREADS = 2
-_WRITES_IN_FLIGHT = 3
-
-
-def partition_file(value: Any) -> str:
-    """File name of one partition: ``2024-03.parquet``; rows without a timestamp go to
-    ``untimed.parquet`` (not ``_...``: Spark and Hadoop readers skip such files)."""
-    return f"{UNTIMED}.parquet" if value is None or value == "__HIVE_DEFAULT_PARTITION__" else f"{value}.parquet"
-
-
-#: Name of the month file holding rows whose timestamp is null.
-UNTIMED = "untimed"
-
-
-def flatten_partitions(root: str, data_dir: str, column: str) -> None:
-    """Move hive-style output ``root/<column>=<value>/*.parquet`` to ``data_dir/<value>.parquet``.
-
-    Each partition directory must hold exactly one file (writers are asked for that).
-    """
-    import os
-    from urllib.parse import unquote
-
-    for entry in sorted(os.listdir(root)):
-        if not entry.startswith(f"{column}="):
-            continue
-        value = unquote(entry.split("=", 1)[1])
-        files = sorted(f for f in os.listdir(os.path.join(root, entry)) if f.endswith(".parquet"))
-        if len(files) != 1:
-            raise RuntimeError(f"expected one file in partition {entry}, found {files}")
-        os.replace(os.path.join(root, entry, files[0]), os.path.join(data_dir, partition_file(None if value == "__HIVE_DEFAULT_PARTITION__" else value)))

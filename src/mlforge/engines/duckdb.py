@@ -8,7 +8,9 @@ import tempfile
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlforge.engines.base import Engine, _temp_name
+from mlforge.engines.base import Capability, Engine, temp_table_name
+from mlforge.engines.monthfiles import ROW_GROUP_ROWS, write_partitioned_batches
+from mlforge.engines.sources import delta_dataset
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -22,7 +24,7 @@ class DuckDBEngine(Engine):
     """
 
     name: ClassVar[str] = "duckdb"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"window_functions", "asof_join", "sha256", "delta_sources"})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.WINDOW_FUNCTIONS, Capability.ASOF_JOIN, Capability.SHA256, Capability.DELTA_SOURCES})
 
     def __init__(
         self,
@@ -77,17 +79,13 @@ class DuckDBEngine(Engine):
         # (projection and filter pushdown) and needs nothing from the network.
         from deltalake import DeltaTable
 
-        from mlforge.engines.base import delta_dataset
-
         dataset = delta_dataset(DeltaTable(location, version=version))
-        name = _temp_name()
+        name = temp_table_name()
         self.con.con.register(name, dataset)
         return self.con.table(name)
 
     def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
         from ibis.backends.sql.datatypes import DuckDBType
-
-        from mlforge.engines.base import ROW_GROUP_ROWS, write_partitioned_batches
 
         self.con._run_pre_execute_hooks(expr)
         # SUM over BIGINT is HUGEINT in DuckDB while Ibis types it int64 and elides the
@@ -111,6 +109,10 @@ class DuckDBEngine(Engine):
         result = self.con.raw_sql(query)
         reader = result.to_arrow_reader(_BATCH_ROWS) if hasattr(result, "to_arrow_reader") else result.fetch_record_batch(_BATCH_ROWS)
         write_partitioned_batches(reader, reader.schema, data_dir, partition_by)
+
+
+#: The class the engine registry (:mod:`mlforge.engines`) builds for 'duckdb'.
+ENGINE = DuckDBEngine
 
 
 #: Rows per Arrow batch fetched from DuckDB.

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlforge.engines.base import Engine, _temp_name
+from mlforge.engines.asof import AsofJoin
+from mlforge.engines.base import Capability, Engine, temp_table_name
+from mlforge.engines.monthfiles import write_arrow_table
 from mlforge.errors import missing_extra
 
 if TYPE_CHECKING:
@@ -20,7 +22,7 @@ class PolarsEngine(Engine):
     """Runs Ibis expressions on Polars lazy frames."""
 
     name: ClassVar[str] = "polars"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"native_frames", "delta_sources"})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.NATIVE_FRAMES, Capability.DELTA_SOURCES})
     native_frame: ClassVar[str | None] = "polars"
 
     def _connect(self) -> Any:
@@ -34,12 +36,12 @@ class PolarsEngine(Engine):
     def _read_parquet(self, location: str) -> ir.Table:
         import polars as pl
 
-        return self.con.create_table(_temp_name(), pl.scan_parquet(location))
+        return self.con.create_table(temp_table_name(), pl.scan_parquet(location))
 
     def read_parquet_files(self, files: list[str]) -> ir.Table:
         import polars as pl
 
-        return self.con.create_table(_temp_name(), pl.scan_parquet(files))
+        return self.con.create_table(temp_table_name(), pl.scan_parquet(files))
 
     def epoch_seconds(self, col: ir.TimestampValue) -> ir.IntegerValue:
         # Casting a timestamp to int64 yields its raw ticks, in the column's unit.
@@ -80,21 +82,43 @@ class PolarsEngine(Engine):
         lazy = lazy.with_columns(pl.col("__mlforge_key_text").map_batches(digest, return_dtype=pl.String).alias(out)).drop(
             "__mlforge_key_text"
         )
-        return self.con.create_table(_temp_name(), lazy)
+        return self.con.create_table(temp_table_name(), lazy)
+
+    def asof_backward(self, base: ir.Table, right: ir.Table, join: AsofJoin) -> ir.Table:
+        """Polars' own ``join_asof`` on the compiled lazy frames: Ibis lowers as-of joins
+        on Polars wrongly for unsorted input."""
+        import polars as pl
+
+        matched_row = "__mlforge_match_row"
+        labels = self.to_native(join.usable_labels(base).select(join.row, join.label, *join.left_keys)).sort(join.label)
+        events = self.to_native(join.usable_events(right).select(*join.right_keys, join.time, *join.values)).sort(join.time)
+        matched = labels.join_asof(
+            events, left_on=join.label, right_on=join.time, by_left=list(join.left_keys), by_right=list(join.right_keys), strategy="backward", check_sortedness=False
+        )
+        found = self.from_native(matched.select(pl.col(join.row).alias(matched_row), *join.values))
+        return base.left_join(found, base[join.row] == found[matched_row]).select(*base.columns, *join.values)
 
     def to_native(self, table: ir.Table) -> Any:
         return self.con.compile(table)
 
+    def native_input(self, table: ir.Table, *, eager: bool) -> Any:
+        lazy = self.to_native(table)
+        return lazy.collect() if eager else lazy
+
     def from_native(self, frame: Any) -> ir.Table:
-        return self.con.create_table(_temp_name(), frame)
+        import polars as pl
+
+        return self.con.create_table(temp_table_name(), frame.lazy() if isinstance(frame, pl.DataFrame) else frame)
 
     def to_arrow(self, expr: ir.Table) -> Any:
         return self.con.compile(expr).collect().to_arrow()
 
     def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
         if partition_by is not None:
-            from mlforge.engines.base import write_parquet_with_arrow
-
-            write_parquet_with_arrow(self, expr, data_dir, partition_by)
+            write_arrow_table(self.to_arrow(expr), data_dir, partition_by)
             return
         self.con.compile(expr).sink_parquet(f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=1 << 20)
+
+
+#: The class the engine registry (:mod:`mlforge.engines`) builds for 'polars'.
+ENGINE = PolarsEngine

@@ -10,7 +10,8 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlforge.engines.base import Engine, _temp_name
+from mlforge.engines.base import Capability, Engine, temp_table_name
+from mlforge.engines.monthfiles import flatten_partitions
 from mlforge.errors import missing_extra
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ class PySparkEngine(Engine):
     """Runs Ibis expressions on Spark; results are computed by Spark itself."""
 
     name: ClassVar[str] = "pyspark"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"window_functions", "sha256", "native_frames", "delta_sources", "distributed"})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.WINDOW_FUNCTIONS, Capability.SHA256, Capability.NATIVE_FRAMES, Capability.DELTA_SOURCES, Capability.DISTRIBUTED})
     native_frame: ClassVar[str | None] = "pyspark"
 
     def __init__(self, session: Any = None, master: str | None = None, remote: str | None = None, conf: dict[str, str] | None = None):
@@ -81,7 +82,7 @@ class PySparkEngine(Engine):
         return ibis.pyspark.connect(session)
 
     def _read_catalog_table(self, name: str) -> ir.Table:
-        view = _temp_name()
+        view = temp_table_name()
         self.session.table(name).createOrReplaceTempView(view)
         return self.con.table(view)
 
@@ -139,12 +140,15 @@ class PySparkEngine(Engine):
         return self.session.sql(self.con.compile(table))
 
     def from_native(self, frame: Any, name: str | None = None) -> ir.Table:
-        view = name or _temp_name()
+        view = name or temp_table_name()
         frame.createOrReplaceTempView(view)
         return self.con.table(view)
 
     def to_arrow(self, expr: ir.Table) -> Any:
         return self.to_native(expr).toArrow()
+
+    def spark_session(self) -> Any:
+        return self.session
 
     def close(self) -> None:
         if self._owns_session and self._session is not None:
@@ -161,8 +165,6 @@ class PySparkEngine(Engine):
         import shutil
         import tempfile
 
-        from mlforge.engines.base import flatten_partitions
-
         root = tempfile.mkdtemp(prefix=".parts-", dir=os.path.dirname(data_dir))
         try:
             # One task per partition value gives one (sorted) file per partition.
@@ -174,6 +176,10 @@ class PySparkEngine(Engine):
             flatten_partitions(root, data_dir, partition_by)
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+#: The class the engine registry (:mod:`mlforge.engines`) builds for 'pyspark'.
+ENGINE = PySparkEngine
 
 
 def spark_column_reference(name: str) -> str:

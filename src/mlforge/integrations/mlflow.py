@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlforge.errors import ConfigError, MlforgeError
+from mlforge.release import __version__
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +98,7 @@ def log_features_to_mlflow(
 
 def training_record(defs: Any, features: Any = None, *, entity_df: Any = None, timestamp: str | None = None, rows: int | None = None) -> dict[str, Any]:
     """The JSON-ready record of a retrieval: what to log, without touching MLflow."""
-    from mlforge import __version__
-
-    specs = _specs(defs, features)
+    specs = feature_specs(defs, features)
     resolved = [_feature_record(defs, spec) for spec in specs]
     pinned = [[f["name"], f["version"]] if f["columns"] is None else {"name": f["name"], "version": f["version"], "columns": f["columns"]} for f in resolved]
     call: dict[str, Any] = {"features": pinned, "timestamp": timestamp}
@@ -108,20 +107,20 @@ def training_record(defs: Any, features: Any = None, *, entity_df: Any = None, t
     return {
         "mlforge_version": __version__,
         "logged_at": datetime.now(UTC).isoformat(),
-        "project": getattr(defs, "name", None),
-        "offline_store": repr(getattr(defs, "offline_store", None)),
+        "project": defs.name,
+        "offline_store": repr(defs.offline_store),
         "features": resolved,
         "retrieval": call,
         "reproduce": _reproduce_snippet(pinned, timestamp),
     }
 
 
-def _specs(defs: Any, features: Any) -> list[Any]:
-    from mlforge.retrieval import _specs as parse_specs
+def feature_specs(defs: Any, features: Any) -> list[Any]:
+    from mlforge.retrieval import feature_specs as parse_specs
 
     if features is None or (isinstance(features, Sequence) and not isinstance(features, (str, tuple)) and not features):
         stored = set(defs.offline_store.list_features())
-        names = [n for n in sorted(getattr(defs, "features", {}) or stored) if n in stored]
+        names = [n for n in sorted(defs.features or stored) if n in stored]
         if not names:
             raise ConfigError("no built features to log", fix="build them first (`mlforge build`), or name them")
         features = names
@@ -144,9 +143,9 @@ def _feature_record(defs: Any, spec: Any) -> dict[str, Any]:
 
 def _describe_frame(frame: Any, rows: int | None) -> dict[str, Any]:
     """Columns, row count and (for in-memory frames) a content hash of ``entity_df``."""
-    from mlforge.retrieval import _kind
+    from mlforge.retrieval import frame_kind
 
-    kind = _kind(frame)
+    kind = frame_kind(frame)
     columns = frame.collect_schema().names() if kind == "polars" else frame.columns  # a LazyFrame resolves its schema
     described: dict[str, Any] = {"kind": kind, "columns": [str(c) for c in columns], "rows": rows}
     arrow = _as_arrow(frame, kind)

@@ -9,7 +9,7 @@ or before them leaves the previous latest untouched (S1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from mlforge.errors import VersionNotFound
 from mlforge.versioning import is_version
@@ -29,10 +29,28 @@ class Staging:
     token: str
 
 
+@dataclass(frozen=True)
+class StoreCapabilities:
+    """What an offline store declares it can do (read by the services, never probed).
+
+    Attributes:
+        month_files: a version's data is Parquet month files (``2024-03.parquet``) that
+            ``data_files`` hands out as local paths, so a range build rewrites only the
+            months it touches and reuses the others as they are; otherwise the store is a
+            table store and replaces the range itself.
+        restores_data: ``has_data`` / ``restore_data`` work, so ``mlforge sync`` can refill
+            the data files of versions whose metadata alone is present.
+    """
+
+    month_files: bool = True
+    restores_data: bool = True
+
+
 class OfflineStore(Protocol):
     """What every offline store provides."""
 
     kind: str
+    capabilities: ClassVar[StoreCapabilities]
 
     def list_features(self) -> list[str]: ...
 
@@ -55,7 +73,10 @@ class OfflineStore(Protocol):
 
     def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table: ...
 
-    # Used by ``mlforge sync`` (offline/operations.py):
+    def use_engine(self, engine: Engine) -> None:
+        """Called by builds and reads with their engine (a table store may write through it)."""
+
+    # Used by ``mlforge sync`` (operations.py) where ``capabilities.restores_data``:
     def has_data(self, feature: str, version: str) -> bool: ...
 
     def restore_data(self, feature: str, version: str, files: list[str]) -> None: ...

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from mlforge.engines.base import read_delta_arrow
+from mlforge.engines.sources import read_delta_arrow
 from mlforge.errors import StoreError
 
 if TYPE_CHECKING:

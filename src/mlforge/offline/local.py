@@ -28,7 +28,7 @@ from mlforge.offline.versioned import (
     METADATA,
     STAGING_PREFIX,
     VersionedStore,
-    _json_bytes,
+    json_bytes,
 )
 
 __all__ = ["LATEST", "METADATA", "STAGING_PREFIX", "LocalStore"]
@@ -60,7 +60,7 @@ class LocalStore(VersionedStore):
 
     def _commit(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None:
         staged = self._staging_dir(staging)
-        _write_durably(staged / METADATA, _json_bytes(metadata))
+        _write_durably(staged / METADATA, json_bytes(metadata))
         _fsync_tree(staged)
         target = self.version_dir(staging.feature, version)
         try:

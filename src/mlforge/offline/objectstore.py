@@ -35,7 +35,7 @@ from typing import Any
 
 from mlforge.errors import ConcurrentPublish, StoreError
 from mlforge.offline.base import Staging
-from mlforge.offline.versioned import DATA, METADATA, VersionedStore, _json_bytes, checkpoint
+from mlforge.offline.versioned import DATA, METADATA, VersionedStore, json_bytes, checkpoint
 from mlforge.versioning import is_version, sort_versions
 
 log = logging.getLogger(__name__)
@@ -89,7 +89,7 @@ class ObjectStore(VersionedStore):
         names = self._upload_staged(staging, version_key)
         checkpoint("metadata")
         try:
-            created = self.blobs.put_if_absent(metadata_key, _json_bytes({**metadata, "files": sorted(names)}))
+            created = self.blobs.put_if_absent(metadata_key, json_bytes({**metadata, "files": sorted(names)}))
         except BaseException:
             self._delete_quietly([f"{version_key}/{DATA}/{n}" for n in names])
             raise
@@ -141,7 +141,7 @@ class ObjectStore(VersionedStore):
             name = f"{token}-part-{i:05d}.parquet"
             self.blobs.upload(path, f"{version_key}/{DATA}/{name}")
             names.append(name)
-        self.blobs.put(metadata_key, _json_bytes({**json.loads(raw), "files": names}))
+        self.blobs.put(metadata_key, json_bytes({**json.loads(raw), "files": names}))
         self._remove_unlisted(version_key, names)
 
     # -- reading -------------------------------------------------------------------

@@ -33,10 +33,10 @@ import uuid
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlforge.errors import ConcurrentPublish, ConfigError, StoreError
-from mlforge.offline.base import Staging, resolve_version
+from mlforge.offline.base import Staging, StoreCapabilities, resolve_version
 from mlforge.offline.delta_tables import (
     RangeFilter,
     RustTables,
@@ -79,8 +79,10 @@ class UnityCatalogStore:
     """
 
     kind = "unity-catalog"
-    #: materialize: an incremental build reads the previous version as a table.
-    month_files = False
+    #: A table store: an incremental build reads the previous version as a table and the
+    #: store replaces the range; Delta's own history keeps the files, so ``sync`` has
+    #: nothing to restore.
+    capabilities: ClassVar[StoreCapabilities] = StoreCapabilities(month_files=False, restores_data=False)
 
     def __init__(self, catalog: str, schema: str = "features", *, storage_root: str | None = None, client: Any = None, staging_dir: str | None = None, profile: str | None = None):
         for label, value in (("catalog", catalog), ("schema", schema)):
@@ -108,7 +110,7 @@ class UnityCatalogStore:
 
     def _session(self) -> Any:
         if self._engine is not None:
-            return self._engine.session if self._engine.name == "pyspark" else None
+            return self._engine.spark_session()
         if self.storage_root or self._client is not None or os.environ.get("DATABRICKS_HOST"):
             return None
         try:  # a Databricks notebook: the active session knows the catalog

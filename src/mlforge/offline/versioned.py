@@ -25,11 +25,11 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlforge.definitions.names import check_name
 from mlforge.errors import DefinitionError, StoreError
-from mlforge.offline.base import Staging, resolve_version
+from mlforge.offline.base import Staging, StoreCapabilities, resolve_version
 from mlforge.versioning import is_version, parse_version, sort_versions
 
 if TYPE_CHECKING:
@@ -75,7 +75,11 @@ class VersionedStore:
     """
 
     kind: str = "base"
+    capabilities: ClassVar[StoreCapabilities] = StoreCapabilities(month_files=True, restores_data=True)
     blobs: Blobs
+
+    def use_engine(self, engine: Engine) -> None:
+        """File stores read and write the same way for every engine."""
 
     # -- layout --------------------------------------------------------------------
     @staticmethod
@@ -200,7 +204,7 @@ class VersionedStore:
         if not self.blobs.exists(f"{key}/{METADATA}"):
             raise StoreError(f"feature {feature!r} has no complete version {version}", fix="use `mlforge list versions`")
         checkpoint("pointer")
-        self.blobs.put(f"{self._feature_key(feature)}/{LATEST}", _json_bytes({"version": version}))
+        self.blobs.put(f"{self._feature_key(feature)}/{LATEST}", json_bytes({"version": version}))
 
     # -- reading -------------------------------------------------------------------
     def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table:
@@ -222,7 +226,7 @@ def _is_name(text: str) -> bool:
     return True
 
 
-def _json_bytes(payload: dict[str, Any]) -> bytes:
+def json_bytes(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8")
 
 

@@ -39,9 +39,10 @@ import base64
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from mlforge.errors import OnlineStoreError
 
@@ -51,6 +52,20 @@ if TYPE_CHECKING:
 KEY_SEPARATOR = "\x1f"
 NULL_TEXT = "\\N"
 TAG = "$t"
+
+
+@dataclass(frozen=True)
+class OnlineCapabilities:
+    """What an online store declares it can do (read by the services, never probed).
+
+    Attributes:
+        batched_reads: ``read_many`` answers several features in one round trip.
+        fills_from_offline: the offline store ``kind`` whose tables the store's platform
+            copies itself (``publish_table``), instead of rows streamed by mlforge.
+    """
+
+    batched_reads: bool = False
+    fills_from_offline: str | None = None
 
 
 @runtime_checkable
@@ -63,6 +78,8 @@ class OnlineStore(Protocol):
     feature's key columns. Every method raises :class:`~mlforge.errors.OnlineStoreError`
     when the store cannot be reached.
     """
+
+    capabilities: ClassVar[OnlineCapabilities]
 
     def write(self, feature: str, key_columns: list[str], batches: Iterable[pa.RecordBatch]) -> int:
         """Upsert every row of ``batches``; returns the number of rows written."""
@@ -235,10 +252,9 @@ def ttl_seconds(ttl: Any, where: str) -> float | None:
 def read_many(store: Any, requests: Mapping[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any] | None]]:
     """Read several features at once: ``{feature: keys}`` -> ``{feature: rows}``.
 
-    Stores that can answer in one round trip (Redis: one pipeline of ``MGET``) provide
-    ``read_many`` themselves; others are read feature by feature.
+    Stores that declare ``batched_reads`` (Redis: one pipeline of ``MGET``) answer in one
+    round trip with their own ``read_many``; others are read feature by feature.
     """
-    own = getattr(store, "read_many", None)
-    if own is not None:
-        return own(requests)
+    if store.capabilities.batched_reads:
+        return store.read_many(requests)
     return {feature: store.read(feature, keys) for feature, keys in requests.items()}

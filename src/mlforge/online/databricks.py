@@ -35,9 +35,10 @@ import re
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from mlforge.errors import ConfigError, OnlineStoreError, PublishOnlyError, missing_extra
+from mlforge.online.base import OnlineCapabilities
 from mlforge.online.lakebase import POOL_SIZE as POOL_SIZE  # re-exported: the pool's size
 from mlforge.online.lakebase import LakebaseReader, NoOnlineStore, coerce_key
 
@@ -52,7 +53,7 @@ _CONTINUOUS_READY = {"SYNCED_TABLE_ONLINE", "SYNCED_TABLE_ONLINE_CONTINUOUS_UPDA
 
 def require_unity_catalog(offline_store: Any) -> None:
     """Databricks publishes online tables from Unity Catalog tables only."""
-    if getattr(offline_store, "kind", None) != "unity-catalog":
+    if offline_store.kind != DatabricksOnlineStore.capabilities.fills_from_offline:
         raise ConfigError(
             f"DatabricksOnlineStore requires UnityCatalogStore as offline store, got {type(offline_store).__name__}",
             where="Definitions(offline_store=..., online_store=DatabricksOnlineStore(...))",
@@ -80,6 +81,8 @@ class DatabricksOnlineStore:
         >>> store.table_name("user_spend")
         'main.features_online.user_spend'
     """
+
+    capabilities: ClassVar[OnlineCapabilities] = OnlineCapabilities(fills_from_offline="unity-catalog")
 
     kind = "databricks"
 

@@ -16,10 +16,18 @@ import logging
 import math
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from mlforge.errors import OnlineStoreError, missing_extra
-from mlforge.online.base import chunked, decode_row, encode_row, key_text, keyed_rows, ttl_seconds
+from mlforge.online.base import (
+    OnlineCapabilities,
+    chunked,
+    decode_row,
+    encode_row,
+    key_text,
+    keyed_rows,
+    ttl_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,8 @@ class DynamoDBStore:
         >>> store.item_key("user_spend", {"user_id": 42})
         {'pk': {'S': 'user_spend:42'}}
     """
+
+    capabilities: ClassVar[OnlineCapabilities] = OnlineCapabilities()
 
     kind = "dynamodb"
 

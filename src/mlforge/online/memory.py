@@ -9,9 +9,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
-from mlforge.online.base import decode_row, encode_row, key_text, keyed_rows, ttl_seconds
+from mlforge.online.base import (
+    OnlineCapabilities,
+    decode_row,
+    encode_row,
+    key_text,
+    keyed_rows,
+    ttl_seconds,
+)
 
 
 class MemoryStore:
@@ -24,6 +31,8 @@ class MemoryStore:
     >>> store.read("spend", [{"user_id": 1}, {"user_id": 2}])
     [{'user_id': 1, 'total': 2.5}, None]
     """
+
+    capabilities: ClassVar[OnlineCapabilities] = OnlineCapabilities()
 
     kind = "memory"
 

@@ -13,7 +13,14 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from mlforge.errors import OnlineStoreError, missing_extra
-from mlforge.online.base import chunked, decode_row, key_text, keyed_rows, ttl_seconds
+from mlforge.online.base import (
+    OnlineCapabilities,
+    chunked,
+    decode_row,
+    key_text,
+    keyed_rows,
+    ttl_seconds,
+)
 from mlforge.online.base import encode_row as _encode_row
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,8 @@ class RedisStore:
         >>> store.key("user_spend", {"user_id": 42})
         b'mlforge:user_spend:42'
     """
+
+    capabilities: ClassVar[OnlineCapabilities] = OnlineCapabilities(batched_reads=True)
 
     kind = "redis"
     _module: ClassVar[str] = "redis"

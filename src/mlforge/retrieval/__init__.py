@@ -21,36 +21,40 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mlforge.engines.base import Capability
 from mlforge.errors import RetrievalError
+from mlforge.online.base import read_many
 from mlforge.retrieval.frames import (
-    _arrow_table,
-    _bound_to,
-    _choose_engine,
-    _columns,
-    _finish,
-    _kind,
-    _local_view,
-    _materialize,
-    _online_key,
-    _plain_columns,
-    _typed_array,
+    arrow_table,
+    bound_to,
+    finish,
+    frame_columns,
+    frame_kind,
+    local_view,
+    materialize_columns,
+    online_key,
+    plain_columns,
+    typed_array,
 )
-from mlforge.retrieval.joins import _ROW, _attach, _prepare
+from mlforge.retrieval.joins import ROW, attach, prepare_base
 from mlforge.retrieval.specs import (
     FeatureSpec,
-    _call_style,
-    _check_outputs,
-    _resolve,
-    _specs,
-    _surrogates,
+    check_outputs,
+    feature_specs,
+    resolve,
+    surrogates,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import pyarrow as pa
 
+    from mlforge.definitions.feature import Feature
     from mlforge.engines.base import Engine
+    from mlforge.workspace import Workspace
 
-__all__ = ["TRAINING_DATA_HOOKS", "FeatureSpec", "get_online_features", "get_training_data"]
+__all__ = ["TRAINING_DATA_HOOKS", "FeatureSpec", "feature_specs", "online_features", "training_data"]
 
 log = logging.getLogger(__name__)
 
@@ -60,68 +64,30 @@ log = logging.getLogger(__name__)
 TRAINING_DATA_HOOKS: list[Callable[..., None]] = []
 
 
-# -- public API ---------------------------------------------------------------------------
-def get_training_data(*args: Any, timestamp: str | None = None, definitions: Any = None, store: Any = None, engine: Any = None) -> Any:
-    """Point-in-time correct training data: ``entity_df`` plus feature values (P1-P4).
-
-    Two call styles::
-
-        mlf.get_training_data(features, entity_df, timestamp="ts", definitions=defs)
-        defs.get_training_data(features, entity_df, timestamp="ts")   # the same
-        mlf.get_training_data(features, entity_df, timestamp="ts", store=mlf.LocalStore("fs"))
-
-    Args:
-        features: names, ``(name, version)`` tuples or :class:`FeatureSpec` objects.
-        entity_df: pandas, Polars or PyArrow frame, Ibis table or Spark DataFrame with the
-            features' key columns (or an entity's ``from_columns``, K2); the result is the
-            same kind, with exactly its rows in order, all its columns and the features'
-            value columns.
-        timestamp: the label-time column of ``entity_df`` (naive values are UTC). Without
-            it every row gets the newest stored row of its key.
-        definitions: the project (``mlf.Definitions``); or ``store``: an offline store.
-        engine: engine name or object to run on (default: the project's, DuckDB).
-
-    Example:
-        >>> import pandas as pd, mlforge as mlf
-        >>> labels = pd.DataFrame({"user_id": ["u1"], "ts": pd.to_datetime(["2024-01-08"])})
-        >>> mlf.get_training_data(["user_spend"], labels, timestamp="ts", definitions=defs)  # doctest: +SKIP
-    """
-    defs, features, entity_df = _call_style(args, definitions, store, engine, "get_training_data")
-    specs = _specs(features)
-    kind = _kind(entity_df)
-    engine_obj = _choose_engine(defs, engine, entity_df, kind)
-    if engine_obj.name == "pyspark" and kind in ("spark", "ibis") and _bound_to(entity_df, engine_obj, kind):
-        result = _training_in_engine(defs, specs, entity_df, kind, timestamp, engine_obj)
-    else:
-        frame, local_kind, wrap = _local_view(entity_df, kind)
-        result = wrap(_training_local(defs, specs, frame, local_kind, timestamp, engine_obj))
-    for hook in list(TRAINING_DATA_HOOKS):
-        try:
-            hook(defs, specs, entity_df, timestamp, result)
-        except Exception as exc:
-            log.warning("training-data hook %r failed: %s: %s", hook, type(exc).__name__, exc)
-    return result
+# -- the two services -----------------------------------------------------------------------
+def training_data(workspace: Workspace, defined: Mapping[str, Feature], specs: list[FeatureSpec], entity_df: Any, *, timestamp: str | None = None, engine: Any = None) -> Any:
+    """Point-in-time correct training data: ``entity_df`` plus the features' values
+    (P1-P4); see :func:`mlforge.project.get_training_data` for the arguments."""
+    kind = frame_kind(entity_df)
+    engine_obj = _engine_for_frame(workspace, engine, entity_df, kind)
+    if engine_obj.supports(Capability.DISTRIBUTED) and kind in ("spark", "ibis") and bound_to(entity_df, engine_obj, kind):
+        return _training_in_engine(workspace, defined, specs, entity_df, kind, timestamp, engine_obj)
+    frame, local_kind, wrap = local_view(entity_df, kind)
+    return wrap(_training_local(workspace, defined, specs, frame, local_kind, timestamp, engine_obj))
 
 
-def get_online_features(*args: Any, definitions: Any = None, store: Any = None) -> Any:
-    """The newest feature values per entity from the online store (O1, O2, K2).
-
-    Called as ``defs.get_online_features(features, entity_df)`` or
-    ``mlf.get_online_features(features, entity_df, definitions=defs)``. Unknown entities
-    get nulls. Returns the same kind of frame as ``entity_df``.
-    """
-    defs, features, entity_df = _call_style(args, definitions, store, None, "get_online_features")
-    online = getattr(defs, "online_store", None)
+def online_features(workspace: Workspace, defined: Mapping[str, Feature], specs: list[FeatureSpec], entity_df: Any) -> Any:
+    """The newest feature values per entity from the online store (O1, O2, K2); unknown
+    entities get nulls. Returns the same kind of frame as ``entity_df``."""
+    online = workspace.online_store
     if online is None:
         raise RetrievalError("no online store is configured", fix="pass online_store=mlf.RedisStore(...) to Definitions, or set it in the profile")
-    local, kind, wrap = _local_view(entity_df, _kind(entity_df))
-    plans = [_resolve(defs, spec, None) for spec in _specs(features)]
-    frame = _materialize(local, kind)
-    _check_outputs(plans, frame.column_names)
-    from mlforge.online.base import read_many
-
+    local, kind, wrap = local_view(entity_df, frame_kind(entity_df))
+    plans = [resolve(workspace, defined, spec, None) for spec in specs]
+    frame = materialize_columns(local, kind)
+    check_outputs(plans, frame.column_names)
     rows = frame.to_pylist()
-    key_rows = {plan.name: [_online_key(row, plan) for row in rows] for plan in plans}
+    key_rows = {plan.name: [online_key(row, plan) for row in rows] for plan in plans}
     wanted = {name: [i for i, k in enumerate(keys) if k is not None] for name, keys in key_rows.items()}
     # One request for all features: stores that can (Redis pipelines) answer in one round trip.
     found = read_many(online, {name: [key_rows[name][i] for i in idx] for name, idx in wanted.items() if idx})
@@ -131,49 +97,56 @@ def get_online_features(*args: Any, definitions: Any = None, store: Any = None) 
         for i, value in zip(wanted[plan.name], found.get(plan.name, []), strict=True):
             by_row[i] = value
         for col in plan.values:
-            columns[col] = _typed_array([r.get(col) if r else None for r in by_row], plan.metadata["schema"].get(col))
-    return wrap(_finish(local, kind, _arrow_table(columns, len(rows))))
+            columns[col] = typed_array([r.get(col) if r else None for r in by_row], plan.metadata["schema"].get(col))
+    return wrap(finish(local, kind, arrow_table(columns, len(rows))))
+
+
+def _engine_for_frame(workspace: Workspace, engine: Any, frame: Any, kind: str) -> Engine:
+    """A Spark DataFrame is joined in its own session unless the project runs on Spark."""
+    if kind == "spark" and engine is None and workspace.engine_name != "pyspark":
+        return workspace.engine_for(None, frame.sparkSession)
+    return workspace.engine_for(None, engine)
 
 
 # -- training data --------------------------------------------------------------------------
-def _training_local(defs: Any, specs: list[FeatureSpec], frame: Any, kind: str, timestamp: str | None, engine: Engine) -> Any:
+def _training_local(workspace: Workspace, defined: Mapping[str, Feature], specs: list[FeatureSpec], frame: Any, kind: str, timestamp: str | None, engine: Engine) -> Any:
     """Send only keys and labels to the engine; append the feature columns in row order."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    columns = _columns(frame, kind)
-    plans = [_resolve(defs, spec, engine) for spec in specs]
-    _check_outputs(plans, columns)
-    computed = _surrogates(plans, columns)
+    columns = frame_columns(frame, kind)
+    plans = [resolve(workspace, defined, spec, engine) for spec in specs]
+    check_outputs(plans, columns)
+    computed = surrogates(plans, columns)
     if timestamp is not None and timestamp not in columns:
         raise RetrievalError(f"timestamp column {timestamp!r} is not in entity_df", fix=f"use one of {columns}")
     needed = [*{k for p in plans for k in p.keys if k in columns}, *{c for e in computed.values() for c in e.from_columns or ()}]
     needed = list(dict.fromkeys([*needed, *([timestamp] if timestamp else [])]))
-    arrow = _plain_columns(_materialize(frame, kind, needed), plans, timestamp)
-    arrow = arrow.append_column(_ROW, pa.array(range(arrow.num_rows), pa.int64()))
-    base = _prepare(engine.from_arrow(arrow), plans, computed, timestamp, engine)
-    result = _attach(base, plans, engine, point_in_time=timestamp is not None)
+    arrow = plain_columns(materialize_columns(frame, kind, needed), plans, timestamp)
+    arrow = arrow.append_column(ROW, pa.array(range(arrow.num_rows), pa.int64()))
+    base = prepare_base(engine.from_arrow(arrow), plans, computed, timestamp, engine)
+    result = attach(base, plans, engine, point_in_time=timestamp is not None)
     values = [v for p in plans for v in p.values]
-    out = engine.to_arrow(result.select(_ROW, *values))
+    out = engine.to_arrow(result.select(ROW, *values))
     if out.num_rows != arrow.num_rows:  # P1 holds by construction; this guards the plan
         raise RetrievalError(f"retrieval produced {out.num_rows} rows for {arrow.num_rows} entity rows", fix="this is a bug in mlforge; please report it")
-    out = out.take(pc.sort_indices(out.column(_ROW))).drop_columns([_ROW])
-    return _finish(frame, kind, out)
+    out = out.take(pc.sort_indices(out.column(ROW))).drop_columns([ROW])
+    return finish(frame, kind, out)
 
 
-def _training_in_engine(defs: Any, specs: list[FeatureSpec], frame: Any, kind: str, timestamp: str | None, engine: Engine) -> Any:
+def _training_in_engine(workspace: Workspace, defined: Mapping[str, Feature], specs: list[FeatureSpec], frame: Any, kind: str, timestamp: str | None, engine: Engine) -> Any:
     """Spark: number the rows, join in Spark, sort back; nothing is collected."""
     from pyspark.sql import functions as F
 
     native = frame if kind == "spark" else engine.to_native(frame)
     columns = list(native.columns)
-    plans = [_resolve(defs, spec, engine) for spec in specs]
-    _check_outputs(plans, columns)
-    computed = _surrogates(plans, columns)
+    plans = [resolve(workspace, defined, spec, engine) for spec in specs]
+    check_outputs(plans, columns)
+    computed = surrogates(plans, columns)
     if timestamp is not None and timestamp not in columns:
         raise RetrievalError(f"timestamp column {timestamp!r} is not in entity_df", fix=f"use one of {columns}")
-    base = _prepare(engine.from_native(native.withColumn(_ROW, F.monotonically_increasing_id())), plans, computed, timestamp, engine)
-    result = _attach(base, plans, engine, point_in_time=timestamp is not None)
+    base = prepare_base(engine.from_native(native.withColumn(ROW, F.monotonically_increasing_id())), plans, computed, timestamp, engine)
+    result = attach(base, plans, engine, point_in_time=timestamp is not None)
     values = [v for p in plans for v in p.values]
-    out = engine.to_native(result.select(_ROW, *columns, *values)).orderBy(_ROW).drop(_ROW)
+    out = engine.to_native(result.select(ROW, *columns, *values)).orderBy(ROW).drop(ROW)
     return out if kind == "spark" else engine.from_native(out)

@@ -11,10 +11,10 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from mlforge.engines.base import Engine
-    from mlforge.retrieval.specs import _Plan
+    from mlforge.retrieval.specs import Plan
 
 
-def _kind(frame: Any) -> str:
+def frame_kind(frame: Any) -> str:
     module = type(frame).__module__.split(".")[0]
     kinds = {"pandas": "pandas", "polars": "polars", "pyarrow": "arrow", "ibis": "ibis", "pyspark": "spark"}
     if module in kinds and (module != "polars" or hasattr(frame, "collect_schema")):
@@ -22,20 +22,7 @@ def _kind(frame: Any) -> str:
     raise RetrievalError(f"entity_df is a {type(frame).__name__}, not a frame mlforge reads", fix="pass a pandas, Polars or PyArrow frame, an Ibis table or a Spark DataFrame")
 
 
-def _choose_engine(defs: Any, engine: Any, frame: Any, kind: str) -> Engine:
-    if kind == "spark" and engine is None and _engine_name(defs) != "pyspark":
-        from mlforge.engines import get_engine
-
-        return get_engine(frame.sparkSession)
-    return defs.engine_for(None, engine)
-
-
-def _engine_name(defs: Any) -> str | None:
-    spec = getattr(defs, "engine_spec", None)
-    return spec if isinstance(spec, str) else getattr(spec, "name", None)
-
-
-def _bound_to(frame: Any, engine: Engine, kind: str) -> bool:
+def bound_to(frame: Any, engine: Engine, kind: str) -> bool:
     if kind == "spark":
         return True
     try:
@@ -44,7 +31,7 @@ def _bound_to(frame: Any, engine: Engine, kind: str) -> bool:
         return False
 
 
-def _materialize(frame: Any, kind: str, columns: Sequence[str] | None = None) -> pa.Table:
+def materialize_columns(frame: Any, kind: str, columns: Sequence[str] | None = None) -> pa.Table:
     """Some (or all) columns of a local frame as a PyArrow table."""
     import pyarrow as pa
 
@@ -55,7 +42,7 @@ def _materialize(frame: Any, kind: str, columns: Sequence[str] | None = None) ->
     return frame if columns is None else frame.select(list(columns))
 
 
-def _local_view(frame: Any, kind: str) -> tuple[Any, str, Any]:
+def local_view(frame: Any, kind: str) -> tuple[Any, str, Any]:
     """A frame that is executed once, its kind, and how to turn a result back into ``kind``.
 
     Lazy inputs (Ibis, Spark, Polars LazyFrame) are executed here exactly once, so the
@@ -73,13 +60,13 @@ def _local_view(frame: Any, kind: str) -> tuple[Any, str, Any]:
     return frame, kind, lambda out: out
 
 
-def _columns(frame: Any, kind: str) -> list[str]:
+def frame_columns(frame: Any, kind: str) -> list[str]:
     if kind == "arrow":
         return list(frame.column_names)
     return list(frame.columns)
 
 
-def _finish(frame: Any, kind: str, features: pa.Table) -> Any:
+def finish(frame: Any, kind: str, features: pa.Table) -> Any:
     """A local ``frame`` with the feature columns appended, as the same kind of frame."""
     if kind == "pandas":
         values = features.to_pandas()
@@ -93,7 +80,7 @@ def _finish(frame: Any, kind: str, features: pa.Table) -> Any:
     return frame
 
 
-def _plain_columns(arrow: pa.Table, plans: list[_Plan], timestamp: str | None) -> pa.Table:
+def plain_columns(arrow: pa.Table, plans: list[Plan], timestamp: str | None) -> pa.Table:
     """Decode dictionary (categorical) columns and type all-null ones (an empty or all-None
     pandas column), so every engine can join them with the stored keys."""
     import pyarrow as pa
@@ -110,7 +97,7 @@ def _plain_columns(arrow: pa.Table, plans: list[_Plan], timestamp: str | None) -
 
 
 # -- online lookups -----------------------------------------------------------------------
-def _online_key(row: dict[str, Any], plan: _Plan) -> dict[str, Any] | None:
+def online_key(row: dict[str, Any], plan: Plan) -> dict[str, Any] | None:
     from mlforge.prepare import surrogate_key_value
 
     key: dict[str, Any] = {}
@@ -125,7 +112,7 @@ def _online_key(row: dict[str, Any], plan: _Plan) -> dict[str, Any] | None:
     return None if any(v is None for v in key.values()) else key
 
 
-def _typed_array(values: list[Any], canonical: str | None) -> pa.Array:
+def typed_array(values: list[Any], canonical: str | None) -> pa.Array:
     import pyarrow as pa
 
     from mlforge.manifest import arrow_schema
@@ -138,7 +125,7 @@ def _typed_array(values: list[Any], canonical: str | None) -> pa.Array:
         return pa.array(values)
 
 
-def _arrow_table(columns: dict[str, pa.Array], rows: int) -> pa.Table:
+def arrow_table(columns: dict[str, pa.Array], rows: int) -> pa.Table:
     import pyarrow as pa
 
     return pa.table(columns) if columns else pa.table({}).slice(0, rows)

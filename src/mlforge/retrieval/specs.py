@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlforge.definitions.durations import parse_duration
+from mlforge.definitions.entity import Entity
+from mlforge.definitions.feature import Feature
+from mlforge.definitions.names import check_name
 from mlforge.errors import MlforgeError, RetrievalError, VersionNotFound
+from mlforge.versioning import is_version
 
 if TYPE_CHECKING:
-    from mlforge.definitions.entity import Entity
     from mlforge.engines.base import Engine
+    from mlforge.workspace import Workspace
 
 _EMPTY_ZERO = ("count", "sum")  # W4: these read 0 for an empty window, the rest null
 
@@ -48,14 +53,13 @@ class FeatureSpec:
             return cls(item)
         if isinstance(item, tuple) and len(item) == 2 and all(isinstance(v, str) for v in item):
             return cls(item[0], version=item[1])
-        name = getattr(item, "name", None)
-        if isinstance(name, str) and hasattr(item, "keys") and hasattr(item, "source"):
-            return cls(name)
+        if isinstance(item, Feature):
+            return cls(item.name)
         raise RetrievalError(f"cannot read {item!r} as a feature request", fix="pass 'name', ('name', '1.2.0') or mlf.FeatureSpec(name, columns=..., version=...)")
 
 
 @dataclass(frozen=True)
-class _Plan:
+class Plan:
     """One requested feature, resolved against its stored version."""
 
     name: str
@@ -70,27 +74,8 @@ class _Plan:
     table: Any = field(default=None, compare=False, repr=False)
 
 
-def _call_style(args: tuple[Any, ...], definitions: Any, store: Any, engine: Any, fn: str) -> tuple[Any, Any, Any]:
-    if len(args) == 3 and _is_definitions(args[0]):
-        return args
-    if len(args) != 2:
-        raise RetrievalError(f"{fn} takes (features, entity_df)", fix=f"{fn}(['feature'], entity_df, definitions=defs)")
-    if definitions is None and store is None:
-        raise RetrievalError(f"{fn} needs definitions= (a mlf.Definitions) or store= (an offline store)", fix=f"{fn}(features, entity_df, definitions=defs)")
-    if definitions is None:
-        from mlforge.project import Definitions
-
-        definitions = Definitions("retrieval", [], offline_store=store, engine=engine or "duckdb")
-    return definitions, args[0], args[1]
-
-
-def _is_definitions(obj: Any) -> bool:
-    return hasattr(obj, "offline_store") and hasattr(obj, "read_feature")
-
-
-def _specs(features: Any) -> list[FeatureSpec]:
-    from mlforge.versioning import is_version
-
+def feature_specs(features: Any) -> list[FeatureSpec]:
+    """The specs of a request: one name, spec or ``(name, version)`` pair, or a list of them."""
     single_pair = isinstance(features, tuple) and len(features) == 2 and isinstance(features[1], str) and is_version(features[1])
     if isinstance(features, (str, FeatureSpec)) or single_pair:
         features = [features]
@@ -100,21 +85,18 @@ def _specs(features: Any) -> list[FeatureSpec]:
     return specs
 
 
-def _resolve(defs: Any, spec: FeatureSpec, engine: Engine | None) -> _Plan:
+def resolve(workspace: Workspace, defined: Mapping[str, Feature], spec: FeatureSpec, engine: Engine | None) -> Plan:
     """The stored version a spec asks for: keys, timestamp, grid and value columns."""
-    from mlforge.definitions.durations import parse_duration
-    from mlforge.definitions.names import check_name
-
     try:
         check_name(spec.name, kind="feature")
-        store = defs.offline_store
+        store = workspace.offline_store
         if not store.list_versions(spec.name):
-            known = sorted(set(store.list_features()) | set(getattr(defs, "features", {})))
-            built = spec.name in getattr(defs, "features", {})
+            known = sorted(set(store.list_features()) | set(defined))
+            built = spec.name in defined
             fix = f"build it first: `mlforge build --features {spec.name}`" if built else f"known features: {', '.join(known) or 'none'}"
             raise RetrievalError(f"unknown feature {spec.name!r}: it has no stored version", fix=fix)
         metadata = store.read_metadata(spec.name, spec.version)
-        table = defs.read_feature(spec.name, version=metadata["version"], engine=engine) if engine is not None else None
+        table = store.read(spec.name, engine, metadata["version"]) if engine is not None else None
     except VersionNotFound as exc:
         raise RetrievalError(exc.what, where=exc.where or f"feature {spec.name!r}", fix=exc.fix) from exc
     except RetrievalError:
@@ -132,7 +114,7 @@ def _resolve(defs: Any, spec: FeatureSpec, engine: Engine | None) -> _Plan:
             note = " (key and timestamp columns are not feature values)" if set(unknown) & {*keys, ts} else ""
             raise RetrievalError(f"feature {spec.name!r} has no value column(s) {unknown}{note}", where=f"version {metadata['version']}", fix=f"choose from {values}")
         values = list(spec.columns)
-    return _Plan(
+    return Plan(
         name=spec.name,
         version=metadata["version"],
         keys=keys,
@@ -147,12 +129,10 @@ def _resolve(defs: Any, spec: FeatureSpec, engine: Engine | None) -> _Plan:
 
 
 def _entities(metadata: dict[str, Any]) -> tuple[Entity, ...]:
-    from mlforge.definitions.entity import Entity
-
     return tuple(Entity(e["name"], e["join_key"], tuple(e.get("from_columns") or ()) or None) for e in metadata.get("entities") or [])
 
 
-def _check_outputs(plans: list[_Plan], entity_columns: Sequence[str]) -> None:
+def check_outputs(plans: list[Plan], entity_columns: Sequence[str]) -> None:
     """P3: every added column is new, and no two features add the same one."""
     owner: dict[str, str] = {}
     for plan in plans:
@@ -164,7 +144,7 @@ def _check_outputs(plans: list[_Plan], entity_columns: Sequence[str]) -> None:
             owner[col] = plan.name
 
 
-def _surrogates(plans: list[_Plan], columns: Sequence[str]) -> dict[str, Entity]:
+def surrogates(plans: list[Plan], columns: Sequence[str]) -> dict[str, Entity]:
     """K2: join keys entity_df lacks but can compute from an entity's natural columns."""
     computed: dict[str, Entity] = {}
     for plan in plans:

@@ -6,8 +6,8 @@ features), and streamed to the online store in bounded Arrow batches, so memory 
 flat whatever the number of entities.
 
 A store whose platform copies the rows itself (``DatabricksOnlineStore``: a Databricks sync
-pipeline publishes the Unity Catalog table) has ``publish_table(offline_store, feature,
-version)``; it is called instead, and needs a ``UnityCatalogStore`` offline store.
+pipeline publishes the Unity Catalog table) declares ``fills_from_offline`` (the offline
+store kind it copies from) in its capabilities; its ``publish_table`` is called instead.
 """
 
 from __future__ import annotations
@@ -16,12 +16,17 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from mlforge.errors import MlforgeError, OnlineStoreError
+from mlforge.engines.base import Capability
+from mlforge.errors import ConfigError, MlforgeError, OnlineStoreError
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
 
+    from mlforge.definitions.feature import Feature
     from mlforge.engines.base import Engine
+    from mlforge.offline.base import OfflineStore
+    from mlforge.online.base import OnlineStore
+    from mlforge.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -29,31 +34,28 @@ BATCH_ROWS = 10_000
 _NEWEST = "__mlforge_newest"
 
 
-def publish_latest(defs: Any, feature: Any, version: str | None = None, *, batch_rows: int = BATCH_ROWS) -> int:
-    """Write the newest row of each entity of ``feature`` at ``version`` to ``defs.online_store``.
+def publish_latest(workspace: Workspace, feature: Feature, version: str | None = None, *, batch_rows: int = BATCH_ROWS) -> int:
+    """Write the newest row of each entity of ``feature`` at ``version`` to the online store.
 
     Args:
-        defs: the project's :class:`~mlforge.project.Definitions`.
-        feature: a feature object or name.
+        workspace: the project's stores and engines.
+        feature: the feature.
         version: the offline version to publish (default: latest).
         batch_rows: rows per Arrow batch handed to the online store.
 
     Returns:
         The number of entities written.
     """
-    store = defs.online_store
+    store = workspace.online_store
     if store is None:
-        from mlforge.errors import ConfigError
-
         raise ConfigError("publishing online needs an online store", fix="set online_store= in Definitions or in the profile")
-    name = feature if isinstance(feature, str) else feature.name
-    if hasattr(store, "publish_table"):  # a store its platform fills from the offline table (Databricks)
-        return _publish_table(store, defs.offline_store, name, version)
-    feature_obj = defs.features.get(name) if isinstance(feature, str) else feature
-    metadata = defs.offline_store.read_metadata(name, version)
+    name = feature.name
+    if store.capabilities.fills_from_offline is not None:  # its platform copies the offline table (Databricks)
+        return _publish_table(store, workspace.offline_store, name, version)
+    metadata = workspace.offline_store.read_metadata(name, version)
     keys = list(metadata["keys"])
-    engine = defs.engine_for(feature_obj)
-    table = defs.offline_store.read(name, engine, metadata.get("version", version))
+    engine = workspace.engine_for(feature)
+    table = workspace.offline_store.read(name, engine, metadata.get("version", version))
     latest = latest_rows(table, keys, metadata.get("timestamp"), engine)
     started = time.perf_counter()
     try:
@@ -66,11 +68,9 @@ def publish_latest(defs: Any, feature: Any, version: str | None = None, *, batch
     return written
 
 
-def _publish_table(store: Any, offline_store: Any, name: str, version: str | None) -> int:
+def _publish_table(store: OnlineStore, offline_store: OfflineStore, name: str, version: str | None) -> int:
     """Let the platform copy the newest row per entity of the offline table (no rows stream here)."""
-    if getattr(offline_store, "kind", None) != "unity-catalog":
-        from mlforge.errors import ConfigError
-
+    if offline_store.kind != store.capabilities.fills_from_offline:
         raise ConfigError(
             f"{type(store).__name__} requires UnityCatalogStore as offline store, got {type(offline_store).__name__}",
             where=f"publishing {name!r} online",
@@ -102,7 +102,7 @@ def latest_rows(table: ir.Table, keys: list[str], timestamp: str | None, engine:
     if timestamp is None:
         return table
     table = table.filter(table[timestamp].notnull())
-    if engine.supports("window_functions"):
+    if engine.supports(Capability.WINDOW_FUNCTIONS):
         rank = ibis.row_number().over(group_by=[table[k] for k in keys], order_by=ibis.desc(table[timestamp]))
         return table.mutate(**{_NEWEST: rank}).filter(ibis._[_NEWEST] == 0).drop(_NEWEST)
     newest = table.group_by(keys).aggregate(**{_NEWEST: table[timestamp].max()})

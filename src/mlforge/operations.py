@@ -1,6 +1,8 @@
 """Version operations behind ``mlforge diff``, ``rollback``, ``manifest`` and ``sync``.
 
-Each works on any offline store of the protocol (local, S3, GCS). None prints.
+Each works on any offline store of the protocol (local, S3, GCS); ``build_manifest`` and
+``sync`` take the project's :class:`~mlforge.workspace.Workspace` and its features. None
+prints.
 
 >>> import tempfile
 >>> from mlforge.offline.local import LocalStore
@@ -20,13 +22,18 @@ from typing import TYPE_CHECKING, Any
 
 from mlforge.definitions.names import check_name
 from mlforge.errors import ConfigError, MlforgeError, VersionNotFound
+from mlforge.manifest import files_hash
+from mlforge.materialize import BuildOptions, build_feature
 from mlforge.offline.base import resolve_version
+from mlforge.offline.local import LocalStore
 from mlforge.versioning import ChangeKind, classify, schema_changes, sort_versions
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from mlforge.definitions.feature import Feature
     from mlforge.offline.base import OfflineStore
-    from mlforge.project import Definitions
+    from mlforge.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -96,28 +103,28 @@ def rollback(store: OfflineStore, feature: str, version: str | None = None, prev
     return current, target
 
 
-def build_manifest(defs: Definitions) -> dict[str, Any]:
+def build_manifest(workspace: Workspace, defined: Mapping[str, Feature], project: str) -> dict[str, Any]:
     """One JSON-ready record of a project: every feature defined or stored, its latest
     version and each version's metadata."""
-    store = defs.offline_store
-    names = sorted(set(defs.features) | set(store.list_features()))
+    store = workspace.offline_store
+    names = sorted(set(defined) | set(store.list_features()))
     features: dict[str, Any] = {}
     for name in names:
         versions = store.list_versions(name)
         features[name] = {
-            "defined": name in defs.features,
+            "defined": name in defined,
             "latest": store.latest_version(name),
             "versions": {v: store.read_metadata(name, v) for v in versions},
         }
     return {
-        "project": defs.name,
+        "project": project,
         "offline_store": repr(store),
         "generated_at": datetime.now(tz=UTC).isoformat(),
         "features": features,
     }
 
 
-def sync(defs: Definitions, force: bool = False) -> list[dict[str, Any]]:
+def sync(workspace: Workspace, features: Mapping[str, Feature], force: bool = False) -> list[dict[str, Any]]:
     """Rebuild the data files of versions whose ``_metadata.json`` is present but whose
     data is not (e.g. after cloning a repository that commits only the metadata).
 
@@ -129,31 +136,27 @@ def sync(defs: Definitions, force: bool = False) -> list[dict[str, Any]]:
     (``present`` / ``rebuilt`` / ``refused`` / ``failed``), ``reason`` and, when the data
     was rebuilt, ``data_hash_matches``.
     """
-    store = defs.offline_store
-    if not hasattr(store, "has_data") or not hasattr(store, "restore_data"):
+    store = workspace.offline_store
+    if not store.capabilities.restores_data:
         raise ConfigError(f"sync needs a file-based offline store (local, S3 or GCS), not {store!r}", fix="Unity Catalog tables are rebuilt with `mlforge build --full-refresh`")
     entries: list[dict[str, Any]] = []
-    for name in sorted(defs.features):
+    for name in sorted(features):
         missing = [v for v in store.list_versions(name) if not store.has_data(name, v)]
         if not missing:
             latest = store.latest_version(name)
             if latest is not None:
                 entries.append({"feature": name, "version": latest, "status": "present", "reason": "data present"})
             continue
-        entries += _sync_feature(defs, defs.features[name], missing, force)
+        entries += _sync_feature(workspace, features[name], missing, force)
     return entries
 
 
-def _sync_feature(defs: Definitions, feature: Feature, versions: list[str], force: bool) -> list[dict[str, Any]]:
-    from mlforge.manifest import files_hash
-    from mlforge.materialize import BuildOptions, build_feature
-    from mlforge.offline.local import LocalStore
-
-    store = defs.offline_store
+def _sync_feature(workspace: Workspace, feature: Feature, versions: list[str], force: bool) -> list[dict[str, Any]]:
+    store = workspace.offline_store
     with tempfile.TemporaryDirectory(prefix="mlforge-sync-") as scratch_dir:
         # The one orchestrator builds into a scratch store; its files then fill the gaps.
         scratch = LocalStore(scratch_dir)
-        outcome = build_feature(feature, defs.engine_for(feature), scratch, BuildOptions())
+        outcome = build_feature(feature, workspace.engine_for(feature), scratch, BuildOptions())
         if outcome.status != "built":
             error = outcome.error or MlforgeError("the rebuild produced no version")
             return [{"feature": feature.name, "version": v, "status": "failed", "reason": str(error), "error": str(error)} for v in versions]

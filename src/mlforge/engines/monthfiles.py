@@ -1,0 +1,129 @@
+"""The month-file writer: a stored version's rows as one Parquet file per month of the
+feature timestamp (``2024-03.parquet``, ``untimed.parquet``), written in bounded memory.
+
+Engines without their own partitioned writer hand it Arrow batches; Spark writes
+hive-style directories that :func:`flatten_partitions` renames to the same layout.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+def write_arrow_table(table: pa.Table, data_dir: str, partition_by: str | None = None) -> None:
+    """Write an Arrow table as one file, or one file per value of ``partition_by``
+    (engines without a native partitioned writer)."""
+    import pyarrow.parquet as pq
+
+    if partition_by is None:
+        pq.write_table(table, f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        return
+    write_partitioned_batches(table.to_batches(), table.schema, data_dir, partition_by)
+
+
+#: Rows per Parquet row group of a stored feature.
+ROW_GROUP_ROWS = 1 << 20
+#: Rows a partition buffers before it writes them as a row group: with one buffer per month
+#: open at once, this bounds the writer's memory whatever the size of the result.
+PARTITION_BUFFER_ROWS = 1 << 18
+
+
+def write_partitioned_batches(batches: Any, schema: pa.Schema, data_dir: str, partition_by: str) -> None:
+    """Write a stream of record batches as one file per value of ``partition_by``.
+
+    Each file gets its rows in stream order (a sorted stream gives sorted files); the
+    partition column is not written. Memory stays bounded: a partition's rows are written
+    once ``PARTITION_BUFFER_ROWS`` of them have arrived, and at most
+    ``_WRITES_IN_FLIGHT`` such writes wait for the writer thread.
+    """
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    index = schema.get_field_index(partition_by)
+    stored = schema.remove(index)
+    writers: dict[Any, pq.ParquetWriter] = {}
+    pending: dict[Any, list[pa.RecordBatch]] = {}
+    pending_rows: dict[Any, int] = {}
+    in_flight: deque[Future[None]] = deque()
+    last_write: dict[Any, Future[None]] = {}
+    # Writer threads compress and write (pyarrow releases the GIL) while this thread fetches
+    # and splits the next batches; different files are written in parallel, and each write
+    # of a file waits for the previous one, so every file keeps its rows in stream order.
+    pool = ThreadPoolExecutor(max_workers=_WRITER_THREADS, thread_name_prefix="mlforge-writer")
+
+    def write_after(previous: Future[None] | None, writer: pq.ParquetWriter, rows: pa.Table) -> None:
+        if previous is not None:
+            previous.result()
+        writer.write_table(rows, row_group_size=ROW_GROUP_ROWS)
+
+    def flush(value: Any) -> None:
+        rows = pa.Table.from_batches(pending.pop(value), stored)
+        pending_rows.pop(value)
+        if value not in writers:
+            writers[value] = pq.ParquetWriter(f"{data_dir}/{partition_file(value)}", stored, compression="zstd")
+        # A queued write's predecessor was queued earlier, so it is running or done: no
+        # worker ever waits for a write that no worker has picked up.
+        last_write[value] = pool.submit(write_after, last_write.get(value), writers[value], rows)
+        in_flight.append(last_write[value])
+        while len(in_flight) > _WRITES_IN_FLIGHT:
+            in_flight.popleft().result()
+
+    try:
+        for batch in batches:
+            keys = batch.column(index)
+            rest = batch.drop_columns([partition_by])
+            values = pc.unique(keys).to_pylist()
+            for value in values:
+                part = rest if len(values) == 1 else rest.filter(pc.is_null(keys) if value is None else pc.equal(keys, value))
+                pending.setdefault(value, []).append(part)
+                pending_rows[value] = pending_rows.get(value, 0) + part.num_rows
+                if pending_rows[value] >= PARTITION_BUFFER_ROWS:
+                    flush(value)
+        for value in list(pending):
+            flush(value)
+        while in_flight:
+            in_flight.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for writer in writers.values():
+            writer.close()
+
+
+#: Threads compressing and writing partition files, and the writes queued for them before
+#: the stream waits: together they bound the buffered rows to a few partition buffers.
+_WRITER_THREADS = 2
+_WRITES_IN_FLIGHT = 3
+
+
+def partition_file(value: Any) -> str:
+    """File name of one partition: ``2024-03.parquet``; rows without a timestamp go to
+    ``untimed.parquet`` (not ``_...``: Spark and Hadoop readers skip such files)."""
+    return f"{UNTIMED}.parquet" if value is None or value == "__HIVE_DEFAULT_PARTITION__" else f"{value}.parquet"
+
+
+#: Name of the month file holding rows whose timestamp is null.
+UNTIMED = "untimed"
+
+
+def flatten_partitions(root: str, data_dir: str, column: str) -> None:
+    """Move hive-style output ``root/<column>=<value>/*.parquet`` to ``data_dir/<value>.parquet``.
+
+    Each partition directory must hold exactly one file (writers are asked for that).
+    """
+    for entry in sorted(os.listdir(root)):
+        if not entry.startswith(f"{column}="):
+            continue
+        value = unquote(entry.split("=", 1)[1])
+        files = sorted(f for f in os.listdir(os.path.join(root, entry)) if f.endswith(".parquet"))
+        if len(files) != 1:
+            raise RuntimeError(f"expected one file in partition {entry}, found {files}")
+        os.replace(os.path.join(root, entry, files[0]), os.path.join(data_dir, partition_file(None if value == "__HIVE_DEFAULT_PARTITION__" else value)))

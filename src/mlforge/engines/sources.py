@@ -1,0 +1,78 @@
+"""Reading sources that are not plain Parquet: Delta tables (through delta-rs) and CSV
+options; and the early check that a local source exists. Shared by every engine."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlforge.errors import SourceError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from mlforge.definitions.source import Source
+
+
+def read_delta_arrow(table: Any) -> pa.Table:
+    """A whole Delta table as Arrow, read by delta-rs's own (Rust) reader.
+
+    Not ``DeltaTable.to_pyarrow_table()``: that scans through a Python filesystem object,
+    and when Arrow's IO threads drop the last file handle while the interpreter is shutting
+    down, the process aborts ("terminate called without an active exception").
+    """
+    import pyarrow as pa
+    from deltalake import QueryBuilder
+
+    result = pa.table(QueryBuilder().register("delta_table", table).execute("SELECT * FROM delta_table"))
+    # delta-rs returns string views (and may put partition columns elsewhere); the table's
+    # own schema says plain strings, in its column order.
+    schema = pa.schema(table.schema())
+    return result.select(schema.names).cast(schema)
+
+
+def delta_dataset(table: Any) -> Any:
+    """A lazy pyarrow dataset over a Delta table (projection and filter pushdown).
+
+    Local tables are read through Arrow's native filesystem, never through a Python file
+    object (see :func:`read_delta_arrow` for why).
+    """
+    from urllib.parse import unquote, urlparse
+
+    uri = table.table_uri
+    if uri.startswith("file://") or "://" not in uri:
+        import pyarrow.fs as pafs
+
+        root = unquote(urlparse(uri).path) if uri.startswith("file://") else uri
+        return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(root, pafs.LocalFileSystem()))
+    return table.to_pyarrow_dataset()
+
+
+def check_source_exists(source: Source) -> None:
+    """Fail early, before any compute, when a local source path does not exist."""
+    if source.is_table or source.is_remote:
+        return
+    location = source.location
+    if any(ch in location for ch in "*?["):
+        if not glob.glob(location):
+            raise SourceError(f"no files match source {location!r}", fix="check the glob pattern and the working directory")
+        return
+    if not Path(location).exists():
+        raise SourceError(
+            f"source file {location!r} does not exist",
+            where=f"working directory {Path.cwd()}",
+            fix="check the path (relative paths are resolved from the project directory)",
+        )
+
+
+def arrow_csv_options(fmt: Any) -> dict[str, Any]:
+    import pyarrow.csv as pacsv
+
+    read = pacsv.ReadOptions(skip_rows=fmt.skip_rows, autogenerate_column_names=not fmt.has_header)
+    parse = pacsv.ParseOptions(delimiter=fmt.delimiter, quote_char=fmt.quote_char or False)
+    convert_kwargs: dict[str, Any] = {"strings_can_be_null": True}
+    if fmt.null_values is not None:
+        convert_kwargs["null_values"] = list(fmt.null_values)
+    convert = pacsv.ConvertOptions(**convert_kwargs)
+    return {"read_options": read, "parse_options": parse, "convert_options": convert}
