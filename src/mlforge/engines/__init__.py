@@ -38,7 +38,8 @@ def get_engine(spec: Any = None) -> Engine:
     if isinstance(spec, Engine):
         return spec
     if "SparkSession" in type(spec).__name__:
-        return engine_class("pyspark")(session=spec)
+        spark: Any = engine_class("pyspark")  # PySparkEngine(session=...)
+        return spark(session=spec)
     if not isinstance(spec, str):
         raise EngineError(f"unknown engine {spec!r}", fix=f"use one of {', '.join(ENGINE_NAMES)} (or pass an engine object / SparkSession)")
     return engine_class(spec)()

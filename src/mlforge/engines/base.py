@@ -11,7 +11,7 @@ import logging
 import uuid
 from enum import StrEnum
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlforge.definitions.source import CSVFormat, DeltaFormat
 from mlforge.engines import asof
@@ -153,7 +153,7 @@ class Engine:
         """Whole seconds since the epoch as int64, floored (Ibis's own is int32)."""
         import ibis
 
-        return col.delta(ibis.timestamp("1970-01-01 00:00:00"), unit="second").cast("int64")
+        return cast("ir.IntegerValue", col.delta(ibis.timestamp("1970-01-01 00:00:00"), unit="second").cast("int64"))
 
     def sha256_hex(self, col: ir.StringValue) -> ir.StringValue:
         return col.hexdigest("sha256")
@@ -169,7 +169,7 @@ class Engine:
 
     def to_utc_naive(self, col: ir.TimestampValue) -> ir.TimestampValue:
         """Convert a zoned timestamp to UTC wall time without zone (sessions run in UTC)."""
-        return col.cast("timestamp")
+        return cast("ir.TimestampValue", col.cast("timestamp"))
 
     # -- native frames -------------------------------------------------------------
     def to_native(self, table: ir.Table) -> Any:

@@ -54,9 +54,10 @@ class DuckDBEngine(Engine):
         # directory, never to a ``.tmp`` in the user's project. DuckDB creates that directory
         # only when it first spills and removes it when the connection closes, so a build that
         # never spills, or a process that never calls close(), leaves nothing behind.
-        if self.temp_directory is None:
-            self._own_temp = os.path.join(tempfile.gettempdir(), f"mlforge-duckdb-{uuid.uuid4().hex[:16]}")
-        con.raw_sql(f"SET temp_directory = '{_quote(self.temp_directory or self._own_temp)}'")
+        spill = self.temp_directory
+        if spill is None:
+            spill = self._own_temp = os.path.join(tempfile.gettempdir(), f"mlforge-duckdb-{uuid.uuid4().hex[:16]}")
+        con.raw_sql(f"SET temp_directory = '{_quote(spill)}'")
         con.raw_sql(f"SET memory_limit = '{_quote(self.memory_limit)}'")
         return con
 

@@ -7,7 +7,7 @@ the compiler uses the portable plan here and surrogate keys are computed nativel
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlforge.engines.asof import AsofJoin
 from mlforge.engines.base import Capability, Engine, temp_table_name
@@ -15,6 +15,7 @@ from mlforge.engines.monthfiles import write_arrow_table
 from mlforge.errors import missing_extra
 
 if TYPE_CHECKING:
+    import ibis.expr.datatypes as dt
     import ibis.expr.types as ir
 
 
@@ -45,9 +46,9 @@ class PolarsEngine(Engine):
 
     def epoch_seconds(self, col: ir.TimestampValue) -> ir.IntegerValue:
         # Casting a timestamp to int64 yields its raw ticks, in the column's unit.
-        scale = col.type().scale
+        scale = cast("dt.Timestamp", col.type()).scale
         per_second = 10 ** (6 if scale is None else scale)
-        return col.cast("int64") // per_second
+        return cast("ir.IntegerValue", col.cast("int64")) // per_second
 
     def parse_timestamp(self, col: ir.StringValue, fmt: str) -> ir.TimestampValue:
         # Formats are Python strftime codes (T1); in chrono ``%f`` reads nanosecond digits,
@@ -56,13 +57,13 @@ class PolarsEngine(Engine):
         # epoch_seconds reads as microseconds: fix the unit explicitly.
         import ibis.expr.datatypes as dt
 
-        return col.as_timestamp(fmt.replace(".%f", "%.f")).cast(dt.Timestamp(scale=6))
+        return cast("ir.TimestampValue", col.as_timestamp(fmt.replace(".%f", "%.f")).cast(dt.Timestamp(scale=6)))
 
     def to_utc_naive(self, col: ir.TimestampValue) -> ir.TimestampValue:
         import ibis.expr.datatypes as dt
 
-        scale = col.type().scale
-        return col.cast(dt.Timestamp(timezone="UTC", scale=scale)).cast(dt.Timestamp(scale=scale))
+        scale = cast("dt.Timestamp", col.type()).scale
+        return cast("ir.TimestampValue", col.cast(dt.Timestamp(timezone="UTC", scale=scale)).cast(dt.Timestamp(scale=scale)))
 
     def sha256_hex(self, col: ir.StringValue) -> ir.StringValue:
         raise NotImplementedError("the Polars engine computes surrogate keys natively")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlforge.engines.base import Capability, Engine, temp_table_name
 from mlforge.engines.monthfiles import flatten_partitions
@@ -110,7 +110,7 @@ class PySparkEngine(Engine):
         import ibis
 
         micros = col.delta(ibis.timestamp("1970-01-01 00:00:00"), unit="microsecond")
-        return (micros // 1_000_000).cast("int64")
+        return cast("ir.IntegerValue", (micros // 1_000_000).cast("int64"))
 
     def parse_timestamp(self, col: ir.StringValue, fmt: str) -> ir.TimestampValue:
         # Ibis's own translation leaves letters such as the ISO 'T' unquoted and turns %z
@@ -122,7 +122,7 @@ class PySparkEngine(Engine):
         def to_timestamp(value, pattern):  # type: ignore[empty-body]
             ...
 
-        return to_timestamp(col, java_datetime_pattern(fmt))
+        return cast("ir.TimestampValue", to_timestamp(col, java_datetime_pattern(fmt)))
 
     def from_arrow(self, table: Any, name: str | None = None) -> ir.Table:
         if table.num_rows == 0:  # Spark Connect cannot infer a schema from no rows
