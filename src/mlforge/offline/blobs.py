@@ -34,6 +34,9 @@ class Blobs(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Every key under ``prefix`` with its size in bytes, from one listing."""
+
     def upload(self, local_path: str, key: str) -> None: ...
 
     def download(self, key: str, local_path: str) -> None: ...
@@ -97,6 +100,12 @@ class LocalBlobs:
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return {}
+        return {p.relative_to(self.root).as_posix(): p.stat().st_size for p in sorted(base.rglob("*")) if p.is_file()}
+
     def upload(self, local_path: str, key: str) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -139,3 +148,4 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+

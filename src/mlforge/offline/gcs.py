@@ -106,6 +106,10 @@ class GCSBlobs:
     def exists(self, key: str) -> bool:
         return bool(self.bucket.blob(self._key(key)).exists())
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        strip = len(self._dir(""))
+        return {b.name[strip:]: int(b.size) for b in self.bucket.client.list_blobs(self.bucket, prefix=self._dir(prefix))}
+
     def upload(self, local_path: str, key: str) -> None:
         self.bucket.blob(self._key(key)).upload_from_filename(local_path, content_type="application/octet-stream")
 

@@ -114,6 +114,10 @@ class S3Blobs:
         strip = len(_dir(self.prefix))
         return sorted(obj["Key"][strip:] for page in self._pages(prefix) for obj in page.get("Contents", []))
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        strip = len(_dir(self.prefix))
+        return {obj["Key"][strip:]: int(obj["Size"]) for page in self._pages(prefix) for obj in page.get("Contents", [])}
+
     def children(self, prefix: str) -> list[str]:
         prefix = _dir(prefix)
         base = len(_dir(self._key(prefix))) if prefix else len(_dir(self.prefix))

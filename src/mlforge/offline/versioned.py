@@ -13,23 +13,28 @@ local disk). :meth:`publish` then makes the version visible in one atomic step
 object store) and only afterwards replaces ``_latest.json``. A crash before the commit
 leaves no version; a crash between the commit and the pointer leaves a complete version
 that is not yet latest. Either way the previous latest is untouched (S1).
+
+The record lists every data file with its size and row count, and every read checks the
+files against it (S7, :mod:`mlforge.offline.verify`).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlforge.definitions.names import check_name
 from mlforge.errors import DefinitionError, StoreError
 from mlforge.offline.base import Staging, resolve_version
+from mlforge.offline.verify import check_sizes, describe_files
+from mlforge.records import FORMAT_VERSION, VersionRecord
 from mlforge.versioning import is_version, parse_version, sort_versions
 
 if TYPE_CHECKING:
@@ -70,8 +75,8 @@ class VersionedStore:
     """Versions, the latest pointer, staging and reading, over ``self.blobs``.
 
     Subclasses choose the blob layer and implement :meth:`_commit` (make a staged version
-    visible atomically) and :meth:`_local_data_dir` (a local directory holding a version's
-    Parquet files, for engines to read).
+    visible atomically) and :meth:`_verified_local_files` (local paths of a version's
+    Parquet files, checked against its record, for engines to read).
     """
 
     kind: str = "base"
@@ -112,45 +117,61 @@ class VersionedStore:
             raise StoreError(f"the latest pointer {self.blobs.uri(key)} is unreadable: {exc}", fix="run `mlforge rollback` to a listed version") from exc
         return version if self.blobs.exists(f"{self._version_key(feature, version)}/{METADATA}") else None
 
-    def read_metadata(self, feature: str, version: str | None = None) -> dict[str, Any]:
-        if version is None or not is_version(version):
-            version = resolve_version(self, feature, version)
+    def read_record(self, feature: str, version: str | None = None) -> VersionRecord:
+        """The record of ``version`` (default: the latest)."""
+        version = self._resolved(feature, version)
         # One read: the metadata's existence is what makes the version exist.
         raw = self.blobs.get(f"{self._version_key(feature, version)}/{METADATA}")
         if raw is None:
             resolve_version(self, feature, version)  # raises VersionNotFound, listing versions
             raise StoreError(f"metadata of {feature} {version} disappeared while reading", fix="retry")
-        return json.loads(raw)
+        return VersionRecord.from_dict(json.loads(raw))
 
-    def _version_and_metadata(self, feature: str, version: str | None) -> tuple[str, dict[str, Any]]:
-        if version is None:
-            version = resolve_version(self, feature, None)
-        return version, self.read_metadata(feature, version)
+    def _resolved(self, feature: str, version: str | None) -> str:
+        """``version`` when it looks like one (reading its record proves it exists), else
+        the latest."""
+        return version if version is not None and is_version(version) else resolve_version(self, feature, version)
+
+    def read_metadata(self, feature: str, version: str | None = None) -> dict[str, Any]:
+        """The record of ``version`` in its JSON form (what ``_metadata.json`` holds)."""
+        return self.read_record(feature, version).to_dict()
 
     def data_files(self, feature: str, version: str | None = None) -> list[str]:
-        """Local paths of a version's Parquet files, for engines to read."""
-        version, metadata = self._version_and_metadata(feature, version)
-        local_dir = self._local_data_dir(feature, version, metadata)
-        return sorted(glob.glob(os.path.join(local_dir, "*.parquet")))
+        """Local paths of a version's Parquet files, for engines to read, each checked
+        against the record (S7)."""
+        version = self._resolved(feature, version)
+        return self._verified_local_files(feature, version, self.read_record(feature, version))
 
     def data_uris(self, feature: str, version: str | None = None) -> list[str]:
         """Where a version's Parquet files are stored (paths, ``s3://`` or ``gs://`` URIs)."""
         version = resolve_version(self, feature, version)
         prefix = f"{self._version_key(feature, version)}/{DATA}/"
-        listed = self.read_metadata(feature, version).get("files")
-        if listed is not None:  # object stores: exactly the files the publisher committed
-            return [self.blobs.uri(prefix + name) for name in sorted(listed)]
+        listed = self.read_record(feature, version).files
+        if listed is not None:  # exactly the files the publisher committed
+            return [self.blobs.uri(prefix + f.path) for f in sorted(listed, key=lambda f: f.path)]
         return [self.blobs.uri(k) for k in self.blobs.list(prefix) if k.endswith(".parquet")]
 
     def has_data(self, feature: str, version: str) -> bool:
-        """Whether a version's data files are present (they may be missing after a clone
-        that carried only the metadata; see ``mlforge sync``)."""
+        """Whether a version's data files are present. ``False`` when none is (a clone that
+        carried only the metadata; see ``mlforge sync``).
+
+        Raises:
+            CorruptVersion: some files are present but one is missing, truncated or
+                replaced (S7): the data was damaged, not left out.
+        """
+        record = self.read_record(feature, version)
         prefix = f"{self._version_key(feature, version)}/{DATA}/"
-        present = {k[len(prefix):] for k in self.blobs.list(prefix) if k.endswith(".parquet")}
-        metadata = self.read_metadata(feature, version)
-        if metadata.get("files") is not None:
-            return set(metadata["files"]) <= present
-        return bool(present) or not metadata.get("rows")
+        stored = {k[len(prefix):]: size for k, size in self.blobs.sizes(prefix).items() if k.endswith(".parquet")}
+        if record.files is None:  # format 1, local: presence is all there is to check
+            return bool(stored) or not record.rows
+        if record.files and not any(f.path in stored for f in record.files):
+            return False
+        self._check_stored(feature, version, record, stored)
+        return True
+
+    def _check_stored(self, feature: str, version: str, record: VersionRecord, stored: Mapping[str, int]) -> None:
+        """Check a version's stored files (name -> size) against its record (S7)."""
+        check_sizes(feature, version, record, stored)
 
     # -- writing -------------------------------------------------------------------
     def stage(self, feature: str) -> Staging:
@@ -163,24 +184,32 @@ class VersionedStore:
         checkpoint("staged")
         return Staging(feature=feature, data_dir=str(data_dir), token=token)
 
-    def publish(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None:
-        """Make ``version`` visible in one atomic step, then move the latest pointer.
+    def publish(self, staging: Staging, version: str, record: VersionRecord | Mapping[str, Any]) -> str:
+        """Make ``version`` visible in one atomic step, then move the latest pointer. The
+        record gets the staged files' names, sizes and row counts (S7).
+
+        Returns:
+            The version ``latest`` names afterwards.
 
         Raises:
             ConcurrentPublish: another build published ``version`` first; nothing of this
                 build stays behind.
         """
         self._version_key(staging.feature, version)
+        if not isinstance(record, VersionRecord):
+            record = VersionRecord.from_dict(record)
+        record = record.with_changes(version=version, files=describe_files(staging.data_dir), format_version=FORMAT_VERSION)
         checkpoint("commit")
         try:
-            self._commit(staging, version, metadata)
+            self._commit(staging, version, record)
         finally:
             self.discard(staging)
         checkpoint("visible")
         self.set_latest(staging.feature, version)
         checkpoint("done")
+        return version
 
-    def _commit(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None:  # pragma: no cover - abstract
+    def _commit(self, staging: Staging, version: str, record: VersionRecord) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def discard(self, staging: Staging) -> None:
@@ -204,13 +233,17 @@ class VersionedStore:
 
     # -- reading -------------------------------------------------------------------
     def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table:
-        version, metadata = self._version_and_metadata(feature, version)
-        local_dir = self._local_data_dir(feature, version, metadata)
-        if not glob.glob(os.path.join(local_dir, "*.parquet")):
-            return engine.from_arrow(empty_table(metadata))
-        return engine._read_parquet(os.path.join(local_dir, "*.parquet"))
+        """A version as a table, after checking its files against the record (S7)."""
+        version = self._resolved(feature, version)
+        record = self.read_record(feature, version)
+        paths = self._verified_local_files(feature, version, record)
+        if not paths:
+            return engine.from_arrow(empty_table(record))
+        return engine._read_parquet(os.path.join(os.path.dirname(paths[0]), "*.parquet"))
 
-    def _local_data_dir(self, feature: str, version: str, metadata: dict[str, Any]) -> str:  # pragma: no cover - abstract
+    def _verified_local_files(self, feature: str, version: str, record: VersionRecord) -> list[str]:  # pragma: no cover - abstract
+        """Local paths of a version's Parquet files (object stores download them first),
+        checked against the record (S7)."""
         raise NotImplementedError
 
 
@@ -224,6 +257,11 @@ def _is_name(text: str) -> bool:
 
 def _json_bytes(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8")
+
+
+def record_bytes(record: VersionRecord) -> bytes:
+    """A version record as the bytes of ``_metadata.json``."""
+    return _json_bytes(record.to_dict())
 
 
 def _clean_stale_staging(root: Path) -> None:
@@ -241,10 +279,10 @@ def _clean_stale_staging(root: Path) -> None:
             pass
 
 
-def empty_table(metadata: dict[str, Any]) -> Any:
+def empty_table(record: VersionRecord) -> Any:
     """A zero-row Arrow table with a version's schema."""
     import pyarrow as pa
 
     from mlforge.manifest import arrow_schema
 
-    return pa.Table.from_pylist([], schema=arrow_schema(metadata["schema"]))
+    return pa.Table.from_pylist([], schema=arrow_schema(dict(record.schema)))

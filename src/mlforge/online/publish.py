@@ -50,11 +50,11 @@ def publish_latest(defs: Any, feature: Any, version: str | None = None, *, batch
     if hasattr(store, "publish_table"):  # a store its platform fills from the offline table (Databricks)
         return _publish_table(store, defs.offline_store, name, version)
     feature_obj = defs.features.get(name) if isinstance(feature, str) else feature
-    metadata = defs.offline_store.read_metadata(name, version)
-    keys = list(metadata["keys"])
+    record = defs.offline_store.read_record(name, version)
+    keys = list(record.keys)
     engine = defs.engine_for(feature_obj)
-    table = defs.offline_store.read(name, engine, metadata.get("version", version))
-    latest = latest_rows(table, keys, metadata.get("timestamp"), engine)
+    table = defs.offline_store.read(name, engine, record.version or version)
+    latest = latest_rows(table, keys, record.timestamp, engine)
     started = time.perf_counter()
     try:
         written = store.write(name, keys, _batches(latest, batch_rows))
@@ -62,7 +62,7 @@ def publish_latest(defs: Any, feature: Any, version: str | None = None, *, batch
         raise
     except Exception as exc:  # a client error the store did not translate
         raise OnlineStoreError(f"publishing {name!r} to {store!r} failed: {type(exc).__name__}: {exc}", fix="check the online store settings and that it is reachable") from exc
-    log.info("published %d entities of %s %s online in %.2fs", written, name, metadata.get("version", version), time.perf_counter() - started)
+    log.info("published %d entities of %s %s online in %.2fs", written, name, record.version or version, time.perf_counter() - started)
     return written
 
 

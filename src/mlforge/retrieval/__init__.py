@@ -131,7 +131,7 @@ def get_online_features(*args: Any, definitions: Any = None, store: Any = None) 
         for i, value in zip(wanted[plan.name], found.get(plan.name, []), strict=True):
             by_row[i] = value
         for col in plan.values:
-            columns[col] = _typed_array([r.get(col) if r else None for r in by_row], plan.metadata["schema"].get(col))
+            columns[col] = _typed_array([r.get(col) if r else None for r in by_row], plan.metadata.schema.get(col))
     return wrap(_finish(local, kind, _arrow_table(columns, len(rows))))
 
 
