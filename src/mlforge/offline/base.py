@@ -55,13 +55,13 @@ class OfflineStore(Protocol):
     def stage(self, feature: str) -> Staging: ...
 
     def publish(self, staging: Staging, version: str, record: VersionRecord | Mapping[str, Any]) -> str:
-        """Make ``version`` visible, then move ``latest`` to it (S1); returns the version
-        ``latest`` names afterwards."""
+        """Make ``version`` visible, then move ``latest`` forward to it (S1, S8); returns the
+        version ``latest`` names afterwards."""
 
     def discard(self, staging: Staging) -> None: ...
 
     def set_latest(self, feature: str, version: str) -> None:
-        """Point ``latest`` at ``version`` (also ``rollback``, S4)."""
+        """Point ``latest`` at ``version``, backwards too: ``rollback`` (S4)."""
 
     def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table:
         """A version's rows; a version whose files differ from its record raises

@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from mlforge.errors import StoreError, missing_extra
-from mlforge.offline.blobs import join_key
+from mlforge.offline.blobs import Tagged, join_key
 from mlforge.offline.objectstore import ObjectStore
 
 
@@ -87,6 +87,27 @@ class S3Blobs:
         except Exception as exc:
             # 412: the object exists; 409: a concurrent conditional put is in flight.
             if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+                return False
+            raise
+        return True
+
+    def get_with_tag(self, key: str) -> Tagged | None:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise _store_error("read", self.uri(key), exc) from exc
+        return Tagged(response["Body"].read(), response["ETag"])
+
+    def put_if_tag(self, key: str, data: bytes, tag: str | None) -> bool:
+        condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+        except Exception as exc:
+            # 412: changed (or created) meanwhile; 409: a concurrent conditional put is in
+            # flight; 404: deleted meanwhile (If-Match on a missing key).
+            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"):
                 return False
             raise
         return True

@@ -10,12 +10,16 @@ Layout, identical on a local disk, S3 and GCS (see docs/storage.md)::
 A build writes its data files into a local *staging* directory (engines write Parquet to
 local disk). :meth:`publish` then makes the version visible in one atomic step
 (:meth:`_commit`: a directory rename locally, a create-only put of ``_metadata.json`` on an
-object store) and only afterwards replaces ``_latest.json``. A crash before the commit
+object store) and only afterwards moves ``_latest.json``. A crash before the commit
 leaves no version; a crash between the commit and the pointer leaves a complete version
 that is not yet latest. Either way the previous latest is untouched (S1).
 
 The record lists every data file with its size and row count, and every read checks the
-files against it (S7, :mod:`mlforge.offline.verify`).
+files against it (S7, :mod:`mlforge.offline.verify`). A publish moves the pointer only
+forward in version order, by compare-and-swap (:meth:`Blobs.put_if_tag`): when a
+concurrent build already pointed ``latest`` at a newer version, the pointer stays there and
+the older version is published without becoming latest (S8). Only :meth:`set_latest`
+(``rollback``) moves it backwards.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlforge.definitions.names import check_name
-from mlforge.errors import DefinitionError, StoreError
+from mlforge.errors import ConcurrentPublish, DefinitionError, StoreError
 from mlforge.offline.base import Staging, resolve_version
 from mlforge.offline.verify import check_sizes, describe_files
 from mlforge.records import FORMAT_VERSION, VersionRecord
@@ -50,16 +54,22 @@ METADATA = "_metadata.json"
 DATA = "data"
 STAGING_PREFIX = ".staging-"
 _STALE_STAGING_SECONDS = 6 * 3600
+#: Compare-and-swap attempts of one pointer move before giving up (each loses only to
+#: another writer's successful move, so more than a few means a storm of builds).
+_POINTER_ATTEMPTS = 20
 
 #: Fault-injection hook for tests/test_fault_injection.py; unset in normal use.
 FAULT_LOG_ENV = "MLFORGE_FAULT_LOG"
 FAULT_PAUSE_ENV = "MLFORGE_FAULT_PAUSE"
+#: A file whose appearance ends a pause early (a test resumes a paused build with it).
+FAULT_RESUME_ENV = "MLFORGE_FAULT_RESUME"
 
 
 def checkpoint(name: str) -> None:
     """Mark a named point of a publish. A no-op unless ``MLFORGE_FAULT_LOG`` is set: then the
     name is appended to that file, and if ``MLFORGE_FAULT_PAUSE`` is ``name`` (or
-    ``name:seconds``) the process sleeps there, so a test can ``kill -9`` it at that point."""
+    ``name:seconds``) the process sleeps there, so a test can ``kill -9`` it at that point
+    or, by creating the file ``MLFORGE_FAULT_RESUME`` names, let it go on."""
     log_path = os.environ.get(FAULT_LOG_ENV)
     if not log_path:
         return
@@ -67,8 +77,12 @@ def checkpoint(name: str) -> None:
         fh.write(f"{name} {os.getpid()}\n")
     pause = os.environ.get(FAULT_PAUSE_ENV, "")
     point, _, seconds = pause.partition(":")
-    if point == name:
-        time.sleep(float(seconds or 30))
+    if point != name:
+        return
+    deadline = time.monotonic() + float(seconds or 30)
+    resume = os.environ.get(FAULT_RESUME_ENV)
+    while time.monotonic() < deadline and not (resume and os.path.exists(resume)):
+        time.sleep(0.01 if resume else deadline - time.monotonic())
 
 
 class VersionedStore:
@@ -185,11 +199,12 @@ class VersionedStore:
         return Staging(feature=feature, data_dir=str(data_dir), token=token)
 
     def publish(self, staging: Staging, version: str, record: VersionRecord | Mapping[str, Any]) -> str:
-        """Make ``version`` visible in one atomic step, then move the latest pointer. The
-        record gets the staged files' names, sizes and row counts (S7).
+        """Make ``version`` visible in one atomic step, then move the latest pointer forward
+        to it. The record gets the staged files' names, sizes and row counts (S7).
 
         Returns:
-            The version ``latest`` names afterwards.
+            The version ``latest`` names afterwards: ``version``, or a newer one that a
+            concurrent build published meanwhile (S8; logged as a warning).
 
         Raises:
             ConcurrentPublish: another build published ``version`` first; nothing of this
@@ -205,9 +220,9 @@ class VersionedStore:
         finally:
             self.discard(staging)
         checkpoint("visible")
-        self.set_latest(staging.feature, version)
+        latest = self.advance_latest(staging.feature, version)
         checkpoint("done")
-        return version
+        return latest
 
     def _commit(self, staging: Staging, version: str, record: VersionRecord) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -224,12 +239,49 @@ class VersionedStore:
         return sorted(str(p) for p in root.glob(f"{STAGING_PREFIX}*")) if root.is_dir() else []
 
     def set_latest(self, feature: str, version: str) -> None:
-        """Point ``latest`` at a complete version (one atomic replace)."""
-        key = self._version_key(feature, version)
-        if not self.blobs.exists(f"{key}/{METADATA}"):
+        """Point ``latest`` at a complete version, older or newer than the current one: the
+        explicit move of ``rollback`` (S4, S8)."""
+        self._require_complete(feature, version)
+        self._move_latest(feature, version, forward_only=False)
+
+    def advance_latest(self, feature: str, version: str) -> str:
+        """Point ``latest`` at ``version`` unless it already names a newer complete version
+        (S8). Returns the version ``latest`` names afterwards."""
+        self._require_complete(feature, version)
+        return self._move_latest(feature, version, forward_only=True)
+
+    def _require_complete(self, feature: str, version: str) -> None:
+        if not self._is_complete(feature, version):
             raise StoreError(f"feature {feature!r} has no complete version {version}", fix="use `mlforge list versions`")
-        checkpoint("pointer")
-        self.blobs.put(f"{self._feature_key(feature)}/{LATEST}", _json_bytes({"version": version}))
+
+    def _move_latest(self, feature: str, version: str, *, forward_only: bool) -> str:
+        """Compare-and-swap the pointer: read it, decide, write only if it is unchanged."""
+        key = f"{self._feature_key(feature)}/{LATEST}"
+        payload = _json_bytes({"version": version})
+        for attempt in range(_POINTER_ATTEMPTS):
+            current = self.blobs.get_with_tag(key)
+            named = _pointer_version(current.data) if current is not None else None
+            if named == version:
+                return version
+            if forward_only and named is not None and parse_version(named) > parse_version(version) and self._is_complete(feature, named):
+                log.warning(
+                    "feature %s: version %s is published, but latest stays at %s, which a concurrent build "
+                    "published meanwhile; read %s by pinning it, or `mlforge rollback %s %s`",
+                    feature, version, named, version, feature, version,
+                )
+                return named
+            if attempt == 0:
+                checkpoint("pointer")
+            if self.blobs.put_if_tag(key, payload, current.tag if current is not None else None):
+                return version
+        raise ConcurrentPublish(
+            f"the latest pointer of {feature!r} changed {_POINTER_ATTEMPTS} times while moving it to {version}",
+            where=self.blobs.uri(key),
+            fix=f"{version} is published; retry, or `mlforge rollback {feature} {version}`",
+        )
+
+    def _is_complete(self, feature: str, version: str) -> bool:
+        return self.blobs.exists(f"{self._version_key(feature, version)}/{METADATA}")
 
     # -- reading -------------------------------------------------------------------
     def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table:
@@ -253,6 +305,17 @@ def _is_name(text: str) -> bool:
     except DefinitionError:
         return False
     return True
+
+
+def _pointer_version(raw: bytes) -> str | None:
+    """The version a pointer names; ``None`` for an unreadable pointer, which any move
+    may replace (``latest_version`` reports it)."""
+    try:
+        version = json.loads(raw)["version"]
+        parse_version(version)
+    except (ValueError, KeyError, TypeError, DefinitionError):
+        return None
+    return str(version)
 
 
 def _json_bytes(payload: dict[str, Any]) -> bytes:
