@@ -67,8 +67,9 @@ def gcs_endpoint(tmp_path_factory):
 
 
 def _honour_if_generation_match() -> None:
-    """The emulator ignores ``ifGenerationMatch``; real GCS answers 412 when the object
-    exists. Teach it that one precondition, which GCSStore's commit relies on."""
+    """The emulator ignores ``ifGenerationMatch``; real GCS answers 412 when the object's
+    generation differs (``0``: when it exists). Teach it that precondition, which
+    GCSStore's commit (``0``) and its latest pointer's compare-and-swap (S8) rely on."""
     from http import HTTPStatus
 
     from gcp_storage_emulator.exceptions import NotFound
@@ -81,15 +82,17 @@ def _honour_if_generation_match() -> None:
     def guarded(upload):
         def handler(request, response, storage):
             match = request.query.get("ifGenerationMatch")
-            if not match or match[0] != "0":
+            if not match:
                 return upload(request, response, storage)
             name = request.query.get("name", [None])[0]
             if name is None and isinstance(request.data, dict):
                 name = request.data.get("meta", {}).get("name")
             with lock:
                 try:
-                    storage.get_file_obj(request.params["bucket_name"], name)
+                    generation = str(storage.get_file_obj(request.params["bucket_name"], name).get("generation"))
                 except NotFound:
+                    generation = "0"
+                if generation == match[0]:
                     return upload(request, response, storage)
                 response.status = HTTPStatus.PRECONDITION_FAILED
                 response.json({"error": {"code": 412, "message": "conditionNotMet", "errors": [{"reason": "conditionNotMet", "message": "conditionNotMet"}]}})

@@ -16,7 +16,8 @@ without a traceback and maps the class to an exit code (``exit_code``).
     │   └── ValidationFailed   validators rejected a feature's output               (exit 1)
     ├── StoreError             offline store read/write/publish problems           (exit 1)
     │   ├── VersionNotFound    a requested version does not exist                  (exit 2)
-    │   └── ConcurrentPublish  another build published first                       (exit 1)
+    │   ├── ConcurrentPublish  another build published first                       (exit 1)
+    │   └── CorruptVersion     a version's files differ from its record (S7)        (exit 1)
     ├── RetrievalError         bad retrieval request (features, columns, keys)      (exit 2)
     └── OnlineStoreError       an online store is unreachable or misbehaves         (exit 1)
         └── PublishOnlyError   the store is filled by publishing tables, not rows   (exit 1)
@@ -103,6 +104,11 @@ class VersionNotFound(StoreError):
 
 class ConcurrentPublish(StoreError):
     """Another build published the same version first."""
+
+
+class CorruptVersion(StoreError):
+    """A version's data file is missing, truncated or replaced: it differs from the size
+    or row count the version's record lists (S7)."""
 
 
 class RetrievalError(MlforgeError):

@@ -17,6 +17,7 @@ from mlforge.errors import BuildError, MlforgeError, ValidationFailed
 from mlforge.incremental import BuildRange, next_watermark, plan_range
 from mlforge.manifest import canonical_schema, digests_hash, file_digests
 from mlforge.prepare import prepare_input, run_function
+from mlforge.records import BuiltRange, EntityRecord, MetricRecord, VersionRecord
 from mlforge.versioning import ChangeKind, classify, next_version
 
 if TYPE_CHECKING:
@@ -118,14 +119,14 @@ def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options
 def _build(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions) -> FeatureResult:
     store.use_engine(engine)  # Unity Catalog: the engine picks the data path
     previous_version = store.latest_version(feature.name)
-    previous = store.read_metadata(feature.name, previous_version) if previous_version else None
+    previous = store.read_record(feature.name, previous_version) if previous_version else None
     source_input = prepare_input(feature, engine)
     definition_hash = fingerprints.definition_hash(feature, source_input.schema())
     source_fp = fingerprints.source_fingerprint(feature.source)
     explicit_range = any(v is not None for v in (options.since, options.until, options.last))
-    unchanged = previous is not None and previous.get("definition_hash") == definition_hash and previous.get("source_fingerprint") == source_fp
+    unchanged = previous is not None and previous.definition_hash == definition_hash and previous.source_fingerprint == source_fp
     if unchanged and not (options.force or options.full_refresh or explicit_range):
-        return FeatureResult(feature.name, "skipped", version=previous_version, rows=previous.get("rows"), reason="unchanged definition and source")
+        return FeatureResult(feature.name, "skipped", version=previous_version, rows=previous.rows, reason="unchanged definition and source")
     build_range = _plan(feature, options, previous, definition_hash)
     ts = feature.timestamp_column
     function_input = _filter_input(feature, source_input, build_range)
@@ -155,26 +156,26 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         change = classify(previous, metadata)
         if change.kind is ChangeKind.NONE and not options.force:
             store.discard(staging)
-            return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata["rows"], reason="rebuilt data is identical", build_range=build_range.describe(), dropped_rows=dropped)
+            return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata.rows, reason="rebuilt data is identical", build_range=build_range.describe(), dropped_rows=dropped)
         kind = ChangeKind.PATCH if change.kind is ChangeKind.NONE else change.kind
         if previous is not None and kind is ChangeKind.MAJOR and change.reason == "first build":
             kind = ChangeKind.PATCH
         version = next_version(store.list_versions(feature.name), previous_version, kind)
-        metadata.update(version=version, change=kind.name, reason=change.reason if change.kind is not ChangeKind.NONE else "forced rebuild")
+        metadata = metadata.with_changes(version=version, change=kind.name, reason=change.reason if change.kind is not ChangeKind.NONE else "forced rebuild")
         store.publish(staging, version, metadata)
     except BaseException:
         store.discard(staging)
         raise
     return FeatureResult(
-        feature.name, "built", version=version, rows=metadata["rows"], change=kind.name, reason=metadata["reason"],
+        feature.name, "built", version=version, rows=metadata.rows, change=kind.name, reason=metadata.reason,
         dropped_rows=dropped, build_range=build_range.describe(),
     )
 
 
-def _plan(feature: Feature, options: BuildOptions, previous: dict[str, Any] | None, definition_hash: str) -> BuildRange:
+def _plan(feature: Feature, options: BuildOptions, previous: VersionRecord | None, definition_hash: str) -> BuildRange:
     interval = feature.interval_seconds
-    watermark = previous.get("watermark") if previous else None
-    definition_changed = previous is not None and previous.get("definition_hash") != definition_hash
+    watermark = previous.watermark if previous else None
+    definition_changed = previous is not None and previous.definition_hash != definition_hash
     if feature.timestamp_column is None or definition_changed:
         # No time axis to split on, or the stored rows no longer match the definition.
         if definition_changed and (options.since or options.until or options.last):
@@ -308,15 +309,15 @@ def validate_output(feature: Feature, output: ir.Table) -> None:
         )
 
 
-def _reused_digests(reused: list[str], previous: dict[str, Any] | None) -> dict[str, str]:
+def _reused_digests(reused: list[str], previous: VersionRecord | None) -> dict[str, str]:
     """Digests of the files an incremental build took over unchanged (hard links of the
     previous version's files), from the previous version's metadata."""
-    recorded = (previous or {}).get("file_digests") or {}
+    recorded = previous.file_digests if previous else {}
     names = {os.path.basename(p) for p in reused}
     return {name: digest for name, digest in recorded.items() if name in names}
 
 
-def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: str, source_fp: str, build_range: BuildRange, previous: dict[str, Any] | None, engine: Engine, known_digests: dict[str, str]) -> dict[str, Any]:
+def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: str, source_fp: str, build_range: BuildRange, previous: VersionRecord | None, engine: Engine, known_digests: dict[str, str]) -> VersionRecord:
     import glob
 
     import pyarrow.parquet as pq
@@ -331,33 +332,32 @@ def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: 
         # from the start of step b on (later ones, and late ones within step b) change only
         # labels from b + 1 on: the label at b aggregates events before b. So continue there.
         newest -= feature.max_window_seconds - feature.interval_seconds
-    metric_info = [
-        {"name": c.output_name, "field": c.field, "function": c.function, "window": c.window, "description": c.description, "unit": c.unit}
-        for c in feature.metric_columns
-    ]
-    return {
-        "name": feature.name,
-        "keys": list(feature.keys),
-        "entities": [{"name": e.name, "join_key": e.join_key, "from_columns": list(e.from_columns or [])} for e in feature.entities],
-        "timestamp": feature.timestamp_column,
-        "interval": feature.interval,
-        "schema": canonical_schema(expr.schema()),
-        "metrics": metric_info,
-        "tags": list(feature.tags),
-        "description": feature.description,
-        "rows": rows,
-        "created_at": datetime.now(tz=UTC).isoformat(),
-        "definition_hash": definition_hash,
-        "schema_hash": fingerprints.stable_hash(canonical_schema(expr.schema())),
-        "data_hash": digests_hash(digests),
-        "file_digests": digests,
-        "source": feature.source.location,
-        "source_fingerprint": source_fp,
-        "build_range": {"since": build_range.since, "until": build_range.until},
-        "watermark": next_watermark(previous.get("watermark") if previous else None, build_range, newest),
-        "engine": engine.name,
-        "format": "parquet",
-    }
+    metric_info = tuple(
+        MetricRecord(c.output_name, c.field, c.function, c.window, c.description, c.unit) for c in feature.metric_columns
+    )
+    return VersionRecord(
+        name=feature.name,
+        keys=tuple(feature.keys),
+        entities=tuple(EntityRecord(e.name, e.join_key, tuple(e.from_columns or ())) for e in feature.entities),
+        timestamp=feature.timestamp_column,
+        interval=feature.interval,
+        schema=canonical_schema(expr.schema()),
+        metrics=metric_info,
+        tags=tuple(feature.tags),
+        description=feature.description,
+        rows=rows,
+        created_at=datetime.now(tz=UTC).isoformat(),
+        definition_hash=definition_hash,
+        schema_hash=fingerprints.stable_hash(canonical_schema(expr.schema())),
+        data_hash=digests_hash(digests),
+        file_digests=digests,
+        source=feature.source.location,
+        source_fingerprint=source_fp,
+        build_range=BuiltRange(build_range.since, build_range.until),
+        watermark=next_watermark(previous.watermark if previous else None, build_range, newest),
+        engine=engine.name,
+        format="parquet",
+    )
 
 
 def _newest_label(footers: list[pq.FileMetaData], ts: str) -> int | None:

@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mlforge.definitions.names import check_name
-from mlforge.errors import ConfigError, MlforgeError, VersionNotFound
+from mlforge.errors import ConfigError, CorruptVersion, MlforgeError, VersionNotFound
 from mlforge.manifest import files_hash
 from mlforge.materialize import BuildOptions, build_feature
 from mlforge.offline.base import resolve_version
 from mlforge.offline.local import LocalStore
+from mlforge.records import VersionRecord
 from mlforge.versioning import ChangeKind, classify, schema_changes, sort_versions
 
 if TYPE_CHECKING:
@@ -63,9 +64,10 @@ def diff_versions(store: OfflineStore, feature: str, v1: str | None = None, v2: 
             raise VersionNotFound(f"feature {feature!r} has no version before {to_version} to compare with", fix="pass two versions: `mlforge diff FEATURE V1 V2`")
         v1 = earlier[-1]
     from_version = resolve_version(store, feature, v1)
-    old = store.read_metadata(feature, from_version)
-    new = store.read_metadata(feature, to_version)
+    old = store.read_record(feature, from_version)
+    new = store.read_record(feature, to_version)
     change = classify(old, new)
+    before, after = old.to_dict(), new.to_dict()  # the fields compared, as shown
     return {
         "feature": feature,
         "from": from_version,
@@ -73,8 +75,8 @@ def diff_versions(store: OfflineStore, feature: str, v1: str | None = None, v2: 
         "kind": change.kind,
         "exit_code": int(change.kind),
         "reason": change.reason,
-        "schema_changes": schema_changes(old.get("schema", {}), new.get("schema", {})),
-        "changes": {f: [old.get(f), new.get(f)] for f in _COMPARED if old.get(f) != new.get(f)},
+        "schema_changes": schema_changes(dict(old.schema), dict(new.schema)),
+        "changes": {f: [before[f], after[f]] for f in _COMPARED if before[f] != after[f]},
     }
 
 
@@ -134,21 +136,36 @@ def sync(workspace: Workspace, features: Mapping[str, Feature], force: bool = Fa
     rebuilt data would not be that version's data; ``force=True`` rebuilds anyway when
     the schema still matches. Each entry: ``feature``, ``version``, ``status``
     (``present`` / ``rebuilt`` / ``refused`` / ``failed``), ``reason`` and, when the data
-    was rebuilt, ``data_hash_matches``.
+    was rebuilt, ``data_hash_matches``. A version whose files are present but differ from
+    its record (missing, truncated, replaced: S7) is ``failed``, with the
+    :class:`~mlforge.errors.CorruptVersion` message; sync rebuilds data that was left out,
+    not data that was damaged.
     """
     store = workspace.offline_store
     if not store.capabilities.restores_data:
         raise ConfigError(f"sync needs a file-based offline store (local, S3 or GCS), not {store!r}", fix="Unity Catalog tables are rebuilt with `mlforge build --full-refresh`")
     entries: list[dict[str, Any]] = []
     for name in sorted(features):
-        missing = [v for v in store.list_versions(name) if not store.has_data(name, v)]
-        if not missing:
-            latest = store.latest_version(name)
-            if latest is not None:
-                entries.append({"feature": name, "version": latest, "status": "present", "reason": "data present"})
-            continue
-        entries += _sync_feature(workspace, features[name], missing, force)
+        missing, damaged = _missing_data(store, name)
+        entries += damaged
+        if missing:
+            entries += _sync_feature(workspace, features[name], missing, force)
+        elif not damaged and (latest := store.latest_version(name)) is not None:
+            entries.append({"feature": name, "version": latest, "status": "present", "reason": "data present"})
     return entries
+
+
+def _missing_data(store: OfflineStore, name: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The versions without data files, and a ``failed`` entry per version whose files are
+    there but damaged: sync rebuilds what was left out, never what was changed (S7)."""
+    missing, damaged = [], []
+    for version in store.list_versions(name):
+        try:
+            if not store.has_data(name, version):
+                missing.append(version)
+        except CorruptVersion as exc:
+            damaged.append({"feature": name, "version": version, "status": "failed", "reason": str(exc), "error": str(exc)})
+    return missing, damaged
 
 
 def _sync_feature(workspace: Workspace, feature: Feature, versions: list[str], force: bool) -> list[dict[str, Any]]:
@@ -160,11 +177,11 @@ def _sync_feature(workspace: Workspace, feature: Feature, versions: list[str], f
         if outcome.status != "built":
             error = outcome.error or MlforgeError("the rebuild produced no version")
             return [{"feature": feature.name, "version": v, "status": "failed", "reason": str(error), "error": str(error)} for v in versions]
-        built = scratch.read_metadata(feature.name)
+        built = scratch.read_record(feature.name)
         files = scratch.data_files(feature.name)
         entries = []
         for version in versions:
-            recorded = store.read_metadata(feature.name, version)
+            recorded = store.read_record(feature.name, version)
             refusal = _refusal(recorded, built, force)
             if refusal:
                 entries.append({"feature": feature.name, "version": version, "status": "refused", "reason": refusal, "error": refusal})
@@ -174,23 +191,23 @@ def _sync_feature(workspace: Workspace, feature: Feature, versions: list[str], f
             except MlforgeError as exc:
                 entries.append({"feature": feature.name, "version": version, "status": "failed", "reason": str(exc), "error": str(exc)})
                 continue
-            matches = files_hash(files) == recorded.get("data_hash")
+            matches = files_hash(files) == recorded.data_hash
             entries.append({
-                "feature": feature.name, "version": version, "status": "rebuilt", "rows": built.get("rows"),
+                "feature": feature.name, "version": version, "status": "rebuilt", "rows": built.rows,
                 "reason": "rebuilt from the current definition and source" + ("" if matches else " (same rows expected; file bytes differ from the original build)"),
                 "data_hash_matches": matches,
             })
     return entries
 
 
-def _refusal(recorded: dict[str, Any], built: dict[str, Any], force: bool) -> str | None:
+def _refusal(recorded: VersionRecord, built: VersionRecord, force: bool) -> str | None:
     """Why the rebuilt data may not stand in for a recorded version, or ``None``."""
-    if recorded.get("schema") != built.get("schema"):
-        return f"the current definition produces a different schema than version {recorded.get('version')}; build a new version instead"
+    if recorded.schema != built.schema:
+        return f"the current definition produces a different schema than version {recorded.version}; build a new version instead"
     problems = []
-    if recorded.get("source_fingerprint") != built.get("source_fingerprint"):
+    if recorded.source_fingerprint != built.source_fingerprint:
         problems.append("the source changed since this version was built")
-    if recorded.get("definition_hash") != built.get("definition_hash"):
+    if recorded.definition_hash != built.definition_hash:
         problems.append("the feature definition changed since this version was built")
     if problems and not force:
         return "; ".join(problems) + " (use force=True / --force to rebuild it anyway)"

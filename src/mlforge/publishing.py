@@ -52,11 +52,11 @@ def publish_latest(workspace: Workspace, feature: Feature, version: str | None =
     name = feature.name
     if store.capabilities.fills_from_offline is not None:  # its platform copies the offline table (Databricks)
         return _publish_table(store, workspace.offline_store, name, version)
-    metadata = workspace.offline_store.read_metadata(name, version)
-    keys = list(metadata["keys"])
+    record = workspace.offline_store.read_record(name, version)
+    keys = list(record.keys)
     engine = workspace.engine_for(feature)
-    table = workspace.offline_store.read(name, engine, metadata.get("version", version))
-    latest = latest_rows(table, keys, metadata.get("timestamp"), engine)
+    table = workspace.offline_store.read(name, engine, record.version or version)
+    latest = latest_rows(table, keys, record.timestamp, engine)
     started = time.perf_counter()
     try:
         written = store.write(name, keys, _batches(latest, batch_rows))
@@ -64,7 +64,7 @@ def publish_latest(workspace: Workspace, feature: Feature, version: str | None =
         raise
     except Exception as exc:  # a client error the store did not translate
         raise OnlineStoreError(f"publishing {name!r} to {store!r} failed: {type(exc).__name__}: {exc}", fix="check the online store settings and that it is reachable") from exc
-    log.info("published %d entities of %s %s online in %.2fs", written, name, metadata.get("version", version), time.perf_counter() - started)
+    log.info("published %d entities of %s %s online in %.2fs", written, name, record.version or version, time.perf_counter() - started)
     return written
 
 

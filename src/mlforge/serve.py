@@ -247,14 +247,14 @@ def _describe(defs: Any, name: str, *, brief: bool) -> dict[str, Any]:
         "description": feature.description,
     }
     try:
-        metadata = defs.offline_store.read_metadata(name)
+        record = defs.offline_store.read_record(name)
     except MlforgeError:
-        metadata = None  # not built yet: still servable, every lookup is null (O2)
-    info["version"] = metadata.get("version") if metadata else None
-    if not brief and metadata:
-        info["columns"] = metadata.get("schema", {})
-        info["metrics"] = metadata.get("metrics", [])
-        info["created_at"] = metadata.get("created_at")
+        record = None  # not built yet: still servable, every lookup is null (O2)
+    info["version"] = record.version if record else None
+    if not brief and record:
+        info["columns"] = dict(record.schema)
+        info["metrics"] = [m.to_dict() for m in record.metrics]
+        info["created_at"] = record.created_at
     return info
 
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mlforge.errors import DefinitionError
+from mlforge.records import VersionRecord
 
 FIRST_VERSION = "1.0.0"
 _SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
@@ -76,15 +78,17 @@ def next_version(existing: list[str], base: str | None, kind: ChangeKind) -> str
     return candidate
 
 
-def classify(previous: dict[str, Any] | None, current: dict[str, Any]) -> Change:
-    """Compare the metadata of the latest version with a new build's (S2)."""
+def classify(previous: VersionRecord | Mapping[str, Any] | None, current: VersionRecord | Mapping[str, Any]) -> Change:
+    """Compare the record of the latest version with a new build's (S2). Plain mappings
+    (the JSON form) are read as records."""
     if previous is None:
         return Change(ChangeKind.MAJOR, "first build")
-    for field, label in (("keys", "keys"), ("interval", "interval"), ("timestamp", "timestamp column")):
-        if previous.get(field) != current.get(field):
-            return Change(ChangeKind.MAJOR, f"{label} changed from {previous.get(field)!r} to {current.get(field)!r}")
-    old_schema: dict[str, str] = previous.get("schema", {})
-    new_schema: dict[str, str] = current.get("schema", {})
+    old, new = _as_record(previous), _as_record(current)
+    fixed = (("keys", list(old.keys), list(new.keys)), ("interval", old.interval, new.interval), ("timestamp column", old.timestamp, new.timestamp))
+    for label, before, after in fixed:
+        if before != after:
+            return Change(ChangeKind.MAJOR, f"{label} changed from {before!r} to {after!r}")
+    old_schema, new_schema = old.schema, new.schema
     removed = sorted(set(old_schema) - set(new_schema))
     if removed:
         return Change(ChangeKind.MAJOR, f"columns removed: {removed}")
@@ -94,11 +98,15 @@ def classify(previous: dict[str, Any] | None, current: dict[str, Any]) -> Change
     added = sorted(set(new_schema) - set(old_schema))
     if added:
         return Change(ChangeKind.MINOR, f"columns added: {added}")
-    if previous.get("definition_hash") != current.get("definition_hash"):
+    if old.definition_hash != new.definition_hash:
         return Change(ChangeKind.PATCH, "definition changed, same schema")
-    if previous.get("data_hash") != current.get("data_hash"):
+    if old.data_hash != new.data_hash:
         return Change(ChangeKind.PATCH, "new data")
     return Change(ChangeKind.NONE, "unchanged")
+
+
+def _as_record(record: VersionRecord | Mapping[str, Any]) -> VersionRecord:
+    return record if isinstance(record, VersionRecord) else VersionRecord.from_dict(record)
 
 
 def schema_changes(old: dict[str, str], new: dict[str, str]) -> dict[str, Any]:

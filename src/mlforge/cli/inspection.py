@@ -47,7 +47,7 @@ def feature(name: str, /, *, version: str | None = None, format: Format = "table
     }
     stored = None
     if version is not None or defs.offline_store.latest_version(name):
-        stored = defs.offline_store.read_metadata(name, version)
+        stored = defs.offline_store.read_record(name, version).to_dict()  # shown as stored
     if format == "json":
         print_json({"definition": definition, "stored": stored})
         return 0

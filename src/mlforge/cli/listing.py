@@ -86,8 +86,8 @@ def versions(feature: str, /, *, format: Format = "table", common: Common = DEFA
     latest = defs.offline_store.latest_version(feature)
     rows = []
     for version in found:
-        meta = defs.offline_store.read_metadata(feature, version)
-        rows.append([version, "*" if version == latest else "", meta.get("change"), meta.get("rows"), meta.get("created_at"), meta.get("reason")])
+        record = defs.offline_store.read_record(feature, version)
+        rows.append([version, "*" if version == latest else "", record.change, record.rows, record.created_at, record.reason])
     render(f"{feature}" if format == "table" else None, ["version", "latest", "change", "rows", "created_at", "reason"], rows, format)
     return 0
 

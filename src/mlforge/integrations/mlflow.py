@@ -133,7 +133,7 @@ def _feature_record(defs: Any, spec: Any) -> dict[str, Any]:
 
     try:
         version = resolve_version(defs.offline_store, spec.name, spec.version)
-        metadata = defs.offline_store.read_metadata(spec.name, version)
+        metadata = defs.offline_store.read_record(spec.name, version).to_dict()
     except MlforgeError as exc:
         raise RetrievalError(f"cannot log feature {spec.name!r} to MLflow: {exc.what}", where=exc.where, fix=exc.fix or "build it first: `mlforge build`") from exc
     record = {"name": spec.name, "columns": list(spec.columns) if spec.columns else None}

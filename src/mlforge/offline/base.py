@@ -1,17 +1,20 @@
 """The offline store protocol: versioned, immutable feature tables (S1-S5).
 
-A store keeps, per feature, a set of complete versions and a ``latest`` pointer. A build
-writes into a private *staging* area, then :meth:`OfflineStore.publish` makes the version
-visible in one atomic step and afterwards moves the pointer in another; a crash between
-or before them leaves the previous latest untouched (S1).
+A store keeps, per feature, a set of complete versions, each with its
+:class:`~mlforge.records.VersionRecord`, and a ``latest`` pointer. A build writes into a
+private *staging* area, then :meth:`OfflineStore.publish` makes the version visible in one
+atomic step and afterwards moves the pointer in another; a crash between or before them
+leaves the previous latest untouched (S1).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from mlforge.errors import VersionNotFound
+from mlforge.records import VersionRecord
 from mlforge.versioning import is_version
 
 if TYPE_CHECKING:
@@ -58,20 +61,29 @@ class OfflineStore(Protocol):
 
     def latest_version(self, feature: str) -> str | None: ...
 
-    def read_metadata(self, feature: str, version: str | None = None) -> dict[str, Any]: ...
+    def read_record(self, feature: str, version: str | None = None) -> VersionRecord: ...
+
+    def read_metadata(self, feature: str, version: str | None = None) -> dict[str, Any]:
+        """The record in its JSON form (``read_record(...).to_dict()``), for people and tools."""
 
     def data_files(self, feature: str, version: str | None = None) -> list[str]:
-        """Local paths of a version's Parquet files (object stores download them first)."""
+        """Local paths of a version's Parquet files (object stores download them first),
+        checked against the record (S7)."""
 
     def stage(self, feature: str) -> Staging: ...
 
-    def publish(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None: ...
+    def publish(self, staging: Staging, version: str, record: VersionRecord | Mapping[str, Any]) -> str:
+        """Make ``version`` visible, then move ``latest`` forward to it (S1, S8); returns the
+        version ``latest`` names afterwards."""
 
     def discard(self, staging: Staging) -> None: ...
 
-    def set_latest(self, feature: str, version: str) -> None: ...
+    def set_latest(self, feature: str, version: str) -> None:
+        """Point ``latest`` at ``version``, backwards too: ``rollback`` (S4)."""
 
-    def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table: ...
+    def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table:
+        """A version's rows; a version whose files differ from its record raises
+        :class:`~mlforge.errors.CorruptVersion` (S7)."""
 
     def use_engine(self, engine: Engine) -> None:
         """Called by builds and reads with their engine (a table store may write through it)."""

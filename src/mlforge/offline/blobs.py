@@ -6,16 +6,31 @@ directory). Every operation is a single object operation; the versioning logic a
 
 * ``put`` replaces an object atomically: a reader sees the old bytes or the new ones;
 * ``put_if_absent`` creates an object only if no object has that key, atomically, and says
-  whether it did (S3 ``If-None-Match: *``, GCS ``ifGenerationMatch=0``, local ``link(2)``).
+  whether it did (S3 ``If-None-Match: *``, GCS ``ifGenerationMatch=0``, local ``link(2)``);
+* ``put_if_tag`` replaces an object only if it is still in the state a ``get_with_tag``
+  saw, atomically (S3 ``If-Match`` on the ETag, GCS ``ifGenerationMatch`` on the
+  generation, local a compare and ``rename(2)`` under an ``flock(2)`` lock file). The latest
+  pointer moves by this compare-and-swap (S8).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+
+class Tagged(NamedTuple):
+    """An object's bytes and a tag naming that state of it, for :meth:`Blobs.put_if_tag`."""
+
+    data: bytes
+    tag: str
 
 
 class Blobs(Protocol):
@@ -32,7 +47,17 @@ class Blobs(Protocol):
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create an object unless one exists; ``False`` if it existed (nothing written)."""
 
+    def get_with_tag(self, key: str) -> Tagged | None:
+        """The object's bytes and its tag (ETag, generation, content hash), or ``None``."""
+
+    def put_if_tag(self, key: str, data: bytes, tag: str | None) -> bool:
+        """Replace the object only if its tag is still ``tag`` (``None``: only if there is no
+        object); ``False`` if it changed meanwhile (nothing written)."""
+
     def exists(self, key: str) -> bool: ...
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Every key under ``prefix`` with its size in bytes, from one listing."""
 
     def upload(self, local_path: str, key: str) -> None: ...
 
@@ -94,8 +119,33 @@ class LocalBlobs:
         fsync_dir(target.parent)
         return True
 
+    def get_with_tag(self, key: str) -> Tagged | None:
+        data = self.get(key)
+        return None if data is None else Tagged(data, _content_tag(data))
+
+    def put_if_tag(self, key: str, data: bytes, tag: str | None) -> bool:
+        # The content is the tag: whoever holds the lock sees exactly what it compares with.
+        target = self._path(key)
+        tmp = self._write_temp(target, data)
+        try:
+            with _locked(target.parent / f".{target.name}.lock"):
+                current = self.get(key)
+                if (None if current is None else _content_tag(current)) != tag:
+                    return False
+                os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_dir(target.parent)
+        return True
+
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return {}
+        return {p.relative_to(self.root).as_posix(): p.stat().st_size for p in sorted(base.rglob("*")) if p.is_file()}
 
     def upload(self, local_path: str, key: str) -> None:
         target = self._path(key)
@@ -137,5 +187,21 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _content_tag(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@contextlib.contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock(2)`` on ``lock_path``; the kernel releases it if the
+    process dies, so a killed build never leaves the pointer locked."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
         os.close(fd)

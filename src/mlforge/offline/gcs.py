@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from mlforge.errors import StoreError, missing_extra
-from mlforge.offline.blobs import join_key
+from mlforge.offline.blobs import Tagged, join_key
 from mlforge.offline.objectstore import ObjectStore
 
 EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
@@ -103,8 +103,38 @@ class GCSBlobs:
             return False
         return True
 
+    def get_with_tag(self, key: str) -> Tagged | None:
+        from google.api_core.exceptions import GoogleAPIError, NotFound, PreconditionFailed
+
+        try:
+            for _ in range(5):
+                blob = self.bucket.get_blob(self._key(key))
+                if blob is None:
+                    return None
+                generation = blob.generation  # read first: a download resets it from its headers
+                try:  # the bytes of exactly that generation; a newer one means read again
+                    return Tagged(blob.download_as_bytes(if_generation_match=generation), str(generation))
+                except (PreconditionFailed, NotFound):
+                    continue
+        except GoogleAPIError as exc:
+            raise StoreError(f"cannot read {self.uri(key)}: {exc}", fix="check the bucket name, the credentials and the network") from exc
+        raise StoreError(f"{self.uri(key)} kept changing while it was read", fix="retry")
+
+    def put_if_tag(self, key: str, data: bytes, tag: str | None) -> bool:
+        from google.api_core.exceptions import PreconditionFailed
+
+        try:
+            self.bucket.blob(self._key(key)).upload_from_string(data, content_type="application/json", if_generation_match=int(tag) if tag is not None else 0)
+        except PreconditionFailed:
+            return False
+        return True
+
     def exists(self, key: str) -> bool:
         return bool(self.bucket.blob(self._key(key)).exists())
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        strip = len(self._dir(""))
+        return {b.name[strip:]: int(b.size) for b in self.bucket.client.list_blobs(self.bucket, prefix=self._dir(prefix))}
 
     def upload(self, local_path: str, key: str) -> None:
         self.bucket.blob(self._key(key)).upload_from_filename(local_path, content_type="application/octet-stream")

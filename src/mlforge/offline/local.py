@@ -16,20 +16,22 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
-from mlforge.errors import ConcurrentPublish
+from mlforge.errors import ConcurrentPublish, StoreError
 from mlforge.offline.base import Staging
 from mlforge.offline.blobs import LocalBlobs, fsync_dir
+from mlforge.offline.verify import describe_files, verified_files
 from mlforge.offline.versioned import (
     DATA,
     LATEST,
     METADATA,
     STAGING_PREFIX,
     VersionedStore,
-    json_bytes,
+    record_bytes,
 )
+from mlforge.records import FORMAT_VERSION, VersionRecord
 
 __all__ = ["LATEST", "METADATA", "STAGING_PREFIX", "LocalStore"]
 
@@ -58,9 +60,9 @@ class LocalStore(VersionedStore):
         # Staging lives beside the versions so that publishing is a same-filesystem rename.
         return self.path / self._feature_key(feature)
 
-    def _commit(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None:
+    def _commit(self, staging: Staging, version: str, record: VersionRecord) -> None:
         staged = self._staging_dir(staging)
-        _write_durably(staged / METADATA, json_bytes(metadata))
+        _write_durably(staged / METADATA, record_bytes(record))
         _fsync_tree(staged)
         target = self.version_dir(staging.feature, version)
         try:
@@ -72,23 +74,35 @@ class LocalStore(VersionedStore):
             ) from exc
         fsync_dir(target.parent)
 
-    def _local_data_dir(self, feature: str, version: str, metadata: dict[str, Any]) -> str:
-        return str(self.version_dir(feature, version) / DATA)
+    def _verified_local_files(self, feature: str, version: str, record: VersionRecord) -> list[str]:
+        return verified_files(feature, version, record, str(self.version_dir(feature, version) / DATA))
+
+    def _check_stored(self, feature: str, version: str, record: VersionRecord, stored: Mapping[str, int]) -> None:
+        # Local files are at hand: check row counts and foreign files too, as a read does.
+        self._verified_local_files(feature, version, record)
 
     def restore_data(self, feature: str, version: str, files: list[str]) -> None:
-        """Put rebuilt data files into an existing version that lacks them (``sync``)."""
+        """Put rebuilt data files into an existing version that lacks them (``sync``), and
+        record their sizes and row counts if they differ from the recorded ones."""
         target = self.version_dir(feature, version) / DATA
+        record = self.read_record(feature, version)
         staging = self.stage(feature)
         try:
-            for i, path in enumerate(sorted(files)):
-                shutil.copyfile(path, Path(staging.data_dir) / f"part-{i:05d}.parquet")
+            for path in sorted(files):
+                shutil.copyfile(path, Path(staging.data_dir) / os.path.basename(path))
             _fsync_tree(Path(staging.data_dir))
+            restored = describe_files(staging.data_dir)
             if target.is_dir() and not any(target.iterdir()):
                 target.rmdir()
-            os.rename(staging.data_dir, target)  # atomic: the data appears complete or not at all
+            try:
+                os.rename(staging.data_dir, target)  # atomic: the data appears complete or not at all
+            except OSError as exc:
+                raise StoreError(f"{feature} {version} already has data files in {target}", fix="remove that data/ directory first, then run `mlforge sync` again") from exc
             fsync_dir(target.parent)
         finally:
             self.discard(staging)
+        if record.files != restored:
+            self.blobs.put(f"{self._version_key(feature, version)}/{METADATA}", record_bytes(record.with_changes(files=restored, format_version=FORMAT_VERSION)))
 
 
 def _write_durably(path: Path, payload: bytes) -> None:

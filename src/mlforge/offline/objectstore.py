@@ -10,13 +10,17 @@ Object stores have no rename, so a version is published in three steps:
    with :class:`~mlforge.errors.ConcurrentPublish` and deletes its own uploads;
 3. replace ``<feature>/_latest.json``.
 
-The metadata lists the committed files (``"files"``), and mlforge reads exactly those.
-After a commit, objects under ``data/`` that are not listed (left by a killed or losing
-publisher of the same version) are deleted, so plain ``data/*.parquet`` globs stay exact.
+The record lists the committed files (names, sizes, row counts), and mlforge reads exactly
+those. After a commit, objects under ``data/`` that are not listed (left by a killed or
+losing publisher of the same version) are deleted, so plain ``data/*.parquet`` globs stay
+exact.
 
 Engines read a version from a local cache: its files are downloaded once into
 ``<cache_dir>/<store>/<feature>/<version>-<data hash>/`` (versions are immutable), which
-works the same on every engine and needs no cloud credentials inside the engine.
+works the same on every engine and needs no cloud credentials inside the engine. Every read
+first lists the version's objects (one request) and checks their sizes against the record,
+and checks the local copies' sizes and row counts (S7); a damaged cache entry is downloaded
+again.
 """
 
 from __future__ import annotations
@@ -24,18 +28,19 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
-import json
 import logging
 import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from mlforge.errors import ConcurrentPublish, StoreError
+from mlforge.errors import ConcurrentPublish, CorruptVersion
 from mlforge.offline.base import Staging
-from mlforge.offline.versioned import DATA, METADATA, VersionedStore, checkpoint, json_bytes
+from mlforge.offline.verify import check_sizes, describe_file, verified_files
+from mlforge.offline.versioned import DATA, METADATA, VersionedStore, checkpoint, record_bytes
+from mlforge.records import FORMAT_VERSION, DataFile, VersionRecord
 from mlforge.versioning import is_version, sort_versions
 
 log = logging.getLogger(__name__)
@@ -81,15 +86,18 @@ class ObjectStore(VersionedStore):
         return sort_versions([v for v in committed if is_version(v)])
 
     # -- publishing ----------------------------------------------------------------
-    def _commit(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None:
+    def _commit(self, staging: Staging, version: str, record: VersionRecord) -> None:
         version_key = self._version_key(staging.feature, version)
         metadata_key = f"{version_key}/{METADATA}"
         if self.blobs.exists(metadata_key):
             raise _concurrent(staging.feature, version)
         names = self._upload_staged(staging, version_key)
+        # The objects carry the build's token in their names; sizes and rows are the staged files'.
+        by_local_name = {_local_name(n): n for n in names}
+        committed = tuple(DataFile(by_local_name[f.path], f.size, f.rows) for f in record.files or ())
         checkpoint("metadata")
         try:
-            created = self.blobs.put_if_absent(metadata_key, json_bytes({**metadata, "files": sorted(names)}))
+            created = self.blobs.put_if_absent(metadata_key, record_bytes(record.with_changes(files=committed)))
         except BaseException:
             self._delete_quietly([f"{version_key}/{DATA}/{n}" for n in names])
             raise
@@ -129,44 +137,53 @@ class ObjectStore(VersionedStore):
 
     def restore_data(self, feature: str, version: str, files: list[str]) -> None:
         """Upload rebuilt data files into an existing version that lacks them (``sync``),
-        then rewrite its metadata's file list."""
+        then rewrite its record's file list."""
         version_key = self._version_key(feature, version)
-        metadata_key = f"{version_key}/{METADATA}"
-        raw = self.blobs.get(metadata_key)
-        if raw is None:
-            raise StoreError(f"feature {feature!r} has no version {version} to restore", fix="use `mlforge list versions`")
+        record = self.read_record(feature, version)
         token = uuid.uuid4().hex[:_TOKEN_LEN]
-        names = []
-        for i, path in enumerate(sorted(files)):
-            name = f"{token}-part-{i:05d}.parquet"
+        restored = []
+        for path in sorted(files):
+            described = describe_file(path)
+            name = f"{token}-{described.path}"
             self.blobs.upload(path, f"{version_key}/{DATA}/{name}")
-            names.append(name)
-        self.blobs.put(metadata_key, json_bytes({**json.loads(raw), "files": names}))
+            restored.append(DataFile(name, described.size, described.rows))
+        names = [f.path for f in restored]
+        self.blobs.put(f"{version_key}/{METADATA}", record_bytes(record.with_changes(files=tuple(restored), format_version=FORMAT_VERSION)))
         self._remove_unlisted(version_key, names)
 
     # -- reading -------------------------------------------------------------------
-    def _local_data_dir(self, feature: str, version: str, metadata: dict[str, Any]) -> str:
-        """Download a version once into the local cache; the cache entry appears by rename."""
-        data_hash = str(metadata.get("data_hash", "nohash"))[:16]
-        entry = self.cache_dir / self._feature_key(feature) / f"{version}-{data_hash}"
+    def _verified_local_files(self, feature: str, version: str, record: VersionRecord) -> list[str]:
+        """Check the stored objects' sizes (one listing), then return the local copies from
+        the cache, downloading them once; the copies' sizes and row counts are checked too."""
+        prefix = f"{self._version_key(feature, version)}/{DATA}/"
+        stored = {k[len(prefix):]: size for k, size in self.blobs.sizes(prefix).items() if k.endswith(".parquet")}
+        check_sizes(feature, version, record, stored)
+        entry = self.cache_dir / self._feature_key(feature) / f"{version}-{str(record.data_hash or 'nohash')[:16]}"
         if (entry / _COMPLETE).is_file():
-            return str(entry / DATA)
+            try:
+                return verified_files(feature, version, record, str(entry / DATA), _local_name)
+            except CorruptVersion:
+                log.warning("the cached copy of %s %s in %s is damaged; downloading it again", feature, version, entry)
+                shutil.rmtree(entry, ignore_errors=True)
+        names = [f.path for f in record.files] if record.files is not None else sorted(stored)
+        self._download(prefix, names, entry, lambda directory: verified_files(feature, version, record, directory, _local_name))
+        return verified_files(feature, version, record, str(entry / DATA), _local_name)
+
+    def _download(self, prefix: str, names: list[str], entry: Path, check: Callable[[str], object]) -> None:
+        """Download objects into a cache entry, which appears by one rename once ``check``
+        accepted the downloaded files."""
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = entry.parent / f".download-{uuid.uuid4().hex}"
         try:
             (tmp / DATA).mkdir(parents=True)
-            prefix = f"{self._version_key(feature, version)}/{DATA}/"
-            names = metadata.get("files")
-            if names is None:
-                names = [k[len(prefix):] for k in self.blobs.list(prefix) if k.endswith(".parquet")]
             for name in sorted(names):
                 self.blobs.download(prefix + name, str(tmp / DATA / _local_name(name)))
+            check(str(tmp / DATA))
             (tmp / _COMPLETE).touch()
             with contextlib.suppress(OSError):  # another reader filled the cache first: same files
                 os.rename(tmp, entry)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return str(entry / DATA)
 
 
 def _local_name(object_name: str) -> str:

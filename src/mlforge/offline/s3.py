@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from mlforge.errors import StoreError, missing_extra
-from mlforge.offline.blobs import join_key
+from mlforge.offline.blobs import Tagged, join_key
 from mlforge.offline.objectstore import ObjectStore
 
 
@@ -91,6 +91,27 @@ class S3Blobs:
             raise
         return True
 
+    def get_with_tag(self, key: str) -> Tagged | None:
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except Exception as exc:
+            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+                return None
+            raise _store_error("read", self.uri(key), exc) from exc
+        return Tagged(response["Body"].read(), response["ETag"])
+
+    def put_if_tag(self, key: str, data: bytes, tag: str | None) -> bool:
+        condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, **condition)
+        except Exception as exc:
+            # 412: changed (or created) meanwhile; 409: a concurrent conditional put is in
+            # flight; 404: deleted meanwhile (If-Match on a missing key).
+            if _code(exc) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409", "NoSuchKey", "404"):
+                return False
+            raise
+        return True
+
     def exists(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
@@ -113,6 +134,10 @@ class S3Blobs:
     def list(self, prefix: str) -> list[str]:
         strip = len(_dir(self.prefix))
         return sorted(obj["Key"][strip:] for page in self._pages(prefix) for obj in page.get("Contents", []))
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        strip = len(_dir(self.prefix))
+        return {obj["Key"][strip:]: int(obj["Size"]) for page in self._pages(prefix) for obj in page.get("Contents", [])}
 
     def children(self, prefix: str) -> list[str]:
         prefix = _dir(prefix)

@@ -9,6 +9,7 @@ Every SDK error becomes a :class:`StoreError` that names the call and the table.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from mlforge.errors import StoreError
@@ -52,7 +53,7 @@ def path_credentials(client: Any, location: str) -> dict[str, str] | None:
     return _options(_fresh(fetch, location), location, location)
 
 
-def register_table(client: Any, catalog: str, schema: str, name: str, location: str, metadata: dict[str, Any], properties: dict[str, str]) -> None:
+def register_table(client: Any, catalog: str, schema: str, name: str, location: str, columns_schema: Mapping[str, str], properties: dict[str, str]) -> None:
     """Register (or keep) the external Delta table at ``location``."""
     from databricks.sdk.errors import ResourceAlreadyExists, ResourceConflict
     from databricks.sdk.service.catalog import (
@@ -64,7 +65,7 @@ def register_table(client: Any, catalog: str, schema: str, name: str, location: 
 
     full = f"{catalog}.{schema}.{name}"
     columns = []
-    for position, (column, kind) in enumerate((metadata.get("schema") or {}).items()):
+    for position, (column, kind) in enumerate(columns_schema.items()):
         type_name = "TIMESTAMP" if kind.startswith("timestamp") else _TYPES.get(kind, "STRING")
         columns.append(ColumnInfo(name=column, type_name=ColumnTypeName(type_name), type_text=type_name.lower(), position=position, nullable=True))
     try:

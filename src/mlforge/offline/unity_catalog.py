@@ -31,6 +31,7 @@ import shutil
 import tempfile
 import uuid
 import warnings
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -44,6 +45,7 @@ from mlforge.offline.delta_tables import (
     TableRef,
     metadata_row,
 )
+from mlforge.records import VersionRecord
 from mlforge.versioning import sort_versions
 
 if TYPE_CHECKING:
@@ -171,13 +173,13 @@ class UnityCatalogStore:
         location = f"{self.storage_root}/{self.schema}/{table}"
         return location, uc_catalog.path_credentials(client, location) if client is not None else None
 
-    def _register(self, feature: str, ref: TableRef, metadata: dict[str, Any]) -> None:
+    def _register(self, feature: str, ref: TableRef, schema: Mapping[str, str], properties: dict[str, str]) -> None:
         if ref.location is None or self.client is None or feature in self._registered:
             return
         self._registered.add(feature)
         from mlforge.offline import uc_catalog
 
-        uc_catalog.register_table(self.client, self.catalog, self.schema, feature, ref.location, metadata, _properties(metadata))
+        uc_catalog.register_table(self.client, self.catalog, self.schema, feature, ref.location, schema, properties)
 
     # -- metadata ------------------------------------------------------------------
     def _rows(self) -> list[dict[str, Any]]:
@@ -199,10 +201,14 @@ class UnityCatalogStore:
                 return r["version"]
         return None
 
-    def read_metadata(self, feature: str, version: str | None = None) -> dict[str, Any]:
+    def read_record(self, feature: str, version: str | None = None) -> VersionRecord:
         version = resolve_version(self, feature, version)
         row = self._version_rows(feature)[version]
-        return json.loads(row["metadata"])
+        return VersionRecord.from_dict(json.loads(row["metadata"]))
+
+    def read_metadata(self, feature: str, version: str | None = None) -> dict[str, Any]:
+        """The record in its JSON form, with the Delta table and its Delta version."""
+        return self.read_record(feature, version).to_dict()
 
     # -- writing -------------------------------------------------------------------
     def stage(self, feature: str) -> Staging:
@@ -215,13 +221,16 @@ class UnityCatalogStore:
     def discard(self, staging: Staging) -> None:
         shutil.rmtree(Path(staging.data_dir).parent, ignore_errors=True)
 
-    def publish(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None:
-        """Commit the staged files as one Delta version, record it, then move ``latest``.
+    def publish(self, staging: Staging, version: str, record: VersionRecord | Mapping[str, Any]) -> str:
+        """Commit the staged files as one Delta version, record it, then move ``latest``;
+        returns ``version``.
 
         Raises:
             ConcurrentPublish: another build recorded ``version`` first.
         """
         feature = staging.feature
+        if not isinstance(record, VersionRecord):
+            record = VersionRecord.from_dict(record)
         try:
             existing = self._version_rows(feature).get(version)
             if existing is not None and existing["token"] != staging.token:
@@ -229,21 +238,22 @@ class UnityCatalogStore:
             if existing is None:
                 tables, ref = self._ref(feature, for_engine=True)
                 user_metadata = json.dumps({"mlforge_version": version, "token": staging.token}, sort_keys=True)
-                rows = _range(metadata) if tables.exists(ref) else None
+                rows = _range(record) if tables.exists(ref) else None
                 from mlforge.manifest import arrow_schema
 
-                schema = arrow_schema(metadata["schema"])
-                delta_version = tables.write(ref, staging.data_dir, schema=schema, properties=_properties(metadata), rows=rows, user_metadata=user_metadata)
-                self._register(feature, ref, metadata)
-                recorded = {**metadata, "format": "delta", "table": self.table_name(feature), "delta_version": delta_version}
+                schema = arrow_schema(dict(record.schema))
+                delta_version = tables.write(ref, staging.data_dir, schema=schema, properties=_properties(record), rows=rows, user_metadata=user_metadata)
+                self._register(feature, ref, record.schema, _properties(record))
+                recorded = record.with_changes(format="delta", extra={**record.extra, "table": self.table_name(feature), "delta_version": delta_version})
                 meta_tables, meta_ref = self._ref(METADATA_TABLE, for_engine=False)
-                meta_tables.upsert_metadata(meta_ref, metadata_row(feature, "version", version, delta_version, recorded, staging.token), replace=False)
-                self._register(METADATA_TABLE, meta_ref, {"schema": METADATA_SCHEMA})
+                meta_tables.upsert_metadata(meta_ref, metadata_row(feature, "version", version, delta_version, recorded.to_dict(), staging.token), replace=False)
+                self._register(METADATA_TABLE, meta_ref, METADATA_SCHEMA, {})
                 if self._version_rows(feature)[version]["token"] != staging.token:
                     raise ConcurrentPublish(f"version {version} of {feature!r} was recorded by another build", where=self.table_name(feature), fix="rebuild: the next build gets the next version")
         finally:
             self.discard(staging)
         self._point(feature, version, staging.token)
+        return version
 
     def set_latest(self, feature: str, version: str) -> None:
         """Point ``latest`` at ``version`` and restore the table to its Delta version, so
@@ -294,17 +304,16 @@ class UnityCatalogStore:
             warnings.warn(message, RetentionWarning, stacklevel=3)
 
 
-def _properties(metadata: dict[str, Any]) -> dict[str, str]:
-    return {"mlforge.keys": ",".join(metadata.get("keys") or []), "mlforge.timestamp": metadata.get("timestamp") or ""}
+def _properties(record: VersionRecord) -> dict[str, str]:
+    return {"mlforge.keys": ",".join(record.keys), "mlforge.timestamp": record.timestamp or ""}
 
 
-def _range(metadata: dict[str, Any]) -> RangeFilter | None:
+def _range(record: VersionRecord) -> RangeFilter | None:
     """The rows an incremental build replaces; ``None`` for a full build."""
-    built = metadata.get("build_range") or {}
-    ts = metadata.get("timestamp")
-    if ts is None or (built.get("since") is None and built.get("until") is None):
+    built, ts = record.build_range, record.timestamp
+    if ts is None or (built.since is None and built.until is None):
         return None
-    return RangeFilter(ts, built.get("since"), built.get("until"))
+    return RangeFilter(ts, built.since, built.until)
 
 
 def _interval_seconds(text: str) -> float:

@@ -10,26 +10,35 @@ Layout, identical on a local disk, S3 and GCS (see docs/storage.md)::
 A build writes its data files into a local *staging* directory (engines write Parquet to
 local disk). :meth:`publish` then makes the version visible in one atomic step
 (:meth:`_commit`: a directory rename locally, a create-only put of ``_metadata.json`` on an
-object store) and only afterwards replaces ``_latest.json``. A crash before the commit
+object store) and only afterwards moves ``_latest.json``. A crash before the commit
 leaves no version; a crash between the commit and the pointer leaves a complete version
 that is not yet latest. Either way the previous latest is untouched (S1).
+
+The record lists every data file with its size and row count, and every read checks the
+files against it (S7, :mod:`mlforge.offline.verify`). A publish moves the pointer only
+forward in version order, by compare-and-swap (:meth:`Blobs.put_if_tag`): when a
+concurrent build already pointed ``latest`` at a newer version, the pointer stays there and
+the older version is published without becoming latest (S8). Only :meth:`set_latest`
+(``rollback``) moves it backwards.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import os
 import shutil
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlforge.definitions.names import check_name
-from mlforge.errors import DefinitionError, StoreError
+from mlforge.errors import ConcurrentPublish, DefinitionError, StoreError
 from mlforge.offline.base import Staging, StoreCapabilities, resolve_version
+from mlforge.offline.verify import check_sizes, describe_files
+from mlforge.records import FORMAT_VERSION, VersionRecord
 from mlforge.versioning import is_version, parse_version, sort_versions
 
 if TYPE_CHECKING:
@@ -45,16 +54,22 @@ METADATA = "_metadata.json"
 DATA = "data"
 STAGING_PREFIX = ".staging-"
 _STALE_STAGING_SECONDS = 6 * 3600
+#: Compare-and-swap attempts of one pointer move before giving up (each loses only to
+#: another writer's successful move, so more than a few means a storm of builds).
+_POINTER_ATTEMPTS = 20
 
 #: Fault-injection hook for tests/test_fault_injection.py; unset in normal use.
 FAULT_LOG_ENV = "MLFORGE_FAULT_LOG"
 FAULT_PAUSE_ENV = "MLFORGE_FAULT_PAUSE"
+#: A file whose appearance ends a pause early (a test resumes a paused build with it).
+FAULT_RESUME_ENV = "MLFORGE_FAULT_RESUME"
 
 
 def checkpoint(name: str) -> None:
     """Mark a named point of a publish. A no-op unless ``MLFORGE_FAULT_LOG`` is set: then the
     name is appended to that file, and if ``MLFORGE_FAULT_PAUSE`` is ``name`` (or
-    ``name:seconds``) the process sleeps there, so a test can ``kill -9`` it at that point."""
+    ``name:seconds``) the process sleeps there, so a test can ``kill -9`` it at that point
+    or, by creating the file ``MLFORGE_FAULT_RESUME`` names, let it go on."""
     log_path = os.environ.get(FAULT_LOG_ENV)
     if not log_path:
         return
@@ -62,16 +77,20 @@ def checkpoint(name: str) -> None:
         fh.write(f"{name} {os.getpid()}\n")
     pause = os.environ.get(FAULT_PAUSE_ENV, "")
     point, _, seconds = pause.partition(":")
-    if point == name:
-        time.sleep(float(seconds or 30))
+    if point != name:
+        return
+    deadline = time.monotonic() + float(seconds or 30)
+    resume = os.environ.get(FAULT_RESUME_ENV)
+    while time.monotonic() < deadline and not (resume and os.path.exists(resume)):
+        time.sleep(0.01 if resume else deadline - time.monotonic())
 
 
 class VersionedStore:
     """Versions, the latest pointer, staging and reading, over ``self.blobs``.
 
     Subclasses choose the blob layer and implement :meth:`_commit` (make a staged version
-    visible atomically) and :meth:`_local_data_dir` (a local directory holding a version's
-    Parquet files, for engines to read).
+    visible atomically) and :meth:`_verified_local_files` (local paths of a version's
+    Parquet files, checked against its record, for engines to read).
     """
 
     kind: str = "base"
@@ -116,45 +135,61 @@ class VersionedStore:
             raise StoreError(f"the latest pointer {self.blobs.uri(key)} is unreadable: {exc}", fix="run `mlforge rollback` to a listed version") from exc
         return version if self.blobs.exists(f"{self._version_key(feature, version)}/{METADATA}") else None
 
-    def read_metadata(self, feature: str, version: str | None = None) -> dict[str, Any]:
-        if version is None or not is_version(version):
-            version = resolve_version(self, feature, version)
+    def read_record(self, feature: str, version: str | None = None) -> VersionRecord:
+        """The record of ``version`` (default: the latest)."""
+        version = self._resolved(feature, version)
         # One read: the metadata's existence is what makes the version exist.
         raw = self.blobs.get(f"{self._version_key(feature, version)}/{METADATA}")
         if raw is None:
             resolve_version(self, feature, version)  # raises VersionNotFound, listing versions
             raise StoreError(f"metadata of {feature} {version} disappeared while reading", fix="retry")
-        return json.loads(raw)
+        return VersionRecord.from_dict(json.loads(raw))
 
-    def _version_and_metadata(self, feature: str, version: str | None) -> tuple[str, dict[str, Any]]:
-        if version is None:
-            version = resolve_version(self, feature, None)
-        return version, self.read_metadata(feature, version)
+    def _resolved(self, feature: str, version: str | None) -> str:
+        """``version`` when it looks like one (reading its record proves it exists), else
+        the latest."""
+        return version if version is not None and is_version(version) else resolve_version(self, feature, version)
+
+    def read_metadata(self, feature: str, version: str | None = None) -> dict[str, Any]:
+        """The record of ``version`` in its JSON form (what ``_metadata.json`` holds)."""
+        return self.read_record(feature, version).to_dict()
 
     def data_files(self, feature: str, version: str | None = None) -> list[str]:
-        """Local paths of a version's Parquet files, for engines to read."""
-        version, metadata = self._version_and_metadata(feature, version)
-        local_dir = self._local_data_dir(feature, version, metadata)
-        return sorted(glob.glob(os.path.join(local_dir, "*.parquet")))
+        """Local paths of a version's Parquet files, for engines to read, each checked
+        against the record (S7)."""
+        version = self._resolved(feature, version)
+        return self._verified_local_files(feature, version, self.read_record(feature, version))
 
     def data_uris(self, feature: str, version: str | None = None) -> list[str]:
         """Where a version's Parquet files are stored (paths, ``s3://`` or ``gs://`` URIs)."""
         version = resolve_version(self, feature, version)
         prefix = f"{self._version_key(feature, version)}/{DATA}/"
-        listed = self.read_metadata(feature, version).get("files")
-        if listed is not None:  # object stores: exactly the files the publisher committed
-            return [self.blobs.uri(prefix + name) for name in sorted(listed)]
+        listed = self.read_record(feature, version).files
+        if listed is not None:  # exactly the files the publisher committed
+            return [self.blobs.uri(prefix + f.path) for f in sorted(listed, key=lambda f: f.path)]
         return [self.blobs.uri(k) for k in self.blobs.list(prefix) if k.endswith(".parquet")]
 
     def has_data(self, feature: str, version: str) -> bool:
-        """Whether a version's data files are present (they may be missing after a clone
-        that carried only the metadata; see ``mlforge sync``)."""
+        """Whether a version's data files are present. ``False`` when none is (a clone that
+        carried only the metadata; see ``mlforge sync``).
+
+        Raises:
+            CorruptVersion: some files are present but one is missing, truncated or
+                replaced (S7): the data was damaged, not left out.
+        """
+        record = self.read_record(feature, version)
         prefix = f"{self._version_key(feature, version)}/{DATA}/"
-        present = {k[len(prefix):] for k in self.blobs.list(prefix) if k.endswith(".parquet")}
-        metadata = self.read_metadata(feature, version)
-        if metadata.get("files") is not None:
-            return set(metadata["files"]) <= present
-        return bool(present) or not metadata.get("rows")
+        stored = {k[len(prefix):]: size for k, size in self.blobs.sizes(prefix).items() if k.endswith(".parquet")}
+        if record.files is None:  # format 1, local: presence is all there is to check
+            return bool(stored) or not record.rows
+        if record.files and not any(f.path in stored for f in record.files):
+            return False
+        self._check_stored(feature, version, record, stored)
+        return True
+
+    def _check_stored(self, feature: str, version: str, record: VersionRecord, stored: Mapping[str, int]) -> None:
+        """Check a version's stored files (name -> size) against its record (S7)."""
+        check_sizes(feature, version, record, stored)
 
     # -- writing -------------------------------------------------------------------
     def stage(self, feature: str) -> Staging:
@@ -167,24 +202,33 @@ class VersionedStore:
         checkpoint("staged")
         return Staging(feature=feature, data_dir=str(data_dir), token=token)
 
-    def publish(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None:
-        """Make ``version`` visible in one atomic step, then move the latest pointer.
+    def publish(self, staging: Staging, version: str, record: VersionRecord | Mapping[str, Any]) -> str:
+        """Make ``version`` visible in one atomic step, then move the latest pointer forward
+        to it. The record gets the staged files' names, sizes and row counts (S7).
+
+        Returns:
+            The version ``latest`` names afterwards: ``version``, or a newer one that a
+            concurrent build published meanwhile (S8; logged as a warning).
 
         Raises:
             ConcurrentPublish: another build published ``version`` first; nothing of this
                 build stays behind.
         """
         self._version_key(staging.feature, version)
+        if not isinstance(record, VersionRecord):
+            record = VersionRecord.from_dict(record)
+        record = record.with_changes(version=version, files=describe_files(staging.data_dir), format_version=FORMAT_VERSION)
         checkpoint("commit")
         try:
-            self._commit(staging, version, metadata)
+            self._commit(staging, version, record)
         finally:
             self.discard(staging)
         checkpoint("visible")
-        self.set_latest(staging.feature, version)
+        latest = self.advance_latest(staging.feature, version)
         checkpoint("done")
+        return latest
 
-    def _commit(self, staging: Staging, version: str, metadata: dict[str, Any]) -> None:  # pragma: no cover - abstract
+    def _commit(self, staging: Staging, version: str, record: VersionRecord) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def discard(self, staging: Staging) -> None:
@@ -199,22 +243,63 @@ class VersionedStore:
         return sorted(str(p) for p in root.glob(f"{STAGING_PREFIX}*")) if root.is_dir() else []
 
     def set_latest(self, feature: str, version: str) -> None:
-        """Point ``latest`` at a complete version (one atomic replace)."""
-        key = self._version_key(feature, version)
-        if not self.blobs.exists(f"{key}/{METADATA}"):
+        """Point ``latest`` at a complete version, older or newer than the current one: the
+        explicit move of ``rollback`` (S4, S8)."""
+        self._require_complete(feature, version)
+        self._move_latest(feature, version, forward_only=False)
+
+    def advance_latest(self, feature: str, version: str) -> str:
+        """Point ``latest`` at ``version`` unless it already names a newer complete version
+        (S8). Returns the version ``latest`` names afterwards."""
+        self._require_complete(feature, version)
+        return self._move_latest(feature, version, forward_only=True)
+
+    def _require_complete(self, feature: str, version: str) -> None:
+        if not self._is_complete(feature, version):
             raise StoreError(f"feature {feature!r} has no complete version {version}", fix="use `mlforge list versions`")
-        checkpoint("pointer")
-        self.blobs.put(f"{self._feature_key(feature)}/{LATEST}", json_bytes({"version": version}))
+
+    def _move_latest(self, feature: str, version: str, *, forward_only: bool) -> str:
+        """Compare-and-swap the pointer: read it, decide, write only if it is unchanged."""
+        key = f"{self._feature_key(feature)}/{LATEST}"
+        payload = _json_bytes({"version": version})
+        for attempt in range(_POINTER_ATTEMPTS):
+            current = self.blobs.get_with_tag(key)
+            named = _pointer_version(current.data) if current is not None else None
+            if named == version:
+                return version
+            if forward_only and named is not None and parse_version(named) > parse_version(version) and self._is_complete(feature, named):
+                log.warning(
+                    "feature %s: version %s is published, but latest stays at %s, which a concurrent build "
+                    "published meanwhile; read %s by pinning it, or `mlforge rollback %s %s`",
+                    feature, version, named, version, feature, version,
+                )
+                return named
+            if attempt == 0:
+                checkpoint("pointer")
+            if self.blobs.put_if_tag(key, payload, current.tag if current is not None else None):
+                return version
+        raise ConcurrentPublish(
+            f"the latest pointer of {feature!r} changed {_POINTER_ATTEMPTS} times while moving it to {version}",
+            where=self.blobs.uri(key),
+            fix=f"{version} is published; retry, or `mlforge rollback {feature} {version}`",
+        )
+
+    def _is_complete(self, feature: str, version: str) -> bool:
+        return self.blobs.exists(f"{self._version_key(feature, version)}/{METADATA}")
 
     # -- reading -------------------------------------------------------------------
     def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table:
-        version, metadata = self._version_and_metadata(feature, version)
-        local_dir = self._local_data_dir(feature, version, metadata)
-        if not glob.glob(os.path.join(local_dir, "*.parquet")):
-            return engine.from_arrow(empty_table(metadata))
-        return engine._read_parquet(os.path.join(local_dir, "*.parquet"))
+        """A version as a table, after checking its files against the record (S7)."""
+        version = self._resolved(feature, version)
+        record = self.read_record(feature, version)
+        paths = self._verified_local_files(feature, version, record)
+        if not paths:
+            return engine.from_arrow(empty_table(record))
+        return engine._read_parquet(os.path.join(os.path.dirname(paths[0]), "*.parquet"))
 
-    def _local_data_dir(self, feature: str, version: str, metadata: dict[str, Any]) -> str:  # pragma: no cover - abstract
+    def _verified_local_files(self, feature: str, version: str, record: VersionRecord) -> list[str]:  # pragma: no cover - abstract
+        """Local paths of a version's Parquet files (object stores download them first),
+        checked against the record (S7)."""
         raise NotImplementedError
 
 
@@ -226,8 +311,24 @@ def _is_name(text: str) -> bool:
     return True
 
 
-def json_bytes(payload: dict[str, Any]) -> bytes:
+def _pointer_version(raw: bytes) -> str | None:
+    """The version a pointer names; ``None`` for an unreadable pointer, which any move
+    may replace (``latest_version`` reports it)."""
+    try:
+        version = json.loads(raw)["version"]
+        parse_version(version)
+    except (ValueError, KeyError, TypeError, DefinitionError):
+        return None
+    return str(version)
+
+
+def _json_bytes(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, indent=2, sort_keys=True, default=str).encode("utf-8")
+
+
+def record_bytes(record: VersionRecord) -> bytes:
+    """A version record as the bytes of ``_metadata.json``."""
+    return _json_bytes(record.to_dict())
 
 
 def _clean_stale_staging(root: Path) -> None:
@@ -245,10 +346,10 @@ def _clean_stale_staging(root: Path) -> None:
             pass
 
 
-def empty_table(metadata: dict[str, Any]) -> Any:
+def empty_table(record: VersionRecord) -> Any:
     """A zero-row Arrow table with a version's schema."""
     import pyarrow as pa
 
     from mlforge.manifest import arrow_schema
 
-    return pa.Table.from_pylist([], schema=arrow_schema(metadata["schema"]))
+    return pa.Table.from_pylist([], schema=arrow_schema(dict(record.schema)))

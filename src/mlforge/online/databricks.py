@@ -41,6 +41,7 @@ from mlforge.errors import ConfigError, OnlineStoreError, PublishOnlyError, miss
 from mlforge.online.base import OnlineCapabilities
 from mlforge.online.lakebase import POOL_SIZE as POOL_SIZE  # re-exported: the pool's size
 from mlforge.online.lakebase import LakebaseReader, NoOnlineStore, coerce_key
+from mlforge.records import VersionRecord
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +215,9 @@ class DatabricksOnlineStore:
         info = self._sdk(f"look up the source table {source}", lambda: self.client.tables.get(source))
         if any(c.primary_key_constraint is not None for c in info.table_constraints or []):
             return
-        metadata = offline_store.read_metadata(feature, version)
-        timestamp = metadata.get("timestamp")
-        primary = PrimaryKeyConstraint(name=f"{feature}_pk", child_columns=list(metadata["keys"]), timeseries_columns=[timestamp] if timestamp else None)
+        record = VersionRecord.from_dict(offline_store.read_metadata(feature, version))
+        timestamp = record.timestamp
+        primary = PrimaryKeyConstraint(name=f"{feature}_pk", child_columns=list(record.keys), timeseries_columns=[timestamp] if timestamp else None)
         try:
             self._sdk(f"add the primary key of {source}", lambda: self.client.table_constraints.create(full_name_arg=source, constraint=TableConstraint(primary_key_constraint=primary)))
         except OnlineStoreError as exc:
@@ -334,9 +335,9 @@ class DatabricksOnlineStore:
             OnlineTableSpecTriggeredSchedulingPolicy,
         )
 
-        metadata = offline_store.read_metadata(feature, version)
+        record = VersionRecord.from_dict(offline_store.read_metadata(feature, version))
         schedule = {"run_continuously": OnlineTableSpecContinuousSchedulingPolicy()} if self.sync_mode == "continuous" else {"run_triggered": OnlineTableSpecTriggeredSchedulingPolicy()}
-        spec = OnlineTableSpec(source_table_full_name=source, primary_key_columns=list(metadata["keys"]), timeseries_key=metadata.get("timestamp"), perform_full_copy=self.sync_mode == "snapshot", **schedule)
+        spec = OnlineTableSpec(source_table_full_name=source, primary_key_columns=list(record.keys), timeseries_key=record.timestamp, perform_full_copy=self.sync_mode == "snapshot", **schedule)
         try:
             self._sdk(f"create legacy online table {online_name}", lambda: self.client.online_tables.create(OnlineTable(name=online_name, spec=spec)).result())
             return

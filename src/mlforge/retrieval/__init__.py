@@ -97,7 +97,7 @@ def online_features(workspace: Workspace, defined: Mapping[str, Feature], specs:
         for i, value in zip(wanted[plan.name], found.get(plan.name, []), strict=True):
             by_row[i] = value
         for col in plan.values:
-            columns[col] = typed_array([r.get(col) if r else None for r in by_row], plan.metadata["schema"].get(col))
+            columns[col] = typed_array([r.get(col) if r else None for r in by_row], plan.metadata.schema.get(col))
     return wrap(finish(local, kind, arrow_table(columns, len(rows))))
 
 

@@ -10,7 +10,8 @@ from mlforge.definitions.durations import parse_duration
 from mlforge.definitions.entity import Entity
 from mlforge.definitions.feature import Feature
 from mlforge.definitions.names import check_name
-from mlforge.errors import MlforgeError, RetrievalError, VersionNotFound
+from mlforge.errors import CorruptVersion, MlforgeError, RetrievalError, VersionNotFound
+from mlforge.records import VersionRecord
 from mlforge.versioning import is_version
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ class Plan:
     values: tuple[str, ...]
     empty_zero: frozenset[str]
     entities: tuple[Entity, ...]
-    metadata: dict[str, Any] = field(compare=False, repr=False)
+    metadata: VersionRecord = field(compare=False, repr=False)
     table: Any = field(default=None, compare=False, repr=False)
 
 
@@ -95,41 +96,41 @@ def resolve(workspace: Workspace, defined: Mapping[str, Feature], spec: FeatureS
             built = spec.name in defined
             fix = f"build it first: `mlforge build --features {spec.name}`" if built else f"known features: {', '.join(known) or 'none'}"
             raise RetrievalError(f"unknown feature {spec.name!r}: it has no stored version", fix=fix)
-        metadata = store.read_metadata(spec.name, spec.version)
-        table = store.read(spec.name, engine, metadata["version"]) if engine is not None else None
+        record = store.read_record(spec.name, spec.version)
+        table = store.read(spec.name, engine, record.version) if engine is not None else None
     except VersionNotFound as exc:
         raise RetrievalError(exc.what, where=exc.where or f"feature {spec.name!r}", fix=exc.fix) from exc
-    except RetrievalError:
+    except (RetrievalError, CorruptVersion):  # a damaged version is the store's problem (S7), not the request's
         raise
     except MlforgeError as exc:
         raise RetrievalError(exc.what, where=exc.where, fix=exc.fix) from exc
-    keys = tuple(metadata["keys"])
-    ts = metadata.get("timestamp")
-    metrics = metadata.get("metrics") or []
-    order = list(table.columns) if table is not None else [m["name"] for m in metrics] + sorted(metadata["schema"])
+    keys = record.keys
+    ts = record.timestamp
+    metrics = record.metrics
+    order = list(table.columns) if table is not None else [m.name for m in metrics] + sorted(record.schema)
     values = [c for c in dict.fromkeys(order) if c not in keys and c != ts]
     if spec.columns is not None:
         unknown = [c for c in spec.columns if c not in values]
         if unknown:
             note = " (key and timestamp columns are not feature values)" if set(unknown) & {*keys, ts} else ""
-            raise RetrievalError(f"feature {spec.name!r} has no value column(s) {unknown}{note}", where=f"version {metadata['version']}", fix=f"choose from {values}")
+            raise RetrievalError(f"feature {spec.name!r} has no value column(s) {unknown}{note}", where=f"version {record.version}", fix=f"choose from {values}")
         values = list(spec.columns)
     return Plan(
         name=spec.name,
-        version=metadata["version"],
+        version=record.version or "",
         keys=keys,
         timestamp=ts if table is None or ts in table.columns else None,
-        interval=parse_duration(metadata["interval"]) if metrics and metadata.get("interval") else None,
+        interval=parse_duration(record.interval) if metrics and record.interval else None,
         values=tuple(values),
-        empty_zero=frozenset(m["name"] for m in metrics if m["function"] in _EMPTY_ZERO),
-        entities=_entities(metadata),
-        metadata=metadata,
+        empty_zero=frozenset(m.name for m in metrics if m.function in _EMPTY_ZERO),
+        entities=_entities(record),
+        metadata=record,
         table=table,
     )
 
 
-def _entities(metadata: dict[str, Any]) -> tuple[Entity, ...]:
-    return tuple(Entity(e["name"], e["join_key"], tuple(e.get("from_columns") or ()) or None) for e in metadata.get("entities") or [])
+def _entities(record: VersionRecord) -> tuple[Entity, ...]:
+    return tuple(Entity(e.name, e.join_key, e.from_columns or None) for e in record.entities)
 
 
 def check_outputs(plans: list[Plan], entity_columns: Sequence[str]) -> None:
