@@ -234,6 +234,7 @@ def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, 
         untouched = []
         stored = store.read(feature.name, engine, version)
     fresh_columns = list(fresh.columns)
+    assert ts is not None  # a range build needs the time axis (_plan_range falls back to full otherwise)
     label = stored[ts]
     outside = []
     if build_range.since is not None:
@@ -274,7 +275,7 @@ def _count_dropped(feature: Feature, output: ir.Table) -> int:
     import ibis
 
     ts = feature.timestamp_column
-    nulls = [output[k].isnull() for k in feature.keys] + [output[ts].isnull()]
+    nulls = [output[k].isnull() for k in feature.keys] + ([output[ts].isnull()] if ts is not None else [])
     return int(output.filter(ibis.or_(*nulls)).count().to_pyarrow().as_py())
 
 
@@ -296,8 +297,10 @@ def validate_output(feature: Feature, output: ir.Table) -> None:
             col = output[column]
             if validator.name == "unique":
                 aggs[alias] = col.count() - col.nunique(where=col.notnull())
-            else:
+            elif validator.violation is not None:
                 aggs[alias] = validator.violation(col).cast("int64").sum().fill_null(0)
+            else:  # a named check without a row predicate counts nothing
+                continue
             checks.append((alias, column, validator.describe()))
     counts = output.aggregate(**aggs).to_pyarrow().to_pylist()[0]
     failures = [f"{column}: {desc} failed for {int(counts[alias])} row(s)" for alias, column, desc in checks if counts[alias]]
@@ -331,7 +334,7 @@ def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: 
         # The newest label lies one max-window past the newest event's grid step b. Events
         # from the start of step b on (later ones, and late ones within step b) change only
         # labels from b + 1 on: the label at b aggregates events before b. So continue there.
-        newest -= feature.max_window_seconds - feature.interval_seconds
+        newest -= feature.max_window_seconds - (feature.interval_seconds or 0)
     metric_info = tuple(
         MetricRecord(c.output_name, c.field, c.function, c.window, c.description, c.unit) for c in feature.metric_columns
     )

@@ -110,8 +110,7 @@ def feature(
 
 
 def _make_feature(fn, source, keys, entities, timestamp, interval, metrics, validators, tags, description, engine) -> Feature:
-    name = getattr(fn, "__name__", None)
-    check_name(name, kind="feature")
+    name = check_name(getattr(fn, "__name__", None), kind="feature")
     where = f"feature {name!r}"
     src = source if isinstance(source, Source) else _coerce_source(source, where)
     entity_tuple = tuple(entities or ())

@@ -94,7 +94,15 @@ class OfflineStore(Protocol):
     def restore_data(self, feature: str, version: str, files: list[str]) -> None: ...
 
 
-def resolve_version(store: OfflineStore, feature: str, version: str | None) -> str:
+class ListsVersions(Protocol):
+    """The part of a store that resolving a version needs."""
+
+    def list_versions(self, feature: str) -> list[str]: ...
+
+    def latest_version(self, feature: str) -> str | None: ...
+
+
+def resolve_version(store: ListsVersions, feature: str, version: str | None) -> str:
     """The version to read: ``version`` if it exists, else the latest."""
     if version is None:
         latest = store.latest_version(feature)

@@ -15,13 +15,14 @@ directory). Every operation is a single object operation; the versioning logic a
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import fcntl
 import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -63,13 +64,13 @@ class Blobs(Protocol):
 
     def download(self, key: str, local_path: str) -> None: ...
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str) -> builtins.list[str]:
         """Every key under ``prefix`` (recursively), sorted."""
 
-    def children(self, prefix: str) -> list[str]:
+    def children(self, prefix: str) -> builtins.list[str]:
         """The names of the "directories" directly under ``prefix``."""
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: builtins.list[str]) -> None:
         """Delete objects; missing ones are ignored."""
 
 
@@ -155,19 +156,19 @@ class LocalBlobs:
     def download(self, key: str, local_path: str) -> None:
         shutil.copyfile(self._path(key), local_path)
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str) -> builtins.list[str]:
         base = self._path(prefix)
         if not base.is_dir():
             return []
         return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
 
-    def children(self, prefix: str) -> list[str]:
+    def children(self, prefix: str) -> builtins.list[str]:
         base = self._path(prefix)
         if not base.is_dir():
             return []
         return sorted(p.name for p in base.iterdir() if p.is_dir())
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: builtins.list[str]) -> None:
         for key in keys:
             self._path(key).unlink(missing_ok=True)
 
@@ -196,7 +197,7 @@ def _content_tag(data: bytes) -> str:
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
+def _locked(lock_path: Path) -> Generator[None]:
     """Hold an exclusive ``flock(2)`` on ``lock_path``; the kernel releases it if the
     process dies, so a killed build never leaves the pointer locked."""
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -3,6 +3,7 @@ See :mod:`mlforge.offline.objectstore`."""
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 from typing import Any
@@ -146,18 +147,18 @@ class GCSBlobs:
         full = self._key(prefix) if prefix else self.prefix
         return f"{full.strip('/')}/" if full.strip("/") else ""
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str) -> builtins.list[str]:
         strip = len(self._dir(""))
         return sorted(b.name[strip:] for b in self.bucket.client.list_blobs(self.bucket, prefix=self._dir(prefix)))
 
-    def children(self, prefix: str) -> list[str]:
+    def children(self, prefix: str) -> builtins.list[str]:
         base = self._dir(prefix)
         pages = self.bucket.client.list_blobs(self.bucket, prefix=base, delimiter="/")
         for _ in pages:  # the prefixes are filled while iterating
             pass
         return sorted(p[len(base):].rstrip("/") for p in pages.prefixes if p[len(base):].rstrip("/"))
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: builtins.list[str]) -> None:
         from google.api_core.exceptions import NotFound
 
         for key in keys:

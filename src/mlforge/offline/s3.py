@@ -3,6 +3,7 @@ service such as MinIO, via ``endpoint_url``). See :mod:`mlforge.offline.objectst
 
 from __future__ import annotations
 
+import builtins
 import os
 from typing import Any
 
@@ -131,7 +132,7 @@ class S3Blobs:
         paginator = self.client.get_paginator("list_objects_v2")
         return paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix) if prefix else _dir(self.prefix), **kwargs)
 
-    def list(self, prefix: str) -> list[str]:
+    def list(self, prefix: str) -> builtins.list[str]:
         strip = len(_dir(self.prefix))
         return sorted(obj["Key"][strip:] for page in self._pages(prefix) for obj in page.get("Contents", []))
 
@@ -139,13 +140,13 @@ class S3Blobs:
         strip = len(_dir(self.prefix))
         return {obj["Key"][strip:]: int(obj["Size"]) for page in self._pages(prefix) for obj in page.get("Contents", [])}
 
-    def children(self, prefix: str) -> list[str]:
+    def children(self, prefix: str) -> builtins.list[str]:
         prefix = _dir(prefix)
         base = len(_dir(self._key(prefix))) if prefix else len(_dir(self.prefix))
         names = {p["Prefix"][base:].rstrip("/") for page in self._pages(prefix, Delimiter="/") for p in page.get("CommonPrefixes", [])}
         return sorted(n for n in names if n)
 
-    def delete(self, keys: list[str]) -> None:
+    def delete(self, keys: builtins.list[str]) -> None:
         for start in range(0, len(keys), 1000):
             chunk = [{"Key": self._key(k)} for k in keys[start : start + 1000]]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
