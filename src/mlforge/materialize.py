@@ -341,6 +341,7 @@ def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: 
         "entities": [{"name": e.name, "join_key": e.join_key, "from_columns": list(e.from_columns or [])} for e in feature.entities],
         "timestamp": feature.timestamp_column,
         "interval": feature.interval,
+        "ttl": feature.ttl,
         "schema": canonical_schema(expr.schema()),
         "metrics": metric_info,
         "tags": list(feature.tags),

@@ -243,6 +243,7 @@ def _describe(defs: Any, name: str, *, brief: bool) -> dict[str, Any]:
         "entities": [{"name": e.name, "join_key": e.join_key, "from_columns": list(e.from_columns or [])} for e in feature.entities],
         "timestamp": feature.timestamp_column,
         "interval": feature.interval,
+        "ttl": feature.ttl,
         "tags": list(feature.tags),
         "description": feature.description,
     }

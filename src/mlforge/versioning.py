@@ -94,6 +94,8 @@ def classify(previous: dict[str, Any] | None, current: dict[str, Any]) -> Change
     added = sorted(set(new_schema) - set(old_schema))
     if added:
         return Change(ChangeKind.MINOR, f"columns added: {added}")
+    if previous.get("ttl") != current.get("ttl"):
+        return Change(ChangeKind.PATCH, f"ttl changed from {previous.get('ttl')!r} to {current.get('ttl')!r}")
     if previous.get("definition_hash") != current.get("definition_hash"):
         return Change(ChangeKind.PATCH, "definition changed, same schema")
     if previous.get("data_hash") != current.get("data_hash"):

@@ -67,6 +67,7 @@ class Plan:
     keys: tuple[str, ...]
     timestamp: str | None
     interval: int | None  # grid step in seconds; metric features only
+    ttl: int | None  # seconds a row stays valid after its timestamp (O4); non-metric only
     values: tuple[str, ...]
     empty_zero: frozenset[str]
     entities: tuple[Entity, ...]
@@ -120,6 +121,7 @@ def resolve(workspace: Workspace, defined: Mapping[str, Feature], spec: FeatureS
         keys=keys,
         timestamp=ts if table is None or ts in table.columns else None,
         interval=parse_duration(metadata["interval"]) if metrics and metadata.get("interval") else None,
+        ttl=parse_duration(metadata["ttl"]) if metadata.get("ttl") and not metrics else None,
         values=tuple(values),
         empty_zero=frozenset(m["name"] for m in metrics if m["function"] in _EMPTY_ZERO),
         entities=_entities(metadata),
