@@ -46,6 +46,8 @@ class FeatureResult:
     reason: str | None = None
     dropped_rows: int = 0
     build_range: str = "full"
+    online_written: int | None = None  # entities `build --online` wrote to the online store
+    online_removed: int | None = None  # entities it removed (gone from the version, or every window empty)
     error: MlforgeError | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,12 +19,28 @@ store: an *online store* (a Lakebase PostgreSQL instance) into which Unity Catal
    itself: mlforge waits only for its initial snapshot.
 
 The pipeline keeps the newest row per primary key (the feature's keys; the timestamp column
-is the time-series key), which is rule O1. Reads are batched point lookups over PostgreSQL
-(psycopg): one ``SELECT`` per call for all keys, against table ``"{schema}"."{feature}"`` in
-database ``pg_database`` of the instance's ``read_write_dns``, as the workspace user with a
-short-lived token from ``database.generate_database_credential``. An expired token is
-refreshed once, transparently; that side lives in :mod:`mlforge.online.lakebase`.
-``databricks-sdk`` and ``psycopg`` are imported on first use.
+is the time-series key).
+
+**What ``build --online`` publishes (rule O1).** The newest row per key of the offline table
+is not the value a read at ``T`` needs (it lies up to a window after the entity's last
+event). So ``build --online`` calls :meth:`DatabricksOnlineStore.publish_values` instead: the
+per-entity values of :mod:`mlforge.online.publication` (a metric feature's tail of grid
+rows, another feature's newest row) and the publication record become the rows of a plain
+Unity Catalog Delta table ``{offline catalog}.{offline schema}._mlforge_online_{feature}``
+with two text columns, ``mlforge_key`` (``e`` + the entity's key text of
+:func:`~mlforge.online.base.key_text`, or ``r`` for the record; the PRIMARY KEY) and
+``mlforge_value`` (the shared JSON codec), written in full on every publish (an overwrite:
+entities that left are deleted by the sync too). That table is published as the online
+table ``{catalog}.{schema}.{feature}``; an online table that synced from another source
+(the offline table, published by an older mlforge) is deleted and re-created first.
+
+Reads are batched point lookups over PostgreSQL (psycopg) against ``"{schema}"."{feature}"``
+in database ``pg_database`` of the instance's ``read_write_dns``, as the workspace user with
+a short-lived token from ``database.generate_database_credential``: for published values, one
+``SELECT ... UNION ALL ...`` for every requested feature, its keys and its record; for a
+table published with :meth:`publish_table` (plain columns), one ``SELECT`` per feature. An
+expired token is refreshed once, transparently; that side lives in
+:mod:`mlforge.online.lakebase`. ``databricks-sdk`` and ``psycopg`` are imported on first use.
 """
 
 from __future__ import annotations
@@ -38,9 +54,10 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from mlforge.errors import ConfigError, OnlineStoreError, PublishOnlyError, missing_extra
-from mlforge.online.base import OnlineCapabilities
+from mlforge.online.base import OnlineCapabilities, chunked, decode_row, encode_row, key_text
 from mlforge.online.lakebase import POOL_SIZE as POOL_SIZE  # re-exported: the pool's size
 from mlforge.online.lakebase import LakebaseReader, NoOnlineStore, coerce_key
+from mlforge.online.publication import PUBLICATIONS
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +65,10 @@ SYNC_MODES = {"snapshot": "SNAPSHOT", "triggered": "TRIGGERED", "continuous": "C
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
 _DONE = {"COMPLETED"}
 _BROKEN = {"FAILED", "CANCELED"}
+#: The Unity Catalog table ``build --online`` publishes a feature's values from.
+SERVING_TABLE = "_mlforge_online_{feature}"
+KEY_COLUMN, VALUE_COLUMN = "mlforge_key", "mlforge_value"
+ENTITY_PREFIX, RECORD_KEY = "e", "r"
 _CONTINUOUS_READY = {"SYNCED_TABLE_ONLINE", "SYNCED_TABLE_ONLINE_CONTINUOUS_UPDATE", "SYNCED_TABLE_ONLINE_NO_PENDING_UPDATE"}
 
 
@@ -82,7 +103,7 @@ class DatabricksOnlineStore:
         'main.features_online.user_spend'
     """
 
-    capabilities: ClassVar[OnlineCapabilities] = OnlineCapabilities(fills_from_offline="unity-catalog")
+    capabilities: ClassVar[OnlineCapabilities] = OnlineCapabilities(batched_reads=True, fills_from_offline="unity-catalog")
 
     kind = "databricks"
 
@@ -197,7 +218,10 @@ class DatabricksOnlineStore:
             self._publish_legacy(offline_store, feature, version, source, online_name)
             log.info("published %s to legacy online table %s (row count not available)", source, online_name)
             return 0
-        self._ensure_primary_key(offline_store, feature, version, source)
+        if not self._has_primary_key(source):
+            metadata = offline_store.read_metadata(feature, version)
+            timestamp = metadata.get("timestamp")
+            self._add_primary_key(source, f"{feature}_pk", list(metadata["keys"]), [timestamp] if timestamp else None)
         self._ensure_online_store()
         self._publish(source, online_name)
         self._lakebase.forget(feature)
@@ -205,18 +229,51 @@ class DatabricksOnlineStore:
         log.info("published %s (%s) to %s as %s: %d rows in %.1fs", source, version or "latest", self.online_store, online_name, count, time.perf_counter() - started)
         return count
 
-    def _ensure_primary_key(self, offline_store: Any, feature: str, version: str | None, source: str) -> None:
+    def publish_values(self, offline_store: Any, feature: str, key_columns: list[str], values: Iterable[dict[str, Any]], record: dict[str, Any]) -> int:
+        """Publish one stored value per entity and the publication ``record`` of ``feature``
+        (see the module docstring); returns the number of entities published.
+
+        The values become the whole content of the Unity Catalog table
+        ``_mlforge_online_{feature}`` beside the offline table, which is then published as
+        the online table ``catalog.schema.feature``.
+        """
+        import pyarrow as pa
+
+        require_unity_catalog(offline_store)
+        if self.legacy_online_tables:
+            raise ConfigError("legacy Databricks Online Tables cannot serve mlforge's published values", where=repr(self), fix="drop legacy_online_tables=True and publish to the online feature store")
+        started = time.perf_counter()
+        schema = pa.schema([pa.field(KEY_COLUMN, pa.string(), nullable=False), pa.field(VALUE_COLUMN, pa.string())])
+        entities = 0
+
+        def batches() -> Any:
+            nonlocal entities
+            yield pa.record_batch([pa.array([RECORD_KEY]), pa.array([encode_row(record)])], schema=schema)
+            for chunk in chunked(values, 5_000):
+                texts = [ENTITY_PREFIX + key_text({k: value[k] for k in key_columns}) for value in chunk]
+                yield pa.record_batch([pa.array(texts), pa.array([encode_row(value) for value in chunk])], schema=schema)
+                entities += len(chunk)
+
+        source = offline_store.replace_table(SERVING_TABLE.format(feature=feature), batches(), schema, keys=[KEY_COLUMN])
+        if not self._has_primary_key(source):
+            self._add_primary_key(source, f"{feature}_online_pk", [KEY_COLUMN], None)
+        self._ensure_online_store()
+        self._publish(source, self.table_name(feature))
+        self._lakebase.forget(feature)
+        log.info("published %d entities of %s from %s to %s in %.1fs", entities, feature, source, self.table_name(feature), time.perf_counter() - started)
+        return entities
+
+    def _has_primary_key(self, source: str) -> bool:
+        info = self._sdk(f"look up the source table {source}", lambda: self.client.tables.get(source))
+        return any(c.primary_key_constraint is not None for c in info.table_constraints or [])
+
+    def _add_primary_key(self, source: str, name: str, keys: list[str], timeseries: list[str] | None) -> None:
         """Databricks finds the entity and time-series columns of a published table in its
-        ``PRIMARY KEY (keys, timestamp TIMESERIES)`` constraint: add it when the table has none."""
+        ``PRIMARY KEY (keys, timestamp TIMESERIES)`` constraint."""
         from databricks.sdk.errors import ResourceConflict
         from databricks.sdk.service.catalog import PrimaryKeyConstraint, TableConstraint
 
-        info = self._sdk(f"look up the source table {source}", lambda: self.client.tables.get(source))
-        if any(c.primary_key_constraint is not None for c in info.table_constraints or []):
-            return
-        metadata = offline_store.read_metadata(feature, version)
-        timestamp = metadata.get("timestamp")
-        primary = PrimaryKeyConstraint(name=f"{feature}_pk", child_columns=list(metadata["keys"]), timeseries_columns=[timestamp] if timestamp else None)
+        primary = PrimaryKeyConstraint(name=name, child_columns=keys, timeseries_columns=timeseries)
         try:
             self._sdk(f"add the primary key of {source}", lambda: self.client.table_constraints.create(full_name_arg=source, constraint=TableConstraint(primary_key_constraint=primary)))
         except OnlineStoreError as exc:
@@ -247,6 +304,12 @@ class DatabricksOnlineStore:
         from databricks.sdk.service.ml import PublishSpec, PublishSpecPublishMode
 
         synced = self._synced_table(online_name)
+        if synced is not None and synced.spec is not None and synced.spec.source_table_full_name not in (None, source):
+            # Published from another table (an older mlforge published the offline table):
+            # an online table syncs from one source, so make it anew from this one.
+            log.info("online table %s syncs from %s; re-creating it from %s", online_name, synced.spec.source_table_full_name, source)
+            self._sdk(f"delete online table {online_name}", lambda: self.client.feature_store.delete_online_table(online_name))
+            synced = None
         existed = synced is not None
         spec = PublishSpec(online_store=self.online_store, online_table_name=online_name, publish_mode=PublishSpecPublishMode(SYNC_MODES[self.sync_mode]))
         published = self._sdk(f"publish {source} to {online_name}", lambda: self.client.feature_store.publish_table(source_table_name=source, publish_spec=spec))
@@ -352,29 +415,68 @@ class DatabricksOnlineStore:
     # -- protocol -----------------------------------------------------------------------
     def write(self, feature: str, key_columns: list[str], batches: Iterable[Any]) -> int:
         raise PublishOnlyError(
-            f"DatabricksOnlineStore does not take rows: {feature!r} is published from its Unity Catalog table by a Databricks sync pipeline",
+            f"DatabricksOnlineStore does not take rows: {feature!r} is published from a Unity Catalog table by a Databricks sync pipeline",
+            where=repr(self),
+            fix="run `mlforge build --online` (or Definitions.build(online=True)) with a UnityCatalogStore offline store",
+        )
+
+    def delete(self, feature: str, keys: list[dict[str, Any]]) -> int:
+        raise PublishOnlyError(
+            f"DatabricksOnlineStore does not delete rows: {feature!r} is replaced as a whole on each publish",
             where=repr(self),
             fix="run `mlforge build --online` (or Definitions.build(online=True)) with a UnityCatalogStore offline store",
         )
 
     def read(self, feature: str, keys: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        return self.read_many({feature: keys})[feature]
+
+    def read_many(self, requests: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any] | None]]:
+        """Published values (and records) of every requested feature in one statement;
+        tables published with :meth:`publish_table` one ``SELECT`` each."""
         if self.legacy_online_tables:
             raise OnlineStoreError(
-                f"legacy Databricks Online Tables cannot be read over PostgreSQL (feature {feature!r})",
+                f"legacy Databricks Online Tables cannot be read over PostgreSQL (features {', '.join(requests)})",
                 where=repr(self),
                 fix="serve legacy online tables through a Databricks Feature Serving endpoint, or drop legacy_online_tables=True and re-publish to the online feature store",
             )
+        records = [k["feature"] for k in requests.get(PUBLICATIONS, [])]
+        texts: dict[str, list[str]] = {}
+        out: dict[str, list[dict[str, Any] | None]] = {}
+        for feature, keys in requests.items():
+            if feature == PUBLICATIONS:
+                continue
+            columns = self._columns(feature)
+            if VALUE_COLUMN in columns:
+                texts[feature] = [ENTITY_PREFIX + key_text(k) for k in keys]
+            else:
+                out[feature] = self._read_plain(feature, keys, columns)
+        for feature in records:
+            if feature not in texts and VALUE_COLUMN in self._columns(feature):
+                texts[feature] = []
+        asked = {f: (KEY_COLUMN, VALUE_COLUMN, [*t, *([RECORD_KEY] if f in records else [])]) for f, t in texts.items()}
+        found = self._lakebase.lookup_texts(asked) if asked else {}
+        for feature, wanted in texts.items():
+            if feature in requests:
+                out[feature] = [None if (v := found[feature].get(t)) is None else decode_row(v) for t in wanted]
+        if PUBLICATIONS in requests:
+            out[PUBLICATIONS] = [None if (v := found.get(f, {}).get(RECORD_KEY)) is None else decode_row(v) for f in records]
+        return out
+
+    def _columns(self, feature: str) -> dict[str, str]:
+        try:
+            return self._lakebase.table_columns(feature)
+        except NoOnlineStore:
+            return {}
+
+    def _read_plain(self, feature: str, keys: list[dict[str, Any]], columns: dict[str, str]) -> list[dict[str, Any] | None]:
+        """A table published with :meth:`publish_table`: rows as stored, keys coerced to the column types."""
         if not keys:
             return []
         names = sorted(keys[0])
         if not names or any(sorted(k) != names for k in keys):
             raise OnlineStoreError(f"every key of a lookup of {feature!r} needs the same key columns, got {keys[0]!r}", fix="pass the feature's key columns in every key dict, e.g. {'user_id': 1}")
-        try:
-            columns = self._lakebase.table_columns(feature)
-        except NoOnlineStore:
-            columns = {}
         if not columns:
-            return [None] * len(keys)  # O2: nothing published yet reads as nulls
+            return [None] * len(keys)  # O2: nothing published yet: every entity is unknown
         if any(name not in columns for name in names):
             raise OnlineStoreError(f"online table {self.table_name(feature)} has no key column(s) {[n for n in names if n not in columns]}", fix=f"its columns are {list(columns)}")
         wanted = [coerce_key(key, names, columns) for key in keys]
