@@ -248,7 +248,11 @@ _DECODERS = {
 
 def _decode(value: Any) -> Any:
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        # A tail's columns are long lists of plain numbers: leave those as they are.
+        for item in value:
+            if type(item) in _CONTAINERS:
+                return [_decode(v) for v in value]
+        return value
     if isinstance(value, dict):
         tag = value.get(TAG)
         if tag == "map":
