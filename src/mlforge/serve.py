@@ -154,6 +154,9 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     body_limit = int(max_body_bytes or os.environ.get(MAX_BODY_ENV) or MAX_BODY_BYTES)
     metrics = _Metrics()
     store = defs.online_store
+    # How to read a feature whose values were not published (rows written directly): from
+    # its definition. Made once: a lookup is on the hot path.
+    stand_ins = {name: Publication.from_feature(feature) for name, feature in defs.features.items()}
 
     # NaN and Infinity are not key values (and json.loads accepts them): 422.
     Scalar = str | int | FiniteFloat | bool | None
@@ -201,13 +204,13 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     @app.post("/features/online")
     async def online(body: OnlineRequest) -> Any:
         at = read_time(body.at)
-        results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, [body.entity], at, HTTPException)
+        results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, [body.entity], at, HTTPException)
         return JSONResponse({"entity": body.entity, "at": at.isoformat(), **results[0]})
 
     @app.post("/features/batch")
     async def batch(body: BatchRequest) -> Any:
         at = read_time(body.at)
-        results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, body.entities, at, HTTPException)
+        results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, body.entities, at, HTTPException)
         return JSONResponse({"at": at.isoformat(), "results": [{"entity": e, **r} for e, r in zip(body.entities, results, strict=True)]})
 
     @app.get("/metrics")
@@ -218,7 +221,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     return app
 
 
-def _lookup(defs: Any, store: Any, metrics: "_Metrics", names: list[str], entities: list[dict[str, Any]], at: datetime, http_error: Any) -> list[dict[str, Any]]:
+def _lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "_Metrics", names: list[str], entities: list[dict[str, Any]], at: datetime, http_error: Any) -> list[dict[str, Any]]:
     """Per entity ``{"features": {feature: row | None}, "metadata": {feature: {...}}}``;
     one store call for all features and their publication records."""
     features = {name: _feature(defs, name, http_error) for name in dict.fromkeys(names)}
@@ -226,10 +229,9 @@ def _lookup(defs: Any, store: Any, metrics: "_Metrics", names: list[str], entiti
         requests = {name: [entity_key(f, e) for e in entities] for name, f in features.items()}
     except KeyProblem as exc:
         raise http_error(status_code=422, detail=str(exc)) from None
-    stand_ins = {name: Publication.from_feature(f) for name, f in features.items()}
     started = time.perf_counter()
     try:
-        readings = lookup(store, stand_ins, requests, at)
+        readings = lookup(store, {name: stand_ins[name] for name in features}, requests, at)
     except OnlineStoreError:
         for name in features:
             metrics.lookup(name, "error", len(entities))
