@@ -1,6 +1,7 @@
 """Local services for the online-store and serving tests, started on loopback only.
 
-``redis_server``: a throw-away ``redis-server`` subprocess (no persistence) on a free port;
+``redis_server`` / ``valkey_server``: a throw-away ``redis-server`` / ``valkey-server``
+subprocess (no persistence) on a free port;
 ``moto_dynamodb``: moto's threaded server speaking the DynamoDB API. Both are session
 fixtures; a missing binary or package skips the tests that need it, naming the reason.
 Test modules import these fixtures from here.
@@ -47,6 +48,23 @@ def redis_server():
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    try:
+        wait_for_port(port)
+        yield ("127.0.0.1", port)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def valkey_server():
+    """``(host, port)`` of a private valkey-server, or a skip if none is installed."""
+    binary = shutil.which("valkey-server")
+    if binary is None:
+        pytest.skip("valkey-server is not installed (the ValkeyStore client is tested against redis-server in test_online_stores.py)")
+    pytest.importorskip("valkey", reason="the valkey client is not installed (pip install 'mlforge[valkey]')")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
         yield ("127.0.0.1", port)

@@ -330,7 +330,9 @@ def test_online_features_with_join_or_natural_keys(defs):  # contract K2 (O2)
     entity = pd.DataFrame({"user_id": ["u1", "u9", None], "origin": ["JFK", "JFK", "SFO"], "dest": ["LAX", "LAX", "LAX"]})
     out = serving.get_online_features(["spend", "route_trips"], entity)
     assert list(out.columns) == ["user_id", "origin", "dest", "spend_2d", "n_2d", "avg_2d", "trips_2d"]
-    assert _rows(out, ["spend_2d", "n_2d", "trips_2d"]) == [(40.0, 1, 3), (None, None, 3), (None, None, None)]
+    # contract O2: an unknown entity (or a null key) reads what training gives an entity
+    # without rows: the W4 empty-window values (sum and count 0), not nulls
+    assert _rows(out, ["spend_2d", "n_2d", "trips_2d"]) == [(40.0, 1, 3), (0.0, 0, 3), (0.0, 0, 0)]
     assert online.calls[0] == ("spend", [{"user_id": "u1"}, {"user_id": "u9"}])  # null keys are not looked up
 
 

@@ -21,8 +21,9 @@ __all__ = ["definition_hash", "source_fingerprint", "stable_hash"]
 
 
 def definition_config(feature: Feature) -> dict[str, Any]:
-    """Everything about a feature's declaration that shapes its stored table."""
-    return {
+    """Everything about a feature's declaration that shapes its stored table, or what its
+    rows mean (``ttl``, rule O4: recorded only when set, so older hashes stay valid)."""
+    config = {
         "keys": list(feature.keys),
         "timestamp": feature.timestamp_column,
         "interval": feature.interval,
@@ -34,6 +35,9 @@ def definition_config(feature: Feature) -> dict[str, Any]:
         "validators": [(col, [v.describe() for v in vs]) for col, vs in feature.validators],
         "source": {"location": feature.source.location, "format": repr(feature.source.format)},
     }
+    if feature.ttl is not None:
+        config["ttl"] = feature.ttl_seconds
+    return config
 
 
 def definition_hash(feature: Feature, input_schema: Any) -> str:

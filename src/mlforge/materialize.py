@@ -47,6 +47,8 @@ class FeatureResult:
     reason: str | None = None
     dropped_rows: int = 0
     build_range: str = "full"
+    online_written: int | None = None  # entities `build --online` wrote to the online store
+    online_removed: int | None = None  # entities it removed (gone from the version, or every window empty)
     error: MlforgeError | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -344,6 +346,7 @@ def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: 
         entities=tuple(EntityRecord(e.name, e.join_key, tuple(e.from_columns or ())) for e in feature.entities),
         timestamp=feature.timestamp_column,
         interval=feature.interval,
+        ttl=feature.ttl,
         schema=canonical_schema(expr.schema()),
         metrics=metric_info,
         tags=tuple(feature.tags),

@@ -210,9 +210,11 @@ class Definitions:
 
     def _publish_online(self, feature: Feature, outcome: FeatureResult) -> FeatureResult:
         try:
-            publish_latest(self.workspace, feature, outcome.version)
+            published = publish_latest(self.workspace, feature, outcome.version)
         except MlforgeError as exc:
             outcome.status, outcome.error = "failed", exc
+            return outcome
+        outcome.online_written, outcome.online_removed = published.written, published.removed
         return outcome
 
     def validate(self, feature_names: Sequence[str] | str | None = None, *, engine: Any = None) -> dict[str, str]:
@@ -256,9 +258,11 @@ class Definitions:
                 log.warning("training-data hook %r failed: %s: %s", hook, type(exc).__name__, exc)
         return result
 
-    def get_online_features(self, features: Sequence[Any], entity_df: Any) -> Any:
-        """The latest feature values per entity from the online store (O1-O2, K2)."""
-        return retrieval.online_features(self.workspace, self.features, feature_specs(features), entity_df)
+    def get_online_features(self, features: Sequence[Any], entity_df: Any, *, at: Any = None, with_metadata: bool = False) -> Any:
+        """Feature values per entity from the online store at read time ``at`` (O1, O2, O4, K2).
+
+        See :func:`get_online_features` for the arguments."""
+        return retrieval.online_features(self.workspace, self.features, feature_specs(features), entity_df, at=at, with_metadata=with_metadata)
 
     # -- version operations --------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
@@ -301,15 +305,31 @@ def get_training_data(*args: Any, timestamp: str | None = None, definitions: Def
     return defs.get_training_data(features, entity_df, timestamp=timestamp, engine=engine)
 
 
-def get_online_features(*args: Any, definitions: Definitions | None = None, store: Any = None) -> Any:
-    """The newest feature values per entity from the online store (O1, O2, K2).
+def get_online_features(*args: Any, definitions: Definitions | None = None, store: Any = None, at: Any = None, with_metadata: bool = False) -> Any:
+    """Feature values per entity from the online store at a read time (O1, O2, O4, K2).
 
     Called as ``defs.get_online_features(features, entity_df)`` or
-    ``mlf.get_online_features(features, entity_df, definitions=defs)``. Unknown entities
-    get nulls. Returns the same kind of frame as ``entity_df``.
+    ``mlf.get_online_features(features, entity_df, definitions=defs)``. The values are
+    exactly what ``get_training_data`` gives for a label at the read time (rule P2), for
+    read times at or after the published version's watermark.
+
+    Args:
+        features: names, ``(name, version)`` tuples or ``FeatureSpec`` objects.
+        entity_df: pandas, Polars or PyArrow frame, Ibis table or Spark DataFrame with the
+            features' key columns (or an entity's ``from_columns``); the result is the same
+            kind, with its rows and columns plus the features' value columns.
+        at: the read time (a datetime, naive = UTC, or ISO 8601 text); default: now.
+        with_metadata: also add, per feature, ``{feature}__label_time`` (the instant the
+            values belong to: the grid label of a metric feature, the row's timestamp of
+            another; null when no row counts) and ``{feature}__known`` (whether the store
+            holds the entity: unknown entities get what training gives an entity without
+            rows, W4 values for metric features).
+
+    Raises:
+        RetrievalError: ``at`` is before the watermark of a published version.
     """
     defs, features, entity_df = _call_style(args, definitions, store, None, "get_online_features")
-    return defs.get_online_features(features, entity_df)
+    return defs.get_online_features(features, entity_df, at=at, with_metadata=with_metadata)
 
 
 def _call_style(args: tuple[Any, ...], definitions: Definitions | None, store: Any, engine: Any, fn: str) -> tuple[Definitions, Any, Any]:

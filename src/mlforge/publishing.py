@@ -1,90 +1,261 @@
-"""``publish_latest``: copy the newest row per entity of a built version to the online store (O1).
+"""``publish_latest``: put what a read at or after a version's watermark needs online (O1).
 
-Nothing is recomputed: the rows come from the offline store's stored version, reduced to
-one per entity in the engine (the newest timestamp, i.e. the newest grid label for metric
-features), and streamed to the online store in bounded Arrow batches, so memory stays
-flat whatever the number of entities.
+Nothing is recomputed: the rows come from the offline store's stored version. Per entity
+(see :mod:`mlforge.online.publication` for the layout):
 
-A store whose platform copies the rows itself (``DatabricksOnlineStore``: a Databricks sync
-pipeline publishes the Unity Catalog table) declares ``fills_from_offline`` (the offline
-store kind it copies from) in its capabilities; its ``publish_table`` is called instead.
+* a metric feature stores its *tail*: its grid rows labelled at or after the watermark,
+  as one value (at most ``max_window / interval`` rows);
+* another feature stores its newest row at or before the watermark, unless that row is
+  already older than ``watermark - ttl`` (it could never be read, rule O4).
+
+The rows are reduced in the engine, streamed in bounded Arrow batches and grouped per
+entity (the engine orders them by key). Then the entities the previously published
+versions held and this one does not (gone from the source, or whose windows have all
+emptied) are removed, so nothing stale is served, and the publication record is written.
+The record goes first (with both versions listed as present) and again last (with this
+version only): a publish that dies half-way leaves a record from which the next publish
+still removes every left-over entity.
+
+A store whose platform copies tables itself (``DatabricksOnlineStore``) declares
+``fills_from_offline``; it is handed the same per-entity values and the record, and
+publishes them as one table (``publish_values``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, cast
 
 from mlforge.engines.base import Capability
 from mlforge.errors import ConfigError, MlforgeError, OnlineStoreError
+from mlforge.online.base import chunked, key_text
+from mlforge.online.publication import PUBLICATIONS, Publication, tail_value
+from mlforge.versioning import sort_versions
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
 
     from mlforge.definitions.feature import Feature
     from mlforge.engines.base import Engine
-    from mlforge.offline.base import OfflineStore
-    from mlforge.online.base import OnlineStore
+    from mlforge.online.base import OnlineStore, PlatformPublisher
     from mlforge.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 BATCH_ROWS = 10_000
+#: Entities per ``write`` / ``delete`` call.
+ENTITY_BATCH = 2_000
 _NEWEST = "__mlforge_newest"
 
 
-def publish_latest(workspace: Workspace, feature: Feature, version: str | None = None, *, batch_rows: int = BATCH_ROWS) -> int:
-    """Write the newest row of each entity of ``feature`` at ``version`` to the online store.
+@dataclass(frozen=True)
+class OnlinePublish:
+    """What one publish did.
+
+    Attributes:
+        feature, version: what was published.
+        written: entities written (each with its tail or newest row).
+        removed: entities removed: held by an earlier publish, absent from this one.
+        seconds: wall time of the publish.
+    """
+
+    feature: str
+    version: str
+    written: int
+    removed: int
+    seconds: float
+
+
+def publish_latest(workspace: Workspace, feature: Feature, version: str | None = None, *, batch_rows: int = BATCH_ROWS) -> OnlinePublish:
+    """Publish ``feature`` at ``version`` (default: latest) to the online store.
 
     Args:
         workspace: the project's stores and engines.
         feature: the feature.
         version: the offline version to publish (default: latest).
-        batch_rows: rows per Arrow batch handed to the online store.
+        batch_rows: rows per Arrow batch read from the engine.
 
     Returns:
-        The number of entities written.
+        An :class:`OnlinePublish` with the entities written and removed.
     """
     store = workspace.online_store
     if store is None:
         raise ConfigError("publishing online needs an online store", fix="set online_store= in Definitions or in the profile")
-    name = feature.name
-    if store.capabilities.fills_from_offline is not None:  # its platform copies the offline table (Databricks)
-        return _publish_table(store, workspace.offline_store, name, version)
-    record = workspace.offline_store.read_record(name, version)
-    keys = list(record.keys)
-    engine = workspace.engine_for(feature)
-    table = workspace.offline_store.read(name, engine, record.version or version)
-    latest = latest_rows(table, keys, record.timestamp, engine)
-    started = time.perf_counter()
-    try:
-        written = store.write(name, keys, _batches(latest, batch_rows))
-    except MlforgeError:
-        raise
-    except Exception as exc:  # a client error the store did not translate
-        raise OnlineStoreError(f"publishing {name!r} to {store!r} failed: {type(exc).__name__}: {exc}", fix="check the online store settings and that it is reachable") from exc
-    log.info("published %d entities of %s %s online in %.2fs", written, name, record.version or version, time.perf_counter() - started)
-    return written
-
-
-def _publish_table(store: OnlineStore, offline_store: OfflineStore, name: str, version: str | None) -> int:
-    """Let the platform copy the newest row per entity of the offline table (no rows stream here)."""
-    if offline_store.kind != store.capabilities.fills_from_offline:
+    platform = store.capabilities.fills_from_offline
+    if platform is not None and workspace.offline_store.kind != platform:
         raise ConfigError(
-            f"{type(store).__name__} requires UnityCatalogStore as offline store, got {type(offline_store).__name__}",
-            where=f"publishing {name!r} online",
+            f"{type(store).__name__} requires UnityCatalogStore as offline store, got {type(workspace.offline_store).__name__}",
+            where=f"publishing {feature.name!r} online",
             fix="use offline_store=mlf.UnityCatalogStore('main') (KIND: unity-catalog in the profile), or another online store",
         )
     started = time.perf_counter()
+    record = workspace.offline_store.read_record(feature.name, version)
+    version = record.version
+    engine = workspace.engine_for(feature)
     try:
-        published = store.publish_table(offline_store, name, version)
+        previous = read_publication(store, feature.name)
+        publication = Publication.from_record(record, present=(version,))
+        if platform is not None:
+            written, removed = _publish_on_platform(workspace, store, publication, previous, engine, batch_rows)
+        else:
+            written, removed = _publish_rows(workspace, store, publication, previous, engine, batch_rows)
     except MlforgeError:
         raise
-    except Exception as exc:
-        raise OnlineStoreError(f"publishing {name!r} to {store!r} failed: {type(exc).__name__}: {exc}", fix="check the online store settings and that it is reachable") from exc
-    log.info("published %s %s online (%d rows) in %.2fs", name, version or "latest", published, time.perf_counter() - started)
-    return published
+    except Exception as exc:  # a client or engine error the store did not translate
+        raise OnlineStoreError(f"publishing {feature.name!r} to {store!r} failed: {type(exc).__name__}: {exc}", fix="check the online store settings and that it is reachable") from exc
+    seconds = time.perf_counter() - started
+    log.info("published %s %s online: %d entities written, %d removed, in %.2fs", feature.name, version, written, removed, seconds)
+    return OnlinePublish(feature.name, version, written, removed, round(seconds, 3))
+
+
+def read_publication(store: OnlineStore, feature: str) -> Publication | None:
+    """The record of the last publish of ``feature`` in ``store``, if any."""
+    (row,) = store.read(PUBLICATIONS, [{"feature": feature}])
+    return None if row is None else Publication.from_row(row)
+
+
+def _publish_rows(workspace: Workspace, store: OnlineStore, publication: Publication, previous: Publication | None, engine: Engine, batch_rows: int) -> tuple[int, int]:
+    name, version = publication.feature, publication.version
+    earlier = _earlier_versions(workspace, store, name, version, previous)
+    _write_record(store, publication, present=(*earlier, version))  # a crash from here on leaves all of them listed
+    table = workspace.offline_store.read(name, engine, version)
+    written: set[str] = set()
+    for chunk in chunked(entity_values(tail_rows(table, publication, engine), publication, batch_rows), ENTITY_BATCH):
+        store.write(name, list(publication.keys), [value for _, value in chunk])
+        written.update(text for text, _ in chunk)
+    removed = 0
+    for chunk in chunked(_left_entities(workspace, earlier, written, name, engine, batch_rows), ENTITY_BATCH):
+        store.delete(name, chunk)
+        removed += len(chunk)
+    _write_record(store, publication, present=(version,))
+    return len(written), removed
+
+
+def _publish_on_platform(workspace: Workspace, store: OnlineStore, publication: Publication, previous: Publication | None, engine: Engine, batch_rows: int) -> tuple[int, int]:
+    """The platform replaces the online table with this one: nothing to delete, only to count."""
+    offline = workspace.offline_store
+    name, version = publication.feature, publication.version
+    table = offline.read(name, engine, version)
+    written: set[str] = set()
+
+    def values() -> Iterator[dict[str, Any]]:
+        for text, value in entity_values(tail_rows(table, publication, engine), publication, batch_rows):
+            written.add(text)
+            yield value
+
+    platform = cast("PlatformPublisher", store)  # declared by fills_from_offline
+    platform.publish_values(offline, name, list(publication.keys), values(), _record(publication, present=(version,)))
+    earlier = _earlier_versions(workspace, store, name, version, previous)
+    removed = sum(1 for _ in _left_entities(workspace, earlier, written, name, engine, batch_rows))
+    return len(written), removed
+
+
+def _record(publication: Publication, present: tuple[str, ...]) -> dict[str, Any]:
+    return replace(publication, present=tuple(dict.fromkeys(present)), published_at=datetime.now(tz=UTC).isoformat()).to_row()
+
+
+def _write_record(store: OnlineStore, publication: Publication, present: tuple[str, ...]) -> None:
+    store.write(PUBLICATIONS, ["feature"], [_record(publication, present)])
+
+
+def _earlier_versions(workspace: Workspace, store: OnlineStore, name: str, version: str, previous: Publication | None) -> tuple[str, ...]:
+    """Versions whose entities the store may hold besides ``version``.
+
+    From the last record; without one, every stored version before this one (a store
+    filled by an older mlforge), except in a store that starts empty with its process.
+    """
+    if previous is not None:
+        return tuple(v for v in dict.fromkeys((*previous.present, *([previous.version] if previous.version else []))) if v != version)
+    if store.capabilities.in_process:
+        return ()
+    versions = sort_versions(workspace.offline_store.list_versions(name))
+    return tuple(versions[: versions.index(version)]) if version in versions else tuple(versions)
+
+
+def _left_entities(workspace: Workspace, versions: Iterable[str], written: set[str], name: str, engine: Engine, batch_rows: int) -> Iterator[dict[str, Any]]:
+    """Key dicts of the entities ``versions`` published that this publish did not write."""
+    offline = workspace.offline_store
+    seen: set[str] = set()
+    for version in versions:
+        try:
+            earlier_record = offline.read_record(name, version)
+            table = offline.read(name, engine, version)
+        except MlforgeError as exc:
+            log.warning("cannot read %s %s to find the entities it published (%s); they stay online until overwritten", name, version, exc)
+            continue
+        earlier = Publication.from_record(earlier_record)
+        keys = list(earlier.keys)
+        for batch in _batches(tail_rows(table, earlier, engine, ordered=False).select(*keys).distinct(), batch_rows):
+            for row in batch.to_pylist():
+                text = key_text(row)
+                if text not in written and text not in seen:
+                    seen.add(text)
+                    yield row
+
+
+# -- the rows a version publishes -------------------------------------------------------------
+def tail_rows(table: ir.Table, publication: Publication, engine: Engine, *, ordered: bool = True) -> ir.Table:
+    """The rows whose values a read at or after the watermark can take (O1, O4).
+
+    Metric features: every grid row labelled at or after the watermark, ordered by entity
+    and label. Others: the newest row per entity at or before the watermark, not older
+    than ``watermark - ttl``. Rows with a null key are never published.
+    """
+    internal = [c for c in table.columns if c.startswith("__mlforge")]  # storage bookkeeping
+    table = table.drop(*internal) if internal else table
+    keys = list(publication.keys)
+    table = table.filter(*[table[k].notnull() for k in keys])
+    ts = publication.timestamp
+    if ts is None or ts not in table.columns:
+        return table
+    table = table.filter(table[ts].notnull())
+    watermark = publication.watermark
+    label = engine.to_utc_naive(table[ts]) if table[ts].type().timezone else table[ts]
+    if publication.is_metric:
+        if watermark is not None:
+            table = table.filter(label >= _instant(watermark))
+        return table.order_by([*keys, ts]) if ordered else table
+    if watermark is not None:
+        table = table.filter(label <= _instant(watermark))
+        if publication.ttl is not None:
+            table = table.filter(label >= _instant(watermark - publication.ttl))
+    return latest_rows(table, keys, ts, engine)
+
+
+def entity_values(rows: ir.Table, publication: Publication, batch_rows: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(key_text, stored value)`` per entity, from :func:`tail_rows`."""
+    keys = publication.keys
+    if not publication.is_metric:
+        for batch in _batches(rows, batch_rows):
+            for row in batch.to_pylist():
+                yield key_text({k: row[k] for k in keys}), row
+        return
+    current: tuple[Any, ...] | None = None
+    tail: list[dict[str, Any]] = []
+    done: set[tuple[Any, ...]] = set()
+    for batch in _batches(rows, batch_rows):
+        for row in batch.to_pylist():
+            entity = tuple(row[k] for k in keys)
+            if entity != current:
+                if tail:
+                    yield _tail_entry(current, tail, publication)
+                if entity in done:  # the engine must return an entity's rows together
+                    raise OnlineStoreError(f"the rows of {publication.feature!r} came back out of key order", fix="this is a bug in mlforge; please report it")
+                done.add(entity)
+                current, tail = entity, []
+            tail.append(row)
+    if tail:
+        yield _tail_entry(current, tail, publication)
+
+
+def _tail_entry(entity: tuple[Any, ...] | None, rows: list[dict[str, Any]], publication: Publication) -> tuple[str, dict[str, Any]]:
+    key = dict(zip(publication.keys, entity or (), strict=True))
+    value = tail_value(key, rows, publication.timestamp or "", publication.columns, publication.interval or 0)
+    return key_text(key), value
 
 
 def latest_rows(table: ir.Table, keys: list[str], timestamp: str | None, engine: Engine) -> ir.Table:
@@ -108,6 +279,12 @@ def latest_rows(table: ir.Table, keys: list[str], timestamp: str | None, engine:
     newest = table.group_by(keys).aggregate(**{_NEWEST: table[timestamp].max()})
     joined = table.inner_join(newest, [*keys, table[timestamp] == newest[_NEWEST]])
     return joined.select(*table.columns)
+
+
+def _instant(epoch: int) -> Any:
+    import ibis
+
+    return ibis.literal(datetime.fromtimestamp(epoch, tz=UTC).replace(tzinfo=None), type="timestamp")
 
 
 def _batches(expr: ir.Table, batch_rows: int) -> Any:

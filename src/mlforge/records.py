@@ -97,6 +97,8 @@ class VersionRecord:
     entities: tuple[EntityRecord, ...] = ()
     timestamp: str | None = None
     interval: str | None = None
+    #: A non-metric feature's time to live (O4), as declared (``"30d"``); ``None``: none.
+    ttl: str | None = None
     schema: Mapping[str, str] = field(default_factory=dict)
     metrics: tuple[MetricRecord, ...] = ()
     tags: tuple[str, ...] = ()
@@ -160,6 +162,8 @@ class VersionRecord:
             "change": self.change,
             "reason": self.reason,
         }
+        if self.ttl is not None:  # only when declared: records without one stay as they were
+            out["ttl"] = self.ttl
         if self.files is not None:
             out["files"] = [f.path for f in self.files]  # names only, for plain readers (S5)
             if self.verifiable:
@@ -187,6 +191,7 @@ class VersionRecord:
             ),
             timestamp=raw.get("timestamp"),
             interval=raw.get("interval"),
+            ttl=raw.get("ttl"),
             schema=dict(raw.get("schema") or {}),
             metrics=tuple(_metric(m) for m in raw.get("metrics") or ()),
             tags=tuple(raw.get("tags") or ()),

@@ -5,9 +5,17 @@
     GET  /health              store reachable? 200, else 503 (never needs the token)
     GET  /features            the servable features
     GET  /features/{name}     one feature: keys, entities, timestamp, columns, version
-    POST /features/online     {"features": [...], "entity": {...}}     one entity
-    POST /features/batch      {"features": [...], "entities": [...]}   up to max_batch
+    POST /features/online     {"features": [...], "entity": {...}, "at": ...}     one entity
+    POST /features/batch      {"features": [...], "entities": [...], "at": ...}   up to max_batch
     GET  /metrics             Prometheus text format
+
+A lookup answers what ``get_training_data`` gives for a label at ``at`` (ISO 8601, naive =
+UTC; default: now), rule O1. Per entity, ``features`` holds each feature's row (its key
+columns, its timestamp column = the instant the values belong to, its values; ``null``
+when no row counts for a feature without metrics) and ``metadata`` holds, per feature,
+``label_time`` and ``known`` (whether the store holds the entity: an unknown entity of a
+metric feature reads the W4 empty-window values, as in training). ``at`` before a published
+version's watermark is 422.
 
 Entities are given by the feature's key columns or, for an entity with ``from_columns``,
 by those natural columns; the join key is then computed as in rule K1 (contract K2).
@@ -35,6 +43,9 @@ from decimal import Decimal
 from typing import Any
 
 from mlforge.errors import ConfigError, MlforgeError, OnlineStoreError, missing_extra
+from mlforge.online.publication import Publication, read_time
+from mlforge.publishing import OnlinePublish, publish_latest
+from mlforge.retrieval.online import lookup
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +154,9 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     body_limit = int(max_body_bytes or os.environ.get(MAX_BODY_ENV) or MAX_BODY_BYTES)
     metrics = _Metrics()
     store = defs.online_store
+    # How to read a feature whose values were not published (rows written directly): from
+    # its definition. Made once: a lookup is on the hot path.
+    stand_ins = {name: Publication.from_feature(feature) for name, feature in defs.features.items()}
 
     # NaN and Infinity are not key values (and json.loads accepts them): 422.
     Scalar = str | int | FiniteFloat | bool | None
@@ -151,11 +165,13 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         model_config = ConfigDict(extra="forbid")
         features: list[str] = Field(min_length=1, description="feature names")
         entity: dict[str, Scalar] = Field(min_length=1, description="key columns, or an entity's natural columns")
+        at: datetime | None = Field(default=None, description="read time (ISO 8601, naive = UTC); default: now")
 
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         features: list[str] = Field(min_length=1)
         entities: list[dict[str, Scalar]] = Field(min_length=1, max_length=limit)
+        at: datetime | None = Field(default=None, description="read time (ISO 8601, naive = UTC); default: now")
 
     # Everything but the store call runs on the event loop: each hop to the thread pool
     # costs more CPU than the checks themselves. Store calls block, so they get one hop.
@@ -187,13 +203,15 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
 
     @app.post("/features/online")
     async def online(body: OnlineRequest) -> Any:
-        results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, [body.entity], HTTPException)
-        return JSONResponse({"entity": body.entity, "features": results[0]})
+        at = read_time(body.at)
+        results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, [body.entity], at, HTTPException)
+        return JSONResponse({"entity": body.entity, "at": at.isoformat(), **results[0]})
 
     @app.post("/features/batch")
     async def batch(body: BatchRequest) -> Any:
-        results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, body.entities, HTTPException)
-        return JSONResponse({"results": [{"entity": e, "features": r} for e, r in zip(body.entities, results, strict=True)]})
+        at = read_time(body.at)
+        results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, body.entities, at, HTTPException)
+        return JSONResponse({"at": at.isoformat(), "results": [{"entity": e, **r} for e, r in zip(body.entities, results, strict=True)]})
 
     @app.get("/metrics")
     async def prometheus() -> Any:
@@ -203,10 +221,9 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     return app
 
 
-def _lookup(defs: Any, store: Any, metrics: "_Metrics", names: list[str], entities: list[dict[str, Any]], http_error: Any) -> list[dict[str, Any]]:
-    """``[{feature: row | None}]`` per entity; one store call for all features."""
-    from mlforge.online.base import read_many
-
+def _lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "_Metrics", names: list[str], entities: list[dict[str, Any]], at: datetime, http_error: Any) -> list[dict[str, Any]]:
+    """Per entity ``{"features": {feature: row | None}, "metadata": {feature: {...}}}``;
+    one store call for all features and their publication records."""
     features = {name: _feature(defs, name, http_error) for name in dict.fromkeys(names)}
     try:
         requests = {name: [entity_key(f, e) for e in entities] for name, f in features.items()}
@@ -214,7 +231,7 @@ def _lookup(defs: Any, store: Any, metrics: "_Metrics", names: list[str], entiti
         raise http_error(status_code=422, detail=str(exc)) from None
     started = time.perf_counter()
     try:
-        rows = read_many(store, requests)
+        readings = lookup(store, {name: stand_ins[name] for name in features}, requests, at)
     except OnlineStoreError:
         for name in features:
             metrics.lookup(name, "error", len(entities))
@@ -222,10 +239,16 @@ def _lookup(defs: Any, store: Any, metrics: "_Metrics", names: list[str], entiti
     elapsed = time.perf_counter() - started
     for name in features:
         metrics.read_latency(name, elapsed)
-        hits = sum(row is not None for row in rows[name])
+        hits = sum(r.known for r in readings[name])
         metrics.lookup(name, "hit", hits)
         metrics.lookup(name, "miss", len(entities) - hits)
-    return [{name: (None if rows[name][i] is None else jsonable(rows[name][i])) for name in features} for i in range(len(entities))]
+    return [
+        {
+            "features": {name: jsonable(readings[name][i].row) for name in features},
+            "metadata": {name: {"label_time": jsonable(readings[name][i].label_time), "known": readings[name][i].known} for name in features},
+        }
+        for i in range(len(entities))
+    ]
 
 
 def _feature(defs: Any, name: str, http_error: Any) -> Any:
@@ -243,6 +266,7 @@ def _describe(defs: Any, name: str, *, brief: bool) -> dict[str, Any]:
         "entities": [{"name": e.name, "join_key": e.join_key, "from_columns": list(e.from_columns or [])} for e in feature.entities],
         "timestamp": feature.timestamp_column,
         "interval": feature.interval,
+        "ttl": feature.ttl,
         "tags": list(feature.tags),
         "description": feature.description,
     }
@@ -458,6 +482,47 @@ def _version() -> str:
 
 
 # -- running ----------------------------------------------------------------------------------
+def fill_in_process_store(defs: Any) -> list[OnlinePublish]:
+    """Publish the latest version of every built feature into an in-process store
+    (``MemoryStore``), which starts empty with its process; other stores are left alone."""
+    store = defs.online_store
+    if store is None or not store.capabilities.in_process:
+        return []
+    loaded = []
+    for name in sorted(defs.features):
+        if defs.offline_store.latest_version(name) is None:
+            continue  # not built: every lookup reads as unknown (O2)
+        loaded.append(publish_latest(defs.workspace, defs.features[name]))
+    return loaded
+
+
+def start_up(defs: Any, workers: int = 1) -> str:
+    """Check the online store can serve with ``workers`` processes, fill an in-process one,
+    and return the start-up line saying what is served.
+
+    Raises:
+        ConfigError: an in-process store (``MemoryStore``) with more than one worker: each
+            worker would hold its own copy, and nothing keeps them equal.
+    """
+    store = defs.online_store
+    if store is None:
+        raise ConfigError("serving needs an online store", fix="set online_store= in Definitions or an online_store block in the profile")
+    if store.capabilities.in_process and workers > 1:
+        raise ConfigError(
+            f"{type(store).__name__} keeps its values inside one process; {workers} workers cannot share it",
+            where="--workers / online_store",
+            fix="serve it with --workers 1, or use a shared online store (redis, valkey, dynamodb) for several workers",
+        )
+    head = f"serving {len(defs.features)} feature(s) of project {defs.name!r} from {type(store).__name__}"
+    if not store.capabilities.in_process:
+        return head
+    loaded = fill_in_process_store(defs)
+    if not loaded:
+        return f"{head}: nothing built yet, so every lookup reads as unknown (run `mlforge build` first)"
+    detail = ", ".join(f"{p.feature} {p.version} ({p.written} entities)" for p in loaded)
+    return f"{head}: loaded the latest versions into this process from {type(defs.offline_store).__name__}: {detail}"
+
+
 def app_from_env() -> Any:
     """Uvicorn factory for worker processes: loads the definitions named by
     ``MLFORGE_SERVE_TARGET`` (and ``MLFORGE_SERVE_PROFILE``) and builds the app."""
@@ -481,6 +546,7 @@ def run(
     profile: str | None = None,
     max_batch: int | None = None,
     log_level: str = "info",
+    announce: Any = None,
 ) -> None:
     """Serve ``defs`` with uvicorn until interrupted.
 
@@ -496,6 +562,9 @@ def run(
         profile: the ``mlforge.yaml`` profile worker processes load.
         max_batch: most entities per ``/features/batch`` request.
         log_level: uvicorn's log level.
+        announce: called with the start-up line (default: logged); an in-process
+            ``MemoryStore`` is filled with the latest built versions first, and refuses
+            more than one worker.
     """
     try:
         import uvicorn
@@ -507,11 +576,13 @@ def run(
         os.environ[MAX_BATCH_ENV] = str(int(max_batch))
     if token:
         os.environ[TOKEN_ENV] = token
-    if workers == 1:
-        if defs is None:
-            from mlforge.loader import load_definitions
+    if defs is None:
+        from mlforge.loader import load_definitions
 
-            defs = load_definitions(target, profile=profile)
+        defs = load_definitions(target, profile=profile)
+    line = start_up(defs, workers)
+    (announce or log.info)(f"{line}, on http://{host}:{port} with {workers} worker(s)")
+    if workers == 1:
         uvicorn.run(create_app(defs, token), host=host, port=port, log_level=log_level)
         return
     os.environ[TARGET_ENV] = str(target or _definitions_file(defs))

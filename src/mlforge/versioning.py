@@ -98,6 +98,8 @@ def classify(previous: VersionRecord | Mapping[str, Any] | None, current: Versio
     added = sorted(set(new_schema) - set(old_schema))
     if added:
         return Change(ChangeKind.MINOR, f"columns added: {added}")
+    if old.ttl != new.ttl:
+        return Change(ChangeKind.PATCH, f"ttl changed from {old.ttl!r} to {new.ttl!r}")
     if old.definition_hash != new.definition_hash:
         return Change(ChangeKind.PATCH, "definition changed, same schema")
     if old.data_hash != new.data_hash:

@@ -45,7 +45,9 @@ def build(
     engine
         Engine for this build (overrides MLFORGE_ENGINE and the profile).
     online
-        Also write the latest rows to the online store.
+        Also publish to the online store what reads at or after the watermark need (per
+        entity: the tail of grid rows of a metric feature, the newest row of another), and
+        remove entities that no longer have values; reports entities written and removed.
     since
         Recompute grid rows from this date/time (ISO, UTC).
     until
@@ -111,18 +113,25 @@ class _Progress:
         detail = f"{event.version} {event.status}" if event.version else event.status
         if event.rows is not None:
             detail += f", {event.rows} rows"
+        if event.online_written is not None:
+            detail += f", online: {event.online_written} entities written, {event.online_removed} removed"
         err().print(f"{mark} {name} {detail} ({event.seconds:.2f}s)", highlight=False)
 
 
 def _render(result: Any, previews: dict[str, list[dict[str, Any]]]) -> None:
+    online = any(f.online_written is not None for f in result.features)
     rows = []
     for f in result.features:
         note = f.reason or ""
         if f.status == "failed":
             note = str(f.error).splitlines()[0] if f.error else "failed"
-        rows.append([f.name, f.status, f.version or "-", f.change or "-", f.rows if f.rows is not None else "-", f"{f.seconds:.2f}s", note])
+        row = [f.name, f.status, f.version or "-", f.change or "-", f.rows if f.rows is not None else "-", f"{f.seconds:.2f}s", note]
+        if online:
+            row[-1:-1] = [f.online_written if f.online_written is not None else "-", f.online_removed if f.online_removed is not None else "-"]
+        rows.append(row)
     summary = f"{len(result.built)} built, {len(result.skipped)} skipped, {len(result.failed)} failed"
-    out().print(table(None, ["feature", "status", "version", "change", "rows", "time", "note"], rows))
+    columns = ["feature", "status", "version", "change", "rows", "time", *(["online written", "online removed"] if online else []), "note"]
+    out().print(table(None, columns, rows))
     out().print(summary, highlight=False)
     for name, sample in previews.items():
         if sample:

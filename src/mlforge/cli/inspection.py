@@ -39,6 +39,7 @@ def feature(name: str, /, *, version: str | None = None, format: Format = "table
         "entities": [e.name for e in f.entities],
         "timestamp": f.timestamp_column,
         "interval": f.interval,
+        "ttl": f.ttl,
         "tags": list(f.tags),
         "schedule": f.schedule,
         "engine": f.engine,
@@ -56,7 +57,7 @@ def feature(name: str, /, *, version: str | None = None, format: Format = "table
     if definition["metrics"]:
         out().print(table("metrics", ["column", "field", "function", "window", "unit"], [list(m.values()) for m in definition["metrics"]]))
     if stored:
-        keys = ("version", "change", "reason", "rows", "created_at", "engine", "watermark", "definition_hash", "data_hash")
+        keys = ("version", "change", "reason", "rows", "created_at", "engine", "watermark", "ttl", "definition_hash", "data_hash")
         out().print(table(f"stored version {stored.get('version')}", ["field", "value"], [[k, _text(stored.get(k))] for k in keys]))
         out().print(table("schema", ["column", "type"], [[c, t] for c, t in (stored.get("schema") or {}).items()]))
     else:

@@ -22,6 +22,10 @@ def serve(
 ) -> int:
     """Serve online features over HTTP (health, feature list, lookups, metrics).
 
+    The start-up line says what is served. With an in-process memory store (KIND memory)
+    the latest built version of every feature is loaded into the server process first;
+    such a store cannot be shared, so it refuses more than one worker.
+
     Parameters
     ----------
     host
@@ -51,5 +55,11 @@ def serve(
     path, profile = locate(common)
     os.chdir(path.parent)
     defs = load_definitions(path, profile=profile)
-    run(defs, host=host, port=port, workers=workers, token=token, target=str(path), profile=profile, max_batch=max_batch, log_level=log_level)
+    run(defs, host=host, port=port, workers=workers, token=token, target=str(path), profile=profile, max_batch=max_batch, log_level=log_level, announce=_announce)
     return 0
+
+
+def _announce(line: str) -> None:
+    from mlforge.cli.common import err
+
+    err().print(f"mlforge serve: {line}", highlight=False, markup=False)

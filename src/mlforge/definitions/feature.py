@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from mlforge.definitions.durations import format_duration, parse_duration
@@ -37,6 +38,7 @@ class Feature:
     description: str | None = None
     engine: str | None = None
     native_frame: str | None = None
+    ttl: str | None = None
 
     def __call__(self, *args, **kwargs):
         return self.fn(*args, **kwargs)
@@ -44,6 +46,11 @@ class Feature:
     @property
     def interval_seconds(self) -> int | None:
         return parse_duration(self.interval) if self.interval else None
+
+    @property
+    def ttl_seconds(self) -> int | None:
+        """How long a row stays valid after its timestamp (rule O4); ``None``: forever."""
+        return parse_duration(self.ttl) if self.ttl else None
 
     @property
     def schedule(self) -> str | None:
@@ -86,6 +93,7 @@ def feature(
     tags: Sequence[str] | None = None,
     description: str | None = None,
     engine: str | None = None,
+    ttl: str | timedelta | None = None,
 ) -> Callable[[Callable[..., Any]], Feature]:
     """Declare a feature; the decorated function's name is the feature name.
 
@@ -104,12 +112,12 @@ def feature(
     """
 
     def decorate(fn: Callable[..., Any]) -> Feature:
-        return _make_feature(fn, source, keys, entities, timestamp, interval, metrics, validators, tags, description, engine)
+        return _make_feature(fn, source, keys, entities, timestamp, interval, metrics, validators, tags, description, engine, ttl)
 
     return decorate
 
 
-def _make_feature(fn, source, keys, entities, timestamp, interval, metrics, validators, tags, description, engine) -> Feature:
+def _make_feature(fn, source, keys, entities, timestamp, interval, metrics, validators, tags, description, engine, ttl=None) -> Feature:
     name = check_name(getattr(fn, "__name__", None), kind="feature")
     where = f"feature {name!r}"
     src = source if isinstance(source, Source) else _coerce_source(source, where)
@@ -124,6 +132,7 @@ def _make_feature(fn, source, keys, entities, timestamp, interval, metrics, vali
     if engine is not None and engine not in ENGINE_NAMES:
         raise DefinitionError(f"unknown engine {engine!r}", where=where, fix=f"use one of {', '.join(ENGINE_NAMES)}")
     interval_text = _check_interval(interval, metric_tuple, ts, where)
+    ttl_text = _check_ttl(ttl, metric_tuple, ts, where)
     feat = Feature(
         name=name,
         fn=fn,
@@ -138,6 +147,7 @@ def _make_feature(fn, source, keys, entities, timestamp, interval, metrics, vali
         description=description or inspect.getdoc(fn),
         engine=engine,
         native_frame=_native_frame(fn),
+        ttl=ttl_text,
     )
     _check_metric_names(feat, where)
     return feat
@@ -210,6 +220,27 @@ def _check_interval(interval, metrics, ts: Timestamp | None, where: str) -> str 
                     fix=f"use windows that are multiples of {interval_text}, or a smaller interval",
                 )
     return interval_text
+
+
+def _check_ttl(ttl, metrics, ts: Timestamp | None, where: str) -> str | None:
+    """Rule O4: a ttl is a positive duration, for features without metrics that have a timestamp."""
+    if ttl is None:
+        return None
+    if metrics:
+        raise DefinitionError(
+            f"ttl={ttl!r} is not allowed on a feature with metrics: its windows already bound how old an event may be",
+            where=f"{where}, field ttl",
+            fix="remove ttl=, or shorten the metric windows",
+        )
+    if ts is None:
+        raise DefinitionError(
+            f"ttl={ttl!r} needs a timestamp column: the age of a row is measured from its timestamp",
+            where=f"{where}, field ttl",
+            fix="pass timestamp='event_time', or remove ttl=",
+        )
+    text = ttl if isinstance(ttl, str) else format_duration(parse_duration(ttl, where=f"ttl of {where}"))
+    parse_duration(text, where=f"ttl of {where}")
+    return text.strip()
 
 
 def _normalise_validators(validators, where: str) -> tuple[tuple[str, tuple[Validator, ...]], ...]:

@@ -49,7 +49,10 @@ from mlforge.records import VersionRecord
 from mlforge.versioning import sort_versions
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import ibis.expr.types as ir
+    import pyarrow as pa
 
     from mlforge.engines.base import Engine
 
@@ -268,6 +271,31 @@ class UnityCatalogStore:
     def _point(self, feature: str, version: str, token: str) -> None:
         meta_tables, meta_ref = self._ref(METADATA_TABLE, for_engine=False)
         meta_tables.upsert_metadata(meta_ref, metadata_row(feature, "latest", version, None, None, token), replace=True)
+
+    def replace_table(self, table: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema, *, keys: list[str]) -> str:
+        """Make ``batches`` the whole content of the plain (unversioned) Delta table
+        ``catalog.schema.table`` -- e.g. what an online store publishes -- and return its name.
+
+        The batches are staged as Parquet first, so a failure leaves the table as it was.
+        """
+        import ibis
+        import pyarrow.parquet as pq
+
+        from mlforge.manifest import canonical_schema
+
+        staging = self.stage(table)
+        try:
+            with pq.ParquetWriter(f"{staging.data_dir}/part-0.parquet", schema) as writer:
+                for batch in batches:
+                    writer.write_batch(batch)
+            tables, ref = self._ref(table, for_engine=False)
+            user_metadata = json.dumps({"mlforge_table": table, "token": staging.token}, sort_keys=True)
+            properties = {"mlforge.keys": ",".join(keys), "mlforge.timestamp": ""}
+            tables.write(ref, staging.data_dir, schema=schema, properties=properties, rows=None, user_metadata=user_metadata)
+            self._register(table, ref, {"schema": canonical_schema(ibis.Schema.from_pyarrow(schema))})
+        finally:
+            self.discard(staging)
+        return self.table_name(table)
 
     # -- reading -------------------------------------------------------------------
     def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table:

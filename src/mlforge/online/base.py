@@ -1,6 +1,8 @@
 """The online store protocol, the key layout and the value codec (contracts O1, O2).
 
-An online store holds, per feature, the newest row of each entity (O1). Every store keeps
+An online store holds, per feature, one value per entity: what ``build --online`` publishes
+(see :mod:`mlforge.online.publication`: the tail of grid rows of a metric feature, the
+newest row of another) or what ``write`` was given. Every store keeps
 the same two things, so a row written through one client reads back identically through
 any other, and stores differ only in how they talk to their server.
 
@@ -61,28 +63,36 @@ class OnlineCapabilities:
     Attributes:
         batched_reads: ``read_many`` answers several features in one round trip.
         fills_from_offline: the offline store ``kind`` whose tables the store's platform
-            copies itself (``publish_table``), instead of rows streamed by mlforge.
+            copies itself (``publish_values`` / ``publish_table``), instead of rows
+            streamed by mlforge (``write`` / ``delete``).
+        in_process: the values live in the serving process itself (``MemoryStore``):
+            ``mlforge serve`` fills it at start and cannot share it between workers.
     """
 
     batched_reads: bool = False
     fills_from_offline: str | None = None
+    in_process: bool = False
 
 
 @runtime_checkable
 class OnlineStore(Protocol):
     """What every online store provides.
 
-    ``write`` upserts rows (newest write wins per entity); ``read`` returns, for each key
-    dict, the stored row as a dict, or ``None`` for an entity the store does not hold
-    (O2: unknown entities are nulls, never errors). A key dict holds exactly the
-    feature's key columns. Every method raises :class:`~mlforge.errors.OnlineStoreError`
-    when the store cannot be reached.
+    ``write`` upserts rows (newest write wins per entity); ``delete`` removes entities;
+    ``read`` returns, for each key dict, the stored row as a dict, or ``None`` for an
+    entity the store does not hold (O2: unknown entities are never errors). A key dict
+    holds exactly the feature's key columns. Every method raises
+    :class:`~mlforge.errors.OnlineStoreError` when the store cannot be reached.
     """
 
     capabilities: ClassVar[OnlineCapabilities]
 
     def write(self, feature: str, key_columns: list[str], batches: Iterable[pa.RecordBatch]) -> int:
         """Upsert every row of ``batches``; returns the number of rows written."""
+        ...
+
+    def delete(self, feature: str, keys: list[dict[str, Any]]) -> int:
+        """Remove these entities (absent ones are no error); returns how many were asked."""
         ...
 
     def read(self, feature: str, keys: list[dict[str, Any]]) -> list[dict[str, Any] | None]: ...
@@ -92,6 +102,16 @@ class OnlineStore(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class PlatformPublisher(Protocol):
+    """A store whose platform copies a table into it (it declares ``fills_from_offline``)."""
+
+    def publish_values(self, offline_store: Any, feature: str, key_columns: list[str], values: Iterable[dict[str, Any]], record: dict[str, Any]) -> int:
+        """Publish one stored value per entity plus the publication ``record`` as the online
+        table of ``feature`` (replacing what it held); returns the entities published."""
+        ...
 
 
 # -- keys ---------------------------------------------------------------------------------
@@ -228,7 +248,11 @@ _DECODERS = {
 
 def _decode(value: Any) -> Any:
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        # A tail's columns are long lists of plain numbers: leave those as they are.
+        for item in value:
+            if type(item) in _CONTAINERS:
+                return [_decode(v) for v in value]
+        return value
     if isinstance(value, dict):
         tag = value.get(TAG)
         if tag == "map":

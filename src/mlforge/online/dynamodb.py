@@ -6,8 +6,9 @@ attribute ``expires_at`` (number, epoch seconds) is DynamoDB's TTL attribute. Dy
 deletes expired items lazily (within days), so reads also drop items past
 ``expires_at`` themselves.
 
-Writes use ``BatchWriteItem`` (25 items a request), reads ``BatchGetItem`` (100 keys a
-request); unprocessed items and keys are retried with exponential backoff.
+Writes and deletes use ``BatchWriteItem`` (25 items a request), reads ``BatchGetItem``
+(100 keys a request; ``read_many`` asks for several features' keys in one request);
+unprocessed items and keys are retried with exponential backoff.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class DynamoDBStore:
         {'pk': {'S': 'user_spend:42'}}
     """
 
-    capabilities: ClassVar[OnlineCapabilities] = OnlineCapabilities()
+    capabilities: ClassVar[OnlineCapabilities] = OnlineCapabilities(batched_reads=True)
 
     kind = "dynamodb"
 
@@ -166,17 +167,39 @@ class DynamoDBStore:
             _backoff(attempt)
         raise OnlineStoreError(f"DynamoDB kept {sum(map(len, pending.values()))} rows of {feature!r} unprocessed after {MAX_ATTEMPTS} attempts", where=repr(self), fix="raise the table's write capacity or use on-demand billing")
 
+    def delete(self, feature: str, keys: list[dict[str, Any]]) -> int:
+        self.ensure_table()
+        texts = list(dict.fromkeys(key_text(k) for k in keys))  # duplicates in one request are an error
+        for chunk in chunked(texts, WRITE_BATCH):
+            self._batch_write([{"DeleteRequest": {"Key": {"pk": {"S": f"{feature}:{t}"}}}} for t in chunk], feature)
+        return len(keys)
+
     def read(self, feature: str, keys: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
-        texts = [key_text(k) for k in keys]
+        pks = [f"{feature}:{key_text(k)}" for k in keys]
         found: dict[str, dict[str, Any]] = {}
+        for chunk in chunked(list(dict.fromkeys(pks)), READ_BATCH):  # duplicates are an error
+            found.update(self._live_items(chunk, feature))
+        return [decode_row(found[pk]["v"]["S"]) if pk in found else None for pk in pks]
+
+    def read_many(self, requests: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any] | None]]:
+        """Several features in one ``BatchGetItem`` (up to its 100 keys; more: feature by feature)."""
+        pks = {feature: [f"{feature}:{key_text(k)}" for k in keys] for feature, keys in requests.items()}
+        wanted = list(dict.fromkeys(pk for feature_pks in pks.values() for pk in feature_pks))
+        if len(wanted) > READ_BATCH:
+            return {feature: self.read(feature, keys) for feature, keys in requests.items()}
+        found = self._live_items(wanted, ", ".join(requests)) if wanted else {}
+        return {feature: [decode_row(found[pk]["v"]["S"]) if pk in found else None for pk in feature_pks] for feature, feature_pks in pks.items()}
+
+    def _live_items(self, pks: list[str], what: str) -> dict[str, dict[str, Any]]:
+        """The items of ``pks`` (at most READ_BATCH) that exist and have not expired, by key."""
         now = self._clock()
-        for chunk in chunked(list(dict.fromkeys(texts)), READ_BATCH):  # duplicates are an error
-            for item in self._batch_get([{"pk": {"S": f"{feature}:{t}"}} for t in chunk], feature):
-                expires = item.get(TTL_ATTRIBUTE)
-                if expires is not None and float(expires["N"]) <= now:
-                    continue
-                found[item["pk"]["S"][len(feature) + 1 :]] = item
-        return [decode_row(found[t]["v"]["S"]) if t in found else None for t in texts]
+        found = {}
+        for item in self._batch_get([{"pk": {"S": pk}} for pk in pks], what):
+            expires = item.get(TTL_ATTRIBUTE)
+            if expires is not None and float(expires["N"]) <= now:
+                continue
+            found[item["pk"]["S"]] = item
+        return found
 
     def _batch_get(self, keys: list[dict[str, Any]], feature: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

@@ -215,6 +215,33 @@ class LakebaseReader:
         return out
 
 
+    def lookup_texts(self, requests: dict[str, tuple[str, str, list[str]]]) -> dict[str, dict[str, str]]:
+        """One ``SELECT ... UNION ALL ...`` over several tables keyed by one text column:
+        ``{table: (key column, value column, keys)}`` -> ``{table: {key: value}}``."""
+        from psycopg import sql
+
+        asked = {table: spec for table, spec in requests.items() if spec[2]}
+        if not asked:
+            return {table: {} for table in requests}
+        parts, params = [], []
+        for table, (key_column, value_column, keys) in asked.items():
+            parts.append(sql.SQL("SELECT {}, {}, {} FROM {} WHERE {} = ANY(%s)").format(
+                sql.Literal(table), sql.Identifier(key_column), sql.Identifier(value_column),
+                sql.Identifier(self.schema, table), sql.Identifier(key_column),
+            ))
+            params.append(sorted(set(keys)))
+        try:
+            rows = self.query(f"read {', '.join(asked)}", sql.SQL(" UNION ALL ").join(parts), params)
+        except OnlineStoreError:
+            for table in asked:
+                self.forget(table)  # a table may have been re-created with other columns
+            raise
+        out: dict[str, dict[str, str]] = {table: {} for table in requests}
+        for table, key, value in rows:
+            out[table][key] = value
+        return out
+
+
 def _psycopg() -> Any:
     try:
         import psycopg

@@ -32,7 +32,7 @@ class MemoryStore:
     [{'user_id': 1, 'total': 2.5}, None]
     """
 
-    capabilities: ClassVar[OnlineCapabilities] = OnlineCapabilities()
+    capabilities: ClassVar[OnlineCapabilities] = OnlineCapabilities(in_process=True)
 
     kind = "memory"
 
@@ -55,6 +55,14 @@ class MemoryStore:
                 rows[key] = (text, expires)
                 written += 1
         return written
+
+    def delete(self, feature: str, keys: list[dict[str, Any]]) -> int:
+        texts = [key_text(k) for k in keys]
+        with self._lock:
+            rows = self._rows.get(feature, {})
+            for text in texts:
+                rows.pop(text, None)
+        return len(texts)
 
     def read(self, feature: str, keys: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
         now = self._clock()

@@ -131,6 +131,11 @@ class RedisStore:
             written += len(chunk)
         return written
 
+    def delete(self, feature: str, keys: list[dict[str, Any]]) -> int:
+        for chunk in chunked(keys, WRITE_BATCH):
+            self._call(f"delete {len(chunk)} entities of {feature!r}", self.client.delete, *[self.key(feature, k) for k in chunk])
+        return len(keys)
+
     def read(self, feature: str, keys: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
         out: list[dict[str, Any] | None] = []
         for chunk in chunked(keys, READ_BATCH):

@@ -1,4 +1,4 @@
-"""Point-in-time retrieval (contract P1-P4, K2) and online lookups (O2).
+"""Point-in-time retrieval (contract P1-P4, K2, O4) and online lookups (O1, O2).
 
 Training data is built as Ibis expressions on one engine. The caller's ``entity_df``
 gets a row number, then each requested feature is left-joined onto it:
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlforge.engines.base import Capability
 from mlforge.errors import RetrievalError
-from mlforge.online.base import read_many
+from mlforge.online.publication import Publication, read_time
 from mlforge.retrieval.frames import (
     arrow_table,
     bound_to,
@@ -37,6 +37,7 @@ from mlforge.retrieval.frames import (
     typed_array,
 )
 from mlforge.retrieval.joins import ROW, attach, prepare_base
+from mlforge.retrieval.online import check_metadata_columns, lookup, metadata_columns
 from mlforge.retrieval.specs import (
     FeatureSpec,
     check_outputs,
@@ -76,28 +77,38 @@ def training_data(workspace: Workspace, defined: Mapping[str, Feature], specs: l
     return wrap(_training_local(workspace, defined, specs, frame, local_kind, timestamp, engine_obj))
 
 
-def online_features(workspace: Workspace, defined: Mapping[str, Feature], specs: list[FeatureSpec], entity_df: Any) -> Any:
-    """The newest feature values per entity from the online store (O1, O2, K2); unknown
-    entities get nulls. Returns the same kind of frame as ``entity_df``."""
+def online_features(workspace: Workspace, defined: Mapping[str, Feature], specs: list[FeatureSpec], entity_df: Any, *, at: Any = None, with_metadata: bool = False) -> Any:
+    """Feature values per entity at read time ``at`` from the online store (O1, O2, O4, K2):
+    what ``get_training_data`` gives for a label at ``at`` (default: now). Unknown entities
+    get what training gives an entity without rows. With ``with_metadata``, two columns per
+    feature follow its values: ``{feature}__label_time`` (the instant the values belong to)
+    and ``{feature}__known`` (whether the store holds the entity). Returns the same kind of
+    frame as ``entity_df``."""
+    import pyarrow as pa
+
     online = workspace.online_store
     if online is None:
         raise RetrievalError("no online store is configured", fix="pass online_store=mlf.RedisStore(...) to Definitions, or set it in the profile")
+    when = read_time(at)
     local, kind, wrap = local_view(entity_df, frame_kind(entity_df))
     plans = [resolve(workspace, defined, spec, None) for spec in specs]
     frame = materialize_columns(local, kind)
     check_outputs(plans, frame.column_names)
+    if with_metadata:
+        check_metadata_columns([p.name for p in plans], frame.column_names)
     rows = frame.to_pylist()
-    key_rows = {plan.name: [online_key(row, plan) for row in rows] for plan in plans}
-    wanted = {name: [i for i, k in enumerate(keys) if k is not None] for name, keys in key_rows.items()}
-    # One request for all features: stores that can (Redis pipelines) answer in one round trip.
-    found = read_many(online, {name: [key_rows[name][i] for i in idx] for name, idx in wanted.items() if idx})
+    stand_ins = {plan.name: Publication.from_record(plan.metadata) for plan in plans}
+    # One request for all features and their publication records: one round trip where the store batches.
+    readings = lookup(online, stand_ins, {plan.name: [online_key(row, plan) for row in rows] for plan in plans}, when)
     columns: dict[str, pa.Array] = {}
     for plan in plans:
-        by_row: list[dict[str, Any] | None] = [None] * len(rows)
-        for i, value in zip(wanted[plan.name], found.get(plan.name, []), strict=True):
-            by_row[i] = value
+        answers = readings[plan.name]
         for col in plan.values:
-            columns[col] = typed_array([r.get(col) if r else None for r in by_row], plan.metadata.schema.get(col))
+            columns[col] = typed_array([r.values.get(col) for r in answers], plan.metadata.schema.get(col))
+        if with_metadata:
+            label_col, known_col = metadata_columns(plan.name)
+            columns[label_col] = pa.array([r.label_time for r in answers], pa.timestamp("us", tz="UTC"))
+            columns[known_col] = pa.array([r.known for r in answers], pa.bool_())
     return wrap(finish(local, kind, arrow_table(columns, len(rows))))
 
 

@@ -19,6 +19,7 @@ ROW = "__mlforge_row"
 _LABEL = "__mlforge_label"
 _TS = "__mlforge_ts"
 _NEWEST = "__mlforge_newest"
+_MATCHED = "__mlforge_matched_ts"
 _KEY = "__mlforge_key_{}"
 _EMPTY_ZERO = ("count", "sum")  # W4: these read 0 for an empty window, the rest null
 
@@ -72,8 +73,22 @@ def _join_feature(base: ir.Table, plan: Plan, engine: Engine, point_in_time: boo
         joined = base.left_join(right, [*on(base, right), base[grid] == right[_TS]]).select(*base.columns, *plan.values)
         filled = {v: ibis.ifelse(joined[_LABEL].isnull(), joined[v], joined[v].fill_null(0)) for v in plan.values if v in plan.empty_zero}
         return joined.mutate(**filled) if filled else joined
-    join = AsofJoin(row=ROW, label=_LABEL, time=_TS, left_keys=plan.keys, right_keys=tuple(keys), values=plan.values)
-    return engine.asof_backward(base, right, join)
+    if plan.ttl is None:
+        join = AsofJoin(row=ROW, label=_LABEL, time=_TS, left_keys=plan.keys, right_keys=tuple(keys), values=plan.values)
+        return engine.asof_backward(base, right, join)
+    return _asof_within_ttl(base, right.mutate(**{_MATCHED: right[_TS]}), plan, tuple(keys), engine)
+
+
+def _asof_within_ttl(base: ir.Table, right: ir.Table, plan: Plan, keys: tuple[str, ...], engine: Engine) -> ir.Table:
+    """O4: the newest row at or before ``L`` counts only if it is not older than ``L - ttl``
+    (a row with ``ts = L - ttl`` counts); older ones are ignored, so the values are null."""
+    import ibis
+
+    join = AsofJoin(row=ROW, label=_LABEL, time=_TS, left_keys=plan.keys, right_keys=keys, values=(*plan.values, _MATCHED))
+    joined = engine.asof_backward(base, right, join)
+    too_old = joined[_MATCHED] < joined[_LABEL] - ibis.interval(seconds=plan.ttl)
+    expired = {v: ibis.ifelse(too_old, ibis.null().cast(joined[v].type()), joined[v]) for v in plan.values}
+    return joined.mutate(**expired).drop(_MATCHED)
 
 
 def _latest(right: ir.Table, rkeys: list[str], ts: str | None) -> ir.Table:

@@ -68,6 +68,7 @@ class Plan:
     keys: tuple[str, ...]
     timestamp: str | None
     interval: int | None  # grid step in seconds; metric features only
+    ttl: int | None  # seconds a row stays valid after its timestamp (O4); non-metric only
     values: tuple[str, ...]
     empty_zero: frozenset[str]
     entities: tuple[Entity, ...]
@@ -121,6 +122,7 @@ def resolve(workspace: Workspace, defined: Mapping[str, Feature], spec: FeatureS
         keys=keys,
         timestamp=ts if table is None or ts in table.columns else None,
         interval=parse_duration(record.interval) if metrics and record.interval else None,
+        ttl=parse_duration(record.ttl) if record.ttl and not metrics else None,
         values=tuple(values),
         empty_zero=frozenset(m.name for m in metrics if m.function in _EMPTY_ZERO),
         entities=_entities(record),

@@ -1,0 +1,66 @@
+"""Online lookups at a read time: one store round trip, then the values at ``T`` (O1, O2, O4).
+
+``lookup`` asks the store for every requested entity of every feature *and* the features'
+publication records in one ``read_many`` call (one round trip on stores with batched
+reads), then reads each entity's value at ``T`` with
+:func:`mlforge.online.publication.value_at`. Both the Python API
+(:func:`mlforge.retrieval.online_features`) and ``mlforge serve`` go through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from mlforge.errors import RetrievalError
+from mlforge.online.base import read_many
+from mlforge.online.publication import (
+    PUBLICATIONS,
+    Publication,
+    Reading,
+    check_read_time,
+    value_at,
+)
+
+if TYPE_CHECKING:
+    from mlforge.online.base import OnlineStore
+
+
+def lookup(store: OnlineStore, stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime) -> dict[str, list[Reading]]:
+    """``{feature: [reading per key]}`` at read time ``at``.
+
+    Args:
+        store: the online store.
+        stand_ins: per feature, how to read it when the store holds no publication record
+            (rows written directly): from its stored metadata, or its definition.
+        requests: per feature, one key dict per entity; ``None`` (a null key) reads as an
+            unknown entity.
+        at: the read time, aware UTC.
+
+    Raises:
+        RetrievalError: ``at`` is before a published version's watermark (O1 holds from there on).
+    """
+    wanted = {name: [k for k in keys if k is not None] for name, keys in requests.items()}
+    found = read_many(store, {**wanted, PUBLICATIONS: [{"feature": name} for name in requests]})
+    records = dict(zip(requests, found.get(PUBLICATIONS) or [None] * len(requests), strict=True))
+    out: dict[str, list[Reading]] = {}
+    for name, keys in requests.items():
+        record = records[name]
+        publication = Publication.from_row(record) if record is not None else stand_ins[name]
+        if record is not None:
+            check_read_time(publication, at)
+        rows = iter(found.get(name) or [])
+        out[name] = [value_at(publication, key or {}, None if key is None else next(rows), at, published=record is not None) for key in keys]
+    return out
+
+
+def metadata_columns(name: str) -> tuple[str, str]:
+    """The opt-in columns ``get_online_features(..., with_metadata=True)`` adds per feature."""
+    return f"{name}__label_time", f"{name}__known"
+
+
+def check_metadata_columns(names: Sequence[str], taken: Sequence[str]) -> None:
+    clash = [c for name in names for c in metadata_columns(name) if c in taken]
+    if clash:
+        raise RetrievalError(f"entity_df already has the column(s) {clash} that with_metadata=True adds", fix="rename those columns, or leave with_metadata off")
