@@ -203,3 +203,12 @@ def test_a_down_store_raises_a_clear_error_and_serve_answers_503(make_store):
     answer = client.post("/features/online", json={"features": ["spend"], "entity": {"user_id": 1}})
     assert answer.status_code == 503
     assert "online store unavailable" in answer.json()["detail"] and "Traceback" not in answer.text
+
+
+def test_delete_removes_entities_and_ignores_absent_ones(make_store):
+    # build --online removes entities that no longer have a value (O1: nothing stale is served)
+    store = make_store()
+    store.write("gone", ["user_id"], [pa.table({"user_id": [1, 2, 3], "n": [1, 2, 3]})])
+    assert store.delete("gone", [{"user_id": 1}, {"user_id": "3"}, {"user_id": 99}]) == 3
+    assert store.read("gone", [{"user_id": 1}, {"user_id": 2}, {"user_id": 3}]) == [None, {"user_id": 2, "n": 2}, None]
+    assert store.delete("never_written", [{"user_id": 1}]) == 1
