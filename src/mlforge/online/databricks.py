@@ -216,9 +216,9 @@ class DatabricksOnlineStore(PipelinePublishing):
             log.info("published %s to legacy online table %s (row count not available)", source, online_name)
             return 0
         if not self._has_primary_key(source):
-            metadata = offline_store.read_metadata(feature, version)
-            timestamp = metadata.get("timestamp")
-            self._add_primary_key(source, f"{feature}_pk", list(metadata["keys"]), [timestamp] if timestamp else None)
+            record = offline_store.read_record(feature, version)
+            timestamp = record.timestamp
+            self._add_primary_key(source, f"{feature}_pk", list(record.keys), [timestamp] if timestamp else None)
         self._ensure_online_store()
         self._publish(source, online_name)
         self._lakebase.forget(feature)

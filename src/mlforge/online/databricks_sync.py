@@ -171,9 +171,9 @@ class PipelinePublishing:
             OnlineTableSpecTriggeredSchedulingPolicy,
         )
 
-        metadata = offline_store.read_metadata(feature, version)
-        schedule = {"run_continuously": OnlineTableSpecContinuousSchedulingPolicy()} if self.sync_mode == "continuous" else {"run_triggered": OnlineTableSpecTriggeredSchedulingPolicy()}
-        spec = OnlineTableSpec(source_table_full_name=source, primary_key_columns=list(metadata["keys"]), timeseries_key=metadata.get("timestamp"), perform_full_copy=self.sync_mode == "snapshot", **schedule)
+        record = offline_store.read_record(feature, version)
+        schedule: dict[str, Any] = {"run_continuously": OnlineTableSpecContinuousSchedulingPolicy()} if self.sync_mode == "continuous" else {"run_triggered": OnlineTableSpecTriggeredSchedulingPolicy()}
+        spec = OnlineTableSpec(source_table_full_name=source, primary_key_columns=list(record.keys), timeseries_key=record.timestamp, perform_full_copy=self.sync_mode == "snapshot", **schedule)
         try:
             self._sdk(f"create legacy online table {online_name}", lambda: self.client.online_tables.create(OnlineTable(name=online_name, spec=spec)).result())
             return
