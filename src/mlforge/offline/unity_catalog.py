@@ -292,7 +292,7 @@ class UnityCatalogStore:
             user_metadata = json.dumps({"mlforge_table": table, "token": staging.token}, sort_keys=True)
             properties = {"mlforge.keys": ",".join(keys), "mlforge.timestamp": ""}
             tables.write(ref, staging.data_dir, schema=schema, properties=properties, rows=None, user_metadata=user_metadata)
-            self._register(table, ref, {"schema": canonical_schema(ibis.Schema.from_pyarrow(schema))})
+            self._register(table, ref, canonical_schema(ibis.Schema.from_pyarrow(schema)), properties)
         finally:
             self.discard(staging)
         return self.table_name(table)

@@ -59,6 +59,7 @@ from mlforge.online.databricks_sync import PipelinePublishing, sdk_error
 from mlforge.online.lakebase import POOL_SIZE as POOL_SIZE  # re-exported: the pool's size
 from mlforge.online.lakebase import LakebaseReader, NoOnlineStore, coerce_key
 from mlforge.online.publication import PUBLICATIONS
+from mlforge.records import VersionRecord
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +217,7 @@ class DatabricksOnlineStore(PipelinePublishing):
             log.info("published %s to legacy online table %s (row count not available)", source, online_name)
             return 0
         if not self._has_primary_key(source):
-            record = offline_store.read_record(feature, version)
+            record = VersionRecord.from_dict(offline_store.read_metadata(feature, version))
             timestamp = record.timestamp
             self._add_primary_key(source, f"{feature}_pk", list(record.keys), [timestamp] if timestamp else None)
         self._ensure_online_store()

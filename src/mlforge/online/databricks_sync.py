@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from mlforge.errors import OnlineStoreError
+from mlforge.records import VersionRecord
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ class PipelinePublishing:
             OnlineTableSpecTriggeredSchedulingPolicy,
         )
 
-        record = offline_store.read_record(feature, version)
+        record = VersionRecord.from_dict(offline_store.read_metadata(feature, version))
         schedule: dict[str, Any] = {"run_continuously": OnlineTableSpecContinuousSchedulingPolicy()} if self.sync_mode == "continuous" else {"run_triggered": OnlineTableSpecTriggeredSchedulingPolicy()}
         spec = OnlineTableSpec(source_table_full_name=source, primary_key_columns=list(record.keys), timeseries_key=record.timestamp, perform_full_copy=self.sync_mode == "snapshot", **schedule)
         try:
