@@ -121,6 +121,8 @@ class OnlineStoreError(MlforgeError):
     """An online store is unreachable or returned an error."""
 
     exit_code = 1
+    #: The store's own error code, when it gave one (e.g. DynamoDB's ``ResourceNotFoundException``).
+    code: str | None = None
 
 
 class PublishOnlyError(OnlineStoreError):

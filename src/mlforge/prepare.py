@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mlforge.definitions.source import TIMESTAMP_FORMATS, Timestamp
 from mlforge.errors import BuildError, DefinitionError, EngineError, SourceError
 
 if TYPE_CHECKING:
+    import ibis.expr.datatypes as dt
     import ibis.expr.types as ir
 
     from mlforge.definitions.entity import Entity
@@ -101,7 +102,7 @@ def _parse_strings(table: ir.Table, ts: Timestamp, engine: Engine, where: str) -
     if "%z" in fmt:
         text = text.re_replace(r"Z$", "+00:00")
     parsed = engine.parse_timestamp(text, fmt)
-    if parsed.type().timezone or "%z" in fmt:
+    if cast("dt.Timestamp", parsed.type()).timezone or "%z" in fmt:
         parsed = engine.to_utc_naive(parsed)
     return parsed
 
@@ -135,7 +136,7 @@ def key_text(table: ir.Table, entity: Entity, where: str) -> ir.StringValue:
             )
         text = col if dtype.is_string() else col.cast("string")
         parts.append(text.fill_null(NULL_TEXT))
-    return ibis.literal(KEY_SEPARATOR).join(parts) if len(parts) > 1 else parts[0]
+    return cast("ir.StringValue", ibis.literal(KEY_SEPARATOR)).join(parts) if len(parts) > 1 else parts[0]
 
 
 def add_surrogate_key(table: ir.Table, entity: Entity, engine: Engine, where: str) -> ir.Table:

@@ -94,7 +94,7 @@ def publish_latest(workspace: Workspace, feature: Feature, version: str | None =
         )
     started = time.perf_counter()
     record = workspace.offline_store.read_record(feature.name, version)
-    version = record.version
+    version = str(record.version)  # a stored record always names its version
     engine = workspace.engine_for(feature)
     try:
         previous = read_publication(store, feature.name)
@@ -119,7 +119,7 @@ def read_publication(store: OnlineStore, feature: str) -> Publication | None:
 
 
 def _publish_rows(workspace: Workspace, store: OnlineStore, publication: Publication, previous: Publication | None, engine: Engine, batch_rows: int) -> tuple[int, int]:
-    name, version = publication.feature, publication.version
+    name, version = publication.feature, str(publication.version)  # built from a stored record
     earlier = _earlier_versions(workspace, store, name, version, previous)
     _write_record(store, publication, present=(*earlier, version))  # a crash from here on leaves all of them listed
     table = workspace.offline_store.read(name, engine, version)
@@ -138,7 +138,7 @@ def _publish_rows(workspace: Workspace, store: OnlineStore, publication: Publica
 def _publish_on_platform(workspace: Workspace, store: OnlineStore, publication: Publication, previous: Publication | None, engine: Engine, batch_rows: int) -> tuple[int, int]:
     """The platform replaces the online table with this one: nothing to delete, only to count."""
     offline = workspace.offline_store
-    name, version = publication.feature, publication.version
+    name, version = publication.feature, str(publication.version)  # built from a stored record
     table = offline.read(name, engine, version)
     written: set[str] = set()
 

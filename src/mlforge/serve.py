@@ -349,7 +349,7 @@ class _Metrics:
             registry = prom.CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
             return prom.generate_latest(registry), prom.CONTENT_TYPE_LATEST
-        return prom.generate_latest(self.registry), prom.CONTENT_TYPE_LATEST
+        return prom.generate_latest(self.registry or prom.REGISTRY), prom.CONTENT_TYPE_LATEST
 
 
 class _TimingMiddleware:

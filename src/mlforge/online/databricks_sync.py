@@ -27,13 +27,19 @@ _CONTINUOUS_READY = {"SYNCED_TABLE_ONLINE", "SYNCED_TABLE_ONLINE_CONTINUOUS_UPDA
 class PipelinePublishing:
     """Publishing a Unity Catalog table to a Lakebase online table and waiting for its sync."""
 
-    client: Any
     online_store: str
     capacity: str
     sync_mode: str
     sync_timeout: float
     poll_interval: float
-    where: str
+
+    @property
+    def client(self) -> Any:  # provided by the store
+        raise NotImplementedError
+
+    @property
+    def where(self) -> str:  # provided by the store
+        raise NotImplementedError
 
     def _sdk(self, action: str, call: Any) -> Any:  # provided by the store
         raise NotImplementedError

@@ -117,7 +117,7 @@ class DynamoDBStore:
         try:
             self._guard("describe the table", lambda: self.client.describe_table(TableName=self.table_name))
         except OnlineStoreError as exc:
-            if getattr(exc, "code", None) == "ResourceNotFoundException":
+            if exc.code == "ResourceNotFoundException":
                 return False
             raise
         return True
@@ -208,7 +208,7 @@ class DynamoDBStore:
             try:
                 answer = self._guard(f"read {feature!r}", lambda p=pending: self.client.batch_get_item(RequestItems=p))
             except OnlineStoreError as exc:
-                if getattr(exc, "code", None) == "ResourceNotFoundException" and self.auto_create:
+                if exc.code == "ResourceNotFoundException" and self.auto_create:
                     return []  # nothing was ever published: every entity is unknown (O2)
                 raise
             items += answer.get("Responses", {}).get(self.table_name, [])

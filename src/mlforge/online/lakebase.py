@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, LiteralString, cast
 
 from mlforge.errors import OnlineStoreError, missing_extra
 
@@ -197,7 +197,7 @@ class LakebaseReader:
             return {}
         visible = [c for c in columns if not c.startswith(_INTERNAL_PREFIX)]
         arrays = [sorted({w[i] for w in wanted}, key=repr) if len(names) == 1 else [w[i] for w in wanted] for i in range(len(names))]
-        casts = [sql.SQL("%s::{}[]").format(sql.SQL(columns[n])) for n in names]
+        casts = [sql.SQL("%s::{}[]").format(sql.SQL(cast(LiteralString, columns[n]))) for n in names]  # type names read from the catalog
         if len(names) == 1:
             where = sql.SQL("{} = ANY({})").format(sql.Identifier(names[0]), casts[0])
         else:

@@ -113,7 +113,7 @@ class Publication:
         ttl = parse_duration(record.ttl) if record.ttl and not metrics else None
         empty = tuple((m.name, empty_value(m.function, schema.get(m.name))) for m in metrics if m.function in EMPTY_IS_ZERO)
         watermark = record.watermark if ts else None
-        return cls(record.name, record.version, keys, ts, interval, ttl, watermark, columns, empty, tuple(present), published_at)
+        return cls(record.name, record.version or "", keys, ts, interval, ttl, watermark, columns, empty, tuple(present), published_at)
 
     @classmethod
     def from_feature(cls, feature: Feature) -> Publication:
@@ -244,7 +244,8 @@ def _unknown(publication: Publication, key: Mapping[str, Any], at: datetime) -> 
     """O2: an entity without rows reads as training gives it (W4 for metric features)."""
     if not publication.is_metric:
         return Reading(dict.fromkeys(publication.columns), None, False, None)
-    label = (math.floor(at.timestamp()) // publication.interval) * publication.interval
+    interval = publication.interval or 1  # a metric publication always has one
+    label = (math.floor(at.timestamp()) // interval) * interval
     label_time = datetime.fromtimestamp(label, tz=UTC)
     values = publication.empty_values
     return Reading(values, label_time, False, _with_label(dict(key), publication.timestamp, label_time, values))

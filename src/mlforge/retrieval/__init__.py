@@ -141,7 +141,7 @@ def _training_local(workspace: Workspace, defined: Mapping[str, Feature], specs:
     out = engine.to_arrow(result.select(ROW, *values))
     if out.num_rows != arrow.num_rows:  # P1 holds by construction; this guards the plan
         raise RetrievalError(f"retrieval produced {out.num_rows} rows for {arrow.num_rows} entity rows", fix="this is a bug in mlforge; please report it")
-    out = out.take(pc.sort_indices(out.column(ROW))).drop_columns([ROW])
+    out = out.take(pc.sort_indices(out.column(ROW))).drop_columns([ROW])  # ty: ignore[missing-attribute] - generated at import
     return finish(frame, kind, out)
 
 

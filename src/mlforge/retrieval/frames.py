@@ -74,7 +74,7 @@ def finish(frame: Any, kind: str, features: pa.Table) -> Any:
     if kind == "polars":
         import polars as pl
 
-        return frame.hstack(pl.from_arrow(features).get_columns()) if features.num_columns else frame
+        return frame.hstack(pl.DataFrame(features).get_columns()) if features.num_columns else frame
     for name in features.column_names:
         frame = frame.append_column(name, features.column(name))
     return frame

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mlforge.engines.asof import AsofJoin
 from mlforge.errors import RetrievalError
 from mlforge.prepare import add_surrogate_key
 
 if TYPE_CHECKING:
+    import ibis.expr.datatypes as dt
     import ibis.expr.types as ir
 
     from mlforge.definitions.entity import Entity
@@ -69,7 +70,8 @@ def _join_feature(base: ir.Table, plan: Plan, engine: Engine, point_in_time: boo
         grid = f"__mlforge_grid_{plan.interval}"
         if grid not in base.columns:
             seconds = engine.epoch_seconds(base[_LABEL])
-            base = base.mutate(**{grid: ((seconds // plan.interval) * plan.interval).as_timestamp("s").cast(dt.Timestamp(scale=6))})
+            grid_seconds = cast("ir.IntegerValue", (seconds // plan.interval) * plan.interval)
+            base = base.mutate(**{grid: grid_seconds.as_timestamp("s").cast(dt.Timestamp(scale=6))})
         joined = base.left_join(right, [*on(base, right), base[grid] == right[_TS]]).select(*base.columns, *plan.values)
         filled = {v: ibis.ifelse(joined[_LABEL].isnull(), joined[v], joined[v].fill_null(0)) for v in plan.values if v in plan.empty_zero}
         return joined.mutate(**filled) if filled else joined
@@ -110,5 +112,5 @@ def _key_as(col: ir.Value, dtype: Any) -> ir.Value:
 def _naive(col: ir.TimestampValue, engine: Engine) -> ir.TimestampValue:
     import ibis.expr.datatypes as dt
 
-    value = engine.to_utc_naive(col) if col.type().timezone else col
-    return value.cast(dt.Timestamp(scale=6))
+    value = engine.to_utc_naive(col) if cast("dt.Timestamp", col.type()).timezone else col
+    return cast("ir.TimestampValue", value.cast(dt.Timestamp(scale=6)))
