@@ -22,7 +22,6 @@ _TIME = "__mlforge_time"
 _IS_LABEL = "__mlforge_is_label"
 _MATCH_ROW = "__mlforge_match_row"
 _KEY = "__mlforge_key_{}"
-_EMPTY_ZERO = ("count", "sum")  # W4: these read 0 for an empty window, the rest null
 
 
 def _prepare(base: ir.Table, plans: list[_Plan], computed: dict[str, Entity], timestamp: str | None, engine: Engine) -> ir.Table:

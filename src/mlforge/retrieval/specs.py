@@ -6,13 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlforge.aggregations import ZERO_WHEN_EMPTY
 from mlforge.errors import MlforgeError, RetrievalError, VersionNotFound
 
 if TYPE_CHECKING:
     from mlforge.definitions.entity import Entity
     from mlforge.engines.base import Engine
-
-_EMPTY_ZERO = ("count", "sum")  # W4: these read 0 for an empty window, the rest null
 
 
 @dataclass(frozen=True)
@@ -139,7 +138,7 @@ def _resolve(defs: Any, spec: FeatureSpec, engine: Engine | None) -> _Plan:
         timestamp=ts if table is None or ts in table.columns else None,
         interval=parse_duration(metadata["interval"]) if metrics and metadata.get("interval") else None,
         values=tuple(values),
-        empty_zero=frozenset(m["name"] for m in metrics if m["function"] in _EMPTY_ZERO),
+        empty_zero=frozenset(m["name"] for m in metrics if m["function"] in ZERO_WHEN_EMPTY),
         entities=_entities(metadata),
         metadata=metadata,
         table=table,
