@@ -5,7 +5,7 @@ The plan uses only the portable subset of Ibis that DuckDB, Polars and PySpark a
 1. drop events with a null key or timestamp (W9) and give each event its grid bucket
    ``b = floor(epoch_seconds(ts) / interval)``; bucket ``b`` holds ``[b*I, (b+1)*I)``;
 2. aggregate per ``(keys, b)`` into partial aggregates (count, sum, min, max) -- or keep
-   the raw events when a metric needs them (``std``, ``median``);
+   the raw events when a metric needs them (``std``, ``median``: no partials);
 3. cross join with a small table of offsets ``o = 1..M`` (``M = max_window / I``): the
    events of bucket ``b`` belong to the windows of labels ``k = b + o``; a window of ``m``
    intervals at label ``k`` is exactly the buckets with ``o <= m`` (W1: ``t - w <= e < t``);
@@ -15,8 +15,8 @@ Every emitted ``(keys, k)`` has at least one event within the largest window, an
 label with such an event is emitted (W3); empty windows give 0 for count/sum and null
 otherwise (W4).
 
-Engines with the ``window_functions`` capability run partial aggregates (everything but
-``std`` and ``median``) with a plan that does not multiply the partials by ``M``:
+Engines with the ``window_functions`` capability run metrics made of partial aggregates
+(all but ``std`` and ``median`` today) with a plan that does not multiply the partials by ``M``:
 
 3'. per key, the buckets that hold events form *islands*: runs whose gaps are at most
     ``M`` buckets. Each island ``[first, last]`` yields the labels ``first+1 .. last+M``,
@@ -29,14 +29,19 @@ Engines with the ``window_functions`` capability run partial aggregates (everyth
     not a join) and are dropped after framing.
 
 Both plans give identical results (W8); the parity suite runs each against the oracle.
+
+Which aggregations exist and how each one is computed (over a window's raw events, or
+from the partials both plans share) is the table in :mod:`mlforge.aggregations`; this
+module branches on no aggregation name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlforge.aggregations import AGGREGATIONS, PARTIALS, Aggregation, Partial
 from mlforge.errors import DefinitionError
 
 if TYPE_CHECKING:
@@ -46,8 +51,6 @@ if TYPE_CHECKING:
     from mlforge.definitions.metrics import MetricColumn
     from mlforge.engines.base import Engine
 
-#: Functions that need the raw values of a window rather than partial aggregates.
-RAW_FUNCTIONS = frozenset({"std", "median"})
 _BUCKET = "__mlforge_bucket"
 _OFFSET = "__mlforge_offset"
 _LABEL = "__mlforge_label"
@@ -68,7 +71,7 @@ class LabelRange:
 
 def metric_plan_name(columns: Sequence[MetricColumn]) -> str:
     """``raw`` when some metric needs raw values, else ``partial``."""
-    return "raw" if any(c.function in RAW_FUNCTIONS for c in columns) else "partial"
+    return "raw" if any(AGGREGATIONS[c.function].needs_raw for c in columns) else "partial"
 
 
 def check_metric_inputs(feature: Feature, schema: Any) -> None:
@@ -91,7 +94,7 @@ def check_metric_inputs(feature: Feature, schema: Any) -> None:
                 fix=f"return {col.field!r} from the function, or use one of {sorted(names)}",
             )
         dtype = schema[col.field]
-        if col.function != "count" and not dtype.is_numeric() and not (col.function in ("min", "max") and (dtype.is_temporal() or dtype.is_string())):
+        if not AGGREGATIONS[col.function].accepts(dtype):
             raise DefinitionError(
                 f"cannot take {col.function} of column {col.field!r} of type {dtype}",
                 where=where,
@@ -123,7 +126,8 @@ def compile_metrics(feature: Feature, table: ir.Table, engine: Engine, labels: L
     fields = list(dict.fromkeys(c.field for c in columns))
     plan = plan or choose_plan(columns, engine)
     if plan not in PLANS or (plan == "window" and metric_plan_name(columns) == "raw"):
-        raise DefinitionError(f"unknown metric plan {plan!r} for these metrics", fix=f"use one of {PLANS}; std and median need 'spread'")
+        raw = " and ".join(a.name for a in AGGREGATIONS.values() if a.needs_raw)
+        raise DefinitionError(f"unknown metric plan {plan!r} for these metrics", fix=f"use one of {PLANS}; {raw} need 'spread'")
 
     events = table.filter([table[k].notnull() for k in keys] + [table[ts].notnull()])
     events = events.select(*keys, *fields, **{_BUCKET: _floor_div(engine.epoch_seconds(events[ts]), interval)})
@@ -131,11 +135,11 @@ def compile_metrics(feature: Feature, table: ir.Table, engine: Engine, labels: L
     if labels is not None:
         out = _filter_labels(out, labels, interval)
     for c in columns:
-        if c.function in ("count", "sum"):
+        if AGGREGATIONS[c.function].zero_when_empty:
             out = out.mutate(**{c.output_name: out[c.output_name].fill_null(0)})
     label_ts = (out[_LABEL] * interval).as_timestamp("s").cast("timestamp('UTC', 6)")
     schema = table.schema()
-    values = {c.output_name: _explicit_cast(out[c.output_name], output_type(c.function, schema[c.field])) for c in columns}
+    values = {c.output_name: _explicit_cast(out[c.output_name], AGGREGATIONS[c.function].output_type(schema[c.field])) for c in columns}
     return out.select(*keys, **{ts: label_ts}, **values)
 
 
@@ -179,10 +183,10 @@ def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
     # Each (partial, window) frame once: mean shares the frames of sum and count.
     frames: dict[str, ir.Value] = {}
     for c in columns:
-        for partial in _frame_partials(c.function):
+        for partial in AGGREGATIONS[c.function].partials:
             name = _frame_name(c, partial)
             if name not in frames:
-                frames[name] = _windowed(rows, _partial_names(c.field)[partial], partial, keys, c.window_seconds // interval)
+                frames[name] = _windowed(rows, _partial_names(c.field)[partial], PARTIALS[partial], keys, c.window_seconds // interval)
     trimmed = _SPINE in rows.columns
     framed = rows.select(*keys, _LABEL, *([_SPINE] if trimmed else []), **frames)
     if trimmed:  # the partials' own rows carried values into the frames; they are no labels
@@ -220,17 +224,12 @@ def _labels_in_range(islands: ir.Table, shifted: ir.Table, keys: list[str], valu
     return spine.union(carriers)
 
 
-def _frame_partials(function: str) -> tuple[str, ...]:
-    return ("sum", "count") if function == "mean" else (function,)
-
-
-def _windowed(rows: ir.Table, partial: str, function: str, keys: list[str], intervals: int) -> ir.Value:
-    """A partial aggregate over a ``RANGE`` frame of ``intervals`` labels (rule W1)."""
+def _windowed(rows: ir.Table, column: str, partial: Partial, keys: list[str], intervals: int) -> ir.Value:
+    """The partials in ``column`` rolled up over a ``RANGE`` frame of ``intervals`` labels (rule W1)."""
     import ibis
 
     frame = ibis.window(group_by=keys, order_by=_LABEL, range=(-(intervals - 1), 0))
-    value = rows[partial]
-    return value.sum().over(frame) if function in ("count", "sum") else getattr(value, function)().over(frame)
+    return partial.roll_up(rows[column]).over(frame)
 
 
 def _frame_name(column: MetricColumn, partial: str) -> str:
@@ -239,10 +238,15 @@ def _frame_name(column: MetricColumn, partial: str) -> str:
 
 
 def _from_frames(framed: ir.Table, column: MetricColumn) -> ir.Value:
-    if column.function == "mean":
-        total = framed[_frame_name(column, "sum")].cast("float64")
-        return total / framed[_frame_name(column, "count")].nullif(0).cast("float64")
-    return framed[_frame_name(column, column.function)]
+    aggregation = AGGREGATIONS[column.function]
+    return _finish(aggregation, {p: framed[_frame_name(column, p)] for p in aggregation.partials})
+
+
+def _finish(aggregation: Aggregation, rolled: Mapping[str, ir.Value]) -> ir.Value:
+    """``aggregation``'s value from its rolled-up partials."""
+    if aggregation.from_partials is None:
+        raise DefinitionError(f"aggregation {aggregation.name!r} needs raw values", fix="this is a bug in mlforge; please report it")
+    return aggregation.from_partials(rolled)
 
 
 def _explicit_cast(value: ir.Value, target: Any) -> ir.Value:
@@ -254,81 +258,37 @@ def _explicit_cast(value: ir.Value, target: Any) -> ir.Value:
     return ops.Cast(value, to=dt.dtype(target)).to_expr()
 
 
-def output_type(function: str, field_type: Any) -> Any:
-    """The stored type of a metric column (rule W5)."""
-    if function == "count":
-        return "int64"
-    if function == "sum":
-        return "int64" if field_type.is_integer() or field_type.is_boolean() else "float64"
-    if function in ("mean", "std", "median"):
-        return "float64"
-    return field_type
-
-
 def _floor_div(value: ir.IntegerValue, divisor: int) -> ir.IntegerValue:
     # Ibis's // floors on DuckDB, Polars and Spark alike (checked for negatives in tests).
     return (value // divisor).cast("int64")
 
 
 def _partial_names(field: str) -> dict[str, str]:
-    return {p: f"__mlforge_{p}__{field}" for p in ("count", "sum", "min", "max")}
+    return {p: f"__mlforge_{p}__{field}" for p in PARTIALS}
 
 
 def _partials(events: ir.Table, keys: list[str], fields: list[str], columns: Sequence[MetricColumn]) -> ir.Table:
     """Per ``(keys, bucket)`` partial aggregates of each field, only those the metrics need."""
     needed: dict[str, set[str]] = {f: set() for f in fields}
     for c in columns:
-        needed[c.field] |= {"count", "sum"} if c.function == "mean" else {c.function}
+        needed[c.field] |= set(AGGREGATIONS[c.function].partials)
     aggs: dict[str, Any] = {}
     for field, parts in needed.items():
         names = _partial_names(field)
-        col = events[field]
-        if "count" in parts:
-            aggs[names["count"]] = col.count()
-        if "sum" in parts:
-            aggs[names["sum"]] = col.sum()
-        if "min" in parts:
-            aggs[names["min"]] = col.min()
-        if "max" in parts:
-            aggs[names["max"]] = col.max()
+        for name, partial in PARTIALS.items():  # in table order, whatever order the metrics name them
+            if name in parts:
+                aggs[names[name]] = partial.of_bucket(events[field])
     return events.group_by([*keys, _BUCKET]).aggregate(**aggs)
 
 
 def _combine(spread: ir.Table, column: MetricColumn, interval: int, raw: bool) -> ir.Value:
     """The aggregate of one metric window over the spread table."""
     in_window = spread[_OFFSET] <= column.window_seconds // interval
-    function = column.function
+    aggregation = AGGREGATIONS[column.function]
     if raw:
-        value = spread[column.field]
-        if function == "count":
-            return value.count(where=in_window)
-        if function == "sum":
-            return value.sum(where=in_window)
-        if function == "mean":
-            return value.cast("float64").mean(where=in_window)
-        if function == "std":
-            return value.cast("float64").std(how="sample", where=in_window)
-        if function == "median":
-            # Not ``where=``: Ibis turns that into percentile(x, IF(cond, 0.5, NULL)) on
-            # Spark, which rejects a non-constant percentage.
-            import ibis
-
-            return in_window.ifelse(value.cast("float64"), ibis.null("float64")).median()
-        return getattr(value, function)(where=in_window)
+        return aggregation.of_raw(spread[column.field], in_window)
     names = _partial_names(column.field)
-    if function == "count":
-        return spread[names["count"]].sum(where=in_window)
-    if function == "sum":
-        return spread[names["sum"]].sum(where=in_window)
-    if function == "mean":
-        total = spread[names["sum"]].sum(where=in_window).cast("float64")
-        count = spread[names["count"]].sum(where=in_window)
-        return total / count.nullif(0).cast("float64")
-    if function == "min":
-        return spread[names["min"]].min(where=in_window)
-    if function == "max":
-        return spread[names["max"]].max(where=in_window)
-    raise DefinitionError(f"aggregation {function!r} needs raw values", fix="this is a bug in mlforge; please report it")
+    return _finish(aggregation, {p: PARTIALS[p].roll_up(spread[names[p]], where=in_window) for p in aggregation.partials})
 
 
 def _filter_labels(out: ir.Table, labels: LabelRange, interval: int) -> ir.Table:

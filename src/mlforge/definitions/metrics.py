@@ -13,7 +13,8 @@ from datetime import timedelta
 from mlforge.definitions.durations import format_duration, parse_duration
 from mlforge.errors import DefinitionError
 
-#: Supported aggregation functions and their output type rule (W5).
+#: The aggregation names a metric may use (W5), checked when a metric is declared. Each has
+#: one entry in :data:`mlforge.aggregations.AGGREGATIONS`, which says how it is computed.
 FUNCTIONS: tuple[str, ...] = ("count", "sum", "mean", "min", "max", "std", "median")
 
 

@@ -22,7 +22,6 @@ _TS = "__mlforge_ts"
 _NEWEST = "__mlforge_newest"
 _MATCHED = "__mlforge_matched_ts"
 _KEY = "__mlforge_key_{}"
-_EMPTY_ZERO = ("count", "sum")  # W4: these read 0 for an empty window, the rest null
 
 
 def prepare_base(base: ir.Table, plans: list[Plan], computed: dict[str, Entity], timestamp: str | None, engine: Engine) -> ir.Table:

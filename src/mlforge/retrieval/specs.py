@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlforge.aggregations import ZERO_WHEN_EMPTY
 from mlforge.definitions.durations import parse_duration
 from mlforge.definitions.entity import Entity
 from mlforge.definitions.feature import Feature
@@ -17,8 +18,6 @@ from mlforge.versioning import is_version
 if TYPE_CHECKING:
     from mlforge.engines.base import Engine
     from mlforge.workspace import Workspace
-
-_EMPTY_ZERO = ("count", "sum")  # W4: these read 0 for an empty window, the rest null
 
 
 @dataclass(frozen=True)
@@ -124,7 +123,7 @@ def resolve(workspace: Workspace, defined: Mapping[str, Feature], spec: FeatureS
         interval=parse_duration(record.interval) if metrics and record.interval else None,
         ttl=parse_duration(record.ttl) if record.ttl and not metrics else None,
         values=tuple(values),
-        empty_zero=frozenset(m.name for m in metrics if m.function in _EMPTY_ZERO),
+        empty_zero=frozenset(m.name for m in metrics if m.function in ZERO_WHEN_EMPTY),
         entities=_entities(record),
         metadata=record,
         table=table,

@@ -1,0 +1,188 @@
+"""The aggregation table the metric compiler reads: one entry per aggregation (W4, W5).
+
+An :class:`Aggregation` states which input types it accepts, its stored type (W5), its
+value for an empty window (W4), how it runs over a window's raw events (the spread plan),
+and which :data:`PARTIALS` it is made of -- those drive both the spread plan's
+per-bucket partials and the window plan's ``over()`` frames (see :mod:`mlforge.compiler`).
+An aggregation without partials needs raw events and so always runs on the spread plan.
+
+**Adding an aggregation**: add its name to :data:`mlforge.definitions.metrics.FUNCTIONS`
+(definitions validate names when declared and must not import Ibis) and its entry to
+:data:`AGGREGATIONS` below, in the same order; importing this module fails if the two
+disagree. A shorthand such as ``mlf.Sum`` is optional. Then teach ``tests/oracle.py`` the
+aggregation and add it to the parity suite's functions.
+
+The entries build Ibis expressions from the expressions they are given, so this module
+imports Ibis only where it must build a value of its own (the median's typed null).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlforge.definitions.metrics import FUNCTIONS
+
+if TYPE_CHECKING:
+    import ibis.expr.datatypes as dt
+    import ibis.expr.types as ir
+
+__all__ = ["AGGREGATIONS", "PARTIALS", "ZERO_WHEN_EMPTY", "Aggregation", "Partial"]
+
+
+@dataclass(frozen=True)
+class Partial:
+    """A partial aggregate of one field per ``(keys, bucket)``, and how the partials of
+    several buckets roll up into one value: with ``where=`` on the spread plan, under
+    ``over()`` on the window plan."""
+
+    name: str
+    of_bucket: Callable[[ir.Column], ir.Scalar]
+    roll_up: Callable[..., ir.Scalar]  # (partials, where=None)
+
+
+#: The partials, in the order they are computed per bucket.
+PARTIALS: dict[str, Partial] = {
+    partial.name: partial
+    for partial in (
+        Partial("count", of_bucket=lambda values: values.count(), roll_up=lambda partials, where=None: partials.sum(where=where)),
+        Partial("sum", of_bucket=lambda values: values.sum(), roll_up=lambda partials, where=None: partials.sum(where=where)),
+        Partial("min", of_bucket=lambda values: values.min(), roll_up=lambda partials, where=None: partials.min(where=where)),
+        Partial("max", of_bucket=lambda values: values.max(), roll_up=lambda partials, where=None: partials.max(where=where)),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """Everything the compiler knows about one aggregation.
+
+    ``from_partials`` combines the rolled-up values of ``partials`` (keyed by partial
+    name); both are empty for an aggregation that needs a window's raw events.
+    """
+
+    name: str
+    accepts: Callable[[dt.DataType], bool]  # input types; others fail before compute
+    output_type: Callable[[dt.DataType], Any]  # the stored type given the field's (W5)
+    zero_when_empty: bool  # W4: 0 for an empty window, else null
+    of_raw: Callable[[ir.Column, ir.BooleanValue], ir.Scalar]  # (values, in_window)
+    partials: tuple[str, ...] = ()
+    from_partials: Callable[[Mapping[str, ir.Value]], ir.Value] | None = None
+
+    @property
+    def needs_raw(self) -> bool:
+        """Whether only the raw events give this aggregation (spread plan only)."""
+        return not self.partials
+
+
+def _any_type(dtype: dt.DataType) -> bool:
+    return True
+
+
+def _numeric(dtype: dt.DataType) -> bool:
+    return dtype.is_numeric()
+
+
+def _ordered(dtype: dt.DataType) -> bool:
+    return dtype.is_numeric() or dtype.is_temporal() or dtype.is_string()
+
+
+def _float64(dtype: dt.DataType) -> str:
+    return "float64"
+
+
+def _same_type(dtype: dt.DataType) -> dt.DataType:
+    return dtype
+
+
+def _sum_type(dtype: dt.DataType) -> str:
+    return "int64" if dtype.is_integer() or dtype.is_boolean() else "float64"
+
+
+def _mean_of_partials(rolled: Mapping[str, ir.Value]) -> ir.Value:
+    return rolled["sum"].cast("float64") / rolled["count"].nullif(0).cast("float64")
+
+
+def _median_of_raw(values: ir.Column, in_window: ir.BooleanValue) -> ir.Scalar:
+    # Not ``where=``: Ibis turns that into percentile(x, IF(cond, 0.5, NULL)) on Spark,
+    # which rejects a non-constant percentage.
+    import ibis
+
+    return in_window.ifelse(values.cast("float64"), ibis.null("float64")).median()
+
+
+#: The aggregations, keyed and ordered like :data:`mlforge.definitions.metrics.FUNCTIONS`.
+AGGREGATIONS: dict[str, Aggregation] = {
+    aggregation.name: aggregation
+    for aggregation in (
+        Aggregation(
+            "count",
+            accepts=_any_type,
+            output_type=lambda dtype: "int64",
+            zero_when_empty=True,
+            of_raw=lambda values, in_window: values.count(where=in_window),
+            partials=("count",),
+            from_partials=lambda rolled: rolled["count"],
+        ),
+        Aggregation(
+            "sum",
+            accepts=_numeric,
+            output_type=_sum_type,
+            zero_when_empty=True,
+            of_raw=lambda values, in_window: values.sum(where=in_window),
+            partials=("sum",),
+            from_partials=lambda rolled: rolled["sum"],
+        ),
+        Aggregation(
+            "mean",
+            accepts=_numeric,
+            output_type=_float64,
+            zero_when_empty=False,
+            of_raw=lambda values, in_window: values.cast("float64").mean(where=in_window),
+            partials=("sum", "count"),
+            from_partials=_mean_of_partials,
+        ),
+        Aggregation(
+            "min",
+            accepts=_ordered,
+            output_type=_same_type,
+            zero_when_empty=False,
+            of_raw=lambda values, in_window: values.min(where=in_window),
+            partials=("min",),
+            from_partials=lambda rolled: rolled["min"],
+        ),
+        Aggregation(
+            "max",
+            accepts=_ordered,
+            output_type=_same_type,
+            zero_when_empty=False,
+            of_raw=lambda values, in_window: values.max(where=in_window),
+            partials=("max",),
+            from_partials=lambda rolled: rolled["max"],
+        ),
+        Aggregation(
+            "std",  # sample (n-1); null for fewer than two values
+            accepts=_numeric,
+            output_type=_float64,
+            zero_when_empty=False,
+            of_raw=lambda values, in_window: values.cast("float64").std(how="sample", where=in_window),
+        ),
+        Aggregation(
+            "median",  # exact
+            accepts=_numeric,
+            output_type=_float64,
+            zero_when_empty=False,
+            of_raw=_median_of_raw,
+        ),
+    )
+}
+
+if tuple(AGGREGATIONS) != FUNCTIONS:
+    raise ImportError(
+        f"mlforge.aggregations.AGGREGATIONS {tuple(AGGREGATIONS)} does not match "
+        f"mlforge.definitions.metrics.FUNCTIONS {FUNCTIONS}: every declared aggregation needs one entry, in the same order"
+    )
+
+#: The aggregations that read 0 for an empty window rather than null (rule W4).
+ZERO_WHEN_EMPTY: frozenset[str] = frozenset(name for name, aggregation in AGGREGATIONS.items() if aggregation.zero_when_empty)
