@@ -52,8 +52,9 @@ def slow(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff lint."""
+    """Ruff lint and the ty type checker (configured in pyproject.toml, [tool.ty])."""
     session.run(PY, "-m", "ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    session.run(PY, "-m", "ty", "check")
 
 
 @nox.session

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mlforge.definitions.metrics import FUNCTIONS
 
@@ -101,7 +101,11 @@ def _sum_type(dtype: dt.DataType) -> str:
 
 
 def _mean_of_partials(rolled: Mapping[str, ir.Value]) -> ir.Value:
-    return rolled["sum"].cast("float64") / rolled["count"].nullif(0).cast("float64")
+    import ibis
+
+    total = cast("ir.NumericValue", rolled["sum"].cast("float64"))
+    count = cast("ir.NumericValue", rolled["count"].nullif(ibis.literal(0)).cast("float64"))
+    return total / count
 
 
 def _median_of_raw(values: ir.Column, in_window: ir.BooleanValue) -> ir.Scalar:
@@ -109,7 +113,7 @@ def _median_of_raw(values: ir.Column, in_window: ir.BooleanValue) -> ir.Scalar:
     # which rejects a non-constant percentage.
     import ibis
 
-    return in_window.ifelse(values.cast("float64"), ibis.null("float64")).median()
+    return cast("ir.NumericColumn", in_window.ifelse(values.cast("float64"), ibis.null("float64"))).median()
 
 
 #: The aggregations, keyed and ordered like :data:`mlforge.definitions.metrics.FUNCTIONS`.

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mlforge.aggregations import AGGREGATIONS, PARTIALS, Aggregation, Partial
 from mlforge.errors import DefinitionError
@@ -123,6 +123,7 @@ def compile_metrics(feature: Feature, table: ir.Table, engine: Engine, labels: L
     columns = feature.metric_columns
     keys = list(feature.keys)
     ts = feature.timestamp_column
+    assert ts is not None  # metric features require a timestamp (checked when declared)
     fields = list(dict.fromkeys(c.field for c in columns))
     plan = plan or choose_plan(columns, engine)
     if plan not in PLANS or (plan == "window" and metric_plan_name(columns) == "raw"):
@@ -148,6 +149,7 @@ def _spread_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
     import ibis
 
     interval = feature.interval_seconds
+    assert interval is not None  # metric features require an interval (checked when declared)
     columns = feature.metric_columns
     raw = metric_plan_name(columns) == "raw"
     base = events if raw else _partials(events, keys, fields, columns)
@@ -163,6 +165,7 @@ def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
     import ibis
 
     interval = feature.interval_seconds
+    assert interval is not None  # metric features require an interval (checked when declared)
     columns = feature.metric_columns
     max_offsets = feature.max_window_seconds // interval
     partials = _partials(events, keys, fields, columns)
@@ -204,6 +207,7 @@ def _labels_in_range(islands: ir.Table, shifted: ir.Table, keys: list[str], valu
     """
     import ibis
 
+    assert labels.start is not None  # only called for a range with a start
     first_label = -(-labels.start // interval)
     last_label = None if labels.end is None else -(-labels.end // interval)  # exclusive
     # Only islands with a label in range, so no range below is empty.
@@ -255,12 +259,12 @@ def _explicit_cast(value: ir.Value, target: Any) -> ir.Value:
     import ibis.expr.datatypes as dt
     import ibis.expr.operations as ops
 
-    return ops.Cast(value, to=dt.dtype(target)).to_expr()
+    return ops.Cast(cast(Any, value).op(), to=dt.dtype(target)).to_expr()
 
 
 def _floor_div(value: ir.IntegerValue, divisor: int) -> ir.IntegerValue:
     # Ibis's // floors on DuckDB, Polars and Spark alike (checked for negatives in tests).
-    return (value // divisor).cast("int64")
+    return cast("ir.IntegerValue", (value // divisor).cast("int64"))
 
 
 def _partial_names(field: str) -> dict[str, str]:

@@ -93,13 +93,18 @@ class Aggregate:
             object.__setattr__(self, "unit", field_obj.unit)
         object.__setattr__(self, "field", field_name)
 
+    @property
+    def field_name(self) -> str:
+        """The source column (a ``Field`` is replaced by its name when declared)."""
+        return self.field.name if isinstance(self.field, Field) else self.field
+
     def columns(self, feature_name: str, tags: list[str] | tuple[str, ...]) -> list[MetricColumn]:
         """The output columns this metric produces."""
         out = []
         for window in self.windows:
             name = f"{self.name}_{window}" if self.name else f"{self.field}_{self.function}_{window}"
             out.append(
-                MetricColumn(name, self.field, self.function, window, parse_duration(window), self.description, self.unit)
+                MetricColumn(name, self.field_name, self.function, window, parse_duration(window), self.description, self.unit)
             )
         return out
 
