@@ -14,8 +14,15 @@ from datetime import datetime, timedelta
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 import mlforge as mlf
+from mlforge.equivalence import (
+    FLOAT_RTOL,
+    canonical_arrow_type,
+    files_equivalent,
+    tables_equivalent,
+)
 from mlforge.fingerprints import definition_hash
 from mlforge.prepare import prepare_input
 
@@ -36,6 +43,13 @@ def write_events(path, seed: int = 7, rows: int = 3000, **writer) -> pa.Table:
     return table
 
 
+def rewrite_same_rows(path) -> None:
+    """Same rows, other bytes: the source fingerprint changes, so the build must compute and
+    compare data instead of trusting the fingerprint."""
+    table = pq.read_table(path)
+    pq.write_table(table, path, row_group_size=777, compression="gzip")
+
+
 def spend(path):
     # Partial aggregates only, so DuckDB and PySpark pick the window plan (see compiler.py).
     @mlf.feature(
@@ -50,6 +64,58 @@ def spend(path):
 
 def project(path, store, engine) -> mlf.Definitions:
     return mlf.Definitions("s2", [spend(path)], offline_store=mlf.LocalStore(store), engine=engine)
+
+
+def other_engine(engine) -> str:
+    return "polars" if engine.name == "duckdb" else "duckdb"
+
+
+CASES = ["range", "full_refresh", "engine_switch", "plan_switch"]
+
+
+@pytest.mark.parametrize("source", ["same", "rewritten"])
+@pytest.mark.parametrize("case", CASES)
+def test_rebuild_of_unchanged_inputs_is_skipped(engine, case, source, tmp_path, monkeypatch):  # contract S2
+    if case == "plan_switch" and not engine.supports("window_functions"):
+        pytest.skip(f"{engine.name} has one metric plan (spread): there is no plan to switch to")
+    path, store = tmp_path / "events.parquet", tmp_path / "store"
+    write_events(path)
+    first_engine = other_engine(engine) if case == "engine_switch" else engine
+    first = project(path, store, first_engine).build()
+    assert first["user_spend"].status == "built", first["user_spend"].error
+    if source == "rewritten":
+        rewrite_same_rows(path)
+    if case == "plan_switch":  # the window plan built 1.0.0; now the portable spread plan
+        monkeypatch.setattr(engine, "capabilities", engine.capabilities - {"window_functions"})
+    options = {"range": {"since": "2026-01-10", "until": "2026-01-24"}, "full_refresh": {"full_refresh": True}}.get(case, {"full_refresh": True})
+    result = project(path, store, engine).build(**options)["user_spend"]
+    assert result.status == "skipped", (result.reason, result.error)
+    assert result.version == "1.0.0"
+    expected = "unchanged definition and source" if source == "same" else "rebuilt data equals the latest version"
+    assert result.reason.startswith(expected)
+    assert mlf.LocalStore(store).list_versions("user_spend") == ["1.0.0"]
+
+
+def test_one_changed_value_is_a_patch(engine, tmp_path):  # contract S2
+    path, store = tmp_path / "events.parquet", tmp_path / "store"
+    table = write_events(path)
+    assert project(path, store, engine).build()["user_spend"].version == "1.0.0"
+    amounts = table["amt"].to_pylist()
+    amounts[100] *= 1 + 1000 * FLOAT_RTOL  # small, but well beyond float noise
+    pq.write_table(table.set_column(2, "amt", pa.array(amounts)), path)
+    result = project(path, store, engine).build(full_refresh=True)["user_spend"]
+    assert (result.status, result.version, result.change, result.reason) == ("built", "1.0.1", "PATCH", "new data")
+
+
+def test_range_outside_the_previous_build_is_computed(tmp_path):  # contract S2, I1
+    path, store = tmp_path / "events.parquet", tmp_path / "store"
+    write_events(path)
+    defs = project(path, store, "duckdb")
+    assert defs.build(until="2026-01-20")["user_spend"].version == "1.0.0"
+    inside = defs.build(since="2026-01-05", until="2026-01-12")["user_spend"]
+    assert (inside.status, inside.reason) == ("skipped", "unchanged definition and source")
+    beyond = defs.build(since="2026-01-20", until="2026-02-01")["user_spend"]
+    assert (beyond.status, beyond.version, beyond.reason) == ("built", "1.0.1", "new data")
 
 
 # -- the definition hash covers the columns a feature uses (contract S2) --------------------
@@ -128,3 +194,56 @@ def test_changed_logic_changes_the_definition_hash(tmp_path):  # contract S2
 
     engine = get_engine("duckdb")
     assert _hash(doubled, engine) != _hash(tripled, engine)
+
+
+# -- data equivalence (mlforge.equivalence) ----------------------------------------------------
+def test_canonical_types_make_engine_spellings_equal():  # contract S2
+    old = pa.table({"k": pa.array(["a", "b"]), "ts": pa.array([1, 2], pa.timestamp("us", tz="UTC")), "n": pa.array([1, 2], pa.int64())})
+    new = pa.table({
+        "k": pa.array(["b", "a"], pa.large_string()),
+        "ts": pa.array([2000, 1000], pa.timestamp("ns", tz="UTC")),
+        "n": pa.array([2, 1], pa.int32()),
+    })
+    assert tables_equivalent(old, new, ["k", "ts"])
+    assert canonical_arrow_type(pa.dictionary(pa.int32(), pa.large_string())) == pa.string()
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "same"),
+    [
+        ([1.0, 2.0], [1.0 + 1e-13, 2.0], True),  # parallel-sum noise
+        ([0.0, 2.0], [1e-17, 2.0], True),  # a sum that cancels to ~0
+        ([1.0, None], [1.0, None], True),
+        ([float("nan"), 1.0], [float("nan"), 1.0], True),
+        ([float("inf"), 1.0], [float("inf"), 1.0], True),
+        ([1.0, 2.0], [1.0 + 1e-6, 2.0], False),
+        ([1.0, None], [1.0, 0.0], False),
+        ([float("nan"), 1.0], [0.0, 1.0], False),
+        ([float("inf"), 1.0], [1e308, 1.0], False),
+    ],
+)
+def test_floats_compare_within_the_tolerance(old, new, same):  # contract S2, W8
+    assert tables_equivalent(pa.table({"k": [1, 2], "v": old}), pa.table({"k": [1, 2], "v": new}), ["k"]) is same
+
+
+def test_other_differences_are_differences():  # contract S2
+    base = pa.table({"k": [1, 2], "v": ["x", "y"]})
+    assert not tables_equivalent(base, pa.table({"k": [1, 2], "v": ["x", "z"]}), ["k"])
+    assert not tables_equivalent(base, pa.table({"k": [1, 2, 3], "v": ["x", "y", "z"]}), ["k"])
+    assert not tables_equivalent(base, pa.table({"k": [1, 2], "w": ["x", "y"]}), ["k"])
+    assert not tables_equivalent(base, pa.table({"k": [1.0, 2.0], "v": ["x", "y"]}), ["k"])
+
+
+def test_files_are_compared_month_by_month(tmp_path):  # contract S2
+    def write(folder, months):
+        folder.mkdir()
+        for name, values in months.items():
+            pq.write_table(pa.table({"k": [1, 2], "v": values}), folder / f"{name}.parquet")
+        return sorted(str(p) for p in folder.iterdir())
+
+    old = write(tmp_path / "old", {"2026-01": [1.0, 2.0], "2026-02": [3.0, 4.0]})
+    noisy = write(tmp_path / "noisy", {"2026-01": [1.0, 2.0 + 1e-14], "2026-02": [3.0, 4.0]})
+    changed = write(tmp_path / "changed", {"2026-01": [1.0, 2.0], "2026-02": [3.0, 4.5]})
+    assert files_equivalent(old, noisy, ["k"])
+    assert not files_equivalent(old, changed, ["k"])
+    assert files_equivalent(old, changed, ["k"], identical={"2026-02.parquet"})  # digests said equal: not read

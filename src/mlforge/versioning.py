@@ -16,6 +16,9 @@ from typing import Any
 from mlforge.errors import DefinitionError
 
 FIRST_VERSION = "1.0.0"
+#: The reason :func:`classify` gives when only the data hash differs; the orchestrator then
+#: compares the data itself (canonical types, float tolerance) before calling it new.
+NEW_DATA = "new data"
 _SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
 
 
@@ -97,7 +100,7 @@ def classify(previous: dict[str, Any] | None, current: dict[str, Any]) -> Change
     if previous.get("definition_hash") != current.get("definition_hash"):
         return Change(ChangeKind.PATCH, "definition changed, same schema")
     if previous.get("data_hash") != current.get("data_hash"):
-        return Change(ChangeKind.PATCH, "new data")
+        return Change(ChangeKind.PATCH, NEW_DATA)
     return Change(ChangeKind.NONE, "unchanged")
 
 
