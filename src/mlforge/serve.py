@@ -9,6 +9,10 @@
     POST /features/batch      {"features": [...], "entities": [...]}   up to max_batch
     GET  /metrics             Prometheus text format
 
+The v0.7 bodies, ``{"features": [...], "entity_keys": {...}}`` and ``{"features": [...],
+"entity_keys": [...]}``, are accepted in 0.8.x; their answers carry a ``Deprecation: true``
+header and echo ``entity_keys`` beside ``entity``.
+
 Entities are given by the feature's key columns or, for an entity with ``from_columns``,
 by those natural columns; the join key is then computed as in rule K1 (contract K2).
 Bad JSON or a bad body is 422, an unknown feature 404, an unreachable store 503, a
@@ -51,6 +55,21 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 # -- keys (contract K2) ----------------------------------------------------------------------
+#: The v0.7 request body (``entity_keys``) is accepted for one release, 0.8.x: answers to it
+#: carry these headers (``Deprecation``, RFC 9745) and echo ``entity_keys`` as v0.7 did.
+V07_BODY_NOTE = "the v0.7 body: use 'entity' (online) or 'entities' (batch); accepted in 0.8.x only"
+V07_BODY_HEADERS = {
+    "Deprecation": "true",
+    "Warning": '299 mlforge "entity_keys is deprecated: send entity (POST /features/online) or entities (POST /features/batch); removed in 0.9"',
+}
+
+
+def _exactly_one(current: Any, deprecated: Any, name: str) -> None:
+    """A request names its entities once: ``name``, or the v0.7 ``entity_keys``."""
+    if (current is None) == (deprecated is None):
+        raise ValueError(f"give exactly one of {name!r} or the deprecated v0.7 'entity_keys'")
+
+
 class KeyProblem(ValueError):
     """An entity lacks the columns to look a feature up."""
 
@@ -132,7 +151,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     try:
         from fastapi import FastAPI, HTTPException
         from fastapi.responses import JSONResponse, Response
-        from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+        from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
         from starlette.concurrency import run_in_threadpool
     except ImportError:
         raise missing_extra("fastapi", "serve") from None
@@ -150,12 +169,24 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     class OnlineRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         features: list[str] = Field(min_length=1, description="feature names")
-        entity: dict[str, Scalar] = Field(min_length=1, description="key columns, or an entity's natural columns")
+        entity: dict[str, Scalar] | None = Field(None, min_length=1, description="key columns, or an entity's natural columns")
+        entity_keys: dict[str, Scalar] | None = Field(None, min_length=1, deprecated=V07_BODY_NOTE)
+
+        @model_validator(mode="after")
+        def one_entity(self) -> "OnlineRequest":
+            _exactly_one(self.entity, self.entity_keys, "entity")
+            return self
 
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         features: list[str] = Field(min_length=1)
-        entities: list[dict[str, Scalar]] = Field(min_length=1, max_length=limit)
+        entities: list[dict[str, Scalar]] | None = Field(None, min_length=1, max_length=limit)
+        entity_keys: list[dict[str, Scalar]] | None = Field(None, min_length=1, max_length=limit, deprecated=V07_BODY_NOTE)
+
+        @model_validator(mode="after")
+        def one_list(self) -> "BatchRequest":
+            _exactly_one(self.entities, self.entity_keys, "entities")
+            return self
 
     # Everything but the store call runs on the event loop: each hop to the thread pool
     # costs more CPU than the checks themselves. Store calls block, so they get one hop.
@@ -187,13 +218,20 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
 
     @app.post("/features/online")
     async def online(body: OnlineRequest) -> Any:
-        results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, [body.entity], HTTPException)
-        return JSONResponse({"entity": body.entity, "features": results[0]})
+        entity = body.entity if body.entity is not None else body.entity_keys
+        results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, [entity], HTTPException)
+        if body.entity_keys is None:
+            return JSONResponse({"entity": entity, "features": results[0]})
+        return JSONResponse({"entity": entity, "entity_keys": entity, "features": results[0]}, headers=V07_BODY_HEADERS)
 
     @app.post("/features/batch")
     async def batch(body: BatchRequest) -> Any:
-        results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, body.entities, HTTPException)
-        return JSONResponse({"results": [{"entity": e, "features": r} for e, r in zip(body.entities, results, strict=True)]})
+        entities = body.entities if body.entities is not None else body.entity_keys
+        results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, entities, HTTPException)
+        if body.entity_keys is None:
+            return JSONResponse({"results": [{"entity": e, "features": r} for e, r in zip(entities, results, strict=True)]})
+        answers = [{"entity": e, "entity_keys": e, "features": r} for e, r in zip(entities, results, strict=True)]
+        return JSONResponse({"results": answers}, headers=V07_BODY_HEADERS)
 
     @app.get("/metrics")
     async def prometheus() -> Any:
