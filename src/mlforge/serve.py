@@ -170,7 +170,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         model_config = ConfigDict(extra="forbid")
         features: list[str] = Field(min_length=1, description="feature names")
         entity: dict[str, Scalar] | None = Field(None, min_length=1, description="key columns, or an entity's natural columns")
-        entity_keys: dict[str, Scalar] | None = Field(None, min_length=1, deprecated=V07_BODY_NOTE)
+        entity_keys: dict[str, Scalar] | None = Field(None, min_length=1, description=V07_BODY_NOTE, json_schema_extra={"deprecated": True})
 
         @model_validator(mode="after")
         def one_entity(self) -> "OnlineRequest":
@@ -181,7 +181,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         model_config = ConfigDict(extra="forbid")
         features: list[str] = Field(min_length=1)
         entities: list[dict[str, Scalar]] | None = Field(None, min_length=1, max_length=limit)
-        entity_keys: list[dict[str, Scalar]] | None = Field(None, min_length=1, max_length=limit, deprecated=V07_BODY_NOTE)
+        entity_keys: list[dict[str, Scalar]] | None = Field(None, min_length=1, max_length=limit, description=V07_BODY_NOTE, json_schema_extra={"deprecated": True})
 
         @model_validator(mode="after")
         def one_list(self) -> "BatchRequest":
