@@ -92,6 +92,12 @@ def test_parse_sync_manifest_profile():
     assert parse("profile", "--validate") == ("profile", (), {"validate": True})
 
 
+def test_parse_migrate():
+    assert parse("migrate", "old_store", "--to", "new_store", "--features", "a,b", "--dry-run", "--format", "json") == (
+        "migrate", (Path("old_store"),), {"to": Path("new_store"), "features": "a,b", "dry_run": True, "format": "json"},
+    )
+
+
 def test_parse_serve(monkeypatch):
     monkeypatch.delenv("MLFORGE_SERVE_TOKEN", raising=False)
     assert parse("serve", "--host", "0.0.0.0", "--port", "9000", "--workers", "2", "--token", "s3cret") == (

@@ -89,7 +89,7 @@ def test_window_not_multiple_with_timedelta_and_rolling():  # contract W2
     with pytest.raises(DefinitionError, match=r"'90m'.*'1h'"):
         declare(timestamp="ts", interval="1h", metrics=[mlf.Mean("amt", windows=[timedelta(minutes=90)])])
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         rolling = mlf.Rolling(windows=["10h"], aggregations={"amt": ["sum"]})
     with pytest.raises(DefinitionError, match=r"'10h'.*'4h'"):
         declare(timestamp="ts", interval="4h", metrics=[rolling])
@@ -115,7 +115,7 @@ def test_unknown_aggregation():  # contract W5
         mlf.Aggregate("amt", "avg", ["7d"])
     assert "median" in str(info.value)  # the fix lists the known functions
     with pytest.raises(DefinitionError, match="'p99'"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         mlf.Rolling(windows=["7d"], aggregations={"amt": ["sum", "p99"]})
 
 
@@ -124,7 +124,7 @@ def test_empty_windows(windows):
     with pytest.raises(DefinitionError, match="no windows"):
         mlf.Aggregate("amt", "sum", windows)
     with pytest.raises(DefinitionError, match="no windows"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         mlf.Rolling(windows=windows, aggregations={"amt": ["sum"]})
 
 
@@ -169,7 +169,7 @@ def test_metric_name_clashing_with_key_rejected():  # contract W6
 
 
 def test_rolling_warns_and_keeps_v07_names():  # contract W6
-    with pytest.warns(DeprecationWarning, match=r"mlforge\.Aggregate") as record:
+    with pytest.warns(FutureWarning, match=r"mlforge\.Aggregate") as record:
         rolling = mlf.Rolling(windows=["7d", "30d"], aggregations={"amt": ["sum", "mean"], "code": "count"})
     # The warning points at the user's line, not at mlforge's internals.
     assert record[0].filename == __file__
@@ -188,7 +188,7 @@ def test_rolling_warns_and_keeps_v07_names():  # contract W6
 
 def test_rolling_build_matches_aggregate(events_path, tmp_path, engine):  # contract W6
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         rolling = mlf.Rolling(windows=["2d"], aggregations={"amt": ["sum", "max"]})
     old = declare(events_path, name="old_style", timestamp="ts", interval="1d", metrics=[rolling], tags=["risk"])
     new = declare(events_path, name="new_style", timestamp="ts", interval="1d", metrics=[mlf.Sum("amt", ["2d"]), mlf.Max("amt", ["2d"])])

@@ -341,7 +341,7 @@ class PageRun:
     def run_python(self, block: Block) -> None:
         printed = io.StringIO()
         with warnings.catch_warnings(), redirect_stdout(printed):
-            warnings.simplefilter("ignore", DeprecationWarning)  # metrics.md shows the deprecated Rolling on purpose
+            warnings.simplefilter("ignore", FutureWarning)  # metrics.md shows the deprecated Rolling on purpose
             exec(compile(block.code, block.where, "exec"), self.namespace)
         self.printed = printed.getvalue()
         self.cwd = Path.cwd()

@@ -131,10 +131,29 @@ def test_batch_lookup_keeps_order(client):
     assert [r["features"]["user_spend"] and r["features"]["user_spend"]["n_7d"] for r in results] == [1, None, 4]
 
 
+def test_v07_body_is_accepted_with_a_deprecation_header(client):
+    """The v0.7 body names entities ``entity_keys``; 0.8.x answers it, marked deprecated."""
+    single = client.post("/features/online", headers=AUTH, json={"features": ["user_spend"], "entity_keys": {"user_id": "u1"}})
+    current = client.post("/features/online", headers=AUTH, json={"features": ["user_spend"], "entity": {"user_id": "u1"}})
+    assert single.status_code == 200 and single.json()["features"] == current.json()["features"]
+    assert single.json()["entity_keys"] == {"user_id": "u1"}
+    assert single.headers["Deprecation"] == "true" and "entities" in single.headers["Warning"]
+    assert "Deprecation" not in current.headers
+    entities = [{"user_id": "u2"}, {"user_id": "u1"}]
+    batch = client.post("/features/batch", headers=AUTH, json={"features": ["user_spend"], "entity_keys": entities})
+    assert batch.status_code == 200 and batch.headers["Deprecation"] == "true"
+    assert [r["entity_keys"] for r in batch.json()["results"]] == entities
+    assert [r["features"]["user_spend"]["n_7d"] for r in batch.json()["results"]] == [1, 4]
+
+
 @pytest.mark.parametrize(
     "path, body, status",
     [
         ("/features/online", b"{not json", 422),
+        ("/features/online", b'{"features": ["user_spend"]}', 422),
+        ("/features/online", b'{"features": ["user_spend"], "entity": {"user_id": "u1"}, "entity_keys": {"user_id": "u1"}}', 422),
+        ("/features/batch", b'{"features": ["user_spend"], "entities": [{"user_id": "u1"}], "entity_keys": [{"user_id": "u1"}]}', 422),
+        ("/features/batch", b'{"features": ["user_spend"], "entity_keys": []}', 422),
         ("/features/online", b'{"features": "user_spend"}', 422),
         ("/features/online", b'{"features": [], "entity": {"user_id": "u1"}}', 422),
         ("/features/online", b'{"features": ["user_spend"], "entity": {"user_id": "u1"}, "extra": 1}', 422),

@@ -40,6 +40,18 @@ class BuildRange:
         start = None if self.since is None else self.since - max_window
         return (start, self.until)
 
+    def covers(self, other: BuildRange) -> bool:
+        """Whether every label of ``other`` lies in this range.
+
+        >>> BuildRange(since=10).covers(BuildRange(since=20, until=30))
+        True
+        >>> BuildRange(since=10, until=30).covers(BuildRange(since=20))
+        False
+        """
+        starts_before = self.since is None or (other.since is not None and self.since <= other.since)
+        ends_after = self.until is None or (other.until is not None and other.until <= self.until)
+        return starts_before and ends_after
+
     def describe(self) -> str:
         if self.is_full:
             return "full"

@@ -20,15 +20,25 @@ _CANONICAL = {
 def canonical_type(dtype: Any) -> str:
     """A stable, engine-independent name for a column type.
 
+    Nullability is not part of it: engines disagree on it for the same column.
+
     >>> import ibis.expr.datatypes as dt
     >>> canonical_type(dt.Timestamp(timezone="UTC"))
     'timestamp[UTC]'
+    >>> canonical_type(dt.Array(dt.Int32(nullable=False), nullable=False))
+    'array<int64>'
     """
     if dtype.is_timestamp():
         return f"timestamp[{dtype.timezone or 'naive'}]"
     if dtype.is_decimal():
         return f"decimal({dtype.precision},{dtype.scale})"
-    name = str(dtype).rstrip("!")
+    if dtype.is_array():
+        return f"array<{canonical_type(dtype.value_type)}>"
+    if dtype.is_map():
+        return f"map<{canonical_type(dtype.key_type)}, {canonical_type(dtype.value_type)}>"
+    if dtype.is_struct():
+        return "struct<" + ", ".join(f"{name}: {canonical_type(field)}" for name, field in dtype.items()) + ">"
+    name = str(dtype.copy(nullable=True))
     return _CANONICAL.get(name, name)
 
 

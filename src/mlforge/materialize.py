@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 from mlforge import fingerprints
 from mlforge.compiler import LabelRange, compile_metrics
 from mlforge.engines.monthfiles import UNTIMED
+from mlforge.equivalence import FLOAT_RTOL, files_equivalent
 from mlforge.errors import BuildError, MlforgeError, ValidationFailed
 from mlforge.incremental import BuildRange, next_watermark, plan_range
 from mlforge.manifest import canonical_schema, digests_hash, file_digests
 from mlforge.prepare import prepare_input, run_function
 from mlforge.records import BuiltRange, EntityRecord, MetricRecord, VersionRecord
-from mlforge.versioning import ChangeKind, classify, next_version
+from mlforge.versioning import NEW_DATA, Change, ChangeKind, classify, next_version
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -125,11 +126,9 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     source_input = prepare_input(feature, engine)
     definition_hash = fingerprints.definition_hash(feature, source_input.schema())
     source_fp = fingerprints.source_fingerprint(feature.source)
-    explicit_range = any(v is not None for v in (options.since, options.until, options.last))
-    unchanged = previous is not None and previous.definition_hash == definition_hash and previous.source_fingerprint == source_fp
-    if unchanged and not (options.force or options.full_refresh or explicit_range):
-        return FeatureResult(feature.name, "skipped", version=previous_version, rows=previous.rows, reason="unchanged definition and source")
     build_range = _plan(feature, options, previous, definition_hash)
+    if previous is not None and not options.force and _already_built(feature, options, previous, definition_hash, source_fp, build_range):
+        return FeatureResult(feature.name, "skipped", version=previous_version, rows=previous.rows, reason="unchanged definition and source", build_range=build_range.describe())
     ts = feature.timestamp_column
     function_input = _filter_input(feature, source_input, build_range)
     output = run_function(feature, function_input, engine)
@@ -156,9 +155,11 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         known = _reused_digests(reused, previous)
         metadata = _metadata(feature, result_expr.drop(PARTITION) if has_time else result_expr, staging.data_dir, definition_hash, source_fp, build_range, previous, engine, known)
         change = classify(previous, metadata)
+        if change.reason == NEW_DATA and _same_rows(feature, store, previous_version, previous, metadata, staging.data_dir):
+            change = Change(ChangeKind.NONE, "unchanged")
         if change.kind is ChangeKind.NONE and not options.force:
             store.discard(staging)
-            return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata.rows, reason="rebuilt data is identical", build_range=build_range.describe(), dropped_rows=dropped)
+            return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata.rows, reason=f"rebuilt data equals the latest version (canonical types, floats within {FLOAT_RTOL:g} relative)", build_range=build_range.describe(), dropped_rows=dropped)
         kind = ChangeKind.PATCH if change.kind is ChangeKind.NONE else change.kind
         if previous is not None and kind is ChangeKind.MAJOR and change.reason == "first build":
             kind = ChangeKind.PATCH
@@ -190,6 +191,37 @@ def _plan(feature: Feature, options: BuildOptions, previous: VersionRecord | Non
         since=options.since, until=options.until, last=options.last, full_refresh=options.full_refresh,
         now=options.now, watermark=watermark, interval=interval,
     )
+
+
+def _already_built(feature: Feature, options: BuildOptions, previous: VersionRecord | None, definition_hash: str, source_fp: str, build_range: BuildRange) -> bool:
+    """Whether the latest version already holds what this build would compute (S2): same
+    definition, same source, and the range it asks for lies inside the previous build's.
+    Neither the engine nor the plan enters: they do not change the output (W8)."""
+    if previous is None or previous.definition_hash != definition_hash or previous.source_fingerprint != source_fp:
+        return False
+    if not fingerprints.fingerprints_content(feature.source):
+        # The fingerprint is the location: only a plain build trusts it (a range or a full
+        # refresh is how new remote data is read).
+        return not (options.full_refresh or any(v is not None for v in (options.since, options.until, options.last)))
+    built = previous.build_range
+    return BuildRange(built.since, built.until).covers(build_range)
+
+
+def _same_rows(feature: Feature, store: OfflineStore, previous_version: str | None, previous: VersionRecord | None, metadata: VersionRecord, data_dir: str) -> bool:
+    """Whether the staged files hold the previous version's rows (canonical types, floats
+    within the tolerance of :mod:`mlforge.equivalence`); on any doubt, no."""
+    import glob
+
+    if previous is None or previous_version is None:
+        return False
+    identical = {n for n, d in metadata.file_digests.items() if previous.file_digests.get(n) == d}
+    order = [*feature.keys, *([feature.timestamp_column] if feature.timestamp_column else [])]
+    try:
+        stored = store.data_files(feature.name, previous_version)
+        return files_equivalent(stored, sorted(glob.glob(f"{data_dir}/*.parquet")), order, identical=identical)
+    except (MlforgeError, OSError, ValueError) as exc:  # unreadable or remote files: publish
+        log.debug("feature %s: cannot compare with %s (%s); treating the data as new", feature.name, previous_version, exc)
+        return False
 
 
 def _filter_input(feature: Feature, table: ir.Table, build_range: BuildRange) -> ir.Table:

@@ -17,6 +17,10 @@ when no row counts for a feature without metrics) and ``metadata`` holds, per fe
 metric feature reads the W4 empty-window values, as in training). ``at`` before a published
 version's watermark is 422.
 
+The v0.7 bodies, ``{"features": [...], "entity_keys": {...}}`` and ``{"features": [...],
+"entity_keys": [...]}``, are accepted in 0.8.x; their answers carry a ``Deprecation: true``
+header and echo ``entity_keys`` beside ``entity``.
+
 Entities are given by the feature's key columns or, for an entity with ``from_columns``,
 by those natural columns; the join key is then computed as in rule K1 (contract K2).
 Bad JSON or a bad body is 422, an unknown feature 404, an unreachable store 503, a
@@ -62,6 +66,21 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 # -- keys (contract K2) ----------------------------------------------------------------------
+#: The v0.7 request body (``entity_keys``) is accepted for one release, 0.8.x: answers to it
+#: carry these headers (``Deprecation``, RFC 9745) and echo ``entity_keys`` as v0.7 did.
+V07_BODY_NOTE = "the v0.7 body: use 'entity' (online) or 'entities' (batch); accepted in 0.8.x only"
+V07_BODY_HEADERS = {
+    "Deprecation": "true",
+    "Warning": '299 mlforge "entity_keys is deprecated: send entity (POST /features/online) or entities (POST /features/batch); removed in 0.9"',
+}
+
+
+def _exactly_one(current: Any, deprecated: Any, name: str) -> None:
+    """A request names its entities once: ``name``, or the v0.7 ``entity_keys``."""
+    if (current is None) == (deprecated is None):
+        raise ValueError(f"give exactly one of {name!r} or the deprecated v0.7 'entity_keys'")
+
+
 class KeyProblem(ValueError):
     """An entity lacks the columns to look a feature up."""
 
@@ -143,7 +162,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     try:
         from fastapi import FastAPI, HTTPException
         from fastapi.responses import JSONResponse, Response
-        from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
+        from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
         from starlette.concurrency import run_in_threadpool
     except ImportError:
         raise missing_extra("fastapi", "serve") from None
@@ -164,14 +183,26 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     class OnlineRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         features: list[str] = Field(min_length=1, description="feature names")
-        entity: dict[str, Scalar] = Field(min_length=1, description="key columns, or an entity's natural columns")
+        entity: dict[str, Scalar] | None = Field(None, min_length=1, description="key columns, or an entity's natural columns")
+        entity_keys: dict[str, Scalar] | None = Field(None, min_length=1, description=V07_BODY_NOTE, json_schema_extra={"deprecated": True})
         at: datetime | None = Field(default=None, description="read time (ISO 8601, naive = UTC); default: now")
+
+        @model_validator(mode="after")
+        def one_entity(self) -> "OnlineRequest":
+            _exactly_one(self.entity, self.entity_keys, "entity")
+            return self
 
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         features: list[str] = Field(min_length=1)
-        entities: list[dict[str, Scalar]] = Field(min_length=1, max_length=limit)
+        entities: list[dict[str, Scalar]] | None = Field(None, min_length=1, max_length=limit)
+        entity_keys: list[dict[str, Scalar]] | None = Field(None, min_length=1, max_length=limit, description=V07_BODY_NOTE, json_schema_extra={"deprecated": True})
         at: datetime | None = Field(default=None, description="read time (ISO 8601, naive = UTC); default: now")
+
+        @model_validator(mode="after")
+        def one_list(self) -> "BatchRequest":
+            _exactly_one(self.entities, self.entity_keys, "entities")
+            return self
 
     # Everything but the store call runs on the event loop: each hop to the thread pool
     # costs more CPU than the checks themselves. Store calls block, so they get one hop.
@@ -204,14 +235,24 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     @app.post("/features/online")
     async def online(body: OnlineRequest) -> Any:
         at = read_time(body.at)
-        results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, [body.entity], at, HTTPException)
-        return JSONResponse({"entity": body.entity, "at": at.isoformat(), **results[0]})
+        entity = body.entity if body.entity is not None else body.entity_keys
+        assert entity is not None  # one_entity
+        results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, [entity], at, HTTPException)
+        answer = {"entity": entity, "at": at.isoformat(), **results[0]}
+        if body.entity_keys is None:
+            return JSONResponse(answer)
+        return JSONResponse({**answer, "entity_keys": entity}, headers=V07_BODY_HEADERS)
 
     @app.post("/features/batch")
     async def batch(body: BatchRequest) -> Any:
         at = read_time(body.at)
-        results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, body.entities, at, HTTPException)
-        return JSONResponse({"at": at.isoformat(), "results": [{"entity": e, **r} for e, r in zip(body.entities, results, strict=True)]})
+        entities = body.entities if body.entities is not None else body.entity_keys
+        assert entities is not None  # one_list
+        results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, entities, at, HTTPException)
+        if body.entity_keys is None:
+            return JSONResponse({"at": at.isoformat(), "results": [{"entity": e, **r} for e, r in zip(entities, results, strict=True)]})
+        answers = [{"entity": e, "entity_keys": e, **r} for e, r in zip(entities, results, strict=True)]
+        return JSONResponse({"at": at.isoformat(), "results": answers}, headers=V07_BODY_HEADERS)
 
     @app.get("/metrics")
     async def prometheus() -> Any:

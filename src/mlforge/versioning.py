@@ -18,6 +18,9 @@ from mlforge.errors import DefinitionError
 from mlforge.records import VersionRecord
 
 FIRST_VERSION = "1.0.0"
+#: The reason :func:`classify` gives when only the data hash differs; the orchestrator then
+#: compares the data itself (canonical types, float tolerance) before calling it new.
+NEW_DATA = "new data"
 _SEMVER = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)")
 
 
@@ -103,7 +106,7 @@ def classify(previous: VersionRecord | Mapping[str, Any] | None, current: Versio
     if old.definition_hash != new.definition_hash:
         return Change(ChangeKind.PATCH, "definition changed, same schema")
     if old.data_hash != new.data_hash:
-        return Change(ChangeKind.PATCH, "new data")
+        return Change(ChangeKind.PATCH, NEW_DATA)
     return Change(ChangeKind.NONE, "unchanged")
 
 

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("mlforge.cli.versions:rollback", "Point a feature's latest version at an earlier version."),
     "sync": ("mlforge.cli.versions:sync", "Rebuild missing data files of versions whose metadata is present."),
     "manifest": ("mlforge.cli.versions:manifest", "Print the project manifest (features, versions, metadata) as JSON."),
+    "migrate": ("mlforge.cli.migrate:migrate", "Import a v0.7 store into versions of this format, keeping version numbers."),
     "profile": ("mlforge.cli.profile:profile", "Show the profile in use and where each setting came from."),
     "serve": ("mlforge.cli.serve:serve", "Serve online features over HTTP."),
     "log": ("mlforge.cli.log:app", "Record the feature versions a model uses in an MLflow run."),
