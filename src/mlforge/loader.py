@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlforge.errors import ConfigError, DefinitionError, MlforgeError
+from mlforge.errors import ConfigError, DefinitionError, MlforgeError, ProfileError
 
 if TYPE_CHECKING:
     from mlforge.project import Definitions
@@ -84,11 +84,15 @@ def _apply_profile(defs: Any, profile: str | None) -> None:
     resolved = resolve_profile(profile)
     if resolved.offline_store is not None:
         defs.offline_store = resolved.offline_store
+        defs.origins["offline_store"] = resolved.origin.get("offline_store", "profile")
     if resolved.online_store is not None:
         defs.online_store = resolved.online_store
+        defs.origins["online_store"] = resolved.origin.get("online_store", "profile")
     if resolved.engine is not None:
         defs.engine_spec = resolved.engine
+        defs.origins["engine"] = resolved.origin.get("engine", "profile")
     defs.profile = resolved.name
+    defs.profile_settings = resolved
 
 
 def _import(path: Path) -> Any:
@@ -116,7 +120,8 @@ def _import(path: Path) -> Any:
     except MlforgeError as exc:
         sys.modules.pop(name, None)
         frame = _last_user_frame(exc)
-        if frame is not None and (exc.where is None or frame not in exc.where):
+        # A problem of mlforge.yaml is at its line there, not where Definitions() was called.
+        if frame is not None and not isinstance(exc, ProfileError) and (exc.where is None or frame not in exc.where):
             exc.where = f"{exc.where}, {frame}" if exc.where else frame
             exc.args = (exc._render(),)
         raise

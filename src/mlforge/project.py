@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlforge import operations, retrieval
 from mlforge.compiler import check_metric_inputs
-from mlforge.config import load_profile
+from mlforge.config import Profile, resolve_profile
 from mlforge.definitions.feature import SCHEDULES, Feature
 from mlforge.definitions.names import check_name
 from mlforge.errors import (
@@ -62,6 +62,10 @@ class Definitions:
         engine: ``"duckdb"`` (default), ``"polars"``, ``"pyspark"`` or an engine object.
         profile: a profile of ``mlforge.yaml`` supplying stores and engine.
 
+    ``mlforge.yaml`` is read and its profile in use validated whenever the file is present,
+    even when every setting is given here; a setting given here wins over the profile's
+    (``origins`` says where each one came from, ``mlforge profile`` prints it).
+
     Example:
         >>> import mlforge as mlf
         >>> defs = mlf.Definitions("demo", features=[])
@@ -82,11 +86,21 @@ class Definitions:
         self.name = name
         self.features: dict[str, Feature] = _collect_features(features)
         self.profile = profile
-        if profile is not None or offline_store is None or engine is None:
-            settings = load_profile(profile)
-            offline_store = offline_store if offline_store is not None else settings.get("offline_store")
-            online_store = online_store if online_store is not None else settings.get("online_store")
-            engine = engine if engine is not None else settings.get("engine")
+        #: The profile of mlforge.yaml as resolved when this project was declared.
+        self.profile_settings: Profile = resolve_profile(profile)
+        declared = {"offline_store": offline_store, "online_store": online_store, "engine": engine}
+        #: Where each setting in effect came from: "definitions", "profile", "env", "flag" or "default".
+        self.origins: dict[str, str] = {}
+        from_profile = self.profile_settings.as_settings()
+        for key, value in declared.items():
+            if value is not None:
+                self.origins[key] = "definitions"
+            else:
+                declared[key] = from_profile.get(key)
+                self.origins[key] = self.profile_settings.origin.get(key, "default") if declared[key] is not None else "default"
+        #: The settings given to ``Definitions(...)`` itself (``None`` where not given).
+        self.declared = {"offline_store": offline_store, "online_store": online_store, "engine": engine}
+        offline_store, online_store, engine = declared["offline_store"], declared["online_store"], declared["engine"]
         #: The stores and engines the services work on.
         self.workspace = Workspace(offline_store if offline_store is not None else LocalStore("feature_store"), online_store, engine)
 

@@ -15,7 +15,7 @@ from cyclopts.exceptions import CycloptsError
 
 from mlforge import __version__
 from mlforge.cli import COMMANDS
-from mlforge.errors import MlforgeError
+from mlforge.errors import MlforgeError, redact
 
 #: Exit codes (contract E2).
 OK, FAILED, USAGE = 0, 1, 2
@@ -144,7 +144,7 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            print(self.format(record), file=sys.stderr)
+            print(redact(self.format(record)), file=sys.stderr)
         except Exception:  # pragma: no cover - logging must never break a command
             self.handleError(record)
 
@@ -155,6 +155,8 @@ def _cyclopts_message(exc: CycloptsError) -> str:
 
 
 def _error(message: str, verbose: bool, exc: BaseException | None) -> None:
+    """One message on stderr (and the traceback under --verbose), with every value read
+    from the environment masked."""
     if verbose and exc is not None:
-        traceback.print_exception(exc, file=sys.stderr)
-    print(f"error: {message}", file=sys.stderr)
+        print(redact("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
+    print(f"error: {redact(message)}", file=sys.stderr)
