@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from mlforge import fingerprints
 from mlforge.compiler import LabelRange, compile_metrics
 from mlforge.engines.monthfiles import UNTIMED
-from mlforge.errors import BuildError, MlforgeError, ValidationFailed
+from mlforge.engines.base import Capability, catalog_table_error
+from mlforge.errors import BuildError, EngineError, MlforgeError, ValidationFailed
 from mlforge.incremental import BuildRange, next_watermark, plan_range
 from mlforge.manifest import canonical_schema, digests_hash, file_digests
 from mlforge.prepare import prepare_input, run_function
@@ -94,6 +95,27 @@ class BuildOptions:
     full_refresh: bool = False
     force: bool = False
     now: int | None = None
+
+
+def check_runnable(plan: list[tuple[Feature, Engine]]) -> None:
+    """Fail before any compute when an engine cannot run a selected feature: a package the
+    engine needs is missing (said once, with the ``pip install`` line, not once per
+    feature), or a feature reads a Unity Catalog table on an engine that reads only files."""
+    checked: set[int] = set()
+    problems: list[EngineError] = []
+    for feature, engine in plan:
+        if id(engine) not in checked:
+            engine.check_available()
+            checked.add(id(engine))
+        if feature.source.is_table and not engine.supports(Capability.CATALOG_TABLES):
+            problems.append(catalog_table_error(engine.name, feature.source.location, feature.name))
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise EngineError(
+            f"{len(problems)} features read Unity Catalog tables on an engine that reads only files: " + ", ".join(repr(p.where) for p in problems),
+            fix=problems[0].fix,
+        )
 
 
 def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions) -> FeatureResult:

@@ -31,11 +31,12 @@ from mlforge.materialize import (
     BuildResult,
     FeatureResult,
     build_feature,
+    check_runnable,
     validate_output,
 )
 from mlforge.offline.local import LocalStore
 from mlforge.prepare import prepare_input, run_function
-from mlforge.publishing import publish_latest
+from mlforge.publishing import check_publishable, publish_latest
 from mlforge.retrieval import TRAINING_DATA_HOOKS, feature_specs
 from mlforge.workspace import Workspace
 
@@ -207,8 +208,9 @@ class Definitions:
         """
         chosen = self.select(feature_names, tags=tags, schedule=schedule)
         plan_range(since=since, until=until, last=last, full_refresh=full_refresh, now=now)  # argument errors first
-        if online and self.online_store is None:
-            raise ConfigError("--online needs an online store", fix="set online_store= in Definitions or in the profile")
+        if online:
+            check_publishable(self.workspace)  # E3: before any compute, not after the offline publish
+        check_runnable([(feature, self.engine_for(feature, engine)) for feature in chosen])
         options = BuildOptions(since=since, until=until, last=last, full_refresh=full_refresh, force=force, now=now)
         result = BuildResult()
         for feature in chosen:

@@ -68,14 +68,29 @@ def publish_latest(workspace: Workspace, feature: Feature, version: str | None =
     return written
 
 
-def _publish_table(store: OnlineStore, offline_store: OfflineStore, name: str, version: str | None) -> int:
-    """Let the platform copy the newest row per entity of the offline table (no rows stream here)."""
-    if offline_store.kind != store.capabilities.fills_from_offline:
+def check_publishable(workspace: Workspace) -> None:
+    """Fail before any compute (E3) when the online store cannot be filled from this
+    offline store: a store whose platform copies offline tables (``fills_from_offline``)
+    needs an offline store of that kind."""
+    store = workspace.online_store
+    if store is None:
+        raise ConfigError("--online needs an online store", where="build --online", fix="set online_store= in Definitions or an online_store block in the profile")
+    _check_pair(store, workspace.offline_store, "build --online")
+
+
+def _check_pair(store: OnlineStore, offline_store: OfflineStore, where: str) -> None:
+    wanted = store.capabilities.fills_from_offline
+    if wanted is not None and offline_store.kind != wanted:
         raise ConfigError(
             f"{type(store).__name__} requires UnityCatalogStore as offline store, got {type(offline_store).__name__}",
-            where=f"publishing {name!r} online",
+            where=where,
             fix="use offline_store=mlf.UnityCatalogStore('main') (KIND: unity-catalog in the profile), or another online store",
         )
+
+
+def _publish_table(store: OnlineStore, offline_store: OfflineStore, name: str, version: str | None) -> int:
+    """Let the platform copy the newest row per entity of the offline table (no rows stream here)."""
+    _check_pair(store, offline_store, f"publishing {name!r} online")
     started = time.perf_counter()
     try:
         published = store.publish_table(offline_store, name, version)
