@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlforge import fingerprints
 from mlforge.compiler import LabelRange, compile_metrics
-from mlforge.engines.monthfiles import UNTIMED
 from mlforge.engines.base import Capability, catalog_table_error
+from mlforge.engines.monthfiles import UNTIMED
 from mlforge.errors import BuildError, EngineError, MlforgeError, ValidationFailed
 from mlforge.incremental import BuildRange, next_watermark, plan_range
 from mlforge.manifest import canonical_schema, digests_hash, file_digests

@@ -35,7 +35,7 @@ from typing import Any
 
 from mlforge.errors import ConcurrentPublish, StoreError
 from mlforge.offline.base import Staging
-from mlforge.offline.versioned import DATA, METADATA, VersionedStore, json_bytes, checkpoint
+from mlforge.offline.versioned import DATA, METADATA, VersionedStore, checkpoint, json_bytes
 from mlforge.versioning import is_version, sort_versions
 
 log = logging.getLogger(__name__)
