@@ -17,6 +17,7 @@ from mlforge.engines.monthfiles import UNTIMED
 from mlforge.errors import BuildError, EngineError, MlforgeError, ValidationFailed
 from mlforge.incremental import BuildRange, next_watermark, plan_range
 from mlforge.manifest import canonical_schema, digests_hash, file_digests
+from mlforge.offline.blobs import disk_error
 from mlforge.prepare import prepare_input, run_function
 from mlforge.versioning import ChangeKind, classify, next_version
 
@@ -130,7 +131,10 @@ def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options
         if engine.is_interrupt(exc):  # Ctrl-C inside a query stops the whole build
             raise KeyboardInterrupt from exc
         log.debug("build of %s failed", feature.name, exc_info=True)
-        error = BuildError(f"{type(exc).__name__}: {exc}", where=f"feature {feature.name!r}", fix="see the message above; run with --verbose for the traceback")
+        if isinstance(exc, OSError) and exc.errno is not None:  # a full disk, a read-only store...
+            error = disk_error(f"write the build of {feature.name!r} to", exc.filename or "the store", exc)
+        else:
+            error = BuildError(f"{type(exc).__name__}: {exc}", where=f"feature {feature.name!r}", fix="see the message above; run with --verbose for the traceback")
         error.__cause__ = exc
         result = FeatureResult(feature.name, "failed", error=error)
     result.seconds = round(time.perf_counter() - started, 3)

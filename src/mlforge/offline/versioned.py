@@ -135,7 +135,9 @@ class VersionedStore:
         """Local paths of a version's Parquet files, for engines to read."""
         version, metadata = self._version_and_metadata(feature, version)
         local_dir = self._local_data_dir(feature, version, metadata)
-        return sorted(glob.glob(os.path.join(local_dir, "*.parquet")))
+        files = sorted(glob.glob(os.path.join(local_dir, "*.parquet")))
+        check_data_files(feature, version, files)
+        return files
 
     def data_uris(self, feature: str, version: str | None = None) -> list[str]:
         """Where a version's Parquet files are stored (paths, ``s3://`` or ``gs://`` URIs)."""
@@ -210,12 +212,32 @@ class VersionedStore:
     def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table:
         version, metadata = self._version_and_metadata(feature, version)
         local_dir = self._local_data_dir(feature, version, metadata)
-        if not glob.glob(os.path.join(local_dir, "*.parquet")):
+        files = glob.glob(os.path.join(local_dir, "*.parquet"))
+        if not files:
             return engine.from_arrow(empty_table(metadata))
+        check_data_files(feature, version, files)
         return engine._read_parquet(os.path.join(local_dir, "*.parquet"))
 
     def _local_data_dir(self, feature: str, version: str, metadata: dict[str, Any]) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def check_data_files(feature: str, version: str, files: list[str]) -> None:
+    """Each data file of a version has a readable Parquet footer: a truncated or foreign
+    file is an error naming the version and the file (S7), not an engine's "magic bytes"."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for path in sorted(files):
+        try:
+            pq.read_metadata(path)
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise StoreError(
+                f"data file {path} of {feature} {version} is damaged (truncated or not Parquet): {reason}",
+                where=f"feature {feature!r}, version {version}",
+                fix=f"restore the file from a backup, or `mlforge rollback {feature} VERSION` to an intact version and rebuild with `mlforge build --features {feature} --full-refresh`",
+            ) from None
 
 
 def _is_name(text: str) -> bool:
