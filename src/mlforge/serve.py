@@ -6,13 +6,14 @@
     GET  /features            the servable features
     GET  /features/{name}     one feature: keys, entities, timestamp, columns, version
     POST /features/online     {"features": [...], "entity": {...}}     one entity
-    POST /features/batch      {"features": [...], "entities": [...]}   up to max_batch
+    POST /features/batch      {"features": [...], "entities": [...]}   up to max_batch (413 past it)
     GET  /metrics             Prometheus text format
 
 Entities are given by the feature's key columns or, for an entity with ``from_columns``,
 by those natural columns; the join key is then computed as in rule K1 (contract K2).
-Bad JSON or a bad body is 422, an unknown feature 404, an unreachable store 503, a
-missing or wrong bearer token 401; no response ever carries a traceback. The token is
+Bad JSON or a bad body is 422, an unknown feature 404, an unknown route 404 naming the
+route, a store that is unreachable or whose client fails in any way 503, a missing or
+wrong bearer token 401; no response ever carries a traceback. The token is
 checked, and the body size bounded (413), before any byte of the body is read, so an
 untokened or oversized request costs the server no memory.
 
@@ -34,7 +35,7 @@ from datetime import time as dtime
 from decimal import Decimal
 from typing import Any
 
-from mlforge.errors import ConfigError, MlforgeError, OnlineStoreError, missing_extra
+from mlforge.errors import ConfigError, MlforgeError, OnlineStoreError, missing_extra, redact
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ TOKEN_FILE_ENV = "MLFORGE_SERVE_TOKEN_FILE"
 MAX_BODY_ENV = "MLFORGE_SERVE_MAX_BODY_BYTES"
 #: Largest request body accepted (413 past it): a batch of 1,000 entities fits many times over.
 MAX_BODY_BYTES = 4 * 2**20
+#: The routes, as named in a 404 / 405 answer.
+ROUTES = "GET /health, GET /features, GET /features/{name}, POST /features/online, POST /features/batch, GET /metrics"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -155,7 +158,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         features: list[str] = Field(min_length=1)
-        entities: list[dict[str, Scalar]] = Field(min_length=1, max_length=limit)
+        entities: list[dict[str, Scalar]] = Field(min_length=1)  # more than `limit`: 413, below
 
     # Everything but the store call runs on the event loop: each hop to the thread pool
     # costs more CPU than the checks themselves. Store calls block, so they get one hop.
@@ -169,7 +172,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     @app.get("/health")
     async def health() -> Any:
         try:
-            await run_in_threadpool(store.ping)
+            await run_in_threadpool(_store_call, store, "ping", store.ping)
         except OnlineStoreError as exc:
             return JSONResponse({"status": "unavailable", "online_store": repr(store), "detail": exc.what}, status_code=503)
         return {"status": "ok", "project": defs.name, "online_store": type(store).__name__, "features": len(defs.features)}
@@ -192,6 +195,8 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
 
     @app.post("/features/batch")
     async def batch(body: BatchRequest) -> Any:
+        if len(body.entities) > limit:
+            raise HTTPException(status_code=413, detail=f"{len(body.entities)} entities are over the limit of {limit} per request; split the batch (or raise {MAX_BATCH_ENV} / --max-batch)")
         results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, body.entities, HTTPException)
         return JSONResponse({"results": [{"entity": e, "features": r} for e, r in zip(body.entities, results, strict=True)]})
 
@@ -214,7 +219,7 @@ def _lookup(defs: Any, store: Any, metrics: "_Metrics", names: list[str], entiti
         raise http_error(status_code=422, detail=str(exc)) from None
     started = time.perf_counter()
     try:
-        rows = read_many(store, requests)
+        rows = _store_call(store, "read", read_many, store, requests)
     except OnlineStoreError:
         for name in features:
             metrics.lookup(name, "error", len(entities))
@@ -226,6 +231,19 @@ def _lookup(defs: Any, store: Any, metrics: "_Metrics", names: list[str], entiti
         metrics.lookup(name, "hit", hits)
         metrics.lookup(name, "miss", len(entities) - hits)
     return [{name: (None if rows[name][i] is None else jsonable(rows[name][i])) for name in features} for i in range(len(entities))]
+
+
+def _store_call(store: Any, action: str, fn: Any, *args: Any) -> Any:
+    """A store call; whatever a store client raises that the store did not translate is
+    still the store's failure (503), never a 500 (O3)."""
+    try:
+        return fn(*args)
+    except MlforgeError:
+        raise
+    except Exception as exc:
+        log.warning("online store %r failed to %s", store, action, exc_info=exc)
+        # The client's own message may hold internals: it goes to the log, not to the caller.
+        raise OnlineStoreError(f"cannot {action}: the client of {type(store).__name__} failed with {type(exc).__name__} (see the server log)", where=repr(store), fix="retry; if it persists, check the online store and its client library") from None
 
 
 def _feature(defs: Any, name: str, http_error: Any) -> Any:
@@ -261,8 +279,18 @@ def _describe(defs: Any, name: str, *, brief: bool) -> dict[str, Any]:
 def _install_error_handlers(app: Any, json_response: Any) -> None:
     """Known failures become clean JSON answers; anything else a bare 500 (logged here)."""
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from mlforge.errors import DefinitionError, RetrievalError, VersionNotFound
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Any, exc: StarletteHTTPException) -> Any:
+        detail = exc.detail
+        if exc.status_code == 404 and request.scope.get("route") is None:  # no route matched
+            detail = f"unknown route {request.method} {request.url.path}; the routes are {ROUTES}"
+        elif exc.status_code == 405 and request.scope.get("route") is None:
+            detail = f"{request.method} is not allowed on {request.url.path}; the routes are {ROUTES}"
+        return json_response({"detail": redact(str(detail))}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     def bad_request(request: Any, exc: RequestValidationError) -> Any:
@@ -278,7 +306,7 @@ def _install_error_handlers(app: Any, json_response: Any) -> None:
     @app.exception_handler(MlforgeError)
     def mlforge_error(request: Any, exc: MlforgeError) -> Any:
         status = 404 if isinstance(exc, VersionNotFound) else 422 if isinstance(exc, (RetrievalError, DefinitionError, ConfigError)) else 503
-        return json_response({"detail": str(exc)}, status_code=status)
+        return json_response({"detail": str(exc)}, status_code=status)  # MlforgeError messages are redacted
 
     @app.exception_handler(Exception)
     def unexpected(request: Any, exc: Exception) -> Any:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from mlforge.errors import OnlineStoreError, missing_extra
+from mlforge.errors import MlforgeError, OnlineStoreError, missing_extra
 from mlforge.online.base import (
     OnlineCapabilities,
     chunked,
@@ -107,6 +107,14 @@ class DynamoDBStore:
                 where=repr(self),
                 fix="check endpoint_url, region and AWS credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE...)",
             ) from None
+        except MlforgeError:
+            raise
+        except Exception as exc:  # the client's own failures are the store's too: 503, never 500 (O3)
+            raise OnlineStoreError(
+                f"cannot {action}: the DynamoDB client failed with {type(exc).__name__}: {exc}",
+                where=repr(self),
+                fix="retry; if it persists, check endpoint_url, region and the boto3 version",
+            ) from None
 
     def item_key(self, feature: str, key: dict[str, Any]) -> dict[str, Any]:
         return {"pk": {"S": f"{feature}:{key_text(key)}"}}
@@ -176,7 +184,14 @@ class DynamoDBStore:
                 if expires is not None and float(expires["N"]) <= now:
                     continue
                 found[item["pk"]["S"][len(feature) + 1 :]] = item
-        return [decode_row(found[t]["v"]["S"]) if t in found else None for t in texts]
+        try:
+            return [decode_row(found[t]["v"]["S"]) if t in found else None for t in texts]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OnlineStoreError(
+                f"a stored item of {feature!r} is not an mlforge row ({type(exc).__name__}: {exc})",
+                where=repr(self),
+                fix="another program writes to this table: give mlforge its own table, and re-publish with `mlforge build --online`",
+            ) from None
 
     def _batch_get(self, keys: list[dict[str, Any]], feature: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -202,8 +217,8 @@ class DynamoDBStore:
 
     def close(self) -> None:
         if self._client is not None:
-            self._client.close()
-            self._client = None
+            client, self._client = self._client, None
+            self._guard("close the client", client.close)
 
 
 def _backoff(attempt: int) -> None:
