@@ -112,6 +112,17 @@ def _utc() -> Any:
 
 
 # -- the app ---------------------------------------------------------------------------------
+REQUEST_EXAMPLE = '{"features": ["user_spend"], "entity": {"user_id": "u1"}}'
+
+
+class Problem(Exception):
+    """An HTTP error answer ``{"detail": what (and where), "fix": how}`` with ``status``."""
+
+    def __init__(self, status: int, detail: str, *, fix: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.fix, self.headers = status, detail, fix, headers
+
+
 def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = None, max_body_bytes: int | None = None) -> Any:
     """The FastAPI app serving ``defs``'s online store.
 
@@ -133,7 +144,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         ['/features', '/features/batch', '/features/online', '/features/{name}']
     """
     try:
-        from fastapi import FastAPI, HTTPException
+        from fastapi import FastAPI
         from fastapi.responses import JSONResponse, Response
         from pydantic import BaseModel, ConfigDict, Field, FiniteFloat
         from starlette.concurrency import run_in_threadpool
@@ -174,7 +185,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         try:
             await run_in_threadpool(_store_call, store, "ping", store.ping)
         except OnlineStoreError as exc:
-            return JSONResponse({"status": "unavailable", "online_store": repr(store), "detail": exc.what}, status_code=503)
+            return JSONResponse({"status": "unavailable", "online_store": repr(store), "detail": exc.what, "fix": exc.fix}, status_code=503)
         return {"status": "ok", "project": defs.name, "online_store": type(store).__name__, "features": len(defs.features)}
 
     @app.get("/features")
@@ -184,20 +195,20 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     @app.get("/features/{name}")
     def show_feature(name: str) -> Any:
         if name in ("online", "batch"):
-            raise HTTPException(status_code=405, detail=f"/features/{name} takes POST with a JSON body", headers={"Allow": "POST"})
-        _feature(defs, name, HTTPException)
+            raise Problem(405, f"/features/{name} takes POST with a JSON body", fix=f'POST /features/{name} with {REQUEST_EXAMPLE}', headers={"Allow": "POST"})
+        _feature(defs, name)
         return _describe(defs, name, brief=False)
 
     @app.post("/features/online")
     async def online(body: OnlineRequest) -> Any:
-        results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, [body.entity], HTTPException)
+        results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, [body.entity])
         return JSONResponse({"entity": body.entity, "features": results[0]})
 
     @app.post("/features/batch")
     async def batch(body: BatchRequest) -> Any:
         if len(body.entities) > limit:
-            raise HTTPException(status_code=413, detail=f"{len(body.entities)} entities are over the limit of {limit} per request; split the batch (or raise {MAX_BATCH_ENV} / --max-batch)")
-        results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, body.entities, HTTPException)
+            raise Problem(413, f"{len(body.entities)} entities are over the limit of {limit} per request", fix=f"split the batch (or start the server with a larger {MAX_BATCH_ENV} / --max-batch)")
+        results = await run_in_threadpool(_lookup, defs, store, metrics, body.features, body.entities)
         return JSONResponse({"results": [{"entity": e, "features": r} for e, r in zip(body.entities, results, strict=True)]})
 
     @app.get("/metrics")
@@ -208,15 +219,15 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     return app
 
 
-def _lookup(defs: Any, store: Any, metrics: "_Metrics", names: list[str], entities: list[dict[str, Any]], http_error: Any) -> list[dict[str, Any]]:
+def _lookup(defs: Any, store: Any, metrics: "_Metrics", names: list[str], entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``[{feature: row | None}]`` per entity; one store call for all features."""
     from mlforge.online.base import read_many
 
-    features = {name: _feature(defs, name, http_error) for name in dict.fromkeys(names)}
+    features = {name: _feature(defs, name) for name in dict.fromkeys(names)}
     try:
         requests = {name: [entity_key(f, e) for e in entities] for name, f in features.items()}
     except KeyProblem as exc:
-        raise http_error(status_code=422, detail=str(exc)) from None
+        raise Problem(422, str(exc), fix="give each entity the feature's key columns (GET /features/{name} lists them)") from None
     started = time.perf_counter()
     try:
         rows = _store_call(store, "read", read_many, store, requests)
@@ -246,10 +257,10 @@ def _store_call(store: Any, action: str, fn: Any, *args: Any) -> Any:
         raise OnlineStoreError(f"cannot {action}: the client of {type(store).__name__} failed with {type(exc).__name__} (see the server log)", where=repr(store), fix="retry; if it persists, check the online store and its client library") from None
 
 
-def _feature(defs: Any, name: str, http_error: Any) -> Any:
+def _feature(defs: Any, name: str) -> Any:
     feature = defs.features.get(name)
     if feature is None:
-        raise http_error(status_code=404, detail=f"unknown feature {name!r}; available: {', '.join(sorted(defs.features)) or 'none'}")
+        raise Problem(404, f"unknown feature {name!r}", fix=f"available: {', '.join(sorted(defs.features)) or 'none'} (GET /features)")
     return feature
 
 
@@ -283,35 +294,40 @@ def _install_error_handlers(app: Any, json_response: Any) -> None:
 
     from mlforge.errors import DefinitionError, RetrievalError, VersionNotFound
 
+    @app.exception_handler(Problem)
+    def problem(request: Any, exc: Problem) -> Any:
+        return json_response({"detail": redact(exc.detail), "fix": redact(exc.fix)}, status_code=exc.status, headers=exc.headers)
+
     @app.exception_handler(StarletteHTTPException)
     def http_error(request: Any, exc: StarletteHTTPException) -> Any:
-        detail = exc.detail
+        detail, fix = str(exc.detail), "see the API in docs/serving.md"
         if exc.status_code == 404 and request.scope.get("route") is None:  # no route matched
-            detail = f"unknown route {request.method} {request.url.path}; the routes are {ROUTES}"
-        elif exc.status_code == 405 and request.scope.get("route") is None:
-            detail = f"{request.method} is not allowed on {request.url.path}; the routes are {ROUTES}"
-        return json_response({"detail": redact(str(detail))}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+            detail, fix = f"unknown route {request.method} {request.url.path}", f"the routes are {ROUTES}"
+        elif exc.status_code == 405:
+            detail, fix = f"{request.method} is not allowed on {request.url.path}", f"the routes are {ROUTES}"
+        return json_response({"detail": redact(detail), "fix": fix}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     def bad_request(request: Any, exc: RequestValidationError) -> Any:
         # The offending input is not echoed back: it may be huge, or NaN (not JSON).
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
-        return json_response({"detail": errors}, status_code=422)
+        return json_response({"detail": errors, "fix": f"send a JSON body like {REQUEST_EXAMPLE} (batch: \"entities\": [...]); keys are strings, integers, finite numbers or booleans"}, status_code=422)
 
     @app.exception_handler(OnlineStoreError)
     def store_down(request: Any, exc: OnlineStoreError) -> Any:
         log.warning("online store unavailable: %s", exc.what)
-        return json_response({"detail": f"online store unavailable: {exc.what}"}, status_code=503)
+        return json_response({"detail": f"online store unavailable: {exc.what}" + (f" (in {exc.where})" if exc.where else ""), "fix": exc.fix or "retry later"}, status_code=503)
 
     @app.exception_handler(MlforgeError)
     def mlforge_error(request: Any, exc: MlforgeError) -> Any:
         status = 404 if isinstance(exc, VersionNotFound) else 422 if isinstance(exc, (RetrievalError, DefinitionError, ConfigError)) else 503
-        return json_response({"detail": str(exc)}, status_code=status)  # MlforgeError messages are redacted
+        detail = exc.what + (f" (in {exc.where})" if exc.where else "")  # MlforgeError messages are redacted
+        return json_response({"detail": detail, "fix": exc.fix or "see docs/serving.md"}, status_code=status)
 
     @app.exception_handler(Exception)
     def unexpected(request: Any, exc: Exception) -> Any:
         log.error("unexpected error serving %s", request.url.path, exc_info=exc)
-        return json_response({"detail": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
+        return json_response({"detail": f"internal error ({type(exc).__name__}); see the server log", "fix": "report it with the server log's traceback"}, status_code=500)
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -396,10 +412,10 @@ class _GuardMiddleware:
             return
         authorization, declared = _guard_headers(scope)
         if self.token and scope.get("path") != "/health" and not _token_matches(authorization, self.token):
-            await _refuse(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])
+            await _refuse(send, 401, "missing or wrong bearer token", "send the header 'Authorization: Bearer <token>'", [(b"www-authenticate", b"Bearer")])
             return
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _refuse(send, 413, f"request body of {int(declared)} bytes is over the limit of {self.max_body_bytes}")
+            await _refuse(send, 413, f"request body of {int(declared)} bytes is over the limit of {self.max_body_bytes}", _SMALLER)
             return
         received = 0
         refused = False
@@ -422,13 +438,13 @@ class _GuardMiddleware:
                 await send(message)
             elif not refused:
                 refused = True
-                await _refuse(send, 413, over_limit)
+                await _refuse(send, 413, over_limit, _SMALLER)
 
         try:
             await self.app(scope, bounded_receive, guarded_send)
         except _BodyTooLarge:
             if not refused:
-                await _refuse(send, 413, over_limit)
+                await _refuse(send, 413, over_limit, _SMALLER)
 
 
 class _BodyTooLarge(Exception):
@@ -452,10 +468,13 @@ def _token_matches(header: str, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-async def _refuse(send: Any, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+_SMALLER = f"send a smaller body: split the batch (or start the server with a larger {MAX_BODY_ENV})"
+
+
+async def _refuse(send: Any, status: int, detail: str, fix: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     import json
 
-    body = json.dumps({"detail": detail}).encode()
+    body = json.dumps({"detail": detail, "fix": fix}).encode()
     await send({
         "type": "http.response.start", "status": status,
         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])],
