@@ -80,6 +80,11 @@ class MlforgeError(Exception):
         self.fix = redact(fix) if fix else fix
         super().__init__(self._render())
 
+    def locate(self, where: str) -> None:
+        """Set (or extend) where the problem is, once it is known higher up."""
+        self.where = redact(where)
+        self.args = (self._render(),)
+
     def _render(self) -> str:
         text = self.what
         if self.where:

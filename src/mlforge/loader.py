@@ -45,6 +45,7 @@ def find_definitions(target: str | os.PathLike[str] | None = None, start: Path |
             return candidate
     raise ConfigError(
         f"no {DEFINITIONS_FILE} found in {here} or its parents",
+        where=str(here),
         fix="run inside an mlforge project, pass --target PATH, or create one with `mlforge init NAME`",
     )
 
@@ -115,6 +116,7 @@ def _import(path: Path) -> Any:
         sys.modules.pop(name, None)
         raise DefinitionError(
             f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}\n{_syntax_excerpt(exc)}".rstrip(),
+            where=f"{exc.filename}:{exc.lineno}",
             fix="fix the Python syntax",
         ) from None
     except MlforgeError as exc:
@@ -122,13 +124,13 @@ def _import(path: Path) -> Any:
         frame = _last_user_frame(exc)
         # A problem of mlforge.yaml is at its line there, not where Definitions() was called.
         if frame is not None and not isinstance(exc, ProfileError) and (exc.where is None or frame not in exc.where):
-            exc.where = f"{exc.where}, {frame}" if exc.where else frame
-            exc.args = (exc._render(),)
+            exc.locate(f"{exc.where}, {frame}" if exc.where else frame)
         raise
     except Exception as exc:
         sys.modules.pop(name, None)
         error = DefinitionError(
             f"importing {path} failed: {type(exc).__name__}: {exc}\n{_user_traceback(exc)}".rstrip(),
+            where=_last_user_frame(exc) or str(path),
             fix="fix the error at the innermost frame shown above",
         )
         raise error from exc
@@ -150,7 +152,9 @@ def _forget_modules_under(root: str) -> None:
 
 
 def _is_ours(filename: str) -> bool:
-    return filename.startswith(_PACKAGE_DIR) or filename.startswith("<frozen") or "importlib" in filename
+    """Frames of mlforge, of the import machinery and of generated code (a dataclass's
+    ``__init__`` is ``<string>``): never where the user's mistake is."""
+    return filename.startswith(_PACKAGE_DIR) or filename.startswith("<") or "importlib" in filename
 
 
 def _user_traceback(exc: BaseException) -> str:

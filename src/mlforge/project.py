@@ -151,20 +151,24 @@ class Definitions:
         if names:
             unknown = [n for n in names if n not in self.features]
             if unknown:
-                raise ConfigError(f"unknown feature(s) {unknown}", fix=f"available: {', '.join(sorted(self.features)) or 'none'}")
+                raise ConfigError(f"unknown feature(s) {unknown}", where="--features / feature_names", fix=f"available: {', '.join(sorted(self.features)) or 'none'}")
             chosen = [self.features[n] for n in names]
         tag_list = _split(tags)
+        if tags is not None and not tag_list:  # `--tags ""` must not mean "any tag"
+            raise ConfigError("no tags given", where="--tags / tags", fix="name at least one tag, or leave the option out")
         if tag_list:
             known_tags = {t for f in self.features.values() for t in f.tags}
             unknown = [t for t in tag_list if t not in known_tags]
             if unknown:
-                raise ConfigError(f"no feature has tag(s) {unknown}", fix=f"known tags: {', '.join(sorted(known_tags)) or 'none'}")
+                raise ConfigError(f"no feature has tag(s) {unknown}", where="--tags / tags", fix=f"known tags: {', '.join(sorted(known_tags)) or 'none'}")
             chosen = [f for f in chosen if set(f.tags) & set(tag_list)]
         schedules = _split(schedule)
+        if schedule is not None and not schedules:
+            raise ConfigError("no schedules given", where="--schedule / schedule", fix=f"name one of {', '.join(SCHEDULES)}, or leave the option out")
         if schedules:
             unknown = [s for s in schedules if s not in SCHEDULES]
             if unknown:
-                raise ConfigError(f"unknown schedule(s) {unknown}", fix=f"known schedules: {', '.join(SCHEDULES)}")
+                raise ConfigError(f"unknown schedule(s) {unknown}", where="--schedule / schedule", fix=f"known schedules: {', '.join(SCHEDULES)}")
             chosen = [f for f in chosen if f.schedule in schedules]
         return chosen
 

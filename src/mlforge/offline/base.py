@@ -89,6 +89,7 @@ def resolve_version(store: OfflineStore, feature: str, version: str | None) -> s
         if latest is None:
             raise VersionNotFound(
                 f"feature {feature!r} has not been built yet",
+                where=f"the offline store, feature {feature!r}",
                 fix=f"run `mlforge build --features {feature}`",
             )
         return latest
@@ -98,6 +99,7 @@ def resolve_version(store: OfflineStore, feature: str, version: str | None) -> s
         available = store.list_versions(feature)
         raise VersionNotFound(
             f"feature {feature!r} has no version {version}",
+            where=f"the offline store, feature {feature!r}",
             fix=f"available versions: {', '.join(available) or 'none'}",
         )
     return version

@@ -113,7 +113,7 @@ class VersionedStore:
             version = json.loads(raw)["version"]
             parse_version(version)
         except (ValueError, KeyError, TypeError, DefinitionError) as exc:
-            raise StoreError(f"the latest pointer {self.blobs.uri(key)} is unreadable: {exc}", fix="run `mlforge rollback` to a listed version") from exc
+            raise StoreError(f"the latest pointer {self.blobs.uri(key)} is unreadable: {exc}", where=f"feature {feature!r}", fix=f"point it at a listed version: `mlforge list versions {feature}`, then `mlforge rollback {feature} VERSION`") from exc
         return version if self.blobs.exists(f"{self._version_key(feature, version)}/{METADATA}") else None
 
     def read_metadata(self, feature: str, version: str | None = None) -> dict[str, Any]:
@@ -123,8 +123,18 @@ class VersionedStore:
         raw = self.blobs.get(f"{self._version_key(feature, version)}/{METADATA}")
         if raw is None:
             resolve_version(self, feature, version)  # raises VersionNotFound, listing versions
-            raise StoreError(f"metadata of {feature} {version} disappeared while reading", fix="retry")
-        return json.loads(raw)
+            raise StoreError(f"metadata of {feature} {version} disappeared while reading", where=f"feature {feature!r}", fix="retry")
+        try:
+            metadata = json.loads(raw)
+        except ValueError as exc:
+            raise StoreError(
+                f"the metadata {self.blobs.uri(f'{self._version_key(feature, version)}/{METADATA}')} is not JSON: {exc}",
+                where=f"feature {feature!r}, version {version}",
+                fix=f"restore the file from a backup, or `mlforge rollback {feature} VERSION` to another version",
+            ) from None
+        if not isinstance(metadata, dict):
+            raise StoreError(f"the metadata of {feature} {version} is not a JSON object", where=f"feature {feature!r}, version {version}", fix="restore the file from a backup")
+        return metadata
 
     def _version_and_metadata(self, feature: str, version: str | None) -> tuple[str, dict[str, Any]]:
         if version is None:
