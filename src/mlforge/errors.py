@@ -87,8 +87,9 @@ class MlforgeError(Exception):
 
     def _render(self) -> str:
         text = self.what
-        if self.where:
-            text = f"{text} (in {self.where})"
+        if self.where:  # after the first line: a message may go on with a traceback or excerpt
+            first, newline, rest = text.partition("\n")
+            text = f"{first} (in {self.where}){newline}{rest}"
         if self.fix:
             text = f"{text}\n  fix: {self.fix}"
         return text

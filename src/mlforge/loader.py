@@ -115,7 +115,7 @@ def _import(path: Path) -> Any:
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise DefinitionError(
-            f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}\n{_syntax_excerpt(exc)}".rstrip(),
+            f"syntax error: {exc.msg}\n{_syntax_excerpt(exc)}".rstrip(),
             where=f"{exc.filename}:{exc.lineno}",
             fix="fix the Python syntax",
         ) from None
