@@ -483,9 +483,9 @@ def test_publishing_requires_a_unity_catalog_offline_store(tmp_path):
         return t
 
     defs = mlf.Definitions("uc", [last_spend], offline_store=mlf.LocalStore(tmp_path / "store"), online_store=DatabricksOnlineStore(CATALOG))
-    outcome = defs.build(online=True).features[0]
-    assert outcome.status == "failed" and isinstance(outcome.error, ConfigError)
-    assert "requires UnityCatalogStore as offline store" in str(outcome.error)
+    with pytest.raises(ConfigError, match="requires UnityCatalogStore as offline store"):
+        defs.build(online=True)
+    assert not (tmp_path / "store").exists()  # contract E3: refused before any compute, nothing published
 
 
 @service

@@ -195,5 +195,5 @@ def test_a_missing_client_names_the_extra(monkeypatch, module, cls, extra):
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` fail
     store_module = importlib.import_module("mlforge.online.dynamodb" if module == "boto3" else "mlforge.online.redis")
     store = getattr(store_module, cls)("t") if module == "boto3" else getattr(store_module, cls)()
-    with pytest.raises(EngineError, match=rf"pip install 'mlforge\[{extra}\]'"):
+    with pytest.raises(EngineError, match=rf"pip install .*\[{extra}\]"):
         store.ping()

@@ -161,7 +161,7 @@ def test_v07_body_is_accepted_with_a_deprecation_header(client):
         ("/features/online", b'{"features": ["route_delay"], "entity": {"origin": "JFK"}}', 422),
         ("/features/online", b'{"features": ["nope"], "entity": {"user_id": "u1"}}', 404),
         ("/features/batch", b'{"features": ["user_spend"], "entities": []}', 422),
-        ("/features/batch", b'{"features": ["user_spend"], "entities": [' + b",".join([b'{"user_id": "u1"}'] * 51) + b"]}", 422),
+        ("/features/batch", b'{"features": ["user_spend"], "entities": [' + b",".join([b'{"user_id": "u1"}'] * 51) + b"]}", 413),  # over max_batch (issue 16)
     ],
 )
 def test_bad_requests_get_clean_errors(client, path, body, status):
@@ -186,18 +186,40 @@ def test_metrics_count_requests_and_lookups_per_feature(client):
     assert 'mlforge_serve_store_read_seconds_count{feature="user_spend"}' in text
 
 
-def test_an_unexpected_error_is_a_bare_500():
+def test_any_store_client_failure_is_503_without_its_internals():  # contract O3, issue 16
     from mlforge.serve import create_app
 
     class Broken(MemoryStore):
-        def read(self, feature, keys):
+        def read(self, feature, keys):  # e.g. redis-py's AttributeError in a handshake
+            raise AttributeError("'NoneType' object has no attribute 'secret internals'")
+
+        def ping(self):
             raise RuntimeError("secret internals")
 
     defs = mlf.Definitions("broken", [user_spend], offline_store=mlf.LocalStore("unused-store"), online_store=Broken())
     with Live(create_app(defs, token="")) as http:
         answer = http.post("/features/online", json={"features": ["user_spend"], "entity": {"user_id": "u1"}})
+        health = http.get("/health")
+    assert answer.status_code == 503 and "AttributeError" in answer.json()["detail"]
+    assert health.status_code == 503
+    assert "secret internals" not in answer.text + health.text
+
+
+def test_an_unexpected_error_is_a_bare_500(monkeypatch):
+    import mlforge.serve
+    from mlforge.serve import create_app
+
+    def broken(value):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(mlforge.serve, "jsonable", broken)
+    store = MemoryStore()
+    store.write("user_spend", ["user_id"], [{"user_id": "u1", "n_7d": 1}])
+    defs = mlf.Definitions("broken", [user_spend], offline_store=mlf.LocalStore("unused-store"), online_store=store)
+    with Live(create_app(defs, token="")) as http:
+        answer = http.post("/features/online", json={"features": ["user_spend"], "entity": {"user_id": "u1"}})
     assert answer.status_code == 500
-    assert answer.json() == {"detail": "internal error (RuntimeError); see the server log"}
+    assert answer.json()["detail"] == "internal error (RuntimeError); see the server log" and "secret" not in answer.text
 
 
 def test_token_from_the_environment(monkeypatch):

@@ -569,5 +569,5 @@ def test_missing_client_names_the_extra(monkeypatch, kind, module, extra):
 
     monkeypatch.setitem(__import__("sys").modules, module, None)
     store = S3Store(BUCKET) if kind == "s3" else GCSStore(BUCKET)
-    with pytest.raises(EngineError, match=rf"mlforge\[{extra}\]"):
+    with pytest.raises(EngineError, match=rf"pip install .*\[{extra}\]"):
         store.list_features()

@@ -14,8 +14,11 @@
         online_store: {KIND: redis, host: "${oc.env:REDIS_HOST,localhost}"}
 
 ``${oc.env:VAR}`` and ``${oc.env:VAR,default}`` are resolved only in the profile in use, so
-a variable missing for ``prod`` never breaks ``dev``. Every error names the file, the line
-and the key (contract E1). Nothing is read at import time.
+a variable missing for ``prod`` never breaks ``dev``; an unclosed ``${`` is an error. Values
+taken from the environment are never printed (:func:`mlforge.errors.hide`). A key given
+twice in one mapping (a profile named twice, a setting twice in a profile) is an error.
+Every error names the file, the line and the key (contract E1). Nothing is read at import
+time.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlforge.errors import ConfigError
+from mlforge.errors import MASK, ConfigError, MlforgeError, ProfileError, hide, install_command
 from mlforge.plugins import ENGINE_NAMES, OFFLINE_KINDS, ONLINE_KINDS, EngineName, Kind
 
 CONFIG_FILE = "mlforge.yaml"
@@ -108,13 +111,37 @@ def read_config(path: Path) -> tuple[dict[str, Any], Any]:
         mark = getattr(exc, "problem_mark", None)
         line = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"malformed YAML: {problem}", where=line, fix="fix the YAML syntax (indentation, colons, quotes)") from None
+        raise ProfileError(f"malformed YAML: {problem}", where=line, fix="fix the YAML syntax (indentation, colons, quotes)") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{CONFIG_FILE} must be a mapping with a 'profiles:' key", where=f"{path}:1", fix="see docs/profiles.md")
+        raise ProfileError(f"{CONFIG_FILE} must be a mapping with a 'profiles:' key", where=f"{path}:1", fix="see docs/profiles.md")
+    check_duplicate_keys(node, path)
     unknown = sorted(set(data) - {"profiles", "default_profile"})
     if unknown:
-        raise ConfigError(f"unknown top-level key {unknown[0]!r}", where=f"{path}:{line_of(node, [unknown[0]])}", fix="top-level keys are 'profiles' and 'default_profile'")
+        raise ProfileError(f"unknown top-level key {unknown[0]!r}", where=f"{path}:{line_of(node, [unknown[0]])}", fix="top-level keys are 'profiles' and 'default_profile'")
     return data, node
+
+
+def check_duplicate_keys(node: Any, path: Path, keys: tuple[str, ...] = ()) -> None:
+    """A key given twice in one mapping is an error naming both lines (YAML loaders keep the
+    last silently, so a second ``engine:`` or a profile named twice would win unseen)."""
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            check_duplicate_keys(item, path, keys)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            dotted = ".".join([*keys, key])
+            what = f"profile {key!r} is defined twice" if keys == ("profiles",) else f"key {key!r} is given twice" + (f" in {'.'.join(keys)}" if keys else "")
+            raise ProfileError(what, where=f"{path}:{line} ({dotted})", fix=f"keep one of them (the other is at line {seen[key]})")
+        seen[key] = line
+        check_duplicate_keys(value_node, path, (*keys, key))
 
 
 def line_of(node: Any, keys: list[str]) -> int | None:
@@ -206,22 +233,29 @@ def profile_names(path: Path | None = None) -> list[str]:
 def _load_block(result: Profile, name: str, data: dict[str, Any], node: Any, path: Path) -> None:
     profiles = data.get("profiles") or {}
     if not isinstance(profiles, dict):
-        raise ConfigError("'profiles' must be a mapping of names to settings", where=f"{path}:{line_of(node, ['profiles'])} (profiles)", fix="see docs/profiles.md")
+        raise ProfileError("'profiles' must be a mapping of names to settings", where=f"{path}:{line_of(node, ['profiles'])} (profiles)", fix="see docs/profiles.md")
     if name not in profiles:
         where = f"{path}:{line_of(node, ['default_profile'])} (default_profile)" if name == data.get("default_profile") else str(path)
-        raise ConfigError(f"unknown profile {name!r}", where=where, fix=f"available profiles: {', '.join(profiles) or 'none'}")
+        raise ProfileError(f"unknown profile {name!r}", where=where, fix=f"available profiles: {', '.join(profiles) or 'none'}")
     block = profiles[name] or {}
     keys = ["profiles", name]
     if not isinstance(block, dict):
-        raise ConfigError(f"profile {name!r} must be a mapping", where=_where(path, node, keys), fix="e.g. dev: {offline_store: {KIND: local, path: ./feature_store}}")
+        raise ProfileError(f"profile {name!r} must be a mapping", where=_where(path, node, keys), fix="e.g. dev: {offline_store: {KIND: local, path: ./feature_store}}")
     unknown = sorted(set(block) - set(PROFILE_KEYS))
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in profile {name!r}", where=_where(path, node, [*keys, unknown[0]]), fix=f"allowed keys: {', '.join(PROFILE_KEYS)}")
-    resolved = _interpolate(block, node, keys, path)
+        raise ProfileError(f"unknown key {unknown[0]!r} in profile {name!r}", where=_where(path, node, [*keys, unknown[0]]), fix=f"allowed keys: {', '.join(PROFILE_KEYS)}")
+    from_env: dict[tuple[str, ...], list[str]] = {}
+    resolved = _interpolate(block, node, keys, path, from_env)
     result.name = name
     for key, kinds in (("offline_store", OFFLINE_KINDS), ("online_store", ONLINE_KINDS)):
         if resolved.get(key) is not None:
-            setattr(result, key, make_store(resolved[key], kinds, _where(path, node, [*keys, key]), key, path.parent))
+            block_keys = [*keys, key]
+            env_options = {k[len(block_keys)]: v for k, v in from_env.items() if len(k) > len(block_keys) and list(k[: len(block_keys)]) == block_keys}
+            store = make_store(
+                resolved[key], kinds, _where(path, node, block_keys), key, path.parent,
+                locate=lambda option, bk=block_keys: _where(path, node, [*bk, option]), from_env=env_options,
+            )
+            setattr(result, key, store)
             result.origin[key] = "profile"
     if resolved.get("engine") is not None:
         result.engine = _engine_from(resolved["engine"], _where(path, node, [*keys, "engine"]))
@@ -236,17 +270,31 @@ def _where(path: Path, node: Any, keys: list[str]) -> str:
 def _engine_from(value: Any, where: str) -> str:
     name = value["KIND"] if isinstance(value, dict) and "KIND" in value else value
     if not isinstance(name, str) or name.lower() not in ENGINE_NAMES:
-        raise ConfigError(f"unknown engine {name!r}", where=where, fix=f"use one of {', '.join(ENGINE_NAMES)}")
+        raise ProfileError(f"unknown engine {name!r}", where=where, fix=f"use one of {', '.join(ENGINE_NAMES)}")
     return name.lower()
 
 
-def make_store(block: Any, kinds: dict[str, Kind], where: str, key: str, base: Path) -> Any:
-    """Create a store object from a profile block discriminated by ``KIND``."""
+def make_store(
+    block: Any,
+    kinds: dict[str, Kind],
+    where: str,
+    key: str,
+    base: Path,
+    *,
+    locate: Any = None,
+    from_env: dict[str, list[str]] | None = None,
+) -> Any:
+    """Create a store object from a profile block discriminated by ``KIND``.
+
+    ``locate(option)`` names the line of one option and ``from_env`` maps options to the
+    environment variables interpolated into them, so that a value the store rejects is
+    blamed on its line of ``mlforge.yaml`` without printing it.
+    """
     if not isinstance(block, dict) or "KIND" not in block:
-        raise ConfigError(f"{key} must be a mapping with a KIND", where=where, fix=f"e.g. {key}: {{KIND: {next(iter(kinds))}}}")
+        raise ProfileError(f"{key} must be a mapping with a KIND", where=where, fix=f"e.g. {key}: {{KIND: {next(iter(kinds))}}}")
     kind_name = str(block["KIND"]).lower()
     if kind_name not in kinds:
-        raise ConfigError(f"unknown {key} KIND {block['KIND']!r}", where=where, fix=f"use one of {', '.join(kinds)}")
+        raise ProfileError(f"unknown {key} KIND {block['KIND']!r}", where=where, fix=f"use one of {', '.join(kinds)}")
     kind = kinds[kind_name]
     options = {k: v for k, v in block.items() if k != "KIND"}
     if kind_name == "local" and "path" in options and not Path(str(options["path"])).is_absolute():
@@ -260,34 +308,57 @@ def make_store(block: Any, kinds: dict[str, Kind], where: str, key: str, base: P
             if str(missing).startswith("mlforge")
             else f"{key} KIND {kind_name!r} needs the optional dependency {missing!r}"
         )
-        fix = f"pip install 'mlforge[{kind.extra or 'all'}]'"
+        fix = install_command(kind.extra or "all")
         if str(missing).startswith("mlforge"):
-            fix += " with a version of mlforge that provides this KIND"
-        raise ConfigError(what, where=where, fix=fix) from None
+            fix += " (with a version of mlforge that provides this KIND)"
+        raise ProfileError(what, where=where, fix=fix) from None
     try:
         return cls(**options)
     except TypeError as exc:
-        raise ConfigError(f"bad options for {key} KIND {kind_name!r}: {exc}", where=where, fix="check the option names in docs/profiles.md") from None
+        raise ProfileError(f"bad options for {key} KIND {kind_name!r}: {exc}", where=where, fix="check the option names in docs/profiles.md") from None
+    except Exception as exc:  # a value the store rejects: blame its line, never print a secret
+        raise _rejected_value(exc, key, kind_name, options, where, locate, from_env or {}) from None
 
 
-def _interpolate(value: Any, node: Any, keys: list[str], path: Path) -> Any:
+def _rejected_value(exc: Exception, key: str, kind_name: str, options: dict[str, Any], where: str, locate: Any, from_env: dict[str, list[str]]) -> ProfileError:
+    detail = exc.what if isinstance(exc, MlforgeError) else f"{type(exc).__name__}: {exc}"
+    raw = str(exc)
+    suspects = [o for o in from_env if isinstance(options.get(o), str) and options[o] and options[o] in raw]
+    if not suspects and MASK in detail and len(from_env) == 1:
+        suspects = list(from_env)
+    if len(suspects) == 1 and locate is not None:
+        option = suspects[0]
+        variables = ", ".join(from_env[option])
+        return ProfileError(
+            f"bad value for {key} KIND {kind_name!r} option {option!r}: {detail}",
+            where=locate(option),
+            fix=f"set {variables} to a valid {option} (values from the environment are not printed)",
+        )
+    return ProfileError(f"bad value for {key} KIND {kind_name!r}: {detail}", where=where, fix="check the option values in docs/profiles.md")
+
+
+def _interpolate(value: Any, node: Any, keys: list[str], path: Path, from_env: dict[tuple[str, ...], list[str]]) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, node, [*keys, str(k)], path) for k, v in value.items()}
+        return {k: _interpolate(v, node, [*keys, str(k)], path, from_env) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, node, keys, path) for v in value]
+        return [_interpolate(v, node, keys, path, from_env) for v in value]
     if not isinstance(value, str):
         return value
     bad = _BAD_ENV.search(value)
     if bad:
-        raise ConfigError(f"cannot interpolate {bad.group(0)!r}", where=_where(path, node, keys), fix="write ${oc.env:VAR} or ${oc.env:VAR,default}")
+        raise ProfileError(f"cannot interpolate {bad.group(0)!r}", where=_where(path, node, keys), fix="write ${oc.env:VAR} or ${oc.env:VAR,default}")
+    if "${" in _ENV.sub("", value):
+        raise ProfileError(f"unclosed interpolation in {value!r}", where=_where(path, node, keys), fix="close it with '}': ${oc.env:VAR} or ${oc.env:VAR,default}")
 
     def replace(match: re.Match[str]) -> str:
         var, default = match.group(1), match.group(2)
         if var in os.environ:
+            hide(os.environ[var])
+            from_env.setdefault(tuple(keys), []).append(var)
             return os.environ[var]
         if default is not None:
             return default
-        raise ConfigError(
+        raise ProfileError(
             f"environment variable {var} is not set",
             where=_where(path, node, keys),
             fix=f"export {var}=... or write ${{oc.env:{var},default}}",

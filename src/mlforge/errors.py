@@ -4,12 +4,18 @@ Every error derives from :class:`MlforgeError` and carries three parts: *what* i
 *where* (feature, column, file, line) and *how* to fix it. The CLI prints ``str(error)``
 without a traceback and maps the class to an exit code (``exit_code``).
 
+Values read from the environment through ``${oc.env:VAR}`` in ``mlforge.yaml`` may be
+secrets: :func:`hide` records them and every message of an ``MlforgeError`` (and whatever
+the CLI, the server and the CLI's log handler print, through :func:`redact`) shows ``***``
+in their place.
+
 ::
 
     MlforgeError
     ├── DefinitionError        bad feature / entity / source / metric declarations   (exit 2)
     │   └── DefinitionErrors   several definition problems reported together         (exit 2)
     ├── ConfigError            mlforge.yaml, profiles, settings, CLI arguments       (exit 2)
+    │   └── ProfileError       a problem at a line of mlforge.yaml                 (exit 2)
     ├── EngineError            an engine cannot run a construct, or is missing      (exit 2)
     ├── SourceError            a source file/table is missing or unreadable         (exit 1)
     ├── BuildError             a feature failed to build                           (exit 1)
@@ -25,6 +31,45 @@ without a traceback and maps the class to an exit code (``exit_code``).
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import re
+from pathlib import Path
+
+#: What a hidden value is printed as.
+MASK = "***"
+#: Values read from the environment in this process (see :func:`hide`).
+_HIDDEN: set[str] = set()
+#: Values this short are masked only where they stand alone (``"1"`` must not garble "10").
+_SHORT = 4
+
+
+def hide(value: str) -> None:
+    """Never print ``value``: messages show :data:`MASK` in its place from now on.
+
+    >>> hide("s3cr3t-token")
+    >>> redact("password s3cr3t-token refused")
+    'password *** refused'
+    """
+    if not value:
+        return
+    _HIDDEN.add(value)
+    escaped = repr(value)[1:-1]  # how it appears inside a repr() of a string
+    if escaped != value:
+        _HIDDEN.add(escaped)
+
+
+def redact(text: str) -> str:
+    """``text`` with every hidden value replaced by :data:`MASK`."""
+    if not _HIDDEN or not text:
+        return text
+    for value in sorted(_HIDDEN, key=len, reverse=True):
+        if len(value) >= _SHORT:
+            text = text.replace(value, MASK)
+        elif value in text:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", MASK, text)
+    return text
+
 
 class MlforgeError(Exception):
     """Base class of every error mlforge raises."""
@@ -32,15 +77,21 @@ class MlforgeError(Exception):
     exit_code: int = 1
 
     def __init__(self, what: str, *, where: str | None = None, fix: str | None = None):
-        self.what = what
-        self.where = where
-        self.fix = fix
+        self.what = redact(what)
+        self.where = redact(where) if where else where
+        self.fix = redact(fix) if fix else fix
         super().__init__(self._render())
+
+    def locate(self, where: str) -> None:
+        """Set (or extend) where the problem is, once it is known higher up."""
+        self.where = redact(where)
+        self.args = (self._render(),)
 
     def _render(self) -> str:
         text = self.what
-        if self.where:
-            text = f"{text} (in {self.where})"
+        if self.where:  # after the first line: a message may go on with a traceback or excerpt
+            first, newline, rest = text.partition("\n")
+            text = f"{first} (in {self.where}){newline}{rest}"
         if self.fix:
             text = f"{text}\n  fix: {self.fix}"
         return text
@@ -66,6 +117,10 @@ class ConfigError(MlforgeError):
     """Configuration, profile or command-line arguments are invalid."""
 
     exit_code = 2
+
+
+class ProfileError(ConfigError):
+    """A problem in ``mlforge.yaml``; ``where`` names the file, the line and the key."""
 
 
 class EngineError(MlforgeError):
@@ -129,9 +184,73 @@ class PublishOnlyError(OnlineStoreError):
     """The online store is filled by publishing a table, not by writing rows."""
 
 
-def missing_extra(module: str, extra: str) -> EngineError:
-    """The error for an optional dependency that is not installed."""
+def missing_extra(module: str, extra: str, *, where: str | None = None) -> EngineError:
+    """The error for an optional dependency that is not installed, with the command that
+    installs it into this installation of mlforge (:func:`install_command`)."""
     return EngineError(
         f"the optional dependency '{module}' is not installed",
-        fix=f"pip install 'mlforge[{extra}]'",
+        where=where,
+        fix=install_command(extra),
     )
+
+
+@functools.cache
+def install_command(extra: str) -> str:
+    """The ``pip install`` line that adds ``extra`` to the mlforge that is running.
+
+    The name ``mlforge`` on PyPI belongs to an unrelated project, so a bare
+    ``pip install 'mlforge[extra]'`` would install something else. The command names what
+    installed this package: the source checkout it runs from (its ``pyproject.toml``), or
+    the local directory or VCS URL pip recorded, or else the distribution's own name.
+    """
+    checkout = Path(__file__).resolve().parents[2]
+    name = _project_name(checkout / "pyproject.toml")
+    if name is not None:
+        return f"pip install -e '{checkout}[{extra}]'   # {name}, from the source checkout this runs from"
+    dist = _distribution()
+    if dist is None:
+        return f"pip install the mlforge distribution you installed, with the extra [{extra}]"
+    origin = _direct_url(dist)
+    dist_name = dist.metadata["Name"]
+    if origin.get("dir_info") is not None and str(origin.get("url", "")).startswith("file://"):
+        path = str(origin["url"])[len("file://"):]
+        editable = "-e " if origin["dir_info"].get("editable") else ""
+        return f"pip install {editable}'{path}[{extra}]'"
+    if origin.get("vcs_info") is not None:
+        return f"pip install '{dist_name}[{extra}] @ {origin['vcs_info'].get('vcs', 'git')}+{origin['url']}'"
+    return f"pip install '{dist_name}[{extra}]'"
+
+
+def _project_name(pyproject: Path) -> str | None:
+    """``[project] name`` of a source checkout that holds this package, else ``None``."""
+    if not pyproject.is_file() or not (pyproject.parent / "src" / "mlforge" / "errors.py").is_file():
+        return None
+    import tomllib
+
+    try:
+        return str(tomllib.loads(pyproject.read_text())["project"]["name"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return None
+
+
+def _distribution() -> importlib.metadata.Distribution | None:
+    from importlib import metadata
+
+    # An editable install maps no top-level package; its distribution carries the project name.
+    names = metadata.packages_distributions().get("mlforge") or ["mlforge"]
+    for name in names:
+        try:
+            return metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _direct_url(dist: importlib.metadata.Distribution) -> dict:
+    import json
+
+    text = dist.read_text("direct_url.json")
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return {}

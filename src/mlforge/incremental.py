@@ -71,7 +71,7 @@ def align_up(instant: int, interval: int) -> int:
 def to_instant(value: Any, *, name: str) -> int:
     """Epoch seconds from a date, datetime or ISO string; naive means UTC."""
     if isinstance(value, bool):
-        raise ConfigError(f"--{name} value {value!r} is not a date", fix="use e.g. 2026-01-15 or 2026-01-15T06:00:00")
+        raise ConfigError(f"--{name} value {value!r} is not a date", where=f"--{name} / {name}=", fix="use e.g. 2026-01-15 or 2026-01-15T06:00:00")
     if isinstance(value, int):
         return value
     if isinstance(value, datetime):
@@ -85,7 +85,7 @@ def to_instant(value: Any, *, name: str) -> int:
             return to_instant(datetime.fromisoformat(text), name=name)
         except ValueError:
             pass
-    raise ConfigError(f"cannot parse --{name} value {value!r} as a date", fix="use ISO form, e.g. 2026-01-15 or 2026-01-15T06:00:00")
+    raise ConfigError(f"cannot parse --{name} value {value!r} as a date", where=f"--{name} / {name}=", fix="use ISO form, e.g. 2026-01-15 or 2026-01-15T06:00:00")
 
 
 def format_instant(instant: int | None) -> str:
@@ -113,9 +113,9 @@ def plan_range(
     - nothing -> continue from ``watermark`` (or everything if there is none).
     """
     if full_refresh and (since is not None or until is not None or last is not None):
-        raise ConfigError("--full-refresh cannot be combined with --since/--until/--last", fix="drop one of them")
+        raise ConfigError("--full-refresh cannot be combined with --since/--until/--last", where="the build range options", fix="drop one of them")
     if last is not None and (since is not None or until is not None):
-        raise ConfigError("--last cannot be combined with --since/--until", fix="use either --last 7d or --since/--until")
+        raise ConfigError("--last cannot be combined with --since/--until", where="the build range options", fix="use either --last 7d or --since/--until")
     if full_refresh:
         return BuildRange()
     if last is not None:
@@ -132,6 +132,7 @@ def plan_range(
     if start is not None and end is not None and start >= end:
         raise ConfigError(
             f"--since {format_instant(start)} is not before --until {format_instant(end)}",
+            where="the build range options",
             fix="give a --since earlier than --until",
         )
     if interval:

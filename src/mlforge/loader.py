@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlforge.errors import ConfigError, DefinitionError, MlforgeError
+from mlforge.errors import ConfigError, DefinitionError, MlforgeError, ProfileError
 
 if TYPE_CHECKING:
     from mlforge.project import Definitions
@@ -45,6 +45,7 @@ def find_definitions(target: str | os.PathLike[str] | None = None, start: Path |
             return candidate
     raise ConfigError(
         f"no {DEFINITIONS_FILE} found in {here} or its parents",
+        where=str(here),
         fix="run inside an mlforge project, pass --target PATH, or create one with `mlforge init NAME`",
     )
 
@@ -84,11 +85,15 @@ def _apply_profile(defs: Any, profile: str | None) -> None:
     resolved = resolve_profile(profile)
     if resolved.offline_store is not None:
         defs.offline_store = resolved.offline_store
+        defs.origins["offline_store"] = resolved.origin.get("offline_store", "profile")
     if resolved.online_store is not None:
         defs.online_store = resolved.online_store
+        defs.origins["online_store"] = resolved.origin.get("online_store", "profile")
     if resolved.engine is not None:
         defs.engine_spec = resolved.engine
+        defs.origins["engine"] = resolved.origin.get("engine", "profile")
     defs.profile = resolved.name
+    defs.profile_settings = resolved
 
 
 def _import(path: Path) -> Any:
@@ -110,20 +115,22 @@ def _import(path: Path) -> Any:
     except SyntaxError as exc:
         sys.modules.pop(name, None)
         raise DefinitionError(
-            f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}\n{_syntax_excerpt(exc)}".rstrip(),
+            f"syntax error: {exc.msg}\n{_syntax_excerpt(exc)}".rstrip(),
+            where=f"{exc.filename}:{exc.lineno}",
             fix="fix the Python syntax",
         ) from None
     except MlforgeError as exc:
         sys.modules.pop(name, None)
         frame = _last_user_frame(exc)
-        if frame is not None and (exc.where is None or frame not in exc.where):
-            exc.where = f"{exc.where}, {frame}" if exc.where else frame
-            exc.args = (exc._render(),)
+        # A problem of mlforge.yaml is at its line there, not where Definitions() was called.
+        if frame is not None and not isinstance(exc, ProfileError) and (exc.where is None or frame not in exc.where):
+            exc.locate(f"{exc.where}, {frame}" if exc.where else frame)
         raise
     except Exception as exc:
         sys.modules.pop(name, None)
         error = DefinitionError(
             f"importing {path} failed: {type(exc).__name__}: {exc}\n{_user_traceback(exc)}".rstrip(),
+            where=_last_user_frame(exc) or str(path),
             fix="fix the error at the innermost frame shown above",
         )
         raise error from exc
@@ -145,7 +152,9 @@ def _forget_modules_under(root: str) -> None:
 
 
 def _is_ours(filename: str) -> bool:
-    return filename.startswith(_PACKAGE_DIR) or filename.startswith("<frozen") or "importlib" in filename
+    """Frames of mlforge, of the import machinery and of generated code (a dataclass's
+    ``__init__`` is ``<string>``): never where the user's mistake is."""
+    return filename.startswith(_PACKAGE_DIR) or filename.startswith("<") or "importlib" in filename
 
 
 def _user_traceback(exc: BaseException) -> str:

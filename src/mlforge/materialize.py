@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Any
 
 from mlforge import fingerprints
 from mlforge.compiler import LabelRange, compile_metrics
+from mlforge.engines.base import Capability, catalog_table_error
 from mlforge.engines.monthfiles import UNTIMED
 from mlforge.equivalence import FLOAT_RTOL, files_equivalent
-from mlforge.errors import BuildError, MlforgeError, ValidationFailed
+from mlforge.errors import BuildError, EngineError, MlforgeError, ValidationFailed
 from mlforge.incremental import BuildRange, next_watermark, plan_range
 from mlforge.manifest import canonical_schema, digests_hash, file_digests
+from mlforge.offline.blobs import disk_error
 from mlforge.prepare import prepare_input, run_function
 from mlforge.records import BuiltRange, EntityRecord, MetricRecord, VersionRecord
 from mlforge.versioning import NEW_DATA, Change, ChangeKind, classify, next_version
@@ -100,6 +102,27 @@ class BuildOptions:
     now: int | None = None
 
 
+def check_runnable(plan: list[tuple[Feature, Engine]]) -> None:
+    """Fail before any compute when an engine cannot run a selected feature: a package the
+    engine needs is missing (said once, with the ``pip install`` line, not once per
+    feature), or a feature reads a Unity Catalog table on an engine that reads only files."""
+    checked: set[int] = set()
+    problems: list[EngineError] = []
+    for feature, engine in plan:
+        if id(engine) not in checked:
+            engine.check_available()
+            checked.add(id(engine))
+        if feature.source.is_table and not engine.supports(Capability.CATALOG_TABLES):
+            problems.append(catalog_table_error(engine.name, feature.source.location, feature.name))
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise EngineError(
+            f"{len(problems)} features read Unity Catalog tables on an engine that reads only files: " + ", ".join(repr(p.where) for p in problems),
+            fix=problems[0].fix,
+        )
+
+
 def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions) -> FeatureResult:
     """Build one feature and publish a version if anything changed. Never raises for
     build problems: they are reported in the result (and nothing is written, E3)."""
@@ -112,7 +135,10 @@ def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options
         if engine.is_interrupt(exc):  # Ctrl-C inside a query stops the whole build
             raise KeyboardInterrupt from exc
         log.debug("build of %s failed", feature.name, exc_info=True)
-        error = BuildError(f"{type(exc).__name__}: {exc}", where=f"feature {feature.name!r}", fix="see the message above; run with --verbose for the traceback")
+        if isinstance(exc, OSError) and exc.errno is not None:  # a full disk, a read-only store...
+            error = disk_error(f"write the build of {feature.name!r} to", exc.filename or "the store", exc)
+        else:
+            error = BuildError(f"{type(exc).__name__}: {exc}", where=f"feature {feature.name!r}", fix="see the message above; run with --verbose for the traceback")
         error.__cause__ = exc
         result = FeatureResult(feature.name, "failed", error=error)
     result.seconds = round(time.perf_counter() - started, 3)

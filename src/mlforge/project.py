@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlforge import operations, retrieval
 from mlforge.compiler import check_metric_inputs
-from mlforge.config import load_profile
+from mlforge.config import Profile, resolve_profile
 from mlforge.definitions.feature import SCHEDULES, Feature
 from mlforge.definitions.names import check_name
 from mlforge.errors import (
@@ -31,11 +31,12 @@ from mlforge.materialize import (
     BuildResult,
     FeatureResult,
     build_feature,
+    check_runnable,
     validate_output,
 )
 from mlforge.offline.local import LocalStore
 from mlforge.prepare import prepare_input, run_function
-from mlforge.publishing import publish_latest
+from mlforge.publishing import check_publishable, publish_latest
 from mlforge.retrieval import TRAINING_DATA_HOOKS, feature_specs
 from mlforge.workspace import Workspace
 
@@ -62,6 +63,10 @@ class Definitions:
         engine: ``"duckdb"`` (default), ``"polars"``, ``"pyspark"`` or an engine object.
         profile: a profile of ``mlforge.yaml`` supplying stores and engine.
 
+    ``mlforge.yaml`` is read and its profile in use validated whenever the file is present,
+    even when every setting is given here; a setting given here wins over the profile's
+    (``origins`` says where each one came from, ``mlforge profile`` prints it).
+
     Example:
         >>> import mlforge as mlf
         >>> defs = mlf.Definitions("demo", features=[])
@@ -82,11 +87,21 @@ class Definitions:
         self.name = name
         self.features: dict[str, Feature] = _collect_features(features)
         self.profile = profile
-        if profile is not None or offline_store is None or engine is None:
-            settings = load_profile(profile)
-            offline_store = offline_store if offline_store is not None else settings.get("offline_store")
-            online_store = online_store if online_store is not None else settings.get("online_store")
-            engine = engine if engine is not None else settings.get("engine")
+        #: The profile of mlforge.yaml as resolved when this project was declared.
+        self.profile_settings: Profile = resolve_profile(profile)
+        declared = {"offline_store": offline_store, "online_store": online_store, "engine": engine}
+        #: Where each setting in effect came from: "definitions", "profile", "env", "flag" or "default".
+        self.origins: dict[str, str] = {}
+        from_profile = self.profile_settings.as_settings()
+        for key, value in declared.items():
+            if value is not None:
+                self.origins[key] = "definitions"
+            else:
+                declared[key] = from_profile.get(key)
+                self.origins[key] = self.profile_settings.origin.get(key, "default") if declared[key] is not None else "default"
+        #: The settings given to ``Definitions(...)`` itself (``None`` where not given).
+        self.declared = {"offline_store": offline_store, "online_store": online_store, "engine": engine}
+        offline_store, online_store, engine = declared["offline_store"], declared["online_store"], declared["engine"]
         #: The stores and engines the services work on.
         self.workspace = Workspace(offline_store if offline_store is not None else LocalStore("feature_store"), online_store, engine)
 
@@ -136,20 +151,24 @@ class Definitions:
         if names:
             unknown = [n for n in names if n not in self.features]
             if unknown:
-                raise ConfigError(f"unknown feature(s) {unknown}", fix=f"available: {', '.join(sorted(self.features)) or 'none'}")
+                raise ConfigError(f"unknown feature(s) {unknown}", where="--features / feature_names", fix=f"available: {', '.join(sorted(self.features)) or 'none'}")
             chosen = [self.features[n] for n in names]
         tag_list = _split(tags)
+        if tags is not None and not tag_list:  # `--tags ""` must not mean "any tag"
+            raise ConfigError("no tags given", where="--tags / tags", fix="name at least one tag, or leave the option out")
         if tag_list:
             known_tags = {t for f in self.features.values() for t in f.tags}
             unknown = [t for t in tag_list if t not in known_tags]
             if unknown:
-                raise ConfigError(f"no feature has tag(s) {unknown}", fix=f"known tags: {', '.join(sorted(known_tags)) or 'none'}")
+                raise ConfigError(f"no feature has tag(s) {unknown}", where="--tags / tags", fix=f"known tags: {', '.join(sorted(known_tags)) or 'none'}")
             chosen = [f for f in chosen if set(f.tags) & set(tag_list)]
         schedules = _split(schedule)
+        if schedule is not None and not schedules:
+            raise ConfigError("no schedules given", where="--schedule / schedule", fix=f"name one of {', '.join(SCHEDULES)}, or leave the option out")
         if schedules:
             unknown = [s for s in schedules if s not in SCHEDULES]
             if unknown:
-                raise ConfigError(f"unknown schedule(s) {unknown}", fix=f"known schedules: {', '.join(SCHEDULES)}")
+                raise ConfigError(f"unknown schedule(s) {unknown}", where="--schedule / schedule", fix=f"known schedules: {', '.join(SCHEDULES)}")
             chosen = [f for f in chosen if f.schedule in schedules]
         return chosen
 
@@ -193,8 +212,9 @@ class Definitions:
         """
         chosen = self.select(feature_names, tags=tags, schedule=schedule)
         plan_range(since=since, until=until, last=last, full_refresh=full_refresh, now=now)  # argument errors first
-        if online and self.online_store is None:
-            raise ConfigError("--online needs an online store", fix="set online_store= in Definitions or in the profile")
+        if online:
+            check_publishable(self.workspace)  # E3: before any compute, not after the offline publish
+        check_runnable([(feature, self.engine_for(feature, engine)) for feature in chosen])
         options = BuildOptions(since=since, until=until, last=last, full_refresh=full_refresh, force=force, now=now)
         result = BuildResult()
         for feature in chosen:

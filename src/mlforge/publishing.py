@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
     from mlforge.definitions.feature import Feature
     from mlforge.engines.base import Engine
+    from mlforge.offline.base import OfflineStore
     from mlforge.online.base import OnlineStore, PlatformPublisher
     from mlforge.workspace import Workspace
 
@@ -86,12 +87,7 @@ def publish_latest(workspace: Workspace, feature: Feature, version: str | None =
     if store is None:
         raise ConfigError("publishing online needs an online store", fix="set online_store= in Definitions or in the profile")
     platform = store.capabilities.fills_from_offline
-    if platform is not None and workspace.offline_store.kind != platform:
-        raise ConfigError(
-            f"{type(store).__name__} requires UnityCatalogStore as offline store, got {type(workspace.offline_store).__name__}",
-            where=f"publishing {feature.name!r} online",
-            fix="use offline_store=mlf.UnityCatalogStore('main') (KIND: unity-catalog in the profile), or another online store",
-        )
+    _check_pair(store, workspace.offline_store, f"publishing {feature.name!r} online")
     started = time.perf_counter()
     record = workspace.offline_store.read_record(feature.name, version)
     version = str(record.version)  # a stored record always names its version
@@ -110,6 +106,26 @@ def publish_latest(workspace: Workspace, feature: Feature, version: str | None =
     seconds = time.perf_counter() - started
     log.info("published %s %s online: %d entities written, %d removed, in %.2fs", feature.name, version, written, removed, seconds)
     return OnlinePublish(feature.name, version, written, removed, round(seconds, 3))
+
+
+def check_publishable(workspace: Workspace) -> None:
+    """Fail before any compute (E3) when the online store cannot be filled from this
+    offline store: a store whose platform copies offline tables (``fills_from_offline``)
+    needs an offline store of that kind."""
+    store = workspace.online_store
+    if store is None:
+        raise ConfigError("--online needs an online store", where="build --online", fix="set online_store= in Definitions or an online_store block in the profile")
+    _check_pair(store, workspace.offline_store, "build --online")
+
+
+def _check_pair(store: OnlineStore, offline_store: OfflineStore, where: str) -> None:
+    wanted = store.capabilities.fills_from_offline
+    if wanted is not None and offline_store.kind != wanted:
+        raise ConfigError(
+            f"{type(store).__name__} requires UnityCatalogStore as offline store, got {type(offline_store).__name__}",
+            where=where,
+            fix="use offline_store=mlf.UnityCatalogStore('main') (KIND: unity-catalog in the profile), or another online store",
+        )
 
 
 def read_publication(store: OnlineStore, feature: str) -> Publication | None:

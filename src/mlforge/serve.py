@@ -6,7 +6,7 @@
     GET  /features            the servable features
     GET  /features/{name}     one feature: keys, entities, timestamp, columns, version
     POST /features/online     {"features": [...], "entity": {...}, "at": ...}     one entity
-    POST /features/batch      {"features": [...], "entities": [...], "at": ...}   up to max_batch
+    POST /features/batch      {"features": [...], "entities": [...], "at": ...}   up to max_batch (413 past it)
     GET  /metrics             Prometheus text format
 
 A lookup answers what ``get_training_data`` gives for a label at ``at`` (ISO 8601, naive =
@@ -23,8 +23,9 @@ header and echo ``entity_keys`` beside ``entity``.
 
 Entities are given by the feature's key columns or, for an entity with ``from_columns``,
 by those natural columns; the join key is then computed as in rule K1 (contract K2).
-Bad JSON or a bad body is 422, an unknown feature 404, an unreachable store 503, a
-missing or wrong bearer token 401; no response ever carries a traceback. The token is
+Bad JSON or a bad body is 422, an unknown feature 404, an unknown route 404 naming the
+route, a store that is unreachable or whose client fails in any way 503, a missing or
+wrong bearer token 401; no response ever carries a traceback. The token is
 checked, and the body size bounded (413), before any byte of the body is read, so an
 untokened or oversized request costs the server no memory.
 
@@ -46,7 +47,7 @@ from datetime import time as dtime
 from decimal import Decimal
 from typing import Any
 
-from mlforge.errors import ConfigError, MlforgeError, OnlineStoreError, missing_extra
+from mlforge.errors import ConfigError, MlforgeError, OnlineStoreError, missing_extra, redact
 from mlforge.online.publication import Publication, read_time
 from mlforge.publishing import OnlinePublish, publish_latest
 from mlforge.retrieval.online import lookup
@@ -62,6 +63,8 @@ TOKEN_FILE_ENV = "MLFORGE_SERVE_TOKEN_FILE"
 MAX_BODY_ENV = "MLFORGE_SERVE_MAX_BODY_BYTES"
 #: Largest request body accepted (413 past it): a batch of 1,000 entities fits many times over.
 MAX_BODY_BYTES = 4 * 2**20
+#: The routes, as named in a 404 / 405 answer.
+ROUTES = "GET /health, GET /features, GET /features/{name}, POST /features/online, POST /features/batch, GET /metrics"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -139,6 +142,17 @@ def _utc() -> Any:
 
 
 # -- the app ---------------------------------------------------------------------------------
+REQUEST_EXAMPLE = '{"features": ["user_spend"], "entity": {"user_id": "u1"}}'
+
+
+class Problem(Exception):
+    """An HTTP error answer ``{"detail": what (and where), "fix": how}`` with ``status``."""
+
+    def __init__(self, status: int, detail: str, *, fix: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status, self.detail, self.fix, self.headers = status, detail, fix, headers
+
+
 def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = None, max_body_bytes: int | None = None) -> Any:
     """The FastAPI app serving ``defs``'s online store.
 
@@ -160,7 +174,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         ['/features', '/features/batch', '/features/online', '/features/{name}']
     """
     try:
-        from fastapi import FastAPI, HTTPException
+        from fastapi import FastAPI
         from fastapi.responses import JSONResponse, Response
         from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
         from starlette.concurrency import run_in_threadpool
@@ -195,8 +209,9 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         features: list[str] = Field(min_length=1)
-        entities: list[dict[str, Scalar]] | None = Field(None, min_length=1, max_length=limit)
-        entity_keys: list[dict[str, Scalar]] | None = Field(None, min_length=1, max_length=limit, description=V07_BODY_NOTE, json_schema_extra={"deprecated": True})
+        # more than `limit` entities: 413, in the route
+        entities: list[dict[str, Scalar]] | None = Field(None, min_length=1)
+        entity_keys: list[dict[str, Scalar]] | None = Field(None, min_length=1, description=V07_BODY_NOTE, json_schema_extra={"deprecated": True})
         at: datetime | None = Field(default=None, description="read time (ISO 8601, naive = UTC); default: now")
 
         @model_validator(mode="after")
@@ -216,9 +231,9 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     @app.get("/health")
     async def health() -> Any:
         try:
-            await run_in_threadpool(store.ping)
+            await run_in_threadpool(_store_call, store, "ping", store.ping)
         except OnlineStoreError as exc:
-            return JSONResponse({"status": "unavailable", "online_store": repr(store), "detail": exc.what}, status_code=503)
+            return JSONResponse({"status": "unavailable", "online_store": repr(store), "detail": exc.what, "fix": exc.fix}, status_code=503)
         return {"status": "ok", "project": defs.name, "online_store": type(store).__name__, "features": len(defs.features)}
 
     @app.get("/features")
@@ -228,8 +243,8 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     @app.get("/features/{name}")
     def show_feature(name: str) -> Any:
         if name in ("online", "batch"):
-            raise HTTPException(status_code=405, detail=f"/features/{name} takes POST with a JSON body", headers={"Allow": "POST"})
-        _feature(defs, name, HTTPException)
+            raise Problem(405, f"/features/{name} takes POST with a JSON body", fix=f'POST /features/{name} with {REQUEST_EXAMPLE}', headers={"Allow": "POST"})
+        _feature(defs, name)
         return _describe(defs, name, brief=False)
 
     @app.post("/features/online")
@@ -237,7 +252,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         at = read_time(body.at)
         entity = body.entity if body.entity is not None else body.entity_keys
         assert entity is not None  # one_entity
-        results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, [entity], at, HTTPException)
+        results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, [entity], at)
         answer = {"entity": entity, "at": at.isoformat(), **results[0]}
         if body.entity_keys is None:
             return JSONResponse(answer)
@@ -248,7 +263,9 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         at = read_time(body.at)
         entities = body.entities if body.entities is not None else body.entity_keys
         assert entities is not None  # one_list
-        results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, entities, at, HTTPException)
+        if len(entities) > limit:
+            raise Problem(413, f"{len(entities)} entities are over the limit of {limit} per request", fix=f"split the batch (or start the server with a larger {MAX_BATCH_ENV} / --max-batch)")
+        results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, entities, at)
         if body.entity_keys is None:
             return JSONResponse({"at": at.isoformat(), "results": [{"entity": e, **r} for e, r in zip(entities, results, strict=True)]})
         answers = [{"entity": e, "entity_keys": e, **r} for e, r in zip(entities, results, strict=True)]
@@ -262,17 +279,17 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     return app
 
 
-def _lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "_Metrics", names: list[str], entities: list[dict[str, Any]], at: datetime, http_error: Any) -> list[dict[str, Any]]:
+def _lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "_Metrics", names: list[str], entities: list[dict[str, Any]], at: datetime) -> list[dict[str, Any]]:
     """Per entity ``{"features": {feature: row | None}, "metadata": {feature: {...}}}``;
     one store call for all features and their publication records."""
-    features = {name: _feature(defs, name, http_error) for name in dict.fromkeys(names)}
+    features = {name: _feature(defs, name) for name in dict.fromkeys(names)}
     try:
         requests = {name: [entity_key(f, e) for e in entities] for name, f in features.items()}
     except KeyProblem as exc:
-        raise http_error(status_code=422, detail=str(exc)) from None
+        raise Problem(422, str(exc), fix="give each entity the feature's key columns (GET /features/{name} lists them)") from None
     started = time.perf_counter()
     try:
-        readings = lookup(store, {name: stand_ins[name] for name in features}, requests, at)
+        readings = _store_call(store, "read", lookup, store, {name: stand_ins[name] for name in features}, requests, at)
     except OnlineStoreError:
         for name in features:
             metrics.lookup(name, "error", len(entities))
@@ -292,10 +309,23 @@ def _lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "
     ]
 
 
-def _feature(defs: Any, name: str, http_error: Any) -> Any:
+def _store_call(store: Any, action: str, fn: Any, *args: Any) -> Any:
+    """A store call; whatever a store client raises that the store did not translate is
+    still the store's failure (503), never a 500 (O3)."""
+    try:
+        return fn(*args)
+    except MlforgeError:
+        raise
+    except Exception as exc:
+        log.warning("online store %r failed to %s", store, action, exc_info=exc)
+        # The client's own message may hold internals: it goes to the log, not to the caller.
+        raise OnlineStoreError(f"cannot {action}: the client of {type(store).__name__} failed with {type(exc).__name__} (see the server log)", where=repr(store), fix="retry; if it persists, check the online store and its client library") from None
+
+
+def _feature(defs: Any, name: str) -> Any:
     feature = defs.features.get(name)
     if feature is None:
-        raise http_error(status_code=404, detail=f"unknown feature {name!r}; available: {', '.join(sorted(defs.features)) or 'none'}")
+        raise Problem(404, f"unknown feature {name!r}", fix=f"available: {', '.join(sorted(defs.features)) or 'none'} (GET /features)")
     return feature
 
 
@@ -326,29 +356,44 @@ def _describe(defs: Any, name: str, *, brief: bool) -> dict[str, Any]:
 def _install_error_handlers(app: Any, json_response: Any) -> None:
     """Known failures become clean JSON answers; anything else a bare 500 (logged here)."""
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     from mlforge.errors import DefinitionError, RetrievalError, VersionNotFound
+
+    @app.exception_handler(Problem)
+    def problem(request: Any, exc: Problem) -> Any:
+        return json_response({"detail": redact(exc.detail), "fix": redact(exc.fix)}, status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Any, exc: StarletteHTTPException) -> Any:
+        detail, fix = str(exc.detail), "see the API in docs/serving.md"
+        if exc.status_code == 404 and request.scope.get("route") is None:  # no route matched
+            detail, fix = f"unknown route {request.method} {request.url.path}", f"the routes are {ROUTES}"
+        elif exc.status_code == 405:
+            detail, fix = f"{request.method} is not allowed on {request.url.path}", f"the routes are {ROUTES}"
+        return json_response({"detail": redact(detail), "fix": fix}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     def bad_request(request: Any, exc: RequestValidationError) -> Any:
         # The offending input is not echoed back: it may be huge, or NaN (not JSON).
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
-        return json_response({"detail": errors}, status_code=422)
+        return json_response({"detail": errors, "fix": f"send a JSON body like {REQUEST_EXAMPLE} (batch: \"entities\": [...]); keys are strings, integers, finite numbers or booleans"}, status_code=422)
 
     @app.exception_handler(OnlineStoreError)
     def store_down(request: Any, exc: OnlineStoreError) -> Any:
         log.warning("online store unavailable: %s", exc.what)
-        return json_response({"detail": f"online store unavailable: {exc.what}"}, status_code=503)
+        return json_response({"detail": f"online store unavailable: {exc.what}" + (f" (in {exc.where})" if exc.where else ""), "fix": exc.fix or "retry later"}, status_code=503)
 
     @app.exception_handler(MlforgeError)
     def mlforge_error(request: Any, exc: MlforgeError) -> Any:
         status = 404 if isinstance(exc, VersionNotFound) else 422 if isinstance(exc, (RetrievalError, DefinitionError, ConfigError)) else 503
-        return json_response({"detail": str(exc)}, status_code=status)
+        detail = exc.what + (f" (in {exc.where})" if exc.where else "")  # MlforgeError messages are redacted
+        return json_response({"detail": detail, "fix": exc.fix or "see docs/serving.md"}, status_code=status)
 
     @app.exception_handler(Exception)
     def unexpected(request: Any, exc: Exception) -> Any:
         log.error("unexpected error serving %s", request.url.path, exc_info=exc)
-        return json_response({"detail": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
+        return json_response({"detail": f"internal error ({type(exc).__name__}); see the server log", "fix": "report it with the server log's traceback"}, status_code=500)
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -433,10 +478,10 @@ class _GuardMiddleware:
             return
         authorization, declared = _guard_headers(scope)
         if self.token and scope.get("path") != "/health" and not _token_matches(authorization, self.token):
-            await _refuse(send, 401, "missing or wrong bearer token", [(b"www-authenticate", b"Bearer")])
+            await _refuse(send, 401, "missing or wrong bearer token", "send the header 'Authorization: Bearer <token>'", [(b"www-authenticate", b"Bearer")])
             return
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            await _refuse(send, 413, f"request body of {int(declared)} bytes is over the limit of {self.max_body_bytes}")
+            await _refuse(send, 413, f"request body of {int(declared)} bytes is over the limit of {self.max_body_bytes}", _SMALLER)
             return
         received = 0
         refused = False
@@ -459,13 +504,13 @@ class _GuardMiddleware:
                 await send(message)
             elif not refused:
                 refused = True
-                await _refuse(send, 413, over_limit)
+                await _refuse(send, 413, over_limit, _SMALLER)
 
         try:
             await self.app(scope, bounded_receive, guarded_send)
         except _BodyTooLarge:
             if not refused:
-                await _refuse(send, 413, over_limit)
+                await _refuse(send, 413, over_limit, _SMALLER)
 
 
 class _BodyTooLarge(Exception):
@@ -489,10 +534,13 @@ def _token_matches(header: str, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-async def _refuse(send: Any, status: int, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+_SMALLER = f"send a smaller body: split the batch (or start the server with a larger {MAX_BODY_ENV})"
+
+
+async def _refuse(send: Any, status: int, detail: str, fix: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
     import json
 
-    body = json.dumps({"detail": detail}).encode()
+    body = json.dumps({"detail": detail, "fix": fix}).encode()
     await send({
         "type": "http.response.start", "status": status,
         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(headers or [])],

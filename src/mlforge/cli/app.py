@@ -15,7 +15,7 @@ from cyclopts.exceptions import CycloptsError
 
 from mlforge import __version__
 from mlforge.cli import COMMANDS
-from mlforge.errors import MlforgeError
+from mlforge.errors import MlforgeError, redact
 
 #: Exit codes (contract E2).
 OK, FAILED, USAGE = 0, 1, 2
@@ -102,6 +102,8 @@ def _run(app: App, tokens: Sequence[str], verbose: bool) -> int:
         _error(_cyclopts_message(exc), verbose, exc)
         return USAGE
     except MlforgeError as exc:
+        if exc.where is None:  # the command itself is where the problem showed up
+            exc.locate(f"`{command_line(tokens)}`")
         _error(str(exc), verbose, exc)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -115,6 +117,31 @@ def _run(app: App, tokens: Sequence[str], verbose: bool) -> int:
         _error(f"unexpected error: {type(exc).__name__}: {exc}" + ("" if verbose else "\n  (run with --verbose for the traceback)"), verbose, exc)
         return FAILED
     return result if isinstance(result, int) and not isinstance(result, bool) else OK
+
+
+_SECRET_OPTIONS = ("--token",)
+
+
+def command_line(tokens: Sequence[str]) -> str:
+    """The command as typed, for messages; the value of ``--token`` is never shown.
+
+    >>> command_line(["serve", "--token", "s3cret", "--port", "1"])
+    'mlforge serve --token *** --port 1'
+    """
+    import shlex
+
+    shown: list[str] = []
+    hide_next = False
+    for token in tokens:
+        name, eq, _ = token.partition("=")
+        if hide_next:
+            shown.append("***")
+        elif eq and name in _SECRET_OPTIONS:
+            shown.append(f"{name}=***")
+        else:
+            shown.append(shlex.quote(token) if token else "''")
+        hide_next = token in _SECRET_OPTIONS
+    return redact(" ".join(["mlforge", *shown]))
 
 
 def _stop_on_sigterm() -> None:
@@ -144,17 +171,21 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            print(self.format(record), file=sys.stderr)
+            print(redact(self.format(record)), file=sys.stderr)
         except Exception:  # pragma: no cover - logging must never break a command
             self.handleError(record)
 
 
 def _cyclopts_message(exc: CycloptsError) -> str:
-    text = str(exc).strip()
-    return text or type(exc).__name__
+    """The parser's message, where it happened (the command) and how to fix it (its help)."""
+    text = str(exc).strip() or type(exc).__name__
+    command = " ".join(["mlforge", *(exc.command_chain or ())])
+    return f"{text} (in the arguments of `{command}`)\n  fix: see `{command} --help`"
 
 
 def _error(message: str, verbose: bool, exc: BaseException | None) -> None:
+    """One message on stderr (and the traceback under --verbose), with every value read
+    from the environment masked."""
     if verbose and exc is not None:
-        traceback.print_exception(exc, file=sys.stderr)
-    print(f"error: {message}", file=sys.stderr)
+        print(redact("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
+    print(f"error: {redact(message)}", file=sys.stderr)

@@ -6,6 +6,7 @@ import sys
 from typing import Annotated, Any
 
 from cyclopts import Parameter
+from rich.markup import escape
 
 from mlforge.cli.common import DEFAULT, Common, Format, err, load, out, print_json, table
 from mlforge.plugins import EngineName
@@ -115,7 +116,7 @@ class _Progress:
             detail += f", {event.rows} rows"
         if event.online_written is not None:
             detail += f", online: {event.online_written} entities written, {event.online_removed} removed"
-        err().print(f"{mark} {name} {detail} ({event.seconds:.2f}s)", highlight=False)
+        err().print(f"{mark} {escape(name)} {detail} ({event.seconds:.2f}s)", highlight=False)
 
 
 def _render(result: Any, previews: dict[str, list[dict[str, Any]]]) -> None:
@@ -137,7 +138,7 @@ def _render(result: Any, previews: dict[str, list[dict[str, Any]]]) -> None:
         if sample:
             out().print(table(f"{name} (first {len(sample)} rows)", list(sample[0]), [list(r.values()) for r in sample]))
     for f in result.failed:
-        err().print(f"[red]error[/]: {f.name}: {f.error}", highlight=False)
+        err().print(f"[red]error[/]: {escape(f.name)}: {escape(str(f.error))}", highlight=False)
 
 
 def _previews(defs: Any, result: Any) -> dict[str, list[dict[str, Any]]]:

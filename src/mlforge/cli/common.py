@@ -116,11 +116,14 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Any:
 
 
 def _cell(value: Any) -> str:
+    """A value as table text; brackets are text, never rich markup ("mlforge[polars]")."""
+    from rich.markup import escape
+
     if value is None:
         return ""
     if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
-    return str(value)
+        return escape(", ".join(str(v) for v in value))
+    return escape(str(value))
 
 
 def render(title: str | None, columns: list[str], rows: list[list[Any]], fmt: Format) -> None:

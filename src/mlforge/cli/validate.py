@@ -6,7 +6,7 @@ from typing import Annotated
 
 from cyclopts import Parameter
 
-from mlforge.cli.common import DEFAULT, Common, Format, load, out, render
+from mlforge.cli.common import DEFAULT, Common, Format, err, load, out, render
 from mlforge.plugins import EngineName
 
 
@@ -37,4 +37,9 @@ def validate(
     failed = sum(1 for _, status, _ in rows if status == "failed")
     if format == "table":
         out().print(f"{len(rows) - failed} passed, {failed} failed", highlight=False)
+        from rich.markup import escape
+
+        for name, status, problem in rows:
+            if status == "failed":
+                err().print(f"[red]error[/]: {escape(name)}: {escape(problem)}", highlight=False)
     return 1 if failed else 0

@@ -72,6 +72,12 @@ class Aggregate:
         field_name = field_obj.name if field_obj else self.field
         if not isinstance(field_name, str) or not field_name:
             raise DefinitionError(f"Aggregate field {self.field!r} must be a column name or Field", fix="mlf.Sum('amt', windows=['7d'])")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
+            raise DefinitionError(
+                f"metric name {self.name!r} of the metric on {field_name!r} is empty or not a string",
+                where=f"metric on {field_name!r}",
+                fix="give a name like name='total_spend', or leave name out for '{field}_{function}_{window}'",
+            )
         if self.function not in FUNCTIONS:
             raise DefinitionError(
                 f"unknown aggregation {self.function!r} for field {field_name!r}",

@@ -18,7 +18,7 @@ from mlforge.engines import asof
 from mlforge.engines.asof import AsofJoin
 from mlforge.engines.monthfiles import write_arrow_table
 from mlforge.engines.sources import arrow_csv_options, check_source_exists, read_delta_arrow
-from mlforge.errors import EngineError, SourceError
+from mlforge.errors import EngineError, MlforgeError, SourceError, missing_extra
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -37,6 +37,7 @@ class Capability(StrEnum):
     SHA256 = "sha256"
     NATIVE_FRAMES = "native_frames"
     DELTA_SOURCES = "delta_sources"
+    CATALOG_TABLES = "catalog_tables"
     DISTRIBUTED = "distributed"
 
     @property
@@ -50,6 +51,7 @@ _DESCRIPTIONS: dict[Capability, str] = {
     Capability.SHA256: "SHA-256 hex digests in the engine (surrogate keys)",
     Capability.NATIVE_FRAMES: "feature functions annotated with the engine's native frame type",
     Capability.DELTA_SOURCES: "reading Delta Lake sources",
+    Capability.CATALOG_TABLES: "reading Unity Catalog tables (`catalog.schema.table` sources)",
     Capability.DISTRIBUTED: "scales past one machine; frames of its own kind stay in the engine",
 }
 
@@ -62,12 +64,37 @@ def temp_table_name() -> str:
     return f"mlforge_{uuid.uuid4().hex[:12]}"
 
 
+def catalog_table_error(engine: str, table: str, feature: str | None = None) -> EngineError:
+    """The error for a ``catalog.schema.table`` source on an engine that reads only files."""
+    return EngineError(
+        f"source {table!r} is a Unity Catalog table, and engine {engine!r} reads only files (Parquet, CSV, Delta)",
+        where=f"feature {feature!r}" if feature else f"engine {engine!r}",
+        fix="run the feature on pyspark with a Unity Catalog session (@mlf.feature(engine='pyspark') or --engine pyspark), or point the Source at the table's files",
+    )
+
+
 class Engine:
     """Base class of the DuckDB, Polars and PySpark engines."""
 
     name: ClassVar[str] = "base"
     capabilities: ClassVar[frozenset[Capability]] = frozenset()
     native_frame: ClassVar[str | None] = None
+    #: Optional packages the engine imports, and the extra that installs them.
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
+
+    def check_available(self) -> None:
+        """Raise one :class:`EngineError` naming the ``pip install`` line when a package
+        this engine needs is not installed; called before any compute."""
+        import importlib.util
+
+        for module in self.requires:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                raise missing_extra(module, self.extra or self.name, where=f"engine {self.name!r}")
 
     @cached_property
     def con(self) -> Any:
@@ -113,8 +140,10 @@ class Engine:
                     raise SourceError(f"source {source.location!r} has no columns {missing}", fix=f"available: {list(table.columns)}")
                 table = table.select(*fmt.columns)
             return table
-        except SourceError:
+        except MlforgeError:
             raise
+        except ImportError as exc:  # an optional package is missing: not a problem of the source
+            raise missing_extra(exc.name or str(exc), self.extra or "all", where=f"engine {self.name!r}") from None
         except Exception as exc:
             raise SourceError(
                 f"cannot read source {source.location!r}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
@@ -140,10 +169,7 @@ class Engine:
         return self.from_arrow(read_delta_arrow(DeltaTable(location, version=version)))
 
     def _read_catalog_table(self, name: str) -> ir.Table:
-        raise EngineError(
-            f"engine {self.name!r} cannot read the catalog table {name!r}",
-            fix="use engine='pyspark' with a Unity Catalog session, or point the Source at files",
-        )
+        raise catalog_table_error(self.name, name)
 
     def from_arrow(self, table: pa.Table, name: str | None = None) -> ir.Table:
         return self.con.create_table(name or temp_table_name(), table, temp=True)

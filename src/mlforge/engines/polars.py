@@ -25,13 +25,15 @@ class PolarsEngine(Engine):
     name: ClassVar[str] = "polars"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.NATIVE_FRAMES, Capability.DELTA_SOURCES})
     native_frame: ClassVar[str | None] = "polars"
+    requires: ClassVar[tuple[str, ...]] = ("polars",)
+    extra: ClassVar[str | None] = "polars"
 
     def _connect(self) -> Any:
         try:
             import ibis
             import polars  # noqa: F401
         except ImportError:
-            raise missing_extra("polars", "polars") from None
+            raise missing_extra("polars", "polars", where="engine 'polars'") from None
         return ibis.polars.connect()
 
     def _read_parquet(self, location: str) -> ir.Table:

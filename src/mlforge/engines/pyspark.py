@@ -24,8 +24,10 @@ class PySparkEngine(Engine):
     """Runs Ibis expressions on Spark; results are computed by Spark itself."""
 
     name: ClassVar[str] = "pyspark"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.WINDOW_FUNCTIONS, Capability.SHA256, Capability.NATIVE_FRAMES, Capability.DELTA_SOURCES, Capability.DISTRIBUTED})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.WINDOW_FUNCTIONS, Capability.SHA256, Capability.NATIVE_FRAMES, Capability.DELTA_SOURCES, Capability.CATALOG_TABLES, Capability.DISTRIBUTED})
     native_frame: ClassVar[str | None] = "pyspark"
+    requires: ClassVar[tuple[str, ...]] = ("pyspark",)
+    extra: ClassVar[str | None] = "pyspark"
 
     def __init__(self, session: Any = None, master: str | None = None, remote: str | None = None, conf: dict[str, str] | None = None):
         self._session = session
@@ -44,7 +46,7 @@ class PySparkEngine(Engine):
         try:
             from pyspark.sql import SparkSession
         except ImportError:
-            raise missing_extra("pyspark", "pyspark") from None
+            raise missing_extra("pyspark", "pyspark", where="engine 'pyspark'") from None
         active = SparkSession.getActiveSession()
         if active is not None:
             return active

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from mlforge.errors import ConfigError, MlforgeError
+from mlforge.errors import ConfigError, MlforgeError, install_command
 from mlforge.release import __version__
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def _mlflow() -> Any:
     try:
         import mlflow
     except ImportError as exc:
-        raise ConfigError("the MLflow integration needs mlflow", fix="pip install 'mlforge[mlflow]'") from exc
+        raise ConfigError("the MLflow integration needs mlflow", where="mlforge.integrations.mlflow", fix=install_command("mlflow")) from exc
     return mlflow
 
 

@@ -109,6 +109,7 @@ def resolve_version(store: ListsVersions, feature: str, version: str | None) -> 
         if latest is None:
             raise VersionNotFound(
                 f"feature {feature!r} has not been built yet",
+                where=f"the offline store, feature {feature!r}",
                 fix=f"run `mlforge build --features {feature}`",
             )
         return latest
@@ -118,6 +119,7 @@ def resolve_version(store: ListsVersions, feature: str, version: str | None) -> 
         available = store.list_versions(feature)
         raise VersionNotFound(
             f"feature {feature!r} has no version {version}",
+            where=f"the offline store, feature {feature!r}",
             fix=f"available versions: {', '.join(available) or 'none'}",
         )
     return version

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -25,6 +26,8 @@ import uuid
 from collections.abc import Generator
 from pathlib import Path
 from typing import NamedTuple, Protocol
+
+from mlforge.errors import StoreError
 
 
 class Tagged(NamedTuple):
@@ -105,8 +108,12 @@ class LocalBlobs:
     def put(self, key: str, data: bytes) -> None:
         target = self._path(key)
         tmp = self._write_temp(target, data)
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
+        try:
+            os.replace(tmp, target)
+            fsync_dir(target.parent)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise disk_error("write", target, exc) from None
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         target = self._path(key)
@@ -115,6 +122,8 @@ class LocalBlobs:
             os.link(tmp, target)  # fails if the target exists: an atomic create-only
         except FileExistsError:
             return False
+        except OSError as exc:
+            raise disk_error("create", target, exc) from None
         finally:
             tmp.unlink(missing_ok=True)
         fsync_dir(target.parent)
@@ -150,8 +159,12 @@ class LocalBlobs:
 
     def upload(self, local_path: str, key: str) -> None:
         target = self._path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local_path, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local_path, target)
+        except OSError as exc:
+            target.unlink(missing_ok=True)
+            raise disk_error("write", target, exc) from None
 
     def download(self, key: str, local_path: str) -> None:
         shutil.copyfile(self._path(key), local_path)
@@ -174,13 +187,36 @@ class LocalBlobs:
 
     @staticmethod
     def _write_temp(target: Path, data: bytes) -> Path:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        """``data`` in a temporary file beside ``target``; on any failure (a full disk) the
+        temporary file is removed and the error says what, where and how to fix it."""
         tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise disk_error("write", target, exc) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return tmp
+
+
+def disk_error(action: str, path: str | os.PathLike[str], exc: OSError) -> StoreError:
+    """A failed local write as a :class:`StoreError`: a full disk or quota, a read-only
+    filesystem, a permission; nothing half-written is left behind by the callers."""
+    fixes = {
+        errno.ENOSPC: "free space on that filesystem (or point the store elsewhere) and re-run; nothing was changed",
+        errno.EDQUOT: "raise the disk quota or free space, and re-run; nothing was changed",
+        errno.EROFS: "the filesystem is read-only: point the store at a writable path",
+        errno.EACCES: "check the permissions of the store's directory",
+        errno.EPERM: "check the permissions of the store's directory",
+    }
+    reason = exc.strerror or type(exc).__name__
+    return StoreError(f"cannot {action} {path}: {reason}", where=str(Path(path).parent), fix=fixes.get(exc.errno or 0, "check the disk and the permissions of the store's directory, then re-run"))
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

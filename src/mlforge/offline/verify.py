@@ -60,7 +60,10 @@ def verified_files(feature: str, version: str, record: VersionRecord, directory:
     """
     present = sorted(glob.glob(os.path.join(directory, "*.parquet")))
     if record.files is None:
-        return present  # format 1, local: nothing recorded to check against
+        # Format 1, local: nothing recorded to check against but each file's own footer.
+        for path in present:
+            _footer_rows(feature, version, DataFile(os.path.basename(path)), path)
+        return present
     paths = [_checked(feature, version, entry, os.path.join(directory, local_name(entry.path))) for entry in record.files]
     foreign = sorted(set(present) - set(paths))
     if foreign:

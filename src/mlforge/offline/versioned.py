@@ -132,7 +132,7 @@ class VersionedStore:
             version = json.loads(raw)["version"]
             parse_version(version)
         except (ValueError, KeyError, TypeError, DefinitionError) as exc:
-            raise StoreError(f"the latest pointer {self.blobs.uri(key)} is unreadable: {exc}", fix="run `mlforge rollback` to a listed version") from exc
+            raise StoreError(f"the latest pointer {self.blobs.uri(key)} is unreadable: {exc}", where=f"feature {feature!r}", fix=f"point it at a listed version: `mlforge list versions {feature}`, then `mlforge rollback {feature} VERSION`") from exc
         return version if self.blobs.exists(f"{self._version_key(feature, version)}/{METADATA}") else None
 
     def read_record(self, feature: str, version: str | None = None) -> VersionRecord:
@@ -142,8 +142,18 @@ class VersionedStore:
         raw = self.blobs.get(f"{self._version_key(feature, version)}/{METADATA}")
         if raw is None:
             resolve_version(self, feature, version)  # raises VersionNotFound, listing versions
-            raise StoreError(f"metadata of {feature} {version} disappeared while reading", fix="retry")
-        return VersionRecord.from_dict(json.loads(raw))
+            raise StoreError(f"metadata of {feature} {version} disappeared while reading", where=f"feature {feature!r}", fix="retry")
+        try:
+            raw_record = json.loads(raw)
+        except ValueError as exc:
+            raise StoreError(
+                f"the metadata {self.blobs.uri(f'{self._version_key(feature, version)}/{METADATA}')} is not JSON: {exc}",
+                where=f"feature {feature!r}, version {version}",
+                fix=f"restore the file from a backup, or `mlforge rollback {feature} VERSION` to another version",
+            ) from None
+        if not isinstance(raw_record, dict):
+            raise StoreError(f"the metadata of {feature} {version} is not a JSON object", where=f"feature {feature!r}, version {version}", fix="restore the file from a backup")
+        return VersionRecord.from_dict(raw_record)
 
     def _resolved(self, feature: str, version: str | None) -> str:
         """``version`` when it looks like one (reading its record proves it exists), else

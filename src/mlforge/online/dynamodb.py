@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from mlforge.errors import OnlineStoreError, missing_extra
+from mlforge.errors import MlforgeError, OnlineStoreError, missing_extra
 from mlforge.online.base import (
     OnlineCapabilities,
     chunked,
@@ -108,6 +108,14 @@ class DynamoDBStore:
                 where=repr(self),
                 fix="check endpoint_url, region and AWS credentials (AWS_ACCESS_KEY_ID, AWS_PROFILE...)",
             ) from None
+        except MlforgeError:
+            raise
+        except Exception as exc:  # the client's own failures are the store's too: 503, never 500 (O3)
+            raise OnlineStoreError(
+                f"cannot {action}: the DynamoDB client failed with {type(exc).__name__}: {exc}",
+                where=repr(self),
+                fix="retry; if it persists, check endpoint_url, region and the boto3 version",
+            ) from None
 
     def item_key(self, feature: str, key: dict[str, Any]) -> dict[str, Any]:
         return {"pk": {"S": f"{feature}:{key_text(key)}"}}
@@ -179,7 +187,7 @@ class DynamoDBStore:
         found: dict[str, dict[str, Any]] = {}
         for chunk in chunked(list(dict.fromkeys(pks)), READ_BATCH):  # duplicates are an error
             found.update(self._live_items(chunk, feature))
-        return [decode_row(found[pk]["v"]["S"]) if pk in found else None for pk in pks]
+        return [self._decoded(found[pk], feature) if pk in found else None for pk in pks]
 
     def read_many(self, requests: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any] | None]]:
         """Several features in one ``BatchGetItem`` (up to its 100 keys; more: feature by feature)."""
@@ -188,7 +196,17 @@ class DynamoDBStore:
         if len(wanted) > READ_BATCH:
             return {feature: self.read(feature, keys) for feature, keys in requests.items()}
         found = self._live_items(wanted, ", ".join(requests)) if wanted else {}
-        return {feature: [decode_row(found[pk]["v"]["S"]) if pk in found else None for pk in feature_pks] for feature, feature_pks in pks.items()}
+        return {feature: [self._decoded(found[pk], feature) if pk in found else None for pk in feature_pks] for feature, feature_pks in pks.items()}
+
+    def _decoded(self, item: dict[str, Any], feature: str) -> dict[str, Any]:
+        try:
+            return decode_row(item["v"]["S"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OnlineStoreError(
+                f"a stored item of {feature!r} is not an mlforge row ({type(exc).__name__}: {exc})",
+                where=repr(self),
+                fix="another program writes to this table: give mlforge its own table, and re-publish with `mlforge build --online`",
+            ) from None
 
     def _live_items(self, pks: list[str], what: str) -> dict[str, dict[str, Any]]:
         """The items of ``pks`` (at most READ_BATCH) that exist and have not expired, by key."""
@@ -225,8 +243,8 @@ class DynamoDBStore:
 
     def close(self) -> None:
         if self._client is not None:
-            self._client.close()
-            self._client = None
+            client, self._client = self._client, None
+            self._guard("close the client", client.close)
 
 
 def _backoff(attempt: int) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, LiteralString, cast
 
-from mlforge.errors import OnlineStoreError, missing_extra
+from mlforge.errors import MlforgeError, OnlineStoreError, missing_extra
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,12 @@ class LakebaseReader:
         them) empties the pool and is retried once on a fresh connection."""
         psycopg = _psycopg()
         for attempt in (1, 2):
-            conn = self._acquire()
+            try:
+                conn = self._acquire()
+            except MlforgeError:
+                raise
+            except Exception as exc:  # any client failure is the store's, never a 500 (O3)
+                raise self._client_failed(action, exc) from None
             try:
                 with conn.cursor() as cur:
                     cur.execute(sql, params)
@@ -159,9 +164,19 @@ class LakebaseReader:
             except psycopg.Error as exc:
                 self._release(conn)  # autocommit: the session is still usable
                 raise OnlineStoreError(f"cannot {action}: PostgreSQL of {self.instance!r} answered {type(exc).__name__}: {exc}", where=self._where(), fix="re-publish the feature with `mlforge build --online`") from None
+            except Exception as exc:
+                conn.close()  # a session the client broke is not reused
+                raise self._client_failed(action, exc) from None
             self._release(conn)
             return rows
         raise AssertionError("unreachable")
+
+    def _client_failed(self, action: str, exc: Exception) -> OnlineStoreError:
+        return OnlineStoreError(
+            f"cannot {action}: the PostgreSQL client failed with {type(exc).__name__}: {exc}",
+            where=self._where(),
+            fix="retry; if it persists, check the online store's state in the workspace and the psycopg version",
+        )
 
     def table_columns(self, feature: str) -> dict[str, str]:
         """``{column: postgres type}`` of an online table; empty when it does not exist (yet)."""

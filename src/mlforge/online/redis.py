@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from mlforge.errors import OnlineStoreError, missing_extra
+from mlforge.errors import MlforgeError, OnlineStoreError, missing_extra
 from mlforge.online.base import (
     OnlineCapabilities,
     chunked,
@@ -103,14 +103,20 @@ class RedisStore:
         )
 
     def _call(self, action: str, fn: Any, *args: Any) -> Any:
+        """``fn(*args)``; any client failure, including the client's own bugs (an
+        ``AttributeError`` in a connection handshake under load), is an OnlineStoreError,
+        which the server answers with 503 (O3)."""
         import importlib
 
-        base_error = getattr(importlib.import_module(f"{self._module}.exceptions"), self._base_error)
         try:
             return fn(*args)
-        except base_error as exc:
+        except MlforgeError:
+            raise
+        except Exception as exc:
+            base_error = getattr(importlib.import_module(f"{self._module}.exceptions"), self._base_error)
+            answered = "answered" if isinstance(exc, base_error) else "client failed with"
             raise OnlineStoreError(
-                f"cannot {action}: {self.where} answered {type(exc).__name__}: {exc}",
+                f"cannot {action}: {self.where} {answered} {type(exc).__name__}: {exc}",
                 where=repr(self),
                 fix=f"check that {self._product} is running and that host, port, db and password in the online_store settings are right",
             ) from None
@@ -124,10 +130,8 @@ class RedisStore:
         head = f"{self.prefix}:{feature}:"
         written = 0
         for chunk in chunked(keyed_rows(key_columns, batches), WRITE_BATCH):
-            pipe = self.client.pipeline(transaction=False)
-            for text, row in chunk:
-                pipe.set((head + text).encode(), _encode_row(row), px=px)
-            self._call(f"write {len(chunk)} rows of {feature!r}", pipe.execute)
+            values = [((head + text).encode(), _encode_row(row)) for text, row in chunk]
+            self._call(f"write {len(chunk)} rows of {feature!r}", self._set_all, values, px)
             written += len(chunk)
         return written
 
@@ -136,34 +140,54 @@ class RedisStore:
             self._call(f"delete {len(chunk)} entities of {feature!r}", self.client.delete, *[self.key(feature, k) for k in chunk])
         return len(keys)
 
+    def _set_all(self, values: list[tuple[bytes, str]], px: int | None) -> Any:
+        pipe = self.client.pipeline(transaction=False)
+        for key, value in values:
+            pipe.set(key, value, px=px)
+        return pipe.execute()
+
     def read(self, feature: str, keys: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
         out: list[dict[str, Any] | None] = []
         for chunk in chunked(keys, READ_BATCH):
-            raw = self._call(f"read {feature!r}", self.client.mget, [self.key(feature, k) for k in chunk])
-            out.extend(None if value is None else decode_row(value) for value in raw)
+            wanted = [self.key(feature, k) for k in chunk]
+            raw = self._call(f"read {feature!r}", lambda ks=wanted: self.client.mget(ks))
+            out.extend(self._decode(feature, raw))
         return out
+
+    def _decode(self, feature: str, raw: list[Any]) -> list[dict[str, Any] | None]:
+        try:
+            return [None if value is None else decode_row(value) for value in raw]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OnlineStoreError(
+                f"a stored row of {feature!r} is not an mlforge row ({type(exc).__name__}: {exc})",
+                where=f"{self.where}, prefix {self.prefix!r}",
+                fix="another program writes under this prefix: give mlforge its own prefix or db, and re-publish with `mlforge build --online`",
+            ) from None
 
     def read_many(self, requests: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any] | None]]:
         """Several features in one round trip: a pipeline with one ``MGET`` per feature."""
         if sum(len(keys) for keys in requests.values()) > READ_BATCH:
             return {feature: self.read(feature, keys) for feature, keys in requests.items()}
-        pipe = self.client.pipeline(transaction=False)
-        asked = [(feature, keys) for feature, keys in requests.items() if keys]
-        for feature, keys in asked:
-            pipe.mget([self.key(feature, k) for k in keys])
-        answers = self._call(f"read {', '.join(requests)}", pipe.execute) if asked else []
+        asked = [(feature, [self.key(feature, k) for k in keys]) for feature, keys in requests.items() if keys]
+        answers = self._call(f"read {', '.join(requests)}", self._mget_all, asked) if asked else []
         out: dict[str, list[dict[str, Any] | None]] = {feature: [] for feature in requests}
         for (feature, _), raw in zip(asked, answers, strict=True):
-            out[feature] = [None if value is None else decode_row(value) for value in raw]
+            out[feature] = self._decode(feature, raw)
         return out
 
+    def _mget_all(self, asked: list[tuple[str, list[bytes]]]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for _, keys in asked:
+            pipe.mget(keys)
+        return pipe.execute()
+
     def ping(self) -> None:
-        self._call("ping", self.client.ping)
+        self._call("ping", lambda: self.client.ping())
 
     def close(self) -> None:
         if self._client is not None:
-            self._client.close()
-            self._client = None
+            client, self._client = self._client, None
+            self._call("close the connection", client.close)
 
 
 class ValkeyStore(RedisStore):
