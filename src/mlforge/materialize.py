@@ -17,6 +17,7 @@ from mlforge.errors import BuildError, MlforgeError, ValidationFailed
 from mlforge.incremental import BuildRange, next_watermark, plan_range
 from mlforge.manifest import canonical_schema, digests_hash, file_digests
 from mlforge.prepare import prepare_input, run_function
+from mlforge.stages import Reporter, Stage, StageClock
 from mlforge.versioning import ChangeKind, classify, next_version
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class FeatureResult:
     status: str  # "built" | "skipped" | "failed"
     version: str | None = None
     rows: int | None = None
+    rows_written: int | None = None  # rows of the files this build wrote (not reused months)
     seconds: float = 0.0
     change: str | None = None
     reason: str | None = None
@@ -96,12 +98,14 @@ class BuildOptions:
     now: int | None = None
 
 
-def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions) -> FeatureResult:
+def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions, report: Reporter | None = None) -> FeatureResult:
     """Build one feature and publish a version if anything changed. Never raises for
-    build problems: they are reported in the result (and nothing is written, E3)."""
+    build problems: they are reported in the result (and nothing is written, E3).
+    ``report`` receives a :class:`~mlforge.stages.StageEvent` as each stage starts and ends."""
     started = time.perf_counter()
+    clock = StageClock(feature.name, report)
     try:
-        result = _build(feature, engine, store, options)
+        result = _build(feature, engine, store, options, clock)
     except MlforgeError as exc:
         result = FeatureResult(feature.name, "failed", error=exc)
     except Exception as exc:  # an engine or filesystem failure: report it, keep going
@@ -111,11 +115,13 @@ def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options
         error = BuildError(f"{type(exc).__name__}: {exc}", where=f"feature {feature.name!r}", fix="see the message above; run with --verbose for the traceback")
         error.__cause__ = exc
         result = FeatureResult(feature.name, "failed", error=error)
+    clock.close(rows=result.rows_written)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 
 
-def _build(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions) -> FeatureResult:
+def _build(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions, clock: StageClock) -> FeatureResult:
+    clock.enter(Stage.READ)
     store.use_engine(engine)  # Unity Catalog: the engine picks the data path
     previous_version = store.latest_version(feature.name)
     previous = store.read_metadata(feature.name, previous_version) if previous_version else None
@@ -126,7 +132,8 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     unchanged = previous is not None and previous.get("definition_hash") == definition_hash and previous.get("source_fingerprint") == source_fp
     if unchanged and not (options.force or options.full_refresh or explicit_range):
         return FeatureResult(feature.name, "skipped", version=previous_version, rows=previous.get("rows"), reason="unchanged definition and source")
-    build_range = _plan(feature, options, previous, definition_hash)
+    build_range = _plan(feature, options, previous, definition_hash, source_input)
+    clock.enter(Stage.COMPUTE, build_range.explain())
     ts = feature.timestamp_column
     function_input = _filter_input(feature, source_input, build_range)
     output = run_function(feature, function_input, engine)
@@ -150,15 +157,17 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     try:
         _reuse_files(reused, staging.data_dir)
         engine.write_parquet(result_expr.order_by(order), staging.data_dir, PARTITION if has_time else None)
+        clock.enter(Stage.WRITE)
         known = _reused_digests(reused, previous)
         metadata = _metadata(feature, result_expr.drop(PARTITION) if has_time else result_expr, staging.data_dir, definition_hash, source_fp, build_range, previous, engine, known)
         change = classify(previous, metadata)
         if change.kind is ChangeKind.NONE and not options.force:
             store.discard(staging)
-            return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata["rows"], reason="rebuilt data is identical", build_range=build_range.describe(), dropped_rows=dropped)
+            return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata["rows"], rows_written=0, reason="rebuilt data is identical", build_range=build_range.describe(), dropped_rows=dropped)
         kind = ChangeKind.PATCH if change.kind is ChangeKind.NONE else change.kind
         if previous is not None and kind is ChangeKind.MAJOR and change.reason == "first build":
             kind = ChangeKind.PATCH
+        written = _rows_written(staging.data_dir, reused)
         version = next_version(store.list_versions(feature.name), previous_version, kind)
         metadata.update(version=version, change=kind.name, reason=change.reason if change.kind is not ChangeKind.NONE else "forced rebuild")
         store.publish(staging, version, metadata)
@@ -166,12 +175,12 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         store.discard(staging)
         raise
     return FeatureResult(
-        feature.name, "built", version=version, rows=metadata["rows"], change=kind.name, reason=metadata["reason"],
+        feature.name, "built", version=version, rows=metadata["rows"], rows_written=written, change=kind.name, reason=metadata["reason"],
         dropped_rows=dropped, build_range=build_range.describe(),
     )
 
 
-def _plan(feature: Feature, options: BuildOptions, previous: dict[str, Any] | None, definition_hash: str) -> BuildRange:
+def _plan(feature: Feature, options: BuildOptions, previous: dict[str, Any] | None, definition_hash: str, source: ir.Table) -> BuildRange:
     interval = feature.interval_seconds
     watermark = previous.get("watermark") if previous else None
     definition_changed = previous is not None and previous.get("definition_hash") != definition_hash
@@ -180,13 +189,25 @@ def _plan(feature: Feature, options: BuildOptions, previous: dict[str, Any] | No
         if definition_changed and (options.since or options.until or options.last):
             log.warning("feature %s: definition changed, so this build is a full refresh", feature.name)
         return BuildRange()
+    # --last on data that ended before now counts back from the newest event, not from now.
+    data_end = _newest_event(source, feature.timestamp_column) if options.last is not None else None
     if previous is None:
         # A first build computes what it is asked for (a backfill range), or everything.
-        return plan_range(since=options.since, until=options.until, last=options.last, full_refresh=options.full_refresh, now=options.now, interval=interval)
+        return plan_range(since=options.since, until=options.until, last=options.last, full_refresh=options.full_refresh, now=options.now, interval=interval, data_end=data_end)
     return plan_range(
         since=options.since, until=options.until, last=options.last, full_refresh=options.full_refresh,
-        now=options.now, watermark=watermark, interval=interval,
+        now=options.now, watermark=watermark, interval=interval, data_end=data_end,
     )
+
+
+def _newest_event(source: ir.Table, ts: str) -> int | None:
+    """The newest event's instant (epoch seconds) in the source; one aggregate in the engine."""
+    if ts not in source.columns:
+        return None
+    newest = source[ts].max().to_pyarrow().as_py()
+    if newest is None:
+        return None
+    return int((newest if newest.tzinfo else newest.replace(tzinfo=UTC)).timestamp())
 
 
 def _filter_input(feature: Feature, table: ir.Table, build_range: BuildRange) -> ir.Table:
@@ -266,6 +287,16 @@ def _reuse_files(paths: list[str], data_dir: str) -> None:
             os.link(path, target)
         except OSError:
             shutil.copy2(path, target)
+
+
+def _rows_written(data_dir: str, reused: list[str]) -> int:
+    """Rows of the files this build wrote: all but the month files it took over unchanged."""
+    import glob
+
+    import pyarrow.parquet as pq
+
+    kept = {os.path.basename(p) for p in reused}
+    return sum(pq.read_metadata(f).num_rows for f in glob.glob(f"{data_dir}/*.parquet") if os.path.basename(f) not in kept)
 
 
 def _count_dropped(feature: Feature, output: ir.Table) -> int:
