@@ -7,7 +7,7 @@ prints.
 >>> seen = []
 >>> clock = StageClock("user_spend", seen.append)
 >>> clock.enter(Stage.READ)
->>> clock.close(rows=3)
+>>> seconds = clock.close(rows=3)
 >>> [(e.stage.value, e.done, e.rows) for e in seen]
 [('read/plan', False, None), ('read/plan', True, 3)]
 """

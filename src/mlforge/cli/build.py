@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from cyclopts import Parameter
 
-from mlforge.cli.common import DEFAULT, Common, Format, err, load, out, print_json, table
-from mlforge.cli.progress import LogFormat, count, reporter
+from mlforge.cli.common import DEFAULT, Common, Format, count, err, load, out, print_json, table
+from mlforge.cli.progress import LogFormat, reporter
 from mlforge.plugins import EngineName
 
 PREVIEW_ROWS = 5

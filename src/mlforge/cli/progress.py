@@ -17,22 +17,13 @@ import logging
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from mlforge.cli.common import err
+from mlforge.cli.common import count, err
 from mlforge.materialize import FeatureResult
 from mlforge.stages import StageEvent
 
 LogFormat = Literal["text", "json"]
 
 MARKS = {"built": "[green]✓[/]", "skipped": "[dim]=[/]", "failed": "[red]✗[/]"}
-
-
-def count(value: int | None) -> str:
-    """Rows with thousands separators; ``-`` when unknown.
-
-    >>> count(1234567), count(None)
-    ('1,234,567', '-')
-    """
-    return "-" if value is None else f"{value:,}"
 
 
 class Silent:
