@@ -332,6 +332,20 @@ def test_not_null_and_unique_fail(tmp_path, engine):  # contract E3
     assert "amt: not_null() failed for 1 row(s)" in message
 
 
+def test_validation_failure_lists_up_to_five_offending_rows(tmp_path, engine):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"user": [f"u{i}" for i in range(8)] + ["u0"], "amt": [-1.0 * i for i in range(8)] + [5.0]}), path)
+    feat = declare(str(path), validators={"amt": mlf.greater_than(0), "user": mlf.unique()})
+    defs = mlf.Definitions("p", [feat], offline_store=mlf.LocalStore(tmp_path / "store"), engine=engine)
+    message = str(defs.build(raise_on_error=False)["spend"].error)
+    first, *rest = message.splitlines()
+    assert first == "validation failed: amt: greater_than(0) failed for 8 row(s); user: unique() failed for 1 row(s) (in feature 'spend')"
+    assert "  offending rows (up to 5 per check):" in rest
+    amt = [line.strip() for line in rest if line.strip().startswith("amt: greater_than(0): ")]
+    assert amt == [f"amt: greater_than(0): user='u{i}', amt={-1.0 * i!r}" for i in range(5)]  # in key order
+    assert [line.strip() for line in rest if line.strip().startswith("user: unique(): ")] == ["user: unique(): user='u0'"] * 2
+
+
 def test_unique_fails_without_nulls(tmp_path, engine):
     path = tmp_path / "dupes.parquet"
     pq.write_table(pa.table({"user": ["a", "a", "b", "c", "c", "c"]}), path)

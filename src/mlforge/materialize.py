@@ -309,11 +309,12 @@ def _count_dropped(feature: Feature, output: ir.Table) -> int:
 
 
 def validate_output(feature: Feature, output: ir.Table) -> None:
-    """Run the feature's validators inside the engine; fail with counts per check."""
+    """Run the feature's validators inside the engine; fail with counts per check and up
+    to :data:`EXAMPLE_ROWS` offending rows of each failed check."""
     if not feature.validators:
         return
     aggs: dict[str, Any] = {}
-    checks: list[tuple[str, str, str]] = []
+    checks: list[tuple[str, str, Any]] = []
     for column, validators in feature.validators:
         if column not in output.columns:
             raise ValidationFailed(
@@ -328,15 +329,36 @@ def validate_output(feature: Feature, output: ir.Table) -> None:
                 aggs[alias] = col.count() - col.nunique(where=col.notnull())
             else:
                 aggs[alias] = validator.violation(col).cast("int64").sum().fill_null(0)
-            checks.append((alias, column, validator.describe()))
+            checks.append((alias, column, validator))
     counts = output.aggregate(**aggs).to_pyarrow().to_pylist()[0]
-    failures = [f"{column}: {desc} failed for {int(counts[alias])} row(s)" for alias, column, desc in checks if counts[alias]]
-    if failures:
+    failed = [(column, validator, int(counts[alias])) for alias, column, validator in checks if counts[alias]]
+    if failed:
+        examples = [f"\n    {column}: {v.describe()}: {row}" for column, v, _ in failed for row in _offending_rows(feature, output, column, v)]
         raise ValidationFailed(
-            "validation failed: " + "; ".join(failures),
+            "validation failed: " + "; ".join(f"{column}: {v.describe()} failed for {n} row(s)" for column, v, n in failed),
             where=f"feature {feature.name!r}",
-            fix="fix the data or the feature function, or relax the validator; nothing was written",
+            fix="fix the data or the feature function, or relax the validator; nothing was written"
+            + (f"\n  offending rows (up to {EXAMPLE_ROWS} per check):" + "".join(examples) if examples else ""),
         )
+
+
+#: Offending rows a validation error shows per failed check.
+EXAMPLE_ROWS = 5
+
+
+def _offending_rows(feature: Feature, output: ir.Table, column: str, validator: Any) -> list[str]:
+    """Up to :data:`EXAMPLE_ROWS` rows failing one check (keys, timestamp and the column),
+    in key order; for ``unique``, rows whose value is duplicated."""
+    ts = feature.timestamp_column
+    shown = list(dict.fromkeys([*(k for k in feature.keys if k in output.columns), *([ts] if ts in output.columns else []), column]))
+    col = output[column]
+    if validator.violation is not None:
+        bad = output.filter(validator.violation(col))
+    else:
+        repeated = output.filter(col.notnull()).group_by(column).aggregate(__mlforge_n=col.count())
+        bad = output.semi_join(repeated.filter(repeated["__mlforge_n"] > 1), column)
+    rows = bad.select(*shown).order_by(shown).limit(EXAMPLE_ROWS).to_pyarrow().to_pylist()
+    return [", ".join(f"{name}={value.isoformat() if isinstance(value, datetime) else repr(value)}" for name, value in row.items()) for row in rows]
 
 
 def _reused_digests(reused: list[str], previous: dict[str, Any] | None) -> dict[str, str]:
