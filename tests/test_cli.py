@@ -340,6 +340,14 @@ def test_diff_exit_code_is_the_change_kind(operations, versioned, capsys):  # co
     assert run(["diff", "user_profile", "1.0.0", "7.7.7"]) == 4
 
 
+def test_diff_of_a_feature_with_one_version_exits_0(cli):
+    code, out, err = cli("diff", "merchant_activity")
+    assert (code, err) == (0, "") and "merchant_activity has one version (1.0.0): nothing to compare with yet" in out
+    code, out, _ = cli("diff", "merchant_activity", "--format", "json")
+    assert code == 0 and json.loads(out)["exit_code"] == 0
+    assert cli("diff", "merchant_activity", "1.0.0", "9.9.9")[0] == 4  # an explicit unknown version is still an error
+
+
 def test_rollback_moves_only_the_pointer(operations, versioned, capsys):  # contract S4
     store = versioned / "feature_store" / "user_profile"
     assert run(["rollback", "user_profile", "--previous", "--dry-run"]) == 0
