@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlforge.config import env_settings, load_profile, profile_names, resolve_profile
-from mlforge.errors import ConfigError
+from mlforge.errors import ConfigError, install_hint
 
 CONFIG = """\
 default_profile: dev
@@ -189,7 +189,7 @@ def test_roadmap_databricks_profiles_load_or_name_the_extra(in_tmp):
         except ConfigError as exc:
             message = str(exc)
             assert "KIND 'unity-catalog'" in message or "KIND 'databricks-online-tables'" in message
-            assert "pip install 'mlforge[databricks]'" in message
+            assert install_hint("databricks") in message
             assert "mlforge.yaml:" in message
         else:
             assert resolved.engine == "pyspark"
@@ -203,3 +203,24 @@ def test_docs_profiles_example_is_the_roadmap_one():
     text = docs.read_text()
     assert textwrap.dedent(DATABRICKS).strip().replace("\n\n", "\n") in text.replace("\n\n", "\n")
 
+
+def test_install_hints_name_this_package_not_the_pypi_project():
+    """PyPI's `mlforge` is an unrelated project: a hint installs the extra from this
+    checkout (or what pip recorded), under pyproject's distribution name."""
+    import tomllib
+
+    from mlforge.errors import DISTRIBUTION, missing_extra
+
+    root = Path(__file__).resolve().parents[1]
+    assert tomllib.loads((root / "pyproject.toml").read_text())["project"]["name"] == DISTRIBUTION
+    assert install_hint("serve") == f"pip install -e '{root}[serve]'"
+    assert missing_extra("fastapi", "serve").fix == install_hint("serve")
+    stale = [
+        f"{path.relative_to(root)}:{number}"
+        for folder in ("src", "docs", "examples")
+        for path in sorted((root / folder).rglob("*"))
+        if path.suffix in (".py", ".md", ".yml", ".yaml")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if any(stale in line for stale in ("pip install 'mlforge[", 'pip install "mlforge[', 'package: "mlforge[', "library `mlforge["))
+    ]
+    assert not stale, "hints that would install PyPI's unrelated `mlforge`:\n" + "\n".join(stale)

@@ -4,7 +4,7 @@ and serve the same features online.
 Run from this directory, after `python prepare_data.py`:
 
     python train.py                    # build, train, score, serve
-    python train.py --mlflow mlruns    # also record the run with MLflow (pip install 'mlforge[mlflow]')
+    python train.py --mlflow mlruns    # also record the run with MLflow (the mlflow extra: pip install -e '../..[mlflow]')
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlforge.errors import ConfigError
+from mlforge.errors import ConfigError, install_hint
 from mlforge.plugins import ENGINE_NAMES, OFFLINE_KINDS, ONLINE_KINDS, EngineName, Kind
 
 CONFIG_FILE = "mlforge.yaml"
@@ -260,7 +260,7 @@ def make_store(block: Any, kinds: dict[str, Kind], where: str, key: str, base: P
             if str(missing).startswith("mlforge")
             else f"{key} KIND {kind_name!r} needs the optional dependency {missing!r}"
         )
-        fix = f"pip install 'mlforge[{kind.extra or 'all'}]'"
+        fix = install_hint(kind.extra or "all")
         if str(missing).startswith("mlforge"):
             fix += " with a version of mlforge that provides this KIND"
         raise ConfigError(what, where=where, fix=fix) from None

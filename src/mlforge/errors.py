@@ -125,5 +125,33 @@ def missing_extra(module: str, extra: str) -> EngineError:
     """The error for an optional dependency that is not installed."""
     return EngineError(
         f"the optional dependency '{module}' is not installed",
-        fix=f"pip install 'mlforge[{extra}]'",
+        fix=install_hint(extra),
     )
+
+
+#: The distribution name of this package (pyproject.toml's ``[project] name``). The PyPI
+#: project called ``mlforge`` is an unrelated one, so hints never send anyone there.
+DISTRIBUTION = "mlforge"
+
+
+def install_hint(extra: str) -> str:
+    """The command that adds ``extra`` to *this* mlforge: ``pip install -e`` of the checkout
+    the code runs from, else of the path pip recorded installing it from (PEP 610), else
+    the distribution name, with a warning about the unrelated PyPI project."""
+    import json
+    from importlib import metadata
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    checkout = Path(__file__).resolve().parents[2]  # src/mlforge/errors.py -> the repository
+    if (checkout / "pyproject.toml").is_file():
+        return f"pip install -e '{checkout}[{extra}]'"
+    try:
+        recorded = json.loads(metadata.distribution(DISTRIBUTION).read_text("direct_url.json") or "{}")
+    except (metadata.PackageNotFoundError, ValueError):
+        recorded = {}
+    url = str(recorded.get("url", ""))
+    if url.startswith("file://"):
+        editable = "-e " if recorded.get("dir_info", {}).get("editable") else ""
+        return f"pip install {editable}'{unquote(urlparse(url).path)}[{extra}]'"
+    return f"pip install '{DISTRIBUTION}[{extra}]' from the index or path this mlforge came from (PyPI's 'mlforge' is another project)"

@@ -1,6 +1,6 @@
 """MLflow: record which feature versions a model was trained on, so the run can be reproduced.
 
-``mlflow`` is imported only inside these functions (``pip install 'mlforge[mlflow]'``);
+``mlflow`` is imported only inside these functions (the ``mlflow`` extra);
 ``import mlforge`` never imports it.
 
 * :func:`log_features_to_mlflow` logs feature names, versions, definition / schema / data
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from mlforge.errors import ConfigError, MlforgeError
+from mlforge.errors import ConfigError, MlforgeError, install_hint
 from mlforge.release import __version__
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def _mlflow() -> Any:
     try:
         import mlflow
     except ImportError as exc:
-        raise ConfigError("the MLflow integration needs mlflow", fix="pip install 'mlforge[mlflow]'") from exc
+        raise ConfigError("the MLflow integration needs mlflow", fix=install_hint("mlflow")) from exc
     return mlflow
 
 
