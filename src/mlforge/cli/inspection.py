@@ -85,7 +85,7 @@ def feature(name: str, /, *, version: str | None = None, stats: bool = False, ap
         out().print(table("schema", ["column", "type"], [[c, t] for c, t in (stored.get("schema") or {}).items()]))
     else:
         out().print("not built yet: run `mlforge build --features " + name + "`", highlight=False)
-    if column_stats is not None:
+    if column_stats is not None and stored:
         _show_stats(f"statistics of {name} {stored.get('version')} ({count(column_stats.rows)} rows)", column_stats, stored.get("schema") or {})
     return 0
 
