@@ -114,8 +114,20 @@ def _warn_without_timestamp(entity_df: Any, kind: str) -> None:
             f"get_training_data got no timestamp=, so every row gets the newest stored values of its key (rule P2), "
             f"although entity_df has the datetime column {found[0]!r}; pass timestamp={found[0]!r} for point-in-time values",
             UserWarning,
-            stacklevel=4,  # the caller of (defs.)get_training_data
+            stacklevel=_first_frame_outside_mlforge(),
         )
+
+
+def _first_frame_outside_mlforge() -> int:
+    """The ``stacklevel`` of the user's call, however many mlforge frames lie between."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _engine_for_frame(workspace: Workspace, engine: Any, frame: Any, kind: str) -> Engine:
