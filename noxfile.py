@@ -73,8 +73,9 @@ def examples(session: nox.Session) -> None:
 
 @nox.session
 def docs(session: nox.Session) -> None:
-    """The documentation site: regenerate the engine capability matrix, then build with
-    mkdocs-material + mkdocstrings in strict mode (any warning fails)."""
+    """The documentation site: regenerate the engine capability matrix and the figures, then
+    build with mkdocs-material + mkdocstrings in strict mode (any warning fails)."""
     session.env.setdefault("NO_MKDOCS_2_WARNING", "1")  # material's end-of-life banner, not ours
     session.run(PY, "docs/gen_matrix.py")
+    session.run(PY, "docs/gen_figures.py")
     session.run(PY, "-m", "mkdocs", "build", "--strict", *session.posargs)

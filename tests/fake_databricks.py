@@ -172,7 +172,7 @@ def start_postgres() -> PostgresServer:
     bin_dir = postgres_bin_dir()
     if bin_dir is None or not (bin_dir / "initdb").exists():
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install -y postgresql, or set MLFORGE_PG_BIN")
-    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'mlforge[databricks]')")
+    pytest.importorskip("psycopg", reason="psycopg is not installed (the databricks extra)")
     run_as = None
     if os.geteuid() == 0:
         import pwd

@@ -335,7 +335,7 @@ DATA = [
         "timestamps-unparseable", ["build", "--features", "extra"], 1, ["not-a-date"],
         both(write("data/events.csv", BAD_CSV), extra_feature('source=mlf.Source("data/events.csv", timestamp=mlf.Timestamp("ts", format="%Y-%m-%d")), keys=["user_id"], timestamp="ts"')),
     ),
-    Case("stored-file-truncated", ["build", "--features", "user_spend", "--last", "3d"], 1, ["user_spend 1.0.0", "truncated", ".parquet"], truncate("feature_store/user_spend/1.0.0/data/*")),
+    Case("stored-file-truncated", ["build", "--features", "user_spend", "--last", "3d", "--force"], 1, ["user_spend 1.0.0", "truncated", ".parquet"], truncate("feature_store/user_spend/1.0.0/data/*")),
     Case("stored-metadata-garbage", ["list", "versions", "user_spend"], 1, ["_metadata.json"], write("feature_store/user_spend/1.0.0/_metadata.json", "{not json")),
     Case("stored-pointer-garbage", ["build", "--features", "user_spend"], 1, ["_latest.json"], write("feature_store/user_spend/_latest.json", "garbage")),
     Case("catalog-table-on-duckdb", ["build"], 2, ["Unity Catalog table", "engine 'duckdb'"], extra_feature('source=mlf.Source("main.sales.orders"), keys=["user_id"]')),

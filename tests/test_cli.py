@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
 import shutil
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -343,6 +346,14 @@ def test_diff_exit_code_is_the_change_kind(operations, versioned, capsys):  # co
     assert run(["diff", "user_profile", "1.0.0", "7.7.7"]) == 4
 
 
+def test_diff_of_a_feature_with_one_version_exits_0(cli):
+    code, out, err = cli("diff", "merchant_activity")
+    assert (code, err) == (0, "") and "merchant_activity has one version (1.0.0): nothing to compare with yet" in out
+    code, out, _ = cli("diff", "merchant_activity", "--format", "json")
+    assert code == 0 and json.loads(out)["exit_code"] == 0
+    assert cli("diff", "merchant_activity", "1.0.0", "9.9.9")[0] == 4  # an explicit unknown version is still an error
+
+
 def test_rollback_moves_only_the_pointer(operations, versioned, capsys):  # contract S4
     store = versioned / "feature_store" / "user_profile"
     assert run(["rollback", "user_profile", "--previous", "--dry-run"]) == 0
@@ -405,3 +416,91 @@ def test_build_online_with_a_memory_profile(project, tmp_path, monkeypatch, caps
     monkeypatch.chdir(copy)
     assert run(["build", "--features", "user_profile", "--profile", "cache", "--online", "--format", "json"]) == 0, capsys.readouterr()
     assert json.loads(capsys.readouterr().out)["features"][0]["status"] in ("built", "skipped")
+
+
+# -- progress: a terminal, a pipe, --quiet, --log-format json -------------------------------
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _copy(project, tmp_path, monkeypatch, name="copy"):
+    copy = tmp_path / name
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.chdir(copy)
+    return copy
+
+
+def _expected_last_range(copy, days: int) -> str:
+    """The range `--last Nd` recomputes on the sample data, which ended before today."""
+    import pyarrow.parquet as pq
+
+    newest = max(pq.read_table(copy / "data" / "transactions.parquet").column("event_time").to_pylist())
+    since = (newest - timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return f"[{since:%Y-%m-%dT%H:%M:%SZ}, ∞)"
+
+
+def test_build_in_a_terminal_shows_stages_and_the_range(project, tmp_path, monkeypatch):
+    """A pseudo-terminal: the live display and one line per finished stage, with the
+    range `--last` chose (counted back from the data's end, not from today)."""
+    copy = _copy(project, tmp_path, monkeypatch)
+    primary, secondary = pty.openpty()
+    env = {**{k: v for k, v in os.environ.items() if k not in ENV_VARS}, "COLUMNS": "200", "TERM": "xterm"}
+    env.pop("NO_COLOR", None)
+    done = subprocess.Popen(
+        [sys.executable, "-m", "mlforge", "build", "--features", "user_spend,merchant_activity", "--last", "3d", "--force"],
+        cwd=copy, stdin=secondary, stdout=secondary, stderr=secondary, env=env, close_fds=True,
+    )
+    os.close(secondary)
+    chunks = []
+    while True:
+        try:
+            data = os.read(primary, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(primary)
+    assert done.wait(timeout=120) == 0
+    text = b"".join(chunks).decode()
+    assert "\x1b[" in text  # rich drew on a terminal
+    lines = [ANSI.sub("", line).strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    expected = _expected_last_range(copy, 3)
+    for name in ("user_spend", "merchant_activity"):
+        assert any(re.fullmatch(rf"{name} read/plan +\d+\.\d\ds", line) for line in lines), lines
+        compute = [line for line in lines if re.match(rf"{name} compute +\d+\.\d\ds  range ", line)]
+        assert compute and f"range {expected} (--last counted back from the newest event" in compute[0]
+        assert any(re.fullmatch(rf"{name} write +\d+\.\d\ds  [\d,]+ rows", line) for line in lines), lines
+        assert any(re.match(rf"✓ {name} built 1\.0\.1 · [\d,]+ rows written", line) for line in lines), lines
+    assert any(expected in line and "│" in line for line in lines)  # the table's range column
+
+
+def test_build_in_a_pipe_prints_one_line_per_feature(project, tmp_path, monkeypatch, capsys):
+    _copy(project, tmp_path, monkeypatch)
+    capsys.readouterr()
+    assert run(["build", "--force"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert [line.split(" ")[:3] for line in lines] == [["✓", name, "built"] for name in ("user_spend", "merchant_activity", "user_profile")]
+    for line in lines:
+        assert re.search(r" · [\d,]+ rows written · range (full|\[\S+, \S+\)) · read/plan \d+\.\d\ds, compute \d+\.\d\ds, write \d+\.\d\ds \(\d+\.\d\ds\)$", line), line
+    assert "range recomputed" in captured.out and "rows written" in captured.out and "3 built, 0 skipped, 0 failed" in captured.out
+
+
+def test_build_quiet_prints_nothing_but_errors(cli):
+    code, out, err = cli("build", "--quiet")
+    assert (code, out, err) == (0, "", "")
+
+
+def test_build_log_format_json_is_one_object_per_line(project, tmp_path, monkeypatch, capsys):
+    _copy(project, tmp_path, monkeypatch)
+    capsys.readouterr()
+    assert run(["build", "--features", "user_profile", "--force", "--log-format", "json", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    events = [json.loads(line) for line in captured.err.strip().splitlines()]
+    assert [(e["event"], e.get("stage")) for e in events] == [
+        ("stage_start", "read/plan"), ("stage_end", "read/plan"), ("stage_start", "compute"), ("stage_end", "compute"),
+        ("stage_start", "write"), ("stage_end", "write"), ("feature", None),
+    ]
+    assert events[-1]["status"] == "built" and events[-1]["rows_written"] == events[5]["rows"] > 0
+    assert all(e["time"].endswith("+00:00") for e in events)
+    assert json.loads(captured.out)["ok"] is True

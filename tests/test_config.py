@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlforge.config import env_settings, load_profile, profile_names, resolve_profile
-from mlforge.errors import ConfigError, ProfileError, redact
+from mlforge.errors import ConfigError, ProfileError, install_command, redact
 
 CONFIG = """\
 default_profile: dev
@@ -189,7 +189,7 @@ def test_roadmap_databricks_profiles_load_or_name_the_extra(in_tmp):
         except ConfigError as exc:
             message = str(exc)
             assert "KIND 'unity-catalog'" in message or "KIND 'databricks-online-tables'" in message
-            assert "pip install" in message and "[databricks]" in message
+            assert install_command("databricks") in message
             assert "mlforge.yaml:" in message
         else:
             assert resolved.engine == "pyspark"
@@ -269,3 +269,25 @@ def test_mlforge_yaml_is_read_even_when_definitions_set_everything(in_tmp):
     assert defs.origins == {"offline_store": "definitions", "online_store": "profile", "engine": "definitions"}
     assert type(defs.online_store).__name__ == "MemoryStore"  # the profile's online store is used
     assert defs.profile_settings.engine == "polars" and defs.engine_spec == "duckdb"
+
+
+def test_install_commands_name_this_package_not_the_pypi_project():
+    """PyPI's `mlforge` is an unrelated project: a hint installs the extra from this
+    checkout (or what pip recorded), under pyproject's distribution name."""
+    import tomllib
+
+    from mlforge.errors import missing_extra
+
+    root = Path(__file__).resolve().parents[1]
+    name = tomllib.loads((root / "pyproject.toml").read_text())["project"]["name"]
+    assert install_command("serve").startswith(f"pip install -e '{root}[serve]'") and name in install_command("serve")
+    assert missing_extra("fastapi", "serve").fix == install_command("serve")
+    stale = [
+        f"{path.relative_to(root)}:{number}"
+        for folder in ("src", "docs", "examples")
+        for path in sorted((root / folder).rglob("*"))
+        if path.suffix in (".py", ".md", ".yml", ".yaml")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if any(stale in line for stale in ("pip install 'mlforge[", 'pip install "mlforge[', 'package: "mlforge[', "library `mlforge["))
+    ]
+    assert not stale, "hints that would install PyPI's unrelated `mlforge`:\n" + "\n".join(stale)

@@ -12,7 +12,7 @@ import pytest
 
 import mlforge as mlf
 from mlforge.definitions.durations import parse_duration
-from mlforge.errors import DefinitionError, EngineError, MlforgeError, ValidationFailed
+from mlforge.errors import BuildError, DefinitionError, EngineError, MlforgeError, ValidationFailed
 
 
 @pytest.fixture
@@ -291,13 +291,30 @@ def test_all_validators_pass(events_path, tmp_path, engine):
 def test_each_validator_fails(events_path, tmp_path, engine):  # contract E3
     feat = declare(events_path, validators=FAILING_VALIDATORS)
     defs = mlf.Definitions("p", [feat], offline_store=mlf.LocalStore(tmp_path / "store"), engine=engine)
-    outcome = defs.build()["spend"]
+    outcome = defs.build(raise_on_error=False)["spend"]
     assert outcome.status == "failed" and isinstance(outcome.error, ValidationFailed)
     message = str(outcome.error)
     for column, validators in FAILING_VALIDATORS.items():
         for validator in validators:
             assert f"{column}: {validator.describe()} failed for 1 row(s)" in message
     assert defs.offline_store.list_versions("spend") == []
+
+
+def test_build_raises_build_error_naming_the_failed_features(events_path, tmp_path, caplog):
+    good = declare(events_path, name="fine")
+    bad = declare(events_path, name="too_small", validators={"amt": mlf.greater_than(3.0)})
+    defs = mlf.Definitions("p", [good, bad], offline_store=mlf.LocalStore(tmp_path / "store"), engine="duckdb")
+    with caplog.at_level("INFO", logger="mlforge"), pytest.raises(BuildError) as raised:
+        defs.build()
+    message = str(raised.value)
+    assert message.startswith("1 of 2 feature(s) failed to build:\n- too_small: validation failed: amt: greater_than(3.0) failed for 2 row(s)")
+    assert "fine" not in message and "raise_on_error=False" in message
+    assert isinstance(raised.value.__cause__, ValidationFailed)
+    assert defs.list_versions("fine") == ["1.0.0"] and defs.list_versions("too_small") == []  # the others still build
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("fine: compute") for m in logged) and any(m.startswith("fine: built 1.0.0") for m in logged)
+    result = defs.build(raise_on_error=False)
+    assert [(f.name, f.status) for f in result.features] == [("fine", "skipped"), ("too_small", "failed")]
 
 
 def test_not_null_and_unique_fail(tmp_path, engine):  # contract E3
@@ -307,7 +324,7 @@ def test_not_null_and_unique_fail(tmp_path, engine):  # contract E3
     pq.write_table(pa.table({"user": ["a", "a", None, "b"], "amt": [1.0, None, 2.0, 3.0]}), path)
     feat = declare(str(path), validators={"user": [mlf.unique(), mlf.not_null()], "amt": mlf.not_null()})
     defs = mlf.Definitions("p", [feat], offline_store=mlf.LocalStore(tmp_path / "store"), engine=engine)
-    outcome = defs.build()["spend"]
+    outcome = defs.build(raise_on_error=False)["spend"]
     assert isinstance(outcome.error, ValidationFailed)
     message = str(outcome.error)
     assert "user: unique() failed for 1 row(s)" in message
@@ -315,12 +332,26 @@ def test_not_null_and_unique_fail(tmp_path, engine):  # contract E3
     assert "amt: not_null() failed for 1 row(s)" in message
 
 
+def test_validation_failure_lists_up_to_five_offending_rows(tmp_path, engine):
+    path = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"user": [f"u{i}" for i in range(8)] + ["u0"], "amt": [-1.0 * i for i in range(8)] + [5.0]}), path)
+    feat = declare(str(path), validators={"amt": mlf.greater_than(0), "user": mlf.unique()})
+    defs = mlf.Definitions("p", [feat], offline_store=mlf.LocalStore(tmp_path / "store"), engine=engine)
+    message = str(defs.build(raise_on_error=False)["spend"].error)
+    first, *rest = message.splitlines()
+    assert first == "validation failed: amt: greater_than(0) failed for 8 row(s); user: unique() failed for 1 row(s) (in feature 'spend')"
+    assert "  offending rows (up to 5 per check):" in rest
+    amt = [line.strip() for line in rest if line.strip().startswith("amt: greater_than(0): ")]
+    assert amt == [f"amt: greater_than(0): user='u{i}', amt={-1.0 * i!r}" for i in range(5)]  # in key order
+    assert [line.strip() for line in rest if line.strip().startswith("user: unique(): ")] == ["user: unique(): user='u0'"] * 2
+
+
 def test_unique_fails_without_nulls(tmp_path, engine):
     path = tmp_path / "dupes.parquet"
     pq.write_table(pa.table({"user": ["a", "a", "b", "c", "c", "c"]}), path)
     feat = declare(str(path), validators={"user": mlf.unique()})
     defs = mlf.Definitions("p", [feat], offline_store=mlf.LocalStore(tmp_path / "store"), engine=engine)
-    outcome = defs.build()["spend"]
+    outcome = defs.build(raise_on_error=False)["spend"]
     assert isinstance(outcome.error, ValidationFailed)
     assert "user: unique() failed for 3 row(s)" in str(outcome.error)
 
@@ -341,7 +372,7 @@ def test_validator_arguments_checked():
 def test_validator_on_missing_column(events_path, tmp_path):
     feat = declare(events_path, validators={"nope": mlf.not_null()})
     defs = mlf.Definitions("p", [feat], offline_store=mlf.LocalStore(tmp_path / "store"), engine="duckdb")
-    outcome = defs.build()["spend"]
+    outcome = defs.build(raise_on_error=False)["spend"]
     assert isinstance(outcome.error, ValidationFailed) and "'nope'" in str(outcome.error)
 
 

@@ -410,6 +410,22 @@ def test_page_blocks_run(page, tmp_path, monkeypatch):
             clean_up()
     if page == "docs/index.md":  # the getting-started page must keep a runnable example
         assert sum(not skipped(block) for block in blocks) >= 3
+    if page == "docs/quickstart.md":  # build, training set, model, serve, online read: all run
+        assert all(not skipped(block) for block in blocks) and len(blocks) >= 8
+
+
+def test_readme_snippet_runs_as_is(tmp_path, monkeypatch):
+    """The README's feature runs in a project `mlforge init` made, with nothing from a setup:
+    every name it uses, it defines."""
+    from mlforge.cli.templates import write_project, write_sample_data
+
+    monkeypatch.chdir(tmp_path)
+    write_project(tmp_path, online=None, store="local", engine="duckdb")
+    write_sample_data(tmp_path / "data", users=5, merchants=3, days=20)
+    snippet = next(block for block in code_blocks(ROOT / "README.md") if block.lang in PYTHON)
+    namespace: dict = {"__name__": "readme"}
+    exec(compile(snippet.code, snippet.where, "exec"), namespace)
+    assert len(namespace["training"]) == 2 and "spend_7d" in namespace["training"].columns
 
 
 def test_every_block_runs_or_says_why():
@@ -497,6 +513,15 @@ def test_engine_matrix_is_generated_from_the_capabilities():
 
     page = (DOCS / "engines-matrix.md").read_text()
     assert all(f"`{cap}`" in page for cap in CAPABILITIES)
+
+
+def test_figures_are_generated_and_shown():
+    """docs/gen_figures.py drew every figure, and each one is on a page."""
+    done = subprocess.run([sys.executable, str(DOCS / "gen_figures.py"), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    shown = {name for page in DOCS.glob("*.md") for name in re.findall(r"!\[[^\]]*\]\((figures/[\w.-]+)\)", page.read_text())}
+    drawn = {f"figures/{path.name}" for path in (DOCS / "figures").glob("*.svg")}
+    assert drawn and shown == drawn
 
 
 def test_mkdocs_nav_lists_every_page():

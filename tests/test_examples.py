@@ -46,6 +46,12 @@ def test_quickstart_run_script_prints_features(quickstart):
     done = subprocess.run([sys.executable, "run.py"], cwd=quickstart, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "user_spend" in done.stdout and "spend_7d" in done.stdout
+    assert "training set: 9 rows" in done.stdout  # the point-in-time join the docstring promises
+
+
+def test_every_example_has_a_readme():
+    folders = [p for p in (ROOT / "examples").iterdir() if p.is_dir() and not p.name.startswith((".", "_"))]
+    assert folders and [p.name for p in folders if not (p / "README.md").is_file()] == []
 
 
 def test_loader_keeps_installed_and_main_modules(tmp_path, monkeypatch):

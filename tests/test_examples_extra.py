@@ -89,13 +89,18 @@ def test_flights_full_year_with_mlflow(tmp_path_factory):
 
 # -- databricks (local profile) -----------------------------------------------------------
 def test_databricks_example_files_parse():
-    """The bundle and the profiles are valid YAML; the Databricks profiles are the ROADMAP's."""
+    """The bundle and the profiles are valid YAML; the bundle installs the wheel built from
+    this repository (PyPI's `mlforge` is another project); the Databricks profiles are those
+    of docs/databricks.md."""
     import yaml
 
     bundle = yaml.safe_load((EXAMPLES / "databricks" / "databricks.yml").read_text())
     assert bundle["bundle"]["name"] == "fraud-detection"
     build = {t["task_key"]: t for t in bundle["resources"]["jobs"]["fraud_features"]["tasks"]}["build"]
     assert build["python_wheel_task"]["entry_point"] == "mlforge"
+    libraries = [lib for task in bundle["resources"]["jobs"]["fraud_features"]["tasks"] for lib in task["libraries"]]
+    assert {"whl": "./dist/mlforge-0.8.0-py3-none-any.whl"} in libraries
+    assert not [lib for lib in libraries if lib.get("pypi", {}).get("package", "").startswith("mlforge")]
     prod_build = bundle["targets"]["prod"]["resources"]["jobs"]["fraud_features"]["tasks"][0]
     assert "--online" in prod_build["python_wheel_task"]["parameters"]  # only prod has an online store
     profiles = yaml.safe_load((EXAMPLES / "databricks" / "mlforge.yaml").read_text())["profiles"]

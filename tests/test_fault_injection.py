@@ -94,7 +94,7 @@ WORKER = textwrap.dedent(
                 if len(words) > 2:
                     os.environ["MLFORGE_FAULT_PAUSE"] = words[2]
                 defs = mlf.Definitions("fault", [spend], offline_store=make_store(words[1]), engine="duckdb")
-                result = defs.build()["spend"]
+                result = defs.build(raise_on_error=False)["spend"]
                 sys.stdout.flush()
                 os._exit(0 if result.status == "built" else 3)
             print(f"pid {pid}", flush=True)

@@ -284,6 +284,32 @@ def test_range_build_replaces_only_its_labels(tmp_path):  # contract I1
     _assert_same_rows(_stored(defs, "spend"), before)
 
 
+def test_last_counts_back_from_the_data_when_it_ended_before_now():
+    data_end, now = 40 * DAY + 3600, 400 * DAY
+    planned = plan_range(last="7d", now=now, interval=DAY, data_end=data_end)
+    assert planned == BuildRange(since=33 * DAY) and planned.counted_from == data_end
+    assert "counted back from the newest event, 1970-02-10T01:00:00Z" in planned.explain()
+    current = plan_range(last="7d", now=now, interval=DAY, data_end=now + DAY)  # data newer than now: the clock wins
+    assert current == BuildRange(since=393 * DAY) and current.counted_from is None and current.explain() == current.describe()
+
+
+def test_last_on_old_data_recomputes_its_last_days(tmp_path):
+    """`--last 3d` on events that ended long before today rebuilds the data's last 3 days,
+    not an empty stretch after them (which would report "identical")."""
+    path = str(tmp_path / "events.parquet")
+    pq.write_table(_events(5, 300, 45, 3), path)  # March and half of April
+    defs = mlf.Definitions("inc", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "s"), engine="duckdb")
+    assert defs.build().ok
+    newest = max(t for t in pq.read_table(path).column("ts").to_pylist() if t is not None)
+    seen = []
+    result = defs.build(last="3d", force=True, progress=seen.append)["spend"]
+    expected_since = (newest - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert result.build_range == f"[{expected_since:%Y-%m-%dT%H:%M:%SZ}, ∞)"
+    compute = next(e for e in seen if getattr(e, "stage", None) == "compute" and e.done)
+    assert "counted back from the newest event" in compute.detail
+    assert 0 < result.rows_written < result.rows  # untouched month files were reused
+
+
 def test_bad_range_writes_nothing(tmp_path):  # contract I1
     path = str(tmp_path / "events.parquet")
     pq.write_table(_events(5, 50, 5, 3), path)

@@ -29,7 +29,7 @@ def reference_key(*values) -> str:
 
 def build(tmp_path, engine, *features):
     defs = mlf.Definitions("p", list(features), offline_store=mlf.LocalStore(tmp_path / "store"), engine=engine)
-    return defs, defs.build()
+    return defs, defs.build(raise_on_error=False)  # the tests read each feature's outcome
 
 
 def rows(defs, name, order=None):

@@ -41,7 +41,7 @@ def redis_server():
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    pytest.importorskip("redis", reason="the redis client is not installed (pip install 'mlforge[redis]')")
+    pytest.importorskip("redis", reason="the redis client is not installed (the redis extra)")
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
@@ -76,7 +76,7 @@ def valkey_server():
 @pytest.fixture(scope="session")
 def moto_dynamodb():
     """The endpoint URL of a moto server for DynamoDB, with dummy AWS credentials."""
-    pytest.importorskip("boto3", reason="boto3 is not installed (pip install 'mlforge[dynamodb]')")
+    pytest.importorskip("boto3", reason="boto3 is not installed (the dynamodb extra)")
     server_mod = pytest.importorskip("moto.server", reason="moto is not installed (pip install 'moto[server]')")
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")

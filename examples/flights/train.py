@@ -4,7 +4,7 @@ and serve the same features online.
 Run from this directory, after `python prepare_data.py`:
 
     python train.py                    # build, train, score, serve
-    python train.py --mlflow mlruns    # also record the run with MLflow (pip install 'mlforge[mlflow]')
+    python train.py --mlflow mlruns    # also record the run with MLflow (the mlflow extra: pip install -e '../..[mlflow]')
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ LABEL = "arr_delay"
 
 def build() -> None:
     started = time.perf_counter()
-    result = defs.build(online=True)
+    result = defs.build(online=True, raise_on_error=False)  # report every feature, then exit 1
     for f in result.features:
         dropped = f" dropped={f.dropped_rows}" if getattr(f, "dropped_rows", None) else ""
         print(f"  {f.name:<16} {f.status:<8} {f.version}  rows={f.rows:>9,}{dropped}")

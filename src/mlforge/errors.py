@@ -199,7 +199,7 @@ def install_command(extra: str) -> str:
     """The ``pip install`` line that adds ``extra`` to the mlforge that is running.
 
     The name ``mlforge`` on PyPI belongs to an unrelated project, so a bare
-    ``pip install 'mlforge[extra]'`` would install something else. The command names what
+    ``pip install`` of ``mlforge`` with an extra would install something else. The command names what
     installed this package: the source checkout it runs from (its ``pyproject.toml``), or
     the local directory or VCS URL pip recorded, or else the distribution's own name.
     """

@@ -12,7 +12,7 @@ reads the events ``since - max_window <= ts < until``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -26,6 +26,8 @@ class BuildRange:
 
     since: int | None = None
     until: int | None = None
+    #: The instant ``--last`` counted back from when it is the data's end, not now.
+    counted_from: int | None = field(default=None, compare=False)
 
     @property
     def is_full(self) -> bool:
@@ -56,6 +58,12 @@ class BuildRange:
         if self.is_full:
             return "full"
         return f"[{format_instant(self.since)}, {format_instant(self.until)})"
+
+    def explain(self) -> str:
+        """:meth:`describe`, and where ``--last`` counted back from when that was not now."""
+        if self.counted_from is None:
+            return self.describe()
+        return f"{self.describe()} (--last counted back from the newest event, {format_instant(self.counted_from)})"
 
 
 def align_down(instant: int, interval: int) -> int:
@@ -103,13 +111,15 @@ def plan_range(
     now: int | None = None,
     watermark: int | None = None,
     interval: int | None = None,
+    data_end: int | None = None,
 ) -> BuildRange:
     """Decide the label range of a build.
 
     - ``full_refresh`` -> everything;
     - ``since``/``until`` -> that range, widened to whole grid steps
       (``since`` down, ``until`` up);
-    - ``last`` -> ``since = now - last`` aligned down, no upper bound;
+    - ``last`` -> ``since = now - last`` aligned down, no upper bound; when the data
+      ends before now (``data_end``, the newest event), it counts back from there;
     - nothing -> continue from ``watermark`` (or everything if there is none).
     """
     if full_refresh and (since is not None or until is not None or last is not None):
@@ -121,8 +131,9 @@ def plan_range(
     if last is not None:
         span = parse_duration(last, where="--last")
         current = now if now is not None else int(datetime.now(tz=UTC).timestamp())
-        start = current - span
-        return BuildRange(since=align_down(start, interval) if interval else start)
+        anchored = data_end is not None and data_end < current
+        start = (data_end if anchored and data_end is not None else current) - span
+        return BuildRange(since=align_down(start, interval) if interval else start, counted_from=data_end if anchored else None)
     if since is None and until is None:
         if watermark is None:
             return BuildRange()

@@ -21,6 +21,7 @@ from mlforge.manifest import canonical_schema, digests_hash, file_digests
 from mlforge.offline.blobs import disk_error
 from mlforge.prepare import prepare_input, run_function
 from mlforge.records import BuiltRange, EntityRecord, MetricRecord, VersionRecord
+from mlforge.stages import Reporter, Stage, StageClock
 from mlforge.versioning import NEW_DATA, Change, ChangeKind, classify, next_version
 
 if TYPE_CHECKING:
@@ -45,6 +46,7 @@ class FeatureResult:
     status: str  # "built" | "skipped" | "failed"
     version: str | None = None
     rows: int | None = None
+    rows_written: int | None = None  # rows of the files this build wrote (not reused months)
     seconds: float = 0.0
     change: str | None = None
     reason: str | None = None
@@ -123,12 +125,14 @@ def check_runnable(plan: list[tuple[Feature, Engine]]) -> None:
         )
 
 
-def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions) -> FeatureResult:
+def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions, report: Reporter | None = None) -> FeatureResult:
     """Build one feature and publish a version if anything changed. Never raises for
-    build problems: they are reported in the result (and nothing is written, E3)."""
+    build problems: they are reported in the result (and nothing is written, E3).
+    ``report`` receives a :class:`~mlforge.stages.StageEvent` as each stage starts and ends."""
     started = time.perf_counter()
+    clock = StageClock(feature.name, report)
     try:
-        result = _build(feature, engine, store, options)
+        result = _build(feature, engine, store, options, clock)
     except MlforgeError as exc:
         result = FeatureResult(feature.name, "failed", error=exc)
     except Exception as exc:  # an engine or filesystem failure: report it, keep going
@@ -141,20 +145,23 @@ def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options
             error = BuildError(f"{type(exc).__name__}: {exc}", where=f"feature {feature.name!r}", fix="see the message above; run with --verbose for the traceback")
         error.__cause__ = exc
         result = FeatureResult(feature.name, "failed", error=error)
+    clock.close(rows=result.rows_written)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
 
 
-def _build(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions) -> FeatureResult:
+def _build(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions, clock: StageClock) -> FeatureResult:
+    clock.enter(Stage.READ)
     store.use_engine(engine)  # Unity Catalog: the engine picks the data path
     previous_version = store.latest_version(feature.name)
     previous = store.read_record(feature.name, previous_version) if previous_version else None
     source_input = prepare_input(feature, engine)
     definition_hash = fingerprints.definition_hash(feature, source_input.schema())
     source_fp = fingerprints.source_fingerprint(feature.source)
-    build_range = _plan(feature, options, previous, definition_hash)
+    build_range = _plan(feature, options, previous, definition_hash, source_input)
     if previous is not None and not options.force and _already_built(feature, options, previous, definition_hash, source_fp, build_range):
-        return FeatureResult(feature.name, "skipped", version=previous_version, rows=previous.rows, reason="unchanged definition and source", build_range=build_range.describe())
+        return FeatureResult(feature.name, "skipped", version=previous_version, rows=previous.rows, rows_written=0, reason="unchanged definition and source", build_range=build_range.describe())
+    clock.enter(Stage.COMPUTE, build_range.explain())
     ts = feature.timestamp_column
     function_input = _filter_input(feature, source_input, build_range)
     output = run_function(feature, function_input, engine)
@@ -178,6 +185,7 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     try:
         _reuse_files(reused, staging.data_dir)
         engine.write_parquet(result_expr.order_by(order), staging.data_dir, PARTITION if has_time else None)
+        clock.enter(Stage.WRITE)
         known = _reused_digests(reused, previous)
         metadata = _metadata(feature, result_expr.drop(PARTITION) if has_time else result_expr, staging.data_dir, definition_hash, source_fp, build_range, previous, engine, known)
         change = classify(previous, metadata)
@@ -185,10 +193,11 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
             change = Change(ChangeKind.NONE, "unchanged")
         if change.kind is ChangeKind.NONE and not options.force:
             store.discard(staging)
-            return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata.rows, reason=f"rebuilt data equals the latest version (canonical types, floats within {FLOAT_RTOL:g} relative)", build_range=build_range.describe(), dropped_rows=dropped)
+            return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata.rows, rows_written=0, reason=f"rebuilt data equals the latest version (canonical types, floats within {FLOAT_RTOL:g} relative)", build_range=build_range.describe(), dropped_rows=dropped)
         kind = ChangeKind.PATCH if change.kind is ChangeKind.NONE else change.kind
         if previous is not None and kind is ChangeKind.MAJOR and change.reason == "first build":
             kind = ChangeKind.PATCH
+        written = _rows_written(staging.data_dir, reused)
         version = next_version(store.list_versions(feature.name), previous_version, kind)
         metadata = metadata.with_changes(version=version, change=kind.name, reason=change.reason if change.kind is not ChangeKind.NONE else "forced rebuild")
         store.publish(staging, version, metadata)
@@ -196,12 +205,12 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         store.discard(staging)
         raise
     return FeatureResult(
-        feature.name, "built", version=version, rows=metadata.rows, change=kind.name, reason=metadata.reason,
+        feature.name, "built", version=version, rows=metadata.rows, rows_written=written, change=kind.name, reason=metadata.reason,
         dropped_rows=dropped, build_range=build_range.describe(),
     )
 
 
-def _plan(feature: Feature, options: BuildOptions, previous: VersionRecord | None, definition_hash: str) -> BuildRange:
+def _plan(feature: Feature, options: BuildOptions, previous: VersionRecord | None, definition_hash: str, source: ir.Table) -> BuildRange:
     interval = feature.interval_seconds
     watermark = previous.watermark if previous else None
     definition_changed = previous is not None and previous.definition_hash != definition_hash
@@ -210,12 +219,14 @@ def _plan(feature: Feature, options: BuildOptions, previous: VersionRecord | Non
         if definition_changed and (options.since or options.until or options.last):
             log.warning("feature %s: definition changed, so this build is a full refresh", feature.name)
         return BuildRange()
+    # --last on data that ended before now counts back from the newest event, not from now.
+    data_end = _newest_event(source, feature.timestamp_column) if options.last is not None else None
     if previous is None:
         # A first build computes what it is asked for (a backfill range), or everything.
-        return plan_range(since=options.since, until=options.until, last=options.last, full_refresh=options.full_refresh, now=options.now, interval=interval)
+        return plan_range(since=options.since, until=options.until, last=options.last, full_refresh=options.full_refresh, now=options.now, interval=interval, data_end=data_end)
     return plan_range(
         since=options.since, until=options.until, last=options.last, full_refresh=options.full_refresh,
-        now=options.now, watermark=watermark, interval=interval,
+        now=options.now, watermark=watermark, interval=interval, data_end=data_end,
     )
 
 
@@ -248,6 +259,16 @@ def _same_rows(feature: Feature, store: OfflineStore, previous_version: str | No
     except (MlforgeError, OSError, ValueError) as exc:  # unreadable or remote files: publish
         log.debug("feature %s: cannot compare with %s (%s); treating the data as new", feature.name, previous_version, exc)
         return False
+
+
+def _newest_event(source: ir.Table, ts: str) -> int | None:
+    """The newest event's instant (epoch seconds) in the source; one aggregate in the engine."""
+    if ts not in source.columns:
+        return None
+    newest = source[ts].max().to_pyarrow().as_py()
+    if newest is None:
+        return None
+    return int((newest if newest.tzinfo else newest.replace(tzinfo=UTC)).timestamp())
 
 
 def _filter_input(feature: Feature, table: ir.Table, build_range: BuildRange) -> ir.Table:
@@ -330,6 +351,16 @@ def _reuse_files(paths: list[str], data_dir: str) -> None:
             shutil.copy2(path, target)
 
 
+def _rows_written(data_dir: str, reused: list[str]) -> int:
+    """Rows of the files this build wrote: all but the month files it took over unchanged."""
+    import glob
+
+    import pyarrow.parquet as pq
+
+    kept = {os.path.basename(p) for p in reused}
+    return sum(pq.read_metadata(f).num_rows for f in glob.glob(f"{data_dir}/*.parquet") if os.path.basename(f) not in kept)
+
+
 def _count_dropped(feature: Feature, output: ir.Table) -> int:
     """Events with a null key or timestamp take part in no metric (W9)."""
     import ibis
@@ -340,11 +371,12 @@ def _count_dropped(feature: Feature, output: ir.Table) -> int:
 
 
 def validate_output(feature: Feature, output: ir.Table) -> None:
-    """Run the feature's validators inside the engine; fail with counts per check."""
+    """Run the feature's validators inside the engine; fail with counts per check and up
+    to :data:`EXAMPLE_ROWS` offending rows of each failed check."""
     if not feature.validators:
         return
     aggs: dict[str, Any] = {}
-    checks: list[tuple[str, str, str]] = []
+    checks: list[tuple[str, str, Any]] = []
     for column, validators in feature.validators:
         if column not in output.columns:
             raise ValidationFailed(
@@ -361,15 +393,36 @@ def validate_output(feature: Feature, output: ir.Table) -> None:
                 aggs[alias] = validator.violation(col).cast("int64").sum().fill_null(0)
             else:  # a named check without a row predicate counts nothing
                 continue
-            checks.append((alias, column, validator.describe()))
+            checks.append((alias, column, validator))
     counts = output.aggregate(**aggs).to_pyarrow().to_pylist()[0]
-    failures = [f"{column}: {desc} failed for {int(counts[alias])} row(s)" for alias, column, desc in checks if counts[alias]]
-    if failures:
+    failed = [(column, validator, int(counts[alias])) for alias, column, validator in checks if counts[alias]]
+    if failed:
+        examples = [f"\n    {column}: {v.describe()}: {row}" for column, v, _ in failed for row in _offending_rows(feature, output, column, v)]
         raise ValidationFailed(
-            "validation failed: " + "; ".join(failures),
+            "validation failed: " + "; ".join(f"{column}: {v.describe()} failed for {n} row(s)" for column, v, n in failed),
             where=f"feature {feature.name!r}",
-            fix="fix the data or the feature function, or relax the validator; nothing was written",
+            fix="fix the data or the feature function, or relax the validator; nothing was written"
+            + (f"\n  offending rows (up to {EXAMPLE_ROWS} per check):" + "".join(examples) if examples else ""),
         )
+
+
+#: Offending rows a validation error shows per failed check.
+EXAMPLE_ROWS = 5
+
+
+def _offending_rows(feature: Feature, output: ir.Table, column: str, validator: Any) -> list[str]:
+    """Up to :data:`EXAMPLE_ROWS` rows failing one check (keys, timestamp and the column),
+    in key order; for ``unique``, rows whose value is duplicated."""
+    ts = feature.timestamp_column
+    shown = list(dict.fromkeys([*(k for k in feature.keys if k in output.columns), *([ts] if ts in output.columns else []), column]))
+    col = output[column]
+    if validator.violation is not None:
+        bad = output.filter(validator.violation(col))
+    else:
+        repeated = output.filter(col.notnull()).group_by(column).aggregate(__mlforge_n=col.count())
+        bad = output.semi_join(repeated.filter(repeated["__mlforge_n"] > 1), column)
+    rows = bad.select(*shown).order_by(shown).limit(EXAMPLE_ROWS).to_pyarrow().to_pylist()
+    return [", ".join(f"{name}={value.isoformat() if isinstance(value, datetime) else repr(value)}" for name, value in row.items()) for row in rows]
 
 
 def _reused_digests(reused: list[str], previous: VersionRecord | None) -> dict[str, str]:

@@ -19,6 +19,7 @@ from mlforge.config import Profile, resolve_profile
 from mlforge.definitions.feature import SCHEDULES, Feature
 from mlforge.definitions.names import check_name
 from mlforge.errors import (
+    BuildError,
     ConfigError,
     DefinitionError,
     DefinitionErrors,
@@ -38,6 +39,7 @@ from mlforge.offline.local import LocalStore
 from mlforge.prepare import prepare_input, run_function
 from mlforge.publishing import check_publishable, publish_latest
 from mlforge.retrieval import TRAINING_DATA_HOOKS, feature_specs
+from mlforge.stages import Reporter, Stage, StageClock
 from mlforge.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -203,12 +205,21 @@ class Definitions:
         engine: Any = None,
         force: bool = False,
         now: int | None = None,
-        progress: Any = None,
+        progress: Reporter | None = None,
+        raise_on_error: bool = True,
     ) -> BuildResult:
         """Build the selected features and publish new versions where anything changed.
 
-        Returns a :class:`~mlforge.materialize.BuildResult`; a failed feature is listed
-        there (with its error) and leaves nothing written.
+        Each stage of each feature and each feature's outcome is logged (``logging`` at
+        INFO, loggers ``mlforge.stages`` and ``mlforge.project``) and, when given, sent to
+        ``progress``: a
+        :class:`~mlforge.stages.StageEvent` as a stage starts and ends, then the feature's
+        :class:`~mlforge.materialize.FeatureResult`.
+
+        A failed feature leaves nothing written; the others still build. Then a
+        :class:`~mlforge.errors.BuildError` naming the failed features is raised, unless
+        ``raise_on_error=False``: then the returned
+        :class:`~mlforge.materialize.BuildResult` lists them with their errors.
         """
         chosen = self.select(feature_names, tags=tags, schedule=schedule)
         plan_range(since=since, until=until, last=last, full_refresh=full_refresh, now=now)  # argument errors first
@@ -218,23 +229,27 @@ class Definitions:
         options = BuildOptions(since=since, until=until, last=last, full_refresh=full_refresh, force=force, now=now)
         result = BuildResult()
         for feature in chosen:
-            if progress is not None:
-                progress(feature.name, "start")
-            outcome = build_feature(feature, self.engine_for(feature, engine), self.offline_store, options)
+            outcome = build_feature(feature, self.engine_for(feature, engine), self.offline_store, options, progress)
             if online and outcome.status in ("built", "skipped") and outcome.version:
-                outcome = self._publish_online(feature, outcome)
+                outcome = self._publish_online(feature, outcome, progress)
             result.features.append(outcome)
+            log.info("%s: %s %s (%.2fs)%s", feature.name, outcome.status, outcome.version or "", outcome.seconds, f": {outcome.error}" if outcome.error else "")
             if progress is not None:
-                progress(feature.name, outcome)
+                progress(outcome)
+        if result.failed and raise_on_error:
+            raise _build_failed(result)
         return result
 
-    def _publish_online(self, feature: Feature, outcome: FeatureResult) -> FeatureResult:
+    def _publish_online(self, feature: Feature, outcome: FeatureResult, progress: Reporter | None) -> FeatureResult:
+        clock = StageClock(feature.name, progress)
+        clock.enter(Stage.PUBLISH)
         try:
             published = publish_latest(self.workspace, feature, outcome.version)
         except MlforgeError as exc:
             outcome.status, outcome.error = "failed", exc
-            return outcome
-        outcome.online_written, outcome.online_removed = published.written, published.removed
+        else:
+            outcome.online_written, outcome.online_removed = published.written, published.removed
+        outcome.seconds = round(outcome.seconds + clock.close(), 3)
         return outcome
 
     def validate(self, feature_names: Sequence[str] | str | None = None, *, engine: Any = None) -> dict[str, str]:
@@ -362,6 +377,16 @@ def _call_style(args: tuple[Any, ...], definitions: Definitions | None, store: A
     if definitions is None:
         definitions = Definitions("retrieval", [], offline_store=store, engine=engine or "duckdb")
     return definitions, args[0], args[1]
+
+
+def _build_failed(result: BuildResult) -> BuildError:
+    """One error naming every failed feature and the first line of its error."""
+    failed = result.failed
+    lines = [f"{len(failed)} of {len(result.features)} feature(s) failed to build:"]
+    lines += [f"- {f.name}: {str(f.error).splitlines()[0] if f.error else 'failed'}" for f in failed]
+    error = BuildError("\n".join(lines), fix="nothing of a failed feature was written; fix its error, or pass raise_on_error=False to get the BuildResult")
+    error.__cause__ = failed[0].error
+    return error
 
 
 def _split(value: Sequence[str] | str | None) -> list[str]:

@@ -159,10 +159,11 @@ def _stop_on_sigterm() -> None:
 def _configure_logging(verbose: bool) -> None:
     """The library logs (STYLE 13); the CLI shows warnings, or everything with --verbose."""
     logger = logging.getLogger("mlforge")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))  # `build --log-format json` may have changed it
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 

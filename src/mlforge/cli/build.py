@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Any
 
 from cyclopts import Parameter
 from rich.markup import escape
 
-from mlforge.cli.common import DEFAULT, Common, Format, err, load, out, print_json, table
+from mlforge.cli.common import DEFAULT, Common, Format, count, err, load, out, print_json, table
+from mlforge.cli.progress import LogFormat, reporter
 from mlforge.plugins import EngineName
 
 PREVIEW_ROWS = 5
@@ -28,9 +28,16 @@ def build(
     force: bool = False,
     preview: bool = False,
     format: Format = "table",
+    quiet: Annotated[bool, Parameter(name=["--quiet", "-q"], negative="")] = False,
+    log_format: LogFormat = "text",
     common: Common = DEFAULT,
 ) -> int:
     """Build features and publish new versions where anything changed.
+
+    On a terminal each feature's stages (read/plan, compute, write, publish online) show as
+    they run, with elapsed time, rows and the range recomputed; in a pipe or CI log, one
+    line per feature. A table of what was built, the range recomputed and the rows written
+    follows on stdout.
 
     Exit 0 when every selected feature was built or skipped, 1 when any failed (nothing of
     a failed feature is written), 2 for bad definitions, configuration or arguments.
@@ -63,17 +70,22 @@ def build(
         Show a few rows of each built feature.
     format
         table for people, json for machines.
+    quiet
+        Show no progress and no table: only errors (and the result with --format json).
+    log_format
+        text, or json: each stage and each feature's result as one JSON line on stderr, for schedulers.
     """
     from mlforge.incremental import plan_range
 
     # contract E2: argument errors surface before the project is even loaded
     plan_range(since=since, until=until, last=last, full_refresh=full_refresh)
     defs = load(common)
-    progress = _Progress(enabled=format == "table" or sys.stderr.isatty())
+    progress = reporter(quiet=quiet, log_format=log_format, terminal=err().is_terminal, table_output=format == "table")
     with progress:
         result = defs.build(
             features, tags=tags, schedule=schedule, since=since, until=until, last=last,
             full_refresh=full_refresh, online=online, engine=engine, force=force, progress=progress,
+            raise_on_error=False,  # the exit code says it; the table and messages say which
         )
     previews = _previews(defs, result) if preview else {}
     if format == "json":
@@ -81,42 +93,12 @@ def build(
         if preview:
             payload["preview"] = previews
         print_json(payload)
-    else:
+    elif not quiet:
         _render(result, previews)
+    if log_format == "text":
+        for f in result.failed:
+            err().print(f"[red]error[/]: {escape(f.name)}: {escape(str(f.error))}", highlight=False)
     return 1 if result.failed else 0
-
-
-class _Progress:
-    """A live status line per feature on stderr, and one line per finished feature."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-        self.status: Any = None
-
-    def __enter__(self) -> _Progress:
-        if self.enabled and err().is_terminal:
-            self.status = err().status("loading…")
-            self.status.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.status is not None:
-            self.status.__exit__(*exc)
-
-    def __call__(self, name: str, event: Any) -> None:
-        if not self.enabled:
-            return
-        if event == "start":
-            if self.status is not None:
-                self.status.update(f"building [bold]{name}[/]…")
-            return
-        mark = {"built": "[green]✓[/]", "skipped": "[dim]=[/]", "failed": "[red]✗[/]"}.get(event.status, "?")
-        detail = f"{event.version} {event.status}" if event.version else event.status
-        if event.rows is not None:
-            detail += f", {event.rows} rows"
-        if event.online_written is not None:
-            detail += f", online: {event.online_written} entities written, {event.online_removed} removed"
-        err().print(f"{mark} {escape(name)} {detail} ({event.seconds:.2f}s)", highlight=False)
 
 
 def _render(result: Any, previews: dict[str, list[dict[str, Any]]]) -> None:
@@ -126,19 +108,18 @@ def _render(result: Any, previews: dict[str, list[dict[str, Any]]]) -> None:
         note = f.reason or ""
         if f.status == "failed":
             note = str(f.error).splitlines()[0] if f.error else "failed"
-        row = [f.name, f.status, f.version or "-", f.change or "-", f.rows if f.rows is not None else "-", f"{f.seconds:.2f}s", note]
+        recomputed = f.build_range if f.rows_written is not None else "-"
+        row = [f.name, f.status, f.version or "-", f.change or "-", recomputed, count(f.rows_written), count(f.rows), f"{f.seconds:.2f}s", note]
         if online:
-            row[-1:-1] = [f.online_written if f.online_written is not None else "-", f.online_removed if f.online_removed is not None else "-"]
+            row[-1:-1] = [count(f.online_written), count(f.online_removed)]
         rows.append(row)
     summary = f"{len(result.built)} built, {len(result.skipped)} skipped, {len(result.failed)} failed"
-    columns = ["feature", "status", "version", "change", "rows", "time", *(["online written", "online removed"] if online else []), "note"]
+    columns = ["feature", "status", "version", "change", "range recomputed", "rows written", "rows", "time", *(["online written", "online removed"] if online else []), "note"]
     out().print(table(None, columns, rows))
     out().print(summary, highlight=False)
     for name, sample in previews.items():
         if sample:
             out().print(table(f"{name} (first {len(sample)} rows)", list(sample[0]), [list(r.values()) for r in sample]))
-    for f in result.failed:
-        err().print(f"[red]error[/]: {escape(f.name)}: {escape(str(f.error))}", highlight=False)
 
 
 def _previews(defs: Any, result: Any) -> dict[str, list[dict[str, Any]]]:

@@ -126,6 +126,54 @@ def _cell(value: Any) -> str:
     return escape(str(value))
 
 
+def count(value: int | None) -> str:
+    """A count with thousands separators; ``-`` when unknown.
+
+    >>> count(1234567), count(None)
+    ('1,234,567', '-')
+    """
+    return "-" if value is None else f"{value:,}"
+
+
+def instant(value: Any) -> str:
+    """An instant as ISO 8601 in UTC: epoch seconds (a stored watermark) or a datetime.
+
+    >>> instant(1772409600)
+    '2026-03-02T00:00:00Z'
+    """
+    from datetime import UTC, datetime
+
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = datetime.fromtimestamp(value, tz=UTC)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime):
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.isoformat().replace("+00:00", "Z")
+    return str(value)
+
+
+def source_format(fmt: Any) -> str:
+    """A source format by name, with the options that differ from the defaults.
+
+    >>> from mlforge.definitions.source import CSVFormat, ParquetFormat
+    >>> source_format(ParquetFormat()), source_format(CSVFormat(delimiter=";")), source_format(None)
+    ('parquet', "csv (delimiter=';')", 'table')
+    """
+    from dataclasses import fields
+
+    if fmt is None:
+        return "table"
+    name = type(fmt).__name__.removesuffix("Format").lower()
+    options = [f"{f.name}={getattr(fmt, f.name)!r}" for f in fields(fmt) if getattr(fmt, f.name) != f.default]
+    return f"{name} ({', '.join(options)})" if options else name
+
+
 def render(title: str | None, columns: list[str], rows: list[list[Any]], fmt: Format) -> None:
     """Rows as a table, or as a JSON list of objects."""
     if fmt == "json":

@@ -7,7 +7,7 @@ from typing import Any
 
 from cyclopts import App
 
-from mlforge.cli.common import DEFAULT, Common, Format, load, render
+from mlforge.cli.common import DEFAULT, Common, Format, count, load, render, source_format
 
 app = App(name="list", help="List features, entities, sources or the versions of a feature.", help_format="plaintext")
 
@@ -62,7 +62,7 @@ def sources(*, format: Format = "table", common: Common = DEFAULT) -> int:
     defs = load(common)
     return _with_users(
         defs, ["source", "location", "format"], defs.list_sources(),
-        lambda s: [s.name, s.location, type(s.format).__name__ if s.format else "table"], reads_source, format,
+        lambda s: [s.name, s.location, source_format(s.format)], reads_source, format,
     )
 
 
@@ -87,7 +87,8 @@ def versions(feature: str, /, *, format: Format = "table", common: Common = DEFA
     rows = []
     for version in found:
         record = defs.offline_store.read_record(feature, version)
-        rows.append([version, "*" if version == latest else "", record.change, record.rows, record.created_at, record.reason])
+        shown_rows = count(record.rows) if format == "table" else record.rows
+        rows.append([version, "*" if version == latest else "", record.change, shown_rows, record.created_at, record.reason])
     render(f"{feature}" if format == "table" else None, ["version", "latest", "change", "rows", "created_at", "reason"], rows, format)
     return 0
 

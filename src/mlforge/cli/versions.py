@@ -21,7 +21,8 @@ DIFF_ERROR = 4
 def diff(feature: str, v1: str | None = None, v2: str | None = None, /, *, format: Format = "table", common: Common = DEFAULT) -> int:
     """Compare two versions of a feature (default: the latest and the one before).
 
-    Exit code: 0 identical, 1 PATCH, 2 MINOR, 3 MAJOR, 4 error (contract S4).
+    Exit code: 0 identical, 1 PATCH, 2 MINOR, 3 MAJOR, 4 error (contract S4). A feature
+    with one version has nothing to compare: a message, exit 0.
 
     Parameters
     ----------
@@ -38,6 +39,9 @@ def diff(feature: str, v1: str | None = None, v2: str | None = None, /, *, forma
         from mlforge.operations import diff_versions
 
         defs = load(common)
+        only = _only_version(defs.offline_store, feature) if v1 is None else None
+        if only is not None and v2 in (None, only):
+            return _nothing_to_compare(feature, only, format)
         result = diff_versions(defs.offline_store, feature, v1, v2)
     except MlforgeError as exc:  # contract S4: every error of diff exits 4
         if common.verbose:
@@ -52,6 +56,21 @@ def diff(feature: str, v1: str | None = None, v2: str | None = None, /, *, forma
     else:
         out().print(table(f"diff {feature}", ["field", "value"], [[k, _text(v)] for k, v in payload.items()]))
     return int(result["exit_code"])
+
+
+def _only_version(store: Any, feature: str) -> str | None:
+    """The version of a feature that has exactly one, else None."""
+    versions = store.list_versions(feature)
+    return versions[0] if len(versions) == 1 else None
+
+
+def _nothing_to_compare(feature: str, version: str, fmt: Format) -> int:
+    message = f"{feature} has one version ({version}): nothing to compare with yet"
+    if fmt == "json":
+        print_json({"feature": feature, "from": None, "to": version, "kind": "NONE", "exit_code": 0, "reason": message})
+    else:
+        out().print(message, highlight=False)
+    return 0
 
 
 def rollback(

@@ -1,6 +1,6 @@
 """MLflow: record which feature versions a model was trained on, so the run can be reproduced.
 
-``mlflow`` is imported only inside these functions (``pip install 'mlforge[mlflow]'``);
+``mlflow`` is imported only inside these functions (the ``mlflow`` extra);
 ``import mlforge`` never imports it.
 
 * :func:`log_features_to_mlflow` logs feature names, versions, definition / schema / data

@@ -18,6 +18,7 @@ DataFrame stays in Spark from end to end.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from mlforge.online.publication import Publication, read_time
 from mlforge.retrieval.frames import (
     arrow_table,
     bound_to,
+    datetime_columns,
     finish,
     frame_columns,
     frame_kind,
@@ -70,6 +72,8 @@ def training_data(workspace: Workspace, defined: Mapping[str, Feature], specs: l
     """Point-in-time correct training data: ``entity_df`` plus the features' values
     (P1-P4); see :func:`mlforge.project.get_training_data` for the arguments."""
     kind = frame_kind(entity_df)
+    if timestamp is None:
+        _warn_without_timestamp(entity_df, kind)
     engine_obj = _engine_for_frame(workspace, engine, entity_df, kind)
     if engine_obj.supports(Capability.DISTRIBUTED) and kind in ("spark", "ibis") and bound_to(entity_df, engine_obj, kind):
         return _training_in_engine(workspace, defined, specs, entity_df, kind, timestamp, engine_obj)
@@ -110,6 +114,31 @@ def online_features(workspace: Workspace, defined: Mapping[str, Feature], specs:
             columns[label_col] = pa.array([r.label_time for r in answers], pa.timestamp("us", tz="UTC"))
             columns[known_col] = pa.array([r.known for r in answers], pa.bool_())
     return wrap(finish(local, kind, arrow_table(columns, len(rows))))
+
+
+def _warn_without_timestamp(entity_df: Any, kind: str) -> None:
+    """Without ``timestamp=`` every row gets the newest stored row (P2); when the labels have
+    exactly one datetime column that is rarely what was meant, so say which column it is."""
+    found = datetime_columns(entity_df, kind)
+    if len(found) == 1:
+        warnings.warn(
+            f"get_training_data got no timestamp=, so every row gets the newest stored values of its key (rule P2), "
+            f"although entity_df has the datetime column {found[0]!r}; pass timestamp={found[0]!r} for point-in-time values",
+            UserWarning,
+            stacklevel=_first_frame_outside_mlforge(),
+        )
+
+
+def _first_frame_outside_mlforge() -> int:
+    """The ``stacklevel`` of the user's call, however many mlforge frames lie between."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _engine_for_frame(workspace: Workspace, engine: Any, frame: Any, kind: str) -> Engine:

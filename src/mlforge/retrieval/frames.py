@@ -60,6 +60,26 @@ def local_view(frame: Any, kind: str) -> tuple[Any, str, Any]:
     return frame, kind, lambda out: out
 
 
+def datetime_columns(frame: Any, kind: str) -> list[str]:
+    """The columns of a caller's frame holding datetimes or dates, read from its schema."""
+    if kind == "pandas":
+        import pandas as pd
+
+        return [str(c) for c, dtype in frame.dtypes.items() if pd.api.types.is_datetime64_any_dtype(dtype)]
+    if kind == "polars":
+        schema = frame.collect_schema() if hasattr(frame, "collect_schema") else frame.schema
+        return [c for c, dtype in schema.items() if str(dtype).startswith(("Datetime", "Date"))]
+    if kind == "arrow":
+        import pyarrow as pa
+
+        return [f.name for f in frame.schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
+    if kind == "ibis":
+        return [c for c, dtype in frame.schema().items() if dtype.is_timestamp() or dtype.is_date()]
+    if kind == "spark":
+        return [c for c, dtype in frame.dtypes if dtype.startswith(("timestamp", "date"))]
+    return []
+
+
 def frame_columns(frame: Any, kind: str) -> list[str]:
     if kind == "arrow":
         return list(frame.column_names)
