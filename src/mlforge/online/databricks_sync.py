@@ -147,6 +147,11 @@ class PipelinePublishing:
                 raise OnlineStoreError(f"the sync of {online_name} (pipeline {pipeline_id}) is still {state} after {self.sync_timeout:.0f}s", where=self.where, fix="wait for the pipeline in the workspace, or raise sync_timeout=")
             time.sleep(self.poll_interval)
 
+    def _wait_latest_update(self, online_name: str, pipeline_id: str) -> None:
+        pipeline = self._sdk(f"get pipeline {pipeline_id}", lambda: self.client.pipelines.get(pipeline_id))
+        if pipeline.latest_updates and pipeline.latest_updates[0].update_id:
+            self._wait_update(online_name, pipeline_id, pipeline.latest_updates[0].update_id)
+
     def _wait_continuous(self, online_name: str, pipeline_id: str) -> None:
         deadline = time.monotonic() + self.sync_timeout
         while True:
@@ -182,11 +187,15 @@ class PipelinePublishing:
         schedule: dict[str, Any] = {"run_continuously": OnlineTableSpecContinuousSchedulingPolicy()} if self.sync_mode == "continuous" else {"run_triggered": OnlineTableSpecTriggeredSchedulingPolicy()}
         spec = OnlineTableSpec(source_table_full_name=source, primary_key_columns=list(record.keys), timeseries_key=record.timestamp, perform_full_copy=self.sync_mode == "snapshot", **schedule)
         try:
-            self._sdk(f"create legacy online table {online_name}", lambda: self.client.online_tables.create(OnlineTable(name=online_name, spec=spec)).result())
-            return
+            created = self._sdk(f"create legacy online table {online_name}", lambda: self.client.online_tables.create(OnlineTable(name=online_name, spec=spec)).result())
         except OnlineStoreError as exc:
             if not isinstance(exc.__cause__, ResourceConflict):
                 raise
+        else:
+            # ACTIVE means provisioned, not synced: wait for the initial snapshot's update.
+            if self.sync_mode != "continuous" and created.spec is not None and created.spec.pipeline_id:
+                self._wait_latest_update(online_name, created.spec.pipeline_id)
+            return
         table = self._sdk(f"get legacy online table {online_name}", lambda: self.client.online_tables.get(online_name))
         pipeline_id = table.spec.pipeline_id
         if self.sync_mode != "continuous":
