@@ -62,12 +62,12 @@ def default_filters_env():
 
 
 def test_rolling_warns_when_imported_from_a_module(tmp_path):
-    """Python's default filters hide a DeprecationWarning raised in an imported module; the
-    FutureWarning shows, pointing at the user's line."""
+    """Python's default filters hide a plain DeprecationWarning raised in an imported module;
+    mlforge's (a DeprecationWarning and a FutureWarning) shows, pointing at the user's line."""
     root = rolling_project(tmp_path / "project")
     done = subprocess.run([sys.executable, "-c", "import features"], cwd=root, env=default_filters_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "FutureWarning: mlforge.Rolling is deprecated" in done.stderr
+    assert "MlforgeDeprecationWarning: mlforge.Rolling is deprecated" in done.stderr
     assert "features.py" in done.stderr and "mlf.Sum(" in done.stderr
 
 
@@ -75,7 +75,7 @@ def test_mlforge_build_shows_the_rolling_warning(tmp_path):
     root = rolling_project(tmp_path / "project")
     done = subprocess.run([sys.executable, "-m", "mlforge", "build"], cwd=root, env=default_filters_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "FutureWarning: mlforge.Rolling is deprecated" in done.stderr
+    assert "MlforgeDeprecationWarning: mlforge.Rolling is deprecated" in done.stderr
 
 
 # -- mlforge migrate: a v0.7 store into versions of this format -------------------------------

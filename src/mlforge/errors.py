@@ -34,6 +34,8 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import re
+import sys
+import warnings
 from pathlib import Path
 
 #: What a hidden value is printed as.
@@ -69,6 +71,18 @@ def redact(text: str) -> str:
         elif value in text:
             text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(value)}(?![A-Za-z0-9])", MASK, text)
     return text
+
+
+class MlforgeDeprecationWarning(DeprecationWarning, FutureWarning):
+    """A deprecated mlforge API (e.g. ``Rolling``). It is a ``DeprecationWarning``, as the
+    contract says, and a ``FutureWarning``, and mlforge shows it by default: Python's default
+    filters hide plain ``DeprecationWarning`` outside ``__main__``, so users declaring features
+    in an imported module, or running ``mlforge build``, would never see it. Filters given with
+    ``-W`` or ``PYTHONWARNINGS`` are left alone."""
+
+
+if not sys.warnoptions:
+    warnings.filterwarnings("default", category=MlforgeDeprecationWarning)
 
 
 class MlforgeError(Exception):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from mlforge.definitions.durations import format_duration, parse_duration
-from mlforge.errors import DefinitionError
+from mlforge.errors import DefinitionError, MlforgeDeprecationWarning
 
 #: The aggregation names a metric may use (W5), checked when a metric is declared. Each has
 #: one entry in :data:`mlforge.aggregations.AGGREGATIONS`, which says how it is computed.
@@ -137,7 +137,8 @@ Median = _shorthand("median")
 @dataclass(frozen=True)
 class Rolling:
     """Deprecated v0.7 metric: ``aggregations`` maps columns to function lists. Emits a
-    ``FutureWarning`` (shown by Python's default filters) naming the replacement.
+    :class:`~mlforge.errors.MlforgeDeprecationWarning` (a ``DeprecationWarning`` that is also a
+    ``FutureWarning``, shown by default) naming the replacement.
 
     Output names keep the v0.7 form ``{tag}__{column}__{agg}__{interval}__{window}``
     (rule W6). Use :class:`Aggregate` or the shorthands instead.
@@ -151,10 +152,7 @@ class Rolling:
             "mlforge.Rolling is deprecated since 0.8.0 and will be removed in 1.0; use "
             "mlforge.Aggregate or the shorthands mlf.Sum/Count/Mean/Min/Max/Std/Median, e.g. "
             "mlf.Sum('amt', windows=['7d'], name='total_spend')",
-            # A FutureWarning, not a DeprecationWarning: Python's default filters hide the
-            # latter outside __main__, so users declaring features in an imported module
-            # (and `mlforge build`) never saw it.
-            FutureWarning,
+            MlforgeDeprecationWarning,
             stacklevel=3,
         )
         windows = (self.windows,) if isinstance(self.windows, (str, timedelta)) else tuple(self.windows or ())
