@@ -3,7 +3,7 @@
     definitions/, errors, plugins (registries)        -- the floor
     engines/, offline/, online/                       -- plugins
     workspace                                         -- typed stores + engines
-    materialize, publishing, operations, retrieval/   -- services
+    materialize, publishing, operations, migration, retrieval/   -- services
     project                                           -- the public face
     loader, serve, integrations/, cli/, the root      -- entry points
 
@@ -25,7 +25,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "mlforge"
 
 PLUGINS = ("mlforge.engines", "mlforge.offline", "mlforge.online")
-SERVICES = ("mlforge.materialize", "mlforge.publishing", "mlforge.operations", "mlforge.retrieval")
+SERVICES = ("mlforge.materialize", "mlforge.publishing", "mlforge.operations", "mlforge.migration", "mlforge.retrieval")
 ENTRY_POINTS = ("mlforge", "mlforge.loader", "mlforge.serve", "mlforge.integrations", "mlforge.cli", "mlforge.__main__")
 OPTIONAL = ("pyspark", "redis", "valkey", "boto3", "botocore", "databricks", "fastapi", "uvicorn", "mlflow", "polars", "deltalake", "google", "prometheus_client", "rich", "cyclopts")
 
