@@ -46,12 +46,17 @@ class Run:
         return float(self.report.get("seconds", self.process_seconds))
 
 
-def run_isolated(args: list[str], timeout: float | None = None, env: dict[str, str] | None = None) -> Run:
-    """Run ``python args...`` in a fresh process; the child prints one JSON line last."""
+def run_isolated(
+    args: list[str], timeout: float | None = None, env: dict[str, str] | None = None, python: str | None = None
+) -> Run:
+    """Run ``python args...`` in a fresh process; the child prints one JSON line last.
+
+    ``python`` is the interpreter (default: this one); the peer benchmarks pass another venv's.
+    """
     import psutil
 
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([python or sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = 0
     stop = threading.Event()
 
