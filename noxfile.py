@@ -66,6 +66,16 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session
+def bench_peers(session: nox.Session) -> None:
+    """mlforge against its peers in one run: the original mlforge-sdk 0.7.0 (build) and
+    Feast 0.67's DuckDB offline store (point-in-time retrieval), each from its own venv under
+    .cache/bench/ (made from PyPI on the first run); writes the Peers section of
+    benchmarks/README.md and benchmarks/results/peers.json, then redraws the chart."""
+    session.run(PY, "benchmarks/bench_peers.py", *session.posargs)
+    session.run(PY, "benchmarks/chart.py")
+
+
+@nox.session
 def examples(session: nox.Session) -> None:
     """Run every example end to end."""
     session.run(PY, "-m", "pytest", "-q", "tests/test_examples.py", "tests/test_examples_extra.py", "-m", "not live", "-p", "no:cacheprovider", *session.posargs)

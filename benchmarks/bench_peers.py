@@ -98,10 +98,16 @@ def peer_pythons() -> dict[str, str]:
     return {"v07": v07, "feast": feast}
 
 
-def peer_version(python: str, package: str) -> str:
-    code = f"import importlib.metadata as m, platform; print(m.version('{package}'), platform.python_version())"
+def peer_version(python: str, package: str, engines: tuple[str, ...]) -> str:
+    """``package x.y.z (Python a.b.c; duckdb ..., ...)``: the peer's own engine versions too,
+    which are not mlforge's (the peers' venvs resolve the newest their pins allow)."""
+    names = (package, *engines)
+    code = f"import importlib.metadata as m, platform; print(platform.python_version(), *(m.version(n) for n in {names!r}))"
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, env=peer_env()).stdout.split()
-    return f"{package} {out[0]} (Python {out[1]})" if len(out) == 2 else package
+    if len(out) != len(names) + 1:
+        return package
+    own = ", ".join(f"{n} {v}" for n, v in zip(engines, out[2:], strict=True))
+    return f"{package} {out[1]} (Python {out[0]}; {own})"
 
 
 # -- children: one case each, a JSON line last ------------------------------------------------
@@ -339,7 +345,7 @@ def render(entries: list[dict], info: dict, peers: dict[str, str], args, command
     if mp.get("ok") and vp.get("ok"):
         speed, mem = vp["process"] / mp["process"], mp["rss"] / vp["rss"]
         lines.append(f"- build, mlforge Polars vs 0.7.0 on Polars: **{speed:.2f}× faster** (call only {vp['call'] / mp['call']:.2f}×, CPU {vp['cpu'] / mp['cpu']:.2f}×); target ≥ 10×: {'met' if speed >= 10 else 'MISSED'}")
-        lines.append(f"- build, mlforge Polars peak RSS / 0.7.0 on Polars: **{mem:.2f}** ({fmt_bytes(mp['rss'])} vs {fmt_bytes(vp['rss'])}); target ≤ 0.20: {'met' if mem <= 0.2 else 'MISSED'}")
+        lines.append(f"- build, mlforge Polars peak RSS / 0.7.0 on Polars: **{mem:.3f}** ({fmt_bytes(mp['rss'])} vs {fmt_bytes(vp['rss'])}); target ≤ 0.20: {'met' if mem <= 0.2 else 'MISSED'}")
     rd, rp, feast = (best(entries, "retrieval", c) for c in RETRIEVAL_CASES)
     for name, mine in (("DuckDB", rd), ("Polars", rp)):
         if mine.get("ok") and feast.get("ok"):
@@ -378,7 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
     loads = [os.getloadavg()[0]]
     pythons = peer_pythons()
-    peers = {"v07": peer_version(pythons["v07"], "mlforge-sdk"), "feast": peer_version(pythons["feast"], "feast")}
+    peers = {
+        "v07": peer_version(pythons["v07"], "mlforge-sdk", ("duckdb", "polars", "pyarrow")),
+        "feast": peer_version(pythons["feast"], "feast", ("duckdb", "ibis-framework", "pyarrow", "pandas")),
+    }
     info = machine_info()
     entries = (run_build(args, pythons) if "build" in jobs else []) + (run_retrieval(args, pythons) if "retrieval" in jobs else [])
     loads.append(os.getloadavg()[0])

@@ -4,7 +4,9 @@ Reads the machine-readable results the benchmarks write (``benchmarks/results/bu
 from ``bench_build.py`` and ``benchmarks/results/retrieval_*.json`` from
 ``bench_retrieval.py``) and draws, for the build and for retrieval, the best wall time and
 the peak RSS of every case against the data size, with the hand-written DuckDB baselines
-as dashed lines. A case that did not finish is left out of its size.
+as dashed lines. A case that did not finish is left out of its size. When
+``benchmarks/results/peers.json`` exists (``bench_peers.py``), a last row of bars compares
+mlforge with mlforge-sdk 0.7.0 and Feast, job by job.
 
 Usage::
 
@@ -60,13 +62,47 @@ def retrieval_points(results: Path) -> dict[str, list[tuple[int, float, float]]]
     return {case: sorted(p) for case, p in points.items()}
 
 
-def draw(panels: list[tuple[str, str, dict[str, list[tuple[int, float, float]]]]], out: Path) -> None:
+def peer_bars(results: Path) -> list[tuple[str, float, float]]:
+    """``[(job: case, best process wall seconds, peak RSS bytes)]`` from ``peers.json``."""
+    path = results / "peers.json"
+    if not path.exists():
+        return []
+    best: dict[str, tuple[float, float]] = {}
+    for run in json.loads(path.read_text())["runs"]:
+        if run.get("ok"):
+            key = f"{run['job']}: {run['case']}"
+            seconds, rss = best.get(key, (float("inf"), 0.0))
+            best[key] = (min(seconds, run["process_seconds"]), max(rss, run["peak_rss"]))
+    return [(key, seconds, rss) for key, (seconds, rss) in best.items()]
+
+
+def draw_peers(time_ax, mem_ax, bars: list[tuple[str, float, float]]) -> None:
+    names = [b[0] for b in bars]
+    colours = ["tab:blue" if ": mlforge" in n else "tab:grey" for n in names]
+    time_ax.barh(names, [b[1] for b in bars], color=colours)
+    mem_ax.barh(names, [b[2] / GIB for b in bars], color=colours)
+    for ax, what in ((time_ax, "process wall time (s)"), (mem_ax, "peak RSS (GiB)")):
+        ax.invert_yaxis()
+        ax.set_xlabel(what)
+        ax.set_title(f"Peers (one run; blue: mlforge): {what.split(' (')[0]}")
+        ax.grid(True, axis="x", alpha=0.3)
+        ax.tick_params(axis="y", labelsize=8)
+
+
+def draw(
+    panels: list[tuple[str, str, dict[str, list[tuple[int, float, float]]]]],
+    out: Path,
+    peers: list[tuple[str, float, float]] | None = None,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 4.2 * len(panels)), squeeze=False)
+    rows = len(panels) + (1 if peers else 0)
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 4.2 * rows), squeeze=False)
+    if peers:
+        draw_peers(*axes[-1], peers)
     for row, (title, xlabel, points) in enumerate(panels):
         time_ax, mem_ax = axes[row]
         for case in STYLE:
@@ -101,9 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         ("Retrieval", "label rows (features: 10 rows per label)", retrieval_points(results)),
     ]
     panels = [p for p in panels if p[2]]
-    if not panels:
+    peers = peer_bars(results)
+    if not panels and not peers:
         raise SystemExit(f"no results in {results}: run the benchmarks first")
-    draw(panels, Path(args.out))
+    draw(panels, Path(args.out), peers)
     print(f"wrote {args.out}")
     return 0
 

@@ -1,6 +1,8 @@
 """Run every benchmark script in this directory (``nox -s bench``).
 
-Runs each ``bench_*.py`` and ``online_*.py`` that exists, one after the other, with the
+Runs each ``bench_*.py`` and ``online_*.py`` that exists (except ``bench_peers.py``, which
+makes peer virtualenvs and has its own session, ``nox -s bench_peers``, unless named here),
+one after the other, with the
 arguments given here passed to none of them (each script has its own defaults and writes
 its own section of ``benchmarks/README.md``). A missing script is skipped; a failing one
 is reported and the others still run. The exit code is 1 if any script failed.
@@ -19,12 +21,14 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
+#: Scripts with their own nox session, run only when named.
+OWN_SESSION = ("bench_peers",)
 
 
 def scripts(selected: list[str]) -> list[Path]:
     found = sorted(BENCH_DIR.glob("bench_*.py")) + sorted(BENCH_DIR.glob("online_*.py"))
     if not selected:
-        return found
+        return [p for p in found if p.stem not in OWN_SESSION]
     wanted = []
     for name in selected:
         matches = [p for p in found if p.stem in (name, f"bench_{name}", f"online_{name}")]
