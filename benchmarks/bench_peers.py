@@ -373,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="rounds (cases interleaved within a round)")
     parser.add_argument("--no-readme", action="store_true", help="do not write the Peers section of benchmarks/README.md")
     parser.add_argument("--json", help="where to write all runs (default benchmarks/results/peers.json)")
+    parser.add_argument("--from-json", help="render the README section from a saved run instead of running")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -380,6 +381,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         child(args.child, args.case, Path(args.data), Path(args.out))
+        return 0
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        for name, value in saved["sizes"].items():
+            setattr(args, name, value)
+        text = render(saved["runs"], saved["machine"], saved["peers"], args, saved["command"], tuple(saved["load"]))
+        print(text)
+        if not args.no_readme:
+            replace_readme_section("Peers", text)
         return 0
     jobs = [j.strip() for j in args.jobs.split(",") if j.strip()]
     loads = [os.getloadavg()[0]]
@@ -394,9 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     command = ("python benchmarks/bench_peers.py " + " ".join(argv if argv is not None else sys.argv[1:])).strip()
     text = render(entries, info, peers, args, command, tuple(loads))
     print("\n" + text)
+    sizes = {name: getattr(args, name) for name in ("events", "entities", "feature_rows", "labels", "keys", "repeat")}
     out = Path(args.json) if args.json else RESULTS / "peers.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": info, "peers": peers, "command": command, "load": loads, "runs": entries}, indent=2, default=str))
+    saved = {"machine": info, "peers": peers, "command": command, "load": loads, "sizes": sizes, "runs": entries}
+    out.write_text(json.dumps(saved, indent=2, default=str))
     if not args.no_readme:
         replace_readme_section("Peers", text)
     return 0 if all(e["ok"] for e in entries) else 1
