@@ -316,6 +316,42 @@ def best(entries: list[dict], job: str, case: str) -> dict:
     }
 
 
+#: How each comparison is aligned, and what differs by design (rendered under the tables).
+NOTES = """
+How the outputs compare:
+
+- **Build, row counts differ by design.** mlforge-sdk 0.7.0 labels an entity's days from its
+  first to its last event day and gives the label at day T (midnight) the events in
+  (T − window, T + 1 day]: day T's own events, and a 7d window spanning 8 calendar days.
+  mlforge's label T sees the events of [T − window, T) (rule W3: the events of day d are known
+  at d + 1) and labels the 30 days after the last event while the longest window still holds
+  one. So the same (entity, day) carries different values, and mlforge has more rows. 0.7.0 on Polars also leaves out days whose window holds no
+  event (its spine is inner-joined to the events), hence its count differs from its own DuckDB
+  path. Only row counts are compared; values are not (different contracts). 0.7.0 keeps null
+  keys, so its feature function drops them, as mlforge does by rule W9.
+- **0.7.0 on Polars** joins every entity's day spine to all of the entity's events
+  (~355 days × ~50 events per entity at 1M events), which is where its memory goes.
+- **Retrieval, aligned exactly.** Feast 0.67's DuckDB offline store (its Ibis point-in-time
+  join) inner-joins the feature rows to the entity rows on the join key with
+  `feature ts <= entity ts` (and `feature ts + ttl >= entity ts` when the view has a TTL),
+  keeps per entity row the newest feature row (row_number over the feature time, then the
+  created time, descending) and left-joins that back to every entity row. With `ttl=0`
+  (Feast's "no time limit") this is mlforge's as-of rule: same key, feature time <= label
+  time, newest wins, no match -> nulls. Event times are unique per user in this data, so no
+  tie is broken differently (Feast would order ties by a created-time column; there is none).
+  Both outputs are sorted by every column and compared row by row: a mismatch count of 0
+  means every row's key, time, label, `amount` and `merchant` are equal (nulls equal nulls).
+- Feast gets the labels as a pandas DataFrame (its API); the Arrow-to-pandas conversion is not
+  timed, as mlforge's labels are already in memory as Arrow. The peers' venvs resolve the
+  newest engines their pins allow (see the versions below), so they run a newer DuckDB than
+  mlforge's venv.
+- "process wall" is the whole subprocess (interpreter start, imports, the call, writing the
+  output for the check); "measured call" is `build()` / `get_historical_features().to_arrow()`
+  / `get_training_data()` alone. The targets are judged on process wall time; CPU time is the
+  steadier figure on this shared machine.
+"""
+
+
 def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}×" if a and b else "—"
 
@@ -352,6 +388,8 @@ def render(entries: list[dict], info: dict, peers: dict[str, str], args, command
             speed = feast["process"] / mine["process"]
             lines.append(f"- retrieval, mlforge {name} vs Feast DuckDB: **{speed:.2f}× faster** (call only {feast['call'] / mine['call']:.2f}×, CPU {feast['cpu'] / mine['cpu']:.2f}×); target ≥ 3×: {'met' if speed >= 3 else 'MISSED'}")
     lines += [
+        "",
+        NOTES.strip(),
         "",
         f"Peers: {peers.get('v07', '—')}; {peers.get('feast', '—')}; each in its own venv under `.cache/bench/`.",
         f"Load average (1 min) at start / end: {loads[0]:.1f} / {loads[1]:.1f} on {info['cpus']} CPUs.",
