@@ -76,7 +76,7 @@ def ensure_venv(name: str, base_python: str, requirement: str, probe: str) -> st
         return str(python)
     print(f"bench_peers: making {venv} with {requirement} (once; a few minutes)", flush=True)
     subprocess.run([base_python, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "-q", requirement, "psutil"], check=True, env=env, timeout=1800)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", requirement], check=True, env=env, timeout=1800)
     subprocess.run([str(python), "-c", probe], check=True, env=env)
     return str(python)
 
