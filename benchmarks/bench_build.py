@@ -168,7 +168,8 @@ def run_sql_case(sql: str, src: Path, out_dir: Path) -> dict:
 
 
 # -- mlforge ----------------------------------------------------------------------------------
-def run_mlforge_case(engine_name: str, src: Path, out_dir: Path) -> dict:
+def spend_feature(src: Path):
+    """The benchmarked feature: 7d and 30d sum, count and mean of ``amount`` per entity."""
     import mlforge as mlf
 
     @mlf.feature(
@@ -181,6 +182,13 @@ def run_mlforge_case(engine_name: str, src: Path, out_dir: Path) -> dict:
     def entity_spend(events):
         return events
 
+    return entity_spend
+
+
+def run_mlforge_case(engine_name: str, src: Path, out_dir: Path) -> dict:
+    import mlforge as mlf
+
+    entity_spend = spend_feature(src)
     engine = engine_name
     if engine_name == "pyspark":
         from mlforge.engines.pyspark import PySparkEngine

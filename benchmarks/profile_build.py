@@ -55,15 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     src = bench_build.generate(args.size)
 
-    @mlf.feature(
-        mlf.Source(str(src)),
-        keys=["entity_id"],
-        timestamp="ts",
-        interval="1d",
-        metrics=[mlf.Sum("amount", windows=["7d", "30d"]), mlf.Count("amount", windows=["7d", "30d"]), mlf.Mean("amount", windows=["7d", "30d"])],
-    )
-    def entity_spend(events):
-        return events
+    entity_spend = bench_build.spend_feature(src)
 
     events = []
     with tempfile.TemporaryDirectory(prefix="mlforge-profile-") as out:

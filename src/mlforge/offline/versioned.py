@@ -139,7 +139,8 @@ class VersionedStore:
         """The record of ``version`` (default: the latest)."""
         version = self._resolved(feature, version)
         # One read: the metadata's existence is what makes the version exist.
-        raw = self.blobs.get(f"{self._version_key(feature, version)}/{METADATA}")
+        key = f"{self._version_key(feature, version)}/{METADATA}"
+        raw = self.blobs.get(key)
         if raw is None:
             resolve_version(self, feature, version)  # raises VersionNotFound, listing versions
             raise StoreError(f"metadata of {feature} {version} disappeared while reading", where=f"feature {feature!r}", fix="retry")
@@ -147,7 +148,7 @@ class VersionedStore:
             raw_record = json.loads(raw)
         except ValueError as exc:
             raise StoreError(
-                f"the metadata {self.blobs.uri(f'{self._version_key(feature, version)}/{METADATA}')} is not JSON: {exc}",
+                f"the metadata {self.blobs.uri(key)} is not JSON: {exc}",
                 where=f"feature {feature!r}, version {version}",
                 fix=f"restore the file from a backup, or `mlforge rollback {feature} VERSION` to another version",
             ) from None
