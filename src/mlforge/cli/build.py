@@ -16,6 +16,7 @@ PREVIEW_ROWS = 5
 def build(
     *,
     features: Annotated[str | None, Parameter(name=["--features", "-f"])] = None,
+    feature_set: str | None = None,
     tags: str | None = None,
     schedule: str | None = None,
     engine: EngineName | None = None,
@@ -37,7 +38,9 @@ def build(
     Parameters
     ----------
     features
-        Comma-separated feature names (default: all).
+        Comma-separated feature names (default: all); a feature set's name stands for its features.
+    feature_set
+        Build the features of these comma-separated feature sets (with --features: both).
     tags
         Only features with one of these comma-separated tags.
     schedule
@@ -71,7 +74,7 @@ def build(
     progress = _Progress(enabled=format == "table" or sys.stderr.isatty())
     with progress:
         result = defs.build(
-            features, tags=tags, schedule=schedule, since=since, until=until, last=last,
+            _selection(features, feature_set, defs), tags=tags, schedule=schedule, since=since, until=until, last=last,
             full_refresh=full_refresh, online=online, engine=engine, force=force, progress=progress,
         )
     previews = _previews(defs, result) if preview else {}
@@ -83,6 +86,19 @@ def build(
     else:
         _render(result, previews)
     return 1 if result.failed else 0
+
+
+def _selection(features: str | None, feature_set: str | None, defs: Any) -> str | None:
+    """``--features`` plus the members of each ``--feature-set``; unknown sets are errors."""
+    if feature_set is None:
+        return features
+    from mlforge.errors import ConfigError
+
+    names = [n.strip() for n in feature_set.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("no feature set named", where="--feature-set", fix=f"name one of: {', '.join(defs.list_feature_sets()) or 'none defined'}")
+    members = [m for n in names for m in defs.feature_set(n).feature_names]
+    return ",".join([*([features] if features else []), *members])
 
 
 class _Progress:

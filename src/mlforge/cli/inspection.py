@@ -11,7 +11,7 @@ from mlforge.cli.common import DEFAULT, Common, Format, load, out, print_json, t
 from mlforge.cli.listing import features_using, reads_source, uses_entity
 from mlforge.errors import ConfigError
 
-app = App(name="inspect", help="Show one feature, entity or source in detail.", help_format="plaintext")
+app = App(name="inspect", help="Show one feature, feature set, entity or source in detail.", help_format="plaintext")
 
 
 @app.command
@@ -62,6 +62,31 @@ def feature(name: str, /, *, version: str | None = None, format: Format = "table
         out().print(table("schema", ["column", "type"], [[c, t] for c, t in (stored.get("schema") or {}).items()]))
     else:
         out().print("not built yet: run `mlforge build --features " + name + "`", highlight=False)
+    return 0
+
+
+@app.command
+def feature_set(name: str, /, *, format: Format = "table", common: Common = DEFAULT) -> int:
+    """Show a feature set: its features, the version each is pinned to and the latest built.
+
+    Parameters
+    ----------
+    name
+        Feature set name.
+    format
+        table for people, json for machines.
+    """
+    defs = load(common)
+    found = defs.feature_set(name)
+    members = [
+        {"feature": s.name, "pinned": s.version, "latest": defs.offline_store.latest_version(s.name), "columns": list(s.columns) if s.columns else None}
+        for s in found.specs
+    ]
+    if format == "json":
+        print_json({"name": found.name, "description": found.description, "features": members})
+        return 0
+    out().print(table(f"feature set {name}", ["field", "value"], [["name", found.name], ["description", _text(found.description)]]))
+    out().print(table("features", ["feature", "pinned", "latest", "columns"], [[_text(v) for v in m.values()] for m in members]))
     return 0
 
 

@@ -68,7 +68,8 @@ def check_served_version(publication: Publication, pinned: str | None) -> None:
     raise RetrievalError(
         f"feature {name!r} is served online at version {publication.version}, but version {pinned} was asked for",
         where=f"online store, feature {name!r}",
-        fix=f"publish {pinned} (`mlforge rollback {name} {pinned}` then `mlforge build --features {name} --online`), or retrain on {publication.version}",
+        fix=f"pin ({name!r}, {publication.version!r}) and retrain on it, or serve {pinned} again: restore the definition that built it, "
+        f"`mlforge rollback {name} {pinned}`, then `mlforge build --features {name} --online` (an unchanged build is skipped and publishes the latest)",
     )
 
 
