@@ -88,7 +88,7 @@ def test_sets_are_registered_from_modules_lists_and_feature_sets(tmp_path):
     assert defs.list_feature_sets() == ["from_module", "in_list", "keyword"]
     assert defs.list_features() == ["clicks"]
     assert defs.feature_set("keyword") is keyword
-    with pytest.raises(ConfigError, match="unknown feature set 'nope'.*\n.*available: from_module, in_list, keyword"):
+    with pytest.raises(ConfigError, match=r"unknown feature set 'nope'.*\n.*available: from_module, in_list, keyword"):
         defs.feature_set("nope")
 
 
@@ -125,7 +125,7 @@ def test_a_pinned_version_that_was_never_built_fails_when_the_set_is_read(shop):
     # Registration cannot need built versions (`mlforge build` loads the definitions
     # first); the first read of the set says which version of which feature is missing.
     shop.feature_sets["late"] = mlf.FeatureSet("late", features=[("last_amount", "9.9.9")])
-    with pytest.raises(RetrievalError, match="9.9.9"):
+    with pytest.raises(RetrievalError, match=r"9\.9\.9"):
         shop.training_set("late", labels(), timestamp="ts")
 
 
@@ -169,7 +169,7 @@ def test_a_pinned_feature_list_is_refused_online_when_another_version_is_served(
     # contract P4 online: a pinned version is read exactly, or the read fails
     newer = load_shop(tmp_path, shop.online_store, variant=2)
     assert newer.build("last_amount", online=True).ok
-    with pytest.raises(RetrievalError, match="served online at version 1.1.0"):
+    with pytest.raises(RetrievalError, match=r"served online at version 1\.1\.0"):
         newer.get_online_features([("last_amount", "1.0.0")], pd.DataFrame({"user_id": ["u0"]}))
     unpinned = newer.get_online_features(["last_amount"], pd.DataFrame({"user_id": ["u0"]}), at=serving_time(newer, "last_amount"))
     assert "next_amount" in unpinned.columns  # a feature list without pins reads what is served

@@ -374,7 +374,10 @@ def load_models(defs: Any, models: dict[str, str]) -> dict[str, scoring.LoadedMo
     """
     loaded: dict[str, scoring.LoadedModel] = {}
     for name, uri in models.items():
-        check_name(name, kind="model")
+        try:
+            check_name(name, kind="model")  # it becomes part of a URL path
+        except MlforgeError as exc:
+            raise ConfigError(exc.what, where=f"--model {name}={uri}", fix=exc.fix) from None
         model = defs.load_model(uri)
         unknown = [s.name for s in model.features.features if s.name not in defs.features]
         if unknown:
