@@ -192,7 +192,7 @@ def test_log_model_refuses_bad_arguments(tracking, shop):
 def test_a_model_logged_without_a_training_set_cannot_be_scored(tracking, shop):
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(name="plain", python_model=LinearPyfunc([1.0]), pip_requirements=[])
-    with pytest.raises(ConfigError, match="has no mlforge_features.json: it was not logged with a training set"):
+    with pytest.raises(ConfigError, match=r"has no mlforge_features\.json: it was not logged with a training set"):
         shop.score(info.model_uri, labels())
     with pytest.raises(ConfigError, match="cannot fetch model"):
         shop.score("runs:/0123456789abcdef/missing", labels())
