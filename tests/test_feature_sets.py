@@ -299,3 +299,21 @@ def test_rest_set_errors(rest):
     assert neither.status_code == 422
     no_key = rest.post("/feature-sets/shopper/online", json={"entity": {"customer": "u1"}})
     assert no_key.status_code == 422 and "user_id" in no_key.text
+
+
+def test_cli_serve_passes_models_and_refuses_a_bad_one(cli, monkeypatch):
+    # contract E2: a malformed --model is exit 2 before anything is served
+    import sys
+
+    calls = []
+    fake = types.ModuleType("mlforge.serve")
+    fake.run = lambda defs, **kwargs: calls.append(kwargs)
+    from mlforge.serve import parse_models
+
+    fake.parse_models = parse_models
+    monkeypatch.setitem(sys.modules, "mlforge.serve", fake)
+    code, _, err = cli("serve", "--model", "spend=runs:/abc/model", "--model", "other=models:/m-1")
+    assert code == 0, err
+    assert calls[0]["models"] == {"spend": "runs:/abc/model", "other": "models:/m-1"}
+    code, _, err = cli("serve", "--model", "spend")
+    assert code == 2 and "cannot read model 'spend'" in err and "NAME=URI" in err

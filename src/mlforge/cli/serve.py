@@ -55,9 +55,13 @@ def serve(
     if max_batch is not None and max_batch < 1:
         raise ConfigError(f"--max-batch must be at least 1, got {max_batch}", where="--max-batch", fix="e.g. --max-batch 500")
     from mlforge.loader import load_definitions
-    from mlforge.serve import parse_models, run
+    from mlforge.serve import run
 
-    models = parse_models(model or [])  # contract E2: a bad --model is exit 2 before loading
+    models = None
+    if model:
+        from mlforge.serve import parse_models
+
+        models = parse_models(model)  # contract E2: a bad --model is exit 2 before loading
 
     path, profile = locate(common)
     os.chdir(path.parent)
