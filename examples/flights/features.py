@@ -92,3 +92,11 @@ def airport_delays(t):
 @mlf.feature(source=weather, entities=[airport], timestamp="observed_at", tags=["weather", "hourly"], description="The latest hourly weather observation at the departure airport.")
 def airport_weather(t):
     return t.select("origin", "observed_at", "temp", "wind_speed", "wind_gust", "precip", "visib")
+
+
+# The features the arrival-delay model is trained on and served with: one list, declared once.
+delay_features = mlf.FeatureSet(
+    "delay_features",
+    features=[carrier_delays, route_delays, aircraft_delays, airport_delays, airport_weather],
+    description="What is known about a flight's carrier, route, aircraft and airport before it leaves.",
+)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(HERE))
 
 from definitions import defs  # noqa: E402
 
-FEATURES = ["carrier_delays", "route_delays", "aircraft_delays", "airport_delays", "airport_weather"]
+FEATURES = "delay_features"  # the feature set declared in features.py
 LABEL = "arr_delay"
 
 

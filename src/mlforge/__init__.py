@@ -44,6 +44,8 @@ _EXPORTS: dict[str, str] = {
     # project and retrieval
     "Definitions": "mlforge.project",
     "FeatureSpec": "mlforge.retrieval",
+    "FeatureSet": "mlforge.definitions.feature_set",
+    "TrainingSet": "mlforge.retrieval.training_set",
     "get_training_data": "mlforge.project",
     "get_online_features": "mlforge.project",
     "surrogate_key": "mlforge.prepare",
@@ -68,6 +70,7 @@ __all__ = sorted([*_EXPORTS, "errors", "mlflow"])
 if TYPE_CHECKING:  # pragma: no cover
     from mlforge.definitions.entity import Entity
     from mlforge.definitions.feature import Feature, feature
+    from mlforge.definitions.feature_set import FeatureSet
     from mlforge.definitions.metrics import (
         Aggregate,
         Count,

@@ -7,6 +7,10 @@
     GET  /features/{name}     one feature: keys, entities, timestamp, columns, version
     POST /features/online     {"features": [...], "entity": {...}, "at": ...}     one entity
     POST /features/batch      {"features": [...], "entities": [...], "at": ...}   up to max_batch (413 past it)
+    GET  /feature-sets        the registered feature sets
+    POST /feature-sets/{name}/online   {"entity": {...}} or {"entities": [...]}, "at": ...
+    GET  /models              the served models (``models=`` / ``mlforge serve --model``)
+    POST /models/{name}/predict        {"entities": [...], "at": ...}  predictions
     GET  /metrics             Prometheus text format
 
 A lookup answers what ``get_training_data`` gives for a label at ``at`` (ISO 8601, naive =
@@ -20,6 +24,12 @@ version's watermark is 422.
 The v0.7 bodies, ``{"features": [...], "entity_keys": {...}}`` and ``{"features": [...],
 "entity_keys": [...]}``, are accepted in 0.8.x; their answers carry a ``Deprecation: true``
 header and echo ``entity_keys`` beside ``entity``.
+
+A feature set is read at the versions it resolves to (pinned ones as declared, the others
+the latest built), and the store must serve exactly those (else 422), so serving reads
+what training read. A model logged with ``mlf.mlflow.log_model(..., training_set=...)``
+and served by name looks its features up online at its recorded versions from the entity
+keys alone, and answers what ``defs.score_online`` gives (rule O1).
 
 Entities are given by the feature's key columns or, for an entity with ``from_columns``,
 by those natural columns; the join key is then computed as in rule K1 (contract K2).
@@ -47,6 +57,8 @@ from datetime import time as dtime
 from decimal import Decimal
 from typing import Any
 
+from mlforge import scoring
+from mlforge.definitions.names import check_name
 from mlforge.errors import ConfigError, MlforgeError, OnlineStoreError, missing_extra, redact
 from mlforge.online.publication import Publication, read_time
 from mlforge.publishing import OnlinePublish, publish_latest
@@ -61,10 +73,12 @@ MAX_BATCH_ENV = "MLFORGE_SERVE_MAX_BATCH"
 MAX_BATCH = 1_000
 TOKEN_FILE_ENV = "MLFORGE_SERVE_TOKEN_FILE"
 MAX_BODY_ENV = "MLFORGE_SERVE_MAX_BODY_BYTES"
+#: ``name=uri`` pairs separated by newlines: the models worker processes load.
+MODELS_ENV = "MLFORGE_SERVE_MODELS"
 #: Largest request body accepted (413 past it): a batch of 1,000 entities fits many times over.
 MAX_BODY_BYTES = 4 * 2**20
 #: The routes, as named in a 404 / 405 answer.
-ROUTES = "GET /health, GET /features, GET /features/{name}, POST /features/online, POST /features/batch, GET /metrics"
+ROUTES = "GET /health, GET /features, GET /features/{name}, POST /features/online, POST /features/batch, GET /feature-sets, POST /feature-sets/{name}/online, GET /models, POST /models/{name}/predict, GET /metrics"
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -153,7 +167,7 @@ class Problem(Exception):
         self.status, self.detail, self.fix, self.headers = status, detail, fix, headers
 
 
-def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = None, max_body_bytes: int | None = None) -> Any:
+def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = None, max_body_bytes: int | None = None, models: dict[str, str] | None = None) -> Any:
     """The FastAPI app serving ``defs``'s online store.
 
     Args:
@@ -165,6 +179,10 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
             env ``MLFORGE_SERVE_MAX_BATCH``).
         max_body_bytes: largest request body, answered with 413 past it (default 4 MiB,
             env ``MLFORGE_SERVE_MAX_BODY_BYTES``).
+        models: model name -> MLflow model URI of models logged with
+            ``mlf.mlflow.log_model(..., training_set=...)``, served at
+            ``POST /models/{name}/predict`` (default env ``MLFORGE_SERVE_MODELS``); each is
+            loaded once, here.
 
     Example:
         >>> import mlforge as mlf
@@ -190,6 +208,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     # How to read a feature whose values were not published (rows written directly): from
     # its definition. Made once: a lookup is on the hot path.
     stand_ins = {name: Publication.from_feature(feature) for name, feature in defs.features.items()}
+    served = load_models(defs, models if models is not None else models_from_env())
 
     # NaN and Infinity are not key values (and json.loads accepts them): 422.
     Scalar = str | int | FiniteFloat | bool | None
@@ -218,6 +237,17 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         def one_list(self) -> "BatchRequest":
             _exactly_one(self.entities, self.entity_keys, "entities")
             return self
+
+    class SetRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        entity: dict[str, Scalar] | None = Field(default=None, min_length=1, description="one entity")
+        entities: list[dict[str, Scalar]] | None = Field(default=None, min_length=1, description="or several")
+        at: datetime | None = Field(default=None, description="read time (ISO 8601, naive = UTC); default: now")
+
+    class PredictRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        entities: list[dict[str, Scalar]] = Field(min_length=1, description="entity keys (and any other inputs the model reads)")
+        at: datetime | None = Field(default=None, description="read time (ISO 8601, naive = UTC); default: now")
 
     # Everything but the store call runs on the event loop: each hop to the thread pool
     # costs more CPU than the checks themselves. Store calls block, so they get one hop.
@@ -263,13 +293,44 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         at = read_time(body.at)
         entities = body.entities if body.entities is not None else body.entity_keys
         assert entities is not None  # one_list
-        if len(entities) > limit:
-            raise Problem(413, f"{len(entities)} entities are over the limit of {limit} per request", fix=f"split the batch (or start the server with a larger {MAX_BATCH_ENV} / --max-batch)")
+        _within(entities, limit)
         results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, entities, at)
         if body.entity_keys is None:
             return JSONResponse({"at": at.isoformat(), "results": [{"entity": e, **r} for e, r in zip(entities, results, strict=True)]})
         answers = [{"entity": e, "entity_keys": e, **r} for e, r in zip(entities, results, strict=True)]
         return JSONResponse({"at": at.isoformat(), "results": answers}, headers=V07_BODY_HEADERS)
+
+    @app.get("/feature-sets")
+    def list_feature_sets() -> Any:
+        return {"feature_sets": [_describe_set(defs.feature_sets[name]) for name in sorted(defs.feature_sets)]}
+
+    @app.post("/feature-sets/{name}/online")
+    async def feature_set_online(name: str, body: SetRequest) -> Any:
+        feature_set = _feature_set(defs, name)
+        if (body.entity is None) == (body.entities is None):
+            raise Problem(422, "give either 'entity' (one) or 'entities' (a list), not both or neither", fix='e.g. {"entity": {"user_id": "u1"}}')
+        entities = [body.entity] if body.entity is not None else list(body.entities or [])
+        _within(entities, limit)
+        at = read_time(body.at)
+        versions, results = await run_in_threadpool(_set_lookup, defs, store, stand_ins, metrics, feature_set, entities, at)
+        head = {"feature_set": name, "versions": versions, "at": at.isoformat()}
+        if body.entity is not None:
+            return JSONResponse({**head, "entity": body.entity, **results[0]})
+        return JSONResponse({**head, "results": [{"entity": e, **r} for e, r in zip(entities, results, strict=True)]})
+
+    @app.get("/models")
+    def list_models() -> Any:
+        return {"models": [_describe_model(name, served[name]) for name in sorted(served)]}
+
+    @app.post("/models/{name}/predict")
+    async def predict(name: str, body: PredictRequest) -> Any:
+        model = served.get(name)
+        if model is None:
+            raise Problem(404, f"unknown model {name!r}", fix=f"served: {', '.join(sorted(served)) or 'none (start the server with --model NAME=URI)'} (GET /models)")
+        _within(body.entities, limit)
+        at = read_time(body.at)
+        predictions = await run_in_threadpool(_predict, defs, model, body.entities, at)
+        return JSONResponse({"model": name, "versions": model.features.versions, "at": at.isoformat(), "predictions": predictions})
 
     @app.get("/metrics")
     async def prometheus() -> Any:
@@ -279,9 +340,10 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     return app
 
 
-def _lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "_Metrics", names: list[str], entities: list[dict[str, Any]], at: datetime) -> list[dict[str, Any]]:
+def _lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "_Metrics", names: list[str], entities: list[dict[str, Any]], at: datetime, versions: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Per entity ``{"features": {feature: row | None}, "metadata": {feature: {...}}}``;
-    one store call for all features and their publication records."""
+    one store call for all features and their publication records (which must be of the
+    ``versions`` pinned, if any)."""
     features = {name: _feature(defs, name) for name in dict.fromkeys(names)}
     try:
         requests = {name: [entity_key(f, e) for e in entities] for name, f in features.items()}
@@ -289,7 +351,7 @@ def _lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "
         raise Problem(422, str(exc), fix="give each entity the feature's key columns (GET /features/{name} lists them)") from None
     started = time.perf_counter()
     try:
-        readings = _store_call(store, "read", lookup, store, {name: stand_ins[name] for name in features}, requests, at)
+        readings = _store_call(store, "read", lookup, store, {name: stand_ins[name] for name in features}, requests, at, versions)
     except OnlineStoreError:
         for name in features:
             metrics.lookup(name, "error", len(entities))
@@ -309,6 +371,12 @@ def _lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "
     ]
 
 
+def _within(entities: list[Any], limit: int) -> None:
+    """413 past ``limit`` entities in one request."""
+    if len(entities) > limit:
+        raise Problem(413, f"{len(entities)} entities are over the limit of {limit} per request", fix=f"split the batch (or start the server with a larger {MAX_BATCH_ENV} / --max-batch)")
+
+
 def _store_call(store: Any, action: str, fn: Any, *args: Any) -> Any:
     """A store call; whatever a store client raises that the store did not translate is
     still the store's failure (503), never a 500 (O3)."""
@@ -320,6 +388,103 @@ def _store_call(store: Any, action: str, fn: Any, *args: Any) -> Any:
         log.warning("online store %r failed to %s", store, action, exc_info=exc)
         # The client's own message may hold internals: it goes to the log, not to the caller.
         raise OnlineStoreError(f"cannot {action}: the client of {type(store).__name__} failed with {type(exc).__name__} (see the server log)", where=repr(store), fix="retry; if it persists, check the online store and its client library") from None
+
+
+
+
+def _set_lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "_Metrics", feature_set: Any, entities: list[dict[str, Any]], at: datetime) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """The set's versions, and per entity its members' rows (only the selected columns of a
+    member that selects some), read at those versions."""
+    pinned = defs.resolve_versions(feature_set)
+    versions = {spec.name: spec.version for spec in pinned}
+    results = _lookup(defs, store, stand_ins, metrics, [spec.name for spec in pinned], entities, at, versions)
+    for spec in pinned:
+        if spec.columns is None:
+            continue
+        feature = defs.features[spec.name]
+        keep = {*feature.keys, feature.timestamp_column, *spec.columns}
+        for result in results:
+            row = result["features"][spec.name]
+            if row is not None:
+                result["features"][spec.name] = {k: v for k, v in row.items() if k in keep}
+    return versions, results
+
+
+def _predict(defs: Any, model: scoring.LoadedModel, entities: list[dict[str, Any]], at: datetime) -> list[Any]:
+    import pyarrow as pa
+
+    scored = defs.score_online(model, pa.Table.from_pylist(entities), at=at)
+    return [jsonable(v) for v in scored.column(scoring.PREDICTION).to_pylist()]
+
+
+def _feature_set(defs: Any, name: str) -> Any:
+    feature_set = defs.feature_sets.get(name)
+    if feature_set is None:
+        raise Problem(404, f"unknown feature set {name!r}", fix=f"available: {', '.join(sorted(defs.feature_sets)) or 'none'} (GET /feature-sets)")
+    return feature_set
+
+
+def _describe_set(feature_set: Any) -> dict[str, Any]:
+    return {
+        "name": feature_set.name,
+        "description": feature_set.description,
+        "features": [{"name": s.name, "version": s.version, "columns": list(s.columns) if s.columns else None} for s in feature_set.specs],
+    }
+
+
+def _describe_model(name: str, model: scoring.LoadedModel) -> dict[str, Any]:
+    record = model.features
+    return {
+        "name": name,
+        "uri": model.uri,
+        "feature_set": record.feature_set,
+        "versions": record.versions,
+        "keys": list(record.keys),
+        "natural_keys": {k: list(v) for k, v in record.natural_keys},
+        "inputs": list(record.input_columns),
+    }
+
+
+def load_models(defs: Any, models: dict[str, str]) -> dict[str, scoring.LoadedModel]:
+    """Each ``name -> URI`` loaded once; a model reading a feature this project does not
+    define is refused at start-up, not at its first request.
+
+    Raises:
+        ConfigError: a bad name, an unloadable model, or a model of another project's features.
+    """
+    loaded: dict[str, scoring.LoadedModel] = {}
+    for name, uri in models.items():
+        try:
+            check_name(name, kind="model")  # it becomes part of a URL path
+        except MlforgeError as exc:
+            raise ConfigError(exc.what, where=f"--model {name}={uri}", fix=exc.fix) from None
+        model = defs.load_model(uri)
+        unknown = [s.name for s in model.features.features if s.name not in defs.features]
+        if unknown:
+            raise ConfigError(f"model {name!r} reads feature(s) {unknown} that project {defs.name!r} does not define", where=f"--model {name}={uri}", fix="serve it from the project it was trained in")
+        loaded[name] = model
+    return loaded
+
+
+def parse_models(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``["name=uri", ...]`` as a dict (``--model`` and ``MLFORGE_SERVE_MODELS``).
+
+    >>> parse_models(["delays=runs:/abc/model"])
+    {'delays': 'runs:/abc/model'}
+    """
+    models: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, uri = pair.partition("=")
+        if not sep or not name.strip() or not uri.strip():
+            raise ConfigError(f"cannot read model {pair!r}", where="--model", fix="give NAME=URI, e.g. --model delays=runs:/<run_id>/model")
+        if name.strip() in models:
+            raise ConfigError(f"model {name.strip()!r} is given twice", where="--model", fix="give each model name once")
+        models[name.strip()] = uri.strip()
+    return models
+
+
+def models_from_env() -> dict[str, str]:
+    return parse_models([line for line in os.environ.get(MODELS_ENV, "").splitlines() if line.strip()])
 
 
 def _feature(defs: Any, name: str) -> Any:
@@ -636,6 +801,7 @@ def run(
     max_batch: int | None = None,
     log_level: str = "info",
     announce: Any = None,
+    models: dict[str, str] | None = None,
 ) -> None:
     """Serve ``defs`` with uvicorn until interrupted.
 
@@ -654,6 +820,7 @@ def run(
         announce: called with the start-up line (default: logged); an in-process
             ``MemoryStore`` is filled with the latest built versions first, and refuses
             more than one worker.
+        models: model name -> MLflow model URI to serve at ``POST /models/{name}/predict``.
     """
     try:
         import uvicorn
@@ -665,14 +832,18 @@ def run(
         os.environ[MAX_BATCH_ENV] = str(int(max_batch))
     if token:
         os.environ[TOKEN_ENV] = token
+    if models:
+        os.environ[MODELS_ENV] = "\n".join(f"{name}={uri}" for name, uri in models.items())
     if defs is None:
         from mlforge.loader import load_definitions
 
         defs = load_definitions(target, profile=profile)
     line = start_up(defs, workers)
-    (announce or log.info)(f"{line}, on http://{host}:{port} with {workers} worker(s)")
+    app = create_app(defs, token, models=models)  # models load (and fail) before the server listens
+    served = f" and model(s) {', '.join(sorted(models))}" if models else ""
+    (announce or log.info)(f"{line}{served}, on http://{host}:{port} with {workers} worker(s)")
     if workers == 1:
-        uvicorn.run(create_app(defs, token), host=host, port=port, log_level=log_level)
+        uvicorn.run(app, host=host, port=port, log_level=log_level)
         return
     os.environ[TARGET_ENV] = str(target or _definitions_file(defs))
     if profile or (defs is not None and defs.profile):

@@ -17,6 +17,7 @@ PREVIEW_ROWS = 5
 def build(
     *,
     features: Annotated[str | None, Parameter(name=["--features", "-f"])] = None,
+    feature_set: str | None = None,
     tags: str | None = None,
     schedule: str | None = None,
     engine: EngineName | None = None,
@@ -45,7 +46,9 @@ def build(
     Parameters
     ----------
     features
-        Comma-separated feature names (default: all).
+        Comma-separated feature names (default: all); a feature set's name stands for its features.
+    feature_set
+        Build the features of these comma-separated feature sets (with --features: both).
     tags
         Only features with one of these comma-separated tags.
     schedule
@@ -83,7 +86,7 @@ def build(
     progress = reporter(quiet=quiet, log_format=log_format, terminal=err().is_terminal, table_output=format == "table")
     with progress:
         result = defs.build(
-            features, tags=tags, schedule=schedule, since=since, until=until, last=last,
+            _selection(features, feature_set, defs), tags=tags, schedule=schedule, since=since, until=until, last=last,
             full_refresh=full_refresh, online=online, engine=engine, force=force, progress=progress,
             raise_on_error=False,  # the exit code says it; the table and messages say which
         )
@@ -99,6 +102,19 @@ def build(
         for f in result.failed:
             err().print(f"[red]error[/]: {escape(f.name)}: {escape(str(f.error))}", highlight=False)
     return 1 if result.failed else 0
+
+
+def _selection(features: str | None, feature_set: str | None, defs: Any) -> str | None:
+    """``--features`` plus the members of each ``--feature-set``; unknown sets are errors."""
+    if feature_set is None:
+        return features
+    from mlforge.errors import ConfigError
+
+    names = [n.strip() for n in feature_set.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("no feature set named", where="--feature-set", fix=f"name one of: {', '.join(defs.list_feature_sets()) or 'none defined'}")
+    members = [m for n in names for m in defs.feature_set(n).feature_names]
+    return ",".join([*([features] if features else []), *members])
 
 
 def _render(result: Any, previews: dict[str, list[dict[str, Any]]]) -> None:

@@ -22,7 +22,7 @@ from mlforge.cli.common import (
 from mlforge.cli.listing import features_using, reads_source, uses_entity
 from mlforge.errors import ConfigError
 
-app = App(name="inspect", help="Show one feature, entity or source in detail.", help_format="plaintext")
+app = App(name="inspect", help="Show one feature, feature set, entity or source in detail.", help_format="plaintext")
 
 
 #: Bars of the histogram sparkline, lowest to highest.
@@ -137,6 +137,31 @@ def _figure(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.6g}" if abs(value) < 1e15 else f"{value:.6g}"
     return instant(value)
+
+
+@app.command
+def feature_set(name: str, /, *, format: Format = "table", common: Common = DEFAULT) -> int:
+    """Show a feature set: its features, the version each is pinned to and the latest built.
+
+    Parameters
+    ----------
+    name
+        Feature set name.
+    format
+        table for people, json for machines.
+    """
+    defs = load(common)
+    found = defs.feature_set(name)
+    members = [
+        {"feature": s.name, "pinned": s.version, "latest": defs.offline_store.latest_version(s.name), "columns": list(s.columns) if s.columns else None}
+        for s in found.specs
+    ]
+    if format == "json":
+        print_json({"name": found.name, "description": found.description, "features": members})
+        return 0
+    out().print(table(f"feature set {name}", ["field", "value"], [["name", found.name], ["description", _text(found.description)]]))
+    out().print(table("features", ["feature", "pinned", "latest", "columns"], [[_text(v) for v in m.values()] for m in members]))
+    return 0
 
 
 @app.command

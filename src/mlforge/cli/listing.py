@@ -9,7 +9,7 @@ from cyclopts import App
 
 from mlforge.cli.common import DEFAULT, Common, Format, count, load, render, source_format
 
-app = App(name="list", help="List features, entities, sources or the versions of a feature.", help_format="plaintext")
+app = App(name="list", help="List features, feature sets, entities, sources or the versions of a feature.", help_format="plaintext")
 
 
 @app.command
@@ -31,6 +31,25 @@ def features(*, tags: str | None = None, schedule: str | None = None, format: Fo
         f = defs.features[name]
         rows.append([name, list(f.keys), f.timestamp_column, f.interval, f.schedule, list(f.tags), _latest(defs, name), f.description.splitlines()[0] if f.description else None])
     render(None, ["feature", "keys", "timestamp", "interval", "schedule", "tags", "latest", "description"], rows, format)
+    return 0
+
+
+@app.command
+def feature_sets(*, format: Format = "table", common: Common = DEFAULT) -> int:
+    """List feature sets with their features (name@version where pinned) and description.
+
+    Parameters
+    ----------
+    format
+        table for people, json for machines.
+    """
+    defs = load(common)
+    rows = []
+    for name in defs.list_feature_sets():
+        feature_set = defs.feature_sets[name]
+        members = [s.name if s.version is None else f"{s.name}@{s.version}" for s in feature_set.specs]
+        rows.append([name, members, feature_set.description.splitlines()[0] if feature_set.description else None])
+    render(None, ["feature_set", "features", "description"], rows, format)
     return 0
 
 

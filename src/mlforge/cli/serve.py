@@ -18,9 +18,10 @@ def serve(
     token: Annotated[str | None, Parameter(env_var="MLFORGE_SERVE_TOKEN")] = None,
     max_batch: int | None = None,
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info",
+    model: Annotated[list[str] | None, Parameter(name="--model")] = None,
     common: Common = DEFAULT,
 ) -> int:
-    """Serve online features over HTTP (health, feature list, lookups, metrics).
+    """Serve online features over HTTP (health, feature list, lookups, feature sets, models, metrics).
 
     The start-up line says what is served. With an in-process memory store (KIND memory)
     the latest built version of every feature is loaded into the server process first;
@@ -40,6 +41,10 @@ def serve(
         Most entities per batch request.
     log_level
         The server's log level.
+    model
+        Serve a model logged with mlf.mlflow.log_model(..., training_set=...) as NAME=URI
+        (e.g. delays=runs:/<run_id>/model) at POST /models/NAME/predict; repeat for more.
+        MLflow finds the URI through MLFLOW_TRACKING_URI.
     """
     from mlforge.errors import ConfigError
 
@@ -52,10 +57,16 @@ def serve(
     from mlforge.loader import load_definitions
     from mlforge.serve import run
 
+    models = None
+    if model:
+        from mlforge.serve import parse_models
+
+        models = parse_models(model)  # contract E2: a bad --model is exit 2 before loading
+
     path, profile = locate(common)
     os.chdir(path.parent)
     defs = load_definitions(path, profile=profile)
-    run(defs, host=host, port=port, workers=workers, token=token, target=str(path), profile=profile, max_batch=max_batch, log_level=log_level, announce=_announce)
+    run(defs, host=host, port=port, workers=workers, token=token, target=str(path), profile=profile, max_batch=max_batch, log_level=log_level, announce=_announce, models=models)
     return 0
 
 

@@ -10,6 +10,10 @@
   by itself (through :data:`mlforge.retrieval.TRAINING_DATA_HOOKS`).
 * :func:`load_logged_features` reads the artifacts back; its ``features`` are pinned
   ``(name, version)`` pairs to pass to ``get_training_data`` again.
+* :func:`log_model` logs a model together with the training set it was fitted on (the
+  feature set, the versions read, labels, timestamp, input columns) as the model artifact
+  ``mlforge_features.json``; ``defs.score(model_uri, entity_df)`` and ``mlforge serve
+  --model`` then look its features up by themselves (:mod:`mlforge.scoring`).
 
 Example:
     >>> import mlflow, mlforge as mlf                                   # doctest: +SKIP
@@ -22,12 +26,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from mlforge.errors import ConfigError, MlforgeError, install_command
 from mlforge.release import __version__
+from mlforge.retrieval.training_set import MODEL_FEATURES_FILE, TrainingSet
 
 log = logging.getLogger(__name__)
 
@@ -303,3 +310,84 @@ def pinned_features(record: dict[str, Any]) -> list[Any]:
     from mlforge.retrieval import FeatureSpec
 
     return [tuple(p) if isinstance(p, list) else FeatureSpec(p["name"], columns=p["columns"], version=p["version"]) for p in record["retrieval"]["features"]]
+
+
+# -- models that carry their features ---------------------------------------------------------
+def log_model(model: Any, artifact_path: str, *, training_set: TrainingSet, input_columns: Sequence[str] | None = None, **kwargs: Any) -> Any:
+    """Log ``model`` as an MLflow pyfunc model that knows its features.
+
+    The model's artifacts get ``mlforge_features.json``: the training set's feature set, each
+    feature pinned to the version read, the key, timestamp and label columns, and the input
+    columns in the order the model was fitted on. ``defs.score(info.model_uri, entity_df)``
+    (batch, point in time) and ``mlforge serve --model NAME=URI`` (online) read it and look
+    the features up at those versions by themselves.
+
+    Args:
+        model: an ``mlflow.pyfunc.PythonModel``, or any object with ``predict(frame)``
+            (a scikit-learn estimator, say), which is wrapped in one.
+        artifact_path: the model's name within the run (MLflow 3's ``name``).
+        training_set: what ``defs.training_set(...)`` returned for the data it was fitted on.
+        input_columns: the model's inputs in fitting order (default: the training set's
+            feature columns); ``entity_df`` columns among them must be given when scoring.
+        **kwargs: passed to ``mlflow.pyfunc.log_model`` (``pip_requirements``,
+            ``signature``, ``registered_model_name``...).
+
+    Returns:
+        MLflow's ``ModelInfo``; its ``model_uri`` is what ``defs.score`` takes.
+
+    Raises:
+        ConfigError: ``training_set`` is not a training set, the input columns are bad, the
+            model has no ``predict``, or mlflow is not installed.
+
+    Example:
+        >>> ts = defs.training_set("delay_features", labels, label="arr_delay", timestamp="sched_dep_at")  # doctest: +SKIP
+        >>> model.fit(ts.frame[list(ts.feature_columns)], ts.frame["arr_delay"])              # doctest: +SKIP
+        >>> with mlflow.start_run():                                                          # doctest: +SKIP
+        ...     info = mlf.mlflow.log_model(model, "model", training_set=ts)
+        >>> defs.score(info.model_uri, upcoming, timestamp="sched_dep_at")                    # doctest: +SKIP
+    """
+    _mlflow()  # names the extra when MLflow is missing
+    import mlflow
+    import mlflow.pyfunc
+
+    if not isinstance(training_set, TrainingSet):
+        raise ConfigError(f"training_set must be a TrainingSet, got {type(training_set).__name__}", where="log_model(training_set=...)", fix="pass defs.training_set(features, entity_df, label=..., timestamp=...)")
+    record = training_set.model_features(input_columns)
+    metadata = {**(kwargs.pop("metadata", None) or {}), "mlforge": {"feature_set": record.feature_set, "versions": record.versions}}
+    with tempfile.TemporaryDirectory(prefix="mlforge-model-") as folder:
+        path = Path(folder) / MODEL_FEATURES_FILE
+        path.write_text(record.to_json())
+        artifacts = {**(kwargs.pop("artifacts", None) or {}), "mlforge_features": str(path)}
+        where = {"name": artifact_path} if int(mlflow.__version__.split(".")[0]) >= 3 else {"artifact_path": artifact_path}
+        info = mlflow.pyfunc.log_model(**where, python_model=_python_model(model), artifacts=artifacts, metadata=metadata, **kwargs)
+    run = mlflow.active_run()
+    if run is not None:
+        tags = {"mlforge.model_features": ",".join(f"{s.name}@{s.version}" for s in record.features)}
+        if record.feature_set:
+            tags["mlforge.feature_set"] = record.feature_set
+        mlflow.set_tags(tags)
+    log.info("logged model %s with %d feature(s)", info.model_uri, len(record.features))
+    return info
+
+
+def _python_model(model: Any) -> Any:
+    """``model`` as a pyfunc ``PythonModel``: as it is, or wrapped around its ``predict``."""
+    import mlflow.pyfunc
+
+    if isinstance(model, mlflow.pyfunc.PythonModel):
+        return model
+    if not callable(getattr(model, "predict", None)):
+        raise ConfigError(f"cannot log a {type(model).__name__}: it has no predict method", where="log_model(model=...)", fix="pass an mlflow.pyfunc.PythonModel or an object with predict(frame), e.g. a fitted scikit-learn estimator")
+
+    # Defined here so mlflow stays unimported until a model is logged; cloudpickle stores
+    # the class with the model, so loading it needs MLflow only.
+    class Predictor(mlflow.pyfunc.PythonModel):
+        """Calls the wrapped model's ``predict`` on the input frame."""
+
+        def __init__(self, wrapped: Any):
+            self.wrapped = wrapped
+
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            return self.wrapped.predict(model_input)
+
+    return Predictor(model)

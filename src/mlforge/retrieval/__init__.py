@@ -103,7 +103,8 @@ def online_features(workspace: Workspace, defined: Mapping[str, Feature], specs:
     rows = frame.to_pylist()
     stand_ins = {plan.name: Publication.from_record(plan.metadata) for plan in plans}
     # One request for all features and their publication records: one round trip where the store batches.
-    readings = lookup(online, stand_ins, {plan.name: [online_key(row, plan) for row in rows] for plan in plans}, when)
+    pinned = {spec.name: spec.version for spec in specs if spec.version is not None}
+    readings = lookup(online, stand_ins, {plan.name: [online_key(row, plan) for row in rows] for plan in plans}, when, pinned)
     columns: dict[str, pa.Array] = {}
     for plan in plans:
         answers = readings[plan.name]

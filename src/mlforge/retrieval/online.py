@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from mlforge.online.base import OnlineStore
 
 
-def lookup(store: OnlineStore, stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime) -> dict[str, list[Reading]]:
+def lookup(store: OnlineStore, stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime, versions: Mapping[str, str] | None = None) -> dict[str, list[Reading]]:
     """``{feature: [reading per key]}`` at read time ``at``.
 
     Args:
@@ -37,9 +37,12 @@ def lookup(store: OnlineStore, stand_ins: Mapping[str, Publication], requests: M
         requests: per feature, one key dict per entity; ``None`` (a null key) reads as an
             unknown entity.
         at: the read time, aware UTC.
+        versions: per feature, the version the caller pinned (a feature set, a logged
+            model); the store must serve exactly that version.
 
     Raises:
-        RetrievalError: ``at`` is before a published version's watermark (O1 holds from there on).
+        RetrievalError: ``at`` is before a published version's watermark (O1 holds from there
+            on), or the store serves another version than the one pinned.
     """
     wanted = {name: [k for k in keys if k is not None] for name, keys in requests.items()}
     found = read_many(store, {**wanted, PUBLICATIONS: [{"feature": name} for name in requests]})
@@ -50,9 +53,24 @@ def lookup(store: OnlineStore, stand_ins: Mapping[str, Publication], requests: M
         publication = Publication.from_row(record) if record is not None else stand_ins[name]
         if record is not None:
             check_read_time(publication, at)
+            check_served_version(publication, (versions or {}).get(name))
         rows = iter(found.get(name) or [])
         out[name] = [value_at(publication, key or {}, None if key is None else next(rows), at, published=record is not None) for key in keys]
     return out
+
+
+def check_served_version(publication: Publication, pinned: str | None) -> None:
+    """A pinned version is served only if it is the published one: values of another
+    version would differ from what training read (the skew O1 rules out)."""
+    if pinned is None or publication.version is None or publication.version == pinned:
+        return
+    name = publication.feature
+    raise RetrievalError(
+        f"feature {name!r} is served online at version {publication.version}, but version {pinned} was asked for",
+        where=f"online store, feature {name!r}",
+        fix=f"pin ({name!r}, {publication.version!r}) and retrain on it, or serve {pinned} again: restore the definition that built it, "
+        f"`mlforge rollback {name} {pinned}`, then `mlforge build --features {name} --online` (an unchanged build is skipped and publishes the latest)",
+    )
 
 
 def metadata_columns(name: str) -> tuple[str, str]:

@@ -10,6 +10,7 @@ from mlforge.aggregations import ZERO_WHEN_EMPTY
 from mlforge.definitions.durations import parse_duration
 from mlforge.definitions.entity import Entity
 from mlforge.definitions.feature import Feature
+from mlforge.definitions.feature_set import FeatureSet, FeatureSpec
 from mlforge.definitions.names import check_name
 from mlforge.errors import CorruptVersion, MlforgeError, RetrievalError, VersionNotFound
 from mlforge.records import VersionRecord
@@ -18,44 +19,6 @@ from mlforge.versioning import is_version
 if TYPE_CHECKING:
     from mlforge.engines.base import Engine
     from mlforge.workspace import Workspace
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """A requested feature: its name, optionally some of its value columns and a pinned version.
-
-    ``"f"``, ``("f", "1.2.0")`` and ``FeatureSpec("f", version="1.2.0")`` are all accepted
-    wherever a list of features is.
-
-    >>> FeatureSpec("user_spend", columns=["spend_7d"], version="1.0.0").columns
-    ('spend_7d',)
-    """
-
-    name: str
-    columns: tuple[str, ...] | None = None
-    version: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise RetrievalError(f"a feature name must be a non-empty string, got {self.name!r}", fix="FeatureSpec('user_spend')")
-        if self.columns is not None:
-            cols = (self.columns,) if isinstance(self.columns, str) else tuple(self.columns)
-            if not cols or not all(isinstance(c, str) and c for c in cols):
-                raise RetrievalError(f"columns of feature {self.name!r} must be non-empty column names", fix="FeatureSpec('user_spend', columns=['spend_7d'])")
-            object.__setattr__(self, "columns", cols)
-
-    @classmethod
-    def of(cls, item: Any) -> FeatureSpec:
-        """A spec from a name, a ``(name, version)`` tuple, a spec or a ``Feature``."""
-        if isinstance(item, FeatureSpec):
-            return item
-        if isinstance(item, str):
-            return cls(item)
-        if isinstance(item, tuple) and len(item) == 2 and all(isinstance(v, str) for v in item):
-            return cls(item[0], version=item[1])
-        if isinstance(item, Feature):
-            return cls(item.name)
-        raise RetrievalError(f"cannot read {item!r} as a feature request", fix="pass 'name', ('name', '1.2.0') or mlf.FeatureSpec(name, columns=..., version=...)")
 
 
 @dataclass(frozen=True)
@@ -76,11 +39,12 @@ class Plan:
 
 
 def feature_specs(features: Any) -> list[FeatureSpec]:
-    """The specs of a request: one name, spec or ``(name, version)`` pair, or a list of them."""
+    """The specs of a request: one name, spec, ``(name, version)`` pair or feature set, or a
+    list of them (a set stands for its members)."""
     single_pair = isinstance(features, tuple) and len(features) == 2 and isinstance(features[1], str) and is_version(features[1])
-    if isinstance(features, (str, FeatureSpec)) or single_pair:
+    if isinstance(features, (str, FeatureSpec, FeatureSet)) or single_pair:
         features = [features]
-    specs = [FeatureSpec.of(f) for f in features]
+    specs = [spec for f in features for spec in (f.specs if isinstance(f, FeatureSet) else (FeatureSpec.of(f),))]
     if not specs:
         raise RetrievalError("no features requested", fix="pass at least one feature name")
     return specs
@@ -160,3 +124,10 @@ def surrogates(plans: list[Plan], columns: Sequence[str]) -> dict[str, Entity]:
             natural = f" (or its natural columns {list(entity.from_columns or ())})" if entity else ""
             raise RetrievalError(f"entity_df lacks the key column {key!r}{natural}", where=f"feature {plan.name!r}", fix=f"add it to entity_df; it has {list(columns)}")
     return computed
+
+
+def pin_versions(workspace: Workspace, defined: Mapping[str, Feature], specs: Sequence[FeatureSpec]) -> list[tuple[FeatureSpec, Plan]]:
+    """Each spec pinned to the version it resolves to now (its own, else the latest),
+    with its plan; only version records are read."""
+    plans = [resolve(workspace, defined, spec, None) for spec in specs]
+    return [(spec.pinned(plan.version), plan) for spec, plan in zip(specs, plans, strict=True)]
