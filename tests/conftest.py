@@ -18,6 +18,21 @@ def spark_engine():
     engine.close()
 
 
+@pytest.fixture(scope="session")
+def delta_spark_engine(spark_engine):
+    """The Spark engine, once its session is known to have Delta Lake; without the jars
+    the tests that need them skip with the reason (CI fetches them, so there it fails)."""
+    from mlforge.engines.pyspark import delta_jars_hint
+    from mlforge.offline.delta_tables import spark_has_delta
+
+    if not spark_has_delta(spark_engine.session):
+        reason = f"the Spark session has no Delta Lake jars; {delta_jars_hint()}"
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return spark_engine
+
+
 @pytest.fixture(params=ENGINES)
 def engine(request):
     """Every engine, by object: DuckDB and Polars fresh per test, one Spark session per run."""

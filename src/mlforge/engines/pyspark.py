@@ -240,6 +240,21 @@ def java_datetime_pattern(fmt: str) -> str:
     return "".join(out)
 
 
+#: The Maven coordinates of Delta Lake for the pinned Spark (pyspark 4.0 pairs with
+#: delta-spark 4.0); ``.ci/run`` fetches the same two jars into ``.jars/``.
+DELTA_MAVEN_COORDINATES = ("io.delta:delta-spark_2.13:4.0.0", "io.delta:delta-storage:4.0.0")
+
+
+def delta_jars_hint() -> str:
+    """How to give a Spark session Delta Lake: the fix of every "no Delta" error."""
+    return (
+        "put the delta-spark and delta-storage jars on Spark's classpath: set MLFORGE_SPARK_JARS to their files "
+        f"or their directory (Maven coordinates {' and '.join(DELTA_MAVEN_COORDINATES)}; e.g. "
+        f"`mvn dependency:copy -Dartifact={DELTA_MAVEN_COORDINATES[0]} -DoutputDirectory=.jars`), "
+        "or create the session with spark.jars.packages set to those coordinates"
+    )
+
+
 def spark_jars(value: str | None) -> list[str]:
     """Jars from ``MLFORGE_SPARK_JARS``: a comma-separated list of files or directories of jars."""
     jars: list[str] = []
