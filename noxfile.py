@@ -43,7 +43,7 @@ def spark_connect(session: nox.Session) -> None:
     # "spark-connect" profile here; `nox -s parity` runs them at full strength.
     session.env["HYPOTHESIS_PROFILE"] = "spark-connect"
     session.env["MLFORGE_SPARK_REMOTE"] = session.env.get("MLFORGE_SPARK_REMOTE") or "local[2]"
-    files = ["tests/test_unity_catalog.py", "tests/test_parity.py", "tests/test_retrieval.py", "tests/test_incremental.py"]
+    files = ["tests/test_unity_catalog.py", "tests/test_parity.py", "tests/test_retrieval.py", "tests/test_incremental.py", "tests/test_spark_session.py"]
     session.run(PY, "-m", "pytest", "-q", "-m", "spark and not live and not cluster", "-p", "no:cacheprovider", *(session.posargs or files))
 
 
