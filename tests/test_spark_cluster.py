@@ -62,7 +62,8 @@ def cluster_engine(tmp_path_factory):
 @pytest.fixture(scope="module")
 def big_project(cluster_engine, tmp_path_factory):
     """400k events of 20k users over 30 days, written by the executors; a feature of
-    daily metrics over them, built once on the cluster."""
+    daily metrics over them. Wide enough that even what an online publish sends (the
+    rows at or after the watermark, ~11 MB as Arrow) is past the driver's 8 MB."""
     from pyspark.sql import functions as F
 
     root = tmp_path_factory.mktemp("big")
@@ -79,7 +80,10 @@ def big_project(cluster_engine, tmp_path_factory):
 
     @mlf.feature(
         source=mlf.Source(source, format=mlf.ParquetFormat()), keys=["user_id"], timestamp="ts", interval="1d",
-        metrics=[mlf.Sum("amt", windows=["1d", "7d"]), mlf.Count("amt", windows=["1d", "7d"]), mlf.Mean("amt", windows=["7d"]), mlf.Max("amt", windows=["7d"])],
+        metrics=[
+            mlf.Sum("amt", windows=["1d", "7d"]), mlf.Count("amt", windows=["1d", "7d"]), mlf.Mean("amt", windows=["1d", "7d"]),
+            mlf.Min("amt", windows=["7d"]), mlf.Max("amt", windows=["1d", "7d"]),
+        ],
         validators={"amt": [mlf.not_null(), mlf.greater_than_or_equal(0)]},
     )
     def user_spend(t):
