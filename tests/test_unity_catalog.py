@@ -334,6 +334,8 @@ print(json.dumps({{"status": result.status, "error": type(result.error).__name__
 """
     env = {**os.environ, "MLFORGE_SPARK_JARS": "", "MLFORGE_SPARK_DRIVER_MEMORY": "512m", "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
     env.pop("MLFORGE_SPARK_REMOTE", None)
+    for name in [n for n in env if n.startswith("SPARK_") and n != "SPARK_HOME"]:
+        env.pop(name)  # a Spark Connect run marks its process (SPARK_CONNECT_MODE_ENABLED...): a classic JVM here
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
