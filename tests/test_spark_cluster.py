@@ -46,6 +46,9 @@ def cluster_engine(tmp_path_factory):
         pytest.fail("a Spark session already runs in this process: run the cluster tests alone (nox -s spark_cluster)")
     cluster = Cluster(tmp_path_factory.mktemp("cluster"))
     engine = None
+    # The driver's JVM (started by pyspark from this environment) binds loopback too.
+    local_ip = os.environ.get("SPARK_LOCAL_IP")
+    os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
     try:
         cluster.start(workers=2)
         engine = PySparkEngine(master=cluster.master_url, conf=driver_conf())
@@ -57,6 +60,10 @@ def cluster_engine(tmp_path_factory):
         if engine is not None:
             engine.close()
         cluster.stop()
+        if local_ip is None:
+            os.environ.pop("SPARK_LOCAL_IP", None)
+        else:
+            os.environ["SPARK_LOCAL_IP"] = local_ip
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +102,13 @@ def big_project(cluster_engine, tmp_path_factory):
 
 def test_the_cluster_is_two_workers_apart_from_the_driver(cluster_engine):
     """Executors run in JVMs of their own, never in the driver's."""
+    import time
+
     session = cluster_engine.session
-    executors = session.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1  # minus the driver
-    assert executors >= 1
+    deadline = time.monotonic() + 90  # executors register a moment after the session starts
+    while (executors := session.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1) < 2 and time.monotonic() < deadline:  # minus the driver
+        time.sleep(0.5)
+    assert executors == 2
     assert session.sparkContext.master.startswith("spark://127.0.0.1:")
 
 
