@@ -66,7 +66,7 @@ def stack(request, monkeypatch) -> Stack:
         ws = request.getfixturevalue("databricks_workspace")
         client = ws.client()
         return Stack("workspace", get_engine("duckdb"), lambda root: UnityCatalogStore("main", f"s{uuid.uuid4().hex[:8]}", client=client, storage_root=ws.storage_root))
-    spark = request.getfixturevalue("spark_engine")
+    spark = request.getfixturevalue("delta_spark_engine")  # skips, with the reason, without the jars
     if request.param == "spark":
         return Stack("spark", spark, lambda root: UnityCatalogStore("spark_catalog", f"s{uuid.uuid4().hex[:8]}"))
     return Stack("spark-path", spark, lambda root: UnityCatalogStore("lake", f"s{uuid.uuid4().hex[:8]}", storage_root=f"file://{root}/uc"))
@@ -314,6 +314,35 @@ def test_spark_reads_stay_in_spark(stack, tmp_path):  # contract P1 (nothing col
     assert defs.build().ok
     frame = stack.engine.to_native(defs.read_feature("spend", version="1.0.0"))
     assert type(frame).__name__ == "DataFrame" and frame.count() == store.read_metadata("spend")["rows"]
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("catalog", ["spark_catalog", "lake"], ids=["by-name", "by-path"])
+def test_spark_without_delta_jars_is_a_clear_error(tmp_path, catalog):  # contract E1; issue 17 part 4
+    """A Spark session without the Delta jars: a StoreError naming MLFORGE_SPARK_JARS and
+    the Maven coordinates, not Py4J's DATA_SOURCE_NOT_FOUND (a JVM of its own, no jars)."""
+    import subprocess
+    import sys
+
+    path = _source(tmp_path)
+    script = f"""
+import json, mlforge as mlf
+from test_incremental import _feature
+store = mlf.UnityCatalogStore({catalog!r}, "nodelta", storage_root="file://{tmp_path}/uc")
+result = mlf.Definitions("uc", [_feature({path!r})], offline_store=store, engine="pyspark").build()["spend"]
+print(json.dumps({{"status": result.status, "error": type(result.error).__name__, "message": str(result.error)}}))
+"""
+    env = {**os.environ, "MLFORGE_SPARK_JARS": "", "MLFORGE_SPARK_DRIVER_MEMORY": "512m", "PYTHONPATH": os.pathsep.join([os.path.dirname(__file__), os.environ.get("PYTHONPATH", "")])}
+    env.pop("MLFORGE_SPARK_REMOTE", None)
+    for name in [n for n in env if n.startswith("SPARK_") and n != "SPARK_HOME"]:
+        env.pop(name)  # a Spark Connect run marks its process (SPARK_CONNECT_MODE_ENABLED...): a classic JVM here
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (outcome["status"], outcome["error"]) == ("failed", "StoreError"), outcome
+    message = outcome["message"]
+    assert "MLFORGE_SPARK_JARS" in message and "io.delta:delta-spark_2.13:4.0.0" in message and "io.delta:delta-storage:4.0.0" in message
+    assert "Py4J" not in message and "Traceback" not in message
 
 
 def test_profile_kind_builds_the_store(tmp_path, monkeypatch):  # issue 8: profiles

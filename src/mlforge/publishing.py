@@ -139,16 +139,17 @@ def _publish_rows(workspace: Workspace, store: OnlineStore, publication: Publica
     earlier = _earlier_versions(workspace, store, name, version, previous)
     _write_record(store, publication, present=(*earlier, version))  # a crash from here on leaves all of them listed
     table = workspace.offline_store.read(name, engine, version)
-    written: set[str] = set()
-    for chunk in chunked(entity_values(tail_rows(table, publication, engine), publication, batch_rows), ENTITY_BATCH):
+    written = 0
+    for chunk in chunked(entity_values(tail_rows(table, publication, engine), publication, batch_rows, engine), ENTITY_BATCH):
         store.write(name, list(publication.keys), [value for _, value in chunk])
-        written.update(text for text, _ in chunk)
+        written += len(chunk)
     removed = 0
-    for chunk in chunked(_left_entities(workspace, earlier, written, name, engine, batch_rows), ENTITY_BATCH):
+    current = _published_keys(table, publication, engine)
+    for chunk in chunked(_left_entities(workspace, earlier, current, name, engine, batch_rows), ENTITY_BATCH):
         store.delete(name, chunk)
         removed += len(chunk)
     _write_record(store, publication, present=(version,))
-    return len(written), removed
+    return written, removed
 
 
 def _publish_on_platform(workspace: Workspace, store: OnlineStore, publication: Publication, previous: Publication | None, engine: Engine, batch_rows: int) -> tuple[int, int]:
@@ -156,18 +157,20 @@ def _publish_on_platform(workspace: Workspace, store: OnlineStore, publication: 
     offline = workspace.offline_store
     name, version = publication.feature, str(publication.version)  # built from a stored record
     table = offline.read(name, engine, version)
-    written: set[str] = set()
+    written = 0
 
     def values() -> Iterator[dict[str, Any]]:
-        for text, value in entity_values(tail_rows(table, publication, engine), publication, batch_rows):
-            written.add(text)
+        nonlocal written
+        for _, value in entity_values(tail_rows(table, publication, engine), publication, batch_rows, engine):
+            written += 1
             yield value
 
     platform = cast("PlatformPublisher", store)  # declared by fills_from_offline
     platform.publish_values(offline, name, list(publication.keys), values(), _record(publication, present=(version,)))
     earlier = _earlier_versions(workspace, store, name, version, previous)
-    removed = sum(1 for _ in _left_entities(workspace, earlier, written, name, engine, batch_rows))
-    return len(written), removed
+    current = _published_keys(table, publication, engine)
+    removed = sum(1 for _ in _left_entities(workspace, earlier, current, name, engine, batch_rows))
+    return written, removed
 
 
 def _record(publication: Publication, present: tuple[str, ...]) -> dict[str, Any]:
@@ -192,10 +195,17 @@ def _earlier_versions(workspace: Workspace, store: OnlineStore, name: str, versi
     return tuple(versions[: versions.index(version)]) if version in versions else tuple(versions)
 
 
-def _left_entities(workspace: Workspace, versions: Iterable[str], written: set[str], name: str, engine: Engine, batch_rows: int) -> Iterator[dict[str, Any]]:
-    """Key dicts of the entities ``versions`` published that this publish did not write."""
+def _published_keys(table: ir.Table, publication: Publication, engine: Engine) -> ir.Table:
+    """The distinct keys a version publishes, as a table in the engine."""
+    return tail_rows(table, publication, engine, ordered=False).select(*publication.keys).distinct()
+
+
+def _left_entities(workspace: Workspace, versions: Iterable[str], current: ir.Table, name: str, engine: Engine, batch_rows: int) -> Iterator[dict[str, Any]]:
+    """Key dicts of the entities ``versions`` published that ``current`` (the keys of this
+    publish) lacks. The difference is an anti-join in the engine: the driver holds one
+    batch of left-over keys at a time, never the set of every entity."""
     offline = workspace.offline_store
-    seen: set[str] = set()
+    left: dict[tuple[tuple[str, str], ...], ir.Table] = {}  # one union per key schema
     for version in versions:
         try:
             earlier_record = offline.read_record(name, version)
@@ -203,14 +213,14 @@ def _left_entities(workspace: Workspace, versions: Iterable[str], written: set[s
         except MlforgeError as exc:
             log.warning("cannot read %s %s to find the entities it published (%s); they stay online until overwritten", name, version, exc)
             continue
-        earlier = Publication.from_record(earlier_record)
-        keys = list(earlier.keys)
-        for batch in _batches(tail_rows(table, earlier, engine, ordered=False).select(*keys).distinct(), batch_rows):
-            for row in batch.to_pylist():
-                text = key_text(row)
-                if text not in written and text not in seen:
-                    seen.add(text)
-                    yield row
+        keys = _published_keys(table, Publication.from_record(earlier_record), engine)
+        schema = tuple((column, str(dtype)) for column, dtype in keys.schema().items())
+        if keys.schema() == current.schema():
+            keys = keys.anti_join(current, list(current.columns))
+        left[schema] = keys if schema not in left else left[schema].union(keys, distinct=True)
+    for keys in left.values():
+        for batch in _batches(keys, batch_rows, engine):
+            yield from batch.to_pylist()
 
 
 # -- the rows a version publishes -------------------------------------------------------------
@@ -242,26 +252,27 @@ def tail_rows(table: ir.Table, publication: Publication, engine: Engine, *, orde
     return latest_rows(table, keys, ts, engine)
 
 
-def entity_values(rows: ir.Table, publication: Publication, batch_rows: int) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(key_text, stored value)`` per entity, from :func:`tail_rows`."""
+def entity_values(rows: ir.Table, publication: Publication, batch_rows: int, engine: Engine) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(key_text, stored value)`` per entity, from :func:`tail_rows`, streamed from the
+    engine one batch at a time (:meth:`Engine.arrow_batches`)."""
     keys = publication.keys
     if not publication.is_metric:
-        for batch in _batches(rows, batch_rows):
+        for batch in _batches(rows, batch_rows, engine):
             for row in batch.to_pylist():
                 yield key_text({k: row[k] for k in keys}), row
         return
     current: tuple[Any, ...] | None = None
     tail: list[dict[str, Any]] = []
-    done: set[tuple[Any, ...]] = set()
-    for batch in _batches(rows, batch_rows):
+    for batch in _batches(rows, batch_rows, engine):
         for row in batch.to_pylist():
             entity = tuple(row[k] for k in keys)
             if entity != current:
                 if tail:
                     yield _tail_entry(current, tail, publication)
-                if entity in done:  # the engine must return an entity's rows together
+                # The engine orders by key, so an entity's rows come together; checking the
+                # order against the previous entity only keeps the driver's memory bounded.
+                if current is not None and entity < current:
                     raise OnlineStoreError(f"the rows of {publication.feature!r} came back out of key order", fix="this is a bug in mlforge; please report it")
-                done.add(entity)
                 current, tail = entity, []
             tail.append(row)
     if tail:
@@ -303,12 +314,8 @@ def _instant(epoch: int) -> Any:
     return ibis.literal(datetime.fromtimestamp(epoch, tz=UTC).replace(tzinfo=None), type="timestamp")
 
 
-def _batches(expr: ir.Table, batch_rows: int) -> Any:
-    try:
-        batches = expr.to_pyarrow_batches(chunk_size=batch_rows)
-    except NotImplementedError:  # a backend without streaming: bounded by the entity count
-        batches = expr.to_pyarrow().to_batches(max_chunksize=batch_rows)
-    for batch in batches:
+def _batches(expr: ir.Table, batch_rows: int, engine: Engine) -> Iterator[Any]:
+    for batch in engine.arrow_batches(expr, batch_rows):
         yield _as_utc(batch)
 
 

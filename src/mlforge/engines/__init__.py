@@ -30,16 +30,18 @@ def engine_class(name: str) -> type[Engine]:
 
 def get_engine(spec: Any = None) -> Engine:
     """Return an engine for a name (``"duckdb"``, ``"polars"``, ``"pyspark"``), an engine
-    object, or a live ``SparkSession``. ``None`` means the embedded default, DuckDB."""
+    object, or a live Spark session (classic, Spark Connect, or Databricks Connect's
+    ``DatabricksSession``). ``None`` means the embedded default, DuckDB."""
     from mlforge.engines.base import Engine
 
     if spec is None:
         spec = DEFAULT_ENGINE
     if isinstance(spec, Engine):
         return spec
-    if "SparkSession" in type(spec).__name__:
+    if not isinstance(spec, str):
         spark: Any = engine_class("pyspark")  # PySparkEngine(session=...)
-        return spark(session=spec)
+        if spark.wraps(spec):
+            return spark(session=spec)
     if not isinstance(spec, str):
         raise EngineError(f"unknown engine {spec!r}", fix=f"use one of {', '.join(ENGINE_NAMES)} (or pass an engine object / SparkSession)")
     return engine_class(spec)()

@@ -21,6 +21,8 @@ from mlforge.engines.sources import arrow_csv_options, check_source_exists, read
 from mlforge.errors import EngineError, MlforgeError, SourceError, missing_extra
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import ibis.expr.types as ir
     import pyarrow as pa
 
@@ -103,6 +105,12 @@ class Engine:
 
     def _connect(self) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @classmethod
+    def wraps(cls, obj: Any) -> bool:
+        """Whether ``obj`` is a session of this engine's own (e.g. a SparkSession) that
+        :func:`mlforge.engines.get_engine` wraps in this engine class; none by default."""
+        return False
 
     def supports(self, capability: Capability | str) -> bool:
         """Whether this engine declares ``capability``; an unknown name is an error, so a
@@ -222,6 +230,15 @@ class Engine:
     # -- execution -----------------------------------------------------------------
     def to_arrow(self, expr: ir.Table) -> pa.Table:
         return expr.to_pyarrow()
+
+    def arrow_batches(self, expr: ir.Table, batch_rows: int) -> Iterator[pa.RecordBatch]:
+        """The rows of ``expr`` in its order, as Arrow batches of at most ``batch_rows``:
+        the caller holds one batch at a time, never the whole result."""
+        try:
+            batches = expr.to_pyarrow_batches(chunk_size=batch_rows)
+        except NotImplementedError:  # a backend without streaming: bounded by the result
+            batches = expr.to_pyarrow().to_batches(max_chunksize=batch_rows)
+        yield from batches
 
     def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
         """Write ``expr`` as Parquet into ``data_dir``.

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlforge.engines.base import Capability, Engine, temp_table_name
 from mlforge.engines.monthfiles import flatten_partitions
-from mlforge.errors import missing_extra
+from mlforge.errors import EngineError, missing_extra
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import ibis.expr.types as ir
 
 log = logging.getLogger(__name__)
@@ -29,12 +31,25 @@ class PySparkEngine(Engine):
     requires: ClassVar[tuple[str, ...]] = ("pyspark",)
     extra: ClassVar[str | None] = "pyspark"
 
-    def __init__(self, session: Any = None, master: str | None = None, remote: str | None = None, conf: dict[str, str] | None = None):
+    def __init__(self, session: Any = None, master: str | None = None, remote: str | None = None, conf: dict[str, str] | None = None, scratch_dir: str | None = None):
+        if session is not None and not self.wraps(session):
+            raise EngineError(
+                f"PySparkEngine(session=...) got a {type(session).__module__}.{type(session).__name__}, not a Spark session",
+                fix="pass a pyspark.sql.SparkSession (classic or Spark Connect) or a databricks.connect.DatabricksSession session",
+            )
         self._session = session
         self.master = master or os.environ.get("MLFORGE_SPARK_MASTER", "local[2]")
         self.remote = remote or os.environ.get("MLFORGE_SPARK_REMOTE")
         self.conf = dict(conf or {})
+        #: Where Spark writes results the driver then streams (an online publish): it must
+        #: be a path the executors and the driver share (a Volume or DBFS on Databricks).
+        self.scratch_dir = scratch_dir or os.environ.get("MLFORGE_SPARK_SCRATCH_DIR")
         self._owns_session = False
+
+    @classmethod
+    def wraps(cls, obj: Any) -> bool:
+        """A classic or Spark Connect ``SparkSession``, or Databricks Connect's session."""
+        return isinstance(obj, spark_session_types())
 
     @property
     def session(self) -> Any:
@@ -46,10 +61,15 @@ class PySparkEngine(Engine):
         try:
             from pyspark.sql import SparkSession
         except ImportError:
+            if self.remote == DATABRICKS_REMOTE:
+                return databricks_session()
             raise missing_extra("pyspark", "pyspark", where="engine 'pyspark'") from None
         active = SparkSession.getActiveSession()
         if active is not None:
             return active
+        if self.remote == DATABRICKS_REMOTE:
+            self._owns_session = True
+            return databricks_session()
         builder = SparkSession.builder.appName("mlforge")
         builder = builder.remote(self.remote) if self.remote else builder.master(self.master)
         if not self.remote or self.remote.startswith("local"):
@@ -149,6 +169,26 @@ class PySparkEngine(Engine):
     def to_arrow(self, expr: ir.Table) -> Any:
         return self.to_native(expr).toArrow()
 
+    def arrow_batches(self, expr: ir.Table, batch_rows: int) -> Iterator[Any]:
+        """Spark writes the rows as Parquet under ``scratch_dir`` (one file per partition of
+        the ordered result, so reading the files in partition order keeps the order); the
+        driver streams them back ``batch_rows`` at a time. Nothing goes through a collect,
+        so ``spark.driver.maxResultSize`` never sees the rows."""
+        import shutil
+        import tempfile
+
+        import pyarrow.parquet as pq
+
+        parent = self.scratch_dir or tempfile.gettempdir()
+        os.makedirs(parent, exist_ok=True)
+        root = tempfile.mkdtemp(prefix="mlforge-stream-", dir=parent)
+        try:
+            self.to_native(expr).write.mode("overwrite").parquet(_absolute(root))
+            for name in sorted((f for f in os.listdir(root) if f.endswith(".parquet")), key=_partition_index):
+                yield from pq.ParquetFile(os.path.join(root, name)).iter_batches(batch_size=batch_rows)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
     def spark_session(self) -> Any:
         return self.session
 
@@ -208,8 +248,6 @@ def java_datetime_pattern(fmt: str) -> str:
     >>> java_datetime_pattern("%H h o'clock")
     "HH' h o''clock'"
     """
-    from mlforge.errors import EngineError
-
     out: list[str] = []
     literal: list[str] = []
 
@@ -242,6 +280,66 @@ def java_datetime_pattern(fmt: str) -> str:
     return "".join(out)
 
 
+#: ``MLFORGE_SPARK_REMOTE`` (or ``remote=``) value for a Databricks Connect session, made
+#: by ``DatabricksSession.builder.getOrCreate()`` from the SDK's configuration
+#: (``DATABRICKS_HOST``/``DATABRICKS_CLUSTER_ID``..., or ``~/.databrickscfg``).
+DATABRICKS_REMOTE = "databricks"
+
+
+def spark_session_types() -> tuple[type, ...]:
+    """The session classes the engine accepts: pyspark's classic and Spark Connect
+    ``SparkSession``, and ``databricks.connect.DatabricksSession`` when databricks-connect
+    is installed (it ships its own pyspark, whose Connect ``SparkSession`` its builder
+    returns). Each is imported only if present."""
+    types: list[type] = []
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return ()
+    types.append(SparkSession)
+    try:
+        from pyspark.sql.connect.session import SparkSession as ConnectSession
+    except ImportError:  # pyspark without its [connect] dependencies
+        pass
+    else:
+        types.append(ConnectSession)
+    try:
+        from databricks.connect import DatabricksSession  # ty: ignore[import-not-found] - optional, never beside pyspark here
+    except ImportError:
+        pass
+    else:
+        types.append(DatabricksSession)
+    return tuple(types)
+
+
+def databricks_session() -> Any:
+    """A Databricks Connect session from the SDK's configuration."""
+    try:
+        from databricks.connect import DatabricksSession  # ty: ignore[import-not-found] - optional, never beside pyspark here
+    except ImportError:
+        raise EngineError(
+            f"MLFORGE_SPARK_REMOTE={DATABRICKS_REMOTE!r} needs databricks-connect, which is not installed",
+            fix="pip install databricks-connect in an environment without pyspark (it ships its own), "
+            "or set MLFORGE_SPARK_REMOTE to a Spark Connect URL (sc://host:15002)",
+        ) from None
+    return DatabricksSession.builder.getOrCreate()
+
+
+#: The Maven coordinates of Delta Lake for the pinned Spark (pyspark 4.0 pairs with
+#: delta-spark 4.0); ``.ci/run`` fetches the same two jars into ``.jars/``.
+DELTA_MAVEN_COORDINATES = ("io.delta:delta-spark_2.13:4.0.0", "io.delta:delta-storage:4.0.0")
+
+
+def delta_jars_hint() -> str:
+    """How to give a Spark session Delta Lake: the fix of every "no Delta" error."""
+    return (
+        "put the delta-spark and delta-storage jars on Spark's classpath: set MLFORGE_SPARK_JARS to their files "
+        f"or their directory (Maven coordinates {' and '.join(DELTA_MAVEN_COORDINATES)}; e.g. "
+        f"`mvn dependency:copy -Dartifact={DELTA_MAVEN_COORDINATES[0]} -DoutputDirectory=.jars`), "
+        "or create the session with spark.jars.packages set to those coordinates"
+    )
+
+
 def spark_jars(value: str | None) -> list[str]:
     """Jars from ``MLFORGE_SPARK_JARS``: a comma-separated list of files or directories of jars."""
     jars: list[str] = []
@@ -252,6 +350,12 @@ def spark_jars(value: str | None) -> list[str]:
         elif part:
             jars.append(part)
     return jars
+
+
+def _partition_index(file_name: str) -> tuple[int, str]:
+    """``part-00012-<uuid>-c000.snappy.parquet`` -> 12: the order Spark's partitions came in."""
+    parts = file_name.split("-")
+    return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1, file_name)
 
 
 def _absolute(location: str) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mlforge.engines.pyspark import delta_jars_hint
 from mlforge.engines.sources import read_delta_arrow
 from mlforge.errors import StoreError
 
@@ -308,6 +309,30 @@ def _uri(ref: TableRef) -> str:
 
 def _local(uri: str) -> str:
     return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
+def spark_has_delta(session: Any) -> bool:
+    """Whether ``session`` can read and write Delta tables.
+
+    Resolving the ``delta`` data source of a path that does not exist costs no job: with
+    Delta on the classpath Spark says the path is missing (or not a Delta table), without
+    it ``DATA_SOURCE_NOT_FOUND``.
+    """
+    try:
+        session.read.format("delta").load("/nonexistent/mlforge-delta-probe").schema  # noqa: B018 - analysis only
+    except Exception as exc:
+        text = str(exc)
+        return not ("DATA_SOURCE_NOT_FOUND" in text or "Failed to find the data source: delta" in text)
+    return True
+
+
+def delta_missing(where: str) -> StoreError:
+    """The error for a Spark session without Delta Lake (instead of Py4J's own)."""
+    return StoreError(
+        "the Spark session has no Delta Lake (DATA_SOURCE_NOT_FOUND: delta): the Unity Catalog store writes Delta tables through Spark",
+        where=where,
+        fix=delta_jars_hint(),
+    )
 
 
 def _spark_path_exists(session: Any, location: str) -> bool:

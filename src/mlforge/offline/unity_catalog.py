@@ -43,7 +43,9 @@ from mlforge.offline.delta_tables import (
     RustTables,
     SparkTables,
     TableRef,
+    delta_missing,
     metadata_row,
+    spark_has_delta,
 )
 from mlforge.records import VersionRecord
 from mlforge.versioning import sort_versions
@@ -100,6 +102,7 @@ class UnityCatalogStore:
         self._client = client
         self._engine: Engine | None = None
         self._catalogs: dict[int, set[str]] = {}
+        self._delta: dict[int, bool] = {}
         self._registered: set[str] = set()
 
     def __repr__(self) -> str:
@@ -154,11 +157,21 @@ class UnityCatalogStore:
         session = self._session()
         full = self.table_name(table)
         if self._by_name(session):
-            return SparkTables(session), TableRef(full)
+            return self._spark(session, full), TableRef(full)
         location, options = self._location(table)
         if session is not None and for_engine:
-            return SparkTables(session), TableRef(full, location)
+            return self._spark(session, full), TableRef(full, location)
         return RustTables(), TableRef(full, location, options)
+
+    def _spark(self, session: Any, table: str) -> SparkTables:
+        """Spark's tables, once the session is known to have Delta Lake (else a clear error,
+        not Py4J's ``DATA_SOURCE_NOT_FOUND`` half-way through a publish)."""
+        key = id(session)
+        if key not in self._delta:
+            self._delta[key] = spark_has_delta(session)
+        if not self._delta[key]:
+            raise delta_missing(f"Delta table {table}")
+        return SparkTables(session)
 
     def _location(self, table: str) -> tuple[str, dict[str, str] | None]:
         from mlforge.offline import uc_catalog

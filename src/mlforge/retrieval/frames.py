@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,11 +43,47 @@ def materialize_columns(frame: Any, kind: str, columns: Sequence[str] | None = N
     return frame if columns is None else frame.select(list(columns))
 
 
+#: Rows of a Spark ``entity_df`` that may be brought to the driver when the work cannot
+#: run in Spark (another engine was asked for, or an online lookup); past it, an error.
+#: ``MLFORGE_SPARK_DRIVER_ROWS`` overrides it.
+SPARK_DRIVER_ROWS = 1_000_000
+
+
+def spark_driver_rows() -> int:
+    """The limit in force: ``MLFORGE_SPARK_DRIVER_ROWS`` or :data:`SPARK_DRIVER_ROWS`."""
+    value = os.environ.get("MLFORGE_SPARK_DRIVER_ROWS")
+    if value is None:
+        return SPARK_DRIVER_ROWS
+    try:
+        return int(value)
+    except ValueError:
+        raise RetrievalError(f"MLFORGE_SPARK_DRIVER_ROWS={value!r} is not a number of rows", fix="set it to an integer, e.g. 1000000") from None
+
+
+def spark_to_arrow(frame: Any) -> pa.Table:
+    """A Spark ``entity_df`` on the driver, as Arrow: a documented choice, bounded.
+
+    Counting ``limit + 1`` rows is one Spark job that returns a number; only a frame within
+    the limit is collected (``toArrow()``), so the driver never receives an unbounded result.
+    """
+    limit = spark_driver_rows()
+    rows = frame.limit(limit + 1).count()
+    if rows > limit:
+        raise RetrievalError(
+            f"entity_df is a Spark DataFrame of more than {limit:,} rows: running this outside Spark would collect them to the driver",
+            fix="run it in Spark: use engine='pyspark' (or leave engine unset so Spark labels stay in Spark); "
+            "for online lookups, look up fewer entities at a time; or raise MLFORGE_SPARK_DRIVER_ROWS",
+        )
+    return frame.toArrow()
+
+
 def local_view(frame: Any, kind: str) -> tuple[Any, str, Any]:
     """A frame that is executed once, its kind, and how to turn a result back into ``kind``.
 
     Lazy inputs (Ibis, Spark, Polars LazyFrame) are executed here exactly once, so the
-    feature columns are appended to the very rows they were computed for.
+    feature columns are appended to the very rows they were computed for. A Spark frame
+    comes here only when the work cannot run in Spark, and then within
+    :func:`spark_driver_rows` (see docs/spark.md).
     """
     if kind == "ibis":
         import ibis
@@ -54,7 +91,7 @@ def local_view(frame: Any, kind: str) -> tuple[Any, str, Any]:
         return frame.to_pyarrow(), "arrow", ibis.memtable
     if kind == "spark":
         session = frame.sparkSession
-        return frame.toArrow(), "arrow", session.createDataFrame
+        return spark_to_arrow(frame), "arrow", session.createDataFrame
     if kind == "polars" and not hasattr(frame, "to_arrow"):
         return frame.collect(), "polars", lambda out: out.lazy()
     return frame, kind, lambda out: out
