@@ -2,7 +2,7 @@
 with its training set to MLflow, score a batch of flights, and serve predictions from the
 entity keys alone.
 
-Run from this directory, after `python prepare_data.py` (pip install 'mlforge[mlflow,serve]'
+Run from this directory, after `python prepare_data.py` (`pip install -e '../..[mlflow,serve]'`
 scikit-learn):
 
     python model.py                    # MLflow store in ./mlruns

@@ -9,7 +9,7 @@ same from the online store at a read time (rule O1), which is what ``mlforge ser
 ``POST /models/{name}/predict`` calls. Both feed the model the same columns in the same
 order, so for the same entities at the same moment they give the same predictions.
 
-MLflow is imported only when a model is loaded (``pip install 'mlforge[mlflow]'``).
+MLflow is imported only when a model is loaded (the ``mlflow`` extra: ``pip install -e '.[mlflow]'``).
 """
 
 from __future__ import annotations
