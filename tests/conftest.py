@@ -52,6 +52,42 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
+#: The variables that choose a project, profile or engine for the command line.
+CLI_ENV = ("MLFORGE_PROFILE", "MLFORGE_ENGINE", "MLFORGE_TARGET", "MLFORGE_CONFIG")
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """``run_cli(*tokens)`` runs the mlforge command line in the current directory (without
+    the ``CLI_ENV`` variables) and gives ``(exit code, stdout, stderr)``."""
+    from mlforge.cli.app import run
+
+    for var in CLI_ENV:
+        monkeypatch.delenv(var, raising=False)
+
+    def invoke(*tokens: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = run(list(tokens))
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return invoke
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch):
+    """A fresh file-backed MLflow tracking store; no run left open."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 refuses the file backend unless asked
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
 def pytest_configure(config):
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
     # Delta Lake jars fetched by .ci/run (mvn): Spark sessions of the tests get Delta.

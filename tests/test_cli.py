@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import CLI_ENV as ENV_VARS
 from mlforge.cli import COMMANDS, fast_help
 from mlforge.cli.app import make_app, run
 from mlforge.cli.templates import write_project
-
-ENV_VARS = ("MLFORGE_PROFILE", "MLFORGE_ENGINE", "MLFORGE_TARGET", "MLFORGE_CONFIG")
 
 
 def parse(*tokens: str):
@@ -159,18 +158,9 @@ def project(tmp_path_factory):
 
 
 @pytest.fixture
-def cli(project, monkeypatch, capsys):
+def cli(project, monkeypatch, run_cli):
     monkeypatch.chdir(project)
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-
-    def invoke(*tokens: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = run(list(tokens))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
+    return run_cli
 
 
 def test_first_build_published_every_feature(project):

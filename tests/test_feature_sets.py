@@ -214,21 +214,10 @@ def test_build_takes_a_set(tmp_path, monkeypatch):
 
 # -- the command line ---------------------------------------------------------------------
 @pytest.fixture
-def cli(tmp_path, monkeypatch, capsys):
-    from mlforge.cli.app import run
-
+def cli(tmp_path, monkeypatch, run_cli):
     monkeypatch.chdir(tmp_path)
-    for var in ("MLFORGE_PROFILE", "MLFORGE_ENGINE", "MLFORGE_TARGET", "MLFORGE_CONFIG"):
-        monkeypatch.delenv(var, raising=False)
     write_shop(tmp_path)
-
-    def invoke(*tokens: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = run(list(tokens))
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return invoke
+    return run_cli
 
 
 def test_cli_builds_lists_and_inspects_a_set(cli):

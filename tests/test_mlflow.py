@@ -26,16 +26,9 @@ START = datetime(2024, 1, 1)
 
 
 @pytest.fixture
-def tracking(tmp_path, monkeypatch):
-    """A fresh file-backed MLflow tracking store; no run left open, autolog off after."""
-    # MLflow 3 refuses the file backend unless asked; it needs no database packages.
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-    uri = (tmp_path / "mlruns").as_uri()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    while mlflow.active_run():
-        mlflow.end_run()
+def tracking(tracking):
+    """conftest's fresh MLflow tracking store; autolog off after."""
+    yield tracking
     integration.autolog(disable=True)
 
 

@@ -49,18 +49,6 @@ class LinearPyfunc(mlflow.pyfunc.PythonModel):
 
 
 @pytest.fixture
-def tracking(tmp_path, monkeypatch):
-    """A fresh file-backed MLflow tracking store; no run left open."""
-    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for it
-    uri = (tmp_path / "mlruns").as_uri()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    yield uri
-    while mlflow.active_run():
-        mlflow.end_run()
-
-
-@pytest.fixture
 def shop(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     defs = load_shop(tmp_path, MemoryStore())

@@ -126,6 +126,14 @@ class DefinitionErrors(DefinitionError):
         lines += [f"- {e!s}" for e in self.errors]
         MlforgeError.__init__(self, "\n".join(lines))
 
+    @staticmethod
+    def raise_if_any(problems: list[DefinitionError]) -> None:
+        """Raise the one problem as it is, or several together; nothing if none."""
+        if len(problems) == 1:
+            raise problems[0]
+        if problems:
+            raise DefinitionErrors(problems)
+
 
 class ConfigError(MlforgeError):
     """Configuration, profile or command-line arguments are invalid."""

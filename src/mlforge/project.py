@@ -593,10 +593,7 @@ def _collect_features(items: Iterable[Feature | FeatureSet | ModuleType] | Featu
             if other is not None and other is not feature:
                 problems.append(DefinitionError(f"two features are named {feature.name!r}", fix="rename one of the functions"))
             found[feature.name] = feature
-    if len(problems) == 1:
-        raise problems[0]
-    if problems:
-        raise DefinitionErrors(problems)
+    DefinitionErrors.raise_if_any(problems)
     return found
 
 
@@ -625,10 +622,7 @@ def _collect_feature_sets(items: Iterable[Any] | Feature | ModuleType, extra: It
         except DefinitionError as exc:
             problems.append(exc)
         found[feature_set.name] = feature_set
-    if len(problems) == 1:
-        raise problems[0]
-    if problems:
-        raise DefinitionErrors(problems)
+    DefinitionErrors.raise_if_any(problems)
     return found
 
 

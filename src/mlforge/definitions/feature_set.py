@@ -106,10 +106,7 @@ class FeatureSet:
             if any(s.name == spec.name for s in specs):
                 problems.append(DefinitionError(f"feature {spec.name!r} is in the set twice", where=where, fix="list each feature once (select several columns with mlf.FeatureSpec(name, columns=[...]))"))
             specs.append(spec)
-        if len(problems) == 1:
-            raise problems[0]
-        if problems:
-            raise DefinitionErrors(problems)
+        DefinitionErrors.raise_if_any(problems)
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "specs", tuple(specs))
         object.__setattr__(self, "description", description)
