@@ -193,6 +193,11 @@ class Engine:
     def parse_timestamp(self, col: ir.StringValue, fmt: str) -> ir.TimestampValue:
         return col.as_timestamp(fmt)
 
+    def month_key(self, col: ir.TimestampValue) -> ir.IntegerValue:
+        """``year * 100 + month`` of a UTC timestamp: the month file a stored row goes to
+        (``202503`` -> ``2025-03.parquet``, see :func:`~mlforge.engines.monthfiles.partition_file`)."""
+        return cast("ir.IntegerValue", col.year() * 100 + col.month())
+
     def to_utc_naive(self, col: ir.TimestampValue) -> ir.TimestampValue:
         """Convert a zoned timestamp to UTC wall time without zone (sessions run in UTC)."""
         return cast("ir.TimestampValue", col.cast("timestamp"))
@@ -222,6 +227,10 @@ class Engine:
     # -- execution -----------------------------------------------------------------
     def to_arrow(self, expr: ir.Table) -> pa.Table:
         return expr.to_pyarrow()
+
+    def fetch_scalar(self, expr: ir.Scalar) -> Any:
+        """The Python value of a scalar expression (a count, a maximum)."""
+        return expr.to_pyarrow().as_py()
 
     def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
         """Write ``expr`` as Parquet into ``data_dir``.

@@ -37,7 +37,8 @@ def write_partitioned_batches(batches: Any, schema: pa.Schema, data_dir: str, pa
     """Write a stream of record batches as one file per value of ``partition_by``.
 
     Each file gets its rows in stream order (a sorted stream gives sorted files); the
-    partition column is not written. Memory stays bounded: a partition's rows are written
+    partition column is not written. A stream sorted by ``partition_by`` first is split
+    cheaply: most batches then hold one value and are passed on whole. Memory stays bounded: a partition's rows are written
     once ``PARTITION_BUFFER_ROWS`` of them have arrived, and at most
     ``_WRITES_IN_FLIGHT`` such writes wait for the writer thread.
     """
@@ -106,9 +107,20 @@ _WRITES_IN_FLIGHT = 3
 
 
 def partition_file(value: Any) -> str:
-    """File name of one partition: ``2024-03.parquet``; rows without a timestamp go to
-    ``untimed.parquet`` (not ``_...``: Spark and Hadoop readers skip such files)."""
-    return f"{UNTIMED}.parquet" if value is None or value == "__HIVE_DEFAULT_PARTITION__" else f"{value}.parquet"
+    """File name of one partition: ``2024-03.parquet`` for the month key ``202403`` (an
+    integer, or its digits as Spark names the partition's directory) or ``"2024-03"``;
+    rows without a timestamp go to ``untimed.parquet`` (not ``_...``: Spark and Hadoop
+    readers skip such files).
+
+    >>> partition_file(202403), partition_file("202403"), partition_file("2024-03"), partition_file(None)
+    ('2024-03.parquet', '2024-03.parquet', '2024-03.parquet', 'untimed.parquet')
+    """
+    if value is None or value == "__HIVE_DEFAULT_PARTITION__":
+        return f"{UNTIMED}.parquet"
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        year, month = divmod(int(value), 100)
+        return f"{year:04d}-{month:02d}.parquet"
+    return f"{value}.parquet"
 
 
 #: Name of the month file holding rows whose timestamp is null.
