@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -33,6 +35,7 @@ class Capability(StrEnum):
     and never probe an engine's methods. The value is the name used in docs and errors."""
 
     WINDOW_FUNCTIONS = "window_functions"
+    ROLLING_FRAMES = "rolling_frames"
     ASOF_JOIN = "asof_join"
     SHA256 = "sha256"
     NATIVE_FRAMES = "native_frames"
@@ -47,6 +50,7 @@ class Capability(StrEnum):
 
 _DESCRIPTIONS: dict[Capability, str] = {
     Capability.WINDOW_FUNCTIONS: "over() window functions",
+    Capability.ROLLING_FRAMES: "the metric frames rolled natively over the grid labels (`Engine.rolling_frames`)",
     Capability.ASOF_JOIN: "correct native as-of joins",
     Capability.SHA256: "SHA-256 hex digests in the engine (surrogate keys)",
     Capability.NATIVE_FRAMES: "feature functions annotated with the engine's native frame type",
@@ -57,6 +61,17 @@ _DESCRIPTIONS: dict[Capability, str] = {
 
 #: Capability names and what they mean (the engine matrix in the docs is generated from it).
 CAPABILITIES: dict[str, str] = {c.value: c.description for c in Capability}
+
+
+@dataclass(frozen=True)
+class RollingFrame:
+    """One frame of :meth:`Engine.rolling_frames`: ``rolls_with`` (``sum``, ``min`` or
+    ``max``) of ``column`` over the last ``steps`` grid labels, into ``name``."""
+
+    name: str
+    column: str
+    rolls_with: str
+    steps: int
 
 
 def temp_table_name() -> str:
@@ -213,6 +228,19 @@ class Engine:
 
     def from_native(self, frame: Any) -> ir.Table:
         raise EngineError(f"engine {self.name!r} has no native frame type", fix="return an Ibis table")
+
+    # -- metric frames -------------------------------------------------------------
+    def rolling_frames(self, partials: ir.Table, keys: Sequence[str], label: str, frames: Sequence[RollingFrame], max_steps: int) -> ir.Table:
+        """The compiler's ``rolling`` plan, for engines with :attr:`Capability.ROLLING_FRAMES`.
+
+        ``partials`` has one row per ``(keys, label)`` (integer grid labels). The result has,
+        for each key, one row per label ``k`` that has a ``partials`` row at a label in
+        ``[k - max_steps + 1, k]`` (and no other), with the columns ``keys``, ``label`` and
+        one column per frame: ``frame.rolls_with`` of ``frame.column`` over the ``partials``
+        rows at labels ``[k - frame.steps + 1, k]`` (nulls ignored; a sum of only nulls may
+        be 0 or null, a min or max is null).
+        """
+        raise EngineError(f"engine {self.name!r} does not roll metric frames natively", fix="this is a bug in mlforge's plan choice; please report it")
 
     # -- joins ---------------------------------------------------------------------
     def asof_backward(self, base: ir.Table, right: ir.Table, join: AsofJoin) -> ir.Table:
