@@ -17,13 +17,49 @@ if TYPE_CHECKING:
 
 def write_arrow_table(table: pa.Table, data_dir: str, partition_by: str | None = None) -> None:
     """Write an Arrow table as one file, or one file per value of ``partition_by``
-    (engines without a native partitioned writer)."""
+    (engines without a native partitioned writer).
+
+    A table sorted by ``partition_by`` (as a build orders its rows) is written as slices,
+    several files at once; otherwise it is streamed through :func:`write_partitioned_batches`.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     import pyarrow.parquet as pq
 
     if partition_by is None:
         pq.write_table(table, f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=ROW_GROUP_ROWS)
         return
-    write_partitioned_batches(table.to_batches(), table.schema, data_dir, partition_by)
+    runs = _runs(table.column(partition_by))
+    if runs is None:
+        write_partitioned_batches(table.to_batches(), table.schema, data_dir, partition_by)
+        return
+    stored = table.drop_columns([partition_by])
+
+    def write(run: tuple[Any, int, int]) -> None:
+        value, start, length = run
+        pq.write_table(stored.slice(start, length), f"{data_dir}/{partition_file(value)}", compression="zstd", row_group_size=ROW_GROUP_ROWS)
+
+    # pyarrow compresses a file on one thread and releases the GIL: files in parallel.
+    with ThreadPoolExecutor(max_workers=_WRITER_THREADS, thread_name_prefix="mlforge-writer") as pool:
+        list(pool.map(write, runs))
+
+
+def _runs(values: pa.ChunkedArray) -> list[tuple[Any, int, int]] | None:
+    """``(value, start, length)`` of each run of equal values, or ``None`` when a value
+    appears in more than one run (the column is not sorted by it)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if len(values) == 0:
+        return []
+    combined = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    encoded = pc.run_end_encode(combined)  # ty: ignore[missing-attribute]
+    ends = encoded.run_ends.to_pylist()
+    run_values = encoded.values.to_pylist()
+    if len(set(run_values)) != len(run_values):
+        return None
+    starts = [0, *ends[:-1]]
+    return [(value, start, end - start) for value, start, end in zip(run_values, starts, ends, strict=True)]
 
 
 #: Rows per Parquet row group of a stored feature.
