@@ -177,14 +177,13 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     if not build_range.is_full and previous_version:
         result_expr, reused = _merge_with_previous(feature, store, engine, previous_version, result_expr, build_range)
     has_time = bool(ts and ts in result_expr.columns)
-    order = [*feature.keys]
+    order = [*feature.keys, *([ts] if has_time else [])]
     if has_time:
         # One file per month of timestamps: an incremental build rewrites only its months.
-        # Sorted by month first, each month's rows arrive together (cheap to split) and
-        # each file still holds its rows sorted by keys and timestamp.
+        # (Sorting by the month first would make the split cheaper, but DuckDB's sort then
+        # cost ~4 s more CPU at 1M events than the split it saves.)
         assert ts is not None
         result_expr = result_expr.mutate(**{PARTITION: engine.month_key(result_expr[ts])})
-        order = [PARTITION, *feature.keys, ts]
     staging = store.stage(feature.name)
     try:
         _reuse_files(reused, staging.data_dir)
