@@ -260,14 +260,16 @@ def test_partial_metrics_match_oracle(engine):  # contract W1, W3, W4, W8
     check()
 
 
-def test_metric_plans_agree_on_duckdb():  # contract W8, I1
-    """The spread and window plans give identical rows for the same partial metrics, for
-    every label and for the labels of a range (an incremental build's trimmed frames)."""
+@pytest.mark.parametrize(("engine_name", "fast_plan"), [("duckdb", "window"), ("polars", "rolling")])
+def test_metric_plans_agree(engine_name, fast_plan):  # contract W8, I1
+    """The spread plan and the engine's faster plan (DuckDB: window functions; Polars:
+    native rolling frames) give identical rows for the same partial metrics, for every
+    label and for the labels of a range (an incremental build's trimmed frames)."""
     from mlforge.compiler import LabelRange, compile_metrics
     from mlforge.engines import get_engine
     from mlforge.prepare import prepare_input, run_function
 
-    engine = get_engine("duckdb")
+    engine = get_engine(engine_name)
 
     @settings(max_examples=max(settings().max_examples, 80))
     @given(case=cases(functions=PARTIAL_FUNCTIONS, max_span=40), data=st.data())
@@ -296,7 +298,7 @@ def test_metric_plans_agree_on_duckdb():  # contract W8, I1
             start = data.draw(bound, label="since")
             end = data.draw(st.one_of(st.none(), bound.filter(lambda e: e > start)), label="until")
             labels = LabelRange(start, end)
-        spread, window = (compile_metrics(feature, output, engine, labels, plan=plan).order_by(order).to_pyarrow().to_pylist() for plan in ("spread", "window"))
+        spread, window = (compile_metrics(feature, output, engine, labels, plan=plan).order_by(order).to_pyarrow().to_pylist() for plan in ("spread", fast_plan))
         assert len(spread) == len(window)
         for a, b in zip(spread, window, strict=True):
             assert a.keys() == b.keys() and all(values_match(a[k], b[k]) for k in a), (a, b)

@@ -572,3 +572,24 @@ def test_missing_client_names_the_extra(monkeypatch, kind, module, extra):
     with pytest.raises(EngineError) as raised:
         store.list_features()
     assert raised.value.fix == install_command(extra) and f"[{extra}]'" in raised.value.fix
+
+
+def test_month_files_are_the_same_whatever_the_row_order_of_the_table(tmp_path):  # contract S5
+    """An Arrow table sorted by month is written as slices, several files at once; an
+    unsorted one is streamed through the batch splitter. Both give one plain Parquet file
+    per month (``YYYY-MM.parquet``, ``untimed.parquet``), rows in table order per month."""
+    from mlforge.engines.monthfiles import write_arrow_table
+
+    months = [202401, 202401, 202402, 202403, 202403, None]
+    table = pa.table({"k": [1, 2, 1, 1, 2, 3], "v": [0.5, 1.5, 2.5, 3.5, 4.5, 5.5], "__month": months})
+    shuffled = table.take([3, 0, 5, 2, 4, 1])
+    for name, rows in (("sorted", table), ("shuffled", shuffled)):
+        out = tmp_path / name
+        out.mkdir()
+        write_arrow_table(rows, str(out), "__month")
+        files = {p.name: pq.read_table(p).to_pydict() for p in sorted(out.glob("*.parquet"))}
+        assert sorted(files) == ["2024-01.parquet", "2024-02.parquet", "2024-03.parquet", "untimed.parquet"], name
+        assert all("__month" not in columns for columns in files.values())
+        assert files["2024-03.parquet"] == {"k": [1, 2], "v": [3.5, 4.5]}  # both tables hold them in this order
+        assert files["untimed.parquet"] == {"k": [3], "v": [5.5]}
+        assert sorted(files["2024-01.parquet"]["k"]) == [1, 2]

@@ -76,7 +76,8 @@ CASES = ["range", "full_refresh", "engine_switch", "plan_switch"]
 @pytest.mark.parametrize("source", ["same", "rewritten"])
 @pytest.mark.parametrize("case", CASES)
 def test_rebuild_of_unchanged_inputs_is_skipped(engine, case, source, tmp_path, monkeypatch):  # contract S2
-    if case == "plan_switch" and not engine.supports("window_functions"):
+    fast_plan = {"window_functions", "rolling_frames"} & {c.value for c in engine.capabilities}
+    if case == "plan_switch" and not fast_plan:
         pytest.skip(f"{engine.name} has one metric plan (spread): there is no plan to switch to")
     path, store = tmp_path / "events.parquet", tmp_path / "store"
     write_events(path)
@@ -85,8 +86,8 @@ def test_rebuild_of_unchanged_inputs_is_skipped(engine, case, source, tmp_path, 
     assert first["user_spend"].status == "built", first["user_spend"].error
     if source == "rewritten":
         rewrite_same_rows(path)
-    if case == "plan_switch":  # the window plan built 1.0.0; now the portable spread plan
-        monkeypatch.setattr(engine, "capabilities", engine.capabilities - {"window_functions"})
+    if case == "plan_switch":  # the window or rolling plan built 1.0.0; now the portable spread plan
+        monkeypatch.setattr(engine, "capabilities", engine.capabilities - fast_plan)
     options = {"range": {"since": "2026-01-10", "until": "2026-01-24"}, "full_refresh": {"full_refresh": True}}.get(case, {"full_refresh": True})
     result = project(path, store, engine).build(**options)["user_spend"]
     assert result.status == "skipped", (result.reason, result.error)

@@ -35,21 +35,22 @@ __all__ = ["AGGREGATIONS", "PARTIALS", "ZERO_WHEN_EMPTY", "Aggregation", "Partia
 class Partial:
     """A partial aggregate of one field per ``(keys, bucket)``, and how the partials of
     several buckets roll up into one value: with ``where=`` on the spread plan, under
-    ``over()`` on the window plan."""
+    ``over()`` on the window plan, by the engine's own ``rolls_with`` on the rolling plan."""
 
     name: str
     of_bucket: Callable[[ir.Column], ir.Scalar]
     roll_up: Callable[..., ir.Scalar]  # (partials, where=None)
+    rolls_with: str  # the aggregation ``roll_up`` applies, named for native lowerings
 
 
 #: The partials, in the order they are computed per bucket.
 PARTIALS: dict[str, Partial] = {
     partial.name: partial
     for partial in (
-        Partial("count", of_bucket=lambda values: values.count(), roll_up=lambda partials, where=None: partials.sum(where=where)),
-        Partial("sum", of_bucket=lambda values: values.sum(), roll_up=lambda partials, where=None: partials.sum(where=where)),
-        Partial("min", of_bucket=lambda values: values.min(), roll_up=lambda partials, where=None: partials.min(where=where)),
-        Partial("max", of_bucket=lambda values: values.max(), roll_up=lambda partials, where=None: partials.max(where=where)),
+        Partial("count", of_bucket=lambda values: values.count(), roll_up=lambda partials, where=None: partials.sum(where=where), rolls_with="sum"),
+        Partial("sum", of_bucket=lambda values: values.sum(), roll_up=lambda partials, where=None: partials.sum(where=where), rolls_with="sum"),
+        Partial("min", of_bucket=lambda values: values.min(), roll_up=lambda partials, where=None: partials.min(where=where), rolls_with="min"),
+        Partial("max", of_bucket=lambda values: values.max(), roll_up=lambda partials, where=None: partials.max(where=where), rolls_with="max"),
     )
 }
 

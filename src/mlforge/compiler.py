@@ -28,7 +28,12 @@ Engines with the ``window_functions`` capability run metrics made of partial agg
     partials its frames reach before the range ride along as rows of their own (a union,
     not a join) and are dropped after framing.
 
-Both plans give identical results (W8); the parity suite runs each against the oracle.
+Engines with the ``rolling_frames`` capability (Polars: Ibis's Polars backend has no window
+functions) run the same metrics on the ``rolling`` plan: steps 1-2 and the finishing
+expressions stay Ibis; the frames of step 4' -- over the labels of step 3' -- are rolled by
+the engine's own rolling aggregation (:meth:`~mlforge.engines.base.Engine.rolling_frames`).
+
+All plans give identical results (W8); the parity suite runs each against the oracle.
 
 Which aggregations exist and how each one is computed (over a window's raw events, or
 from the partials both plans share) is the table in :mod:`mlforge.aggregations`; this
@@ -42,6 +47,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from mlforge.aggregations import AGGREGATIONS, PARTIALS, Aggregation, Partial
+from mlforge.engines.base import Capability, RollingFrame
 from mlforge.errors import DefinitionError
 
 if TYPE_CHECKING:
@@ -58,7 +64,9 @@ _ISLAND = "__mlforge_island"
 _SPINE = "__mlforge_spine"
 
 #: The plans :func:`compile_metrics` can use; see the module docstring.
-PLANS = ("spread", "window")
+PLANS = ("spread", "window", "rolling")
+#: The plans that run only metrics made of partial aggregates.
+_PARTIAL_PLANS = ("window", "rolling")
 
 
 @dataclass(frozen=True)
@@ -103,9 +111,13 @@ def check_metric_inputs(feature: Feature, schema: Any) -> None:
 
 
 def choose_plan(columns: Sequence[MetricColumn], engine: Engine) -> str:
-    """``window`` for partial aggregates on engines with window functions, else ``spread``."""
-    if metric_plan_name(columns) == "partial" and engine.supports("window_functions"):
-        return "window"
+    """For partial aggregates, ``window`` on engines with window functions and ``rolling``
+    on engines that roll frames natively; else ``spread``."""
+    if metric_plan_name(columns) == "partial":
+        if engine.supports(Capability.WINDOW_FUNCTIONS):
+            return "window"
+        if engine.supports(Capability.ROLLING_FRAMES):
+            return "rolling"
     return "spread"
 
 
@@ -126,13 +138,18 @@ def compile_metrics(feature: Feature, table: ir.Table, engine: Engine, labels: L
     assert ts is not None  # metric features require a timestamp (checked when declared)
     fields = list(dict.fromkeys(c.field for c in columns))
     plan = plan or choose_plan(columns, engine)
-    if plan not in PLANS or (plan == "window" and metric_plan_name(columns) == "raw"):
+    if plan not in PLANS or (plan in _PARTIAL_PLANS and metric_plan_name(columns) == "raw"):
         raw = " and ".join(a.name for a in AGGREGATIONS.values() if a.needs_raw)
         raise DefinitionError(f"unknown metric plan {plan!r} for these metrics", fix=f"use one of {PLANS}; {raw} need 'spread'")
 
     events = table.filter([table[k].notnull() for k in keys] + [table[ts].notnull()])
     events = events.select(*keys, *fields, **{_BUCKET: _floor_div(engine.epoch_seconds(events[ts]), interval)})
-    out = _window_plan(feature, events, keys, fields, labels) if plan == "window" else _spread_plan(feature, events, keys, fields)
+    if plan == "window":
+        out = _window_plan(feature, events, keys, fields, labels)
+    elif plan == "rolling":
+        out = _rolling_plan(feature, events, keys, fields, engine)
+    else:
+        out = _spread_plan(feature, events, keys, fields)
     if labels is not None:
         out = _filter_labels(out, labels, interval)
     for c in columns:
@@ -195,6 +212,23 @@ def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
     if trimmed:  # the partials' own rows carried values into the frames; they are no labels
         framed = framed.filter(framed[_SPINE])
     return framed.select(*keys, _LABEL, **{c.output_name: _from_frames(framed, c) for c in columns})
+
+
+def _rolling_plan(feature: Feature, events: ir.Table, keys: list[str], fields: list[str], engine: Engine) -> ir.Table:
+    """Steps 3'-4' by the engine's own rolling aggregation: the partials of bucket ``k-1``
+    sit at label ``k``, and each frame rolls over the last ``m`` labels."""
+    interval = feature.interval_seconds
+    assert interval is not None  # metric features require an interval (checked when declared)
+    columns = feature.metric_columns
+    partials = _partials(events, keys, fields, columns)
+    shifted = partials.mutate(**{_BUCKET: partials[_BUCKET] + 1}).rename({_LABEL: _BUCKET})  # bucket k-1 is known at label k
+    frames: dict[str, RollingFrame] = {}
+    for c in columns:
+        for partial in AGGREGATIONS[c.function].partials:
+            name = _frame_name(c, partial)
+            frames.setdefault(name, RollingFrame(name, _partial_names(c.field)[partial], PARTIALS[partial].rolls_with, c.window_seconds // interval))
+    rolled = engine.rolling_frames(shifted, keys, _LABEL, list(frames.values()), feature.max_window_seconds // interval)
+    return rolled.select(*keys, _LABEL, **{c.output_name: _from_frames(rolled, c) for c in columns})
 
 
 def _labels_in_range(islands: ir.Table, shifted: ir.Table, keys: list[str], values: list[str], labels: LabelRange, interval: int, max_offsets: int) -> ir.Table:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Internal column naming each row's month file (``YYYY-MM``); never stored.
+#: Internal column naming each row's month file (``year * 100 + month``); never stored.
 PARTITION = "__mlforge_month"
 
 
@@ -168,7 +168,7 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     validate_output(feature, output)
     dropped = 0
     if feature.metrics:
-        dropped = _count_dropped(feature, output)
+        dropped = _count_dropped(feature, output, engine)
         labels = LabelRange(build_range.since, build_range.until) if not build_range.is_full else None
         result_expr = compile_metrics(feature, output, engine, labels)
     else:
@@ -180,7 +180,10 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     order = [*feature.keys, *([ts] if has_time else [])]
     if has_time:
         # One file per month of timestamps: an incremental build rewrites only its months.
-        result_expr = result_expr.mutate(**{PARTITION: result_expr[ts].strftime("%Y-%m")})
+        # (Sorting by the month first would make the split cheaper, but DuckDB's sort then
+        # cost ~4 s more CPU at 1M events than the split it saves.)
+        assert ts is not None
+        result_expr = result_expr.mutate(**{PARTITION: engine.month_key(result_expr[ts])})
     staging = store.stage(feature.name)
     try:
         _reuse_files(reused, staging.data_dir)
@@ -361,13 +364,13 @@ def _rows_written(data_dir: str, reused: list[str]) -> int:
     return sum(pq.read_metadata(f).num_rows for f in glob.glob(f"{data_dir}/*.parquet") if os.path.basename(f) not in kept)
 
 
-def _count_dropped(feature: Feature, output: ir.Table) -> int:
+def _count_dropped(feature: Feature, output: ir.Table, engine: Engine) -> int:
     """Events with a null key or timestamp take part in no metric (W9)."""
     import ibis
 
     ts = feature.timestamp_column
     nulls = [output[k].isnull() for k in feature.keys] + ([output[ts].isnull()] if ts is not None else [])
-    return int(output.filter(ibis.or_(*nulls)).count().to_pyarrow().as_py())
+    return int(engine.fetch_scalar(output.filter(ibis.or_(*nulls)).count()))
 
 
 def validate_output(feature: Feature, output: ir.Table) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -35,6 +37,7 @@ class Capability(StrEnum):
     and never probe an engine's methods. The value is the name used in docs and errors."""
 
     WINDOW_FUNCTIONS = "window_functions"
+    ROLLING_FRAMES = "rolling_frames"
     ASOF_JOIN = "asof_join"
     SHA256 = "sha256"
     NATIVE_FRAMES = "native_frames"
@@ -49,6 +52,7 @@ class Capability(StrEnum):
 
 _DESCRIPTIONS: dict[Capability, str] = {
     Capability.WINDOW_FUNCTIONS: "over() window functions",
+    Capability.ROLLING_FRAMES: "the metric frames rolled natively over the grid labels (`Engine.rolling_frames`)",
     Capability.ASOF_JOIN: "correct native as-of joins",
     Capability.SHA256: "SHA-256 hex digests in the engine (surrogate keys)",
     Capability.NATIVE_FRAMES: "feature functions annotated with the engine's native frame type",
@@ -59,6 +63,17 @@ _DESCRIPTIONS: dict[Capability, str] = {
 
 #: Capability names and what they mean (the engine matrix in the docs is generated from it).
 CAPABILITIES: dict[str, str] = {c.value: c.description for c in Capability}
+
+
+@dataclass(frozen=True)
+class RollingFrame:
+    """One frame of :meth:`Engine.rolling_frames`: ``rolls_with`` (``sum``, ``min`` or
+    ``max``) of ``column`` over the last ``steps`` grid labels, into ``name``."""
+
+    name: str
+    column: str
+    rolls_with: str
+    steps: int
 
 
 def temp_table_name() -> str:
@@ -201,6 +216,11 @@ class Engine:
     def parse_timestamp(self, col: ir.StringValue, fmt: str) -> ir.TimestampValue:
         return col.as_timestamp(fmt)
 
+    def month_key(self, col: ir.TimestampValue) -> ir.IntegerValue:
+        """``year * 100 + month`` of a UTC timestamp: the month file a stored row goes to
+        (``202503`` -> ``2025-03.parquet``, see :func:`~mlforge.engines.monthfiles.partition_file`)."""
+        return cast("ir.IntegerValue", col.year() * 100 + col.month())
+
     def to_utc_naive(self, col: ir.TimestampValue) -> ir.TimestampValue:
         """Convert a zoned timestamp to UTC wall time without zone (sessions run in UTC)."""
         return cast("ir.TimestampValue", col.cast("timestamp"))
@@ -216,6 +236,19 @@ class Engine:
 
     def from_native(self, frame: Any) -> ir.Table:
         raise EngineError(f"engine {self.name!r} has no native frame type", fix="return an Ibis table")
+
+    # -- metric frames -------------------------------------------------------------
+    def rolling_frames(self, partials: ir.Table, keys: Sequence[str], label: str, frames: Sequence[RollingFrame], max_steps: int) -> ir.Table:
+        """The compiler's ``rolling`` plan, for engines with :attr:`Capability.ROLLING_FRAMES`.
+
+        ``partials`` has one row per ``(keys, label)`` (integer grid labels). The result has,
+        for each key, one row per label ``k`` that has a ``partials`` row at a label in
+        ``[k - max_steps + 1, k]`` (and no other), with the columns ``keys``, ``label`` and
+        one column per frame: ``frame.rolls_with`` of ``frame.column`` over the ``partials``
+        rows at labels ``[k - frame.steps + 1, k]`` (nulls ignored; a sum of only nulls may
+        be 0 or null, a min or max is null).
+        """
+        raise EngineError(f"engine {self.name!r} does not roll metric frames natively", fix="this is a bug in mlforge's plan choice; please report it")
 
     # -- joins ---------------------------------------------------------------------
     def asof_backward(self, base: ir.Table, right: ir.Table, join: AsofJoin) -> ir.Table:
@@ -239,6 +272,10 @@ class Engine:
         except NotImplementedError:  # a backend without streaming: bounded by the result
             batches = expr.to_pyarrow().to_batches(max_chunksize=batch_rows)
         yield from batches
+
+    def fetch_scalar(self, expr: ir.Scalar) -> Any:
+        """The Python value of a scalar expression (a count, a maximum)."""
+        return expr.to_pyarrow().as_py()
 
     def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
         """Write ``expr`` as Parquet into ``data_dir``.

@@ -17,13 +17,51 @@ if TYPE_CHECKING:
 
 def write_arrow_table(table: pa.Table, data_dir: str, partition_by: str | None = None) -> None:
     """Write an Arrow table as one file, or one file per value of ``partition_by``
-    (engines without a native partitioned writer)."""
+    (engines without a native partitioned writer).
+
+    A table sorted by ``partition_by`` is written as slices, several files at once;
+    otherwise (a build's rows sorted by keys and timestamp) it is streamed through
+    :func:`write_partitioned_batches`, which keeps the extra memory to a few buffers.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     import pyarrow.parquet as pq
 
     if partition_by is None:
         pq.write_table(table, f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=ROW_GROUP_ROWS)
         return
-    write_partitioned_batches(table.to_batches(), table.schema, data_dir, partition_by)
+    runs = _runs(table.column(partition_by))
+    if runs is None:
+        write_partitioned_batches(table.to_batches(), table.schema, data_dir, partition_by)
+        return
+    stored = table.drop_columns([partition_by])
+
+    def write(run: tuple[Any, int, int]) -> None:
+        value, start, length = run
+        pq.write_table(stored.slice(start, length), f"{data_dir}/{partition_file(value)}", compression="zstd", row_group_size=ROW_GROUP_ROWS)
+
+    # pyarrow compresses a file on one thread and releases the GIL: files in parallel.
+    with ThreadPoolExecutor(max_workers=_WRITER_THREADS, thread_name_prefix="mlforge-writer") as pool:
+        list(pool.map(write, runs))
+
+
+def _runs(values: pa.Array | pa.ChunkedArray) -> list[tuple[Any, int, int]] | None:
+    """``(value, start, length)`` of each run of equal values, or ``None`` when a value
+    appears in more than one run (the column is not sorted by it)."""
+    import pyarrow as pa
+    import pyarrow.compute
+
+    pc: Any = pyarrow.compute  # functions generated at import time: no stubs to check
+    if len(values) == 0:
+        return []
+    combined = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    encoded = pc.run_end_encode(combined)
+    ends = encoded.run_ends.to_pylist()
+    run_values = encoded.values.to_pylist()
+    if len(set(run_values)) != len(run_values):
+        return None
+    starts = [0, *ends[:-1]]
+    return [(value, start, end - start) for value, start, end in zip(run_values, starts, ends, strict=True)]
 
 
 #: Rows per Parquet row group of a stored feature.
@@ -45,7 +83,6 @@ def write_partitioned_batches(batches: Any, schema: pa.Schema, data_dir: str, pa
     from concurrent.futures import Future, ThreadPoolExecutor
 
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     index = schema.get_field_index(partition_by)
@@ -79,12 +116,7 @@ def write_partitioned_batches(batches: Any, schema: pa.Schema, data_dir: str, pa
 
     try:
         for batch in batches:
-            keys = batch.column(index)
-            rest = batch.drop_columns([partition_by])
-            # pyarrow.compute's functions are generated at import time: no stubs to check.
-            values = pc.unique(keys).to_pylist()  # ty: ignore[missing-attribute]
-            for value in values:
-                part = rest if len(values) == 1 else rest.filter(pc.is_null(keys) if value is None else pc.equal(keys, value))  # ty: ignore[missing-attribute]
+            for value, part in _split(batch, index):
                 pending.setdefault(value, []).append(part)
                 pending_rows[value] = pending_rows.get(value, 0) + part.num_rows
                 if pending_rows[value] >= PARTITION_BUFFER_ROWS:
@@ -99,6 +131,24 @@ def write_partitioned_batches(batches: Any, schema: pa.Schema, data_dir: str, pa
             writer.close()
 
 
+def _split(batch: pa.RecordBatch, index: int) -> list[tuple[Any, pa.RecordBatch]]:
+    """``(value, rows)`` per value of column ``index`` of ``batch``, without that column,
+    each value's rows in batch order: one stable sort and one gather for the whole batch
+    rather than one filter per value."""
+    import pyarrow.compute
+
+    pc: Any = pyarrow.compute  # functions generated at import time: no stubs to check
+    keys = batch.column(index)
+    rest = batch.drop_columns([batch.schema.names[index]])
+    runs = _runs(keys)
+    if runs is None:
+        order = pc.sort_indices(keys)  # a stable sort
+        keys, rest = keys.take(order), rest.take(order)
+        runs = _runs(keys)
+        assert runs is not None  # sorted: each value is one run
+    return [(value, rest.slice(start, length)) for value, start, length in runs]
+
+
 #: Threads compressing and writing partition files, and the writes queued for them before
 #: the stream waits: together they bound the buffered rows to a few partition buffers.
 _WRITER_THREADS = 2
@@ -106,9 +156,20 @@ _WRITES_IN_FLIGHT = 3
 
 
 def partition_file(value: Any) -> str:
-    """File name of one partition: ``2024-03.parquet``; rows without a timestamp go to
-    ``untimed.parquet`` (not ``_...``: Spark and Hadoop readers skip such files)."""
-    return f"{UNTIMED}.parquet" if value is None or value == "__HIVE_DEFAULT_PARTITION__" else f"{value}.parquet"
+    """File name of one partition: ``2024-03.parquet`` for the month key ``202403`` (an
+    integer, or its digits as Spark names the partition's directory) or ``"2024-03"``;
+    rows without a timestamp go to ``untimed.parquet`` (not ``_...``: Spark and Hadoop
+    readers skip such files).
+
+    >>> partition_file(202403), partition_file("202403"), partition_file("2024-03"), partition_file(None)
+    ('2024-03.parquet', '2024-03.parquet', '2024-03.parquet', 'untimed.parquet')
+    """
+    if value is None or value == "__HIVE_DEFAULT_PARTITION__":
+        return f"{UNTIMED}.parquet"
+    if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
+        year, month = divmod(int(value), 100)
+        return f"{year:04d}-{month:02d}.parquet"
+    return f"{value}.parquet"
 
 
 #: Name of the month file holding rows whose timestamp is null.

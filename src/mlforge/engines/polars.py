@@ -1,16 +1,18 @@
 """Polars: a single-machine engine through Ibis's Polars backend.
 
 Ibis's Polars backend has no window functions, only equality joins and no SHA-256, so
-the compiler uses the portable plan here and surrogate keys are computed natively.
+metric frames are rolled by Polars itself (the compiler's ``rolling`` plan; metrics that
+need raw values take the portable plan) and surrogate keys are computed natively.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlforge.engines.asof import AsofJoin
-from mlforge.engines.base import Capability, Engine, temp_table_name
+from mlforge.engines.base import Capability, Engine, RollingFrame, temp_table_name
 from mlforge.engines.monthfiles import write_arrow_table
 from mlforge.errors import missing_extra
 
@@ -23,7 +25,7 @@ class PolarsEngine(Engine):
     """Runs Ibis expressions on Polars lazy frames."""
 
     name: ClassVar[str] = "polars"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.NATIVE_FRAMES, Capability.DELTA_SOURCES})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ROLLING_FRAMES, Capability.NATIVE_FRAMES, Capability.DELTA_SOURCES})
     native_frame: ClassVar[str | None] = "polars"
     requires: ClassVar[tuple[str, ...]] = ("polars",)
     extra: ClassVar[str | None] = "polars"
@@ -100,6 +102,35 @@ class PolarsEngine(Engine):
         )
         found = self.from_native(matched.select(pl.col(join.row).alias(matched_row), *join.values))
         return base.left_join(found, base[join.row] == found[matched_row]).select(*base.columns, *join.values)
+
+    def rolling_frames(self, partials: ir.Table, keys: Sequence[str], label: str, frames: Sequence[RollingFrame], max_steps: int) -> ir.Table:
+        """The labels and frames of :meth:`Engine.rolling_frames` in one lazy Polars query.
+
+        Sorted by key and label, each ``partials`` row stands for the labels from its own
+        up to the next row's, at most ``max_steps`` of them: together exactly the labels
+        with a row among their last ``max_steps``, each once and in order, with no join.
+        Each frame is Polars' rolling aggregation over the last ``steps`` labels (by value,
+        so the gaps between rows count as labels), per key.
+        """
+        import polars as pl
+
+        keys = list(keys)
+        own_label = "__mlforge_own_label"
+        rows = self.to_native(partials).sort([*keys, label])
+        start = pl.col(label)
+        following = start.shift(-1).over(keys)
+        stop = pl.min_horizontal(following.fill_null(start + max_steps), start + max_steps)
+        spine = rows.with_columns(pl.int_ranges(start, stop, dtype=pl.Int64).alias(own_label)).explode(own_label)
+        values = list(dict.fromkeys(frame.column for frame in frames))
+        # A row's partials belong to its own label only; the labels it stands for after it get nulls.
+        own = pl.col(own_label) == pl.col(label)
+        spine = spine.select(*keys, pl.col(own_label).alias(label), *(pl.when(own).then(pl.col(v)).alias(v) for v in values))
+        rolled = spine.select(
+            *keys,
+            label,
+            *(getattr(pl.col(f.column), f.rolls_with)().rolling(index_column=label, period=f"{f.steps}i").over(keys).alias(f.name) for f in frames),
+        )
+        return self.from_native(rolled)
 
     def to_native(self, table: ir.Table) -> Any:
         return self.con.compile(table)
