@@ -18,15 +18,16 @@ otherwise (W4).
 Engines with the ``window_functions`` capability run metrics made of partial aggregates
 (all but ``std`` and ``median`` today) with a plan that does not multiply the partials by ``M``:
 
-3'. per key, the buckets that hold events form *islands*: runs whose gaps are at most
-    ``M`` buckets. Each island ``[first, last]`` yields the labels ``first+1 .. last+M``,
-    which are exactly the labels with an event within the largest window (W3);
-4'. each label joins the partials of bucket ``k-1``, and each window of ``m`` intervals is
-    a ``RANGE BETWEEN m-1 PRECEDING AND CURRENT ROW`` frame over ``k`` -- by value, so the
-    gaps between islands are never counted as rows.
-5'. a label range (an incremental build) keeps only the island labels inside it; the
-    partials its frames reach before the range ride along as rows of their own (a union,
-    not a join) and are dropped after framing.
+3'. per key, in bucket order, each bucket ``b`` with events emits the labels
+    ``b+1 .. min(b+M, next bucket)``: every label with an event within the largest window
+    (W3) exactly once, owned by the newest bucket before it; the first, ``b+1``, carries
+    ``b``'s partials and the others nulls (no join of labels to partials);
+4'. each window of ``m`` intervals is a ``RANGE BETWEEN m-1 PRECEDING AND CURRENT ROW``
+    frame over ``k`` -- by value, so the gaps between runs of labels are never counted as rows.
+5'. a label range (an incremental build) takes its labels from *islands* (runs of buckets
+    whose gaps are at most ``M``), keeps those inside the range; the partials its frames
+    reach before the range ride along as rows of their own (a union, not a join) and are
+    dropped after framing.
 
 Both plans give identical results (W8); the parity suite runs each against the oracle.
 
