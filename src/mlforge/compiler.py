@@ -18,15 +18,16 @@ otherwise (W4).
 Engines with the ``window_functions`` capability run metrics made of partial aggregates
 (all but ``std`` and ``median`` today) with a plan that does not multiply the partials by ``M``:
 
-3'. per key, the buckets that hold events form *islands*: runs whose gaps are at most
-    ``M`` buckets. Each island ``[first, last]`` yields the labels ``first+1 .. last+M``,
-    which are exactly the labels with an event within the largest window (W3);
-4'. each label joins the partials of bucket ``k-1``, and each window of ``m`` intervals is
-    a ``RANGE BETWEEN m-1 PRECEDING AND CURRENT ROW`` frame over ``k`` -- by value, so the
-    gaps between islands are never counted as rows.
-5'. a label range (an incremental build) keeps only the island labels inside it; the
-    partials its frames reach before the range ride along as rows of their own (a union,
-    not a join) and are dropped after framing.
+3'. per key, in bucket order, each bucket ``b`` with events emits the labels
+    ``b+1 .. min(b+M, next bucket)``: every label with an event within the largest window
+    (W3) exactly once, owned by the newest bucket before it; the first, ``b+1``, carries
+    ``b``'s partials and the others nulls (no join of labels to partials);
+4'. each window of ``m`` intervals is a ``RANGE BETWEEN m-1 PRECEDING AND CURRENT ROW``
+    frame over ``k`` -- by value, so the gaps between runs of labels are never counted as rows.
+5'. a label range (an incremental build) takes its labels from *islands* (runs of buckets
+    whose gaps are at most ``M``), keeps those inside the range; the partials its frames
+    reach before the range ride along as rows of their own (a union, not a join) and are
+    dropped after framing.
 
 Engines with the ``rolling_frames`` capability (Polars: Ibis's Polars backend has no window
 functions) run the same metrics on the ``rolling`` plan: steps 1-2 and the finishing
@@ -155,7 +156,7 @@ def compile_metrics(feature: Feature, table: ir.Table, engine: Engine, labels: L
     for c in columns:
         if AGGREGATIONS[c.function].zero_when_empty:
             out = out.mutate(**{c.output_name: out[c.output_name].fill_null(0)})
-    label_ts = (out[_LABEL] * interval).as_timestamp("s").cast("timestamp('UTC', 6)")
+    label_ts = engine.from_epoch_seconds(out[_LABEL] * interval).cast("timestamp('UTC', 6)")
     schema = table.schema()
     values = {c.output_name: _explicit_cast(out[c.output_name], AGGREGATIONS[c.function].output_type(schema[c.field])) for c in columns}
     return out.select(*keys, **{ts: label_ts}, **values)
@@ -178,28 +179,17 @@ def _spread_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
 
 
 def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: list[str], labels: LabelRange | None = None) -> ir.Table:
-    """Steps 3'-4': islands of event buckets -> the W3 labels -> RANGE window frames."""
-    import ibis
-
+    """Steps 3'-5': the W3 labels with the partials before them -> RANGE window frames."""
     interval = feature.interval_seconds
     assert interval is not None  # metric features require an interval (checked when declared)
     columns = feature.metric_columns
     max_offsets = feature.max_window_seconds // interval
     partials = _partials(events, keys, fields, columns)
-
-    by_bucket = ibis.window(group_by=keys, order_by=_BUCKET)
-    previous = partials[_BUCKET].lag().over(by_bucket)
-    starts = partials.mutate(**{_ISLAND: ibis.ifelse(previous.isnull() | (partials[_BUCKET] - previous > max_offsets), 1, 0)})
-    numbered = starts.mutate(**{_ISLAND: starts[_ISLAND].sum().over(ibis.window(group_by=keys, order_by=_BUCKET, rows=(None, 0)))})
-    islands = numbered.group_by([*keys, _ISLAND]).aggregate(first=numbered[_BUCKET].min(), last=numbered[_BUCKET].max())
-    shifted = partials.mutate(**{_BUCKET: partials[_BUCKET] + 1})  # bucket k-1 is known at label k
-    values = [c for c in shifted.columns if c not in keys and c != _BUCKET]
+    values = [c for c in partials.columns if c not in keys and c != _BUCKET]
     if labels is not None and labels.start is not None:
-        rows = _labels_in_range(islands, shifted, keys, values, labels, interval, max_offsets)
+        rows = _labels_in_range(_islands(partials, keys, max_offsets), partials, keys, values, labels, interval, max_offsets)
     else:
-        spine = islands.select(*keys, **{_LABEL: ibis.range(islands["first"] + 1, islands["last"] + max_offsets + 1).unnest()})
-        joined = spine.left_join(shifted, [*keys, spine[_LABEL] == shifted[_BUCKET]])
-        rows = joined.select(*keys, _LABEL, *values)
+        rows = _labels_after_buckets(partials, keys, values, max_offsets)
     # Each (partial, window) frame once: mean shares the frames of sum and count.
     frames: dict[str, ir.Value] = {}
     for c in columns:
@@ -231,7 +221,37 @@ def _rolling_plan(feature: Feature, events: ir.Table, keys: list[str], fields: l
     return rolled.select(*keys, _LABEL, **{c.output_name: _from_frames(rolled, c) for c in columns})
 
 
-def _labels_in_range(islands: ir.Table, shifted: ir.Table, keys: list[str], values: list[str], labels: LabelRange, interval: int, max_offsets: int) -> ir.Table:
+def _labels_after_buckets(partials: ir.Table, keys: list[str], values: list[str], max_offsets: int) -> ir.Table:
+    """Every W3 label once, with the partials of the bucket before it (nulls if none).
+
+    Label ``k`` is owned by the newest bucket ``b < k`` holding events; it is a W3 label when
+    ``k - b <= M``. So each bucket emits the labels ``b+1 .. min(b+M, next bucket)``, and the
+    first of them, ``b+1``, carries ``b``'s partials. One pass over the partials in bucket
+    order and an unnest: no islands to aggregate and no join of labels to partials.
+    """
+    import ibis
+
+    following = partials[_BUCKET].lead().over(ibis.window(group_by=keys, order_by=_BUCKET))
+    gap = following - partials[_BUCKET]
+    reach = partials.mutate(**{_OFFSET: ibis.ifelse(following.isnull() | (gap > max_offsets), max_offsets, gap)})
+    steps = reach.select(*keys, _BUCKET, *values, **{_OFFSET: ibis.range(1, reach[_OFFSET] + 1).unnest()})
+    first = steps[_OFFSET] == 1
+    nulls = {name: ibis.ifelse(first, steps[name], ibis.null().cast(steps[name].type())) for name in values}
+    return steps.select(*keys, **{_LABEL: steps[_BUCKET] + steps[_OFFSET]}, **nulls)
+
+
+def _islands(partials: ir.Table, keys: list[str], max_offsets: int) -> ir.Table:
+    """Per key, the runs of event buckets whose gaps are at most ``M`` (step 3')."""
+    import ibis
+
+    by_bucket = ibis.window(group_by=keys, order_by=_BUCKET)
+    previous = partials[_BUCKET].lag().over(by_bucket)
+    starts = partials.mutate(**{_ISLAND: ibis.ifelse(previous.isnull() | (partials[_BUCKET] - previous > max_offsets), 1, 0)})
+    numbered = starts.mutate(**{_ISLAND: starts[_ISLAND].sum().over(ibis.window(group_by=keys, order_by=_BUCKET, rows=(None, 0)))})
+    return numbered.group_by([*keys, _ISLAND]).aggregate(first=numbered[_BUCKET].min(), last=numbered[_BUCKET].max())
+
+
+def _labels_in_range(islands: ir.Table, partials: ir.Table, keys: list[str], values: list[str], labels: LabelRange, interval: int, max_offsets: int) -> ir.Table:
     """The rows the frames of an incremental build need: the W3 labels inside the range
     (with null partials) and, as separate rows, the partials those labels' frames reach.
 
@@ -253,6 +273,7 @@ def _labels_in_range(islands: ir.Table, shifted: ir.Table, keys: list[str], valu
     if last_label is not None:
         stop = ibis.least(stop, last_label)
     spine = wanted.select(*keys, **{_LABEL: ibis.range(ibis.greatest(wanted["first"] + 1, first_label), stop).unnest()})
+    shifted = partials.mutate(**{_BUCKET: partials[_BUCKET] + 1})  # bucket k-1 is known at label k
     nulls = {name: ibis.null().cast(shifted[name].type()) for name in values}
     spine = spine.select(*keys, _LABEL, **nulls, **{_SPINE: ibis.literal(True)})
     reached = shifted[_BUCKET] >= first_label - max_offsets + 1

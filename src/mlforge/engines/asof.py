@@ -6,8 +6,9 @@ of ``right`` with equal keys and ``right[time] <= base[label]``; rows without a 
 keep nulls, and ``base`` keeps its row count. Two plans:
 
 * ``window`` -- labels and events in one table per key, ordered by time (events first at
-  equal times), with the running max of event times: linear in labels + events; needs
-  window functions.
+  equal times); each event row holds its values in one struct, and each label row takes
+  the last non-null struct before it: linear in labels + events, one shuffle and sort of
+  both, and one join back to ``base`` by row id; needs window functions.
 * ``pairwise`` -- an equality join and a group-by: runs everywhere, at a cost of
   labels x events per key.
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 _ASOF = "__mlforge_asof_ts"
 _TIME = "__mlforge_time"
 _IS_LABEL = "__mlforge_is_label"
+_VALUES = "__mlforge_values"
+_ROW = "__mlforge_found_row"
 
 
 @dataclass(frozen=True)
@@ -69,22 +72,26 @@ def native(base: ir.Table, right: ir.Table, join: AsofJoin) -> ir.Table:
 
 
 def window(base: ir.Table, right: ir.Table, join: AsofJoin) -> ir.Table:
-    """The linear plan with a running max over time (engines with window functions)."""
+    """The linear plan: the newest event's values carried forward in time (engines with
+    window functions)."""
     import ibis
 
+    events = join.usable_events(right)
+    # A struct per event, so a null value of the newest event stays null instead of letting
+    # an older event's value through (``last`` skips null structs, not null fields).
+    carried = ibis.struct({name: events[name] for name in join.values})
+    events = events.select(*join.right_keys, **{_TIME: events[join.time], join.row: ibis.null("int64"), _IS_LABEL: ibis.literal(0, "int8"), _VALUES: carried})
     labels = join.usable_labels(base)
     labels = labels.select(
         **{rk: labels[k] for k, rk in zip(join.left_keys, join.right_keys, strict=True)},
-        **{_TIME: labels[join.label], join.row: labels[join.row].cast("int64"), _ASOF: ibis.null("timestamp(6)"), _IS_LABEL: ibis.literal(1, "int8")},
+        **{_TIME: labels[join.label], join.row: labels[join.row].cast("int64"), _IS_LABEL: ibis.literal(1, "int8"), _VALUES: ibis.null(carried.type())},
     )
-    events = join.usable_events(right)
-    events = events.select(
-        *join.right_keys, **{_TIME: events[join.time], join.row: ibis.null("int64"), _ASOF: events[join.time], _IS_LABEL: ibis.literal(0, "int8")}
-    )
-    both = labels.union(events, distinct=False)
+    both = events.union(labels, distinct=False)
     running = ibis.cumulative_window(group_by=list(join.right_keys), order_by=[both[_TIME], both[_IS_LABEL]])
-    both = both.mutate(**{_ASOF: both[_ASOF].max().over(running)})
-    return _newest_rows(base, right, join, both.filter(both[_IS_LABEL] == 1).select(join.row, _ASOF))
+    both = both.mutate(**{_VALUES: both[_VALUES].last(include_null=False).over(running)})
+    found = both.filter(both[_IS_LABEL] == 1)
+    found = found.select(**{_ROW: found[join.row]}, **{name: found[_VALUES][name] for name in join.values})
+    return base.left_join(found, base[join.row] == found[_ROW]).select(*base.columns, *join.values)
 
 
 def pairwise(base: ir.Table, right: ir.Table, join: AsofJoin) -> ir.Table:

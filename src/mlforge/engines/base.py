@@ -204,6 +204,10 @@ class Engine:
 
         return cast("ir.IntegerValue", col.delta(ibis.timestamp("1970-01-01 00:00:00"), unit="second").cast("int64"))
 
+    def from_epoch_seconds(self, col: ir.IntegerValue) -> ir.TimestampValue:
+        """The instant ``col`` whole seconds after the epoch (grid labels, W7)."""
+        return col.as_timestamp("s")
+
     def sha256_hex(self, col: ir.StringValue) -> ir.StringValue:
         return col.hexdigest("sha256")
 

@@ -134,6 +134,18 @@ class PySparkEngine(Engine):
         micros = col.delta(ibis.timestamp("1970-01-01 00:00:00"), unit="microsecond")
         return cast("ir.IntegerValue", (micros // 1_000_000).cast("int64"))
 
+    def from_epoch_seconds(self, col: ir.IntegerValue) -> ir.TimestampValue:
+        # Ibis spells it TO_TIMESTAMP(FROM_UNIXTIME(...)): a string formatted and parsed back
+        # for every output row; timestamp_seconds is arithmetic.
+        import ibis
+        import ibis.expr.datatypes as dt
+
+        @ibis.udf.scalar.builtin(name="timestamp_seconds", signature=((dt.int64,), dt.timestamp))
+        def timestamp_seconds(seconds):  # type: ignore[empty-body]
+            ...
+
+        return cast("ir.TimestampValue", timestamp_seconds(col))
+
     def parse_timestamp(self, col: ir.StringValue, fmt: str) -> ir.TimestampValue:
         # Ibis's own translation leaves letters such as the ISO 'T' unquoted and turns %z
         # into 'Z', which rejects "+05:30"; translate the strftime codes here instead.

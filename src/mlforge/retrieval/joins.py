@@ -70,7 +70,7 @@ def _join_feature(base: ir.Table, plan: Plan, engine: Engine, point_in_time: boo
         if grid not in base.columns:
             seconds = engine.epoch_seconds(base[_LABEL])
             grid_seconds = cast("ir.IntegerValue", (seconds // plan.interval) * plan.interval)
-            base = base.mutate(**{grid: grid_seconds.as_timestamp("s").cast(dt.Timestamp(scale=6))})
+            base = base.mutate(**{grid: engine.from_epoch_seconds(grid_seconds).cast(dt.Timestamp(scale=6))})
         joined = base.left_join(right, [*on(base, right), base[grid] == right[_TS]]).select(*base.columns, *plan.values)
         filled = {v: ibis.ifelse(joined[_LABEL].isnull(), joined[v], joined[v].fill_null(0)) for v in plan.values if v in plan.empty_zero}
         return joined.mutate(**filled) if filled else joined
