@@ -575,9 +575,8 @@ def test_missing_client_names_the_extra(monkeypatch, kind, module, extra):
 
 
 def test_month_files_are_the_same_whatever_the_row_order_of_the_table(tmp_path):  # contract S5
-    """An Arrow table sorted by month is written as slices, several files at once; an
-    unsorted one is streamed through the batch splitter. Both give one plain Parquet file
-    per month (``YYYY-MM.parquet``, ``untimed.parquet``), rows in table order per month."""
+    """A table sorted by month and a shuffled one give the same plain Parquet file per month
+    (``YYYY-MM.parquet``, ``untimed.parquet``), rows in table order per month."""
     from mlforge.engines.monthfiles import write_arrow_table
 
     months = [202401, 202401, 202402, 202403, 202403, None]

@@ -17,32 +17,14 @@ if TYPE_CHECKING:
 
 def write_arrow_table(table: pa.Table, data_dir: str, partition_by: str | None = None) -> None:
     """Write an Arrow table as one file, or one file per value of ``partition_by``
-    (engines without a native partitioned writer).
-
-    A table sorted by ``partition_by`` is written as slices, several files at once;
-    otherwise (a build's rows sorted by keys and timestamp) it is streamed through
-    :func:`write_partitioned_batches`, which keeps the extra memory to a few buffers.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
+    (engines without a native partitioned writer), streamed through
+    :func:`write_partitioned_batches`, which keeps the extra memory to a few buffers."""
     import pyarrow.parquet as pq
 
     if partition_by is None:
         pq.write_table(table, f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=ROW_GROUP_ROWS)
         return
-    runs = _runs(table.column(partition_by))
-    if runs is None:
-        write_partitioned_batches(table.to_batches(), table.schema, data_dir, partition_by)
-        return
-    stored = table.drop_columns([partition_by])
-
-    def write(run: tuple[Any, int, int]) -> None:
-        value, start, length = run
-        pq.write_table(stored.slice(start, length), f"{data_dir}/{partition_file(value)}", compression="zstd", row_group_size=ROW_GROUP_ROWS)
-
-    # pyarrow compresses a file on one thread and releases the GIL: files in parallel.
-    with ThreadPoolExecutor(max_workers=_WRITER_THREADS, thread_name_prefix="mlforge-writer") as pool:
-        list(pool.map(write, runs))
+    write_partitioned_batches(table.to_batches(), table.schema, data_dir, partition_by)
 
 
 def _runs(values: pa.Array | pa.ChunkedArray) -> list[tuple[Any, int, int]] | None:
