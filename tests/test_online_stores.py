@@ -92,6 +92,9 @@ def typed_table() -> pa.Table:
             "tags": pa.array([[1, 2], [], None], pa.list_(pa.int64())),
             "point": pa.array([{"x": 1, "y": 2.5}, None, {"x": None, "y": 0.0}]),
             "wait": pa.array([timedelta(seconds=90), None, timedelta(0)], pa.duration("us")),
+            # a struct whose fields look like the codec's own tagged values: still a struct
+            "lookalike": pa.array([{"$t": "ts", "v": "2024-01-02T00:00:00"}, None, {"$t": "map", "v": "x"}]),
+            "stamps": pa.array([[datetime(2024, 1, 2)], [], [None, datetime(2024, 1, 3, 4)]], pa.list_(pa.timestamp("us"))),
         }
     )
 
@@ -115,6 +118,15 @@ def test_values_round_trip_with_their_types(make_store):
     for got, expected in zip(rows, table.to_pylist(), strict=True):
         assert_same_typed(got, expected)
     assert type(rows[0]["whole_float"]) is float and type(rows[1]["count_7d"]) is int
+
+
+def test_a_column_named_like_the_codec_tag_is_refused_before_anything_is_written(make_store):
+    store = make_store()
+    table = pa.table({"user_id": [1, 2], "$t": ["a", "b"]})
+    with pytest.raises(OnlineStoreError, match=r"column named '\$t'") as caught:
+        store.write("tagged", ["user_id"], [table])
+    assert "rename the column" in caught.value.fix
+    assert store.read("tagged", [{"user_id": 1}, {"user_id": 2}]) == [None, None]
 
 
 def test_unknown_entities_are_none_not_errors(make_store):

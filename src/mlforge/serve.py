@@ -128,12 +128,21 @@ def entity_key(feature: Any, entity: dict[str, Any]) -> dict[str, Any]:
 # -- JSON rendering --------------------------------------------------------------------------
 def jsonable(value: Any) -> Any:
     """A stored value as JSON: timestamps ISO 8601 (naive ones are UTC, rule T1), NaN as null."""
+    kind = type(value)  # exact types first: this runs for every value of every answer
+    if kind in _PLAIN:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict:
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if kind is datetime:
+        return _iso_utc(value)
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, datetime):
-        return (value if value.tzinfo is not None else value.replace(tzinfo=_utc())).isoformat()
+        return _iso_utc(value)
     if isinstance(value, (date, dtime)):
         return value.isoformat()
     if isinstance(value, timedelta):
@@ -147,6 +156,14 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     return str(value)
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _iso_utc(value: datetime) -> str:
+    """A timestamp as ISO 8601; naive is UTC."""
+    return (value if value.tzinfo is not None else value.replace(tzinfo=_utc())).isoformat()
 
 
 def _utc() -> Any:

@@ -188,15 +188,19 @@ def encode_row(row: Mapping[str, Any]) -> str:
     >>> decode_row(encode_row(row)) == row
     True
     """
+    if TAG in row:
+        raise OnlineStoreError(
+            f"cannot store a row with a column named {TAG!r} in an online store: the name marks typed values in the stored JSON",
+            fix=f"rename the column {TAG!r} in the feature function",
+        )
     return json.dumps({str(k): _encode(v) for k, v in row.items()}, separators=(",", ":"), allow_nan=False)
 
 
 def decode_row(text: str | bytes) -> dict[str, Any]:
-    row = json.loads(text)
-    for column, value in row.items():
-        if type(value) in _CONTAINERS:  # only tagged values and lists need work
-            row[column] = _decode(value)
-    return row
+    """The row :func:`encode_row` stored. JSON's own parser calls :func:`_typed` on each
+    object it reads, innermost first; lists of plain values (a tail's columns) are never
+    walked in Python."""
+    return _READER.decode(text if type(text) is str else bytes(text).decode("utf-8"))
 
 
 def _encode(value: Any) -> Any:
@@ -223,6 +227,8 @@ def _encode(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {TAG: "b64", "v": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, Mapping):
+        if TAG in value:  # the reserved key as a map key: stored as pairs, read back as a dict
+            return {TAG: "pairs", "v": [[str(k), _encode(v)] for k, v in value.items()]}
         return {TAG: "map", "v": {str(k): _encode(v) for k, v in value.items()}}
     if isinstance(value, (list, tuple)):
         return [_encode(v) for v in value]
@@ -234,7 +240,6 @@ def _encode(value: Any) -> Any:
     )
 
 
-_CONTAINERS = (dict, list)
 _DECODERS = {
     "f": float,
     "ts": datetime.fromisoformat,
@@ -243,22 +248,25 @@ _DECODERS = {
     "td": lambda v: timedelta(microseconds=v),
     "dec": Decimal,
     "b64": base64.b64decode,
+    "map": lambda v: v,  # its inner object was read already
+    "pairs": dict,
 }
 
 
-def _decode(value: Any) -> Any:
-    if isinstance(value, list):
-        # A tail's columns are long lists of plain numbers: leave those as they are.
-        for item in value:
-            if type(item) in _CONTAINERS:
-                return [_decode(v) for v in value]
-        return value
-    if isinstance(value, dict):
-        tag = value.get(TAG)
-        if tag == "map":
-            return {k: _decode(v) for k, v in value["v"].items()}
-        return _DECODERS[tag](value["v"])
-    return value
+def _typed(obj: dict[str, Any]) -> Any:
+    """One JSON object as read: a tagged value becomes its Python value; any other object
+    (a row, a map's contents) stays as it is. A map holding the key ``$t`` is stored as
+    ``pairs``, so a stored object with a tag is always a tagged value."""
+    tag = obj.get(TAG)
+    if tag is None:
+        return obj
+    decoder = _DECODERS.get(tag) if type(tag) is str and len(obj) == 2 else None
+    if decoder is None or "v" not in obj:  # not ours: a map an earlier release stored as is
+        return obj
+    return decoder(obj["v"])
+
+
+_READER = json.JSONDecoder(object_hook=_typed)
 
 
 def ttl_seconds(ttl: Any, where: str) -> float | None:

@@ -34,6 +34,7 @@ a left-over of an older mlforge and reads as unknown.
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -228,14 +229,12 @@ def _metric_reading(publication: Publication, key: Mapping[str, Any], stored: Ma
     tail = stored.get(TAIL)
     if tail is None:  # a row of an older publish layout: not a value at any known time
         return _unknown(publication, key, at)
-    interval = int(tail["interval"])
-    label = (math.floor(at.timestamp()) // interval) * interval
+    label, label_time = grid_label(math.floor(at.timestamp()), int(tail["interval"]))
     labels = tail["labels"]
     at_label = bisect.bisect_left(labels, label)
     values = publication.empty_values
     if at_label < len(labels) and labels[at_label] == label:
         values.update({c: column[at_label] for c, column in tail["values"].items()})
-    label_time = datetime.fromtimestamp(label, tz=UTC)
     row = {k: stored.get(k, key.get(k)) for k in publication.keys}
     return Reading(values, label_time, True, _with_label(row, publication.timestamp, label_time, values))
 
@@ -244,9 +243,7 @@ def _unknown(publication: Publication, key: Mapping[str, Any], at: datetime) -> 
     """O2: an entity without rows reads as training gives it (W4 for metric features)."""
     if not publication.is_metric:
         return Reading(dict.fromkeys(publication.columns), None, False, None)
-    interval = publication.interval or 1  # a metric publication always has one
-    label = (math.floor(at.timestamp()) // interval) * interval
-    label_time = datetime.fromtimestamp(label, tz=UTC)
+    _, label_time = grid_label(math.floor(at.timestamp()), publication.interval or 1)  # a metric publication always has one
     values = publication.empty_values
     return Reading(values, label_time, False, _with_label(dict(key), publication.timestamp, label_time, values))
 
@@ -263,6 +260,18 @@ def _plain_reading(publication: Publication, stored: Mapping[str, Any], at: date
         return Reading(dict.fromkeys(columns), None, True, None)
     values = {c: stored.get(c) for c in columns}
     return Reading(values, stamp if isinstance(stamp, datetime) else None, True, dict(stored))
+
+
+@functools.lru_cache(maxsize=64)
+def grid_label(seconds: int, interval: int) -> tuple[int, datetime]:
+    """The grid label a read at ``seconds`` (epoch) falls on, as seconds and as a UTC
+    timestamp (rule O1). Cached: one lookup asks it for every entity of a feature.
+
+    >>> grid_label(90_000, 86_400)
+    (86400, datetime.datetime(1970, 1, 2, 0, 0, tzinfo=datetime.timezone.utc))
+    """
+    label = (seconds // interval) * interval
+    return label, datetime.fromtimestamp(label, tz=UTC)
 
 
 def _with_label(row: dict[str, Any], timestamp: str | None, label_time: datetime, values: Mapping[str, Any]) -> dict[str, Any]:
