@@ -334,7 +334,7 @@ def render(best: dict[str, dict], args: argparse.Namespace, info: dict, command:
         "the same joins as Ibis expressions and appends the feature columns to the caller's table. "
         "On Polars the as-of join is Polars' own `join_asof` on the sorted lazy frames (Ibis's "
         "lowering of it is wrong on unsorted input); on PySpark (no as-of join in Ibis) labels and events are "
-        "unioned per key and ordered by time, and a running max carries the newest event time forward.",
+        "unioned per key and ordered by time, and the newest event's values travel forward in a struct taken with `last(..., ignore nulls)`.",
         "",
         f"Load average (1 min) at start / end: {load[0]:.1f} / {load[1]:.1f} on {info['cpus']} CPUs -- the machine was "
         "shared; where the load exceeds the CPU count, wall time is inflated and CPU time is the fairer comparison.",

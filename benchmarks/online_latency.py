@@ -21,7 +21,10 @@ Part 1 (store reads, same process, same Redis, same data, interleaved). The data
 Part 2 (REST): the server runs through ``mlforge.serve.run`` in its own process; the load
 comes from another process (this script with ``--loadgen``), open loop: request ``i`` is
 sent at ``t0 + i / rps`` whatever happened before, and its latency is measured from that
-scheduled instant (no coordinated omission). Every request asks 1 entity x 3 features.
+scheduled instant (no coordinated omission). The requests ask 1 entity x 3 features
+(``POST /features/online``; at 200 rps with 1 and 2 workers, then at higher rates with 2
+workers to find where one server stops keeping up) and 100 entities x 3 features
+(``POST /features/batch``).
 
 A private ``redis-server`` (no persistence) is started on a free loopback port.
 """
@@ -183,7 +186,7 @@ def write_project(folder: Path, redis_port: int) -> None:
     (folder / "definitions.py").write_text("\n".join(body) + "\n")
 
 
-def bench_rest(redis_port: int, workers: int, requests: int, rps: float, entities: int, token: str) -> dict:
+def bench_rest(redis_port: int, workers: int, requests: int, rps: float, entities: int, token: str, batch: int = 1) -> dict:
     folder = Path(tempfile.mkdtemp(prefix="mlforge-bench-serve-"))
     write_project(folder, redis_port)
     port = free_port()
@@ -205,7 +208,7 @@ def bench_rest(redis_port: int, workers: int, requests: int, rps: float, entitie
         time.sleep(2.0 if workers > 1 else 0.2)
         cpu_before = server_cpu(server.pid)
         load = subprocess.run(
-            [sys.executable, __file__, "--loadgen", f"http://127.0.0.1:{port}", str(requests), str(rps), str(entities), token],
+            [sys.executable, __file__, "--loadgen", f"http://127.0.0.1:{port}", str(requests), str(rps), str(entities), token, str(batch)],
             capture_output=True, text=True, check=True,
         )
         report = json.loads(load.stdout.strip().splitlines()[-1])
@@ -218,6 +221,7 @@ def bench_rest(redis_port: int, workers: int, requests: int, rps: float, entitie
             server.kill()
         shutil.rmtree(folder, ignore_errors=True)
     report["workers"] = workers
+    report["batch"] = batch
     return report
 
 
@@ -275,7 +279,7 @@ class Connection:
             self.writer = None
 
 
-async def loadgen(url: str, requests: int, rps: float, entities: int, token: str) -> dict:
+async def loadgen(url: str, requests: int, rps: float, entities: int, token: str, batch: int = 1) -> dict:
     import random
     from urllib.parse import urlparse
 
@@ -285,9 +289,14 @@ async def loadgen(url: str, requests: int, rps: float, entities: int, token: str
     service: list[float] = []
     errors: dict[str, int] = {}
     connections = [Connection(parsed.hostname or "127.0.0.1", parsed.port or 80, token) for _ in range(SENDERS)]
-    payloads = [json.dumps({"features": FEATURES, "entity": {"user_id": f"u{rng.randrange(entities)}"}}).encode() for _ in range(requests)]
+    if batch == 1:
+        path = "/features/online"
+        payloads = [json.dumps({"features": FEATURES, "entity": {"user_id": f"u{rng.randrange(entities)}"}}).encode() for _ in range(requests)]
+    else:
+        path = "/features/batch"
+        payloads = [json.dumps({"features": FEATURES, "entities": [{"user_id": f"u{rng.randrange(entities)}"} for _ in range(batch)]}).encode() for _ in range(requests)]
     for conn in connections:  # warm-up, not measured: every connection once
-        await conn.post("/features/online", payloads[0])
+        await conn.post(path, payloads[0])
     start = time.perf_counter() + 0.1
     cursor = iter(range(requests))
 
@@ -301,7 +310,7 @@ async def loadgen(url: str, requests: int, rps: float, entities: int, token: str
                 await asyncio.sleep(delay)
             sent = time.perf_counter()
             try:
-                status, body = await conn.post("/features/online", payloads[i])
+                status, body = await conn.post(path, payloads[i])
                 if status != 200 or b'"user_spend":null' in body:
                     errors[str(status)] = errors.get(str(status), 0) + 1
             except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
@@ -331,8 +340,8 @@ def start_redis() -> tuple[subprocess.Popen, int]:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--loadgen":
-        url, requests, rps, entities, token = sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-        print(json.dumps(asyncio.run(loadgen(url, requests, rps, entities, token))))
+        url, requests, rps, entities, token, batch = sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
+        print(json.dumps(asyncio.run(loadgen(url, requests, rps, entities, token, batch))))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=20_000)
@@ -341,6 +350,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rps", type=float, default=200.0)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--sweep-rps", type=float, nargs="*", default=[500.0, 1000.0], help="higher rates of 1-entity requests, 2 workers, 10 s each")
+    parser.add_argument("--batch-size", type=int, default=100, help="entities per batch request")
+    parser.add_argument("--batch-rps", type=float, default=50.0)
+    parser.add_argument("--batch-requests", type=int, default=3_000)
     parser.add_argument("--skip-rest", action="store_true")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--no-readme", action="store_true", help="do not update the README section")
@@ -361,13 +374,17 @@ def main() -> None:
         for workers in [] if args.skip_rest else args.workers:
             out["rest"].append(bench_rest(port, workers, args.requests, args.rps, args.entities, "bench-token"))
             print(json.dumps(out["rest"][-1]), file=sys.stderr, flush=True)
+        runs = [] if args.skip_rest else [(2, int(rate * 10), rate, 1) for rate in args.sweep_rps] + [(w, args.batch_requests, args.batch_rps, args.batch_size) for w in args.workers]
+        for workers, requests, rate, batch in runs:
+            out["rest"].append(bench_rest(port, workers, requests, rate, args.entities, "bench-token", batch))
+            print(json.dumps(out["rest"][-1]), file=sys.stderr, flush=True)
     finally:
         redis_proc.terminate()
         redis_proc.wait(timeout=10)
     out["machine"]["loadavg_at_end"] = os.getloadavg()
     out["machine"]["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     out["machine"]["versions"] = versions()
-    out["settings"] = {k: getattr(args, k) for k in ("entities", "single_iters", "batch_iters", "requests", "rps", "workers")}
+    out["settings"] = {k: getattr(args, k) for k in ("entities", "single_iters", "batch_iters", "requests", "rps", "workers", "sweep_rps", "batch_size", "batch_rps", "batch_requests")}
     print(render(out))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
@@ -427,12 +444,11 @@ def readme_section(out: dict) -> str:
         rest_lines = render(out).splitlines()[10:]
         parts += [
             "**REST load test**: `mlforge.serve.run` in its own process (bearer token on); the load comes from a second process, "
-            f"open loop at a fixed {cfg.get('rps', 200):.0f} requests/s of `POST /features/online` with 1 entity x 3 features over "
-            f"{SENDERS} keep-alive connections. Latency counts from each request's *scheduled* send time, so queueing is not hidden.",
+            f"open loop at a fixed rate over {SENDERS} keep-alive connections: `POST /features/online` with 1 entity x 3 features, "
+            "and `POST /features/batch` with "
+            f"{cfg.get('batch_size', 100)} entities x 3 features. Latency counts from each request's *scheduled* send time, so queueing is not hidden.",
             "\n".join(line for line in rest_lines if line.startswith("|")),
-            f"Errors: {', '.join(str(r['errors']) for r in out['rest'])} (1 and 2 workers). The p99 tails come from CPU contention on "
-            "the shared machine (the server CPU per request above competes with a dozen other processes); with a second worker a "
-            "stalled worker no longer stalls every request.",
+            f"Errors: {', '.join(str(r['errors']) for r in out['rest'])} (in table order).",
         ]
     return "\n\n".join(parts)
 
@@ -452,10 +468,11 @@ def render(out: dict) -> str:
         s = out["store"][key]
         lines.append(f"| {label} | {s['p50_ms']:.3f} | {s['p99_ms']:.3f} | {s['n']} |")
     if out.get("rest"):
-        lines += ["", "| REST `POST /features/online` (1 entity x 3 features) | requests | achieved rps | p50 ms | p99 ms | max ms | errors | server CPU ms/request | load generator CPU ms/request |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["", "| REST request (x 3 features) | requests | achieved rps | p50 ms | p99 ms | max ms | errors | server CPU ms/request | load generator CPU ms/request |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in out["rest"]:
-            lat = r["latency"]
-            lines.append(f"| {r['workers']} worker(s), {r['target_rps']:.0f} rps open loop | {r['requests']} | {r['achieved_rps']:.1f} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['max_ms']:.1f} | {r['errors']} | {r['server_cpu_ms_per_request']:.2f} | {r['loadgen_cpu_ms_per_request']:.2f} |")
+            lat, batch = r["latency"], r.get("batch", 1)
+            what = "`/features/online`, 1 entity" if batch == 1 else f"`/features/batch`, {batch} entities"
+            lines.append(f"| {what}, {r['workers']} worker(s), {r['target_rps']:.0f} rps open loop | {r['requests']} | {r['achieved_rps']:.1f} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['max_ms']:.1f} | {r['errors']} | {r['server_cpu_ms_per_request']:.2f} | {r['loadgen_cpu_ms_per_request']:.2f} |")
         lines.append("")
         lines.append("Latency is measured from each request's scheduled send time (includes any queueing in the load generator).")
     return "\n".join(lines)
