@@ -200,7 +200,7 @@ def decode_row(text: str | bytes) -> dict[str, Any]:
     """The row :func:`encode_row` stored. JSON's own parser calls :func:`_typed` on each
     object it reads, innermost first; lists of plain values (a tail's columns) are never
     walked in Python."""
-    return _READER.decode(text if type(text) is str else bytes(text).decode("utf-8"))
+    return _READER.decode(text if isinstance(text, str) else text.decode("utf-8"))
 
 
 def _encode(value: Any) -> Any:
