@@ -224,3 +224,21 @@ def test_delete_removes_entities_and_ignores_absent_ones(make_store):
     assert store.delete("gone", [{"user_id": 1}, {"user_id": "3"}, {"user_id": 99}]) == 3
     assert store.read("gone", [{"user_id": 1}, {"user_id": 2}, {"user_id": 3}]) == [None, {"user_id": 2, "n": 2}, None]
     assert store.delete("never_written", [{"user_id": 1}]) == 1
+
+
+def test_a_tail_round_trips_row_by_row_with_its_types(make_store):
+    # contract O2 for published metric values: each tail row reads back equal and same-typed
+    from mlforge.online.base import TAIL, Tail
+
+    store = make_store()
+    table = typed_table()
+    columns = [c for c in table.column_names if c != "user_id"]
+    rows = [[row[c] for c in columns] for row in table.to_pylist()]
+    tail = Tail(86400, [0, 86400, 172800], columns, rows=rows)
+    store.write("tails", ["user_id"], [{"user_id": 7, TAIL: tail}, {"user_id": 8, TAIL: Tail(86400, [], columns, rows=[])}])
+    got, empty = store.read("tails", [{"user_id": 7}, {"user_id": 8}])
+    assert got["user_id"] == 7 and got[TAIL].labels == [0, 86400, 172800]
+    for index, expected in enumerate(table.to_pylist()):
+        assert_same_typed({"user_id": expected["user_id"], **got[TAIL].row(index)}, expected)
+    assert got[TAIL]["values"]["count_7d"] == [0, 5, None]
+    assert empty[TAIL].labels == [] and empty[TAIL]["values"] == {c: [] for c in columns}

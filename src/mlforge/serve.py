@@ -162,8 +162,19 @@ _PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def _iso_utc(value: datetime) -> str:
-    """A timestamp as ISO 8601; naive is UTC."""
-    return (value if value.tzinfo is not None else value.replace(tzinfo=_utc())).isoformat()
+    """A timestamp as ISO 8601; naive is UTC. The few last rendered are kept by identity: a
+    batch answer gives every entity of a metric feature the same grid label object."""
+    seen = _RECENT_ISO.get(id(value))
+    if seen is not None and seen[0] is value:
+        return seen[1]
+    text = (value if value.tzinfo is not None else value.replace(tzinfo=_utc())).isoformat()
+    if len(_RECENT_ISO) >= 16:
+        _RECENT_ISO.clear()
+    _RECENT_ISO[id(value)] = (value, text)  # holding the object keeps its id from being reused
+    return text
+
+
+_RECENT_ISO: dict[int, tuple[datetime, str]] = {}
 
 
 def _utc() -> Any:

@@ -33,6 +33,19 @@ Python type (O2)::
     dict      {"$t": "map", "v": {...}}     (struct / map columns; keeps "$t" unambiguous)
 
 Lists are JSON arrays of encoded items.
+
+**Tails.** The value of a metric feature's entity holds its :class:`Tail` under the column
+``__mlforge_tail``: the grid labels and one row of values per label. It is written with one
+row per line, so the text stays plain JSON for any reader and a read at a time ``T`` parses
+only the head (keys, interval, labels, column names) and the one row it needs::
+
+    {"user_id":42,"__mlforge_tail":{"interval":86400,"labels":[1704412800,1704499200],"columns":["spend_7d","n_7d"],"rows":[
+    [12.5,2],
+    [3.0,1]
+    ]}}
+
+Compact JSON has no other line break (one inside a string is written ``\\n``), so splitting
+the text at line breaks finds the rows.
 """
 
 from __future__ import annotations
@@ -54,6 +67,8 @@ if TYPE_CHECKING:
 KEY_SEPARATOR = "\x1f"
 NULL_TEXT = "\\N"
 TAG = "$t"
+#: The column of a stored metric value holding its :class:`Tail`.
+TAIL = "__mlforge_tail"
 
 
 @dataclass(frozen=True)
@@ -193,14 +208,91 @@ def encode_row(row: Mapping[str, Any]) -> str:
             f"cannot store a row with a column named {TAG!r} in an online store: the name marks typed values in the stored JSON",
             fix=f"rename the column {TAG!r} in the feature function",
         )
-    return json.dumps({str(k): _encode(v) for k, v in row.items()}, separators=(",", ":"), allow_nan=False)
+    tail = row.get(TAIL)
+    if not isinstance(tail, Tail):
+        return _dumps({str(k): _encode(v) for k, v in row.items()})
+    head = _dumps({str(k): _encode(v) for k, v in row.items() if k != TAIL})
+    lines = ",\n".join(_dumps([_encode(v) for v in values]) for values in tail.rows())
+    spec = _dumps({"interval": tail.interval, "labels": tail.labels, "columns": tail.columns})
+    return f'{head[:-1]}{"," if len(head) > 2 else ""}"{TAIL}":{spec[:-1]},"rows":[' + (f"\n{lines}" if lines else "") + _TAIL_END
 
 
 def decode_row(text: str | bytes) -> dict[str, Any]:
     """The row :func:`encode_row` stored. JSON's own parser calls :func:`_typed` on each
-    object it reads, innermost first; lists of plain values (a tail's columns) are never
-    walked in Python."""
-    return _READER.decode(text if isinstance(text, str) else text.decode("utf-8"))
+    object it reads, innermost first; lists of plain values are never walked in Python.
+    A tail's rows stay text until one is asked for (:meth:`Tail.row`)."""
+    text = text if isinstance(text, str) else text.decode("utf-8")
+    if not text.endswith(_TAIL_END):
+        return _READER.decode(text)
+    lines = text.split("\n")
+    row = _READER.decode(lines[0] + lines[-1])
+    spec = row[TAIL]
+    row[TAIL] = Tail(spec["interval"], spec["labels"], spec["columns"], lines=lines[1:-1])
+    return row
+
+
+_TAIL_END = "\n]}}"
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+class Tail(Mapping[str, Any]):
+    """The tail of one entity of a metric feature: grid labels (epoch seconds, ascending)
+    and one row of values per label, in ``columns`` order.
+
+    Read as a mapping it is ``{"interval", "labels", "values"}`` with ``values`` column-wise
+    (``{column: [value per label]}``); :meth:`row` decodes a single row, which is what a
+    read at one time needs.
+
+    >>> tail = Tail(86400, [0, 86400], ["n_2d"], rows=[[1], [2]])
+    >>> decode_row(encode_row({"k": "a", TAIL: tail}))[TAIL] == tail
+    True
+    >>> decode_row(encode_row({"k": "a", TAIL: tail}))[TAIL].row(1)
+    {'n_2d': 2}
+    """
+
+    __slots__ = ("_lines", "_rows", "columns", "interval", "labels")
+
+    def __init__(self, interval: int, labels: list[int], columns: list[str], *, rows: list[list[Any]] | None = None, lines: list[str] | None = None):
+        self.interval, self.labels, self.columns = int(interval), labels, list(columns)
+        self._rows, self._lines = rows, lines
+
+    def row(self, index: int) -> dict[str, Any]:
+        """The values of label ``labels[index]``, by column."""
+        return dict(zip(self.columns, self._values(index), strict=True))
+
+    def rows(self) -> list[list[Any]]:
+        """Every row's values, label by label."""
+        if self._rows is None:
+            self._rows = [self._values(i) for i in range(len(self._lines or ()))]
+        return self._rows
+
+    def _values(self, index: int) -> list[Any]:
+        if self._rows is not None:
+            return self._rows[index]
+        line = (self._lines or ())[index]
+        return _READER.decode(line[:-1] if line.endswith(",") else line)
+
+    def __getitem__(self, name: str) -> Any:
+        if name == "interval":
+            return self.interval
+        if name == "labels":
+            return self.labels
+        if name == "values":
+            rows = self.rows()
+            return {c: [r[i] for r in rows] for i, c in enumerate(self.columns)}
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("interval", "labels", "values"))
+
+    def __len__(self) -> int:
+        return 3
+
+    def __repr__(self) -> str:
+        return f"Tail(interval={self.interval}, labels={self.labels}, values={self['values']})"
 
 
 def _encode(value: Any) -> Any:

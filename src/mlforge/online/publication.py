@@ -7,14 +7,17 @@ can take:
 
 * **metric feature** -- the entity's *tail*: its grid rows labelled at or after the
   watermark (at most ``max_window / interval`` rows; later labels are past its windows),
-  stored as ONE value, column-wise, so a read is still one key lookup::
+  stored as ONE value, so a read is still one key lookup: a :class:`~mlforge.online.base.Tail`
+  of the labels (epoch seconds) and one row of values per label, written a row per line
+  (see :mod:`mlforge.online.base`) so a read decodes only the row it takes::
 
-      {"user_id": 42, "__mlforge_tail": {"interval": 86400,
-                                         "labels": [1704412800, 1704499200],   # epoch seconds
-                                         "values": {"spend_7d": [12.5, 3.0], "n_7d": [2, 1]}}}
+      {"user_id": 42, "__mlforge_tail": Tail(interval=86400,
+                                             labels=[1704412800, 1704499200],
+                                             values={"spend_7d": [12.5, 3.0], "n_7d": [2, 1]})}
 
   A read at ``T`` takes the row labelled ``floor(T / interval) * interval``; a label the
   tail lacks has empty windows (rule W4: count and sum 0, the rest null), as in training.
+  Values of format 1 held the tail column-wise in plain JSON; they still read.
 * **other features** -- the newest row of the entity (timestamp at or before the
   watermark), as stored offline. A read at ``T`` ignores it when its timestamp is older
   than ``T - ttl`` (rule O4).
@@ -44,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlforge.definitions.durations import parse_duration
 from mlforge.errors import OnlineStoreError, RetrievalError
+from mlforge.online.base import TAIL, Tail
 from mlforge.records import VersionRecord
 
 if TYPE_CHECKING:
@@ -51,10 +55,9 @@ if TYPE_CHECKING:
 
 #: The pseudo-feature holding one publication record per feature, keyed by ``feature``.
 PUBLICATIONS = "mlforge.publications"
-#: The column of a stored metric value holding its tail.
-TAIL = "__mlforge_tail"
-#: Format of the record and of the tail; a reader refuses a newer one.
-FORMAT = 1
+#: Format of the record and of the tail; a reader refuses a newer one. 2: tails are a
+#: row per line (:class:`~mlforge.online.base.Tail`); 1: column-wise JSON, still read.
+FORMAT = 2
 #: W4: these aggregations read 0 for an empty window, the others null.
 EMPTY_IS_ZERO = frozenset({"count", "sum"})
 
@@ -164,11 +167,11 @@ def tail_value(key: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], timest
 
     >>> from datetime import datetime, UTC
     >>> row = {"ts": datetime(2024, 1, 5, tzinfo=UTC), "n_2d": 1}
-    >>> tail_value({"user_id": "a"}, [row], "ts", ["n_2d"], 86400)["__mlforge_tail"]["labels"]
-    [1704412800]
+    >>> tail_value({"user_id": "a"}, [row], "ts", ["n_2d"], 86400)["__mlforge_tail"]
+    Tail(interval=86400, labels=[1704412800], values={'n_2d': [1]})
     """
     labels = [epoch_seconds(r[timestamp]) for r in rows]
-    return {**key, TAIL: {"interval": interval, "labels": labels, "values": {c: [r.get(c) for r in rows] for c in columns}}}
+    return {**key, TAIL: Tail(interval, labels, list(columns), rows=[[r.get(c) for c in columns] for r in rows])}
 
 
 def epoch_seconds(instant: datetime) -> int:
@@ -229,12 +232,15 @@ def _metric_reading(publication: Publication, key: Mapping[str, Any], stored: Ma
     tail = stored.get(TAIL)
     if tail is None:  # a row of an older publish layout: not a value at any known time
         return _unknown(publication, key, at)
-    label, label_time = grid_label(math.floor(at.timestamp()), int(tail["interval"]))
-    labels = tail["labels"]
+    interval, labels = (tail.interval, tail.labels) if isinstance(tail, Tail) else (int(tail["interval"]), tail["labels"])
+    label, label_time = grid_label(math.floor(at.timestamp()), interval)
     at_label = bisect.bisect_left(labels, label)
     values = publication.empty_values
     if at_label < len(labels) and labels[at_label] == label:
-        values.update({c: column[at_label] for c, column in tail["values"].items()})
+        if isinstance(tail, Tail):
+            values.update(tail.row(at_label))
+        else:  # format 1: columns of plain JSON
+            values.update({c: column[at_label] for c, column in tail["values"].items()})
     row = {k: stored.get(k, key.get(k)) for k in publication.keys}
     return Reading(values, label_time, True, _with_label(row, publication.timestamp, label_time, values))
 

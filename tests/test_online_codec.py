@@ -1,0 +1,47 @@
+"""The stored text of a published metric value (the tail layout of mlforge.online.base)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from mlforge.online.base import TAIL, Tail, decode_row, encode_row
+from mlforge.online.publication import Publication, value_at
+
+DAY = 86400
+
+
+def test_a_tail_is_plain_json_with_one_row_per_line():
+    tail = Tail(DAY, [0, DAY], ["n_2d", "note"], rows=[[1, "a\nb"], [2, "]}}"]])
+    text = encode_row({"user_id": "u1", TAIL: tail})
+    # any JSON reader reads it; a newline inside a value stays escaped, so lines are rows
+    assert json.loads(text) == {"user_id": "u1", TAIL: {"interval": DAY, "labels": [0, DAY], "columns": ["n_2d", "note"], "rows": [[1, "a\nb"], [2, "]}}"]]}}
+    assert text.count("\n") == 3
+    stored = decode_row(text)[TAIL]
+    assert stored.row(0) == {"n_2d": 1, "note": "a\nb"} and stored.row(1) == {"n_2d": 2, "note": "]}}"}
+
+
+def test_a_plain_row_ending_like_a_tail_is_still_a_plain_row():
+    row = {"user_id": "u1", "note": "\n]}}"}
+    assert decode_row(encode_row(row)) == row
+
+
+def test_a_value_of_the_earlier_column_wise_layout_still_reads_at_a_time():
+    # format 1 (mlforge 0.8.0 before this layout): the tail's values column by column
+    text = json.dumps({"user_id": "u1", TAIL: {"interval": DAY, "labels": [0, DAY], "values": {"n_2d": [1, 2]}}})
+    publication = Publication("f", "1.0.0", ("user_id",), "ts", DAY, None, 0, ("n_2d",), (("n_2d", 0),))
+    reading = value_at(publication, {"user_id": "u1"}, decode_row(text), datetime(1970, 1, 2, 5, tzinfo=UTC), published=True)
+    assert reading.values == {"n_2d": 2} and reading.known
+    later = value_at(publication, {"user_id": "u1"}, decode_row(text), datetime(1970, 1, 9, tzinfo=UTC), published=True)
+    assert later.values == {"n_2d": 0}  # past the tail: empty windows (W4)
+
+
+def test_a_record_of_format_1_is_read_and_a_newer_format_is_refused():
+    import pytest
+
+    from mlforge.errors import OnlineStoreError
+
+    row = Publication("f", "1.0.0", ("user_id",), "ts", DAY, None, 0, ("n_2d",)).to_row()
+    assert Publication.from_row({**row, "format": 1}).format == 1
+    with pytest.raises(OnlineStoreError, match="newer than this mlforge reads"):
+        Publication.from_row({**row, "format": 99})
