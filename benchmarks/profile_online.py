@@ -6,9 +6,9 @@
 Starts a private ``redis-server`` on a free loopback port, fills it as
 ``online_latency.py`` does (tails of published metric features, one plain feature, their
 publication records), then times ``mlforge.retrieval.online.lookup`` of ``--entities``
-random entities of the three features plus rendering the answer to JSON (``serve.jsonable``
-and ``json.dumps``), after warm-up calls. CPU time is this process's only (Redis is a
-separate process); run it against two checkouts with ``PYTHONPATH=<checkout>/src`` to
+random entities of the three features plus rendering the answer to JSON with
+``serve.render_json``, as the server answers, after warm-up calls. CPU time is this
+process's only (Redis is a separate process); run it against two checkouts with ``PYTHONPATH=<checkout>/src`` to
 compare them.
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime as dt
-import json
 import pstats
 import random
 import sys
@@ -38,7 +37,7 @@ def main() -> None:
     from mlforge.online.publication import Publication
     from mlforge.online.redis import RedisStore
     from mlforge.retrieval.online import lookup
-    from mlforge.serve import jsonable
+    from mlforge.serve import render_json
 
     proc, port = ol.start_redis()
     try:
@@ -54,12 +53,12 @@ def main() -> None:
             readings = lookup(store, stand_ins, {f: [{"user_id": u} for u in uids] for f in ol.FEATURES}, at)
             answer = [
                 {
-                    "features": {f: jsonable(readings[f][i].row) for f in ol.FEATURES},
-                    "metadata": {f: {"label_time": jsonable(readings[f][i].label_time), "known": readings[f][i].known} for f in ol.FEATURES},
+                    "features": {f: readings[f][i].row for f in ol.FEATURES},
+                    "metadata": {f: {"label_time": readings[f][i].label_time, "known": readings[f][i].known} for f in ol.FEATURES},
                 }
                 for i in range(len(uids))
             ]
-            json.dumps(answer)
+            render_json(answer)
 
         for _ in range(20):
             one()

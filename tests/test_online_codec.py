@@ -45,3 +45,14 @@ def test_a_record_of_format_1_is_read_and_a_newer_format_is_refused():
     assert Publication.from_row({**row, "format": 1}).format == 1
     with pytest.raises(OnlineStoreError, match="newer than this mlforge reads"):
         Publication.from_row({**row, "format": 99})
+
+
+def test_integers_past_64_bits_keep_their_value_and_type():
+    for value in (2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**30):
+        got = decode_row(encode_row({"k": "a", "n": value, "ns": [value, 1]}))
+        assert got == {"k": "a", "n": value, "ns": [value, 1]} and type(got["n"]) is int
+
+
+def test_a_string_that_looks_like_the_tag_stays_a_string():
+    row = {"k": '"$t"', "note": '{"$t": "ts", "v": "2024-01-01"}'}
+    assert decode_row(encode_row(row)) == row

@@ -212,7 +212,7 @@ def test_an_unexpected_error_is_a_bare_500(monkeypatch):
     def broken(value):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(mlforge.serve, "jsonable", broken)
+    monkeypatch.setattr(mlforge.serve, "render_json", broken)
     store = MemoryStore()
     store.write("user_spend", ["user_id"], [{"user_id": "u1", "n_7d": 1}])
     defs = mlf.Definitions("broken", [user_spend], offline_store=mlf.LocalStore("unused-store"), online_store=store)

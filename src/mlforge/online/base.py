@@ -30,6 +30,7 @@ Python type (O2)::
     Decimal   {"$t": "dec", "v": "1.10"}
     bytes     {"$t": "b64", "v": "<base64>"}
     nan/±inf  {"$t": "f", "v": "nan" | "inf" | "-inf"}
+    int past 64 bits  {"$t": "int", "v": "<decimal digits>"}
     dict      {"$t": "map", "v": {...}}     (struct / map columns; keeps "$t" unambiguous)
 
 Lists are JSON arrays of encoded items.
@@ -58,6 +59,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+import orjson
 
 from mlforge.errors import OnlineStoreError
 
@@ -223,9 +226,9 @@ def decode_row(text: str | bytes) -> dict[str, Any]:
     A tail's rows stay text until one is asked for (:meth:`Tail.row`)."""
     text = text if isinstance(text, str) else text.decode("utf-8")
     if not text.endswith(_TAIL_END):
-        return _READER.decode(text)
+        return _loads(text)
     lines = text.split("\n")
-    row = _READER.decode(lines[0] + lines[-1])
+    row = _loads(lines[0] + lines[-1])
     spec = row[TAIL]
     row[TAIL] = Tail(spec["interval"], spec["labels"], spec["columns"], lines=lines[1:-1])
     return row
@@ -273,7 +276,7 @@ class Tail(Mapping[str, Any]):
         if self._rows is not None:
             return self._rows[index]
         line = (self._lines or ())[index]
-        return _READER.decode(line[:-1] if line.endswith(",") else line)
+        return _loads(line[:-1] if line.endswith(",") else line)
 
     def __getitem__(self, name: str) -> Any:
         if name == "interval":
@@ -299,7 +302,9 @@ def _encode(value: Any) -> Any:
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
-        return int(value)  # IntEnum and friends become plain ints
+        if -(2**63) <= value < 2**64:
+            return int(value)  # IntEnum and friends become plain ints
+        return {TAG: "int", "v": str(value)}  # past 64 bits: orjson would read a float
     if isinstance(value, float):
         if math.isfinite(value):
             return float(value)
@@ -334,6 +339,7 @@ def _encode(value: Any) -> Any:
 
 _DECODERS = {
     "f": float,
+    "int": int,
     "ts": datetime.fromisoformat,
     "date": date.fromisoformat,
     "time": time.fromisoformat,
@@ -359,6 +365,21 @@ def _typed(obj: dict[str, Any]) -> Any:
 
 
 _READER = json.JSONDecoder(object_hook=_typed)
+
+
+def _loads(text: str) -> Any:
+    """JSON text as stored: orjson where nothing is tagged (most values: 2-4x faster), the
+    standard parser with :func:`_typed` on each object otherwise. A text without the tag
+    name holds no tagged value. Integers past 64 bits, which orjson would read as floats,
+    are written tagged (values written before 0.8.0's tail layout may hold them untagged:
+    re-publish those)."""
+    if TAG_TEXT not in text:
+        return orjson.loads(text)
+    return _READER.decode(text)
+
+
+#: How the tag name appears in stored JSON (json.dumps writes it this way, unescaped).
+TAG_TEXT = f'"{TAG}"'
 
 
 def ttl_seconds(ttl: Any, where: str) -> float | None:
