@@ -62,7 +62,7 @@ from mlforge.definitions.names import check_name
 from mlforge.errors import ConfigError, MlforgeError, OnlineStoreError, missing_extra, redact
 from mlforge.online.publication import Publication, read_time
 from mlforge.publishing import OnlinePublish, publish_latest
-from mlforge.retrieval.online import lookup
+from mlforge.retrieval.online import lookup, lookup_async
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +336,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         at = read_time(body.at)
         entity = body.entity if body.entity is not None else body.entity_keys
         assert entity is not None  # one_entity
-        results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, [entity], at)
+        results = await _lookup(defs, store, stand_ins, metrics, body.features, [entity], at)
         answer = {"entity": entity, "at": at.isoformat(), **results[0]}
         if body.entity_keys is None:
             return JSONResponse(answer)
@@ -348,7 +348,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         entities = body.entities if body.entities is not None else body.entity_keys
         assert entities is not None  # one_list
         _within(entities, limit)
-        results = await run_in_threadpool(_lookup, defs, store, stand_ins, metrics, body.features, entities, at)
+        results = await _lookup(defs, store, stand_ins, metrics, body.features, entities, at)
         if body.entity_keys is None:
             return JSONResponse({"at": at.isoformat(), "results": [{"entity": e, **r} for e, r in zip(entities, results, strict=True)]})
         answers = [{"entity": e, "entity_keys": e, **r} for e, r in zip(entities, results, strict=True)]
@@ -366,7 +366,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         entities = [body.entity] if body.entity is not None else list(body.entities or [])
         _within(entities, limit)
         at = read_time(body.at)
-        versions, results = await run_in_threadpool(_set_lookup, defs, store, stand_ins, metrics, feature_set, entities, at)
+        versions, results = await _set_lookup(defs, store, stand_ins, metrics, feature_set, entities, at)
         head = {"feature_set": name, "versions": versions, "at": at.isoformat()}
         if body.entity is not None:
             return JSONResponse({**head, "entity": body.entity, **results[0]})
@@ -394,18 +394,25 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     return app
 
 
-def _lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "_Metrics", names: list[str], entities: list[dict[str, Any]], at: datetime, versions: dict[str, str] | None = None) -> list[dict[str, Any]]:
+async def _lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "_Metrics", names: list[str], entities: list[dict[str, Any]], at: datetime, versions: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Per entity ``{"features": {feature: row | None}, "metadata": {feature: {...}}}``;
     one store call for all features and their publication records (which must be of the
-    ``versions`` pinned, if any)."""
+    ``versions`` pinned, if any). A store that declares ``async_reads`` is awaited on the
+    event loop; any other store's blocking call runs on a worker thread."""
+    from starlette.concurrency import run_in_threadpool
+
     features = {name: _feature(defs, name) for name in dict.fromkeys(names)}
     try:
         requests = {name: [entity_key(f, e) for e in entities] for name, f in features.items()}
     except KeyProblem as exc:
         raise Problem(422, str(exc), fix="give each entity the feature's key columns (GET /features/{name} lists them)") from None
+    publications = {name: stand_ins[name] for name in features}
     started = time.perf_counter()
     try:
-        readings = _store_call(store, "read", lookup, store, {name: stand_ins[name] for name in features}, requests, at, versions)
+        if store.capabilities.async_reads:
+            readings = await _store_await(store, "read", lookup_async(store, publications, requests, at, versions))
+        else:
+            readings = await run_in_threadpool(_store_call, store, "read", lookup, store, publications, requests, at, versions)
     except OnlineStoreError:
         for name in features:
             metrics.lookup(name, "error", len(entities))
@@ -439,19 +446,35 @@ def _store_call(store: Any, action: str, fn: Any, *args: Any) -> Any:
     except MlforgeError:
         raise
     except Exception as exc:
-        log.warning("online store %r failed to %s", store, action, exc_info=exc)
-        # The client's own message may hold internals: it goes to the log, not to the caller.
-        raise OnlineStoreError(f"cannot {action}: the client of {type(store).__name__} failed with {type(exc).__name__} (see the server log)", where=repr(store), fix="retry; if it persists, check the online store and its client library") from None
+        raise _client_failure(store, action, exc) from None
+
+
+async def _store_await(store: Any, action: str, pending: Any) -> Any:
+    """:func:`_store_call` for an awaitable store call."""
+    try:
+        return await pending
+    except MlforgeError:
+        raise
+    except Exception as exc:
+        raise _client_failure(store, action, exc) from None
+
+
+def _client_failure(store: Any, action: str, exc: Exception) -> OnlineStoreError:
+    log.warning("online store %r failed to %s", store, action, exc_info=exc)
+    # The client's own message may hold internals: it goes to the log, not to the caller.
+    return OnlineStoreError(f"cannot {action}: the client of {type(store).__name__} failed with {type(exc).__name__} (see the server log)", where=repr(store), fix="retry; if it persists, check the online store and its client library")
 
 
 
 
-def _set_lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "_Metrics", feature_set: Any, entities: list[dict[str, Any]], at: datetime) -> tuple[dict[str, str], list[dict[str, Any]]]:
+async def _set_lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "_Metrics", feature_set: Any, entities: list[dict[str, Any]], at: datetime) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """The set's versions, and per entity its members' rows (only the selected columns of a
     member that selects some), read at those versions."""
-    pinned = defs.resolve_versions(feature_set)
+    from starlette.concurrency import run_in_threadpool
+
+    pinned = await run_in_threadpool(defs.resolve_versions, feature_set)  # reads the offline store
     versions = {spec.name: spec.version for spec in pinned}
-    results = _lookup(defs, store, stand_ins, metrics, [spec.name for spec in pinned], entities, at, versions)
+    results = await _lookup(defs, store, stand_ins, metrics, [spec.name for spec in pinned], entities, at, versions)
     for spec in pinned:
         if spec.columns is None:
             continue

@@ -2,14 +2,18 @@
 
 Keys are ``{prefix}:{feature}:{key_text}`` and values the JSON rows of the shared codec
 (:mod:`mlforge.online.base`). Writes go through non-transactional pipelines of
-``SET key value [PX ttl]``, one round trip per batch; reads are one ``MGET`` per batch
-of keys. The client module (``redis`` or ``valkey``) is imported on first use.
+``SET key value [PX ttl]``, one round trip per batch; a read of several features is one
+``MGET`` of all their keys (a pipeline of them past ``READ_BATCH`` keys). The client module (``redis`` or ``valkey``) is imported on first use. ``mlforge
+serve`` reads through the client's asyncio flavour (``read_many_async``), one client per
+event loop, so a read never waits for a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from mlforge.errors import MlforgeError, OnlineStoreError, missing_extra
@@ -44,7 +48,7 @@ class RedisStore:
         b'mlforge:user_spend:42'
     """
 
-    capabilities: ClassVar[OnlineCapabilities] = OnlineCapabilities(batched_reads=True)
+    capabilities: ClassVar[OnlineCapabilities] = OnlineCapabilities(batched_reads=True, async_reads=True)
 
     kind = "redis"
     _module: ClassVar[str] = "redis"
@@ -67,6 +71,7 @@ class RedisStore:
         self.prefix = prefix
         self.socket_timeout = socket_timeout
         self._client: Any = None
+        self._async: tuple[asyncio.AbstractEventLoop, Any] | None = None  # (loop, client)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(host={self.host!r}, port={self.port}, db={self.db}, prefix={self.prefix!r}, ttl={self.ttl})"
@@ -82,14 +87,13 @@ class RedisStore:
             self._client = self._connect()
         return self._client
 
-    def _connect(self) -> Any:
-        import importlib
-
+    def _connect(self, flavour: str = "") -> Any:
+        """A client of the module, or of its ``.asyncio`` flavour."""
         try:
-            module = importlib.import_module(self._module)
+            module = importlib.import_module(f"{self._module}{flavour}")
         except ImportError:
             raise missing_extra(self._module, self._module) from None
-        retry = importlib.import_module(f"{self._module}.retry")
+        retry = importlib.import_module(f"{self._module}{flavour}.retry")
         backoff = importlib.import_module(f"{self._module}.backoff")
         return getattr(module, self._client_class)(
             host=self.host,
@@ -106,20 +110,21 @@ class RedisStore:
         """``fn(*args)``; any client failure, including the client's own bugs (an
         ``AttributeError`` in a connection handshake under load), is an OnlineStoreError,
         which the server answers with 503 (O3)."""
-        import importlib
-
         try:
             return fn(*args)
         except MlforgeError:
             raise
         except Exception as exc:
-            base_error = getattr(importlib.import_module(f"{self._module}.exceptions"), self._base_error)
-            answered = "answered" if isinstance(exc, base_error) else "client failed with"
-            raise OnlineStoreError(
-                f"cannot {action}: {self.where} {answered} {type(exc).__name__}: {exc}",
-                where=repr(self),
-                fix=f"check that {self._product} is running and that host, port, db and password in the online_store settings are right",
-            ) from None
+            raise self._failure(action, exc) from None
+
+    def _failure(self, action: str, exc: Exception) -> OnlineStoreError:
+        base_error = getattr(importlib.import_module(f"{self._module}.exceptions"), self._base_error)
+        answered = "answered" if isinstance(exc, base_error) else "client failed with"
+        return OnlineStoreError(
+            f"cannot {action}: {self.where} {answered} {type(exc).__name__}: {exc}",
+            where=repr(self),
+            fix=f"check that {self._product} is running and that host, port, db and password in the online_store settings are right",
+        )
 
     def key(self, feature: str, key: dict[str, Any]) -> bytes:
         return f"{self.prefix}:{feature}:{key_text(key)}".encode()
@@ -164,22 +169,54 @@ class RedisStore:
                 fix="another program writes under this prefix: give mlforge its own prefix or db, and re-publish with `mlforge build --online`",
             ) from None
 
-    def read_many(self, requests: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any] | None]]:
-        """Several features in one round trip: a pipeline with one ``MGET`` per feature."""
-        if sum(len(keys) for keys in requests.values()) > READ_BATCH:
-            return {feature: self.read(feature, keys) for feature, keys in requests.items()}
-        asked = [(feature, [self.key(feature, k) for k in keys]) for feature, keys in requests.items() if keys]
-        answers = self._call(f"read {', '.join(requests)}", self._mget_all, asked) if asked else []
-        out: dict[str, list[dict[str, Any] | None]] = {feature: [] for feature in requests}
-        for (feature, _), raw in zip(asked, answers, strict=True):
-            out[feature] = self._decode(feature, raw)
+    def read_many(self, requests: Mapping[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any] | None]]:
+        """Several features in one round trip: one ``MGET`` of every key (a pipeline of
+        ``MGET`` of ``READ_BATCH`` keys each past that)."""
+        keys = self._keys(requests)
+        raw = self._call(f"read {', '.join(requests)}", self._mget_chunks, keys) if keys else []
+        return self._split(requests, raw)
+
+    async def read_many_async(self, requests: Mapping[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any] | None]]:
+        """:meth:`read_many` on the running event loop, through the asyncio client of this
+        loop."""
+        loop = asyncio.get_running_loop()
+        if self._async is None or self._async[0] is not loop:
+            self._async = (loop, self._connect(".asyncio"))
+        client = self._async[1]
+        keys = self._keys(requests)
+        try:
+            if len(keys) <= READ_BATCH:
+                raw = await client.mget(keys) if keys else []
+            else:
+                pipe = client.pipeline(transaction=False)
+                for chunk in chunked(keys, READ_BATCH):
+                    pipe.mget(chunk)
+                raw = [value for answer in await pipe.execute() for value in answer]
+        except MlforgeError:
+            raise
+        except Exception as exc:
+            raise self._failure(f"read {', '.join(requests)}", exc) from None
+        return self._split(requests, raw)
+
+    def _keys(self, requests: Mapping[str, list[dict[str, Any]]]) -> list[bytes]:
+        return [self.key(feature, k) for feature, keys in requests.items() for k in keys]
+
+    def _split(self, requests: Mapping[str, list[dict[str, Any]]], raw: list[Any]) -> dict[str, list[dict[str, Any] | None]]:
+        """The answer to :meth:`_keys`, decoded and split back by feature."""
+        out: dict[str, list[dict[str, Any] | None]] = {}
+        at = 0
+        for feature, keys in requests.items():
+            out[feature] = self._decode(feature, raw[at : at + len(keys)])
+            at += len(keys)
         return out
 
-    def _mget_all(self, asked: list[tuple[str, list[bytes]]]) -> list[Any]:
+    def _mget_chunks(self, keys: list[bytes]) -> list[Any]:
+        if len(keys) <= READ_BATCH:
+            return self.client.mget(keys)
         pipe = self.client.pipeline(transaction=False)
-        for _, keys in asked:
-            pipe.mget(keys)
-        return pipe.execute()
+        for chunk in chunked(keys, READ_BATCH):
+            pipe.mget(chunk)
+        return [value for answer in pipe.execute() for value in answer]
 
     def ping(self) -> None:
         self._call("ping", lambda: self.client.ping())

@@ -4,7 +4,9 @@
 publication records in one ``read_many`` call (one round trip on stores with batched
 reads), then reads each entity's value at ``T`` with
 :func:`mlforge.online.publication.value_at`. Both the Python API
-(:func:`mlforge.retrieval.online_features`) and ``mlforge serve`` go through it.
+(:func:`mlforge.retrieval.online_features`) and ``mlforge serve`` go through it;
+``mlforge serve`` awaits ``lookup_async`` instead where the store declares
+``async_reads`` (same requests, same readings).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from mlforge.online.publication import (
 )
 
 if TYPE_CHECKING:
-    from mlforge.online.base import OnlineStore
+    from mlforge.online.base import AsyncReader, OnlineStore
 
 
 def lookup(store: OnlineStore, stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime, versions: Mapping[str, str] | None = None) -> dict[str, list[Reading]]:
@@ -44,8 +46,22 @@ def lookup(store: OnlineStore, stand_ins: Mapping[str, Publication], requests: M
         RetrievalError: ``at`` is before a published version's watermark (O1 holds from there
             on), or the store serves another version than the one pinned.
     """
+    return readings(read_many(store, store_requests(requests)), stand_ins, requests, at, versions)
+
+
+async def lookup_async(store: AsyncReader, stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime, versions: Mapping[str, str] | None = None) -> dict[str, list[Reading]]:
+    """:func:`lookup` on the running event loop, for a store that declares ``async_reads``."""
+    return readings(await store.read_many_async(store_requests(requests)), stand_ins, requests, at, versions)
+
+
+def store_requests(requests: Mapping[str, Sequence[dict[str, Any] | None]]) -> dict[str, list[dict[str, Any]]]:
+    """What to ask the store: the non-null keys of each feature, and the features' records."""
     wanted = {name: [k for k in keys if k is not None] for name, keys in requests.items()}
-    found = read_many(store, {**wanted, PUBLICATIONS: [{"feature": name} for name in requests]})
+    return {**wanted, PUBLICATIONS: [{"feature": name} for name in requests]}
+
+
+def readings(found: Mapping[str, list[dict[str, Any] | None]], stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime, versions: Mapping[str, str] | None) -> dict[str, list[Reading]]:
+    """The values at ``at`` from what the store answered to :func:`store_requests`."""
     records = dict(zip(requests, found.get(PUBLICATIONS) or [None] * len(requests), strict=True))
     out: dict[str, list[Reading]] = {}
     for name, keys in requests.items():
