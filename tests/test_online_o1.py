@@ -125,6 +125,29 @@ def check_reads_equal_training(defs, events: list[tuple], offsets: list[int]) ->
         assert all(r["user_spend__label_time"] == label for r in rows)  # metric: the grid label of T
         assert rows[-1]["user_spend__known"] is False and rows[-1]["last_amt__known"] is False  # O2: zz
         assert all(r["amt"] is None for r in rows if r["last_amt__label_time"] is None)  # no row counts: nulls
+        check_rest_answers_the_same(defs, entities.column("user_id").to_pylist(), at, rows)
+
+
+def check_rest_answers_the_same(defs, users: list[str], at: datetime, rows: list[dict]) -> None:
+    """`mlforge serve` answers what the Python API read (O3 over O1): on Redis and Valkey
+    through the asyncio read path, on the other stores through a worker thread."""
+    from fastapi.testclient import TestClient
+
+    from mlforge.serve import create_app
+
+    with TestClient(create_app(defs, token="")) as http:
+        answer = http.post("/features/batch", json={"features": ["user_spend", "last_amt"], "entities": [{"user_id": u} for u in users], "at": at.isoformat()})
+    assert answer.status_code == 200, answer.text
+    for result, row in zip(answer.json()["results"], rows, strict=True):
+        for name in ("user_spend", "last_amt"):
+            meta = result["metadata"][name]
+            label = row[f"{name}__label_time"]
+            assert meta == {"label_time": None if label is None else label.isoformat(), "known": row[f"{name}__known"]}
+            served = result["features"][name]
+            if served is None:
+                continue
+            values = {c: v for c, v in served.items() if c not in ("user_id", "ts")}
+            assert same([values], [{c: row[c] for c in values}]), (name, served, row)
 
 
 # -- every row store ------------------------------------------------------------------------

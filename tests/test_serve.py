@@ -205,6 +205,35 @@ def test_any_store_client_failure_is_503_without_its_internals():  # contract O3
     assert "secret internals" not in answer.text + health.text
 
 
+def test_an_awaited_store_read_is_read_on_the_loop_and_its_failure_is_503():  # contract O3
+    from dataclasses import replace
+
+    from mlforge.serve import create_app
+
+    class Awaited(MemoryStore):
+        capabilities = replace(MemoryStore.capabilities, async_reads=True)
+        awaited = 0
+
+        def read(self, feature, keys):
+            raise AssertionError("a store that declares async_reads is awaited, not read on a thread")
+
+        async def read_many_async(self, requests):
+            Awaited.awaited += 1
+            if any(k.get("user_id") == "boom" for keys in requests.values() for k in keys):
+                raise ConnectionResetError("secret internals")
+            return {feature: MemoryStore.read(self, feature, keys) for feature, keys in requests.items()}
+
+    store = Awaited()
+    store.write("user_spend", ["user_id"], [{"user_id": "u1", "n_7d": 3}])
+    defs = mlf.Definitions("awaited", [user_spend], offline_store=mlf.LocalStore("unused-store"), online_store=store)
+    with Live(create_app(defs, token="")) as http:
+        answer = http.post("/features/online", json={"features": ["user_spend"], "entity": {"user_id": "u1"}})
+        failed = http.post("/features/online", json={"features": ["user_spend"], "entity": {"user_id": "boom"}})
+    assert answer.status_code == 200 and answer.json()["features"]["user_spend"]["n_7d"] == 3
+    assert failed.status_code == 503 and "ConnectionResetError" in failed.json()["detail"] and "secret" not in failed.text
+    assert Awaited.awaited == 2
+
+
 def test_an_unexpected_error_is_a_bare_500(monkeypatch):
     import mlforge.serve
     from mlforge.serve import create_app

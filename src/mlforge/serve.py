@@ -105,6 +105,10 @@ class KeyProblem(ValueError):
 def entity_key(feature: Any, entity: dict[str, Any]) -> dict[str, Any]:
     """The key dict of ``feature`` for one request entity: key columns as given, or the
     join key of a surrogate entity computed from its ``from_columns`` (rule K1)."""
+    try:
+        return {column: entity[column] for column in feature.keys}  # the usual case: all given
+    except KeyError:
+        pass
     from mlforge.prepare import surrogate_key_value
 
     surrogates = {e.join_key: e for e in feature.entities if e.is_surrogate}

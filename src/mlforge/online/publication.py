@@ -40,10 +40,10 @@ import bisect
 import functools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlforge.definitions.durations import parse_duration
 from mlforge.errors import OnlineStoreError, RetrievalError
@@ -99,6 +99,11 @@ class Publication:
 
     @property
     def empty_values(self) -> dict[str, Any]:
+        """A new dict of what an empty read gives (W4), made from a template built once."""
+        return dict(self._empty_template)
+
+    @functools.cached_property
+    def _empty_template(self) -> dict[str, Any]:
         values = dict.fromkeys(self.columns)
         values.update(self.empty)
         return values
@@ -180,8 +185,7 @@ def epoch_seconds(instant: datetime) -> int:
 
 
 # -- reading ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Reading:
+class Reading(NamedTuple):
     """One feature of one entity at a read time.
 
     Attributes:
@@ -196,7 +200,7 @@ class Reading:
     values: dict[str, Any]
     label_time: datetime | None
     known: bool
-    row: dict[str, Any] | None = field(default=None)
+    row: dict[str, Any] | None = None
 
 
 def check_read_time(publication: Publication, at: datetime) -> None:
