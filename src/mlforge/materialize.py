@@ -187,7 +187,7 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     staging = store.stage(feature.name)
     try:
         _reuse_files(reused, staging.data_dir)
-        engine.write_parquet(result_expr.order_by(order), staging.data_dir, PARTITION if has_time else None)
+        engine.write_parquet(result_expr, staging.data_dir, PARTITION if has_time else None, order)
         clock.enter(Stage.WRITE)
         known = _reused_digests(reused, previous)
         metadata = _metadata(feature, result_expr.drop(PARTITION) if has_time else result_expr, staging.data_dir, definition_hash, source_fp, build_range, previous, engine, known)

@@ -281,13 +281,14 @@ class Engine:
         """The Python value of a scalar expression (a count, a maximum)."""
         return expr.to_pyarrow().as_py()
 
-    def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
-        """Write ``expr`` as Parquet into ``data_dir``.
+    def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None, order: Sequence[str] = ()) -> None:
+        """Write ``expr`` as Parquet into ``data_dir``, its rows ordered by ``order`` (as
+        Ibis's ``order_by`` orders them) within each file.
 
         With ``partition_by``, one file ``<value>.parquet`` per value of that column, which
         is not written into the files (see :func:`flatten_partitions`).
         """
-        write_arrow_table(self.to_arrow(expr), data_dir, partition_by)
+        write_arrow_table(self.to_arrow(expr.order_by(list(order)) if order else expr), data_dir, partition_by)
 
     def close(self) -> None:
         """Release engine resources (sessions, connections)."""

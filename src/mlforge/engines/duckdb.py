@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlforge.engines.base import Capability, Engine, temp_table_name
@@ -99,9 +100,10 @@ class DuckDBEngine(Engine):
         naive = _naive_utc(col)
         return cast("ir.IntegerValue", naive.year() * 100 + naive.month())
 
-    def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
+    def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None, order: Sequence[str] = ()) -> None:
         from ibis.backends.sql.datatypes import DuckDBType
 
+        expr = expr.order_by(list(order)) if order else expr
         self.con._run_pre_execute_hooks(expr)
         # SUM over BIGINT is HUGEINT in DuckDB while Ibis types it int64 and elides the
         # cast, so integer columns are cast explicitly -- to the declared type, not always

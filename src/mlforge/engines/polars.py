@@ -147,11 +147,42 @@ class PolarsEngine(Engine):
     def to_arrow(self, expr: ir.Table) -> Any:
         return self.con.compile(expr).collect().to_arrow()
 
-    def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
-        if partition_by is not None:
-            write_arrow_table(self.to_arrow(expr), data_dir, partition_by)
+    def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None, order: Sequence[str] = ()) -> None:
+        """As :meth:`Engine.write_parquet`. Month files are split from the collected result;
+        when it already comes out in ``order`` (the rolling plan yields its rows by key and
+        label), the sort is skipped: at 1M events it cost ~1.9 s of CPU on sorted rows."""
+        if partition_by is None:
+            ordered = expr.order_by(list(order)) if order else expr
+            self.con.compile(ordered).sink_parquet(f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=1 << 20)
             return
-        self.con.compile(expr).sink_parquet(f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=1 << 20)
+        frame = self.con.compile(expr).collect()
+        if order and not in_order(frame, order):
+            frame = self.con.compile(self.from_native(frame).order_by(list(order))).collect()
+        write_arrow_table(frame.to_arrow(), data_dir, partition_by)
+
+
+def in_order(frame: Any, order: Sequence[str]) -> bool:
+    """Whether ``frame``'s rows are already ascending by ``order`` with no null in those
+    columns -- then any sort by ``order`` (nulls first or last, stable or not) keeps it.
+
+    >>> import polars as pl
+    >>> in_order(pl.DataFrame({"k": ["a", "a", "b"], "t": [2, 3, 1]}), ["k", "t"])
+    True
+    >>> in_order(pl.DataFrame({"k": ["a", "b", "a"], "t": [1, 1, 2]}), ["k", "t"])
+    False
+    >>> in_order(pl.DataFrame({"k": ["a", None], "t": [1, 2]}), ["k", "t"])
+    False
+    """
+    import polars as pl
+
+    # Row i is at or after row i-1: compared column by column, the last one may be equal.
+    after = pl.col(order[-1]) >= pl.col(order[-1]).shift(1)
+    for column in reversed(order[:-1]):
+        now, before = pl.col(column), pl.col(column).shift(1)
+        after = (now > before) | ((now == before) & after)
+    nulls = pl.any_horizontal([pl.col(c).is_null() for c in order]).any()
+    ok, has_nulls = frame.select(after.slice(1).all().alias("ok"), nulls.alias("nulls")).row(0)
+    return bool(ok) and not has_nulls
 
 
 #: The class the engine registry (:mod:`mlforge.engines`) builds for 'polars'.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlforge.engines.base import Capability, Engine, temp_table_name
@@ -209,9 +210,9 @@ class PySparkEngine(Engine):
             self._session.stop()
             self._session = None
 
-    def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None) -> None:
+    def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None, order: Sequence[str] = ()) -> None:
         # Spark writes its own files: nothing is collected to the driver.
-        frame = self.to_native(expr)
+        frame = self.to_native(expr.order_by(list(order)) if order else expr)
         if partition_by is None:
             frame.write.mode("overwrite").parquet(data_dir)
             return
