@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlforge.engines.asof import AsofJoin
 from mlforge.engines.base import Capability, Engine, RollingFrame, temp_table_name
-from mlforge.engines.monthfiles import write_arrow_table
+from mlforge.engines.monthfiles import write_partitioned_batches
 from mlforge.errors import missing_extra
 
 if TYPE_CHECKING:
@@ -151,6 +151,7 @@ class PolarsEngine(Engine):
         """As :meth:`Engine.write_parquet`. Month files are split from the collected result;
         when it already comes out in ``order`` (the rolling plan yields its rows by key and
         label), the sort is skipped: at 1M events it cost ~1.9 s of CPU on sorted rows."""
+
         if partition_by is None:
             ordered = expr.order_by(list(order)) if order else expr
             self.con.compile(ordered).sink_parquet(f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=1 << 20)
@@ -158,7 +159,11 @@ class PolarsEngine(Engine):
         frame = self.con.compile(expr).collect()
         if order and not in_order(frame, order):
             frame = self.con.compile(self.from_native(frame).order_by(list(order))).collect()
-        write_arrow_table(frame.to_arrow(), data_dir, partition_by)
+        # Polars splits by month on all cores (each part keeps the frame's row order), so the
+        # writer gets one month per batch and never gathers rows (that was ~1.5 s at 1M).
+        months = frame.partition_by(partition_by, maintain_order=True)
+        batches = (batch for month in months for batch in month.to_arrow().to_batches())
+        write_partitioned_batches(batches, frame.head(0).to_arrow().schema, data_dir, partition_by)
 
 
 def in_order(frame: Any, order: Sequence[str]) -> bool:
