@@ -187,19 +187,8 @@ def _json_default(value: Any) -> Any:
 
 
 def _iso_utc(value: datetime) -> str:
-    """A timestamp as ISO 8601; naive is UTC. The few last rendered are kept by identity: a
-    batch answer gives every entity of a metric feature the same grid label object."""
-    seen = _RECENT_ISO.get(id(value))
-    if seen is not None and seen[0] is value:
-        return seen[1]
-    text = (value if value.tzinfo is not None else value.replace(tzinfo=_utc())).isoformat()
-    if len(_RECENT_ISO) >= 16:
-        _RECENT_ISO.clear()
-    _RECENT_ISO[id(value)] = (value, text)  # holding the object keeps its id from being reused
-    return text
-
-
-_RECENT_ISO: dict[int, tuple[datetime, str]] = {}
+    """A timestamp as ISO 8601; naive is UTC."""
+    return (value if value.tzinfo is not None else value.replace(tzinfo=_utc())).isoformat()
 
 
 def _utc() -> Any:
@@ -254,6 +243,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         raise missing_extra("fastapi", "serve") from None
     if defs.online_store is None:
         raise ConfigError("serving needs an online store", fix="set online_store= in Definitions or an online_store block in the profile")
+
     class JSONResponse(_StarletteJSON):
         def render(self, content: Any) -> bytes:
             return render_json(content)
