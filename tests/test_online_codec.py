@@ -56,3 +56,15 @@ def test_integers_past_64_bits_keep_their_value_and_type():
 def test_a_string_that_looks_like_the_tag_stays_a_string():
     row = {"k": '"$t"', "note": '{"$t": "ts", "v": "2024-01-01"}'}
     assert decode_row(encode_row(row)) == row
+
+
+def test_an_answer_renders_as_jsonable_describes_it_even_past_what_orjson_writes():
+    from datetime import date
+    from decimal import Decimal
+
+    from mlforge.serve import jsonable, render_json
+
+    answer = {"n": 2**70, "ts": datetime(2024, 1, 2, 3), "x": float("nan"), "d": Decimal("1.10"), "b": b"\x00", "day": date(2024, 1, 2)}
+    expected = jsonable(answer)
+    assert json.loads(render_json(answer)) == expected
+    assert json.loads(render_json({k: v for k, v in answer.items() if k != "n"})) == {k: v for k, v in expected.items() if k != "n"}
