@@ -275,6 +275,13 @@ class Tail(Mapping[str, Any]):
         self.interval, self.labels, self.columns = int(interval), labels, list(columns)
         self._rows, self._lines = rows, lines
 
+    @classmethod
+    def from_columns(cls, tail: Mapping[str, Any]) -> Tail:
+        """A tail of publication format 1: ``{"interval", "labels", "values": {column: [...]}}``."""
+        values = tail["values"]
+        columns = list(values)
+        return cls(tail["interval"], tail["labels"], columns, rows=[[values[c][i] for c in columns] for i in range(len(tail["labels"]))])
+
     def row(self, index: int) -> dict[str, Any]:
         """The values of label ``labels[index]``, by column."""
         return dict(zip(self.columns, self._values(index), strict=True))

@@ -236,15 +236,14 @@ def _metric_reading(publication: Publication, key: Mapping[str, Any], stored: Ma
     tail = stored.get(TAIL)
     if tail is None:  # a row of an older publish layout: not a value at any known time
         return _unknown(publication, key, at)
-    interval, labels = (tail.interval, tail.labels) if isinstance(tail, Tail) else (int(tail["interval"]), tail["labels"])
-    label, label_time = grid_label(math.floor(at.timestamp()), interval)
+    if not isinstance(tail, Tail):  # format 1: columns of plain JSON
+        tail = Tail.from_columns(tail)
+    label, label_time = grid_label(math.floor(at.timestamp()), tail.interval)
+    labels = tail.labels
     at_label = bisect.bisect_left(labels, label)
     values = publication.empty_values
     if at_label < len(labels) and labels[at_label] == label:
-        if isinstance(tail, Tail):
-            values.update(tail.row(at_label))
-        else:  # format 1: columns of plain JSON
-            values.update({c: column[at_label] for c, column in tail["values"].items()})
+        values.update(tail.row(at_label))
     row = {k: stored.get(k, key.get(k)) for k in publication.keys}
     return Reading(values, label_time, True, _with_label(row, publication.timestamp, label_time, values))
 
