@@ -76,6 +76,11 @@ class RollingFrame:
     steps: int
 
 
+def ordered(expr: ir.Table, order: Sequence[str]) -> ir.Table:
+    """``expr`` ordered by ``order`` (unchanged when there is none)."""
+    return expr.order_by(list(order)) if order else expr
+
+
 def temp_table_name() -> str:
     """A fresh name for an engine-side temporary table."""
     return f"mlforge_{uuid.uuid4().hex[:12]}"
@@ -288,7 +293,7 @@ class Engine:
         With ``partition_by``, one file ``<value>.parquet`` per value of that column, which
         is not written into the files (see :func:`flatten_partitions`).
         """
-        write_arrow_table(self.to_arrow(expr.order_by(list(order)) if order else expr), data_dir, partition_by)
+        write_arrow_table(self.to_arrow(ordered(expr, order)), data_dir, partition_by)
 
     def close(self) -> None:
         """Release engine resources (sessions, connections)."""

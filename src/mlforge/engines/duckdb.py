@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from mlforge.engines.base import Capability, Engine, temp_table_name
+from mlforge.engines.base import Capability, Engine, ordered, temp_table_name
 from mlforge.engines.monthfiles import ROW_GROUP_ROWS, write_partitioned_batches
 from mlforge.engines.sources import delta_dataset
 
@@ -103,7 +103,7 @@ class DuckDBEngine(Engine):
     def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None, order: Sequence[str] = ()) -> None:
         from ibis.backends.sql.datatypes import DuckDBType
 
-        expr = expr.order_by(list(order)) if order else expr
+        expr = ordered(expr, order)
         self.con._run_pre_execute_hooks(expr)
         # SUM over BIGINT is HUGEINT in DuckDB while Ibis types it int64 and elides the
         # cast, so integer columns are cast explicitly -- to the declared type, not always

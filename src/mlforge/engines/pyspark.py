@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from mlforge.engines.base import Capability, Engine, temp_table_name
+from mlforge.engines.base import Capability, Engine, ordered, temp_table_name
 from mlforge.engines.monthfiles import flatten_partitions
 from mlforge.errors import EngineError, missing_extra
 
@@ -212,7 +212,7 @@ class PySparkEngine(Engine):
 
     def write_parquet(self, expr: ir.Table, data_dir: str, partition_by: str | None = None, order: Sequence[str] = ()) -> None:
         # Spark writes its own files: nothing is collected to the driver.
-        frame = self.to_native(expr.order_by(list(order)) if order else expr)
+        frame = self.to_native(ordered(expr, order))
         if partition_by is None:
             frame.write.mode("overwrite").parquet(data_dir)
             return

@@ -2,10 +2,11 @@
 
 Keys are ``{prefix}:{feature}:{key_text}`` and values the JSON rows of the shared codec
 (:mod:`mlforge.online.base`). Writes go through non-transactional pipelines of
-``SET key value [PX ttl]``, one round trip per batch; a read of several features is one
-``MGET`` of all their keys (a pipeline of them past ``READ_BATCH`` keys). The client module (``redis`` or ``valkey``) is imported on first use. ``mlforge
-serve`` reads through the client's asyncio flavour (``read_many_async``), one client per
-event loop, so a read never waits for a thread.
+``SET key value [PX ttl]``, one round trip per batch; a read of one or several features
+is one ``MGET`` of all their keys (a pipeline of them past ``READ_BATCH`` keys). The client
+module (``redis`` or ``valkey``) is imported on first use. ``mlforge serve`` reads through
+the client's asyncio flavour (``read_many_async``), one client per event loop, so a read
+never waits for a thread.
 """
 
 from __future__ import annotations
@@ -152,12 +153,7 @@ class RedisStore:
         return pipe.execute()
 
     def read(self, feature: str, keys: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
-        out: list[dict[str, Any] | None] = []
-        for chunk in chunked(keys, READ_BATCH):
-            wanted = [self.key(feature, k) for k in chunk]
-            raw = self._call(f"read {feature!r}", lambda ks=wanted: self.client.mget(ks))
-            out.extend(self._decode(feature, raw))
-        return out
+        return self.read_many({feature: keys})[feature]
 
     def _decode(self, feature: str, raw: list[Any]) -> list[dict[str, Any] | None]:
         try:
