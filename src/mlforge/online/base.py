@@ -391,8 +391,8 @@ def _loads(text: str) -> Any:
     """JSON text as stored: orjson where nothing is tagged (most values: 2-4x faster), the
     standard parser with :func:`_typed` on each object otherwise. A text without the tag
     name holds no tagged value. Integers past 64 bits, which orjson would read as floats,
-    are written tagged (values written before 0.8.0's tail layout may hold them untagged:
-    re-publish those)."""
+    are written tagged; values written by an earlier mlforge may hold them untagged, so
+    re-publish those."""
     if TAG_TEXT not in text:
         return orjson.loads(text)
     return _READER.decode(text)
