@@ -594,12 +594,23 @@ def test_month_files_are_the_same_whatever_the_row_order_of_the_table(tmp_path):
         assert sorted(files["2024-01.parquet"]["k"]) == [1, 2]
 
 
+@pytest.mark.parametrize("parts", ["one part", "a part per key"])
 @pytest.mark.parametrize("metric", [True, False], ids=["metric", "plain"])
-def test_every_engine_writes_month_files_sorted_by_key_and_time(tmp_path, metric):  # contract S5
+def test_every_engine_writes_month_files_sorted_by_key_and_time(tmp_path, monkeypatch, metric, parts):  # contract S5
     """DuckDB and Polars write the same month files, each holding its rows by (key, time):
     Polars skips its sort only when its result already comes out that way (the metric
-    feature's rolling plan) and sorts otherwise (a plain feature from shuffled events)."""
+    feature's rolling plan) and sorts otherwise (a plain feature from shuffled events).
+    Polars takes a large result out in key ranges; made to take ~one key at a time, it
+    still writes the same files."""
     import random
+
+    import mlforge.engines.polars as polars_engine
+
+    taken = []
+    if parts == "a part per key":
+        monkeypatch.setattr(polars_engine, "PART_ROWS", 30)
+        split = polars_engine.key_ranges
+        monkeypatch.setattr(polars_engine, "key_ranges", lambda lazy, key: taken.append(split(lazy, key)) or taken[-1])
     from datetime import UTC, datetime, timedelta
 
     import mlforge as mlf
@@ -630,3 +641,5 @@ def test_every_engine_writes_month_files_sorted_by_key_and_time(tmp_path, metric
     assert files["duckdb"].keys() == files["polars"].keys()
     for name, table in files["duckdb"].items():
         assert files["polars"][name].select(table.column_names).to_pylist() == table.to_pylist(), name  # string vs large_string aside
+    if parts == "a part per key":
+        assert [len(ranges) for ranges in taken] == [7]  # seven users, ~70 rows each
