@@ -481,17 +481,26 @@ def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: 
 
 
 def _newest_label(footers: list[pq.FileMetaData], ts: str) -> int | None:
-    """The newest timestamp in the written files, from their Parquet statistics (no data scan)."""
+    """The newest timestamp in the written files, in epoch seconds, from their Parquet
+    statistics (no data scan). Timestamps are read as their stored integers: turning a
+    statistic into a ``datetime`` makes pyarrow import pandas (~0.3 s of a 3 s build)."""
+    import pyarrow as pa
+
     newest = None
     for meta in footers:
-        names = meta.schema.to_arrow_schema().names
-        if ts not in names:
+        schema = meta.schema.to_arrow_schema()
+        if ts not in schema.names:
             return None
-        idx = names.index(ts)
+        idx = schema.get_field_index(ts)
+        kind = schema.field(idx).type
+        per_second = _UNITS_PER_SECOND[kind.unit] if pa.types.is_timestamp(kind) else 1_000_000
         for rg in range(meta.num_row_groups):
             stats = meta.row_group(rg).column(idx).statistics
-            if stats is not None and stats.has_min_max and stats.max is not None:
-                value = stats.max
-                seconds = int(value.timestamp()) if hasattr(value, "timestamp") else int(value) // 1_000_000
+            if stats is not None and stats.has_min_max and stats.max_raw is not None:
+                seconds = int(stats.max_raw) // per_second
                 newest = seconds if newest is None else max(newest, seconds)
     return newest
+
+
+#: Stored integers per second of each Arrow timestamp unit.
+_UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
