@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlforge.engines.asof import AsofJoin
 from mlforge.engines.base import Capability, Engine, RollingFrame, ordered, temp_table_name
-from mlforge.engines.monthfiles import write_partitioned_batches
+from mlforge.engines.monthfiles import ROW_GROUP_ROWS, partition_file, write_partitioned_batches
 from mlforge.errors import missing_extra
 
 if TYPE_CHECKING:
@@ -164,7 +164,10 @@ class PolarsEngine(Engine):
 
         lazy = self.con.compile(expr)
         parts = key_ranges(lazy, order[0]) if order else [None]
-        frames = (self._collect_in_order(lazy if part is None else lazy.filter(part), order) for part in parts)
+        if parts == [None]:
+            _write_months(self._collect_in_order(lazy, order), partition_by, data_dir)
+            return
+        frames = (self._collect_in_order(lazy.filter(part), order) for part in parts)
         schema = pl.DataFrame(schema=lazy.collect_schema()).to_arrow().schema
         write_partitioned_batches(_month_batches(frames, partition_by), schema, data_dir, partition_by)
 
@@ -237,17 +240,47 @@ def _orderable(dtype: Any) -> bool:
     return bool(dtype.is_integer() or dtype.is_temporal() or dtype in (pl.String, pl.Boolean))
 
 
-def _month_batches(frames: Any, partition_by: str) -> Any:
-    """Arrow batches of each collected part in turn, one month at a time (a filter keeps a
-    frame's row order), so the writer gets one month per batch and never gathers rows
-    (that was ~1.5 s at 1M); a part is dropped before the next is collected."""
+def _months(frame: Any, partition_by: str) -> Any:
+    """``(month, rows)`` of a collected frame, one month at a time: a filter keeps the
+    frame's row order, and the writer then never gathers rows (that was ~1.5 s at 1M)."""
     import polars as pl
 
     month = pl.col(partition_by)
+    for value in frame.get_column(partition_by).unique().sort(nulls_last=True):
+        yield value, frame.filter(month.is_null() if value is None else month == value)
+
+
+def _write_months(frame: Any, partition_by: str, data_dir: str) -> None:
+    """Write each month of a collected frame whole, with Polars' own writer (it encodes
+    and compresses without the GIL, ~0.35 s less than the streaming writer for 1M events),
+    two months at a time and at most ``_MONTHS_IN_FLIGHT`` taken out at once."""
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    def write(rows: Any, path: str) -> None:
+        rows.drop(partition_by).write_parquet(path, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mlforge-months") as pool:
+        writes: deque[Future[None]] = deque()
+        for value, rows in _months(frame, partition_by):
+            writes.append(pool.submit(write, rows, f"{data_dir}/{partition_file(value)}"))
+            while len(writes) >= _MONTHS_IN_FLIGHT:
+                writes.popleft().result()
+        while writes:
+            writes.popleft().result()
+
+
+#: Months taken out of a collected frame and not yet written, at most.
+_MONTHS_IN_FLIGHT = 3
+
+
+def _month_batches(frames: Any, partition_by: str) -> Any:
+    """Arrow batches of each collected part in turn, a month at a time (:func:`_months`);
+    a part is dropped before the next is collected."""
     frame = next(frames, None)
     while frame is not None:
-        for value in frame.get_column(partition_by).unique().sort(nulls_last=True):
-            yield from frame.filter(month.is_null() if value is None else month == value).to_arrow().to_batches()
+        for _, rows in _months(frame, partition_by):
+            yield from rows.to_arrow().to_batches()
         frame = None
         frame = next(frames, None)
 
