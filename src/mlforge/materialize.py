@@ -496,7 +496,7 @@ def _newest_label(footers: list[pq.FileMetaData], ts: str) -> int | None:
         per_second = _UNITS_PER_SECOND[kind.unit] if pa.types.is_timestamp(kind) else 1_000_000
         for rg in range(meta.num_row_groups):
             stats = meta.row_group(rg).column(idx).statistics
-            if stats is not None and stats.has_min_max and stats.max_raw is not None:
+            if stats is not None and stats.has_min_max and isinstance(stats.max_raw, int):  # not INT96 bytes
                 seconds = int(stats.max_raw) // per_second
                 newest = seconds if newest is None else max(newest, seconds)
     return newest
