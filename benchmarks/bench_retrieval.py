@@ -313,11 +313,13 @@ def render(best: dict[str, dict], args: argparse.Namespace, info: dict, command:
             f"| {case} | {fmt_seconds(r['seconds'])} | {wall} | {fmt_seconds(r['cpu'])} | {cpu} | {fmt_bytes(r['peak_rss'])} "
             f"| {r['report']['rows']:,} | {r.get('check', '—')} |"
         )
-    ours = best.get("mlforge-duckdb")
-    if ours and ours["ok"]:
-        ratio, cpu_ratio = ours["seconds"] / hand["seconds"], ours["cpu"] / hand["cpu"]
-        verdict = "met" if ratio <= 1.5 else "NOT met"
-        lines += ["", f"mlforge on DuckDB / hand-written: **{ratio:.2f}×** wall, {cpu_ratio:.2f}× CPU (target ≤ 1.5×: {verdict})."]
+    # Issue 20: point-in-time retrieval at or below the hand-written DuckDB joins.
+    for case, label in (("mlforge-duckdb", "DuckDB"), ("mlforge-polars", "Polars")):
+        ours = best.get(case)
+        if ours and ours["ok"]:
+            ratio, cpu_ratio = ours["seconds"] / hand["seconds"], ours["cpu"] / hand["cpu"]
+            verdict = "met" if ratio <= 1.0 else "NOT met"
+            lines += ["", f"mlforge on {label} / hand-written DuckDB: **{ratio:.2f}×** wall, {cpu_ratio:.2f}× CPU (target ≤ 1.0×: {verdict})."]
     spark, hand_spark = best.get("mlforge-pyspark"), best.get("hand-pyspark")
     if spark and hand_spark and spark["ok"] and hand_spark["ok"]:
         ratio = spark["seconds"] / hand_spark["seconds"]

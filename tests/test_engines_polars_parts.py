@@ -4,7 +4,9 @@ written (``test_storage``); these check that the parts cover every row once, in 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+from types import SimpleNamespace
 
 import pytest
 
@@ -53,3 +55,51 @@ def test_integer_keys_are_split_and_float_keys_are_not(monkeypatch):
     assert [v for part in taken for v in part.get_column("k").to_list()] == sorted(i // 2 for i in range(100))
     floats = pl.LazyFrame({"k": [float(i) for i in range(100)] + [float("nan")]})
     assert polars_engine.key_ranges(floats, "k") == [None]
+
+
+def test_a_surrogate_key_is_not_hashed_again_per_range(tmp_path, monkeypatch):  # contract K1
+    """A surrogate key is computed by a Python function, which a range filter cannot pass:
+    a result keyed by one is written as one range, so a result that would be split hashes
+    no more source rows than one that is not, and writes the same files."""
+    from datetime import UTC, datetime, timedelta
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import mlforge as mlf
+
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    count = 60
+    source = tmp_path / "trips.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "origin": [f"o{i % 5}" for i in range(count)],
+                "dest": [f"d{i % 3}" for i in range(count)],
+                "ts": pa.array([start + timedelta(hours=7 * i) for i in range(count)], pa.timestamp("us", tz="UTC")),
+                "amt": list(range(count)),
+            }
+        ),
+        source,
+    )
+    route = mlf.Entity(name="route", join_key="route_id", from_columns=["origin", "dest"])
+
+    @mlf.feature(str(source), entities=[route], timestamp="ts", interval="1d", metrics=[mlf.Sum("amt", ["2d"])])
+    def route_spend(t):
+        return t
+
+    sha256 = hashlib.sha256
+    hashed: dict[str, int] = {}
+    stored = {}
+    for run, engine, part_rows in (("one range", "polars", polars_engine.PART_ROWS), ("a range per row", "polars", 1), ("duckdb", "duckdb", 1)):
+        monkeypatch.setattr(polars_engine, "PART_ROWS", part_rows)
+        calls: list[bytes] = []
+        monkeypatch.setattr(polars_engine, "hashlib", SimpleNamespace(sha256=lambda data, calls=calls: calls.append(data) or sha256(data)))
+        defs = mlf.Definitions("keys", [route_spend], offline_store=mlf.LocalStore(str(tmp_path / run)), engine=engine)
+        assert defs.build().ok
+        hashed[run] = len(calls)
+        stored[run] = {p.name: pq.read_table(p).to_pylist() for p in sorted((tmp_path / run).glob("route_spend/**/*.parquet"))}
+    assert hashed["one range"] >= count
+    assert hashed["a range per row"] == hashed["one range"]
+    assert stored["a range per row"] == stored["one range"] == stored["duckdb"]
+    assert sum(len(rows) for rows in stored["duckdb"].values()) > count

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlforge.engines.asof import AsofJoin
@@ -88,7 +89,15 @@ class PolarsEngine(Engine):
         lazy = lazy.with_columns(pl.col("__mlforge_key_text").map_batches(digest, return_dtype=pl.String).alias(out)).drop(
             "__mlforge_key_text"
         )
+        self._digest_columns.add(out)
         return self.con.create_table(temp_table_name(), lazy)
+
+    @cached_property
+    def _digest_columns(self) -> set[str]:
+        """Columns computed by the Python SHA-256 above: a filter on one cannot pass the
+        Python function down to the source, so each key range would hash every source row
+        again; results keyed by one are written as one range (:func:`key_ranges`)."""
+        return set()
 
     def asof_backward(self, base: ir.Table, right: ir.Table, join: AsofJoin) -> ir.Table:
         """Polars' own ``join_asof`` on the compiled lazy frames: Ibis lowers as-of joins
@@ -163,7 +172,7 @@ class PolarsEngine(Engine):
         import polars as pl
 
         lazy = self.con.compile(expr)
-        parts = key_ranges(lazy, order[0]) if order else [None]
+        parts = key_ranges(lazy, order[0]) if order and order[0] not in self._digest_columns else [None]
         if parts == [None]:
             _write_months(self._collect_in_order(lazy, order), partition_by, data_dir)
             return
@@ -172,12 +181,14 @@ class PolarsEngine(Engine):
         write_partitioned_batches(_month_batches(frames, partition_by), schema, data_dir, partition_by)
 
     def _collect_in_order(self, lazy: Any, order: Sequence[str]) -> Any:
-        """``lazy`` collected, its rows in ``order``. When it already comes out so (the
-        rolling plan yields its rows by key and label) the sort is skipped: at 1M events
-        it cost ~1.9 s of CPU on sorted rows."""
+        """``lazy`` collected, its rows in ``order`` (ascending, nulls last, as Ibis's
+        ``order_by``; ties keep their order). When it already comes out so (the rolling plan
+        yields its rows by key and label) the sort is skipped: at 1M events it cost ~1.9 s
+        of CPU on sorted rows. Sorted by Polars directly, not through an Ibis table, which
+        the backend would keep (and with it every range) for the engine's lifetime."""
         frame = lazy.collect()
         if order and not in_order(frame, order):
-            frame = self.con.compile(ordered(self.from_native(frame), order)).collect()
+            frame = frame.sort(list(order), nulls_last=True, maintain_order=True)
         return frame
 
 
