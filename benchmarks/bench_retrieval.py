@@ -217,6 +217,10 @@ def child(case: str, root: Path) -> None:
 
     labels = pq.read_table(root / "labels.parquet")
     started, cpu_started = time.perf_counter(), _tree_cpu()
+    # The libraries the case needs are imported first, inside the timed region as before,
+    # and their share is reported on its own: mlforge's includes Ibis and its backend.
+    _import_libraries(case)
+    imported = time.perf_counter() - started
     if case == "hand-duckdb":
         import duckdb
 
@@ -239,7 +243,21 @@ def child(case: str, root: Path) -> None:
         defs = mlf.Definitions("bench", [], offline_store=mlf.LocalStore(root / "store"), engine=engine)
         out = mlf.get_training_data(["bench_spend", "bench_last"], labels, timestamp="ts", definitions=defs)
     seconds, cpu = time.perf_counter() - started, _tree_cpu() - cpu_started
-    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "rows": out.num_rows, "checksums": _checksums(out), "columns": out.column_names}))
+    print(json.dumps({"seconds": seconds, "import_seconds": imported, "cpu_seconds": cpu, "rows": out.num_rows, "checksums": _checksums(out), "columns": out.column_names}))
+
+
+def _import_libraries(case: str) -> None:
+    """Import what ``case`` runs on: DuckDB or PySpark for the hand-written cases; mlforge,
+    Ibis and the engine's Ibis backend for mlforge's."""
+    import importlib
+
+    family, engine = case.split("-", 1)
+    if family == "hand":
+        importlib.import_module("duckdb" if engine == "duckdb" else "pyspark.sql")
+        return
+    importlib.import_module("mlforge")
+    ibis = importlib.import_module("ibis")
+    getattr(ibis, engine)  # loads the backend module (ibis.duckdb, ibis.polars, ibis.pyspark)
 
 
 def _tree_cpu() -> float:
@@ -319,7 +337,8 @@ def render(best: dict[str, dict], args: argparse.Namespace, info: dict, command:
         if ours and ours["ok"]:
             ratio, cpu_ratio = ours["seconds"] / hand["seconds"], ours["cpu"] / hand["cpu"]
             verdict = "met" if ratio <= 1.0 else "NOT met"
-            lines += ["", f"mlforge on {label} / hand-written DuckDB: **{ratio:.2f}×** wall, {cpu_ratio:.2f}× CPU (target ≤ 1.0×: {verdict})."]
+            calls = f"; without the libraries' import (best of each): {ours['call']:.2f} s against {hand['call']:.2f} s, **{ours['call'] / hand['call']:.2f}×**" if ours.get("call") and hand.get("call") else ""
+            lines += ["", f"mlforge on {label} / hand-written DuckDB: **{ratio:.2f}×** wall, {cpu_ratio:.2f}× CPU (target ≤ 1.0×: {verdict}){calls}."]
     spark, hand_spark = best.get("mlforge-pyspark"), best.get("hand-pyspark")
     if spark and hand_spark and spark["ok"] and hand_spark["ok"]:
         ratio = spark["seconds"] / hand_spark["seconds"]
@@ -356,6 +375,8 @@ def keep_best(best: dict[str, dict], result: dict) -> None:
     kept["peak_rss"] = max(result["peak_rss"], previous["peak_rss"] if previous else 0)
     cpus = [r["cpu"] for r in (result, previous) if r and r["ok"] and r.get("cpu")]
     kept["cpu"] = min(cpus) if cpus else None
+    calls = [r["seconds"] - r["report"]["import_seconds"] for r in (result, previous) if r and r["ok"] and "import_seconds" in r.get("report", {})]
+    kept["call"] = min(calls) if calls else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -153,7 +153,6 @@ def _engine_for_frame(workspace: Workspace, engine: Any, frame: Any, kind: str) 
 def _training_local(workspace: Workspace, defined: Mapping[str, Feature], specs: list[FeatureSpec], frame: Any, kind: str, timestamp: str | None, engine: Engine) -> Any:
     """Send only keys and labels to the engine; append the feature columns in row order."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     columns = frame_columns(frame, kind)
     plans = [resolve(workspace, defined, spec, engine) for spec in specs]
@@ -168,11 +167,12 @@ def _training_local(workspace: Workspace, defined: Mapping[str, Feature], specs:
     base = prepare_base(engine.from_arrow(arrow), plans, computed, timestamp, engine)
     result = attach(base, plans, engine, point_in_time=timestamp is not None)
     values = [v for p in plans for v in p.values]
-    out = engine.to_arrow(result.select(ROW, *values))
+    # The engine puts the rows back in the caller's order (its sort runs on every core; a
+    # sort and take in PyArrow afterwards cost ~0.4 s of one core at 1M rows).
+    out = engine.to_arrow(result.select(ROW, *values).order_by(ROW))
     if out.num_rows != arrow.num_rows:  # P1 holds by construction; this guards the plan
         raise RetrievalError(f"retrieval produced {out.num_rows} rows for {arrow.num_rows} entity rows", fix="this is a bug in mlforge; please report it")
-    out = out.take(pc.sort_indices(out.column(ROW))).drop_columns([ROW])  # ty: ignore[missing-attribute] - generated at import
-    return finish(frame, kind, out)
+    return finish(frame, kind, out.drop_columns([ROW]))
 
 
 def _training_in_engine(workspace: Workspace, defined: Mapping[str, Feature], specs: list[FeatureSpec], frame: Any, kind: str, timestamp: str | None, engine: Engine) -> Any:
