@@ -152,6 +152,7 @@ def _engine_for_frame(workspace: Workspace, engine: Any, frame: Any, kind: str) 
 # -- training data --------------------------------------------------------------------------
 def _training_local(workspace: Workspace, defined: Mapping[str, Feature], specs: list[FeatureSpec], frame: Any, kind: str, timestamp: str | None, engine: Engine) -> Any:
     """Send only keys and labels to the engine; append the feature columns in row order."""
+    import numpy
     import pyarrow as pa
 
     columns = frame_columns(frame, kind)
@@ -163,7 +164,7 @@ def _training_local(workspace: Workspace, defined: Mapping[str, Feature], specs:
     needed = [*{k for p in plans for k in p.keys if k in columns}, *{c for e in computed.values() for c in e.from_columns or ()}]
     needed = list(dict.fromkeys([*needed, *([timestamp] if timestamp else [])]))
     arrow = plain_columns(materialize_columns(frame, kind, needed), plans, timestamp)
-    arrow = arrow.append_column(ROW, pa.array(range(arrow.num_rows), pa.int64()))
+    arrow = arrow.append_column(ROW, pa.array(numpy.arange(arrow.num_rows, dtype=numpy.int64)))  # not range(): ~0.09 s per 1M rows
     base = prepare_base(engine.from_arrow(arrow), plans, computed, timestamp, engine)
     result = attach(base, plans, engine, point_in_time=timestamp is not None)
     values = [v for p in plans for v in p.values]
