@@ -46,6 +46,7 @@ from common import (
     DATA_DIR,
     fmt_bytes,
     fmt_seconds,
+    import_engine,
     machine_info,
     replace_readme_section,
     run_isolated,
@@ -285,9 +286,7 @@ def run_mlforge_case(engine_name: str, src: Path, out_dir: Path) -> dict:
     # The engine's libraries are imported before the clock starts, as the hand-written cases
     # import duckdb first: mlforge imports Ibis and its backend on first use (~0.5 s), which
     # the process's CPU time still counts.
-    import ibis
-
-    getattr(ibis, engine_name)
+    import_engine(engine_name)
     engine = engine_name
     if engine_name == "pyspark":
         from mlforge.engines.pyspark import PySparkEngine
@@ -449,7 +448,7 @@ def run(sizes: list[str], cases: list[str], repeat: dict[str, int]) -> list[dict
                         entry["check"] = (
                             "reference" if sorted_by_key(reference) else "reference (UNSORTED)"
                         )
-                        entry["rows"] = _rows(reference)
+                        entry["rows"] = output_rows(reference)
                     elif reference is not None and rep == 0:
                         diff = compare(reference, entry["output"])
                         entry["check"] = "equal" if diff is None else f"DIFFERS: {diff}"
@@ -466,7 +465,7 @@ def run(sizes: list[str], cases: list[str], repeat: dict[str, int]) -> list[dict
     return entries
 
 
-def _rows(data_dir: str) -> int:
+def output_rows(data_dir: str) -> int:
     import duckdb
 
     return (

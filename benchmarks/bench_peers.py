@@ -117,7 +117,7 @@ def child_build(case: str, src: Path, out_dir: Path) -> dict:
         import bench_build
 
         report = bench_build.run_sql_case(bench_build.HAND_SQL, src, out_dir)
-        return {"seconds": report["seconds"], "rows": bench_build._rows(str(out_dir))}
+        return {"seconds": report["seconds"], "rows": bench_build.output_rows(str(out_dir))}
     if family == "mlforge":
         import mlforge as mlf
 

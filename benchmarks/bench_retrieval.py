@@ -50,6 +50,7 @@ from common import (
     DATA_DIR,
     fmt_bytes,
     fmt_seconds,
+    import_engine,
     machine_info,
     replace_readme_section,
     run_isolated,
@@ -255,9 +256,7 @@ def _import_libraries(case: str) -> None:
     if family == "hand":
         importlib.import_module("duckdb" if engine == "duckdb" else "pyspark.sql")
         return
-    importlib.import_module("mlforge")
-    ibis = importlib.import_module("ibis")
-    getattr(ibis, engine)  # loads the backend module (ibis.duckdb, ibis.polars, ibis.pyspark)
+    import_engine(engine)
 
 
 def _tree_cpu() -> float:

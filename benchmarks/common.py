@@ -33,6 +33,15 @@ DATA_DIR = BENCH_DIR / "data"
 README = BENCH_DIR / "README.md"
 
 
+def import_engine(engine: str) -> None:
+    """Import mlforge, Ibis and Ibis's backend for ``engine`` (``duckdb``, ``polars``,
+    ``pyspark``): what mlforge otherwise imports on first use, inside a measured call."""
+    import importlib
+
+    importlib.import_module("mlforge")
+    getattr(importlib.import_module("ibis"), engine)  # loads the backend module
+
+
 def high_water_mark(pid: int) -> int:
     """The process's peak resident memory so far (``VmHWM``), in bytes; 0 once it is gone."""
     try:

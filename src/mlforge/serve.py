@@ -462,8 +462,6 @@ def _client_failure(store: Any, action: str, exc: Exception) -> OnlineStoreError
     return OnlineStoreError(f"cannot {action}: the client of {type(store).__name__} failed with {type(exc).__name__} (see the server log)", where=repr(store), fix="retry; if it persists, check the online store and its client library")
 
 
-
-
 async def _set_lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metrics: "_Metrics", feature_set: Any, entities: list[dict[str, Any]], at: datetime) -> tuple[dict[str, str], list[dict[str, Any]]]:
     """The set's versions, and per entity its members' rows (only the selected columns of a
     member that selects some), read at those versions."""

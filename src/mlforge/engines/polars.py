@@ -174,22 +174,11 @@ class PolarsEngine(Engine):
         lazy = self.con.compile(expr)
         parts = key_ranges(lazy, order[0]) if order and order[0] not in self._digest_columns else [None]
         if parts == [None]:
-            _write_months(self._collect_in_order(lazy, order), partition_by, data_dir)
+            _write_months(_collect_in_order(lazy, order), partition_by, data_dir)
             return
-        frames = (self._collect_in_order(lazy.filter(part), order) for part in parts)
+        frames = (_collect_in_order(lazy.filter(part), order) for part in parts)
         schema = pl.DataFrame(schema=lazy.collect_schema()).to_arrow().schema
         write_partitioned_batches(_month_batches(frames, partition_by), schema, data_dir, partition_by)
-
-    def _collect_in_order(self, lazy: Any, order: Sequence[str]) -> Any:
-        """``lazy`` collected, its rows in ``order`` (ascending, nulls last, as Ibis's
-        ``order_by``; ties keep their order). When it already comes out so (the rolling plan
-        yields its rows by key and label) the sort is skipped: at 1M events it cost ~1.9 s
-        of CPU on sorted rows. Sorted by Polars directly, not through an Ibis table, which
-        the backend would keep (and with it every range) for the engine's lifetime."""
-        frame = lazy.collect()
-        if order and not in_order(frame, order):
-            frame = frame.sort(list(order), nulls_last=True, maintain_order=True)
-        return frame
 
 
 #: Rows of a build's result that the Polars engine aims to hold at once (~1.3 GiB for a
@@ -199,6 +188,18 @@ PART_ROWS = 16_000_000
 #: than ``_SAMPLED_KEYS`` keys in the sample, every key is counted.
 KEY_SAMPLE = 16
 _SAMPLED_KEYS = 64
+
+
+def _collect_in_order(lazy: Any, order: Sequence[str]) -> Any:
+    """``lazy`` collected, its rows in ``order`` (ascending, nulls last, as Ibis's
+    ``order_by``; ties keep their order). When it already comes out so (the rolling plan
+    yields its rows by key and label) the sort is skipped: at 1M events it cost ~1.9 s
+    of CPU on sorted rows. Sorted by Polars directly, not through an Ibis table, which
+    the backend would keep (and with it every range) for the engine's lifetime."""
+    frame = lazy.collect()
+    if order and not in_order(frame, order):
+        frame = frame.sort(list(order), nulls_last=True, maintain_order=True)
+    return frame
 
 
 def key_ranges(lazy: Any, key: str) -> list[Any]:
