@@ -93,6 +93,12 @@ class DuckDBEngine(Engine):
         row = self.con.raw_sql(self.con.compile(expr)).fetchone()
         return None if row is None else row[0]
 
+    def to_utc_naive(self, col: ir.TimestampValue) -> ir.TimestampValue:
+        # A cast from TIMESTAMPTZ to TIMESTAMP also goes through ICU: in a point-in-time
+        # join of 1M labels against 10M stored rows per feature, the casts of the stored
+        # timestamps were ~3.8 s of the query's ~8.3 s of CPU; the epoch route costs ~0.1 s.
+        return _naive_utc(col)
+
     def month_key(self, col: ir.TimestampValue) -> ir.IntegerValue:
         # Calendar parts of a TIMESTAMPTZ go through ICU time zone code in DuckDB: for the
         # 7.5M labels of the 1M-event build, EXTRACT or STRFTIME on them cost ~4.5 s of CPU.
