@@ -24,10 +24,9 @@ Engines with the ``window_functions`` capability run metrics made of partial agg
     ``b``'s partials and the others nulls (no join of labels to partials);
 4'. each window of ``m`` intervals is a ``RANGE BETWEEN m-1 PRECEDING AND CURRENT ROW``
     frame over ``k`` -- by value, so the gaps between runs of labels are never counted as rows.
-5'. a label range (an incremental build) takes its labels from *islands* (runs of buckets
-    whose gaps are at most ``M``), keeps those inside the range; the partials its frames
-    reach before the range ride along as rows of their own (a union, not a join) and are
-    dropped after framing.
+5'. a label range (an incremental build) keeps the labels of step 3' that fall inside the
+    range; the partials its frames reach before the range ride along as rows of their own
+    (a union, not a join) and are dropped after framing.
 
 Engines with the ``rolling_frames`` capability (Polars: Ibis's Polars backend has no window
 functions) run the same metrics on the ``rolling`` plan: steps 1-2 and the finishing
@@ -61,7 +60,8 @@ if TYPE_CHECKING:
 _BUCKET = "__mlforge_bucket"
 _OFFSET = "__mlforge_offset"
 _LABEL = "__mlforge_label"
-_ISLAND = "__mlforge_island"
+_FROM = "__mlforge_from"  # the first label a bucket owns inside a range
+_UNTIL = "__mlforge_until"  # and the label after its last one
 _SPINE = "__mlforge_spine"
 
 #: The plans :func:`compile_metrics` can use; see the module docstring.
@@ -187,7 +187,7 @@ def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
     partials = _partials(events, keys, fields, columns)
     values = [c for c in partials.columns if c not in keys and c != _BUCKET]
     if labels is not None and labels.start is not None:
-        rows = _labels_in_range(_islands(partials, keys, max_offsets), partials, keys, values, labels, interval, max_offsets)
+        rows = _labels_in_range(partials, keys, values, labels, interval, max_offsets)
     else:
         rows = _labels_after_buckets(partials, keys, values, max_offsets)
     # Each (partial, window) frame once: mean shares the frames of sum and count.
@@ -240,46 +240,37 @@ def _labels_after_buckets(partials: ir.Table, keys: list[str], values: list[str]
     return steps.select(*keys, **{_LABEL: steps[_BUCKET] + steps[_OFFSET]}, **nulls)
 
 
-def _islands(partials: ir.Table, keys: list[str], max_offsets: int) -> ir.Table:
-    """Per key, the runs of event buckets whose gaps are at most ``M`` (step 3')."""
-    import ibis
+def _labels_in_range(partials: ir.Table, keys: list[str], values: list[str], labels: LabelRange, interval: int, max_offsets: int) -> ir.Table:
+    """The rows the frames of an incremental build need: the W3 labels inside the range,
+    and, as rows of their own, the partials of the buckets before the range that those
+    labels' frames reach.
 
-    by_bucket = ibis.window(group_by=keys, order_by=_BUCKET)
-    previous = partials[_BUCKET].lag().over(by_bucket)
-    starts = partials.mutate(**{_ISLAND: ibis.ifelse(previous.isnull() | (partials[_BUCKET] - previous > max_offsets), 1, 0)})
-    numbered = starts.mutate(**{_ISLAND: starts[_ISLAND].sum().over(ibis.window(group_by=keys, order_by=_BUCKET, rows=(None, 0)))})
-    return numbered.group_by([*keys, _ISLAND]).aggregate(first=numbered[_BUCKET].min(), last=numbered[_BUCKET].max())
-
-
-def _labels_in_range(islands: ir.Table, partials: ir.Table, keys: list[str], values: list[str], labels: LabelRange, interval: int, max_offsets: int) -> ir.Table:
-    """The rows the frames of an incremental build need: the W3 labels inside the range
-    (with null partials) and, as separate rows, the partials those labels' frames reach.
-
-    A range of a few steps after a long history would otherwise compute the frames of every
-    label back to ``start - M`` only to drop them; this way the window runs over the labels
-    it keeps plus at most ``M - 1`` steps of partials before them, and needs no join.
+    The labels are those of :func:`_labels_after_buckets` cut to the range: bucket ``b``
+    owns ``b+1 .. min(b+M, next bucket)``, so each label in range comes once, and its first
+    label carries ``b``'s partials. A range of a few steps after a long history runs its
+    window over the labels it keeps plus at most ``M - 1`` steps of partials before them.
     """
     import ibis
 
     assert labels.start is not None  # only called for a range with a start
     first_label = -(-labels.start // interval)
     last_label = None if labels.end is None else -(-labels.end // interval)  # exclusive
-    # Only islands with a label in range, so no range below is empty.
-    in_range = [islands["last"] + max_offsets >= first_label]
-    if last_label is not None:
-        in_range.append(islands["first"] + 1 < last_label)
-    wanted = islands.filter(in_range)
-    stop = wanted["last"] + max_offsets + 1
-    if last_label is not None:
-        stop = ibis.least(stop, last_label)
-    spine = wanted.select(*keys, **{_LABEL: ibis.range(ibis.greatest(wanted["first"] + 1, first_label), stop).unnest()})
-    shifted = partials.mutate(**{_BUCKET: partials[_BUCKET] + 1})  # bucket k-1 is known at label k
-    nulls = {name: ibis.null().cast(shifted[name].type()) for name in values}
-    spine = spine.select(*keys, _LABEL, **nulls, **{_SPINE: ibis.literal(True)})
-    reached = shifted[_BUCKET] >= first_label - max_offsets + 1
-    if last_label is not None:
-        reached &= shifted[_BUCKET] < last_label
-    carriers = shifted.filter(reached).select(*keys, **{_LABEL: shifted[_BUCKET]}, **{name: shifted[name] for name in values}, **{_SPINE: ibis.literal(False)})
+    bucket = partials[_BUCKET]
+    following = bucket.lead().over(ibis.window(group_by=keys, order_by=_BUCKET))
+    gap = following - bucket
+    reach = ibis.ifelse(following.isnull() | (gap > max_offsets), max_offsets, gap)
+    low = ibis.greatest(bucket + 1, first_label)
+    high = bucket + reach + 1 if last_label is None else ibis.least(bucket + reach + 1, last_label)  # exclusive
+    owners = partials.mutate(**{_FROM: low, _UNTIL: high})
+    owners = owners.filter(owners[_FROM] < owners[_UNTIL])  # buckets owning a label in range
+    steps = owners.select(*keys, _BUCKET, *values, **{_LABEL: ibis.range(owners[_FROM], owners[_UNTIL]).unnest()})
+    first = steps[_LABEL] == steps[_BUCKET] + 1
+    spine = steps.select(
+        *keys, _LABEL, **{name: ibis.ifelse(first, steps[name], ibis.null().cast(steps[name].type())) for name in values}, **{_SPINE: ibis.literal(True)}
+    )
+    shifted = bucket + 1  # bucket k-1 is known at label k
+    before = partials.filter([shifted >= first_label - max_offsets + 1, shifted < first_label])
+    carriers = before.select(*keys, **{_LABEL: before[_BUCKET] + 1}, **{name: before[name] for name in values}, **{_SPINE: ibis.literal(False)})
     return spine.union(carriers)
 
 
