@@ -90,6 +90,21 @@ def test_profile_flag_beats_env(config, monkeypatch):
     assert env_settings().profile == "fast"
 
 
+def test_env_settings_without_flags_or_variables_are_the_defaults(monkeypatch):
+    import os
+
+    from mlforge.config import EnvSettings
+
+    for name in [n for n in os.environ if n.upper().startswith("MLFORGE_")]:
+        monkeypatch.delenv(name)
+    assert env_settings() == EnvSettings(profile=None, engine=None, config=None, target=None)
+    monkeypatch.setenv("mlforge_engine", "polars")  # names are case-insensitive
+    assert env_settings().engine == "polars"
+    monkeypatch.setenv("mlforge_engine", "sqlite")
+    with pytest.raises(ConfigError, match="MLFORGE_ENGINE='sqlite'"):
+        env_settings()
+
+
 def test_interpolation_default_and_env(config, monkeypatch):
     assert Path(resolve_profile("fast").offline_store.path).name == "store-fast"
     monkeypatch.setenv("MLFORGE_TEST_STORE", "/tmp/elsewhere")
