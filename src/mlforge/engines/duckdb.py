@@ -134,7 +134,7 @@ class DuckDBEngine(Engine):
         # ``COPY ... PARTITION_BY`` cost ~40% more CPU than the whole query at 1M events
         # and did not keep the ORDER BY inside a file.
         result = self.con.raw_sql(query)
-        reader = result.to_arrow_reader(_BATCH_ROWS) if hasattr(result, "to_arrow_reader") else result.fetch_record_batch(_BATCH_ROWS)
+        reader = result.to_arrow_reader(_BATCH_ROWS)
         write_partitioned_batches(reader, reader.schema, data_dir, partition_by)
 
 
