@@ -67,8 +67,7 @@ def env_settings(**flags: Any) -> EnvSettings:
 
     cls = _settings_class()
     try:
-        read = cls(**given)
-        return EnvSettings(profile=read.profile, engine=read.engine, config=read.config, target=read.target)
+        return EnvSettings(**cls(**given).model_dump())
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
