@@ -68,3 +68,27 @@ def test_an_answer_renders_as_jsonable_describes_it_even_past_what_orjson_writes
     expected = jsonable(answer)
     assert json.loads(render_json(answer)) == expected
     assert json.loads(render_json({k: v for k, v in answer.items() if k != "n"})) == {k: v for k, v in expected.items() if k != "n"}
+
+
+def test_each_row_of_a_tail_reads_back_by_its_index_from_either_end():
+    for length in range(8):
+        rows = [[i, f"r{i}", {"nested": [i, None]}, datetime(2024, 1, 1 + i, tzinfo=UTC)] for i in range(length)]
+        tail = Tail(DAY, [i * DAY for i in range(length)], ["n", "s", "m", "ts"], rows=rows)
+        stored = decode_row(encode_row({"user_id": "u1", TAIL: tail}).encode())[TAIL]
+        assert [stored.row_values(i) for i in range(length)] == rows
+        assert decode_row(encode_row({"user_id": "u1", TAIL: tail}))[TAIL].rows() == rows
+        for outside in (-1, length):
+            try:
+                stored.row_values(outside)
+            except IndexError:
+                continue
+            raise AssertionError(f"row {outside} of a tail of {length} labels read a value")
+
+
+def test_a_tail_whose_rows_do_not_match_its_labels_is_not_read():
+    import pytest
+
+    text = encode_row({"user_id": "u1", TAIL: Tail(DAY, [0, DAY], ["n"], rows=[[1], [2]])})
+    damaged = text.replace("[1],\n", "")
+    with pytest.raises(ValueError, match="a tail of 2 labels holds 1 rows"):
+        decode_row(damaged)

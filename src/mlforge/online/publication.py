@@ -225,34 +225,45 @@ def value_at(publication: Publication, key: Mapping[str, Any], stored: Mapping[s
         published: whether ``publication`` is a record written by a publish (rows of
             metric features then must carry a tail).
     """
-    if stored is not None and publication.is_metric and (TAIL in stored or published):
-        return _metric_reading(publication, key, stored, at)
-    if stored is None:
-        return _unknown(publication, key, at)
-    return _plain_reading(publication, stored, at)
+    return values_at(publication, [key], [stored], at, published=published)[0]
 
 
-def _metric_reading(publication: Publication, key: Mapping[str, Any], stored: Mapping[str, Any], at: datetime) -> Reading:
+def values_at(publication: Publication, keys: Sequence[Mapping[str, Any]], stored: Sequence[Mapping[str, Any] | None], at: datetime, *, published: bool) -> list[Reading]:
+    """:func:`value_at` for the entities ``keys`` of one feature, ``stored[i]`` being the
+    row of ``keys[i]``: the read time's epoch seconds are taken once for all of them."""
+    seconds = math.floor(at.timestamp())
+    out = []
+    for key, row in zip(keys, stored, strict=True):
+        if row is not None and publication.is_metric and (published or TAIL in row):
+            out.append(_metric_reading(publication, key, row, seconds))
+        elif row is None:
+            out.append(_unknown(publication, key, seconds))
+        else:
+            out.append(_plain_reading(publication, row, at))
+    return out
+
+
+def _metric_reading(publication: Publication, key: Mapping[str, Any], stored: Mapping[str, Any], seconds: int) -> Reading:
     tail = stored.get(TAIL)
     if tail is None:  # a row of an older publish layout: not a value at any known time
-        return _unknown(publication, key, at)
+        return _unknown(publication, key, seconds)
     if not isinstance(tail, Tail):  # format 1: columns of plain JSON
         tail = Tail.from_columns(tail)
-    label, label_time = grid_label(math.floor(at.timestamp()), tail.interval)
+    label, label_time = grid_label(seconds, tail.interval)
     labels = tail.labels
     at_label = bisect.bisect_left(labels, label)
     values = publication.empty_values
     if at_label < len(labels) and labels[at_label] == label:
-        values.update(tail.row(at_label))
-    row = {k: stored.get(k, key.get(k)) for k in publication.keys}
+        values.update(zip(tail.columns, tail.row_values(at_label), strict=True))
+    row = {k: stored[k] if k in stored else key.get(k) for k in publication.keys}
     return Reading(values, label_time, True, _with_label(row, publication.timestamp, label_time, values))
 
 
-def _unknown(publication: Publication, key: Mapping[str, Any], at: datetime) -> Reading:
+def _unknown(publication: Publication, key: Mapping[str, Any], seconds: int) -> Reading:
     """O2: an entity without rows reads as training gives it (W4 for metric features)."""
     if not publication.is_metric:
         return Reading(dict.fromkeys(publication.columns), None, False, None)
-    _, label_time = grid_label(math.floor(at.timestamp()), publication.interval or 1)  # a metric publication always has one
+    _, label_time = grid_label(seconds, publication.interval or 1)  # a metric publication always has one
     values = publication.empty_values
     return Reading(values, label_time, False, _with_label(dict(key), publication.timestamp, label_time, values))
 

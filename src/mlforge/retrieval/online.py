@@ -3,7 +3,7 @@
 ``lookup`` asks the store for every requested entity of every feature *and* the features'
 publication records in one ``read_many`` call (one round trip on stores with batched
 reads), then reads each entity's value at ``T`` with
-:func:`mlforge.online.publication.value_at`. Both the Python API
+:func:`mlforge.online.publication.values_at`. Both the Python API
 (:func:`mlforge.retrieval.online_features`) and ``mlforge serve`` go through it;
 ``mlforge serve`` awaits ``lookup_async`` instead where the store declares
 ``async_reads`` (same requests, same readings).
@@ -22,7 +22,7 @@ from mlforge.online.publication import (
     Publication,
     Reading,
     check_read_time,
-    value_at,
+    values_at,
 )
 
 if TYPE_CHECKING:
@@ -71,7 +71,8 @@ def readings(found: Mapping[str, list[dict[str, Any] | None]], stand_ins: Mappin
             check_read_time(publication, at)
             check_served_version(publication, (versions or {}).get(name))
         rows = iter(found.get(name) or [])
-        out[name] = [value_at(publication, key or {}, None if key is None else next(rows), at, published=record is not None) for key in keys]
+        stored = [None if key is None else next(rows) for key in keys]
+        out[name] = values_at(publication, [key or {} for key in keys], stored, at, published=record is not None)
     return out
 
 
