@@ -178,7 +178,7 @@ def make_store(request):
 
 
 @pytest.mark.parametrize("engine_name", ENGINES)
-def test_online_reads_equal_training_at_read_time(make_store, engine_name, request):
+def test_online_reads_equal_training_at_read_time(make_store, engine_name, request, tmp_path):
     # contract O1 (with O2 for the unknown entity and O4 for the ttl)
     engine = request.getfixturevalue("spark_engine") if engine_name == "pyspark" else engine_name
     examples = SPARK_EXAMPLES if engine_name == "pyspark" else EXAMPLES
@@ -188,7 +188,7 @@ def test_online_reads_equal_training_at_read_time(make_store, engine_name, reque
     def check(scenario):
         events, ttl, offsets = scenario
         events = unique_times(events)
-        folder = tempfile.mkdtemp(prefix="mlforge-o1-")
+        folder = tempfile.mkdtemp(prefix="mlforge-o1-", dir=tmp_path)  # one per example, removed with tmp_path
         defs = write_project(folder, events, ttl, engine, make_store())
         result = defs.build(online=True)
         assert all(f.status == "built" for f in result.features), [f.error for f in result.features]

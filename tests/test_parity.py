@@ -34,6 +34,8 @@ KEY_POOLS = {"string": ["a", "b", "c", "ü-1"], "int64": [-3, 0, 7, 2**40]}
 #: 2024-01-01 and a day before the epoch (floor division of negative instants).
 BASES = (1_704_067_200, -86_400)
 MICROS = 1_000_000
+#: Every example's work directory lives under this one, removed when the test process ends.
+SCRATCH = tempfile.TemporaryDirectory(prefix="mlforge-parity-")
 
 
 @dataclass
@@ -132,7 +134,7 @@ def oracle_metrics(case: Case) -> list[OracleMetric]:
 
 def build_case(case: Case, engine, store_factory=None) -> tuple[pa.Table, object]:
     """Build ``case`` through the public API (a LocalStore unless ``store_factory(dir)``)."""
-    workdir = tempfile.mkdtemp(prefix="mlforge-parity-")
+    workdir = tempfile.mkdtemp(prefix="build-", dir=SCRATCH.name)
     source = f"{workdir}/events.parquet"
     write_source(case, source)
 
@@ -274,7 +276,7 @@ def test_metric_plans_agree(engine_name, fast_plan):  # contract W8, I1
     @settings(max_examples=max(settings().max_examples, 80))
     @given(case=cases(functions=PARTIAL_FUNCTIONS, max_span=40), data=st.data())
     def check(case: Case, data) -> None:
-        workdir = tempfile.mkdtemp(prefix="mlforge-plans-")
+        workdir = tempfile.mkdtemp(prefix="plans-", dir=SCRATCH.name)
         source = f"{workdir}/events.parquet"
         write_source(case, source)
 
