@@ -242,3 +242,20 @@ def test_a_tail_round_trips_row_by_row_with_its_types(make_store):
         assert_same_typed({"user_id": expected["user_id"], **got[TAIL].row(index)}, expected)
     assert got[TAIL]["values"]["count_7d"] == [0, 5, None]
     assert empty[TAIL].labels == [] and empty[TAIL]["values"] == {c: [] for c in columns}
+
+
+@pytest.mark.service
+def test_a_damaged_tail_in_redis_is_refused_not_read_at_another_label(redis_server):  # noqa: F811
+    import redis
+
+    from mlforge.online.base import TAIL, Tail
+    from mlforge.online.redis import RedisStore
+
+    host, port = redis_server
+    store = RedisStore(host=host, port=port, prefix=unique("damaged"))
+    store.write("tails", ["user_id"], [{"user_id": 7, TAIL: Tail(86400, [0, 86400], ["n"], rows=[[1], [2]])}])
+    key = store.key("tails", {"user_id": 7})
+    raw = redis.Redis(host=host, port=port)
+    raw.set(key, raw.get(key).replace(b"[1],\n", b""))  # a row lost: the labels no longer match
+    with pytest.raises(OnlineStoreError, match=r"not an mlforge row .*a tail of 2 labels holds 1 rows"):
+        store.read("tails", [{"user_id": 7}])

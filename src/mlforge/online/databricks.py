@@ -306,10 +306,20 @@ class DatabricksOnlineStore(PipelinePublishing):
         found = self._lakebase.lookup_texts(asked) if asked else {}
         for feature, wanted in texts.items():
             if feature in requests:
-                out[feature] = [None if (v := found[feature].get(t)) is None else decode_row(v) for t in wanted]
+                out[feature] = [None if (v := found[feature].get(t)) is None else self._decoded(v, feature) for t in wanted]
         if PUBLICATIONS in requests:
-            out[PUBLICATIONS] = [None if (v := found.get(f, {}).get(RECORD_KEY)) is None else decode_row(v) for f in records]
+            out[PUBLICATIONS] = [None if (v := found.get(f, {}).get(RECORD_KEY)) is None else self._decoded(v, f) for f in records]
         return out
+
+    def _decoded(self, text: str, feature: str) -> dict[str, Any]:
+        try:
+            return decode_row(text)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise OnlineStoreError(
+                f"a stored value of {feature!r} is not an mlforge row ({type(exc).__name__}: {exc})",
+                where=self.where,
+                fix="another program writes to this online table: give mlforge its own, and re-publish with `mlforge build --online`",
+            ) from None
 
     def _columns(self, feature: str) -> dict[str, str]:
         try:
