@@ -247,8 +247,9 @@ def decode_row(text: str | bytes) -> dict[str, Any]:
     row = _loads(text[:first] + text[last:])
     spec = row[TAIL]
     labels, body = spec["labels"], text[first + 1 : last]
-    if body.count("\n") + bool(body) != len(labels):
-        raise ValueError(f"a tail of {len(labels)} labels holds {body.count(chr(10)) + bool(body)} rows")
+    rows = body.count("\n") + 1 if body else 0
+    if rows != len(labels):
+        raise ValueError(f"a tail of {len(labels)} labels holds {rows} rows")
     row[TAIL] = Tail(spec["interval"], labels, spec["columns"], body=body)
     return row
 
