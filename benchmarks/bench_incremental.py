@@ -96,6 +96,16 @@ def count_differences(con: duckdb.DuckDBPyConnection, a: str, b: str) -> int:
     ).fetchone()[0]
 
 
+def targets(figures: dict) -> list[str]:
+    """The verdicts of issues 5 and 20 on one run's figures."""
+    ratio, share = figures["incremental_over_full"], figures["rows_read_share"]
+    return [
+        f"- one-day build / full build: {ratio:.3f}; target <= 0.10: {'met' if ratio <= 0.10 else 'MISSED'}",
+        f"- source rows read by the one-day build: {share:.3f} of the source; target <= 0.15: {'met' if share <= 0.15 else 'MISSED'}",
+        f"- the one-day build equals a full refresh: {'yes' if figures['incremental_equals_full_refresh'] else 'NO'}",
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=10_000_000)
@@ -146,6 +156,8 @@ def main() -> int:
         "cpu_count": os.cpu_count(),
     }
     print(json.dumps(figures, indent=2))
+    for line in targets(figures):
+        print(line)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
     if args.workdir is None:

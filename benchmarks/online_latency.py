@@ -450,6 +450,8 @@ def readme_section(out: dict) -> str:
             "\n".join(line for line in rest_lines if line.startswith("|")),
             f"Errors: {', '.join(str(r['errors']) for r in out['rest'])} (in table order).",
         ]
+        if targets(out):
+            parts.append("Targets of issue 20 in this run:\n\n" + "\n".join(targets(out)))
     return "\n\n".join(parts)
 
 
@@ -475,7 +477,30 @@ def render(out: dict) -> str:
             lines.append(f"| {what}, {r['workers']} worker(s), {r['target_rps']:.0f} rps open loop | {r['requests']} | {r['achieved_rps']:.1f} | {lat['p50_ms']:.2f} | {lat['p99_ms']:.2f} | {lat['max_ms']:.1f} | {r['errors']} | {r['server_cpu_ms_per_request']:.2f} | {r['loadgen_cpu_ms_per_request']:.2f} |")
         lines.append("")
         lines.append("Latency is measured from each request's scheduled send time (includes any queueing in the load generator).")
+    verdicts = targets(out)
+    if verdicts:
+        lines += ["", "Targets (issue 20):", *verdicts]
     return "\n".join(lines)
+
+
+#: Issue 20's online targets: (entities a request, rps or None for any rate, workers or None for any, p99 bound in ms).
+TARGETS = ((1, 1000.0, 2, 5.0), (100, None, None, 10.0))
+
+
+def targets(out: dict) -> list[str]:
+    """One line per REST case an online target of issue 20 applies to, with its verdict."""
+    lines = []
+    for batch, rps, workers, bound in TARGETS:
+        for r in out.get("rest", []):
+            if r.get("batch", 1) != batch or (rps is not None and r["target_rps"] != rps) or (workers is not None and r["workers"] != workers):
+                continue
+            p99 = r["latency"]["p99_ms"]
+            ok = p99 <= bound and r["errors"] == 0 and r["achieved_rps"] >= 0.99 * r["target_rps"]
+            lines.append(
+                f"- {batch} entit{'y' if batch == 1 else 'ies'} x 3 features, {r['workers']} worker(s), {r['target_rps']:.0f} rps: "
+                f"p99 {p99:.2f} ms, {r['errors']} errors; target p99 <= {bound:g} ms: {'met' if ok else 'MISSED'}"
+            )
+    return lines
 
 
 if __name__ == "__main__":
