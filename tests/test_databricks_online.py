@@ -601,3 +601,41 @@ def test_build_online_then_get_online_features(ws, tmp_path, sync_mode):
     assert answer.status_code == 200
     assert [r["features"]["last_purchase"] for r in answer.json()["results"]] == [{"user_id": "zz", "ts": "2024-01-09T00:00:00+00:00", "amt": 41}, None]
     online.close()
+
+
+@service
+def test_a_damaged_tail_is_refused_not_read_at_another_label(ws, tmp_path):
+    # a value whose rows no longer match its labels reads as an OnlineStoreError, never as
+    # the values of another label
+    import pyarrow.parquet as pq
+    from psycopg import sql
+
+    import mlforge as mlf
+    from mlforge.offline.unity_catalog import UnityCatalogStore
+    from mlforge.online.databricks import VALUE_COLUMN, DatabricksOnlineStore
+
+    source = tmp_path / "tx.parquet"
+    pq.write_table(pa.table(EVENTS), source)
+
+    @mlf.feature(source=str(source), keys=["user_id"], timestamp="ts", interval="1d", metrics=[mlf.Sum("amt", windows=["3d"], name="spend")])
+    def spend_3d(t):
+        return t.select("user_id", "ts", "amt")
+
+    schema = f"online_{uuid.uuid4().hex[:8]}"
+    online = DatabricksOnlineStore("main", sync_mode="triggered", client=ws.client(), pg_port=ws.postgres.port, schema=schema, poll_interval=0.02, sync_timeout=20)
+    defs = mlf.Definitions("uc", [spend_3d], offline_store=UnityCatalogStore("main", client=ws.client(), storage_root=ws.storage_root), online_store=online)
+    assert [f.status for f in defs.build(online=True).features] == ["built"]
+    at = datetime(2024, 1, 4, 12)
+    entities = pa.table({"user_id": ["a", "b", "c"]})
+    assert [r["spend_3d"] for r in defs.get_online_features(["spend_3d"], entities, at=at).to_pylist()] == [3, 5, 7]  # 2024-01-01..03
+    with ws.postgres.connect(autocommit=True) as conn:  # drop the first row line of every tail of two or more rows
+        damaged = conn.execute(
+            sql.SQL("UPDATE {} SET {} = regexp_replace({}, %s, '') WHERE {} ~ %s").format(
+                sql.Identifier(schema, "spend_3d"), sql.Identifier(VALUE_COLUMN), sql.Identifier(VALUE_COLUMN), sql.Identifier(VALUE_COLUMN)
+            ),
+            ["\n\\[[^\n]*\\],", "\\],\n"],
+        ).rowcount
+    assert damaged >= 1
+    with pytest.raises(OnlineStoreError, match=r"not an mlforge row .*a tail of \d+ labels holds \d+ rows"):
+        defs.get_online_features(["spend_3d"], entities, at=at)
+    online.close()
