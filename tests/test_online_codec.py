@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from mlforge.online.base import TAIL, Tail, decode_row, encode_row
 from mlforge.online.publication import Publication, value_at
 
@@ -37,8 +39,6 @@ def test_a_value_of_the_earlier_column_wise_layout_still_reads_at_a_time():
 
 
 def test_a_record_of_format_1_is_read_and_a_newer_format_is_refused():
-    import pytest
-
     from mlforge.errors import OnlineStoreError
 
     row = Publication("f", "1.0.0", ("user_id",), "ts", DAY, None, 0, ("n_2d",)).to_row()
@@ -77,17 +77,13 @@ def test_each_row_of_a_tail_reads_back_by_its_index_from_either_end():
         stored = decode_row(encode_row({"user_id": "u1", TAIL: tail}).encode())[TAIL]
         assert [stored.row_values(i) for i in range(length)] == rows
         assert decode_row(encode_row({"user_id": "u1", TAIL: tail}))[TAIL].rows() == rows
-        for outside in (-1, length):
-            try:
-                stored.row_values(outside)
-            except IndexError:
-                continue
-            raise AssertionError(f"row {outside} of a tail of {length} labels read a value")
+        for either in (stored, tail):  # read from stored text, or made from rows
+            for outside in (-1, length):
+                with pytest.raises(IndexError, match=f"a tail of {length} labels has no row {outside}"):
+                    either.row_values(outside)
 
 
 def test_a_tail_whose_rows_do_not_match_its_labels_is_not_read():
-    import pytest
-
     text = encode_row({"user_id": "u1", TAIL: Tail(DAY, [0, DAY], ["n"], rows=[[1], [2]])})
     damaged = text.replace("[1],\n", "")
     with pytest.raises(ValueError, match="a tail of 2 labels holds 1 rows"):

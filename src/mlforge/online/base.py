@@ -302,11 +302,12 @@ class Tail(Mapping[str, Any]):
     def row_values(self, index: int) -> list[Any]:
         """The values of label ``labels[index]``, in ``columns`` order. Of stored text, only
         that row's line is cut out (from the nearer end) and parsed."""
-        if self._rows is not None:
-            return self._rows[index]
-        body, count = self._body or "", len(self.labels)
+        count = len(self.labels)
         if not 0 <= index < count:
             raise IndexError(f"a tail of {count} labels has no row {index}")
+        if self._rows is not None:
+            return self._rows[index]
+        body = self._body or ""
         line = body.split("\n", index + 1)[index] if 2 * index < count else body.rsplit("\n", count - index)[1]
         return _loads(line.removesuffix(","))
 
