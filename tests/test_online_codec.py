@@ -88,3 +88,25 @@ def test_a_tail_whose_rows_do_not_match_its_labels_is_not_read():
     damaged = text.replace("[1],\n", "")
     with pytest.raises(ValueError, match="a tail of 2 labels holds 1 rows"):
         decode_row(damaged)
+
+
+def test_a_damaged_row_line_is_an_online_store_error_when_read():
+    from mlforge.errors import OnlineStoreError
+
+    text = encode_row({"user_id": "u1", TAIL: Tail(DAY, [0, DAY], ["n", "s"], rows=[[1, "a"], [2, "b"]])})
+    publication = Publication("f", "1.0.0", ("user_id",), "ts", DAY, None, 0, ("n", "s"), (("n", 0),))
+    at = datetime(1970, 1, 2, 5, tzinfo=UTC)  # label DAY: the second row
+    for damaged in (text.replace('[2,"b"]', '[2,"b"'), text.replace('[2,"b"]', "[2]")):
+        stored = decode_row(damaged)  # the head is intact: the row is read only when asked for
+        with pytest.raises(OnlineStoreError, match=r"stored value of 'f' for \{'user_id': 'u1'\} is not an mlforge row"):
+            value_at(publication, {"user_id": "u1"}, stored, at, published=True)
+        assert value_at(publication, {"user_id": "u1"}, stored, datetime(1970, 1, 1, 5, tzinfo=UTC), published=True).values == {"n": 1, "s": "a"}
+
+
+def test_values_past_orjson_read_back_exactly():
+    from datetime import timedelta
+
+    for row in ({"d": timedelta.max, "t": datetime(2024, 1, 1)}, {"d": timedelta(microseconds=2**64 + 1)}, {"s": "\ud800"}, {"s": "\udc00", "t": datetime(2024, 1, 1)}):
+        assert decode_row(encode_row(row)) == row
+        tail = Tail(DAY, [0], list(row), rows=[list(row.values())])
+        assert decode_row(encode_row({"k": 1, TAIL: tail}))[TAIL].row(0) == row

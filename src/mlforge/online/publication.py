@@ -254,7 +254,13 @@ def _metric_reading(publication: Publication, key: Mapping[str, Any], stored: Ma
     at_label = bisect.bisect_left(labels, label)
     values = publication.empty_values
     if at_label < len(labels) and labels[at_label] == label:
-        values.update(zip(tail.columns, tail.row_values(at_label), strict=True))
+        try:
+            values.update(zip(tail.columns, tail.row_values(at_label), strict=True))
+        except ValueError as exc:  # a damaged row line: not JSON, or not one value per column
+            raise OnlineStoreError(
+                f"the stored value of {publication.feature!r} for {dict(key)} is not an mlforge row ({type(exc).__name__}: {exc})",
+                fix="re-publish it with `mlforge build --online`; if another program writes under the same keys, give mlforge its own prefix, table or schema",
+            ) from None
     row = {k: stored[k] if k in stored else key.get(k) for k in publication.keys}
     return Reading(values, label_time, True, _with_label(row, publication.timestamp, label_time, values))
 
