@@ -231,13 +231,21 @@ def _labels_after_buckets(partials: ir.Table, keys: list[str], values: list[str]
     """
     import ibis
 
-    following = partials[_BUCKET].lead().over(ibis.window(group_by=keys, order_by=_BUCKET))
-    gap = following - partials[_BUCKET]
-    reach = partials.mutate(**{_OFFSET: ibis.ifelse(following.isnull() | (gap > max_offsets), max_offsets, gap)})
+    reach = partials.mutate(**{_OFFSET: _reach(partials, keys, max_offsets)})
     steps = reach.select(*keys, _BUCKET, *values, **{_OFFSET: ibis.range(1, reach[_OFFSET] + 1).unnest()})
     first = steps[_OFFSET] == 1
     nulls = {name: ibis.ifelse(first, steps[name], ibis.null().cast(steps[name].type())) for name in values}
     return steps.select(*keys, **{_LABEL: steps[_BUCKET] + steps[_OFFSET]}, **nulls)
+
+
+def _reach(partials: ir.Table, keys: list[str], max_offsets: int) -> ir.IntegerValue:
+    """How many labels each bucket owns (W3): up to its key's next bucket, at most ``M``."""
+    import ibis
+
+    bucket = partials[_BUCKET]
+    following = bucket.lead().over(ibis.window(group_by=keys, order_by=_BUCKET))
+    gap = following - bucket
+    return cast("ir.IntegerValue", ibis.ifelse(following.isnull() | (gap > max_offsets), max_offsets, gap))
 
 
 def _labels_in_range(partials: ir.Table, keys: list[str], values: list[str], labels: LabelRange, interval: int, max_offsets: int) -> ir.Table:
@@ -256,9 +264,7 @@ def _labels_in_range(partials: ir.Table, keys: list[str], values: list[str], lab
     first_label = -(-labels.start // interval)
     last_label = None if labels.end is None else -(-labels.end // interval)  # exclusive
     bucket = partials[_BUCKET]
-    following = bucket.lead().over(ibis.window(group_by=keys, order_by=_BUCKET))
-    gap = following - bucket
-    reach = ibis.ifelse(following.isnull() | (gap > max_offsets), max_offsets, gap)
+    reach = _reach(partials, keys, max_offsets)
     low = ibis.greatest(bucket + 1, first_label)
     high = bucket + reach + 1 if last_label is None else ibis.least(bucket + reach + 1, last_label)  # exclusive
     owners = partials.mutate(**{_FROM: low, _UNTIL: high})

@@ -211,6 +211,15 @@ def chunked(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 
 # -- value codec --------------------------------------------------------------------------
+#: What reading back a value mlforge did not write (or that was damaged) can raise.
+UNREADABLE = (ValueError, KeyError, TypeError)
+
+
+def not_an_mlforge_row(what: str, exc: Exception, *, fix: str, where: str | None = None) -> OnlineStoreError:
+    """The error for a stored value that does not read back (``what``: e.g. "a stored row of 'spend'")."""
+    return OnlineStoreError(f"{what} is not an mlforge row ({type(exc).__name__}: {exc})", where=where, fix=fix)
+
+
 def encode_row(row: Mapping[str, Any]) -> str:
     """A row as JSON text that :func:`decode_row` turns back into equal, same-typed values.
 

@@ -53,7 +53,15 @@ from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from mlforge.errors import ConfigError, OnlineStoreError, PublishOnlyError, missing_extra
-from mlforge.online.base import OnlineCapabilities, chunked, decode_row, encode_row, key_text
+from mlforge.online.base import (
+    UNREADABLE,
+    OnlineCapabilities,
+    chunked,
+    decode_row,
+    encode_row,
+    key_text,
+    not_an_mlforge_row,
+)
 from mlforge.online.databricks_sync import SYNC_MODES as SYNC_MODES  # re-exported: the sync modes
 from mlforge.online.databricks_sync import PipelinePublishing, sdk_error
 from mlforge.online.lakebase import POOL_SIZE as POOL_SIZE  # re-exported: the pool's size
@@ -314,10 +322,9 @@ class DatabricksOnlineStore(PipelinePublishing):
     def _decoded(self, text: str, feature: str) -> dict[str, Any]:
         try:
             return decode_row(text)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise OnlineStoreError(
-                f"a stored value of {feature!r} is not an mlforge row ({type(exc).__name__}: {exc})",
-                where=self.where,
+        except UNREADABLE as exc:
+            raise not_an_mlforge_row(
+                f"a stored value of {feature!r}", exc, where=self.where,
                 fix="another program writes to this online table: give mlforge its own, and re-publish with `mlforge build --online`",
             ) from None
 

@@ -21,12 +21,14 @@ from typing import Any, ClassVar
 
 from mlforge.errors import MlforgeError, OnlineStoreError, missing_extra
 from mlforge.online.base import (
+    UNREADABLE,
     OnlineCapabilities,
     chunked,
     decode_row,
     encode_row,
     key_text,
     keyed_rows,
+    not_an_mlforge_row,
     ttl_seconds,
 )
 
@@ -201,10 +203,9 @@ class DynamoDBStore:
     def _decoded(self, item: dict[str, Any], feature: str) -> dict[str, Any]:
         try:
             return decode_row(item["v"]["S"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise OnlineStoreError(
-                f"a stored item of {feature!r} is not an mlforge row ({type(exc).__name__}: {exc})",
-                where=repr(self),
+        except UNREADABLE as exc:
+            raise not_an_mlforge_row(
+                f"a stored item of {feature!r}", exc, where=repr(self),
                 fix="another program writes to this table: give mlforge its own table, and re-publish with `mlforge build --online`",
             ) from None
 

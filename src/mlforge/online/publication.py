@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlforge.definitions.durations import parse_duration
 from mlforge.errors import OnlineStoreError, RetrievalError
-from mlforge.online.base import TAIL, Tail
+from mlforge.online.base import TAIL, Tail, not_an_mlforge_row
 from mlforge.records import VersionRecord
 
 if TYPE_CHECKING:
@@ -257,8 +257,8 @@ def _metric_reading(publication: Publication, key: Mapping[str, Any], stored: Ma
         try:
             values.update(zip(tail.columns, tail.row_values(at_label), strict=True))
         except ValueError as exc:  # a damaged row line: not JSON, or not one value per column
-            raise OnlineStoreError(
-                f"the stored value of {publication.feature!r} for {dict(key)} is not an mlforge row ({type(exc).__name__}: {exc})",
+            raise not_an_mlforge_row(
+                f"the stored value of {publication.feature!r} for {dict(key)}", exc,
                 fix="re-publish it with `mlforge build --online`; if another program writes under the same keys, give mlforge its own prefix, table or schema",
             ) from None
     row = {k: stored[k] if k in stored else key.get(k) for k in publication.keys}

@@ -19,11 +19,13 @@ from typing import Any, ClassVar
 
 from mlforge.errors import MlforgeError, OnlineStoreError, missing_extra
 from mlforge.online.base import (
+    UNREADABLE,
     OnlineCapabilities,
     chunked,
     decode_row,
     key_text,
     keyed_rows,
+    not_an_mlforge_row,
     ttl_seconds,
 )
 from mlforge.online.base import encode_row as _encode_row
@@ -158,10 +160,9 @@ class RedisStore:
     def _decode(self, feature: str, raw: list[Any]) -> list[dict[str, Any] | None]:
         try:
             return [None if value is None else decode_row(value) for value in raw]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise OnlineStoreError(
-                f"a stored row of {feature!r} is not an mlforge row ({type(exc).__name__}: {exc})",
-                where=f"{self.where}, prefix {self.prefix!r}",
+        except UNREADABLE as exc:
+            raise not_an_mlforge_row(
+                f"a stored row of {feature!r}", exc, where=f"{self.where}, prefix {self.prefix!r}",
                 fix="another program writes under this prefix: give mlforge its own prefix or db, and re-publish with `mlforge build --online`",
             ) from None
 
