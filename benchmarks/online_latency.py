@@ -450,8 +450,9 @@ def readme_section(out: dict) -> str:
             "\n".join(line for line in rest_lines if line.startswith("|")),
             f"Errors: {', '.join(str(r['errors']) for r in out['rest'])} (in table order).",
         ]
-        if targets(out):
-            parts.append("Targets of issue 20 in this run:\n\n" + "\n".join(targets(out)))
+        verdicts = targets(out)
+        if verdicts:
+            parts.append("Targets of issue 20 in this run:\n\n" + "\n".join(verdicts))
     return "\n\n".join(parts)
 
 
