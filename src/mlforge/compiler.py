@@ -257,24 +257,35 @@ def _labels_in_range(partials: ir.Table, keys: list[str], values: list[str], lab
     owns ``b+1 .. min(b+M, next bucket)``, so each label in range comes once, and its first
     label carries ``b``'s partials. A range of a few steps after a long history runs its
     window over the labels it keeps plus at most ``M - 1`` steps of partials before them.
+
+    Of the buckets before the range, only each key's newest can own a label in it (any
+    older one's labels stop at the next bucket), and its partials sit at a label before the
+    range. So the owners are the buckets from ``first - 1`` on plus, without partials, each
+    key's newest bucket before them: the reach is computed over those few rows instead of
+    every bucket the read range holds.
     """
     import ibis
 
     assert labels.start is not None  # only called for a range with a start
     first_label = -(-labels.start // interval)
     last_label = None if labels.end is None else -(-labels.end // interval)  # exclusive
-    bucket = partials[_BUCKET]
-    reach = _reach(partials, keys, max_offsets)
+    inside = partials.filter(partials[_BUCKET] >= first_label - 1).select(*keys, _BUCKET, *values)
+    earlier = partials.filter(partials[_BUCKET] < first_label - 1)
+    newest = earlier.group_by(keys).aggregate(**{_BUCKET: earlier[_BUCKET].max()})
+    newest = newest.select(*keys, _BUCKET, **{name: ibis.null().cast(partials[name].type()) for name in values})
+    candidates = inside.union(newest)
+    bucket = candidates[_BUCKET]
+    reach = _reach(candidates, keys, max_offsets)
     low = ibis.greatest(bucket + 1, first_label)
     high = bucket + reach + 1 if last_label is None else ibis.least(bucket + reach + 1, last_label)  # exclusive
-    owners = partials.mutate(**{_FROM: low, _UNTIL: high})
+    owners = candidates.mutate(**{_FROM: low, _UNTIL: high})
     owners = owners.filter(owners[_FROM] < owners[_UNTIL])  # buckets owning a label in range
     steps = owners.select(*keys, _BUCKET, *values, **{_LABEL: ibis.range(owners[_FROM], owners[_UNTIL]).unnest()})
     first = steps[_LABEL] == steps[_BUCKET] + 1
     spine = steps.select(
         *keys, _LABEL, **{name: ibis.ifelse(first, steps[name], ibis.null().cast(steps[name].type())) for name in values}, **{_SPINE: ibis.literal(True)}
     )
-    shifted = bucket + 1  # bucket k-1 is known at label k
+    shifted = partials[_BUCKET] + 1  # bucket k-1 is known at label k
     before = partials.filter([shifted >= first_label - max_offsets + 1, shifted < first_label])
     carriers = before.select(*keys, **{_LABEL: before[_BUCKET] + 1}, **{name: before[name] for name in values}, **{_SPINE: ibis.literal(False)})
     return spine.union(carriers)
