@@ -118,7 +118,10 @@ def main() -> int:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="mlforge-bench-inc-"))
     data = work / "data"
     source = work / "source"
+    for left in (work / "store", work / "check"):  # a reused --workdir starts from no store
+        shutil.rmtree(left, ignore_errors=True)
     source.mkdir(parents=True, exist_ok=True)
+    (source / "next_day.parquet").unlink(missing_ok=True)
     year, extra = generate(data, args.events, args.entities, args.start)
     shutil.copy(year, source / "year.parquet")
 

@@ -322,11 +322,23 @@ def dense_events(draw):
 def test_a_label_range_computes_the_same_rows_as_everything(tmp_path_factory, events, windows, data):  # contract I1
     """The window plan of an incremental build (the labels of a range, trimmed frames)
     gives exactly the rows of the full computation that fall in the range."""
-    from mlforge.compiler import LabelRange, compile_metrics
     from mlforge.engines import get_engine
+
+    check_label_range(get_engine("duckdb"), tmp_path_factory, events, windows, data)
+
+
+@pytest.mark.spark
+@given(events=dense_events(), windows=st.lists(st.integers(1, 6), min_size=1, max_size=3, unique=True), data=st.data())
+def test_a_label_range_computes_the_same_rows_on_spark(spark_engine, tmp_path_factory, events, windows, data):  # contract I1, W8
+    """The same on PySpark, whose builds use the window plan too (the "spark" profile's
+    examples: a Spark job costs seconds)."""
+    check_label_range(spark_engine, tmp_path_factory, events, windows, data)
+
+
+def check_label_range(engine, tmp_path_factory, events, windows, data) -> None:
+    from mlforge.compiler import LabelRange, compile_metrics
     from mlforge.prepare import prepare_input, run_function
 
-    engine = get_engine("duckdb")
     source = tmp_path_factory.mktemp("range") / "events.parquet"
     pq.write_table(pa.table({"user": [e["user"] for e in events], "ts": pa.array([e["ts"] for e in events], pa.timestamp("us")), "qty": [e["qty"] for e in events]}), source)
     metrics = [mlf.Sum("qty", windows=[f"{w}d" for w in windows]), mlf.Count("qty", windows=[f"{w}d" for w in windows]), mlf.Max("qty", windows=[f"{max(windows)}d"])]

@@ -270,9 +270,10 @@ def _labels_in_range(partials: ir.Table, keys: list[str], values: list[str], lab
     first_label = -(-labels.start // interval)
     last_label = None if labels.end is None else -(-labels.end // interval)  # exclusive
     inside = partials.filter(partials[_BUCKET] >= first_label - 1).select(*keys, _BUCKET, *values)
-    earlier = partials.filter(partials[_BUCKET] < first_label - 1)
-    newest = earlier.group_by(keys).aggregate(**{_BUCKET: earlier[_BUCKET].max()})
-    newest = newest.select(*keys, _BUCKET, **{name: ibis.null().cast(partials[name].type()) for name in values})
+    # ``max(where=)``, not a filter: DuckDB would push the filters of every reader of the
+    # partials, or-ed, down onto the event scan and compute each event's bucket twice.
+    newest = partials.group_by(keys).aggregate(**{_BUCKET: partials[_BUCKET].max(where=partials[_BUCKET] < first_label - 1)})
+    newest = newest.filter(newest[_BUCKET].notnull()).select(*keys, _BUCKET, **{name: ibis.null().cast(partials[name].type()) for name in values})
     candidates = inside.union(newest)
     bucket = candidates[_BUCKET]
     reach = _reach(candidates, keys, max_offsets)
