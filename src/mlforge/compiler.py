@@ -151,14 +151,15 @@ def compile_metrics(feature: Feature, table: ir.Table, engine: Engine, labels: L
         out = _rolling_plan(feature, events, keys, fields, engine)
     else:
         out = _spread_plan(feature, events, keys, fields)
-    if labels is not None:
+    if labels is not None and plan != "window":  # the window plan keeps only the range's labels itself
         out = _filter_labels(out, labels, interval)
-    for c in columns:
-        if AGGREGATIONS[c.function].zero_when_empty:
-            out = out.mutate(**{c.output_name: out[c.output_name].fill_null(0)})
     label_ts = engine.from_epoch_seconds(out[_LABEL] * interval).cast("timestamp('UTC', 6)")
     schema = table.schema()
-    values = {c.output_name: _explicit_cast(out[c.output_name], AGGREGATIONS[c.function].output_type(schema[c.field])) for c in columns}
+    # One projection for every column: each extra select on top costs Ibis compile time.
+    values = {
+        c.output_name: _explicit_cast(out[c.output_name].fill_null(0) if AGGREGATIONS[c.function].zero_when_empty else out[c.output_name], AGGREGATIONS[c.function].output_type(schema[c.field]))
+        for c in columns
+    }
     return out.select(*keys, **{ts: label_ts}, **values)
 
 
@@ -200,7 +201,9 @@ def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
     trimmed = _SPINE in rows.columns
     framed = rows.select(*keys, _LABEL, *([_SPINE] if trimmed else []), **frames)
     if trimmed:  # the partials' own rows carried values into the frames; they are no labels
-        framed = framed.filter(framed[_SPINE])
+        framed = framed.filter(framed[_SPINE])  # and the spine holds only labels in range
+    elif labels is not None:
+        framed = _filter_labels(framed, labels, interval)
     return framed.select(*keys, _LABEL, **{c.output_name: _from_frames(framed, c) for c in columns})
 
 
