@@ -146,13 +146,11 @@ def compile_metrics(feature: Feature, table: ir.Table, engine: Engine, labels: L
     events = table.filter([table[k].notnull() for k in keys] + [table[ts].notnull()])
     events = events.select(*keys, *fields, **{_BUCKET: _floor_div(engine.epoch_seconds(events[ts]), interval)})
     if plan == "window":
-        out = _window_plan(feature, events, keys, fields, labels)
-    elif plan == "rolling":
-        out = _rolling_plan(feature, events, keys, fields, engine)
+        out = _window_plan(feature, events, keys, fields, labels)  # only the labels of the range
     else:
-        out = _spread_plan(feature, events, keys, fields)
-    if labels is not None and plan != "window":  # the window plan keeps only the range's labels itself
-        out = _filter_labels(out, labels, interval)
+        out = _rolling_plan(feature, events, keys, fields, engine) if plan == "rolling" else _spread_plan(feature, events, keys, fields)
+        if labels is not None:
+            out = _filter_labels(out, labels, interval)
     label_ts = engine.from_epoch_seconds(out[_LABEL] * interval).cast("timestamp('UTC', 6)")
     schema = table.schema()
     # One projection for every column: each extra select on top costs Ibis compile time.

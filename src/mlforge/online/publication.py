@@ -255,7 +255,7 @@ def _metric_reading(publication: Publication, key: Mapping[str, Any], stored: Ma
     values = publication.empty_values
     if at_label < len(labels) and labels[at_label] == label:
         try:
-            values.update(zip(tail.columns, tail.row_values(at_label), strict=True))
+            values.update(tail.row(at_label))
         except ValueError as exc:  # a damaged row line: not JSON, or not one value per column
             raise not_an_mlforge_row(
                 f"the stored value of {publication.feature!r} for {dict(key)}", exc,
