@@ -13,8 +13,13 @@ and joined by U+001F (the separator of rule K1)::
     key_text({"origin": "JFK", "dest": "LAX"})      -> "LAX\\x1fJFK"   (dest < origin)
 
 Strings stay as they are, integers in decimal (so ``42`` and ``"42"`` name the same
-entity; request JSON often carries ids as strings), dates and timestamps in ISO 8601,
-null as ``\\N``. Each store prefixes the text with the feature name: Redis uses
+entity; request JSON often carries ids as strings), dates in ISO 8601, timestamps as the
+ISO 8601 text of the instant in UTC (naive ones are UTC, rule T1: ``2024-01-02T03:00:00+00:00``
+whatever zone the value carries), ``-0.0`` as ``0.0``, null as ``\\N``. With more than one
+key column, a string part that could be mistaken for another part (it holds U+001F or U+001E,
+or is ``\\N``) is escaped: U+001E, then the text with U+001E doubled and U+001F as
+U+001E ``_``. So distinct keys never share a text, and keys without those characters read
+as they always did. Each store prefixes the text with the feature name: Redis uses
 ``{prefix}:{feature}:{key_text}``, DynamoDB the partition key ``{feature}:{key_text}``.
 Feature names cannot contain ``:`` (rule E4), so features never share keys.
 
@@ -56,7 +61,7 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -160,7 +165,7 @@ def key_text(key: Mapping[str, Any]) -> str:
         return value if kind is str else str(value) if kind is int else _key_part(value)
     if not key:
         raise OnlineStoreError("an online lookup needs at least one key column", fix="pass the feature's key columns, e.g. {'user_id': 1}")
-    return KEY_SEPARATOR.join(_key_part(key[name]) for name in sorted(key))
+    return KEY_SEPARATOR.join(_escaped(_key_part(key[name]), key[name]) for name in sorted(key))
 
 
 def _key_part(value: Any) -> str:
@@ -168,9 +173,31 @@ def _key_part(value: Any) -> str:
         return NULL_TEXT
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (datetime, date, time)):
+    if isinstance(value, datetime):  # an instant: the same text for naive (UTC) and any zone
+        return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
+    if isinstance(value, (date, time)):
         return value.isoformat()
+    if isinstance(value, float) and value == 0:
+        return "0.0"  # -0.0 is the same key as 0.0, as in a join
     return str(value)
+
+
+def _escaped(part: str, value: Any) -> str:
+    """A part of a composite key that no other part or value can spell: see the module
+    docstring.
+
+    >>> key_text({"a": "x\x1fy", "b": "z"}) != key_text({"a": "x", "b": "y\x1fz"})
+    True
+    >>> key_text({"a": NULL_TEXT, "b": 1}) != key_text({"a": None, "b": 1})  # the text \\N, and null
+    True
+    """
+    if type(value) is not str or (_ESCAPE not in part and KEY_SEPARATOR not in part and part != NULL_TEXT):
+        return part
+    return _ESCAPE + part.replace(_ESCAPE, _ESCAPE * 2).replace(KEY_SEPARATOR, _ESCAPE + "_")
+
+
+#: Starts an escaped part of a composite key (U+001E, the record separator).
+_ESCAPE = "\x1e"
 
 
 # -- rows ---------------------------------------------------------------------------------

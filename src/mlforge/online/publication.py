@@ -324,4 +324,6 @@ def read_time(at: Any = None) -> datetime:
         raise RetrievalError(f"the read time must be a datetime, got {type(at).__name__}", where="at=", fix="pass a datetime (naive values are UTC) or an ISO 8601 text")
     if hasattr(at, "to_pydatetime"):  # pandas.Timestamp
         at = at.to_pydatetime()
+    if at != at:  # pandas.NaT passes for a datetime, but is no instant
+        raise RetrievalError("the read time is NaT, not an instant", where="at=", fix="pass a datetime (naive values are UTC), an ISO 8601 text, or None for now")
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)

@@ -28,6 +28,7 @@ from mlforge.online.publication import Publication, read_time
 from mlforge.retrieval.frames import (
     arrow_table,
     bound_to,
+    check_online_key_types,
     datetime_columns,
     finish,
     frame_columns,
@@ -98,8 +99,9 @@ def online_features(workspace: Workspace, defined: Mapping[str, Feature], specs:
     plans = [resolve(workspace, defined, spec, None) for spec in specs]
     frame = materialize_columns(local, kind)
     check_outputs(plans, frame.column_names)
+    check_online_key_types(plans, frame.schema)
     if with_metadata:
-        check_metadata_columns([p.name for p in plans], frame.column_names)
+        check_metadata_columns([p.name for p in plans], [*frame.column_names, *(v for p in plans for v in p.values)])
     rows = frame.to_pylist()
     stand_ins = {plan.name: Publication.from_record(plan.metadata) for plan in plans}
     # One request for all features and their publication records: one round trip where the store batches.

@@ -37,7 +37,14 @@ def materialize_columns(frame: Any, kind: str, columns: Sequence[str] | None = N
     import pyarrow as pa
 
     if kind == "pandas":
-        return pa.Table.from_pandas(frame if columns is None else frame[list(columns)], preserve_index=False)
+        try:
+            return pa.Table.from_pandas(frame if columns is None else frame[list(columns)], preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # e.g. an object column holding ints and texts
+            raise RetrievalError(
+                f"entity_df has a column whose values are not of one type: {exc}",
+                where="entity_df",
+                fix="give each column one type, e.g. df['user_id'] = df['user_id'].astype(str)",
+            ) from None
     if kind == "polars":
         return (frame if columns is None else frame.select(list(columns))).to_arrow()
     return frame if columns is None else frame.select(list(columns))
@@ -167,6 +174,30 @@ def online_key(row: dict[str, Any], plan: Plan) -> dict[str, Any] | None:
             raise RetrievalError(f"entity_df lacks the key column {name!r}", where=f"feature {plan.name!r}", fix=f"add it to entity_df; it has {list(row)}")
         key[name] = surrogate_key_value(*[row[c] for c in entity.from_columns or ()])
     return None if any(v is None for v in key.values()) else key
+
+
+def check_online_key_types(plans: Sequence[Plan], schema: pa.Schema) -> None:
+    """An online lookup refuses the key columns a point-in-time join refuses (P1, O1):
+    of another kind than the stored key (a float column for an integer key, as pandas makes
+    of an integer column with a gap), not merely another width or time zone."""
+    import ibis.expr.datatypes as dt
+    import pyarrow as pa
+
+    from mlforge.manifest import canonical_type
+
+    for plan in plans:
+        for key in plan.keys:
+            stored = plan.metadata.schema.get(key)
+            if stored is None or key not in schema.names or pa.types.is_null(schema.field(key).type):
+                continue
+            given = canonical_type(dt.dtype(schema.field(key).type))
+            if _key_kind(given) != _key_kind(stored):
+                raise RetrievalError(f"key column {key!r} is {given} in entity_df but {stored} in feature {plan.name!r}", fix=f"cast entity_df[{key!r}] to {stored}")
+
+
+def _key_kind(canonical: str) -> str:
+    """A canonical type without the width or time zone that do not change a key's value."""
+    return "integer" if canonical.startswith(("int", "uint")) else canonical.split("[", 1)[0]
 
 
 def typed_array(values: list[Any], canonical: str | None) -> pa.Array:
