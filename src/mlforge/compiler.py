@@ -208,17 +208,26 @@ def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
 def _rolling_plan(feature: Feature, events: ir.Table, keys: list[str], fields: list[str], engine: Engine) -> ir.Table:
     """Steps 3'-4' by the engine's own rolling aggregation: the partials of bucket ``k-1``
     sit at label ``k``, and each frame rolls over the last ``m`` labels."""
+    import ibis
+
     interval = feature.interval_seconds
     assert interval is not None  # metric features require an interval (checked when declared)
     columns = feature.metric_columns
-    partials = _partials(events, keys, fields, columns)
+    partials = _partials(events, keys, fields, columns, counted=True)
     shifted = partials.mutate(**{_BUCKET: partials[_BUCKET] + 1}).rename({_LABEL: _BUCKET})  # bucket k-1 is known at label k
     frames: dict[str, RollingFrame] = {}
+    emptied: dict[str, str] = {}  # a sum frame -> the count frame of the same values
     for c in columns:
-        for partial in AGGREGATIONS[c.function].partials:
+        parts = AGGREGATIONS[c.function].partials
+        for partial in (*parts, "count") if "sum" in parts else parts:
             name = _frame_name(c, partial)
             frames.setdefault(name, RollingFrame(name, _partial_names(c.field)[partial], PARTIALS[partial].rolls_with, c.window_seconds // interval))
+        if "sum" in parts:
+            emptied[_frame_name(c, "sum")] = _frame_name(c, "count")
     rolled = engine.rolling_frames(shifted, keys, _LABEL, list(frames.values()), feature.max_window_seconds // interval)
+    # A rolling sum adds the values entering its frame and subtracts those leaving it, so
+    # a frame that has emptied can keep a float residue (-3.7e-11 for 0): W4 says 0.
+    rolled = rolled.mutate(**{s: ibis.ifelse(rolled[n].fill_null(0) == 0, ibis.literal(0).cast(rolled[s].type()), rolled[s]) for s, n in emptied.items()})
     return rolled.select(*keys, _LABEL, **{c.output_name: _from_frames(rolled, c) for c in columns})
 
 
@@ -336,11 +345,14 @@ def _partial_names(field: str) -> dict[str, str]:
     return {p: f"__mlforge_{p}__{field}" for p in PARTIALS}
 
 
-def _partials(events: ir.Table, keys: list[str], fields: list[str], columns: Sequence[MetricColumn]) -> ir.Table:
-    """Per ``(keys, bucket)`` partial aggregates of each field, only those the metrics need."""
+def _partials(events: ir.Table, keys: list[str], fields: list[str], columns: Sequence[MetricColumn], *, counted: bool = False) -> ir.Table:
+    """Per ``(keys, bucket)`` partial aggregates of each field, only those the metrics need
+    (``counted``: with a count wherever there is a sum)."""
     needed: dict[str, set[str]] = {f: set() for f in fields}
     for c in columns:
         needed[c.field] |= set(AGGREGATIONS[c.function].partials)
+        if counted and "sum" in needed[c.field]:
+            needed[c.field].add("count")
     aggs: dict[str, Any] = {}
     for field, parts in needed.items():
         names = _partial_names(field)

@@ -192,7 +192,7 @@ class Definitions:
         return list(dict.fromkeys(expanded))
 
     def list_features(self, tags: Sequence[str] | str | None = None, schedule: Sequence[str] | str | None = None) -> list[str]:
-        return [f.name for f in self.select(tags=tags, schedule=schedule)] if (tags or schedule) else sorted(self.features)
+        return [f.name for f in self.select(tags=tags, schedule=schedule)] if (tags is not None or schedule is not None) else sorted(self.features)
 
     def list_feature_sets(self) -> list[str]:
         return sorted(self.feature_sets)

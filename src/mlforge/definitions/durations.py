@@ -8,7 +8,11 @@ from datetime import timedelta
 from mlforge.errors import DefinitionError
 
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PATTERN = re.compile(r"^\s*(\d+)\s*([a-zA-Z]+)\s*$")
+_PATTERN = re.compile(r"^\s*(\d+)\s*([a-zA-Z]+)\s*$", re.ASCII)
+#: The one spelling a duration may have: it becomes part of output column names (W6).
+_CANONICAL = re.compile(r"^([1-9][0-9]*)([smhdw])$", re.ASCII)
+#: Longer than this (~31,700 years) is a typo, and past what engines hold as an interval.
+MAX_SECONDS = 10**12
 _CALENDAR_UNITS = {"mo": 30, "mon": 30, "month": 30, "months": 30, "y": 365, "yr": 365, "year": 365, "years": 365, "M": 30}
 
 
@@ -58,6 +62,10 @@ def parse_duration(value: str | timedelta | int, *, where: str = "duration") -> 
         )
     if amount <= 0:
         raise DefinitionError(f"duration {value!r} must be positive", where=where, fix="use e.g. '1d'")
+    if not _CANONICAL.match(value):  # spaces or leading zeros: the text names output columns (W6)
+        raise DefinitionError(f"duration {value!r} is not written as '<int><unit>'", where=where, fix=f"write it as '{amount}{unit}'")
+    if amount * UNIT_SECONDS[unit] > MAX_SECONDS:
+        raise DefinitionError(f"duration {value!r} is longer than any engine can hold", where=where, fix=f"use at most {MAX_SECONDS // 86400}d")
     return amount * UNIT_SECONDS[unit]
 
 

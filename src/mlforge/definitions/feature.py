@@ -11,7 +11,7 @@ from typing import Any
 from mlforge.definitions.durations import format_duration, parse_duration
 from mlforge.definitions.entity import Entity
 from mlforge.definitions.metrics import Aggregate, MetricColumn, Rolling
-from mlforge.definitions.names import check_name
+from mlforge.definitions.names import check_column_name, check_distinct_columns, check_name
 from mlforge.definitions.source import Source, Timestamp
 from mlforge.definitions.validators import Validator
 from mlforge.errors import DefinitionError
@@ -170,6 +170,8 @@ def _resolve_keys(keys, entities: tuple[Entity, ...], where: str) -> tuple[str, 
         raise DefinitionError("a feature needs keys or entities", where=where, fix="pass keys=['user_id'] or entities=[user]")
     if len(set(key_list)) != len(key_list):
         raise DefinitionError(f"duplicate key columns {key_list}", where=where, fix="list each key once")
+    for key in key_list:
+        check_column_name(key, kind="key column", where=where)
     return tuple(key_list)
 
 
@@ -259,6 +261,12 @@ def _normalise_validators(validators, where: str) -> tuple[tuple[str, tuple[Vali
 
 
 def _check_metric_names(feat: Feature, where: str) -> None:
+    if feat.timestamp_column is not None:
+        check_column_name(feat.timestamp_column, kind="timestamp column", where=where)
+    for col in feat.metric_columns:
+        check_column_name(col.field, kind="metric field", where=where)
+        check_column_name(col.output_name, kind="metric output", where=where)
+    check_distinct_columns([*feat.keys, *([feat.timestamp_column] if feat.timestamp_column else []), *(c.output_name for c in feat.metric_columns)], kind="column", where=where)
     seen: set[str] = set()
     reserved = set(feat.keys) | ({feat.timestamp_column} if feat.timestamp_column else set())
     for col in feat.metric_columns:

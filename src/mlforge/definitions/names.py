@@ -31,3 +31,52 @@ def check_name(name: object, *, kind: str) -> str:
             "(no '/', '..', spaces or control characters)",
         )
     return name
+
+
+#: Columns mlforge adds while it computes and reads start with this (any case); user
+#: columns may not, or an internal column would silently take the user's place (E5).
+RESERVED_PREFIX = "__mlforge"
+
+
+def check_column_name(name: object, *, kind: str, where: str | None = None) -> str:
+    """Return ``name`` if every engine carries it through exactly as a column name (E5);
+    raise otherwise: empty, a NUL character (DuckDB's parser and Polars stop at it), or
+    mlforge's reserved prefix.
+
+    >>> check_column_name("amount; DROP TABLE x", kind="column")
+    'amount; DROP TABLE x'
+    >>> check_column_name("__mlforge_label", kind="column")
+    Traceback (most recent call last):
+    ...
+    mlforge.errors.DefinitionError: column name '__mlforge_label' starts with '__mlforge', which mlforge reserves for its own columns
+      fix: rename the column (e.g. in the feature function: t.rename(new_name='__mlforge_label'))
+    """
+    if not isinstance(name, str) or not name:
+        raise DefinitionError(f"{kind} name {name!r} is empty or not a string", where=where, fix=f"give the {kind} a non-empty name")
+    if "\x00" in name:
+        raise DefinitionError(f"{kind} name {_shown(name)} contains a NUL character", where=where, fix="remove the NUL character from the name")
+    if name.lower().startswith(RESERVED_PREFIX):
+        raise DefinitionError(
+            f"{kind} name {_shown(name)} starts with {RESERVED_PREFIX!r}, which mlforge reserves for its own columns",
+            where=where,
+            fix=f"rename the column (e.g. in the feature function: t.rename(new_name={name!r}))",
+        )
+    return name
+
+
+def check_distinct_columns(names: list[str], *, kind: str, where: str | None = None) -> None:
+    """Raise if two of ``names`` differ only by case: DuckDB and Spark resolve column
+    names without regard to case, so one would be renamed or lost (E5).
+
+    >>> check_distinct_columns(["user", "spend", "USER"], kind="column")
+    Traceback (most recent call last):
+    ...
+    mlforge.errors.DefinitionError: columns 'user' and 'USER' differ only by case: DuckDB and Spark read them as one column
+      fix: rename one of them
+    """
+    seen: dict[str, str] = {}
+    for name in names:
+        folded = name.lower()
+        if folded in seen and seen[folded] != name:
+            raise DefinitionError(f"{kind}s {_shown(seen[folded])} and {_shown(name)} differ only by case: DuckDB and Spark read them as one column", where=where, fix="rename one of them")
+        seen.setdefault(folded, name)
