@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlforge import fingerprints
 from mlforge.compiler import LabelRange, compile_metrics
+from mlforge.definitions.names import check_column_name, check_distinct_columns
 from mlforge.engines.base import Capability, catalog_table_error
 from mlforge.engines.monthfiles import UNTIMED
 from mlforge.equivalence import FLOAT_RTOL, files_equivalent
@@ -165,6 +166,7 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     ts = feature.timestamp_column
     function_input = _filter_input(feature, source_input, build_range)
     output = run_function(feature, function_input, engine)
+    check_output_names(feature, output)
     validate_output(feature, output)
     dropped = 0
     if feature.metrics:
@@ -189,6 +191,14 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         clock.enter(Stage.WRITE)
         known = _reused_digests(reused, previous)
         metadata = _metadata(feature, result_expr.drop(PARTITION) if has_time else result_expr, staging.data_dir, definition_hash, source_fp, build_range, previous, engine, known)
+        now_latest = store.latest_version(feature.name)
+        if now_latest != previous_version:
+            # Another build (or a rollback) moved latest while this one computed: the change
+            # is judged against what latest names now, or the new version's number and label
+            # would describe a step from a version it no longer follows (S2, S8).
+            log.info("feature %s: latest moved from %s to %s during the build; judging the change against %s", feature.name, previous_version, now_latest, now_latest)
+            previous_version = now_latest
+            previous = store.read_record(feature.name, now_latest) if now_latest else None
         change = classify(previous, metadata)
         if change.reason == NEW_DATA and _same_rows(feature, store, previous_version, previous, metadata, staging.data_dir):
             change = Change(ChangeKind.NONE, "unchanged")
@@ -369,6 +379,16 @@ def _count_dropped(feature: Feature, output: ir.Table, engine: Engine) -> int:
     ts = feature.timestamp_column
     nulls = [output[k].isnull() for k in feature.keys] + ([output[ts].isnull()] if ts is not None else [])
     return int(engine.fetch_scalar(output.filter(ibis.or_(*nulls)).count()))
+
+
+def check_output_names(feature: Feature, output: ir.Table) -> None:
+    """The function's output columns, before anything is computed (E5): each carried
+    through every engine exactly, none under mlforge's reserved prefix, no two differing
+    only by case."""
+    where = f"the output of feature {feature.name!r}"
+    for column in output.columns:
+        check_column_name(column, kind="column", where=where)
+    check_distinct_columns(list(output.columns), kind="column", where=where)
 
 
 def validate_output(feature: Feature, output: ir.Table) -> None:

@@ -174,6 +174,10 @@ class VersionRecord:
     def from_dict(cls, raw: Mapping[str, Any]) -> VersionRecord:
         """Read a record of any format up to :data:`FORMAT_VERSION`; fields an older record
         lacks get their defaults."""
+        problem = _shape_problem(raw)
+        if problem:
+            label = " ".join(str(part) for part in (raw.get("name"), raw.get("version")) if isinstance(part, str)) or "a version"
+            raise StoreError(f"the metadata of {label} is damaged: {problem}", fix="restore its _metadata.json from a backup, or point latest at another version (`mlforge rollback`)")
         format_version = int(raw.get("format_version") or 1)
         if format_version > FORMAT_VERSION:
             label = " ".join(str(part) for part in (raw.get("name"), raw.get("version")) if part) or "a version"
@@ -214,6 +218,47 @@ class VersionRecord:
             format_version=format_version,
             extra={k: v for k, v in raw.items() if k not in _KNOWN},
         )
+
+
+def _shape_problem(raw: Mapping[str, Any]) -> str | None:
+    """What in a stored record is not of the kind mlforge writes (a hand-edited or damaged
+    ``_metadata.json``), or ``None``: read as it is, such a field would fail far from the
+    file it came from.
+
+    >>> _shape_problem({"rows": "many"})
+    "field 'rows' should be an integer, not 'many'"
+    >>> _shape_problem({"data_files": [{"path": "a.parquet", "size": 10, "rows": 1}]}) is None
+    True
+    """
+
+    def integer(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def texts(value: Any) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    def objects(value: Any, **fields: Any) -> bool:
+        return isinstance(value, list) and all(isinstance(v, dict) and all(check(v.get(f)) for f, check in fields.items()) for v in value)
+
+    def optional(check: Any) -> Any:
+        return lambda value: value is None or check(value)
+
+    text = optional(lambda v: isinstance(v, str))
+    expected: dict[str, tuple[Any, str]] = {
+        "name": (text, "a text"), "version": (text, "a text"), "timestamp": (text, "a text"), "interval": (text, "a text"), "ttl": (text, "a text"),
+        "keys": (optional(texts), "a list of column names"), "tags": (optional(texts), "a list of texts"), "files": (optional(texts), "a list of file names"),
+        "rows": (optional(integer), "an integer"), "watermark": (optional(integer), "an integer"), "format_version": (optional(integer), "an integer"),
+        "schema": (optional(lambda v: isinstance(v, dict) and all(isinstance(t, str) for t in v.values())), "an object of column types"),
+        "file_digests": (optional(lambda v: isinstance(v, dict)), "an object"),
+        "build_range": (optional(lambda v: isinstance(v, dict) and all(v.get(k) is None or integer(v.get(k)) for k in ("since", "until"))), "an object of 'since' and 'until' (epoch seconds or null)"),
+        "entities": (optional(lambda v: objects(v, name=lambda x: isinstance(x, str), join_key=lambda x: isinstance(x, str))), "a list of entity objects"),
+        "metrics": (optional(lambda v: objects(v, name=lambda x: isinstance(x, str))), "a list of metric objects"),
+        "data_files": (optional(lambda v: objects(v, path=lambda x: isinstance(x, str), size=integer, rows=integer)), "a list of objects with 'path', 'size' and 'rows'"),
+    }
+    for name, (check, kind) in expected.items():
+        if name in raw and not check(raw[name]):
+            return f"field {name!r} should be {kind}, not {raw[name]!r}"[:300]
+    return None
 
 
 def _metric(raw: Mapping[str, Any]) -> MetricRecord:

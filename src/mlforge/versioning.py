@@ -70,10 +70,13 @@ def next_version(existing: list[str], base: str | None, kind: ChangeKind) -> str
     """The version a build publishes: ``base`` bumped by ``kind``, above every existing one.
 
     After a rollback, ``base`` (the latest pointer) may be older than other versions; the
-    new version then continues past the highest one of the same change kind.
+    new version then continues past the highest one of the same change kind. Without a
+    ``base`` (no latest pointer) it continues past the highest existing version.
     """
-    if base is None or not existing:
+    if not existing:
         return FIRST_VERSION
+    if base is None:  # versions exist but latest names none of them (its pointer was removed): go past them
+        return bump(sort_versions(existing)[-1], kind)
     candidate = bump(base, kind)
     highest = sort_versions(existing)[-1]
     if parse_version(candidate) <= parse_version(highest):

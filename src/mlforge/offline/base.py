@@ -107,6 +107,13 @@ def resolve_version(store: ListsVersions, feature: str, version: str | None) -> 
     if version is None:
         latest = store.latest_version(feature)
         if latest is None:
+            listed = store.list_versions(feature)
+            if listed:  # versions exist, but the pointer is gone or names a version without metadata
+                raise VersionNotFound(
+                    f"feature {feature!r} has versions ({', '.join(listed)}) but no latest one: its latest pointer is missing or names a version that does not exist",
+                    where=f"the offline store, feature {feature!r}",
+                    fix=f"point it at a version: `mlforge rollback {feature} {listed[-1]}`, or read a version by pinning it; the next build also sets it",
+                )
             raise VersionNotFound(
                 f"feature {feature!r} has not been built yet",
                 where=f"the offline store, feature {feature!r}",

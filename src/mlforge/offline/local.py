@@ -68,6 +68,12 @@ class LocalStore(VersionedStore):
         try:
             os.rename(staged, target)  # atomic; fails if another build published this version
         except OSError as exc:
+            if target.is_dir() and not (target / METADATA).exists():  # a publish conflict, but with no build behind it
+                raise ConcurrentPublish(
+                    f"cannot publish version {version} of feature {staging.feature!r}: the directory {target} exists but holds no version (it has no {METADATA})",
+                    where=f"feature {staging.feature!r}",
+                    fix=f"move {target} aside (it may be a damaged version), then build again",
+                ) from exc
             raise ConcurrentPublish(
                 f"version {version} of feature {staging.feature!r} was published by another build",
                 fix="re-run the build; it will compare against the new latest version",

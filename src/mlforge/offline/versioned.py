@@ -154,7 +154,10 @@ class VersionedStore:
             ) from None
         if not isinstance(raw_record, dict):
             raise StoreError(f"the metadata of {feature} {version} is not a JSON object", where=f"feature {feature!r}, version {version}", fix="restore the file from a backup")
-        return VersionRecord.from_dict(raw_record)
+        try:
+            return VersionRecord.from_dict(raw_record)
+        except StoreError as exc:  # damaged or newer: say which file
+            raise StoreError(exc.what, where=self.blobs.uri(key), fix=exc.fix) from None
 
     def _resolved(self, feature: str, version: str | None) -> str:
         """``version`` when it looks like one (reading its record proves it exists), else
