@@ -191,3 +191,8 @@ if tuple(AGGREGATIONS) != FUNCTIONS:
 
 #: The aggregations that read 0 for an empty window rather than null (rule W4).
 ZERO_WHEN_EMPTY: frozenset[str] = frozenset(name for name, aggregation in AGGREGATIONS.items() if aggregation.zero_when_empty)
+
+#: A partial that a rolling plan adds and subtracts -> the partial counting the same values:
+#: where that count is 0 the frame is empty, and its rolled value must be exactly 0 (W4),
+#: whatever float residue the additions and subtractions left.
+COUNTED_BY: dict[str, str] = {"sum": "count"}

@@ -46,7 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from mlforge.aggregations import AGGREGATIONS, PARTIALS, Aggregation, Partial
+from mlforge.aggregations import AGGREGATIONS, COUNTED_BY, PARTIALS, Aggregation, Partial
 from mlforge.engines.base import Capability, RollingFrame
 from mlforge.errors import DefinitionError
 
@@ -216,14 +216,14 @@ def _rolling_plan(feature: Feature, events: ir.Table, keys: list[str], fields: l
     partials = _partials(events, keys, fields, columns, counted=True)
     shifted = partials.mutate(**{_BUCKET: partials[_BUCKET] + 1}).rename({_LABEL: _BUCKET})  # bucket k-1 is known at label k
     frames: dict[str, RollingFrame] = {}
-    emptied: dict[str, str] = {}  # a sum frame -> the count frame of the same values
+    emptied: dict[str, str] = {}  # a rolled frame -> the frame counting its values
     for c in columns:
         parts = AGGREGATIONS[c.function].partials
-        for partial in (*parts, "count") if "sum" in parts else parts:
+        counters = tuple(COUNTED_BY[p] for p in parts if p in COUNTED_BY)
+        for partial in dict.fromkeys((*parts, *counters)):
             name = _frame_name(c, partial)
             frames.setdefault(name, RollingFrame(name, _partial_names(c.field)[partial], PARTIALS[partial].rolls_with, c.window_seconds // interval))
-        if "sum" in parts:
-            emptied[_frame_name(c, "sum")] = _frame_name(c, "count")
+        emptied.update({_frame_name(c, p): _frame_name(c, COUNTED_BY[p]) for p in parts if p in COUNTED_BY})
     rolled = engine.rolling_frames(shifted, keys, _LABEL, list(frames.values()), feature.max_window_seconds // interval)
     # A rolling sum adds the values entering its frame and subtracts those leaving it, so
     # a frame that has emptied can keep a float residue (-3.7e-11 for 0): W4 says 0.
@@ -347,12 +347,12 @@ def _partial_names(field: str) -> dict[str, str]:
 
 def _partials(events: ir.Table, keys: list[str], fields: list[str], columns: Sequence[MetricColumn], *, counted: bool = False) -> ir.Table:
     """Per ``(keys, bucket)`` partial aggregates of each field, only those the metrics need
-    (``counted``: with a count wherever there is a sum)."""
+    (``counted``: with the partial that counts each one that needs it, :data:`COUNTED_BY`)."""
     needed: dict[str, set[str]] = {f: set() for f in fields}
     for c in columns:
         needed[c.field] |= set(AGGREGATIONS[c.function].partials)
-        if counted and "sum" in needed[c.field]:
-            needed[c.field].add("count")
+        if counted:
+            needed[c.field] |= {COUNTED_BY[p] for p in needed[c.field] if p in COUNTED_BY}
     aggs: dict[str, Any] = {}
     for field, parts in needed.items():
         names = _partial_names(field)
