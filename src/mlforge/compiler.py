@@ -219,11 +219,11 @@ def _rolling_plan(feature: Feature, events: ir.Table, keys: list[str], fields: l
     emptied: dict[str, str] = {}  # a rolled frame -> the frame counting its values
     for c in columns:
         parts = AGGREGATIONS[c.function].partials
-        counters = tuple(COUNTED_BY[p] for p in parts if p in COUNTED_BY)
-        for partial in dict.fromkeys((*parts, *counters)):
+        counters = {p: COUNTED_BY[p] for p in parts if p in COUNTED_BY}
+        for partial in dict.fromkeys((*parts, *counters.values())):
             name = _frame_name(c, partial)
             frames.setdefault(name, RollingFrame(name, _partial_names(c.field)[partial], PARTIALS[partial].rolls_with, c.window_seconds // interval))
-        emptied.update({_frame_name(c, p): _frame_name(c, COUNTED_BY[p]) for p in parts if p in COUNTED_BY})
+        emptied.update({_frame_name(c, p): _frame_name(c, counter) for p, counter in counters.items()})
     rolled = engine.rolling_frames(shifted, keys, _LABEL, list(frames.values()), feature.max_window_seconds // interval)
     # A rolling sum adds the values entering its frame and subtracts those leaving it, so
     # a frame that has emptied can keep a float residue (-3.7e-11 for 0): W4 says 0.

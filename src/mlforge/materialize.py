@@ -196,7 +196,7 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
             # Another build (or a rollback) moved latest while this one computed: the change
             # is judged against what latest names now, or the new version's number and label
             # would describe a step from a version it no longer follows (S2, S8).
-            log.info("feature %s: latest moved from %s to %s during the build; judging the change against %s", feature.name, previous_version, now_latest, now_latest)
+            log.info("feature %s: latest moved from %s to %s during the build; the change is judged against the latter", feature.name, previous_version, now_latest)
             previous_version = now_latest
             previous = store.read_record(feature.name, now_latest) if now_latest else None
         change = classify(previous, metadata)

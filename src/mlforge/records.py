@@ -174,13 +174,12 @@ class VersionRecord:
     def from_dict(cls, raw: Mapping[str, Any]) -> VersionRecord:
         """Read a record of any format up to :data:`FORMAT_VERSION`; fields an older record
         lacks get their defaults."""
+        label = " ".join(part for part in (raw.get("name"), raw.get("version")) if isinstance(part, str) and part) or "a version"
         problem = _shape_problem(raw)
         if problem:
-            label = " ".join(str(part) for part in (raw.get("name"), raw.get("version")) if isinstance(part, str)) or "a version"
             raise StoreError(f"the metadata of {label} is damaged: {problem}", fix="restore its _metadata.json from a backup, or point latest at another version (`mlforge rollback`)")
         format_version = int(raw.get("format_version") or 1)
         if format_version > FORMAT_VERSION:
-            label = " ".join(str(part) for part in (raw.get("name"), raw.get("version")) if part) or "a version"
             raise StoreError(
                 f"the metadata of {label} has record format {format_version}; this mlforge reads formats up to {FORMAT_VERSION}",
                 fix="upgrade mlforge (`pip install -U mlforge`)",

@@ -75,10 +75,8 @@ def next_version(existing: list[str], base: str | None, kind: ChangeKind) -> str
     """
     if not existing:
         return FIRST_VERSION
-    if base is None:  # versions exist but latest names none of them (its pointer was removed): go past them
-        return bump(sort_versions(existing)[-1], kind)
-    candidate = bump(base, kind)
     highest = sort_versions(existing)[-1]
+    candidate = bump(highest if base is None else base, kind)  # no base: latest names no version (its pointer was removed)
     if parse_version(candidate) <= parse_version(highest):
         candidate = bump(highest, kind)
     return candidate

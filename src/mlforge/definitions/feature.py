@@ -266,9 +266,10 @@ def _check_metric_names(feat: Feature, where: str) -> None:
     for col in feat.metric_columns:
         check_column_name(col.field, kind="metric field", where=where)
         check_column_name(col.output_name, kind="metric output", where=where)
-    check_distinct_columns([*feat.keys, *([feat.timestamp_column] if feat.timestamp_column else []), *(c.output_name for c in feat.metric_columns)], kind="column", where=where)
+    fixed = [*feat.keys, *([feat.timestamp_column] if feat.timestamp_column else [])]
+    check_distinct_columns([*fixed, *(c.output_name for c in feat.metric_columns)], kind="column", where=where)
     seen: set[str] = set()
-    reserved = set(feat.keys) | ({feat.timestamp_column} if feat.timestamp_column else set())
+    reserved = set(fixed)
     for col in feat.metric_columns:
         if col.output_name in seen:
             raise DefinitionError(f"two metrics produce the output column {col.output_name!r}", where=where, fix="give the metrics different name= values")
