@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import ibis.expr.datatypes as dt
     import ibis.expr.types as ir
 
-__all__ = ["AGGREGATIONS", "PARTIALS", "ZERO_WHEN_EMPTY", "Aggregation", "Partial"]
+__all__ = ["ADDS_UP", "AGGREGATIONS", "COUNTED_BY", "PARTIALS", "ZERO_WHEN_EMPTY", "Aggregation", "Partial"]
 
 
 @dataclass(frozen=True)
@@ -196,3 +196,8 @@ ZERO_WHEN_EMPTY: frozenset[str] = frozenset(name for name, aggregation in AGGREG
 #: where that count is 0 the frame is empty, and its rolled value must be exactly 0 (W4),
 #: whatever float residue the additions and subtractions left.
 COUNTED_BY: dict[str, str] = {"sum": "count"}
+
+#: The partials that add a field's values up: on an integer field they are int64 on some
+#: engines (Polars wraps past 2**63, DuckDB widens), so a build first checks that no key's
+#: values can add up past int64 (:func:`mlforge.compiler.integer_totals`).
+ADDS_UP: frozenset[str] = frozenset({"sum"})

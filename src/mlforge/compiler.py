@@ -46,7 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from mlforge.aggregations import AGGREGATIONS, COUNTED_BY, PARTIALS, Aggregation, Partial
+from mlforge.aggregations import ADDS_UP, AGGREGATIONS, COUNTED_BY, PARTIALS, Aggregation, Partial
 from mlforge.engines.base import Capability, RollingFrame
 from mlforge.errors import DefinitionError
 
@@ -109,6 +109,15 @@ def check_metric_inputs(feature: Feature, schema: Any) -> None:
                 where=where,
                 fix="cast the column to a number in the feature function, or use count",
             )
+
+
+def added_integer_fields(feature: Feature, schema: Any) -> list[str]:
+    """The integer metric fields some partial adds up (a sum, a mean): their partials are
+    int64, which an engine may wrap past 2**63 (Polars) where another widens (DuckDB)."""
+    return list(dict.fromkeys(
+        c.field for c in feature.metric_columns
+        if c.field in schema and schema[c.field].is_integer() and ADDS_UP.intersection(AGGREGATIONS[c.function].partials)
+    ))
 
 
 def choose_plan(columns: Sequence[MetricColumn], engine: Engine) -> str:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mlforge import fingerprints
-from mlforge.compiler import LabelRange, compile_metrics
+from mlforge.compiler import LabelRange, added_integer_fields, compile_metrics
 from mlforge.definitions.names import check_column_name, check_distinct_columns
 from mlforge.engines.base import Capability, catalog_table_error
 from mlforge.engines.monthfiles import UNTIMED
@@ -171,6 +171,7 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     dropped = 0
     if feature.metrics:
         dropped = _count_dropped(feature, output, engine)
+        check_integer_totals(feature, output, engine)
         labels = LabelRange(build_range.since, build_range.until) if not build_range.is_full else None
         result_expr = compile_metrics(feature, output, engine, labels)
     else:
@@ -379,6 +380,44 @@ def _count_dropped(feature: Feature, output: ir.Table, engine: Engine) -> int:
     ts = feature.timestamp_column
     nulls = [output[k].isnull() for k in feature.keys] + ([output[ts].isnull()] if ts is not None else [])
     return int(engine.fetch_scalar(output.filter(ibis.or_(*nulls)).count()))
+
+
+#: The largest total of an integer field's absolute values per key that cannot overflow an
+#: int64 partial: 2**63 less a margin for the float64 rounding of the total itself.
+INT64_SAFE_TOTAL = 0.999 * 2.0**63
+
+
+def check_integer_totals(feature: Feature, output: ir.Table, engine: Engine) -> None:
+    """Fail before compute when an integer field that a sum or mean adds up could pass
+    int64 for some key (W5, W8): Polars would wrap it silently and DuckDB would fail late.
+
+    One scalar query over the events that take part (W9) bounds every key at once; only when
+    that bound is reached are the keys grouped to find one whose values really add up past it.
+    """
+    import ibis
+
+    fields = added_integer_fields(feature, output.schema())
+    if not fields:
+        return
+    ts = feature.timestamp_column
+    assert ts is not None
+    events = output.filter([output[k].notnull() for k in feature.keys] + [output[ts].notnull()])
+    magnitudes = {f: events[f].cast("float64").abs() for f in fields}
+    overall = [m.sum() for m in magnitudes.values()]
+    bound = engine.fetch_scalar(overall[0] if len(overall) == 1 else ibis.greatest(*overall))
+    if bound is None or bound < INT64_SAFE_TOTAL:
+        return
+    per_key = events.group_by(list(feature.keys)).aggregate(**{f: m.sum() for f, m in magnitudes.items()})
+    for f in fields:
+        worst = engine.to_arrow(per_key.order_by(ibis.desc(f)).limit(1)).to_pylist()
+        if worst and worst[0][f] is not None and worst[0][f] >= INT64_SAFE_TOTAL:
+            key = {k: worst[0][k] for k in feature.keys}
+            raise BuildError(
+                f"the values of integer column {f!r} for key {key} add up to {worst[0][f]:.3g} in absolute value: "
+                f"a sum or mean of them could pass int64 (about 9.22e18), which engines cannot hold alike",
+                where=f"feature {feature.name!r}",
+                fix=f"cast {f!r} to float64 in the feature function (or scale it down) before summing it",
+            )
 
 
 def check_output_names(feature: Feature, output: ir.Table) -> None:

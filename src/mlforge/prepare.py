@@ -45,11 +45,16 @@ def normalize_timestamp(table: ir.Table, ts: Timestamp, engine: Engine, where: s
         value = col.cast("timestamp")
     elif dtype.is_string():
         value = _parse_strings(table, ts, engine, where)
+    elif dtype.is_integer() and ts.format is not None:
+        # Digits a reader took for a number (20240105 in a CSV): the format says they are text.
+        table = table.mutate(**{ts.column: col.cast("string")})
+        value = _parse_strings(table, ts, engine, where)
     else:
         raise SourceError(
             f"timestamp column {ts.column!r} has type {dtype}, not a timestamp, date or string",
             where=where,
-            fix="convert it in the feature function or point timestamp= at a datetime column",
+            fix="convert it in the feature function, point timestamp= at a datetime column, or, for digits such as 20240105, "
+            "give their format: Timestamp(column, format='%Y%m%d')",
         )
     if ts.alias and ts.alias != ts.column:
         # Mutate first: ``value`` refers to the table that still has ``ts.column``.

@@ -560,7 +560,10 @@ def _build_failed(result: BuildResult) -> BuildError:
     """One error naming every failed feature and the first line of its error."""
     failed = result.failed
     lines = [f"{len(failed)} of {len(result.features)} feature(s) failed to build:"]
-    lines += [f"- {f.name}: {str(f.error).splitlines()[0] if f.error else 'failed'}" for f in failed]
+    for f in failed:
+        lines.append(f"- {f.name}: {str(f.error).splitlines()[0] if f.error else 'failed'}")
+        if isinstance(f.error, MlforgeError) and f.error.fix:  # each feature's own remedy (E1)
+            lines.append(f"    fix: {f.error.fix}")
     error = BuildError("\n".join(lines), fix="nothing of a failed feature was written; fix its error, or pass raise_on_error=False to get the BuildResult")
     error.__cause__ = failed[0].error
     return error

@@ -176,9 +176,16 @@ def _resolve_keys(keys, entities: tuple[Entity, ...], where: str) -> tuple[str, 
 
 
 def _resolve_timestamp(timestamp, src: Source) -> Timestamp | None:
+    declared = src.timestamp if isinstance(src.timestamp, Timestamp) else None
     if timestamp is None:
-        return src.timestamp if isinstance(src.timestamp, Timestamp) else None
-    return Timestamp(timestamp) if isinstance(timestamp, str) else timestamp
+        return declared
+    if isinstance(timestamp, str):
+        # Naming the source's own timestamp column keeps how the source said to read it (its
+        # format, its alias): dropping the format would detect one, and 01/02 is two dates.
+        if declared is not None and timestamp in (declared.column, declared.output_name):
+            return declared
+        return Timestamp(timestamp)
+    return timestamp
 
 
 def _check_tags(tags, where: str) -> tuple[str, ...]:
