@@ -91,3 +91,24 @@ def test_digit_timestamps_with_a_format_parse_though_the_reader_saw_numbers(tmp_
     defs.build()
     rows = sorted(defs.read_feature("g").to_pyarrow().to_pylist(), key=lambda r: r["k"])
     assert [r["ts"] for r in rows] == [datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 15, tzinfo=UTC)]
+
+
+def test_online_values_come_in_the_stored_column_order_as_in_training(tmp_path):  # contract O1, P1
+    frame = pd.DataFrame({
+        "k": [1, 2], "ts": pd.to_datetime(["2024-01-01", "2024-01-02"]),
+        "zeta": [1.0, 2.0], "alpha": [1.5, 2.5], "mid": ["a", "b"],
+    })
+    frame.to_parquet(tmp_path / "e.parquet", index=False)
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts")
+    def g(t):
+        return t
+
+    defs = mlf.Definitions("p", [g], offline_store=_store(tmp_path, "store"), online_store=mlf.MemoryStore())
+    assert defs.build(online=True).ok
+    labels = pd.DataFrame({"k": [1, 2, 3], "ts": pd.to_datetime(["2024-01-05"] * 3)})
+    training = defs.get_training_data(["g"], labels, timestamp="ts")
+    online = defs.get_online_features(["g"], labels[["k"]], at=datetime(2024, 1, 5, tzinfo=UTC))
+    assert list(training.columns) == ["k", "ts", "zeta", "alpha", "mid"]
+    assert list(online.columns) == ["k", "zeta", "alpha", "mid"]  # used to come by name: alpha, mid, zeta
+    pd.testing.assert_frame_equal(online, training.drop(columns="ts"))

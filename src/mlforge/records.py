@@ -28,6 +28,7 @@ True
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,6 +218,23 @@ class VersionRecord:
             format_version=format_version,
             extra={k: v for k, v in raw.items() if k not in _KNOWN},
         )
+
+
+def record_json(payload: Mapping[str, Any], *, indent: int | None = None) -> str:
+    """A record's dict as JSON text: every object's keys sorted (stable bytes), except the
+    ``schema``'s, which keeps the stored column order -- what a reader without the data
+    files (an online lookup) orders a feature's value columns by."""
+
+    def sort(value: Any, *, keep: bool = False) -> Any:
+        if isinstance(value, Mapping):
+            items = value.items() if keep else sorted(value.items())
+            return {k: sort(v) for k, v in items}
+        if isinstance(value, list | tuple):
+            return [sort(v) for v in value]
+        return value
+
+    ordered = {k: sort(v, keep=k == "schema") for k, v in sorted(payload.items())}
+    return json.dumps(ordered, indent=indent, default=str)
 
 
 def _shape_problem(raw: Mapping[str, Any]) -> str | None:

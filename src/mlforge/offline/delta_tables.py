@@ -13,7 +13,6 @@ Spark reads the staging directory itself, delta-rs streams record batches.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mlforge.engines.pyspark import delta_jars_hint
 from mlforge.engines.sources import read_delta_arrow
 from mlforge.errors import StoreError
+from mlforge.records import record_json
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -70,7 +70,7 @@ class RangeFilter:
 def metadata_row(feature: str, kind: str, version: str, delta_version: int | None, metadata: dict[str, Any] | None, token: str) -> dict[str, Any]:
     return {
         "feature": feature, "kind": kind, "version": version, "delta_version": delta_version,
-        "metadata": json.dumps(metadata, sort_keys=True, default=str) if metadata is not None else None,
+        "metadata": record_json(metadata) if metadata is not None else None,
         "token": token, "recorded_at": datetime.now(tz=UTC),
     }
 

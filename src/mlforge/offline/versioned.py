@@ -38,7 +38,7 @@ from mlforge.definitions.names import check_name
 from mlforge.errors import ConcurrentPublish, DefinitionError, StoreError
 from mlforge.offline.base import Staging, StoreCapabilities, resolve_version
 from mlforge.offline.verify import check_sizes, describe_files
-from mlforge.records import FORMAT_VERSION, VersionRecord
+from mlforge.records import FORMAT_VERSION, VersionRecord, record_json
 from mlforge.versioning import is_version, parse_version, sort_versions
 
 if TYPE_CHECKING:
@@ -342,7 +342,7 @@ def _json_bytes(payload: dict[str, Any]) -> bytes:
 
 def record_bytes(record: VersionRecord) -> bytes:
     """A version record as the bytes of ``_metadata.json``."""
-    return _json_bytes(record.to_dict())
+    return record_json(record.to_dict(), indent=2).encode("utf-8")
 
 
 def _clean_stale_staging(root: Path) -> None:

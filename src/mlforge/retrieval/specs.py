@@ -71,7 +71,7 @@ def resolve(workspace: Workspace, defined: Mapping[str, Feature], spec: FeatureS
     keys = record.keys
     ts = record.timestamp
     metrics = record.metrics
-    order = list(table.columns) if table is not None else [m.name for m in metrics] + sorted(record.schema)
+    order = list(table.columns) if table is not None else [m.name for m in metrics] + list(record.schema)  # stored order (older records: by name)
     values = [c for c in dict.fromkeys(order) if c not in keys and c != ts]
     if spec.columns is not None:
         unknown = [c for c in spec.columns if c not in values]
