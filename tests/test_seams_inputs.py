@@ -1,6 +1,8 @@
-"""Seams of a build's inputs a review found (2026-12-07, second pass): integer sums that one
-engine wraps and another widens, a source's declared timestamp format that the feature's own
-``timestamp=`` dropped, and digits a CSV reader took for a number."""
+"""Seams of a build's inputs and ranges a second black-box review found (2026-12-07): integer
+sums that one engine wraps and another widens, a source's declared timestamp format that the
+feature's own ``timestamp=`` dropped, digits a CSV reader took for a number, CSV null markers
+and directories, online column order, ``unique()`` checked on a range's rows only, a watermark
+that jumped past labels no build had recomputed, and ``diff`` calling float noise new data."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import pytest
 
 import mlforge as mlf
 from mlforge.errors import BuildError
+from mlforge.operations import diff_versions
 
 
 def _store(tmp_path: Path, name: str) -> mlf.LocalStore:
@@ -112,3 +115,89 @@ def test_online_values_come_in_the_stored_column_order_as_in_training(tmp_path):
     assert list(training.columns) == ["k", "ts", "zeta", "alpha", "mid"]
     assert list(online.columns) == ["k", "zeta", "alpha", "mid"]  # used to come by name: alpha, mid, zeta
     pd.testing.assert_frame_equal(online, training.drop(columns="ts"))
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_unique_holds_over_all_rows_in_an_incremental_build_as_in_a_full_refresh(tmp_path, engine):  # contract I1, E3
+    path = tmp_path / "orders.parquet"
+    rows = [("o1", "2026-01-01 10:00", 5.0), ("o2", "2026-01-02 10:00", 6.0)]
+
+    def write(data):
+        frame = pd.DataFrame(data, columns=["order_id", "ts", "amount"])
+        frame["ts"] = pd.to_datetime(frame["ts"])
+        frame.to_parquet(path, index=False)
+
+    write(rows)
+
+    @mlf.feature(source=str(path), keys=["order_id"], timestamp="ts", validators={"order_id": [mlf.unique()]})
+    def orders(t):
+        return t
+
+    defs = mlf.Definitions("p", [orders], offline_store=_store(tmp_path, "store"), engine=engine)
+    assert defs.build()["orders"].version == "1.0.0"
+    write([*rows, ("o1", "2026-01-05 10:00", 8.0)])  # after the watermark: in the continuation's range
+    result = defs.build(raise_on_error=False)["orders"]
+    assert result.status == "failed" and "unique() failed for 1 row(s)" in str(result.error)
+    assert defs.read_feature("orders").to_pyarrow().num_rows == 2  # nothing new published (E3)
+
+
+def _daily_sums(path: Path):
+    @mlf.feature(source=str(path), keys=["u"], timestamp="ts", interval="1d", metrics=[mlf.Sum("x", windows=["7d"], name="s")])
+    def spend(t):
+        return t
+
+    return spend
+
+
+def _stored(defs: mlf.Definitions) -> list[dict]:
+    return sorted(defs.read_feature("spend").to_pyarrow().to_pylist(), key=lambda r: (r["u"], r["ts"]))
+
+
+def test_a_range_after_missed_runs_keeps_the_watermark_so_the_next_build_catches_up(tmp_path):  # contract I1
+    path = tmp_path / "e.parquet"
+    days = pd.date_range("2026-01-01 06:00", periods=60, freq="D")
+    frame = pd.DataFrame({"u": ["a", "b"] * 30, "ts": days, "x": [float(i) for i in range(60)]})
+    frame[frame.ts < "2026-01-20"].to_parquet(path, index=False)
+    defs = mlf.Definitions("p", [_daily_sums(path)], offline_store=_store(tmp_path, "store"))
+    defs.build()
+    frame.to_parquet(path, index=False)  # five weeks arrive while the daily runs were missed
+    ranged = defs.build(last="7d")["spend"]
+    assert ranged.build_range.startswith("[2026-02-2")
+    caught_up = defs.build()["spend"]  # continues from the watermark of the first build
+    assert caught_up.status == "built" and caught_up.build_range.startswith("[2026-01-20")
+    full = mlf.Definitions("q", [_daily_sums(path)], offline_store=_store(tmp_path, "full"))
+    full.build()
+    assert _stored(defs) == _stored(full)
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_csv_null_markers_add_to_the_empty_field_and_a_csv_directory_reads_its_files(tmp_path, engine):  # contract T1
+    folder = tmp_path / "events"
+    folder.mkdir()
+    (folder / "a.csv").write_text("k,ts,amount\n1,2024-01-01 00:00:00,NA\n2,2024-01-01 00:00:00,2.5\n")
+    (folder / "b.csv").write_text("k,ts,amount\n3,2024-01-02 00:00:00,\n")
+    source = mlf.Source(str(folder), format=mlf.CSVFormat(null_values=["NA"]))
+
+    @mlf.feature(source=source, keys=["k"], timestamp="ts")
+    def g(t):
+        return t
+
+    defs = mlf.Definitions("p", [g], offline_store=_store(tmp_path, "store"), engine=engine)
+    defs.build()
+    table = defs.read_feature("g").to_pyarrow()
+    assert str(table.schema.field("amount").type) == "double"  # an empty cell used to make it text
+    assert sorted(table.to_pylist(), key=lambda r: r["k"])[0]["amount"] is None
+    assert sorted(r["amount"] for r in table.to_pylist() if r["amount"] is not None) == [2.5]
+    assert table.num_rows == 3
+
+
+def test_diff_calls_a_rebuild_with_the_same_rows_identical_whatever_its_bytes(tmp_path):  # contract S4, S2
+    frame = pd.DataFrame({"u": ["a", "b", "a"], "ts": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03"]), "x": [0.1, 0.2, 0.7]})
+    frame.to_parquet(tmp_path / "e.parquet", index=False)
+    store = _store(tmp_path, "store")
+    mlf.Definitions("p", [_daily_sums(tmp_path / "e.parquet")], offline_store=store, engine="duckdb").build()
+    rebuilt = mlf.Definitions("p", [_daily_sums(tmp_path / "e.parquet")], offline_store=store, engine="polars").build(force=True)["spend"]
+    assert rebuilt.version == "1.0.1"  # another writer: other bytes, the same rows
+    assert store.read_record("spend", "1.0.0").data_hash != store.read_record("spend", "1.0.1").data_hash
+    result = diff_versions(store, "spend")
+    assert result["exit_code"] == 0, result["reason"]

@@ -168,6 +168,10 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     output = run_function(feature, function_input, engine)
     check_output_names(feature, output)
     validate_output(feature, output)
+    if not build_range.is_full:
+        # A row check holds for the range's rows alone; unique() is about every row, and a
+        # range build that checked only its own would store what a full refresh rejects (I1).
+        validate_output(feature, run_function(feature, source_input, engine), whole_table_only=True)
     dropped = 0
     if feature.metrics:
         dropped = _count_dropped(feature, output, engine)
@@ -263,13 +267,24 @@ def _same_rows(feature: Feature, store: OfflineStore, previous_version: str | No
 
     if previous is None or previous_version is None:
         return False
-    identical = {n for n, d in metadata.file_digests.items() if previous.file_digests.get(n) == d}
-    order = [*feature.keys, *([feature.timestamp_column] if feature.timestamp_column else [])]
+    return rows_equivalent(
+        store, metadata, previous_version, previous, sorted(glob.glob(f"{data_dir}/*.parquet"))
+    )
+
+
+def rows_equivalent(store: OfflineStore, record: VersionRecord, earlier_version: str, earlier: VersionRecord, files: list[str]) -> bool:
+    """Whether ``files`` (of the version ``record`` describes) hold the rows of the stored
+    ``earlier_version`` (canonical types, floats within the tolerance of
+    :mod:`mlforge.equivalence`): what makes a build skip (S2) and ``diff`` say identical (S4).
+    On any doubt, no."""
+    identical = {n for n, d in record.file_digests.items() if earlier.file_digests.get(n) == d}
+    order = [*record.keys, *([record.timestamp] if record.timestamp else [])]
     try:
-        stored = store.data_files(feature.name, previous_version)
-        return files_equivalent(stored, sorted(glob.glob(f"{data_dir}/*.parquet")), order, identical=identical)
-    except (MlforgeError, OSError, ValueError) as exc:  # unreadable or remote files: publish
-        log.debug("feature %s: cannot compare with %s (%s); treating the data as new", feature.name, previous_version, exc)
+        return files_equivalent(
+            store.data_files(record.name, earlier_version), files, order, identical=identical
+        )
+    except (MlforgeError, OSError, ValueError) as exc:  # unreadable or remote files: not equal
+        log.debug("feature %s: cannot compare with %s (%s); treating the data as new", record.name, earlier_version, exc)
         return False
 
 
@@ -407,7 +422,9 @@ def check_integer_totals(feature: Feature, output: ir.Table, engine: Engine) -> 
     bound = engine.fetch_scalar(overall[0] if len(overall) == 1 else ibis.greatest(*overall))
     if bound is None or bound < INT64_SAFE_TOTAL:
         return
-    per_key = events.group_by(list(feature.keys)).aggregate(**{f: m.sum() for f, m in magnitudes.items()})
+    per_key = events.group_by(list(feature.keys)).aggregate(
+        [m.sum().name(f) for f, m in magnitudes.items()]
+    )
     for f in fields:
         worst = engine.to_arrow(per_key.order_by(ibis.desc(f)).limit(1)).to_pylist()
         if worst and worst[0][f] is not None and worst[0][f] >= INT64_SAFE_TOTAL:
@@ -430,10 +447,13 @@ def check_output_names(feature: Feature, output: ir.Table) -> None:
     check_distinct_columns(list(output.columns), kind="column", where=where)
 
 
-def validate_output(feature: Feature, output: ir.Table) -> None:
+def validate_output(feature: Feature, output: ir.Table, *, whole_table_only: bool = False) -> None:
     """Run the feature's validators inside the engine; fail with counts per check and up
-    to :data:`EXAMPLE_ROWS` offending rows of each failed check."""
-    if not feature.validators:
+    to :data:`EXAMPLE_ROWS` offending rows of each failed check. ``whole_table_only``:
+    only the checks about all rows at once (``unique``), none of those about one row."""
+    if not feature.validators or (
+        whole_table_only and not any(v.name == "unique" for _, vs in feature.validators for v in vs)
+    ):
         return
     aggs: dict[str, Any] = {}
     checks: list[tuple[str, str, Any]] = []
@@ -449,6 +469,8 @@ def validate_output(feature: Feature, output: ir.Table) -> None:
             col = output[column]
             if validator.name == "unique":
                 aggs[alias] = col.count() - col.nunique(where=col.notnull())
+            elif whole_table_only:
+                continue
             elif validator.violation is not None:
                 aggs[alias] = validator.violation(col).cast("int64").sum().fill_null(0)
             else:  # a named check without a row predicate counts nothing

@@ -22,7 +22,11 @@ class ParquetFormat:
 
 @dataclass(frozen=True)
 class CSVFormat:
-    """CSV files."""
+    """CSV files: one file, a directory of ``*.csv`` files or a glob (read in name order).
+
+    ``null_values``: text read as null, besides the empty field (which always is); without
+    it, the reader's default markers (``NA``, ``null``, ``NaN``, ...) are null too.
+    """
 
     delimiter: str = ","
     has_header: bool = True

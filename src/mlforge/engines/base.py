@@ -19,7 +19,12 @@ from mlforge.definitions.source import CSVFormat, DeltaFormat
 from mlforge.engines import asof
 from mlforge.engines.asof import AsofJoin
 from mlforge.engines.monthfiles import write_arrow_table
-from mlforge.engines.sources import arrow_csv_options, check_source_exists, read_delta_arrow
+from mlforge.engines.sources import (
+    arrow_csv_options,
+    check_source_exists,
+    csv_files,
+    read_delta_arrow,
+)
 from mlforge.errors import EngineError, MlforgeError, SourceError, missing_extra
 
 if TYPE_CHECKING:
@@ -186,9 +191,12 @@ class Engine:
         return self.con.read_parquet(files)
 
     def _read_csv(self, location: str, fmt: Any) -> ir.Table:
+        import pyarrow as pa
         import pyarrow.csv as pacsv
 
-        table = pacsv.read_csv(location, **arrow_csv_options(fmt))
+        options = arrow_csv_options(fmt)
+        parts = [pacsv.read_csv(f, **options) for f in csv_files(location)]
+        table = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
         return self.from_arrow(table)
 
     def _read_delta(self, location: str, version: int | None) -> ir.Table:

@@ -66,6 +66,51 @@ def check_source_exists(source: Source) -> None:
         )
 
 
+def csv_files(location: str) -> list[str]:
+    """The files of a local CSV source: the file itself, a directory's ``*.csv`` files or a
+    glob's matches, in name order (a remote location is passed through as it is)."""
+    if "://" in location:
+        return [location]
+    if any(ch in location for ch in "*?["):
+        return sorted(glob.glob(location))
+    if Path(location).is_dir():
+        files = sorted(str(p) for p in Path(location).glob("*.csv"))
+        if not files:
+            raise SourceError(
+                f"CSV source directory {location!r} holds no *.csv file",
+                fix="point the source at a CSV file, or put the files in the directory",
+            )
+        return files
+    return [location]
+
+
+def is_fixed_offset(zone: str | None) -> bool:
+    """Whether an Arrow time zone is a fixed offset (``+05:30``), which pandas writes for
+    ISO texts with offsets and which Polars cannot read (it knows zone names only)."""
+    return bool(zone) and zone[0] in "+-"
+
+
+def fixed_offset_columns(location: str) -> list[str]:
+    """The timestamp columns of a local Parquet source (its first file's footer) whose time
+    zone is a fixed offset; remote sources are not inspected."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if "://" in location:
+        return []
+    if any(ch in location for ch in "*?["):
+        matches = sorted(glob.glob(location))
+        first = matches[0] if matches else None
+    elif Path(location).is_dir():
+        first = next(iter(sorted(str(p) for p in Path(location).rglob("*.parquet"))), None)
+    else:
+        first = location
+    if first is None:
+        return []
+    schema = pq.read_schema(first)
+    return [f.name for f in schema if pa.types.is_timestamp(f.type) and is_fixed_offset(f.type.tz)]
+
+
 def arrow_csv_options(fmt: Any) -> dict[str, Any]:
     import pyarrow.csv as pacsv
 
@@ -73,6 +118,8 @@ def arrow_csv_options(fmt: Any) -> dict[str, Any]:
     parse = pacsv.ParseOptions(delimiter=fmt.delimiter, quote_char=fmt.quote_char or False)
     convert_kwargs: dict[str, Any] = {"strings_can_be_null": True}
     if fmt.null_values is not None:
-        convert_kwargs["null_values"] = list(fmt.null_values)
+        # The markers given are added to the empty field, which stays null: otherwise one
+        # empty cell would turn a column of numbers into text.
+        convert_kwargs["null_values"] = list(dict.fromkeys(["", *fmt.null_values]))
     convert = pacsv.ConvertOptions(**convert_kwargs)
     return {"read_options": read, "parse_options": parse, "convert_options": convert}
