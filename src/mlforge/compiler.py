@@ -153,7 +153,14 @@ def compile_metrics(feature: Feature, table: ir.Table, engine: Engine, labels: L
         raise DefinitionError(f"unknown metric plan {plan!r} for these metrics", fix=f"use one of {PLANS}; {raw} need 'spread'")
 
     events = table.filter([table[k].notnull() for k in keys] + [table[ts].notnull()])
-    events = events.select(*keys, *fields, **{_BUCKET: _floor_div(engine.epoch_seconds(events[ts]), interval)})
+    # NaN is a missing value, as null is (W5): engines disagree on NaN's place in max and std.
+    values = [
+        _nan_as_null(events[f]).name(f) if events[f].type().is_floating() else events[f]
+        for f in fields
+    ]
+    events = events.select(
+        *keys, *values, **{_BUCKET: _floor_div(engine.epoch_seconds(events[ts]), interval)}
+    )
     if plan == "window":
         out = _window_plan(feature, events, keys, fields, labels)  # only the labels of the range
     else:
@@ -334,6 +341,13 @@ def _finish(aggregation: Aggregation, rolled: Mapping[str, ir.Value]) -> ir.Valu
     if aggregation.from_partials is None:
         raise DefinitionError(f"aggregation {aggregation.name!r} needs raw values", fix="this is a bug in mlforge; please report it")
     return aggregation.from_partials(rolled)
+
+
+def _nan_as_null(value: ir.Value) -> ir.Value:
+    import ibis
+
+    number = cast("ir.FloatingValue", value)
+    return ibis.ifelse(number.isnan(), ibis.null().cast(value.type()), value)
 
 
 def _explicit_cast(value: ir.Value, target: Any) -> ir.Value:

@@ -107,7 +107,9 @@ def entity_key(feature: Any, entity: dict[str, Any]) -> dict[str, Any]:
     """The key dict of ``feature`` for one request entity: key columns as given, or the
     join key of a surrogate entity computed from its ``from_columns`` (rule K1)."""
     try:
-        return {column: entity[column] for column in feature.keys}  # the usual case: all given
+        return {
+            column: _json_key(feature, column, entity[column]) for column in feature.keys
+        }  # the usual case: all given
     except KeyError:
         pass
     from mlforge.prepare import surrogate_key_value
@@ -116,7 +118,7 @@ def entity_key(feature: Any, entity: dict[str, Any]) -> dict[str, Any]:
     key: dict[str, Any] = {}
     for column in feature.keys:
         if column in entity:
-            key[column] = entity[column]
+            key[column] = _json_key(feature, column, entity[column])
             continue
         source = surrogates.get(column)
         if source is not None and all(c in entity for c in source.from_columns):
@@ -128,6 +130,38 @@ def entity_key(feature: Any, entity: dict[str, Any]) -> dict[str, Any]:
         accepted = f"{column!r}" + (f" or {list(source.from_columns)}" if source is not None else "")
         raise KeyProblem(f"feature {feature.name!r} needs the key {accepted}; the entity has {sorted(entity)}")
     return key
+
+
+def _positive_limit(name: str, given: int | None, env: str, default: int) -> int:
+    """A serving limit: the argument, else the environment variable, else the default; a
+    value that is not a whole number above 0 is a configuration error (E2: exit 2), not a
+    server that refuses every request."""
+    raw: Any = given if given is not None else os.environ.get(env) or default
+    where = f"{name}=" if given is not None else f"the environment variable {env}"
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(
+            f"serving limit {name} is {raw!r}, not a whole number above 0",
+            where=where,
+            fix=f"give a positive integer (default {default})",
+        )
+    return value
+
+
+def _json_key(feature: Any, column: str, value: Any) -> Any:
+    """A key value as JSON gave it, read as the stored key's text reads it: JSON has one kind
+    of number, so ``3.0`` names the entity ``3`` (a fraction names a float key); a boolean
+    is no key value."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, bool):
+        raise KeyProblem(
+            f"feature {feature.name!r}: key {column!r} is {str(value).lower()}, a boolean; send the key's number or text"
+        )
+    return value
 
 
 # -- JSON rendering --------------------------------------------------------------------------
@@ -252,8 +286,8 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
             return render_json(content)
 
     token = token if token is not None else server_token()
-    limit = int(max_batch or os.environ.get(MAX_BATCH_ENV) or MAX_BATCH)
-    body_limit = int(max_body_bytes or os.environ.get(MAX_BODY_ENV) or MAX_BODY_BYTES)
+    limit = _positive_limit("max_batch", max_batch, MAX_BATCH_ENV, MAX_BATCH)
+    body_limit = _positive_limit("max_body_bytes", max_body_bytes, MAX_BODY_ENV, MAX_BODY_BYTES)
     metrics = _Metrics()
     store = defs.online_store
     # How to read a feature whose values were not published (rows written directly): from
@@ -768,7 +802,11 @@ def _guard_headers(scope: Any) -> tuple[str, str]:
 
 def _token_matches(header: str, token: str) -> bool:
     scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+    # The header arrived as bytes decoded as Latin-1 (HTTP's own charset): encode it back to
+    # those bytes, which a client sends for a UTF-8 token as the token's UTF-8 bytes.
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode("latin-1"), token.encode("utf-8")
+    )
 
 
 _SMALLER = f"send a smaller body: split the batch (or start the server with a larger {MAX_BODY_ENV})"
@@ -931,6 +969,7 @@ def run(
         from mlforge.loader import load_definitions
 
         defs = load_definitions(target, profile=profile)
+    _check_address(host, port)
     line = start_up(defs, workers)
     app = create_app(defs, token, models=models)  # models load (and fail) before the server listens
     served = f" and model(s) {', '.join(sorted(models))}" if models else ""
@@ -944,6 +983,25 @@ def run(
         os.environ[PROFILE_ENV] = str(profile or defs.profile)
     _shared_metrics_dir()
     uvicorn.run("mlforge.serve:app_from_env", factory=True, host=host, port=port, workers=workers, log_level=log_level)
+
+
+def _check_address(host: str, port: int) -> None:
+    """Fail with a clear error (E2: exit 2) when the server could not listen at ``host:port``
+    (a bad host, a port in use), before anything loads; uvicorn would log it and exit 3."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except (OSError, OverflowError, UnicodeError) as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc}",
+            where="--host / --port",
+            fix="choose a free port (or stop what listens there) and a local address of this machine",
+        ) from None
 
 
 def _definitions_file(defs: Any) -> str:

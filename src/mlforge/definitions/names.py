@@ -61,7 +61,18 @@ def check_column_name(name: object, *, kind: str, where: str | None = None) -> s
             where=where,
             fix=f"rename the column (e.g. in the feature function: t.rename(new_name={name!r}))",
         )
+    if name in UNCARRIED_NAMES:
+        raise DefinitionError(
+            f"{kind} name {name!r} is the name Ibis gives a table in its own methods, so mlforge cannot carry a column named so",
+            where=where,
+            fix=f'rename the column (e.g. in the feature function: t.rename({name}_="{name}"))',
+        )
     return name
+
+
+#: Column names Ibis's table methods cannot take as named expressions (``select(self=...)``
+#: clashes with the method's own first parameter).
+UNCARRIED_NAMES = frozenset({"self"})
 
 
 def check_distinct_columns(names: list[str], *, kind: str, where: str | None = None) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from mlforge.engines.asof import AsofJoin
 from mlforge.engines.base import Capability, Engine, RollingFrame, ordered, temp_table_name
 from mlforge.engines.monthfiles import ROW_GROUP_ROWS, partition_file, write_partitioned_batches
+from mlforge.engines.sources import fixed_offset_columns
 from mlforge.errors import missing_extra
 
 if TYPE_CHECKING:
@@ -43,6 +44,18 @@ class PolarsEngine(Engine):
     def _read_parquet(self, location: str) -> ir.Table:
         import polars as pl
 
+        offsets = fixed_offset_columns(location)
+        if offsets:
+            # Polars' scan stops (a panic) at a zone such as "+05:30": read through Arrow,
+            # naming the same instants in UTC (rule T1 converts them to UTC anyway).
+            import pyarrow as pa
+            import pyarrow.dataset as ds
+
+            table = ds.dataset(location, format="parquet").to_table()
+            for name in offsets:
+                i = table.schema.get_field_index(name)
+                table = table.set_column(i, name, table.column(name).cast(pa.timestamp(table.schema.field(name).type.unit, tz="UTC")))
+            return self.con.create_table(temp_table_name(), pl.from_arrow(table).lazy())
         return self.con.create_table(temp_table_name(), pl.scan_parquet(location))
 
     def read_parquet_files(self, files: list[str]) -> ir.Table:

@@ -297,7 +297,14 @@ def grid_label(seconds: int, interval: int) -> tuple[int, datetime]:
     (86400, datetime.datetime(1970, 1, 2, 0, 0, tzinfo=datetime.timezone.utc))
     """
     label = (seconds // interval) * interval
-    return label, datetime.fromtimestamp(label, tz=UTC)
+    try:
+        return label, datetime.fromtimestamp(label, tz=UTC)
+    except (OverflowError, ValueError, OSError):  # a read near year 1 on a long interval
+        raise RetrievalError(
+            f"the grid label of the read time, {label} s from the epoch, is out of range",
+            where="at=",
+            fix="pass a later read time",
+        ) from None
 
 
 def _with_label(row: dict[str, Any], timestamp: str | None, label_time: datetime, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -326,4 +333,21 @@ def read_time(at: Any = None) -> datetime:
         at = at.to_pydatetime()
     if at != at:  # pandas.NaT passes for a datetime, but is no instant
         raise RetrievalError("the read time is NaT, not an instant", where="at=", fix="pass a datetime (naive values are UTC), an ISO 8601 text, or None for now")
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    try:
+        moment = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except (OverflowError, ValueError):
+        moment = None
+    if moment is None or not (_EARLIEST_READ <= moment < _LATEST_READ):
+        raise RetrievalError(
+            f"the read time {at.isoformat()} is out of range",
+            where="at=",
+            fix=f"pass an instant from {_EARLIEST_READ:%Y-%m-%d} to before {_LATEST_READ:%Y-%m-%d} (UTC)",
+        )
+    return moment
+
+
+#: Read times whose grid labels and epoch seconds every interval and clock can hold: a day
+#: inside Python's datetime range at either end (9999-12-31 23:59:59.999999 as float
+#: seconds rounds up into the year 10000).
+_EARLIEST_READ = datetime(1, 1, 2, tzinfo=UTC)
+_LATEST_READ = datetime(9999, 12, 31, tzinfo=UTC)

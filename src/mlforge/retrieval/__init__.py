@@ -43,6 +43,7 @@ from mlforge.retrieval.joins import ROW, attach, prepare_base
 from mlforge.retrieval.online import check_metadata_columns, lookup, metadata_columns
 from mlforge.retrieval.specs import (
     FeatureSpec,
+    check_join_columns,
     check_outputs,
     feature_specs,
     resolve,
@@ -165,6 +166,7 @@ def _training_local(workspace: Workspace, defined: Mapping[str, Feature], specs:
         raise RetrievalError(f"timestamp column {timestamp!r} is not in entity_df", fix=f"use one of {columns}")
     needed = [*{k for p in plans for k in p.keys if k in columns}, *{c for e in computed.values() for c in e.from_columns or ()}]
     needed = list(dict.fromkeys([*needed, *([timestamp] if timestamp else [])]))
+    check_join_columns(needed)
     arrow = plain_columns(materialize_columns(frame, kind, needed), plans, timestamp)
     arrow = arrow.append_column(ROW, pa.array(numpy.arange(arrow.num_rows, dtype=numpy.int64)))  # not range(): ~0.09 s per 1M rows
     base = prepare_base(engine.from_arrow(arrow), plans, computed, timestamp, engine)

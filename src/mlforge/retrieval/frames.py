@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from mlforge.engines.sources import is_fixed_offset
 from mlforge.errors import RetrievalError
 
 if TYPE_CHECKING:
@@ -18,9 +19,19 @@ if TYPE_CHECKING:
 def frame_kind(frame: Any) -> str:
     module = type(frame).__module__.split(".")[0]
     kinds = {"pandas": "pandas", "polars": "polars", "pyarrow": "arrow", "ibis": "ibis", "pyspark": "spark"}
-    if module in kinds and (module != "polars" or hasattr(frame, "collect_schema")):
+    if module in kinds and type(frame).__name__ in _FRAME_CLASSES[module]:
         return kinds[module]
     raise RetrievalError(f"entity_df is a {type(frame).__name__}, not a frame mlforge reads", fix="pass a pandas, Polars or PyArrow frame, an Ibis table or a Spark DataFrame")
+
+
+#: The frame classes each library's entity_df may be (a pandas Series or a Polars Series is not one).
+_FRAME_CLASSES = {
+    "pandas": {"DataFrame"},
+    "polars": {"DataFrame", "LazyFrame"},
+    "pyarrow": {"Table", "RecordBatch"},
+    "ibis": {"Table"},
+    "pyspark": {"DataFrame"},
+}
 
 
 def bound_to(frame: Any, engine: Engine, kind: str) -> bool:
@@ -45,6 +56,15 @@ def materialize_columns(frame: Any, kind: str, columns: Sequence[str] | None = N
                 where="entity_df",
                 fix="give each column one type, e.g. df['user_id'] = df['user_id'].astype(str)",
             ) from None
+        except ValueError:  # pandas refuses a frame with a column twice
+            if not frame.columns.is_unique:
+                twice = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+                raise RetrievalError(
+                    f"entity_df has the column(s) {twice} more than once",
+                    where="entity_df",
+                    fix="keep one column of each name",
+                ) from None
+            raise
     if kind == "polars":
         return (frame if columns is None else frame.select(list(columns))).to_arrow()
     return frame if columns is None else frame.select(list(columns))
@@ -134,7 +154,12 @@ def finish(frame: Any, kind: str, features: pa.Table) -> Any:
     """A local ``frame`` with the feature columns appended, as the same kind of frame."""
     if kind == "pandas":
         values = features.to_pandas()
-        return frame.assign(**{c: values[c].array for c in features.column_names})
+        arrays = {c: values[c].array for c in features.column_names}
+        for name in _inexact_as_float(features):
+            import pandas as pd
+
+            arrays[name] = pd.array(features.column(name).to_pylist(), dtype="Int64")
+        return frame.assign(**arrays)
     if kind == "polars":
         import polars as pl
 
@@ -142,6 +167,25 @@ def finish(frame: Any, kind: str, features: pa.Table) -> Any:
     for name in features.column_names:
         frame = frame.append_column(name, features.column(name))
     return frame
+
+
+#: The largest integer every float64 holds exactly.
+_FLOAT_EXACT = 2**53
+
+
+def _inexact_as_float(features: pa.Table) -> list[str]:
+    """Integer columns with nulls (which pandas turns into float64) holding a value past
+    2**53, which float64 would round: those come back as pandas' nullable Int64 instead."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    names = []
+    for name, column in zip(features.column_names, features.columns, strict=True):
+        if pa.types.is_integer(column.type) and column.null_count:
+            bounds = pc.min_max(column).as_py()
+            if bounds["min"] is not None and max(-bounds["min"], bounds["max"]) > _FLOAT_EXACT:
+                names.append(name)
+    return names
 
 
 def plain_columns(arrow: pa.Table, plans: list[Plan], timestamp: str | None) -> pa.Table:
@@ -154,6 +198,8 @@ def plain_columns(arrow: pa.Table, plans: list[Plan], timestamp: str | None) -> 
         name, dtype = arrow.column_names[i], column.type
         if pa.types.is_dictionary(dtype):
             arrow = arrow.set_column(i, name, column.cast(dtype.value_type))
+        elif pa.types.is_timestamp(dtype) and is_fixed_offset(dtype.tz):  # the same instants, in a zone Polars knows
+            arrow = arrow.set_column(i, name, column.cast(pa.timestamp(dtype.unit, tz="UTC")))
         elif pa.types.is_null(dtype):
             target = pa.timestamp("us") if name == timestamp else stored.get(name, pa.string())
             arrow = arrow.set_column(i, name, column.cast(target))

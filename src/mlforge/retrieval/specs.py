@@ -110,6 +110,19 @@ def check_outputs(plans: list[Plan], entity_columns: Sequence[str]) -> None:
             owner[col] = plan.name
 
 
+def check_join_columns(columns: Sequence[str]) -> None:
+    """The key and label columns of entity_df that go into the engine: none two differing
+    only by case (E5), which DuckDB and Spark cannot hold in one table."""
+    folded: dict[str, str] = {}
+    for col in columns:
+        other = folded.setdefault(col.lower(), col)
+        if other != col:
+            raise RetrievalError(
+                f"entity_df's key and label columns {other!r} and {col!r} differ only by case: DuckDB and Spark read them as one column",
+                fix="rename one of them in entity_df",
+            )
+
+
 def surrogates(plans: list[Plan], columns: Sequence[str]) -> dict[str, Entity]:
     """K2: join keys entity_df lacks but can compute from an entity's natural columns."""
     computed: dict[str, Entity] = {}

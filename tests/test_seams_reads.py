@@ -1,0 +1,189 @@
+"""Seams of reads a second black-box review found (2026-12-07): values pandas rounded,
+engines that disagreed on NaN, zones and names Polars or Ibis could not take, raw errors for
+odd entity frames, and REST keys, read times, limits and tokens the server misread.
+
+Each test names its rule; each fails on the code before its fix."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import mlforge as mlf
+from mlforge.errors import ConfigError, DefinitionError, RetrievalError
+from mlforge.online.memory import MemoryStore
+from test_serve import Live
+
+BIG = 2**53 + 1  # the first integer float64 rounds
+
+
+def _defs(tmp_path: Path, features, engine="duckdb", **extra) -> mlf.Definitions:
+    return mlf.Definitions("seams", features, offline_store=mlf.LocalStore(str(tmp_path / f"store-{engine}")), engine=engine, **extra)
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_pandas_results_keep_integers_past_2_53_exact_when_some_rows_are_unknown(tmp_path, engine):  # contract W5, P1
+    pd.DataFrame({"k": ["a"], "ts": pd.to_datetime(["2024-01-01 01:00"]), "x": [BIG]}).to_parquet(tmp_path / "e.parquet", index=False)
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Max("x", windows=["1d"], name="mx")])
+    def f(t):
+        return t
+
+    defs = _defs(tmp_path, [f], engine)
+    defs.build()
+    out = defs.get_training_data(["f"], pd.DataFrame({"k": ["a", "unknown"], "L": pd.to_datetime(["2024-01-02", "2024-01-02"])}), timestamp="L")
+    assert int(out["mx_1d"].iloc[0]) == BIG  # float64 made it 2**53
+    assert pd.isna(out["mx_1d"].iloc[1])
+
+
+@pytest.mark.parametrize("function", ["max", "min", "sum", "mean", "std", "median", "count"])
+def test_a_nan_in_a_field_is_a_missing_value_on_every_engine(tmp_path, function):  # contract W5, W8
+    pq.write_table(pa.table({"k": ["a"] * 4, "ts": pa.array([datetime(2024, 1, 1, h) for h in range(4)], pa.timestamp("us")), "x": [1.0, float("nan"), 2.0, 3.0]}), tmp_path / "e.parquet")
+    expected = {"max": 3.0, "min": 1.0, "sum": 6.0, "mean": 2.0, "std": 1.0, "median": 2.0, "count": 3}[function]
+    for engine in ("duckdb", "polars"):
+
+        @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Aggregate("x", function, windows=["1d"], name="m")])
+        def f(t):
+            return t
+
+        defs = _defs(tmp_path, [f], engine)
+        defs.build()  # DuckDB's std of a NaN failed: "STDDEV_SAMP is out of range"
+        assert defs.read_feature("f").to_pyarrow().column("m_1d").to_pylist() == [expected], engine
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_fixed_offset_zones_in_sources_and_labels_read_as_their_instants(tmp_path, engine):  # contract T1, W8
+    # 05:29 and 05:30 at +05:30 are 23:59 on Dec 31 and midnight on Jan 1 in UTC
+    stamps = pd.to_datetime(["2024-01-01T05:29:00+05:30", "2024-01-01T05:30:00+05:30"])
+    pq.write_table(pa.table({"k": ["a", "a"], "ts": pa.array(stamps), "x": [1.0, 2.0]}), tmp_path / "e.parquet")
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Sum("x", windows=["1d"], name="s")])
+    def f(t):
+        return t
+
+    defs = _defs(tmp_path, [f], engine)
+    defs.build()  # Polars' scan panicked on the zone "+05:30"
+    labels = pd.DataFrame({"k": ["a", "a"], "L": pd.to_datetime(["2024-01-01T05:30:00+05:30", "2024-01-02T05:30:00+05:30"])})
+    out = defs.get_training_data(["f"], labels, timestamp="L")  # Polars raised a raw ComputeError
+    assert out["s_1d"].tolist() == [1.0, 2.0]
+
+
+def test_a_column_named_self_is_refused_before_compute(tmp_path):  # contract E5
+    pd.DataFrame({"k": ["a"], "ts": pd.to_datetime(["2024-01-01"]), "v": [1.0]}).to_parquet(tmp_path / "e.parquet", index=False)
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts")
+    def g(t):
+        return t.select("k", "ts", self=t.v)
+
+    with pytest.raises(mlf.errors.BuildError, match="'self'"):
+        _defs(tmp_path, [g]).build()  # it built, and then no retrieval could read it
+    with pytest.raises(DefinitionError, match="'self'"):
+
+        @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Sum("self", windows=["1d"])])
+        def h(t):
+            return t
+
+
+@pytest.fixture
+def plain(tmp_path):
+    pd.DataFrame({"uid": [1], "ts": pd.to_datetime(["2024-01-01"]), "v": [1.0]}).to_parquet(tmp_path / "e.parquet", index=False)
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["uid"], timestamp="ts")
+    def g(t):
+        return t
+
+    defs = _defs(tmp_path, [g])
+    defs.build()
+    return defs
+
+
+@pytest.mark.parametrize(
+    ("entity_df", "timestamp", "message"),
+    [
+        (pd.DataFrame({"uid": [1], "UID": pd.to_datetime(["2024-01-02"])}), "UID", "differ only by case"),  # DuckDB: CatalogException
+        (pd.DataFrame([[1, pd.Timestamp("2024-01-02"), 1]], columns=["uid", "L", "uid"]), "L", "more than once"),  # pandas: ValueError
+        (pd.Series([1], name="uid"), None, "is a Series"),  # AttributeError
+    ],
+)
+def test_odd_entity_frames_are_retrieval_errors(plain, entity_df, timestamp, message):  # contract E1
+    with pytest.raises(RetrievalError, match=message):
+        plain.get_training_data(["g"], entity_df, timestamp=timestamp)
+
+
+# -- REST (O3, K2) ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from mlforge.serve import create_app
+
+    folder = tmp_path_factory.mktemp("served")
+    pd.DataFrame({"user_id": [3], "ts": pd.to_datetime(["2024-01-01 05:00"]), "x": [2.5]}).to_parquet(folder / "e.parquet", index=False)
+
+    @mlf.feature(source=str(folder / "e.parquet"), keys=["user_id"], timestamp="ts", interval="1d", metrics=[mlf.Sum("x", windows=["3d"], name="s")])
+    def spend(t):
+        return t
+
+    defs = mlf.Definitions("served", [spend], offline_store=mlf.LocalStore(str(folder / "store")), online_store=MemoryStore())
+    assert defs.build(online=True).ok
+    with Live(create_app(defs, token="s3crét")) as http:
+        yield http
+
+
+AUTH = {"Authorization": "Bearer s3crét".encode()}  # the token's UTF-8 bytes, as a client sends them
+
+
+def test_a_utf8_token_is_accepted(served):  # contract O3
+    assert served.get("/features", headers=AUTH).status_code == 200  # was 401 for every client
+    assert served.get("/features", headers={"Authorization": "Bearer s3cret"}).status_code == 401
+
+
+@pytest.mark.parametrize("key", [3, "3", 3.0])
+def test_a_json_number_names_the_same_entity_with_or_without_a_fraction_part(served, key):  # contract K2, O3
+    body = {"features": ["spend"], "entity": {"user_id": key}, "at": "2024-01-02T00:00:00Z"}
+    answer = served.post("/features/online", json=body, headers=AUTH)
+    assert answer.status_code == 200
+    assert answer.json()["features"]["spend"]["s_3d"] == 2.5 and answer.json()["metadata"]["spend"]["known"] is True
+
+
+def test_a_boolean_key_is_refused(served):  # contract O3
+    body = {"features": ["spend"], "entity": {"user_id": True}, "at": "2024-01-02T00:00:00Z"}
+    assert served.post("/features/online", json=body, headers=AUTH).status_code == 422  # read as an unknown entity
+
+
+@pytest.mark.parametrize("at", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59.999999Z"])
+def test_read_times_at_the_ends_of_the_calendar_are_422_never_500_or_503(served, at):  # contract O3, E1
+    body = {"features": ["spend"], "entity": {"user_id": 3}, "at": at}
+    answer = served.post("/features/online", json=body, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert "out of range" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1"])
+def test_serving_limits_from_the_environment_are_checked_like_the_flags(plain, monkeypatch, value):  # contract E2
+    from mlforge.serve import MAX_BATCH_ENV, create_app
+
+    monkeypatch.setenv(MAX_BATCH_ENV, value)
+    with pytest.raises(ConfigError, match="max_batch"):
+        create_app(mlf.Definitions("p", [], offline_store=mlf.LocalStore("unused"), online_store=MemoryStore()))
+
+
+def test_serving_on_a_port_in_use_is_a_config_error(plain):  # contract E2
+    from mlforge.serve import run
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ConfigError, match="cannot listen"):
+            run(mlf.Definitions("p", [], offline_store=mlf.LocalStore("unused"), online_store=MemoryStore()), port=port)
+
+
+def test_get_online_features_refuses_a_read_time_out_of_range(plain):  # contract E1
+    defs = mlf.Definitions("p", list(plain.features.values()), offline_store=plain.offline_store, online_store=MemoryStore())
+    with pytest.raises(RetrievalError, match="out of range"):  # was a raw OverflowError
+        defs.get_online_features(["g"], pd.DataFrame({"uid": [1]}), at=datetime(9999, 12, 31, 23, 59, tzinfo=UTC))
