@@ -97,11 +97,12 @@ def expected_rows(
             row[timestamp] = from_micros(label)
             for metric in metrics:
                 start = label - metric.window_seconds * _MICROS
-                # W1: the window at t holds the events with t - w <= e < t.
+                # W1: the window at t holds the events with t - w <= e < t; W5: nulls (and
+                # NaN, a missing value too) are ignored.
                 values = [
                     event[metric.field]
                     for event, instant in zip(entity_events, instants, strict=True)
-                    if start <= instant < label and event[metric.field] is not None
+                    if start <= instant < label and not _missing(event[metric.field])
                 ]
                 row[metric.name] = aggregate(metric.function, values)
             rows.append(row)
@@ -127,3 +128,7 @@ def values_match(expected: Any, actual: Any, *, rel: float = 1e-9) -> bool:
             return False
         return math.isclose(float(expected), float(actual), rel_tol=rel, abs_tol=rel)
     return expected == actual
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))

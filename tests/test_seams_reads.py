@@ -187,3 +187,26 @@ def test_get_online_features_refuses_a_read_time_out_of_range(plain):  # contrac
     defs = mlf.Definitions("p", list(plain.features.values()), offline_store=plain.offline_store, online_store=MemoryStore())
     with pytest.raises(RetrievalError, match="out of range"):  # was a raw OverflowError
         defs.get_online_features(["g"], pd.DataFrame({"uid": [1]}), at=datetime(9999, 12, 31, 23, 59, tzinfo=UTC))
+
+
+def test_an_unpublished_float_sum_reads_as_a_float_zero_over_rest(tmp_path):  # contract O2, W4
+    from mlforge.serve import create_app
+
+    pd.DataFrame({"user_id": [3], "ts": pd.to_datetime(["2024-01-01 05:00"]), "x": [2.5]}).to_parquet(tmp_path / "e.parquet", index=False)
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["user_id"], timestamp="ts", interval="1d", metrics=[mlf.Sum("x", windows=["3d"], name="s")])
+    def spend(t):
+        return t
+
+    defs = mlf.Definitions("unpublished", [spend], offline_store=mlf.LocalStore(str(tmp_path / "store")), online_store=MemoryStore())
+    defs.build()  # offline only: the online store holds no publication record
+    with Live(create_app(defs)) as http:
+        answer = http.post("/features/online", json={"features": ["spend"], "entity": {"user_id": 3}})
+    value = answer.json()["features"]["spend"]["s_3d"]
+    assert value == 0 and isinstance(value, float)  # was the integer 0
+
+
+def test_a_body_with_a_number_past_python_digits_is_422(served):  # contract O3
+    body = '{"features": ["spend"], "entity": {"user_id": ' + "9" * 5000 + "}}"
+    answer = served.post("/features/online", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert answer.status_code == 422  # was a 400 the docs do not list

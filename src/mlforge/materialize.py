@@ -8,7 +8,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mlforge import fingerprints
 from mlforge.compiler import LabelRange, added_integer_fields, compile_metrics
@@ -419,7 +419,7 @@ def check_integer_totals(feature: Feature, output: ir.Table, engine: Engine) -> 
     events = output.filter([output[k].notnull() for k in feature.keys] + [output[ts].notnull()])
     magnitudes = {f: events[f].cast("float64").abs() for f in fields}
     overall = [m.sum() for m in magnitudes.values()]
-    bound = engine.fetch_scalar(overall[0] if len(overall) == 1 else ibis.greatest(*overall))
+    bound = engine.fetch_scalar(cast("ir.Scalar", overall[0] if len(overall) == 1 else ibis.greatest(*overall)))
     if bound is None or bound < INT64_SAFE_TOTAL:
         return
     per_key = events.group_by(list(feature.keys)).aggregate(

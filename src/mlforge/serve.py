@@ -132,6 +132,20 @@ def entity_key(feature: Any, entity: dict[str, Any]) -> dict[str, Any]:
     return key
 
 
+def _stand_in(defs: Any, feature: Any) -> Publication:
+    """What a lookup of ``feature`` reads while the online store holds no publication record
+    for it: the latest built version's record, whose column types give a float sum's empty
+    value as ``0.0`` (O2), else what the definition alone says."""
+    store = defs.workspace.offline_store
+    try:
+        version = store.latest_version(feature.name)
+        if version is not None:
+            return Publication.from_record(store.read_record(feature.name, version))
+    except (MlforgeError, OSError) as exc:  # an unreachable or damaged offline store: the definition
+        log.debug("feature %s: no offline record for its stand-in (%s)", feature.name, exc)
+    return Publication.from_feature(feature)
+
+
 def _positive_limit(name: str, given: int | None, env: str, default: int) -> int:
     """A serving limit: the argument, else the environment variable, else the default; a
     value that is not a whole number above 0 is a configuration error (E2: exit 2), not a
@@ -292,7 +306,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     store = defs.online_store
     # How to read a feature whose values were not published (rows written directly): from
     # its definition. Made once: a lookup is on the hot path.
-    stand_ins = {name: Publication.from_feature(feature) for name, feature in defs.features.items()}
+    stand_ins = {name: _stand_in(defs, feature) for name, feature in defs.features.items()}
     served = load_models(defs, models if models is not None else models_from_env())
 
     # NaN and Infinity are not key values (and json.loads accepts them): 422.
@@ -642,6 +656,9 @@ def _install_error_handlers(app: Any, json_response: Any) -> None:
             detail, fix = f"unknown route {request.method} {request.url.path}", f"the routes are {ROUTES}"
         elif exc.status_code == 405:
             detail, fix = f"{request.method} is not allowed on {request.url.path}", f"the routes are {ROUTES}"
+        elif exc.status_code == 400:  # FastAPI could not parse the body (e.g. a number past Python's 4300 digits)
+            detail, fix = "the request body could not be read as JSON values", "send a JSON body whose numbers have at most 4300 digits"
+            return json_response({"detail": detail, "fix": fix}, status_code=422, headers=exc.headers)
         return json_response({"detail": redact(detail), "fix": fix}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)

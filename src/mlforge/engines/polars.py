@@ -55,7 +55,7 @@ class PolarsEngine(Engine):
             for name in offsets:
                 i = table.schema.get_field_index(name)
                 table = table.set_column(i, name, table.column(name).cast(pa.timestamp(table.schema.field(name).type.unit, tz="UTC")))
-            return self.con.create_table(temp_table_name(), pl.from_arrow(table).lazy())
+            return self.con.create_table(temp_table_name(), pl.DataFrame(table).lazy())
         return self.con.create_table(temp_table_name(), pl.scan_parquet(location))
 
     def read_parquet_files(self, files: list[str]) -> ir.Table:
