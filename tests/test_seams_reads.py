@@ -210,3 +210,19 @@ def test_a_body_with_a_number_past_python_digits_is_422(served):  # contract O3
     body = '{"features": ["spend"], "entity": {"user_id": ' + "9" * 5000 + "}}"
     answer = served.post("/features/online", content=body, headers={**AUTH, "Content-Type": "application/json"})
     assert answer.status_code == 422  # was a 400 the docs do not list
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_a_nanosecond_label_before_1970_never_sees_a_later_event(tmp_path, engine):  # contract P2
+    frame = pd.DataFrame({"k": ["a", "a"], "ts": pd.to_datetime(["1969-12-31 23:59:59.5", "1970-01-01 00:00:00"], format="ISO8601"), "x": [1.0, 2.0]})
+    frame.to_parquet(tmp_path / "e.parquet", index=False)
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts")
+    def g(t):
+        return t.select("k", "ts", y=t.x)
+
+    defs = _defs(tmp_path, [g], engine)
+    defs.build()
+    label = pd.Series(pd.to_datetime(["1970-01-01"])).astype("datetime64[ns]") - pd.Timedelta(nanoseconds=100)
+    out = defs.get_training_data(["g"], pd.DataFrame({"k": ["a"], "L": label}), timestamp="L")
+    assert out["y"].tolist() == [1.0]  # DuckDB rounded the label up to the epoch and read 2.0

@@ -190,6 +190,24 @@ def _inexact_as_float(features: pa.Table) -> list[str]:
     return names
 
 
+def _floor_to_micros(column: Any) -> Any:
+    """Nanosecond timestamps as microseconds, rounded down: an instant 100 ns before the
+    epoch is 1 µs before it, never the epoch itself (DuckDB's own cast rounds negative
+    instants toward zero, and a label would then see an event after it, P2)."""
+    import numpy
+    import pyarrow as pa
+    import pyarrow.compute
+
+    pc: Any = pyarrow.compute  # functions generated at import time: no stubs to check
+    ticks = pc.cast(column, pa.int64())
+    lowest = pc.min(ticks).as_py()
+    if lowest is None or lowest >= 0:  # after 1970 truncation is rounding down
+        return column
+    valid = pc.is_valid(ticks).to_numpy(zero_copy_only=False)
+    floored = numpy.floor_divide(pc.fill_null(ticks, 0).to_numpy(zero_copy_only=False), 1000)
+    return pa.array(floored, pa.int64(), mask=~valid).cast(pa.timestamp("us", tz=column.type.tz))
+
+
 def plain_columns(arrow: pa.Table, plans: list[Plan], timestamp: str | None) -> pa.Table:
     """Decode dictionary (categorical) columns and type all-null ones (an empty or all-None
     pandas column), so every engine can join them with the stored keys."""
@@ -202,6 +220,9 @@ def plain_columns(arrow: pa.Table, plans: list[Plan], timestamp: str | None) -> 
             arrow = arrow.set_column(i, name, column.cast(dtype.value_type))
         elif pa.types.is_timestamp(dtype) and is_fixed_offset(dtype.tz):  # the same instants, in a zone Polars knows
             arrow = arrow.set_column(i, name, column.cast(pa.timestamp(dtype.unit, tz="UTC")))
+            column, dtype = arrow.column(i), arrow.schema.field(i).type
+        if pa.types.is_timestamp(dtype) and dtype.unit == "ns":
+            arrow = arrow.set_column(i, name, _floor_to_micros(column))
         elif pa.types.is_null(dtype):
             target = pa.timestamp("us") if name == timestamp else stored.get(name, pa.string())
             arrow = arrow.set_column(i, name, column.cast(target))
