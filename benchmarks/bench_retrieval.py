@@ -65,8 +65,9 @@ SPAN_DAYS = 365
 
 
 def data_dir(rows: int, feature_rows: int, keys: int) -> Path:
-    # v2: event times unique per user, so "the newest event" is never a tie to break.
-    return DATA_DIR / f"retrieval_v2_{rows}_{feature_rows}_{keys}"
+    # v2: event times unique per user, so "the newest event" is never a tie to break;
+    # v3: the record counts its tied rows (none), as a build records them.
+    return DATA_DIR / f"retrieval_v3_{rows}_{feature_rows}_{keys}"
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -138,6 +139,9 @@ def _publish(con, store, name: str, sql: str, metadata: dict) -> None:
     con.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE {1 << 20})")
     schema = {f.name: _canonical(f.type) for f in pq.read_schema(target)}
     meta = {"name": name, "version": "1.0.0", "schema": schema, "entities": [], "rows": pq.read_metadata(target).num_rows, "data_hash": files_hash([target]), **metadata}
+    if not metadata["metrics"]:  # what a build records: rows sharing user and ts with another
+        groups = f"SELECT count(*) AS n FROM read_parquet('{target}') GROUP BY user_id, ts HAVING count(*) > 1"
+        meta["tied_rows"] = int(con.execute(f"SELECT coalesce(sum(n), 0) FROM ({groups})").fetchone()[0])
     store.publish(staging, "1.0.0", meta)
 
 

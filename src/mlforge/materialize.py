@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 #: Internal column naming each row's month file (``year * 100 + month``); never stored.
 PARTITION = "__mlforge_month"
+_GROUP_ROWS = "__mlforge_group_rows"
 
 
 @dataclass
@@ -196,6 +197,8 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         clock.enter(Stage.WRITE)
         known = _reused_digests(reused, previous)
         metadata = _metadata(feature, result_expr.drop(PARTITION) if has_time else result_expr, staging.data_dir, definition_hash, source_fp, build_range, previous, engine, known)
+        if not feature.metrics:  # a metric feature's grid rows are one per key and label
+            metadata = metadata.with_changes(tied_rows=_tied_rows(feature, staging.data_dir, engine))
         now_latest = store.latest_version(feature.name)
         if now_latest != previous_version:
             # Another build (or a rollback) moved latest while this one computed: the change
@@ -557,6 +560,24 @@ def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: 
         engine=engine.name,
         format="parquet",
     )
+
+
+def _tied_rows(feature: Feature, data_dir: str, engine: Engine) -> int:
+    """How many written rows share their keys and timestamp (their keys, for a feature
+    without one) with another row: every read picks one row of such a group by value
+    (:meth:`Engine.last_per_group`), so training and online agree. Rows with a null key or
+    timestamp match no label and do not count."""
+    import glob
+
+    files = sorted(glob.glob(f"{data_dir}/*.parquet"))
+    if not files:
+        return 0
+    table = engine.read_parquet_files(files)
+    ts = feature.timestamp_column
+    by = [*feature.keys, *([ts] if ts and ts in table.columns else [])]
+    table = table.filter(*[table[c].notnull() for c in by])
+    groups = table.group_by(by).aggregate(**{_GROUP_ROWS: table.count()})
+    return int(engine.fetch_scalar(groups.filter(groups[_GROUP_ROWS] > 1)[_GROUP_ROWS].sum()) or 0)
 
 
 def _newest_label(footers: list[pq.FileMetaData], ts: str) -> int | None:

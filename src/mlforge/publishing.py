@@ -95,10 +95,11 @@ def publish_latest(workspace: Workspace, feature: Feature, version: str | None =
     try:
         previous = read_publication(store, feature.name)
         publication = Publication.from_record(record, present=(version,))
+        tied = record.tied_rows != 0  # unknown (an older record) or some: pick by value
         if platform is not None:
-            written, removed = _publish_on_platform(workspace, store, publication, previous, engine, batch_rows)
+            written, removed = _publish_on_platform(workspace, store, publication, previous, engine, batch_rows, tied)
         else:
-            written, removed = _publish_rows(workspace, store, publication, previous, engine, batch_rows)
+            written, removed = _publish_rows(workspace, store, publication, previous, engine, batch_rows, tied)
     except MlforgeError:
         raise
     except Exception as exc:  # a client or engine error the store did not translate
@@ -134,13 +135,13 @@ def read_publication(store: OnlineStore, feature: str) -> Publication | None:
     return None if row is None else Publication.from_row(row)
 
 
-def _publish_rows(workspace: Workspace, store: OnlineStore, publication: Publication, previous: Publication | None, engine: Engine, batch_rows: int) -> tuple[int, int]:
+def _publish_rows(workspace: Workspace, store: OnlineStore, publication: Publication, previous: Publication | None, engine: Engine, batch_rows: int, tied: bool) -> tuple[int, int]:
     name, version = publication.feature, str(publication.version)  # built from a stored record
     earlier = _earlier_versions(workspace, store, name, version, previous)
     _write_record(store, publication, present=(*earlier, version))  # a crash from here on leaves all of them listed
     table = workspace.offline_store.read(name, engine, version)
     written = 0
-    for chunk in chunked(entity_values(tail_rows(table, publication, engine), publication, batch_rows, engine), ENTITY_BATCH):
+    for chunk in chunked(entity_values(tail_rows(table, publication, engine, tied=tied), publication, batch_rows, engine), ENTITY_BATCH):
         store.write(name, list(publication.keys), [value for _, value in chunk])
         written += len(chunk)
     removed = 0
@@ -152,7 +153,7 @@ def _publish_rows(workspace: Workspace, store: OnlineStore, publication: Publica
     return written, removed
 
 
-def _publish_on_platform(workspace: Workspace, store: OnlineStore, publication: Publication, previous: Publication | None, engine: Engine, batch_rows: int) -> tuple[int, int]:
+def _publish_on_platform(workspace: Workspace, store: OnlineStore, publication: Publication, previous: Publication | None, engine: Engine, batch_rows: int, tied: bool) -> tuple[int, int]:
     """The platform replaces the online table with this one: nothing to delete, only to count."""
     offline = workspace.offline_store
     name, version = publication.feature, str(publication.version)  # built from a stored record
@@ -161,7 +162,7 @@ def _publish_on_platform(workspace: Workspace, store: OnlineStore, publication: 
 
     def values() -> Iterator[dict[str, Any]]:
         nonlocal written
-        for _, value in entity_values(tail_rows(table, publication, engine), publication, batch_rows, engine):
+        for _, value in entity_values(tail_rows(table, publication, engine, tied=tied), publication, batch_rows, engine):
             written += 1
             yield value
 
@@ -197,7 +198,7 @@ def _earlier_versions(workspace: Workspace, store: OnlineStore, name: str, versi
 
 def _published_keys(table: ir.Table, publication: Publication, engine: Engine) -> ir.Table:
     """The distinct keys a version publishes, as a table in the engine."""
-    return tail_rows(table, publication, engine, ordered=False).select(*publication.keys).distinct()
+    return tail_rows(table, publication, engine, ordered=False, tied=False).select(*publication.keys).distinct()
 
 
 def _left_entities(workspace: Workspace, versions: Iterable[str], current: ir.Table, name: str, engine: Engine, batch_rows: int) -> Iterator[dict[str, Any]]:
@@ -224,12 +225,14 @@ def _left_entities(workspace: Workspace, versions: Iterable[str], current: ir.Ta
 
 
 # -- the rows a version publishes -------------------------------------------------------------
-def tail_rows(table: ir.Table, publication: Publication, engine: Engine, *, ordered: bool = True) -> ir.Table:
+def tail_rows(table: ir.Table, publication: Publication, engine: Engine, *, ordered: bool = True, tied: bool = True) -> ir.Table:
     """The rows whose values a read at or after the watermark can take (O1, O4).
 
     Metric features: every grid row labelled at or after the watermark, ordered by entity
     and label. Others: the newest row per entity at or before the watermark, not older
-    than ``watermark - ttl``. Rows with a null key are never published.
+    than ``watermark - ttl``; of rows sharing keys and timestamp (``tied``, as the
+    version's record counts them), the one whose values sort last, as training takes it.
+    Rows with a null key are never published.
     """
     internal = [c for c in table.columns if c.startswith("__mlforge")]  # storage bookkeeping
     table = table.drop(*internal) if internal else table
@@ -237,7 +240,7 @@ def tail_rows(table: ir.Table, publication: Publication, engine: Engine, *, orde
     table = table.filter(*[table[k].notnull() for k in keys])
     ts = publication.timestamp
     if ts is None or ts not in table.columns:
-        return table
+        return engine.last_per_group(table, keys) if tied and not publication.is_metric else table
     table = table.filter(table[ts].notnull())
     watermark = publication.watermark
     label = engine.to_utc_naive(table[ts]) if table[ts].type().timezone else table[ts]
@@ -249,6 +252,8 @@ def tail_rows(table: ir.Table, publication: Publication, engine: Engine, *, orde
         table = table.filter(label <= _instant(watermark))
         if publication.ttl is not None:
             table = table.filter(label >= _instant(watermark - publication.ttl))
+    if tied:
+        table = engine.last_per_group(table, [*keys, ts])
     return latest_rows(table, keys, ts, engine)
 
 

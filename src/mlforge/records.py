@@ -100,6 +100,10 @@ class VersionRecord:
     interval: str | None = None
     #: A non-metric feature's time to live (O4), as declared (``"30d"``); ``None``: none.
     ttl: str | None = None
+    #: Rows of a non-metric feature that share their keys and timestamp with another row:
+    #: reads pick one of each such group by value (:meth:`Engine.last_per_group`). ``None``:
+    #: not counted (a record of an earlier release), so readers assume there may be some.
+    tied_rows: int | None = None
     schema: Mapping[str, str] = field(default_factory=dict)
     metrics: tuple[MetricRecord, ...] = ()
     tags: tuple[str, ...] = ()
@@ -165,6 +169,8 @@ class VersionRecord:
         }
         if self.ttl is not None:  # only when declared: records without one stay as they were
             out["ttl"] = self.ttl
+        if self.tied_rows is not None:
+            out["tied_rows"] = self.tied_rows
         if self.files is not None:
             out["files"] = [f.path for f in self.files]  # names only, for plain readers (S5)
             if self.verifiable:
@@ -196,6 +202,7 @@ class VersionRecord:
             timestamp=raw.get("timestamp"),
             interval=raw.get("interval"),
             ttl=raw.get("ttl"),
+            tied_rows=raw.get("tied_rows"),
             schema=dict(raw.get("schema") or {}),
             metrics=tuple(_metric(m) for m in raw.get("metrics") or ()),
             tags=tuple(raw.get("tags") or ()),
@@ -264,7 +271,7 @@ def _shape_problem(raw: Mapping[str, Any]) -> str | None:
     expected: dict[str, tuple[Any, str]] = {
         "name": (text, "a text"), "version": (text, "a text"), "timestamp": (text, "a text"), "interval": (text, "a text"), "ttl": (text, "a text"),
         "keys": (optional(texts), "a list of column names"), "tags": (optional(texts), "a list of texts"), "files": (optional(texts), "a list of file names"),
-        "rows": (optional(integer), "an integer"), "watermark": (optional(integer), "an integer"), "format_version": (optional(integer), "an integer"),
+        "rows": (optional(integer), "an integer"), "tied_rows": (optional(integer), "an integer"), "watermark": (optional(integer), "an integer"), "format_version": (optional(integer), "an integer"),
         "schema": (optional(lambda v: isinstance(v, dict) and all(isinstance(t, str) for t in v.values())), "an object of column types"),
         "file_digests": (optional(lambda v: isinstance(v, dict)), "an object"),
         "build_range": (optional(lambda v: isinstance(v, dict) and all(v.get(k) is None or integer(v.get(k)) for k in ("since", "until"))), "an object of 'since' and 'until' (epoch seconds or null)"),

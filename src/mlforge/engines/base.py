@@ -15,6 +15,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
+from mlforge.definitions.names import RESERVED_PREFIX
 from mlforge.definitions.source import CSVFormat, DeltaFormat
 from mlforge.engines import asof
 from mlforge.engines.asof import AsofJoin
@@ -89,6 +90,13 @@ def ordered(expr: ir.Table, order: Sequence[str]) -> ir.Table:
 def temp_table_name() -> str:
     """A fresh name for an engine-side temporary table."""
     return f"mlforge_{uuid.uuid4().hex[:12]}"
+
+
+def orderable(table: ir.Table, by: Sequence[str], order: Sequence[str] | None) -> list[str]:
+    """The columns of ``order`` (default: those of ``table`` not in ``by`` nor mlforge's
+    own) every engine can sort by: not structs, arrays or maps."""
+    columns = order if order is not None else [c for c in table.columns if c not in by and not c.lower().startswith(RESERVED_PREFIX)]
+    return [c for c in columns if not table[c].type().is_nested()]
 
 
 def catalog_table_error(engine: str, table: str, feature: str | None = None) -> EngineError:
@@ -276,6 +284,22 @@ class Engine:
         if self.supports(Capability.WINDOW_FUNCTIONS):
             return asof.window(base, right, join)
         return asof.pairwise(base, right, join)
+
+    def last_per_group(self, table: ir.Table, by: Sequence[str], order: Sequence[str] | None = None) -> ir.Table:
+        """One row per distinct ``by``: the row that sorts last by ``order`` (default: every
+        other column in table order but mlforge's own; compared in turn, ascending, nulls
+        lowest, NaN highest), whole -- never values mixed from
+        several rows, as Ibis's ``distinct(keep=...)`` takes them. Columns of nested types
+        (structs, arrays, maps) do not order; rows equal in every ordered column may come
+        back either way."""
+        import ibis
+
+        if not self.supports(Capability.WINDOW_FUNCTIONS):
+            raise EngineError(f"engine {self.name!r} picks no row per group", fix="this is a bug in mlforge's plan choice; please report it")
+        rank = "__mlforge_rank"
+        newest_first = [table[c].desc(nulls_first=False) for c in orderable(table, by, order)]
+        ranked = table.mutate(**{rank: ibis.row_number().over(group_by=[table[c] for c in by], order_by=newest_first)})
+        return ranked.filter(ranked[rank] == 0).drop(rank)
 
     # -- execution -----------------------------------------------------------------
     def to_arrow(self, expr: ir.Table) -> pa.Table:

@@ -14,7 +14,14 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlforge.engines.asof import AsofJoin
-from mlforge.engines.base import Capability, Engine, RollingFrame, ordered, temp_table_name
+from mlforge.engines.base import (
+    Capability,
+    Engine,
+    RollingFrame,
+    orderable,
+    ordered,
+    temp_table_name,
+)
 from mlforge.engines.monthfiles import ROW_GROUP_ROWS, partition_file, write_partitioned_batches
 from mlforge.engines.sources import fixed_offset_columns
 from mlforge.errors import missing_extra
@@ -125,6 +132,15 @@ class PolarsEngine(Engine):
         )
         found = self.from_native(matched.select(pl.col(join.row).alias(matched_row), *join.values))
         return base.left_join(found, base[join.row] == found[matched_row]).select(*base.columns, *join.values)
+
+    def last_per_group(self, table: ir.Table, by: Sequence[str], order: Sequence[str] | None = None) -> ir.Table:
+        """:meth:`Engine.last_per_group` in Polars: sorted by ``order`` with nulls first, the
+        last row of each group (Polars sorts NaN above every number, as the SQL engines do)."""
+        frame = self.to_native(table)
+        columns = orderable(table, by, order)
+        if columns:
+            frame = frame.sort(columns, nulls_last=False, maintain_order=True)
+        return self.from_native(frame.unique(subset=list(by), keep="last", maintain_order=False))
 
     def rolling_frames(self, partials: ir.Table, keys: Sequence[str], label: str, frames: Sequence[RollingFrame], max_steps: int) -> ir.Table:
         """The labels and frames of :meth:`Engine.rolling_frames` in one lazy Polars query.

@@ -56,6 +56,10 @@ def _join_feature(base: ir.Table, plan: Plan, engine: Engine, point_in_time: boo
     import ibis.expr.datatypes as dt
 
     table = plan.table
+    if plan.interval is None and plan.metadata.tied_rows != 0:
+        # Of rows sharing keys and timestamp, the one whose stored values (all of them, as
+        # publishing orders them) sort last: what an online read serves (O1).
+        table = engine.last_per_group(table, [*plan.keys, *([plan.timestamp] if plan.timestamp else [])])
     keys = {_KEY.format(i): _key_as(table[k], base[k].type()) for i, k in enumerate(plan.keys)}
     right = table.select(**keys, **({_TS: _naive(table[plan.timestamp], engine)} if plan.timestamp else {}), **{v: table[v] for v in plan.values})
 
