@@ -201,3 +201,24 @@ def test_diff_calls_a_rebuild_with_the_same_rows_identical_whatever_its_bytes(tm
     assert store.read_record("spend", "1.0.0").data_hash != store.read_record("spend", "1.0.1").data_hash
     result = diff_versions(store, "spend")
     assert result["exit_code"] == 0, result["reason"]
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_text_timestamps_that_fail_past_the_sample_are_named_with_their_format(tmp_path, engine):  # contract T1, E1
+    rows = 2500  # the format is detected on the first 2000 values
+    stamps = [f"2024-01-01 {i % 24:02d}:00:00" for i in range(rows)]
+    stamps[-1], stamps[-7] = "not a time", "2024-13-45 99:00:00"
+    pd.DataFrame({"k": ["a"] * rows, "ts": stamps, "x": [1.0] * rows}).to_csv(tmp_path / "e.csv", index=False)
+
+    @mlf.feature(source=str(tmp_path / "e.csv"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Count("x", windows=["1d"], name="n")])
+    def f(t):
+        return t
+
+    defs = mlf.Definitions("p", [f], offline_store=_store(tmp_path, "store"), engine=engine)
+    with pytest.raises(BuildError) as caught:
+        defs.build()
+    message = str(caught.value)
+    # was the engine's own parse error, naming one value (DuckDB) and no format
+    assert "'%Y-%m-%d %H:%M:%S'" in message and "'2024-13-45 99:00:00'" in message and "'not a time'" in message
+    assert "Timestamp(column, format=" in message
+    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("_metadata.json"))  # E3

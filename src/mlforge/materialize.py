@@ -20,7 +20,7 @@ from mlforge.errors import BuildError, EngineError, MlforgeError, ValidationFail
 from mlforge.incremental import BuildRange, next_watermark, plan_range
 from mlforge.manifest import canonical_schema, digests_hash, file_digests
 from mlforge.offline.blobs import disk_error
-from mlforge.prepare import prepare_input, run_function
+from mlforge.prepare import prepare_input, run_function, unparsed_timestamps
 from mlforge.records import BuiltRange, EntityRecord, MetricRecord, VersionRecord
 from mlforge.stages import Reporter, Stage, StageClock
 from mlforge.versioning import NEW_DATA, Change, ChangeKind, classify, next_version
@@ -141,15 +141,27 @@ def build_feature(feature: Feature, engine: Engine, store: OfflineStore, options
         if engine.is_interrupt(exc):  # Ctrl-C inside a query stops the whole build
             raise KeyboardInterrupt from exc
         log.debug("build of %s failed", feature.name, exc_info=True)
-        if isinstance(exc, OSError) and exc.errno is not None:  # a full disk, a read-only store...
-            error = disk_error(f"write the build of {feature.name!r} to", exc.filename or "the store", exc)
-        else:
-            error = BuildError(f"{type(exc).__name__}: {exc}", where=f"feature {feature.name!r}", fix="see the message above; run with --verbose for the traceback")
-        error.__cause__ = exc
-        result = FeatureResult(feature.name, "failed", error=error)
+        result = FeatureResult(feature.name, "failed", error=engine_failure(feature, engine, exc))
     clock.close(rows=result.rows_written)
     result.seconds = round(time.perf_counter() - started, 3)
     return result
+
+
+def engine_failure(feature: Feature, engine: Engine, exc: Exception) -> MlforgeError:
+    """What a build or a validation of ``feature`` reports for an error of the engine or
+    the filesystem (E1): a full disk or read-only store by name, text timestamps past the
+    format's sample that do not parse (T1), else the engine's own words."""
+    if isinstance(exc, OSError) and exc.errno is not None:  # a full disk, a read-only store...
+        error: MlforgeError = disk_error(f"write the build of {feature.name!r} to", exc.filename or "the store", exc)
+    else:
+        try:
+            unparsed = unparsed_timestamps(feature, engine)
+        except Exception:  # the diagnosis is a courtesy: the engine's own error still stands
+            log.debug("feature %s: could not check its timestamp texts", feature.name, exc_info=True)
+            unparsed = None
+        error = unparsed or BuildError(f"{type(exc).__name__}: {exc}", where=f"feature {feature.name!r}", fix="see the message above; run with --verbose for the traceback")
+    error.__cause__ = exc
+    return error
 
 
 def _build(feature: Feature, engine: Engine, store: OfflineStore, options: BuildOptions, clock: StageClock) -> FeatureResult:

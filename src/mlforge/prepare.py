@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 KEY_SEPARATOR = "\x1f"
 NULL_TEXT = "\\N"
 _SAMPLE = 2000
+_DIAGNOSED = 5_000_000  # distinct timestamp texts read to find why a parse failed
 
 
 # -- timestamps (T1) ---------------------------------------------------------------------
@@ -110,6 +111,43 @@ def _parse_strings(table: ir.Table, ts: Timestamp, engine: Engine, where: str) -
     if cast("dt.Timestamp", parsed.type()).timezone or "%z" in fmt:
         parsed = engine.to_utc_naive(parsed)
     return parsed
+
+
+def unparsed_timestamps(feature: Feature, engine: Engine) -> SourceError | None:
+    """After a build failed inside the engine: whether its text timestamps are why (T1).
+
+    The format is chosen on a sample of the first rows; a bad value after them stops the
+    engine's parse with the engine's own words. This reads the column's distinct values
+    (up to :data:`_DIAGNOSED` of them) and, when some do not parse, names the format and
+    three of them, as a bad sample would have. ``None`` when they all parse or the
+    timestamp is not text.
+    """
+    ts = feature.timestamp
+    if ts is None:
+        return None
+    table = engine.read_source(feature.source)
+    if ts.column not in table.columns:
+        return None
+    col = table[ts.column]
+    if not (col.type().is_string() or (col.type().is_integer() and ts.format is not None)):
+        return None
+    table = table.mutate(**{ts.column: col.cast("string")}) if col.type().is_integer() else table
+    fmt = ts.format or detect_format(_sample_strings(table, ts.column))
+    if fmt is None:
+        return None  # the sample already fails: _parse_strings said so before compute
+    values = table.filter(table[ts.column].notnull()).select(v=table[ts.column].strip()).distinct().limit(_DIAGNOSED)
+    bad: list[str] = []
+    for batch in engine.arrow_batches(values, 65_536):
+        bad += [v for v in batch.column("v").to_pylist() if not _parses(v, fmt)][: 3 - len(bad)]
+        if len(bad) == 3:
+            break
+    if not bad:
+        return None
+    return SourceError(
+        f"timestamp column {ts.column!r} does not match format {fmt!r} ({'given' if ts.format else f'detected on its first {_SAMPLE} values'}); offending values {sorted(bad)}",
+        where=f"feature {feature.name!r}",
+        fix="fix those values, or pass Timestamp(column, format='...') with strftime codes matching every value",
+    )
 
 
 def _sample_strings(table: ir.Table, column: str) -> list[str]:

@@ -34,6 +34,7 @@ from mlforge.materialize import (
     FeatureResult,
     build_feature,
     check_runnable,
+    engine_failure,
     validate_output,
 )
 from mlforge.offline.local import LocalStore
@@ -290,6 +291,7 @@ class Definitions:
         """
         report: dict[str, str] = {}
         for feature in self.select(feature_names):
+            eng = None
             try:
                 eng = self.engine_for(feature, engine)
                 output = run_function(feature, prepare_input(feature, eng), eng)
@@ -299,6 +301,12 @@ class Definitions:
                 report[feature.name] = "ok"
             except MlforgeError as exc:
                 report[feature.name] = str(exc)
+            except Exception as exc:  # the engine failed running the function (E1: say why)
+                if eng is None:
+                    raise
+                if eng.is_interrupt(exc):
+                    raise KeyboardInterrupt from exc
+                report[feature.name] = str(engine_failure(feature, eng, exc))
         return report
 
     # -- reading -------------------------------------------------------------------
