@@ -21,6 +21,21 @@ def _store(tmp_path: Path, name: str) -> mlf.LocalStore:
     return mlf.LocalStore(str(tmp_path / name))
 
 
+def _build_error(tmp_path: Path, engine: str, source: Path, metric: mlf.Aggregate) -> str:
+    """Build one metric feature over ``source`` that must fail; its message, after checking
+    that nothing was published (E3)."""
+
+    @mlf.feature(source=str(source), keys=["k"], timestamp="ts", interval="1d", metrics=[metric])
+    def f(t):
+        return t
+
+    defs = mlf.Definitions("p", [f], offline_store=_store(tmp_path, "store"), engine=engine)
+    with pytest.raises(BuildError) as caught:
+        defs.build()
+    assert not list((tmp_path / "store").rglob("_metadata.json"))
+    return str(caught.value)
+
+
 @pytest.mark.parametrize("engine", ["duckdb", "polars"])
 def test_integer_sums_that_could_pass_int64_fail_before_compute_on_every_engine(tmp_path, engine):  # contract W5, W8, E1
     big = 2**62
@@ -30,19 +45,10 @@ def test_integer_sums_that_could_pass_int64_fail_before_compute_on_every_engine(
         "v": [big, big, big, 5],
     })
     frame.to_parquet(tmp_path / "e.parquet", index=False)
-
-    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Mean("v", windows=["1d"])])
-    def f(t):
-        return t
-
-    defs = mlf.Definitions("p", [f], offline_store=_store(tmp_path, "store"), engine=engine)
-    with pytest.raises(BuildError) as caught:
-        defs.build()
-    message = str(caught.value)
+    message = _build_error(tmp_path, engine, tmp_path / "e.parquet", mlf.Mean("v", windows=["1d"]))
     # Polars used to store a wrapped mean (-1.5e18) silently; the error names column, key and remedy
     assert "'v'" in message and "{'k': 1}" in message and "int64" in message
     assert "cast 'v' to float64" in message
-    assert not (tmp_path / "store" / "f").exists() or not list((tmp_path / "store" / "f").glob("[0-9]*"))
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "polars"])
@@ -65,35 +71,31 @@ def test_integer_sums_below_int64_are_exact_on_every_engine(tmp_path, engine):  
     assert [r["v_sum_1d"] for r in rows] == [3 * big + 7]
 
 
-@pytest.mark.parametrize("engine", ["duckdb", "polars"])
-def test_the_sources_declared_timestamp_format_holds_when_the_feature_names_that_column(tmp_path, engine):  # contract T1
-    # 01/02/2024 is the 1st of February by the declared format, the 2nd of January by %m/%d
-    (tmp_path / "e.csv").write_text("k,when,v\n1,01/02/2024,1.5\n2,13/02/2024,2.5\n")
-    source = mlf.Source(str(tmp_path / "e.csv"), timestamp=mlf.Timestamp("when", format="%d/%m/%Y"))
+def _stored_times(tmp_path: Path, engine: str, csv: str, stamp: mlf.Timestamp) -> list[datetime]:
+    """Build a feature over ``csv`` whose source declares ``stamp`` and whose ``timestamp=``
+    names that column; the stored timestamps, in key order."""
+    (tmp_path / "e.csv").write_text(csv)
 
-    @mlf.feature(source=source, keys=["k"], timestamp="when")
+    @mlf.feature(source=mlf.Source(str(tmp_path / "e.csv"), timestamp=stamp), keys=["k"], timestamp=stamp.column)
     def g(t):
         return t
 
     defs = mlf.Definitions("p", [g], offline_store=_store(tmp_path, "store"), engine=engine)
     defs.build()
-    rows = sorted(defs.read_feature("g").to_pyarrow().to_pylist(), key=lambda r: r["k"])
-    assert [r["when"] for r in rows] == [datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 2, 13, tzinfo=UTC)]
+    return [r[stamp.column] for r in sorted(defs.read_feature("g").to_pyarrow().to_pylist(), key=lambda r: r["k"])]
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_the_sources_declared_timestamp_format_holds_when_the_feature_names_that_column(tmp_path, engine):  # contract T1
+    # 01/02/2024 is the 1st of February by the declared format, the 2nd of January by %m/%d
+    times = _stored_times(tmp_path, engine, "k,when,v\n1,01/02/2024,1.5\n2,13/02/2024,2.5\n", mlf.Timestamp("when", format="%d/%m/%Y"))
+    assert times == [datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 2, 13, tzinfo=UTC)]
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "polars"])
 def test_digit_timestamps_with_a_format_parse_though_the_reader_saw_numbers(tmp_path, engine):  # contract T1
-    (tmp_path / "e.csv").write_text("k,ts,v\n1,20240101,1.5\n2,20240215,2.5\n")
-    source = mlf.Source(str(tmp_path / "e.csv"), timestamp=mlf.Timestamp("ts", format="%Y%m%d"))
-
-    @mlf.feature(source=source, keys=["k"], timestamp="ts")
-    def g(t):
-        return t
-
-    defs = mlf.Definitions("p", [g], offline_store=_store(tmp_path, "store"), engine=engine)
-    defs.build()
-    rows = sorted(defs.read_feature("g").to_pyarrow().to_pylist(), key=lambda r: r["k"])
-    assert [r["ts"] for r in rows] == [datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 15, tzinfo=UTC)]
+    times = _stored_times(tmp_path, engine, "k,ts,v\n1,20240101,1.5\n2,20240215,2.5\n", mlf.Timestamp("ts", format="%Y%m%d"))
+    assert times == [datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 15, tzinfo=UTC)]
 
 
 def test_online_values_come_in_the_stored_column_order_as_in_training(tmp_path):  # contract O1, P1
@@ -209,16 +211,7 @@ def test_text_timestamps_that_fail_past_the_sample_are_named_with_their_format(t
     stamps = [f"2024-01-01 {i % 24:02d}:00:00" for i in range(rows)]
     stamps[-1], stamps[-7] = "not a time", "2024-13-45 99:00:00"
     pd.DataFrame({"k": ["a"] * rows, "ts": stamps, "x": [1.0] * rows}).to_csv(tmp_path / "e.csv", index=False)
-
-    @mlf.feature(source=str(tmp_path / "e.csv"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Count("x", windows=["1d"], name="n")])
-    def f(t):
-        return t
-
-    defs = mlf.Definitions("p", [f], offline_store=_store(tmp_path, "store"), engine=engine)
-    with pytest.raises(BuildError) as caught:
-        defs.build()
-    message = str(caught.value)
+    message = _build_error(tmp_path, engine, tmp_path / "e.csv", mlf.Count("x", windows=["1d"], name="n"))
     # was the engine's own parse error, naming one value (DuckDB) and no format
     assert "'%Y-%m-%d %H:%M:%S'" in message and "'2024-13-45 99:00:00'" in message and "'not a time'" in message
     assert "Timestamp(column, format=" in message
-    assert not (tmp_path / "store").exists() or not list((tmp_path / "store").rglob("_metadata.json"))  # E3
