@@ -215,3 +215,35 @@ def test_text_timestamps_that_fail_past_the_sample_are_named_with_their_format(t
     # was the engine's own parse error, naming one value (DuckDB) and no format
     assert "'%Y-%m-%d %H:%M:%S'" in message and "'2024-13-45 99:00:00'" in message and "'not a time'" in message
     assert "Timestamp(column, format=" in message
+
+
+def test_rolled_float_sums_keep_no_residue_of_values_that_left_the_window(tmp_path):  # contract W8, W1
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 40_000
+    # Heavy-tailed amounts over a year of hourly labels: Polars rolled sums by adding what
+    # enters a frame and subtracting what leaves it, and drifted up to 1e-8 from DuckDB.
+    frame = pd.DataFrame({
+        "k": rng.integers(0, 10, n),
+        "ts": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365 * 86400, n), unit="s"),
+        "x": rng.lognormal(3, 3, n),
+    })
+    frame.loc[0, ["k", "ts", "x"]] = [0, pd.Timestamp("2024-03-01 00:30"), 1e15]  # then small values
+    frame.to_parquet(tmp_path / "e.parquet", index=False)
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1h", metrics=[mlf.Sum("x", windows=["1d", "7d", "30d"], name="s")])
+    def f(t):
+        return t
+
+    stored = {}
+    for engine in ("duckdb", "polars"):
+        defs = mlf.Definitions("p", [f], offline_store=_store(tmp_path, f"store-{engine}"), engine=engine)
+        defs.build()
+        stored[engine] = defs.read_feature("f").to_pandas().sort_values(["k", "ts"]).reset_index(drop=True)
+    duck, polars = stored["duckdb"], stored["polars"]
+    assert len(duck) == len(polars)
+    for column in ("s_1d", "s_7d", "s_30d"):
+        a, b = duck[column].to_numpy(), polars[column].to_numpy()
+        worst = np.max(np.abs(a - b) / np.maximum(np.abs(a), np.finfo(float).tiny))
+        assert worst <= 1e-12, (column, worst)

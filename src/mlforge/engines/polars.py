@@ -156,18 +156,25 @@ class PolarsEngine(Engine):
         keys = list(keys)
         own_label = "__mlforge_own_label"
         rows = self.to_native(partials).sort([*keys, label])
+        # Float sums roll as two exact halves (see _split_exactly); the others as they are.
+        split = {f.column for f in frames if f.rolls_with == "sum" and partials[f.column].type().is_floating()}
+        rows = rows.with_columns(*(half for column in split for half in _split_exactly(column)))
         start = pl.col(label)
         following = start.shift(-1).over(keys)
         stop = pl.min_horizontal(following.fill_null(start + max_steps), start + max_steps)
         spine = rows.with_columns(pl.int_ranges(start, stop, dtype=pl.Int64).alias(own_label)).explode(own_label)
-        values = list(dict.fromkeys(frame.column for frame in frames))
+        values = [v for column in dict.fromkeys(frame.column for frame in frames) for v in (_halves(column) if column in split else (column,))]
         # A row's partials belong to its own label only; the labels it stands for after it get nulls.
         own = pl.col(own_label) == pl.col(label)
         spine = spine.select(*keys, pl.col(own_label).alias(label), *(pl.when(own).then(pl.col(v)).alias(v) for v in values))
+
+        def roll(column: str, frame: RollingFrame) -> pl.Expr:
+            return getattr(pl.col(column), frame.rolls_with)().rolling(index_column=label, period=f"{frame.steps}i").over(keys)
+
         rolled = spine.select(
             *keys,
             label,
-            *(getattr(pl.col(f.column), f.rolls_with)().rolling(index_column=label, period=f"{f.steps}i").over(keys).alias(f.name) for f in frames),
+            *((pl.sum_horizontal(*(roll(h, f) for h in _halves(f.column))) if f.column in split else roll(f.column, f)).alias(f.name) for f in frames),
         )
         return self.from_native(rolled)
 
@@ -217,6 +224,36 @@ PART_ROWS = 16_000_000
 #: than ``_SAMPLED_KEYS`` keys in the sample, every key is counted.
 KEY_SAMPLE = 16
 _SAMPLED_KEYS = 64
+
+
+def _halves(column: str) -> tuple[str, str]:
+    return f"{column}__mlforge_high", f"{column}__mlforge_low"
+
+
+def _split_exactly(column: str) -> list[Any]:
+    """``column`` as two columns that add up to it exactly, so that rolling sums of each are
+    exact and their total is the window's sum to the last bit (W8).
+
+    Polars rolls a sum by adding the values that enter a frame and subtracting those that
+    leave it; after a large value leaves, its rounding stays behind (1e15 then 1.1 rolled
+    to 1.125; lognormal amounts drifted 1e-8 from DuckDB's sums). Here ``unit`` is the power
+    of two with ``sum(|column|) <= 2**52 * unit``; the high half is each value rounded to a
+    multiple of ``unit``, so every sum of high halves a frame can hold is a multiple of
+    ``unit`` below ``2**53 * unit``: exact, however values enter and leave. The low half,
+    the exact rest (below ``unit / 2``), is too small for its own drift to show. An
+    infinite value is its own high half (a frame holding one is not finite either way);
+    so is every value when the finite ones add up past the float range.
+    """
+    import polars as pl
+
+    high, low = _halves(column)
+    value = pl.col(column)
+    finite = value.is_finite()
+    total = value.abs().filter(finite).sum()
+    unit = pl.lit(2.0).pow(total.log(2).ceil() - 52)
+    exact = finite & total.is_finite() & (unit > 0)
+    high_half = pl.when(exact).then((value / unit).round(0) * unit).otherwise(value)
+    return [high_half.alias(high), pl.when(exact).then(value - high_half).otherwise(0.0).alias(low)]
 
 
 def _collect_in_order(lazy: Any, order: Sequence[str]) -> Any:
