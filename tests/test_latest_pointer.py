@@ -40,6 +40,7 @@ BUILDER = textwrap.dedent(
     import mlforge as mlf
 
     source, kind, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+    window = sys.argv[4] if len(sys.argv) > 4 else "2d"
     if kind == "local":
         store = mlf.LocalStore(options["path"])
     elif kind == "s3":
@@ -49,7 +50,7 @@ BUILDER = textwrap.dedent(
         from mlforge.offline.gcs import GCSStore
         store = GCSStore(**options)
 
-    @mlf.feature(source=source, keys=["user_id"], timestamp="ts", interval="1d", metrics=[mlf.Sum("amt", windows=["2d"])])
+    @mlf.feature(source=source, keys=["user_id"], timestamp="ts", interval="1d", metrics=[mlf.Sum("amt", windows=[window])])
     def spend(t):
         return t.select("user_id", "ts", "amt")
 
@@ -118,6 +119,40 @@ def test_an_older_build_never_moves_latest_back(store, tmp_path, duckdb):  # con
     assert defs.read_feature("spend", version="1.0.1").count().to_pyarrow().as_py() == store.read_record("spend", "1.0.1").rows
     assert rollback(store, "spend", "1.0.1") == ("1.0.2", "1.0.1")  # explicit: backwards is allowed
     assert store.latest_version("spend") == "1.0.1"
+
+
+def test_a_build_beside_a_committed_version_is_labelled_from_it(store, tmp_path, duckdb):  # contract S2, S8
+    """Build A (the window 2d -> 4d: MAJOR, 2.0.0) has committed its version and pauses
+    before its pointer move; build B (the 2d definition, new data) runs meanwhile. B is
+    numbered past 2.0.0 and labelled as the step from it: 3.0.0, MAJOR, "columns removed" --
+    before, it published 2.0.1 labelled PATCH without 2.0.0's column, and `diff 2.0.0
+    2.0.1` said MAJOR."""
+    source = tmp_path / "tx.parquet"
+    write_source(source, days=4)
+    defs = mlf.Definitions("pointer", [spend_feature(source)], offline_store=store, engine=duckdb)
+    assert defs.build()["spend"].version == "1.0.0"
+    script = tmp_path / "builder.py"
+    script.write_text(BUILDER)
+    checkpoints, resume = tmp_path / "checkpoints.log", tmp_path / "resume"
+    env = {**os.environ, FAULT_LOG_ENV: str(checkpoints), FAULT_PAUSE_ENV: "pointer:120", FAULT_RESUME_ENV: str(resume)}
+    a = subprocess.Popen(
+        [sys.executable, str(script), str(source), store.kind, json.dumps(store_options(store, tmp_path)), "4d"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        _wait_for(checkpoints, f"pointer {a.pid}", a)
+        assert store.list_versions("spend") == ["1.0.0", "2.0.0"] and store.latest_version("spend") == "1.0.0"
+        write_source(source, days=5)
+        b = defs.build()["spend"]
+        assert (b.status, b.version, b.change) == ("built", "3.0.0", "MAJOR"), (b.version, b.change, b.reason, b.error)
+        assert "amt_sum_4d" in str(b.reason)
+    finally:
+        resume.touch()
+        out, err = a.communicate(timeout=120)
+    assert a.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["version"] == "2.0.0"
+    assert store.latest_version("spend") == "3.0.0"  # S8: never moved back to A's 2.0.0
+    assert "amt_sum_2d" in store.read_record("spend", "3.0.0").schema
 
 
 def _wait_for(log: Path, line: str, process: subprocess.Popen, timeout: float = 120) -> None:

@@ -23,7 +23,7 @@ from mlforge.offline.blobs import disk_error
 from mlforge.prepare import prepare_input, run_function, unparsed_timestamps
 from mlforge.records import BuiltRange, EntityRecord, MetricRecord, VersionRecord
 from mlforge.stages import Reporter, Stage, StageClock
-from mlforge.versioning import NEW_DATA, Change, ChangeKind, classify, next_version
+from mlforge.versioning import NEW_DATA, Change, ChangeKind, classify, next_version, sort_versions
 
 if TYPE_CHECKING:
     import ibis.expr.types as ir
@@ -213,9 +213,8 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
             metadata = metadata.with_changes(tied_rows=_tied_rows(feature, staging.data_dir, engine))
         now_latest = store.latest_version(feature.name)
         if now_latest != previous_version:
-            # Another build (or a rollback) moved latest while this one computed: the change
-            # is judged against what latest names now, or the new version's number and label
-            # would describe a step from a version it no longer follows (S2, S8).
+            # Another build (or a rollback) moved latest while this one computed: whether
+            # anything changed is judged against what latest names now (S2, S8).
             log.info("feature %s: latest moved from %s to %s during the build; the change is judged against the latter", feature.name, previous_version, now_latest)
             previous_version = now_latest
             previous = store.read_record(feature.name, now_latest) if now_latest else None
@@ -225,12 +224,12 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         if change.kind is ChangeKind.NONE and not options.force:
             store.discard(staging)
             return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata.rows, rows_written=0, reason=f"rebuilt data equals the latest version (canonical types, floats within {FLOAT_RTOL:g} relative)", build_range=build_range.describe(), dropped_rows=dropped)
-        kind = ChangeKind.PATCH if change.kind is ChangeKind.NONE else change.kind
-        if previous is not None and kind is ChangeKind.MAJOR and change.reason == "first build":
-            kind = ChangeKind.PATCH
+        versions = store.list_versions(feature.name)
+        follows, reason = _numbered_after(store, feature.name, versions, previous_version, change, metadata)
+        kind = ChangeKind.PATCH if reason.kind is ChangeKind.NONE else reason.kind
         written = _rows_written(staging.data_dir, reused)
-        version = next_version(store.list_versions(feature.name), previous_version, kind)
-        metadata = metadata.with_changes(version=version, change=kind.name, reason=change.reason if change.kind is not ChangeKind.NONE else "forced rebuild")
+        version = next_version(versions, follows, kind)
+        metadata = metadata.with_changes(version=version, change=kind.name, reason=reason.reason if reason.kind is not ChangeKind.NONE else "forced rebuild")
         store.publish(staging, version, metadata)
     except BaseException:
         store.discard(staging)
@@ -239,6 +238,30 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         feature.name, "built", version=version, rows=metadata.rows, rows_written=written, change=kind.name, reason=metadata.reason,
         dropped_rows=dropped, build_range=build_range.describe(),
     )
+
+
+def _numbered_after(store: OfflineStore, name: str, versions: list[str], latest: str | None, change: Change, metadata: VersionRecord) -> tuple[str | None, Change]:
+    """The version a new one is numbered after, and the change its label names (S2).
+
+    That is the highest version there is: ``latest`` unless a rollback left newer ones, or
+    another build has committed one whose pointer has not moved yet. The label then
+    describes the step from that version -- a build of 1.0.0's definition after a rollback
+    from 2.0.0 (or beside a build committing 2.0.0) drops 2.0.0's columns: 3.0.0, MAJOR,
+    never 2.0.1 labelled PATCH.
+    """
+    highest = sort_versions(versions)[-1] if versions else None
+    if highest is None or highest == latest:
+        return latest, change
+    try:
+        above = store.read_record(name, highest)
+    except MlforgeError as exc:  # a damaged record: number past it, label from latest
+        log.warning("feature %s: cannot read the record of %s (%s); the new version is labelled from %s", name, highest, exc.what, latest)
+        return latest, change
+    log.info("feature %s: %s is newer than latest (%s); the new version is numbered and labelled from it", name, highest, latest)
+    step = classify(above, metadata)
+    if step.kind is ChangeKind.NONE:  # what the highest holds, published again as latest
+        return highest, Change(ChangeKind.PATCH, f"the rows of {highest}, published again")
+    return highest, step
 
 
 def _plan(feature: Feature, options: BuildOptions, previous: VersionRecord | None, definition_hash: str, source: ir.Table) -> BuildRange:
