@@ -226,3 +226,66 @@ def test_a_nanosecond_label_before_1970_never_sees_a_later_event(tmp_path, engin
     label = pd.Series(pd.to_datetime(["1970-01-01"])).astype("datetime64[ns]") - pd.Timedelta(nanoseconds=100)
     out = defs.get_training_data(["g"], pd.DataFrame({"k": ["a"], "L": label}), timestamp="L")
     assert out["y"].tolist() == [1.0]  # DuckDB rounded the label up to the epoch and read 2.0
+
+
+def test_a_null_label_reads_nothing_beside_a_metric_feature(tmp_path):  # contract P2
+    import numpy as np
+
+    rng = np.random.default_rng(33)
+    start = pd.Timestamp("1969-12-29", tz="UTC")
+    events = [start + pd.Timedelta(days=d) + pd.Timedelta(microseconds=u) for d in range(6) for u in (-1, 0, 1, 7 * 3_600_000_000 + 3)]
+    events += [start + pd.Timedelta(hours=int(h), seconds=int(s)) for h, s in zip(rng.integers(0, 140, 60), rng.integers(0, 3600, 60), strict=True)]
+    n = len(events)
+    pq.write_table(pa.table({
+        "uid": pa.array([None if i % 13 == 5 else int(v) for i, v in enumerate(rng.integers(1, 4, n))], pa.int64()),
+        "shop": pa.array([None if i % 17 == 3 else ["s1", "s2"][i % 2] for i in range(n)], pa.string()),
+        "ts": pa.array([e.to_pydatetime() for e in events], pa.timestamp("us", tz="UTC")),
+        "v": pa.array(rng.normal(0, 1, n).round(3), pa.float64()),
+    }), tmp_path / "e.parquet")
+    source = mlf.Source(str(tmp_path / "e.parquet"), timestamp="ts")
+
+    @mlf.feature(source=source, keys=["uid", "shop"], timestamp="ts", interval="1d", metrics=[mlf.Sum("v", windows=["1d"])])
+    def daily(t):
+        return t
+
+    @mlf.feature(source=source, keys=["uid", "shop"], timestamp="ts", ttl="1d")
+    def last_v(t):
+        return t.select("uid", "shop", "ts", "v")
+
+    defs = _defs(tmp_path, [daily, last_v])
+    defs.build()
+    labels = pd.DataFrame({"uid": pd.array([2], dtype="Int64"), "shop": ["s2"], "lt": pd.to_datetime([pd.NaT], utc=True)})
+    out = defs.get_training_data(["daily", "last_v"], labels, timestamp="lt")
+    assert out["v"].isna().all()  # DuckDB's ASOF gave the newest row of the key
+
+
+def test_a_failed_online_publish_leaves_what_online_reads_answer(tmp_path):  # contract E3, O1
+    from mlforge.publishing import read_publication
+
+    frame = pd.DataFrame({"k": ["a", "b"], "ts": pd.to_datetime(["2024-01-01", "2024-01-02"]), "x": [1.0, 2.0], "$t": ["p", "q"]})
+    frame.to_parquet(tmp_path / "e.parquet", index=False)
+    store = MemoryStore()
+    entities = pd.DataFrame({"k": ["a", "b"]})
+
+    def defs_with(columns):
+        @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts")
+        def g(t):
+            return t.select("k", "ts", *columns)
+
+        return _defs(tmp_path, [g], online_store=store)
+
+    defs_with(["x"]).build(online=True)
+    before = read_publication(store, "g")
+    answer = defs_with(["x"]).get_online_features(["g"], entities)["x"].tolist()
+
+    frame.assign(x=[3.0, 4.0]).to_parquet(tmp_path / "e.parquet", index=False)  # new data: 1.0.1, offline only
+    assert defs_with(["x"]).build()["g"].version == "1.0.1"
+    (victim,) = (tmp_path / "store-duckdb" / "g" / "1.0.1" / "data").glob("*.parquet")
+    victim.write_bytes(victim.read_bytes()[:-100])  # damaged: its publish fails (S7)
+    assert defs_with(["x"]).build(online=True, raise_on_error=False)["g"].status == "failed"
+    assert read_publication(store, "g") == before  # was 1.0.1's record, its later watermark refusing reads
+
+    failed = defs_with(["x", "$t"]).build(online=True, raise_on_error=False)["g"]  # '$t' cannot be stored online
+    assert failed.status == "failed" and "'$t'" in str(failed.error)
+    assert read_publication(store, "g") == before  # was the new version's record, '$t' column and all
+    assert defs_with(["x"]).get_online_features(["g"], entities)["x"].tolist() == answer

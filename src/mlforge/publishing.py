@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from mlforge.engines.base import Capability
 from mlforge.errors import ConfigError, MlforgeError, OnlineStoreError
-from mlforge.online.base import chunked, key_text
+from mlforge.online.base import check_storable, chunked, key_text
 from mlforge.online.publication import PUBLICATIONS, Publication, tail_value
 from mlforge.versioning import sort_versions
 
@@ -95,6 +95,7 @@ def publish_latest(workspace: Workspace, feature: Feature, version: str | None =
     try:
         previous = read_publication(store, feature.name)
         publication = Publication.from_record(record, present=(version,))
+        check_storable((*publication.keys, *([publication.timestamp] if publication.timestamp else []), *publication.columns))  # before anything is written (E3)
         tied = record.tied_rows != 0  # unknown (an older record) or some: pick by value
         if platform is not None:
             written, removed = _publish_on_platform(workspace, store, publication, previous, engine, batch_rows, tied)
@@ -138,12 +139,17 @@ def read_publication(store: OnlineStore, feature: str) -> Publication | None:
 def _publish_rows(workspace: Workspace, store: OnlineStore, publication: Publication, previous: Publication | None, engine: Engine, batch_rows: int, tied: bool) -> tuple[int, int]:
     name, version = publication.feature, str(publication.version)  # built from a stored record
     earlier = _earlier_versions(workspace, store, name, version, previous)
+    table = workspace.offline_store.read(name, engine, version)  # a damaged version fails here, before any write (S7, E3)
     _write_record(store, publication, present=(*earlier, version))  # a crash from here on leaves all of them listed
-    table = workspace.offline_store.read(name, engine, version)
     written = 0
-    for chunk in chunked(entity_values(tail_rows(table, publication, engine, tied=tied), publication, batch_rows, engine), ENTITY_BATCH):
-        store.write(name, list(publication.keys), [value for _, value in chunk])
-        written += len(chunk)
+    try:
+        for chunk in chunked(entity_values(tail_rows(table, publication, engine, tied=tied), publication, batch_rows, engine), ENTITY_BATCH):
+            store.write(name, list(publication.keys), [value for _, value in chunk])
+            written += len(chunk)
+    except Exception:
+        if not written:  # nothing of this version is in the store: reads go on as before (E3)
+            _restore_record(store, name, previous)
+        raise
     removed = 0
     current = _published_keys(table, publication, engine)
     for chunk in chunked(_left_entities(workspace, earlier, current, name, engine, batch_rows), ENTITY_BATCH):
@@ -180,6 +186,17 @@ def _record(publication: Publication, present: tuple[str, ...]) -> dict[str, Any
 
 def _write_record(store: OnlineStore, publication: Publication, present: tuple[str, ...]) -> None:
     store.write(PUBLICATIONS, ["feature"], [_record(publication, present)])
+
+
+def _restore_record(store: OnlineStore, name: str, previous: Publication | None) -> None:
+    """Put back the record a failed publish replaced (none: remove it)."""
+    try:
+        if previous is None:
+            store.delete(PUBLICATIONS, [{"feature": name}])
+        else:
+            store.write(PUBLICATIONS, ["feature"], [previous.to_row()])
+    except Exception:  # the store is failing: the publish's own error is the one to report
+        log.warning("feature %s: could not put back its online publication record after a failed publish", name, exc_info=True)
 
 
 def _earlier_versions(workspace: Workspace, store: OnlineStore, name: str, version: str, previous: Publication | None) -> tuple[str, ...]:

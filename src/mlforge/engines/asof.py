@@ -66,9 +66,15 @@ def native(base: ir.Table, right: ir.Table, join: AsofJoin) -> ir.Table:
     """Ibis's ``asof_join``, for engines whose native as-of join is correct."""
     # Same-named "on" columns on both sides: Ibis mis-compiles as-of joins whose columns
     # differ in name; DuckDB's ASOF counts ts == label as known (ties included).
+    import ibis
+
     right = right.rename(**{join.label: join.time})
     predicates = [base[k] == right[rk] for k, rk in zip(join.left_keys, join.right_keys, strict=True)]
-    return base.asof_join(right, on=join.label, predicates=predicates).select(*base.columns, *join.values)
+    joined = base.asof_join(right, on=join.label, predicates=predicates).select(*base.columns, *join.values)
+    # A null label knows nothing (P2); DuckDB's ASOF matched it to the newest row when the
+    # query held another join (a metric feature requested in the same call).
+    unknown = joined[join.label].isnull()
+    return joined.mutate(**{v: ibis.ifelse(unknown, ibis.null(joined[v].type()), joined[v]) for v in join.values})
 
 
 def window(base: ir.Table, right: ir.Table, join: AsofJoin) -> ir.Table:

@@ -247,6 +247,15 @@ def not_an_mlforge_row(what: str, exc: Exception, *, fix: str, where: str | None
     return OnlineStoreError(f"{what} is not an mlforge row ({type(exc).__name__}: {exc})", where=where, fix=fix)
 
 
+def check_storable(columns: Iterable[str]) -> None:
+    """Refuse the column name that marks typed values in the stored JSON (``$t``)."""
+    if TAG in columns:
+        raise OnlineStoreError(
+            f"cannot store a row with a column named {TAG!r} in an online store: the name marks typed values in the stored JSON",
+            fix=f"rename the column {TAG!r} in the feature function",
+        )
+
+
 def encode_row(row: Mapping[str, Any]) -> str:
     """A row as JSON text that :func:`decode_row` turns back into equal, same-typed values.
 
@@ -255,11 +264,7 @@ def encode_row(row: Mapping[str, Any]) -> str:
     >>> decode_row(encode_row(row)) == row
     True
     """
-    if TAG in row:
-        raise OnlineStoreError(
-            f"cannot store a row with a column named {TAG!r} in an online store: the name marks typed values in the stored JSON",
-            fix=f"rename the column {TAG!r} in the feature function",
-        )
+    check_storable(row)
     tail = row.get(TAIL)
     if not isinstance(tail, Tail):
         return _dumps({str(k): _encode(v) for k, v in row.items()})
