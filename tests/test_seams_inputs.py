@@ -247,3 +247,30 @@ def test_rolled_float_sums_keep_no_residue_of_values_that_left_the_window(tmp_pa
         a, b = duck[column].to_numpy(), polars[column].to_numpy()
         worst = np.max(np.abs(a - b) / np.maximum(np.abs(a), np.finfo(float).tiny))
         assert worst <= 1e-12, (column, worst)
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars", pytest.param("pyspark", marks=pytest.mark.spark)])
+def test_nanosecond_parquet_timestamps_read_on_every_engine(tmp_path, engine):  # contract W8, T1
+    # what pandas' to_parquet writes: Spark refused TIMESTAMP(NANOS) outright
+    stamps = pd.to_datetime(["2024-01-01 10:00:00.000000999", "2024-01-02 00:00:00", "2024-01-02 23:59:59.999999999"], format="ISO8601").as_unit("ns")
+    pd.DataFrame({"k": ["a", "a", "b"], "ts": stamps, "x": [10.0, 20.0, 80.0]}).to_parquet(tmp_path / "e.parquet", index=False)
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Sum("x", windows=["2d"], name="s")])
+    def daily(t):
+        return t
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts")
+    def last(t):
+        return t
+
+    defs = mlf.Definitions("p", [daily, last], offline_store=_store(tmp_path, "store"), engine=engine)
+    defs.build()
+
+    def utc(value: datetime) -> datetime:  # PySpark's reads come back naive (in UTC)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+    sums = sorted((r["k"], utc(r["ts"]), r["s_2d"]) for r in defs.read_feature("daily").to_pyarrow().to_pylist())
+    day = lambda d: datetime(2024, 1, d, tzinfo=UTC)  # noqa: E731
+    assert sums == [("a", day(2), 10.0), ("a", day(3), 30.0), ("a", day(4), 20.0), ("b", day(3), 80.0), ("b", day(4), 80.0)]
+    times = sorted(utc(r["ts"]) for r in defs.read_feature("last").to_pyarrow().to_pylist())
+    assert times[0] == datetime(2024, 1, 1, 10, 0, 0, 0, tzinfo=UTC) and times[-1] == datetime(2024, 1, 2, 23, 59, 59, 999999, tzinfo=UTC)

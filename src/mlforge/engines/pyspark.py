@@ -110,7 +110,22 @@ class PySparkEngine(Engine):
         return self.con.table(view)
 
     def _read_parquet(self, location: str) -> ir.Table:
-        return self.con.read_parquet(_absolute(location))
+        path = _absolute(location)
+        nanos = _nanosecond_columns(path)
+        if not nanos:
+            return self.con.read_parquet(path)
+        # Spark refuses TIMESTAMP(NANOS) (what pandas writes by default); read those columns
+        # as their integer nanoseconds and floor them to microseconds, as DuckDB and Polars
+        # read them: the same instants to the microsecond (W8).
+        from pyspark.sql import functions as F
+
+        self.session.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
+        frame = self.session.read.parquet(path)
+        for name in nanos:
+            ticks = F.col(name).cast("decimal(20,0)")  # exact: a double would round 2**60 ns
+            floored = ((ticks - F.pmod(ticks, F.lit(1000))) / F.lit(1000)).cast("long")
+            frame = frame.withColumn(name, F.timestamp_micros(floored).cast("timestamp"))
+        return self.from_native(frame)
 
     def _read_delta(self, location: str, version: int | None) -> ir.Table:
         location = _absolute(location)
@@ -369,6 +384,28 @@ def _partition_index(file_name: str) -> tuple[int, str]:
     """``part-00012-<uuid>-c000.snappy.parquet`` -> 12: the order Spark's partitions came in."""
     parts = file_name.split("-")
     return (int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else -1, file_name)
+
+
+def _nanosecond_columns(path: str) -> list[str]:
+    """The nanosecond timestamp columns of a local Parquet source (read from one file's
+    footer); none for remote paths, whose reads Spark checks itself."""
+    import glob
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if "://" in path:
+        return []
+    files = [path] if os.path.isfile(path) else sorted(f for f in glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True) if os.path.isfile(f))
+    if not files:
+        files = sorted(f for f in glob.glob(path) if os.path.isfile(f))
+    if not files:
+        return []
+    try:
+        schema = pq.read_schema(files[0])
+    except (OSError, pa.ArrowException):  # not Parquet: Spark's own read says what is wrong
+        return []
+    return [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
 
 
 def _absolute(location: str) -> str:
