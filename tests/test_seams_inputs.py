@@ -230,36 +230,44 @@ def test_rolled_float_sums_keep_no_residue_of_values_that_left_the_window(tmp_pa
         "x": rng.lognormal(3, 3, n),
     })
     frame.loc[0, ["k", "ts", "x"]] = [0, pd.Timestamp("2024-03-01 00:30"), 1e15]  # then small values
+    frame.loc[1, ["k", "ts", "x"]] = [99, pd.Timestamp("2024-03-01 00:30"), 1e20]  # another key's huge value
     frame.to_parquet(tmp_path / "e.parquet", index=False)
+    frame.astype({"x": "float32"}).to_parquet(tmp_path / "e32.parquet", index=False)
 
     @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1h", metrics=[mlf.Sum("x", windows=["1d", "7d", "30d"], name="s")])
     def f(t):
         return t
 
-    stored = {}
-    for engine in ("duckdb", "polars"):
-        defs = mlf.Definitions("p", [f], offline_store=_store(tmp_path, f"store-{engine}"), engine=engine)
-        defs.build()
-        stored[engine] = defs.read_feature("f").to_pandas().sort_values(["k", "ts"]).reset_index(drop=True)
-    duck, polars = stored["duckdb"], stored["polars"]
-    assert len(duck) == len(polars)
-    for column in ("s_1d", "s_7d", "s_30d"):
-        a, b = duck[column].to_numpy(), polars[column].to_numpy()
-        worst = np.max(np.abs(a - b) / np.maximum(np.abs(a), np.finfo(float).tiny))
-        assert worst <= 1e-12, (column, worst)
+    # float32 amounts are summed in float64, as their sum is stored (W5): Polars summed them in float32
+    @mlf.feature(source=str(tmp_path / "e32.parquet"), keys=["k"], timestamp="ts", interval="1h", metrics=[mlf.Sum("x", windows=["1d", "7d", "30d"], name="s")])
+    def f32(t):
+        return t
+
+    for name in ("f", "f32"):
+        stored = {}
+        for engine in ("duckdb", "polars"):
+            defs = mlf.Definitions("p", [f, f32], offline_store=_store(tmp_path, f"store-{engine}"), engine=engine)
+            defs.build()
+            stored[engine] = defs.read_feature(name).to_pandas().sort_values(["k", "ts"]).reset_index(drop=True)
+        duck, polars = stored["duckdb"], stored["polars"]
+        assert len(duck) == len(polars)
+        for column in ("s_1d", "s_7d", "s_30d"):
+            a, b = duck[column].to_numpy(), polars[column].to_numpy()
+            worst = np.max(np.abs(a - b) / np.maximum(np.abs(a), np.finfo(float).tiny))
+            assert worst <= 1e-12, (name, column, worst)
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "polars", pytest.param("pyspark", marks=pytest.mark.spark)])
 def test_nanosecond_parquet_timestamps_read_on_every_engine(tmp_path, engine):  # contract W8, T1
     # what pandas' to_parquet writes: Spark refused TIMESTAMP(NANOS) outright
     stamps = pd.to_datetime(["2024-01-01 10:00:00.000000999", "2024-01-02 00:00:00", "2024-01-02 23:59:59.999999999"], format="ISO8601").as_unit("ns")
-    pd.DataFrame({"k": ["a", "a", "b"], "ts": stamps, "x": [10.0, 20.0, 80.0]}).to_parquet(tmp_path / "e.parquet", index=False)
+    pd.DataFrame({"k": ["a", "a", "b"], "event.ts": stamps, "x": [10.0, 20.0, 80.0]}).to_parquet(tmp_path / "e.parquet", index=False)
 
-    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Sum("x", windows=["2d"], name="s")])
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="event.ts", interval="1d", metrics=[mlf.Sum("x", windows=["2d"], name="s")])
     def daily(t):
         return t
 
-    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts")
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="event.ts")
     def last(t):
         return t
 
@@ -269,8 +277,8 @@ def test_nanosecond_parquet_timestamps_read_on_every_engine(tmp_path, engine):  
     def utc(value: datetime) -> datetime:  # PySpark's reads come back naive (in UTC)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
-    sums = sorted((r["k"], utc(r["ts"]), r["s_2d"]) for r in defs.read_feature("daily").to_pyarrow().to_pylist())
+    sums = sorted((r["k"], utc(r["event.ts"]), r["s_2d"]) for r in defs.read_feature("daily").to_pyarrow().to_pylist())
     day = lambda d: datetime(2024, 1, d, tzinfo=UTC)  # noqa: E731
     assert sums == [("a", day(2), 10.0), ("a", day(3), 30.0), ("a", day(4), 20.0), ("b", day(3), 80.0), ("b", day(4), 80.0)]
-    times = sorted(utc(r["ts"]) for r in defs.read_feature("last").to_pyarrow().to_pylist())
+    times = sorted(utc(r["event.ts"]) for r in defs.read_feature("last").to_pyarrow().to_pylist())
     assert times[0] == datetime(2024, 1, 1, 10, 0, 0, 0, tzinfo=UTC) and times[-1] == datetime(2024, 1, 2, 23, 59, 59, 999999, tzinfo=UTC)

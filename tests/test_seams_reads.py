@@ -289,3 +289,50 @@ def test_a_failed_online_publish_leaves_what_online_reads_answer(tmp_path):  # c
     assert failed.status == "failed" and "'$t'" in str(failed.error)
     assert read_publication(store, "g") == before  # was the new version's record, '$t' column and all
     assert defs_with(["x"]).get_online_features(["g"], entities)["x"].tolist() == answer
+
+
+class _FlakyStore(MemoryStore):
+    """Writes entities one request at a time, as DynamoDB's batches and Redis' pipelines may
+    land, and fails after ``limit`` of them."""
+
+    limit: int | None = None
+
+    def write(self, feature, key_columns, batches):
+        from mlforge.online.base import keyed_rows
+        from mlforge.online.publication import PUBLICATIONS
+
+        if feature == PUBLICATIONS or self.limit is None:
+            return super().write(feature, key_columns, batches)
+        done = 0
+        for _, row in keyed_rows(key_columns, batches):
+            if done >= self.limit:
+                raise ConnectionError("the store went away mid-batch")
+            super().write(feature, key_columns, [row])
+            done += 1
+        return done
+
+
+def test_entities_a_failed_publish_wrote_are_removed_by_the_next_one(tmp_path):  # contract E3, O1
+    store = _FlakyStore()
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts")
+    def f(t):
+        return t
+
+    def write(rows):
+        pd.DataFrame({"k": [k for k, _ in rows], "ts": pd.Timestamp("2024-01-01"), "v": [v for _, v in rows]}).to_parquet(tmp_path / "e.parquet", index=False)
+
+    defs = _defs(tmp_path, [f], online_store=store)
+    entities = pd.DataFrame({"k": ["a", "b", "c", "d"]})
+    write([("a", 1.0), ("b", 2.0)])
+    defs.build(online=True)
+    write([("c", 30.0), ("d", 40.0)])
+    store.limit = 1  # the publish stores one new entity, then fails
+    assert defs.build(online=True, raise_on_error=False)["f"].status == "failed"
+    store.limit = None
+    write([("b", 5.0)])
+    defs.build(online=True)
+    online = defs.get_online_features(["f"], entities)["v"].tolist()
+    training = defs.get_training_data(["f"], entities)["v"].tolist()
+    assert online[1] == training[1] == 5.0
+    assert [pd.isna(v) for i, v in enumerate(online) if i != 1] == [True] * 3  # c or d was served forever

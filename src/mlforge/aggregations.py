@@ -43,12 +43,18 @@ class Partial:
     rolls_with: str  # the aggregation ``roll_up`` applies, named for native lowerings
 
 
+def _in_float64(values: Any) -> Any:
+    """A float field summed in float64, as its sum is stored (W5): Polars summed float32 in
+    float32 (1.1 + 0.3 read 1.4000000953674316 against DuckDB's 1.4000000357627869)."""
+    return values.cast("float64") if values.type().is_floating() and not values.type().is_float64() else values
+
+
 #: The partials, in the order they are computed per bucket.
 PARTIALS: dict[str, Partial] = {
     partial.name: partial
     for partial in (
         Partial("count", of_bucket=lambda values: values.count(), roll_up=lambda partials, where=None: partials.sum(where=where), rolls_with="sum"),
-        Partial("sum", of_bucket=lambda values: values.sum(), roll_up=lambda partials, where=None: partials.sum(where=where), rolls_with="sum"),
+        Partial("sum", of_bucket=lambda values: _in_float64(values).sum(), roll_up=lambda partials, where=None: partials.sum(where=where), rolls_with="sum"),
         Partial("min", of_bucket=lambda values: values.min(), roll_up=lambda partials, where=None: partials.min(where=where), rolls_with="min"),
         Partial("max", of_bucket=lambda values: values.max(), roll_up=lambda partials, where=None: partials.max(where=where), rolls_with="max"),
     )
@@ -135,7 +141,7 @@ AGGREGATIONS: dict[str, Aggregation] = {
             accepts=_numeric,
             output_type=_sum_type,
             zero_when_empty=True,
-            of_raw=lambda values, in_window: values.sum(where=in_window),
+            of_raw=lambda values, in_window: _in_float64(values).sum(where=in_window),
             partials=("sum",),
             from_partials=lambda rolled: rolled["sum"],
         ),

@@ -141,14 +141,17 @@ def _publish_rows(workspace: Workspace, store: OnlineStore, publication: Publica
     earlier = _earlier_versions(workspace, store, name, version, previous)
     table = workspace.offline_store.read(name, engine, version)  # a damaged version fails here, before any write (S7, E3)
     _write_record(store, publication, present=(*earlier, version))  # a crash from here on leaves all of them listed
-    written = 0
+    written, writing = 0, False
     try:
         for chunk in chunked(entity_values(tail_rows(table, publication, engine, tied=tied), publication, batch_rows, engine), ENTITY_BATCH):
+            writing = True  # from here on a failed write may have stored part of the chunk
             store.write(name, list(publication.keys), [value for _, value in chunk])
             written += len(chunk)
     except Exception:
-        if not written:  # nothing of this version is in the store: reads go on as before (E3)
+        if not writing:  # nothing of this version is in the store: reads go on as before (E3)
             _restore_record(store, name, previous)
+        elif previous is not None:  # reads go on as before; the next publish removes what got in
+            _restore_record(store, name, replace(previous, present=(*previous.present, *([previous.version] if previous.version else []), version)))
         raise
     removed = 0
     current = _published_keys(table, publication, engine)
@@ -189,7 +192,9 @@ def _write_record(store: OnlineStore, publication: Publication, present: tuple[s
 
 
 def _restore_record(store: OnlineStore, name: str, previous: Publication | None) -> None:
-    """Put back the record a failed publish replaced (none: remove it)."""
+    """Put back the record a failed publish replaced (none: remove it). One whose write may
+    have stored some entities comes back listing this version among ``present``, so the
+    next publish removes them; without a previous record the new one stays (it lists both)."""
     try:
         if previous is None:
             store.delete(PUBLICATIONS, [{"feature": name}])

@@ -158,7 +158,7 @@ class PolarsEngine(Engine):
         rows = self.to_native(partials).sort([*keys, label])
         # Float sums roll as two exact halves (see _split_exactly); the others as they are.
         split = {f.column for f in frames if f.rolls_with == "sum" and partials[f.column].type().is_floating()}
-        rows = rows.with_columns(*(half for column in split for half in _split_exactly(column)))
+        rows = rows.with_columns(*(half for column in split for half in _split_exactly(column, keys)))
         start = pl.col(label)
         following = start.shift(-1).over(keys)
         stop = pl.min_horizontal(following.fill_null(start + max_steps), start + max_steps)
@@ -230,14 +230,15 @@ def _halves(column: str) -> tuple[str, str]:
     return f"{column}__mlforge_high", f"{column}__mlforge_low"
 
 
-def _split_exactly(column: str) -> list[Any]:
+def _split_exactly(column: str, keys: list[str]) -> list[Any]:
     """``column`` as two columns that add up to it exactly, so that rolling sums of each are
     exact and their total is the window's sum to the last bit (W8).
 
     Polars rolls a sum by adding the values that enter a frame and subtracting those that
     leave it; after a large value leaves, its rounding stays behind (1e15 then 1.1 rolled
-    to 1.125; lognormal amounts drifted 1e-8 from DuckDB's sums). Here ``unit`` is the power
-    of two with ``sum(|column|) <= 2**52 * unit``; the high half is each value rounded to a
+    to 1.125; lognormal amounts drifted 1e-8 from DuckDB's sums). Here ``unit`` is, per key,
+    the power of two with ``sum(|column|) <= 2**52 * unit`` (per key, so one key's huge values
+    leave the others' halves fine); the high half is each value rounded to a
     multiple of ``unit``, so every sum of high halves a frame can hold is a multiple of
     ``unit`` below ``2**53 * unit``: exact, however values enter and leave. The low half,
     the exact rest (below ``unit / 2``), is too small for its own drift to show. An
@@ -247,9 +248,9 @@ def _split_exactly(column: str) -> list[Any]:
     import polars as pl
 
     high, low = _halves(column)
-    value = pl.col(column)
+    value = pl.col(column).cast(pl.Float64)
     finite = value.is_finite()
-    total = value.abs().filter(finite).sum()
+    total = pl.when(finite).then(value.abs()).sum().over(keys)
     unit = pl.lit(2.0).pow(total.log(2).ceil() - 52)
     exact = finite & total.is_finite() & (unit > 0)
     high_half = pl.when(exact).then((value / unit).round(0) * unit).otherwise(value)

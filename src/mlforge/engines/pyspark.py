@@ -122,7 +122,8 @@ class PySparkEngine(Engine):
         self.session.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
         frame = self.session.read.parquet(path)
         for name in nanos:
-            ticks = F.col(name).cast("decimal(20,0)")  # exact: a double would round 2**60 ns
+            quoted = "`" + name.replace("`", "``") + "`"  # a dot is a name, not a struct field
+            ticks = F.col(quoted).cast("decimal(20,0)")  # exact: a double would round 2**60 ns
             floored = ((ticks - F.pmod(ticks, F.lit(1000))) / F.lit(1000)).cast("long")
             frame = frame.withColumn(name, F.timestamp_micros(floored).cast("timestamp"))
         return self.from_native(frame)
