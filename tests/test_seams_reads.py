@@ -336,3 +336,18 @@ def test_entities_a_failed_publish_wrote_are_removed_by_the_next_one(tmp_path): 
     training = defs.get_training_data(["f"], entities)["v"].tolist()
     assert online[1] == training[1] == 5.0
     assert [pd.isna(v) for i, v in enumerate(online) if i != 1] == [True] * 3  # c or d was served forever
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_a_value_column_differing_from_the_label_only_by_case_is_named(tmp_path, engine):  # contract E5, E1
+    pd.DataFrame({"k": ["a"], "ts": pd.to_datetime(["2024-03-01 10:00"]), "l": [1.5]}).to_parquet(tmp_path / "e.parquet", index=False)
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts")
+    def f(t):
+        return t
+
+    defs = _defs(tmp_path, [f], engine)
+    defs.build()
+    with pytest.raises(RetrievalError, match=r"'l'.*only by case.*'L'"):  # was DuckDB's raw BinderException
+        defs.get_training_data(["f"], pd.DataFrame({"k": ["a"], "L": pd.to_datetime(["2024-03-02"])}), timestamp="L")
+    assert defs.get_training_data(["f"], pd.DataFrame({"k": ["a"], "when": pd.to_datetime(["2024-03-02"])}), timestamp="when")["l"].tolist() == [1.5]

@@ -43,6 +43,7 @@ from mlforge.retrieval.joins import ROW, attach, prepare_base
 from mlforge.retrieval.online import check_metadata_columns, lookup, metadata_columns
 from mlforge.retrieval.specs import (
     FeatureSpec,
+    check_case_clashes,
     check_join_columns,
     check_outputs,
     feature_specs,
@@ -167,6 +168,7 @@ def _training_local(workspace: Workspace, defined: Mapping[str, Feature], specs:
     needed = [*{k for p in plans for k in p.keys if k in columns}, *{c for e in computed.values() for c in e.from_columns or ()}]
     needed = list(dict.fromkeys([*needed, *([timestamp] if timestamp else [])]))
     check_join_columns(needed)
+    check_case_clashes(plans, needed)
     arrow = plain_columns(materialize_columns(frame, kind, needed), plans, timestamp)
     arrow = arrow.append_column(ROW, pa.array(numpy.arange(arrow.num_rows, dtype=numpy.int64)))  # not range(): ~0.09 s per 1M rows
     base = prepare_base(engine.from_arrow(arrow), plans, computed, timestamp, engine)
@@ -191,6 +193,7 @@ def _training_in_engine(workspace: Workspace, defined: Mapping[str, Feature], sp
     computed = surrogates(plans, columns)
     if timestamp is not None and timestamp not in columns:
         raise RetrievalError(f"timestamp column {timestamp!r} is not in entity_df", fix=f"use one of {columns}")
+    check_case_clashes(plans, columns)
     base = prepare_base(engine.from_native(native.withColumn(ROW, F.monotonically_increasing_id())), plans, computed, timestamp, engine)
     result = attach(base, plans, engine, point_in_time=timestamp is not None)
     values = [v for p in plans for v in p.values]

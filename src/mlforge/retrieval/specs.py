@@ -123,6 +123,21 @@ def check_join_columns(columns: Sequence[str]) -> None:
             )
 
 
+def check_case_clashes(plans: list[Plan], join_columns: Sequence[str]) -> None:
+    """The columns of one engine query -- entity_df's that go in and the features' value
+    columns -- none two differing only by case (E5): DuckDB and Spark fold case, and the
+    query failed with a raw binder error."""
+    folded = {c.lower(): ("entity_df", c) for c in join_columns}
+    for plan in plans:
+        for col in plan.values:
+            owner, other = folded.setdefault(col.lower(), (f"feature {plan.name!r}", col))
+            if other != col:
+                raise RetrievalError(
+                    f"feature {plan.name!r} adds column {col!r}, which differs only by case from {owner}'s {other!r}: DuckDB and Spark read them as one column",
+                    fix=f"rename {other!r}, or select other columns: FeatureSpec({plan.name!r}, columns=[...])",
+                )
+
+
 def surrogates(plans: list[Plan], columns: Sequence[str]) -> dict[str, Entity]:
     """K2: join keys entity_df lacks but can compute from an entity's natural columns."""
     computed: dict[str, Entity] = {}
