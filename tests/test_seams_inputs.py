@@ -282,3 +282,22 @@ def test_nanosecond_parquet_timestamps_read_on_every_engine(tmp_path, engine):  
     assert sums == [("a", day(2), 10.0), ("a", day(3), 30.0), ("a", day(4), 20.0), ("b", day(3), 80.0), ("b", day(4), 80.0)]
     times = sorted(utc(r["event.ts"]) for r in defs.read_feature("last").to_pyarrow().to_pylist())
     assert times[0] == datetime(2024, 1, 1, 10, 0, 0, 0, tzinfo=UTC) and times[-1] == datetime(2024, 1, 2, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars", pytest.param("pyspark", marks=pytest.mark.spark)])
+def test_std_of_a_window_holding_an_infinity_is_nan_on_every_engine(tmp_path, engine):  # contract W5, W8
+    import math
+
+    # day 1: 1, inf, 2 (NaN); day 2: inf alone (fewer than two values: null); day 3: 1, 3
+    stamps = ["2024-01-01 01:00", "2024-01-01 02:00", "2024-01-01 03:00", "2024-01-02 01:00", "2024-01-03 01:00", "2024-01-03 02:00"]
+    pd.DataFrame({"k": ["a"] * 6, "ts": pd.to_datetime(stamps), "x": [1.0, math.inf, 2.0, math.inf, 1.0, 3.0]}).to_parquet(tmp_path / "e.parquet", index=False)
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Std("x", windows=["1d"], name="sd")])
+    def f(t):
+        return t
+
+    defs = mlf.Definitions("p", [f], offline_store=_store(tmp_path, "store"), engine=engine)
+    assert defs.build(raise_on_error=False)["f"].status == "built"  # DuckDB stopped: "STDDEV_SAMP is out of range"
+    stored = defs.read_feature("f", engine="duckdb")  # PySpark's own reads turn NaN into null (docs/spark.md)
+    rows = sorted((r["ts"].day, r["sd_1d"]) for r in stored.to_pyarrow().to_pylist())
+    assert math.isnan(rows[0][1]) and rows[1][1] is None and rows[2][1] == pytest.approx(math.sqrt(2))

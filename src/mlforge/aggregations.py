@@ -49,6 +49,18 @@ def _in_float64(values: Any) -> Any:
     return values.cast("float64") if values.type().is_floating() and not values.type().is_float64() else values
 
 
+def _std_of_raw(values: Any, in_window: Any) -> Any:
+    """The sample deviation of a window; NaN when it holds an infinity among two or more
+    values, as IEEE arithmetic gives it on Polars and Spark (DuckDB's own stops the query
+    with "STDDEV_SAMP is out of range")."""
+    import ibis
+
+    x = values.cast("float64")
+    infinite = x.isinf()
+    finite = x.std(how="sample", where=in_window & ~infinite)
+    return ibis.ifelse(infinite.any(where=in_window).fill_null(False) & (x.count(where=in_window) >= 2), ibis.literal(float("nan"), type="float64"), finite)
+
+
 #: The partials, in the order they are computed per bucket.
 PARTIALS: dict[str, Partial] = {
     partial.name: partial
@@ -177,7 +189,7 @@ AGGREGATIONS: dict[str, Aggregation] = {
             accepts=_numeric,
             output_type=_float64,
             zero_when_empty=False,
-            of_raw=lambda values, in_window: values.cast("float64").std(how="sample", where=in_window),
+            of_raw=_std_of_raw,
         ),
         Aggregation(
             "median",  # exact
