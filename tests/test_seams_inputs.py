@@ -301,3 +301,25 @@ def test_std_of_a_window_holding_an_infinity_is_nan_on_every_engine(tmp_path, en
     stored = defs.read_feature("f", engine="duckdb")  # PySpark's own reads turn NaN into null (docs/spark.md)
     rows = sorted((r["ts"].day, r["sd_1d"]) for r in stored.to_pyarrow().to_pylist())
     assert math.isnan(rows[0][1]) and rows[1][1] is None and rows[2][1] == pytest.approx(math.sqrt(2))
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_nanosecond_events_before_1970_are_floored_to_the_microsecond(tmp_path, engine):  # contract W1, W8
+    stamps = pd.to_datetime(["1969-12-31 23:59:59.999999999", "1969-12-31 12:00:00.0000005"], format="ISO8601").as_unit("ns")
+    pd.DataFrame({"k": ["a", "a"], "ts": stamps, "x": [1.0, 2.0]}).to_parquet(tmp_path / "e.parquet", index=False)
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts")
+    def plain(t):
+        return t
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1s", metrics=[mlf.Sum("x", windows=["1s"], name="s")])
+    def per_second(t):
+        return t
+
+    defs = mlf.Definitions("p", [plain, per_second], offline_store=_store(tmp_path, "store"), engine=engine)
+    defs.build()
+    stored = sorted(r["ts"] for r in defs.read_feature("plain").to_pyarrow().to_pylist())
+    # DuckDB rounded these toward zero: 12:00:00.000001, and 1970-01-01 00:00:00 -- after the event
+    assert stored == [datetime(1969, 12, 31, 12, 0, 0, 0, tzinfo=UTC), datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
+    labels = {r["ts"]: r["s_1s"] for r in defs.read_feature("per_second").to_pyarrow().to_pylist()}
+    assert labels[datetime(1970, 1, 1, tzinfo=UTC)] == 1.0  # the event 1 ns before the label is known at it (W1)

@@ -42,6 +42,8 @@ def normalize_timestamp(table: ir.Table, ts: Timestamp, engine: Engine, where: s
     dtype = col.type()
     if dtype.is_timestamp():
         value = engine.to_utc_naive(col) if dtype.timezone else col
+        if cast("dt.Timestamp", dtype).scale == 9:  # nanoseconds, as pandas writes them
+            value = _floor_to_micros(value)
     elif dtype.is_date():
         value = col.cast("timestamp")
     elif dtype.is_string():
@@ -61,6 +63,18 @@ def normalize_timestamp(table: ir.Table, ts: Timestamp, engine: Engine, where: s
         # Mutate first: ``value`` refers to the table that still has ``ts.column``.
         return table.mutate(**{ts.alias: value}).drop(ts.column)
     return table.mutate(**{ts.column: value})
+
+
+def _floor_to_micros(value: ir.TimestampValue) -> ir.TimestampValue:
+    """Nanoseconds to microseconds, rounded down: DuckDB's cast rounds an instant before 1970
+    toward zero, so an event 1 ns before a grid label landed on it (W1) and was stored up to
+    1 µs late; Polars and Spark floor."""
+    import ibis
+    import ibis.expr.datatypes as dt
+
+    micros = cast("ir.TimestampValue", value.cast(dt.Timestamp(timezone=cast("dt.Timestamp", value.type()).timezone, scale=6)))
+    later = micros.cast(value.type()) > value
+    return cast("ir.TimestampValue", ibis.ifelse(later, micros - ibis.interval(microseconds=1), micros))
 
 
 def detect_format(values: list[str]) -> str | None:
