@@ -41,9 +41,8 @@ def normalize_timestamp(table: ir.Table, ts: Timestamp, engine: Engine, where: s
     col = table[ts.column]
     dtype = col.type()
     if dtype.is_timestamp():
-        value = engine.to_utc_naive(col) if dtype.timezone else col
-        if cast("dt.Timestamp", dtype).scale == 9:  # nanoseconds, as pandas writes them
-            value = _floor_to_micros(value)
+        value = _floor_to_micros(col) if cast("dt.Timestamp", dtype).scale == 9 else col  # nanoseconds, as pandas writes them
+        value = engine.to_utc_naive(value) if dtype.timezone else value
     elif dtype.is_date():
         value = col.cast("timestamp")
     elif dtype.is_string():
@@ -68,7 +67,9 @@ def normalize_timestamp(table: ir.Table, ts: Timestamp, engine: Engine, where: s
 def _floor_to_micros(value: ir.TimestampValue) -> ir.TimestampValue:
     """Nanoseconds to microseconds, rounded down: DuckDB's cast rounds an instant before 1970
     toward zero, so an event 1 ns before a grid label landed on it (W1) and was stored up to
-    1 µs late; Polars and Spark floor."""
+    1 µs late; Polars and Spark floor. (DuckDB reads a zoned nanosecond Parquet column as
+    microseconds already, cut the same way; entity_df labels are floored in Arrow before the
+    engine takes them in, ``retrieval.frames._floor_to_micros``.)"""
     import ibis
     import ibis.expr.datatypes as dt
 

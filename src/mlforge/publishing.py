@@ -151,7 +151,7 @@ def _publish_rows(workspace: Workspace, store: OnlineStore, publication: Publica
         if not writing:  # nothing of this version is in the store: reads go on as before (E3)
             _restore_record(store, name, previous)
         elif previous is not None:  # reads go on as before; the next publish removes what got in
-            _restore_record(store, name, replace(previous, present=(*previous.present, *([previous.version] if previous.version else []), version)))
+            _restore_record(store, name, replace(previous, present=(*earlier, version)))
         raise
     removed = 0
     current = _published_keys(table, publication, engine)

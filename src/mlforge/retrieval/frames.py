@@ -193,7 +193,9 @@ def _inexact_as_float(features: pa.Table) -> list[str]:
 def _floor_to_micros(column: Any) -> Any:
     """Nanosecond timestamps as microseconds, rounded down: an instant 100 ns before the
     epoch is 1 µs before it, never the epoch itself (DuckDB's own cast rounds negative
-    instants toward zero, and a label would then see an event after it, P2)."""
+    instants toward zero, and a label would then see an event after it, P2). Done in Arrow,
+    before the labels reach the engine: DuckDB truncates a zoned nanosecond column as it
+    takes it in, where no expression can floor it (sources: ``prepare.floor_to_micros``)."""
     import numpy
     import pyarrow as pa
     import pyarrow.compute
