@@ -40,7 +40,13 @@ def corrupt(feature: str, version: str, path: str, problem: str) -> CorruptVersi
 
 def describe_files(directory: str) -> tuple[DataFile, ...]:
     """Each ``*.parquet`` file of ``directory``: name, size and row count."""
-    return tuple(describe_file(path) for path in sorted(glob.glob(os.path.join(directory, "*.parquet"))))
+    return tuple(describe_file(path) for path in parquet_files(directory))
+
+
+def parquet_files(directory: str) -> list[str]:
+    """Every ``*.parquet`` file of ``directory``, hidden ones (``.x.parquet``, ``._x.parquet``)
+    included: an engine's ``*.parquet`` scan reads them, so the check must see them too (S7)."""
+    return sorted(glob.glob(os.path.join(directory, "*.parquet"), include_hidden=True))
 
 
 def describe_file(path: str) -> DataFile:
@@ -58,7 +64,7 @@ def verified_files(feature: str, version: str, record: VersionRecord, directory:
         CorruptVersion: a file is missing, has another size or row count, or an unlisted
             Parquet file lies beside the listed ones.
     """
-    present = sorted(glob.glob(os.path.join(directory, "*.parquet")))
+    present = parquet_files(directory)
     if record.files is None:
         # Format 1, local: nothing recorded to check against but each file's own footer.
         for path in present:
