@@ -96,3 +96,46 @@ def test_hostile_names_round_trip_as_columns_and_metrics(tmp_path, engine, name)
     assert stored.column_names == ["user_id", "event_time", sum_column, count_column]
     assert training.column(sum_column).to_pylist() == [4.0]
     assert training.column(count_column).to_pylist() == [2]
+
+
+@pytest.mark.parametrize("name", ["*", "^amt.*$"], ids=["star", "regex"])
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_names_polars_reads_as_patterns_are_refused_before_compute(tmp_path, engine, name):  # contract E5, W8
+    # Polars' pl.col("^amt.*$") selects the columns matching the expression and pl.col("*")
+    # every column: a value column so named was dropped from the stored version, or the
+    # build stopped on Polars' own error. Every engine refuses it, so versions read alike.
+    source = mlf.Source(_source(tmp_path, name))
+
+    @mlf.feature(source=source, keys=["user_id"], timestamp="event_time")
+    def passes_it_through(t):
+        return t.select("user_id", "event_time", name)
+
+    defs = mlf.Definitions("e5", [passes_it_through], offline_store=LocalStore(str(tmp_path / "store")), engine=engine)
+    result = defs.build(raise_on_error=False)
+    [failed] = result.failed
+    assert isinstance(failed.error, mlf.errors.DefinitionError) and "pattern" in str(failed.error)
+    assert not (tmp_path / "store" / "passes_it_through").exists() or not any((tmp_path / "store" / "passes_it_through").glob("[0-9]*"))
+
+    def summed(t):
+        return t
+
+    with pytest.raises(mlf.errors.DefinitionError, match="pattern"):  # a metric field: at declaration
+        mlf.feature(source=source, keys=["user_id"], timestamp="event_time", interval="1d", metrics=[mlf.Sum(name, windows=["2d"])])(summed)
+
+
+@pytest.mark.parametrize("other", ["Amount", ""], ids=["case", "empty"])
+def test_a_source_column_duckdb_would_rename_is_refused_before_compute(tmp_path, other):  # contract E5
+    # DuckDB read 'Amount' beside 'amount' as 'Amount_1', and an empty name as 'C3': the
+    # version stored a column under a name nobody gave. Polars reads them as they are.
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.table({"user_id": [1, 2], "event_time": [dt.datetime(2026, 1, 1)] * 2, "amount": [1.0, 2.0], other: [3.0, 4.0]}), path)
+
+    @mlf.feature(source=mlf.Source(str(path)), keys=["user_id"], timestamp="event_time")
+    def raw(t):
+        return t
+
+    defs = mlf.Definitions("e5", [raw], offline_store=LocalStore(str(tmp_path / "store")), engine="duckdb")
+    [failed] = defs.build(raise_on_error=False).failed
+    assert isinstance(failed.error, mlf.errors.SourceError)
+    assert repr([other]) in str(failed.error) and "engine='polars'" in str(failed.error)
+    assert not list((tmp_path / "store").glob("raw/[0-9]*"))

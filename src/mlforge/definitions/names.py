@@ -61,6 +61,13 @@ def check_column_name(name: object, *, kind: str, where: str | None = None) -> s
             where=where,
             fix=f"rename the column (e.g. in the feature function: t.rename(new_name={name!r}))",
         )
+    if is_column_pattern(name):
+        raise DefinitionError(
+            f"{kind} name {_shown(name)} is what Polars reads as a pattern of column names ('*': every column; '^...$': a regular expression), "
+            "so the Polars engine would select other columns under it",
+            where=where,
+            fix="rename the column (e.g. in the feature function: t.rename(amount=" + repr(name) + ")); every engine refuses it, so a version reads the same on each",
+        )
     if name in UNCARRIED_NAMES:
         raise DefinitionError(
             f"{kind} name {name!r} is the name Ibis gives a table in its own methods, so mlforge cannot carry a column named so",
@@ -68,6 +75,16 @@ def check_column_name(name: object, *, kind: str, where: str | None = None) -> s
             fix=f'rename the column (e.g. in the feature function: t.rename({name}_="{name}"))',
         )
     return name
+
+
+def is_column_pattern(name: str) -> bool:
+    """Whether Polars takes ``name`` as a pattern, not a name: ``pl.col("*")`` is every
+    column and ``pl.col("^a.*$")`` every column matching the regular expression.
+
+    >>> is_column_pattern("^amt.*$"), is_column_pattern("*"), is_column_pattern("a*"), is_column_pattern("^a")
+    (True, True, False, False)
+    """
+    return name == "*" or (len(name) > 1 and name.startswith("^") and name.endswith("$"))
 
 
 #: Column names Ibis's table methods cannot take as named expressions (``select(self=...)``

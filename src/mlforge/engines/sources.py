@@ -94,10 +94,40 @@ def fixed_offset_columns(location: str) -> list[str]:
     """The timestamp columns of a local Parquet source (its first file's footer) whose time
     zone is a fixed offset; remote sources are not inspected."""
     import pyarrow as pa
+
+    schema = _first_file_schema(location)
+    if schema is None:
+        return []
+    return [f.name for f in schema if pa.types.is_timestamp(f.type) and is_fixed_offset(f.type.tz)]
+
+
+def check_columns_carried(location: str, columns: list[str], engine: str) -> None:
+    """Fail when the engine read a local Parquet source's columns under other names.
+
+    DuckDB resolves names without case and needs every name non-empty: of ``amount`` and
+    ``Amount`` it reads the second as ``Amount_1``, and an empty name as ``C3``. A column
+    stored under a name the user never gave is a silent rename (E5), so such a source is
+    refused before anything is computed; remote sources are not inspected.
+    """
+    schema = _first_file_schema(location)
+    if schema is None:
+        return
+    lost = [name for name in schema.names if name not in columns]
+    if lost:
+        raise SourceError(
+            f"engine {engine!r} cannot read the columns {lost} of source {location!r} under their own names "
+            "(a name that is empty, or that differs only by case from another column, is renamed by the engine)",
+            where=f"source {location!r}",
+            fix="rename those columns in the source file, or build with engine='polars', which reads them as they are",
+        )
+
+
+def _first_file_schema(location: str) -> pa.Schema | None:
+    """The Arrow schema of a local Parquet source's first file; ``None`` for a remote one."""
     import pyarrow.parquet as pq
 
     if "://" in location:
-        return []
+        return None
     if any(ch in location for ch in "*?["):
         matches = sorted(glob.glob(location))
         first = matches[0] if matches else None
@@ -105,10 +135,7 @@ def fixed_offset_columns(location: str) -> list[str]:
         first = next(iter(sorted(str(p) for p in Path(location).rglob("*.parquet"))), None)
     else:
         first = location
-    if first is None:
-        return []
-    schema = pq.read_schema(first)
-    return [f.name for f in schema if pa.types.is_timestamp(f.type) and is_fixed_offset(f.type.tz)]
+    return None if first is None else pq.read_schema(first)
 
 
 def arrow_csv_options(fmt: Any) -> dict[str, Any]:
