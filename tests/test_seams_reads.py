@@ -150,6 +150,29 @@ def test_a_json_number_names_the_same_entity_with_or_without_a_fraction_part(ser
     assert answer.json()["features"]["spend"]["s_3d"] == 2.5 and answer.json()["metadata"]["spend"]["known"] is True
 
 
+def test_a_float_key_without_a_fraction_is_found_over_rest(tmp_path):  # contract K2, O1, O3
+    # JSON has one kind of number, so REST reads 3.0 as 3: a float key 3.0 was stored as
+    # "3.0" and every REST lookup of it answered an unknown entity.
+    from mlforge.serve import create_app
+
+    pd.DataFrame({"fk": [3.0, 1.5, -0.0], "ts": pd.to_datetime(["2024-01-01"] * 3), "v": [7, 8, 9]}).to_parquet(tmp_path / "s.parquet", index=False)
+
+    @mlf.feature(source=str(tmp_path / "s.parquet"), keys=["fk"], timestamp="ts")
+    def by_float(t):
+        return t
+
+    defs = mlf.Definitions("floatkey", [by_float], offline_store=mlf.LocalStore(str(tmp_path / "store")), online_store=MemoryStore())
+    assert defs.build(online=True).ok
+    at = datetime(2024, 1, 2, tzinfo=UTC)
+    python = defs.get_online_features(["by_float"], pd.DataFrame({"fk": [3.0, 1.5, 0.0]}), at=at)
+    assert python["v"].tolist() == [7, 8, 9]
+    with Live(create_app(defs)) as http:
+        for key, value in [(3.0, 7), (3, 7), (1.5, 8), (0, 9), (0.0, 9)]:
+            answer = http.post("/features/online", json={"features": ["by_float"], "entity": {"fk": key}, "at": at.isoformat()}).json()
+            assert answer["metadata"]["by_float"]["known"] is True, key
+            assert answer["features"]["by_float"]["v"] == value
+
+
 def test_a_boolean_key_is_refused(served):  # contract O3
     body = {"features": ["spend"], "entity": {"user_id": True}, "at": "2024-01-02T00:00:00Z"}
     assert served.post("/features/online", json=body, headers=AUTH).status_code == 422  # read as an unknown entity

@@ -13,9 +13,10 @@ and joined by U+001F (the separator of rule K1)::
     key_text({"origin": "JFK", "dest": "LAX"})      -> "LAX\\x1fJFK"   (dest < origin)
 
 Strings stay as they are, integers in decimal (so ``42`` and ``"42"`` name the same
-entity; request JSON often carries ids as strings), dates in ISO 8601, timestamps as the
+entity; request JSON often carries ids as strings), a float without a fraction as that
+integer (``3.0`` is ``3``: REST's JSON has one kind of number), dates in ISO 8601, timestamps as the
 ISO 8601 text of the instant in UTC (naive ones are UTC, rule T1: ``2024-01-02T03:00:00+00:00``
-whatever zone the value carries), ``-0.0`` as ``0.0``, null as ``\\N``. With more than one
+whatever zone the value carries), ``-0.0`` as ``0``, null as ``\\N``. With more than one
 key column, a string part that could be mistaken for another part (it holds U+001F or U+001E,
 or is ``\\N``) is escaped: U+001E, then the text with U+001E doubled and U+001F as
 U+001E ``_``. So distinct keys never share a text, and keys without those characters read
@@ -177,8 +178,9 @@ def _key_part(value: Any) -> str:
         return (value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)).isoformat()
     if isinstance(value, (date, time)):
         return value.isoformat()
-    if isinstance(value, float) and value == 0:
-        return "0.0"  # -0.0 is the same key as 0.0, as in a join
+    if isinstance(value, float) and value.is_integer():
+        # 3.0 is the entity 3 (JSON, and so REST, has one kind of number; -0.0 is 0, as in a join)
+        return str(int(value))
     return str(value)
 
 
