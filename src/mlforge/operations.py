@@ -54,6 +54,8 @@ def diff_versions(store: OfflineStore, feature: str, v1: str | None = None, v2: 
     ``changes`` (other metadata fields that differ, as ``[old, new]``).
 
     Raises:
+        CorruptVersion: the rows are compared (same definition, new data) and a file of
+            either version differs from its record (S7).
         MlforgeError: unknown feature or version, or nothing to compare with; the CLI
             turns any error into exit code 4.
     """
@@ -68,14 +70,16 @@ def diff_versions(store: OfflineStore, feature: str, v1: str | None = None, v2: 
     old = store.read_record(feature, from_version)
     new = store.read_record(feature, to_version)
     change = classify(old, new)
-    if change.reason == NEW_DATA and rows_equivalent(
-        store, new, from_version, old, store.data_files(feature, to_version)
-    ):
-        # Same rows written again (a forced rebuild): float noise is no change (S2), so identical.
-        change = Change(
-            ChangeKind.NONE,
-            f"the same rows (canonical types, floats within {FLOAT_RTOL:g} relative) in other file bytes",
-        )
+    if change.reason == NEW_DATA:
+        # The rows are compared, so both versions' files are checked first (S7):
+        # rows_equivalent reads a damaged version as "not equal", which would say PATCH.
+        store.data_files(feature, from_version)
+        if rows_equivalent(store, new, from_version, old, store.data_files(feature, to_version)):
+            # Same rows written again (a forced rebuild): float noise is no change (S2), so identical.
+            change = Change(
+                ChangeKind.NONE,
+                f"the same rows (canonical types, floats within {FLOAT_RTOL:g} relative) in other file bytes",
+            )
     before, after = old.to_dict(), new.to_dict()  # the fields compared, as shown
     return {
         "feature": feature,

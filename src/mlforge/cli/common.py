@@ -46,6 +46,17 @@ def locate(common: Common) -> tuple[Path, str | None]:
     return find_definitions(settings.target), settings.profile
 
 
+def check_known_feature(defs: Definitions, feature: str) -> list[str]:
+    """The stored versions of ``feature``; a feature neither defined nor stored is unknown
+    (a feature removed from the definitions keeps its stored versions)."""
+    from mlforge.errors import ConfigError
+
+    found = defs.list_versions(feature)
+    if not found and feature not in defs.features:
+        raise ConfigError(f"unknown feature {feature!r}", fix=f"available: {', '.join(sorted(defs.features)) or 'none'}")
+    return found
+
+
 def load(common: Common) -> Definitions:
     """The project's ``Definitions``, with the requested profile applied.
 

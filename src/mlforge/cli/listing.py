@@ -7,7 +7,16 @@ from typing import Any
 
 from cyclopts import App
 
-from mlforge.cli.common import DEFAULT, Common, Format, count, load, render, source_format
+from mlforge.cli.common import (
+    DEFAULT,
+    Common,
+    Format,
+    check_known_feature,
+    count,
+    load,
+    render,
+    source_format,
+)
 
 app = App(name="list", help="List features, feature sets, entities, sources or the versions of a feature.", help_format="plaintext")
 
@@ -96,12 +105,8 @@ def versions(feature: str, /, *, format: Format = "table", common: Common = DEFA
     format
         table for people, json for machines.
     """
-    from mlforge.errors import ConfigError
-
     defs = load(common)
-    found = defs.list_versions(feature)
-    if not found and feature not in defs.features:
-        raise ConfigError(f"unknown feature {feature!r}", fix=f"available: {', '.join(sorted(defs.features)) or 'none'}")
+    found = check_known_feature(defs, feature)
     latest = defs.offline_store.latest_version(feature)
     rows = []
     for version in found:

@@ -11,7 +11,18 @@ from typing import Annotated, Any
 
 from cyclopts import Parameter
 
-from mlforge.cli.common import DEFAULT, Common, Format, err, load, out, print_json, render, table
+from mlforge.cli.common import (
+    DEFAULT,
+    Common,
+    Format,
+    check_known_feature,
+    err,
+    load,
+    out,
+    print_json,
+    render,
+    table,
+)
 from mlforge.errors import ConfigError, MlforgeError
 
 #: ``diff`` exit code for any error (contract S4); 0-3 are the change kinds.
@@ -39,11 +50,14 @@ def diff(feature: str, v1: str | None = None, v2: str | None = None, /, *, forma
         from mlforge.operations import diff_versions
 
         defs = load(common)
+        check_known_feature(defs, feature)
         only = _only_version(defs.offline_store, feature) if v1 is None else None
         if only is not None and v2 in (None, only):
             return _nothing_to_compare(feature, only, format)
         result = diff_versions(defs.offline_store, feature, v1, v2)
     except MlforgeError as exc:  # contract S4: every error of diff exits 4
+        if exc.where is None:  # as the app does for other commands (E1: where)
+            exc.locate(f"`mlforge diff {' '.join(v for v in (feature, v1, v2) if v)}`")
         if common.verbose:
             import traceback
 
@@ -106,6 +120,7 @@ def rollback(
     from mlforge.operations import rollback as rollback_to
 
     defs = load(common)
+    check_known_feature(defs, feature)
     store = defs.offline_store
     current, target = rollback_to(store, feature, version=version, previous=previous, dry_run=True)
     if dry_run:
@@ -159,14 +174,31 @@ def manifest(*, output: Path | None = None, common: Common = DEFAULT) -> int:
     """
     import json
 
+    if output is not None:
+        _check_output(output)
     defs = load(common)
     payload = defs.manifest()
     if output is None:
         print_json(payload)
-    else:
+        return 0
+    try:
         output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-        err().print(f"wrote {output}", highlight=False)
+    except OSError as exc:  # e.g. no permission: still the argument's problem (E2)
+        raise ConfigError(f"cannot write the manifest to {str(output)!r}: {exc.strerror}", where="--output", fix="name a file you can write") from None
+    err().print(f"wrote {output}", highlight=False)
     return 0
+
+
+def _check_output(output: Path) -> None:
+    """A ``--output`` that cannot be a file is a bad argument (E2), found before any work."""
+    if output.is_dir():
+        raise ConfigError(f"{str(output)!r} is a directory", where="--output", fix=f"name a file, e.g. `--output {output / 'manifest.json'}`")
+    if not output.parent.is_dir():
+        raise ConfigError(
+            f"the directory of {str(output)!r} does not exist",
+            where="--output",
+            fix=f"create it first (`mkdir -p {output.parent}`) or write into an existing directory",
+        )
 
 
 def _text(value: Any) -> str:
