@@ -172,6 +172,23 @@ def test_naive_is_utc_and_zoned_is_converted(tmp_path, engine):  # contract T1, 
         assert utc(label["ts"]) == next_midnight, name
 
 
+def test_date_timestamps_are_midnight_utc_on_every_engine(tmp_path, engine):  # contract T1, W1, W7, W8
+    # Polars cast a date to nanoseconds that Ibis typed without a scale: the labels came out
+    # 1000x too late (year ~55970) and the windows wrong, with no error.
+    parquet, csv = tmp_path / "dates.parquet", tmp_path / "dates.csv"
+    pq.write_table(pa.table({"k": ["a", "a"], "ts": pa.array([date(2024, 1, 1), date(2024, 1, 3)], pa.date32()), "v": [1.0, 2.0]}), parquet)
+    csv.write_text("k,ts,v\na,2024-01-01,1.0\na,2024-01-03,2.0\n")  # Arrow's CSV reader types these as dates
+    features = []
+    for name, path, fn in [("date_column", parquet, lambda t: t), ("csv_dates", csv, lambda t: t), ("made_date", parquet, lambda t: t.mutate(ts=t.ts.cast("timestamp").date()))]:
+        fn.__name__ = name
+        features.append(mlf.feature(str(path), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Sum("v", windows=["3d"])])(fn))
+    defs, result = build(tmp_path, engine, *features)
+    assert result.ok, [str(f.error) for f in result.failed]
+    expected = [(datetime(2024, 1, d, tzinfo=UTC), total) for d, total in [(2, 1.0), (3, 1.0), (4, 3.0), (5, 2.0), (6, 2.0)]]
+    for name in ("date_column", "csv_dates", "made_date"):
+        assert [(utc(r["ts"]), r["v_sum_3d"]) for r in rows(defs, name, order=["ts"])] == expected, name
+
+
 STRING_TIMESTAMPS = [
     ("2024-01-01 23:30:00", datetime(2024, 1, 1, 23, 30)),
     ("2024-01-01T23:30:00", datetime(2024, 1, 1, 23, 30)),

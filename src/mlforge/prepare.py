@@ -44,7 +44,11 @@ def normalize_timestamp(table: ir.Table, ts: Timestamp, engine: Engine, where: s
         value = _floor_to_micros(col) if cast("dt.Timestamp", dtype).scale == 9 else col  # nanoseconds, as pandas writes them
         value = engine.to_utc_naive(value) if dtype.timezone else value
     elif dtype.is_date():
-        value = col.cast("timestamp")
+        import ibis.expr.datatypes as dt
+
+        # Microseconds by name: Polars casts a date to nanoseconds while Ibis types the result
+        # with no scale, which epoch_seconds reads as microseconds (labels 1000x too late).
+        value = col.cast(dt.Timestamp(scale=6))
     elif dtype.is_string():
         value = _parse_strings(table, ts, engine, where)
     elif dtype.is_integer() and ts.format is not None:
