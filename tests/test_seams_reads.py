@@ -374,3 +374,28 @@ def test_a_value_column_differing_from_the_label_only_by_case_is_named(tmp_path,
     with pytest.raises(RetrievalError, match=r"'l'.*only by case.*'L'"):  # was DuckDB's raw BinderException
         defs.get_training_data(["f"], pd.DataFrame({"k": ["a"], "L": pd.to_datetime(["2024-03-02"])}), timestamp="L")
     assert defs.get_training_data(["f"], pd.DataFrame({"k": ["a"], "when": pd.to_datetime(["2024-03-02"])}), timestamp="when")["l"].tolist() == [1.5]
+
+
+def test_online_reads_give_the_stored_types(tmp_path):  # contract O1, O2, E1
+    # Online values were cast to the record's canonical types: int32/uint8 came back int64,
+    # float32 as double, binary as text, and a map column raised a raw Arrow error.
+    from decimal import Decimal
+
+    types = {"i8": pa.int8(), "i32": pa.int32(), "u8": pa.uint8(), "f32": pa.float32(), "raw": pa.binary(), "attrs": pa.map_(pa.string(), pa.int64()), "price": pa.decimal128(19, 2)}
+    values = {"i8": [-3, 4], "i32": [7, None], "u8": [255, 0], "f32": [1.5, -2.25], "raw": [b"\x00\x01", b"ab"], "attrs": [[("x", 1)], None], "price": [Decimal("1.10"), Decimal("-3.00")]}
+    table = pa.table({"k": [1, 2], "ts": [datetime(2024, 1, 1, 5), datetime(2024, 1, 1, 6)], **{c: pa.array(values[c], types[c]) for c in types}})
+    pq.write_table(table, tmp_path / "typed.parquet")
+
+    @mlf.feature(source=str(tmp_path / "typed.parquet"), keys=["k"], timestamp="ts")
+    def typed(t):
+        return t
+
+    defs = _defs(tmp_path, [typed], online_store=MemoryStore())
+    assert defs.build(online=True).ok
+    labels = pa.table({"k": [1, 2], "at": [datetime(2024, 1, 2)] * 2})
+    training = defs.get_training_data(["typed"], labels, timestamp="at")
+    online = defs.get_online_features(["typed"], labels.select(["k"]), at=datetime(2024, 1, 2, tzinfo=UTC))
+    for column, arrow_type in types.items():
+        assert online.schema.field(column).type == arrow_type == training.schema.field(column).type, column
+        assert online.column(column).to_pylist() == training.column(column).to_pylist() == values[column], column
+

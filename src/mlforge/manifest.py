@@ -46,10 +46,29 @@ def canonical_schema(schema: Any) -> dict[str, str]:
     return {name: canonical_type(dtype) for name, dtype in schema.items()}
 
 
+def exact_types(schema: Any) -> dict[str, str]:
+    """Each column's exact type as Ibis type text, from an Arrow schema (a version's files).
+
+    >>> import pyarrow as pa
+    >>> exact_types(pa.schema([("n", pa.int32()), ("m", pa.map_(pa.string(), pa.float32()))]))
+    {'n': 'int32', 'm': 'map<!string, float32>'}
+    """
+    import ibis.expr.datatypes as dt
+
+    return {field.name: str(dt.dtype(field.type).copy(nullable=True)) for field in schema}
+
+
+def exact_arrow_type(text: str) -> Any:
+    """The Arrow type of :func:`exact_types`' text."""
+    import ibis
+
+    return ibis.dtype(text).to_pyarrow()
+
+
 def arrow_schema(schema: dict[str, str]) -> Any:
     import pyarrow as pa
 
-    mapping = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_(), "date": pa.date32()}
+    mapping = {"int64": pa.int64(), "float64": pa.float64(), "string": pa.string(), "bool": pa.bool_(), "date": pa.date32(), "binary": pa.binary()}
     fields = []
     for name, kind in schema.items():
         if kind.startswith("timestamp["):

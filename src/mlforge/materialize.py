@@ -18,7 +18,7 @@ from mlforge.engines.monthfiles import UNTIMED
 from mlforge.equivalence import FLOAT_RTOL, files_equivalent
 from mlforge.errors import BuildError, EngineError, MlforgeError, ValidationFailed
 from mlforge.incremental import BuildRange, next_watermark, plan_range
-from mlforge.manifest import canonical_schema, digests_hash, file_digests
+from mlforge.manifest import canonical_schema, digests_hash, exact_types, file_digests
 from mlforge.offline.blobs import disk_error
 from mlforge.prepare import prepare_input, run_function, unparsed_timestamps
 from mlforge.records import BuiltRange, EntityRecord, MetricRecord, VersionRecord
@@ -579,6 +579,7 @@ def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: 
         interval=feature.interval,
         ttl=feature.ttl,
         schema=canonical_schema(expr.schema()),
+        types=exact_types(footers[0].schema.to_arrow_schema()) if footers else {},
         metrics=metric_info,
         tags=tuple(feature.tags),
         description=feature.description,

@@ -105,6 +105,11 @@ class VersionRecord:
     #: not counted (a record of an earlier release), so readers assume there may be some.
     tied_rows: int | None = None
     schema: Mapping[str, str] = field(default_factory=dict)
+    #: Each column's exact type in the stored files, as Ibis type text (``int32``,
+    #: ``decimal(19, 2)``, ``map<string, int64>``): ``schema`` keeps only what engines agree
+    #: on (``int64`` for every integer), online reads give values these types (O2). Empty in
+    #: records of earlier releases.
+    types: Mapping[str, str] = field(default_factory=dict)
     metrics: tuple[MetricRecord, ...] = ()
     tags: tuple[str, ...] = ()
     description: str | None = None
@@ -171,6 +176,8 @@ class VersionRecord:
             out["ttl"] = self.ttl
         if self.tied_rows is not None:
             out["tied_rows"] = self.tied_rows
+        if self.types:
+            out["types"] = dict(self.types)
         if self.files is not None:
             out["files"] = [f.path for f in self.files]  # names only, for plain readers (S5)
             if self.verifiable:
@@ -204,6 +211,7 @@ class VersionRecord:
             ttl=raw.get("ttl"),
             tied_rows=raw.get("tied_rows"),
             schema=dict(raw.get("schema") or {}),
+            types=dict(raw.get("types") or {}),
             metrics=tuple(_metric(m) for m in raw.get("metrics") or ()),
             tags=tuple(raw.get("tags") or ()),
             description=raw.get("description"),
@@ -273,6 +281,7 @@ def _shape_problem(raw: Mapping[str, Any]) -> str | None:
         "keys": (optional(texts), "a list of column names"), "tags": (optional(texts), "a list of texts"), "files": (optional(texts), "a list of file names"),
         "rows": (optional(integer), "an integer"), "tied_rows": (optional(integer), "an integer"), "watermark": (optional(integer), "an integer"), "format_version": (optional(integer), "an integer"),
         "schema": (optional(lambda v: isinstance(v, dict) and all(isinstance(t, str) for t in v.values())), "an object of column types"),
+        "types": (optional(lambda v: isinstance(v, dict) and all(isinstance(t, str) for t in v.values())), "an object of column types"),
         "file_digests": (optional(lambda v: isinstance(v, dict)), "an object"),
         "build_range": (optional(lambda v: isinstance(v, dict) and all(v.get(k) is None or integer(v.get(k)) for k in ("since", "until"))), "an object of 'since' and 'until' (epoch seconds or null)"),
         "entities": (optional(lambda v: objects(v, name=lambda x: isinstance(x, str), join_key=lambda x: isinstance(x, str))), "a list of entity objects"),

@@ -113,7 +113,7 @@ def online_features(workspace: Workspace, defined: Mapping[str, Feature], specs:
     for plan in plans:
         answers = readings[plan.name]
         for col in plan.values:
-            columns[col] = typed_array([r.values.get(col) for r in answers], plan.metadata.schema.get(col))
+            columns[col] = typed_array([r.values.get(col) for r in answers], plan.metadata.schema.get(col), plan.metadata.types.get(col), column=col)
         if with_metadata:
             label_col, known_col = metadata_columns(plan.name)
             columns[label_col] = pa.array([r.label_time for r in answers], pa.timestamp("us", tz="UTC"))

@@ -271,17 +271,33 @@ def _key_kind(canonical: str) -> str:
     return "integer" if canonical.startswith(("int", "uint")) else canonical.split("[", 1)[0]
 
 
-def typed_array(values: list[Any], canonical: str | None) -> pa.Array:
+def typed_array(values: list[Any], canonical: str | None, exact: str | None = None, *, column: str = "") -> pa.Array:
+    """Online values as an Arrow column of the stored type (O2): ``exact``, the type in the
+    version's files (a record's ``types``), else the ``canonical`` one; a map's entries
+    arrive as ``[key, value]`` lists and become the pairs Arrow takes."""
     import pyarrow as pa
 
-    from mlforge.manifest import arrow_schema
+    from mlforge.manifest import arrow_schema, exact_arrow_type
 
-    if canonical is None:
-        return pa.array(values)
+    wanted = [exact_arrow_type(exact)] if exact else []
+    if canonical is not None:
+        wanted.append(arrow_schema({"v": canonical}).field("v").type)
+    for arrow_type in wanted:
+        try:
+            return pa.array(_map_pairs(values) if pa.types.is_map(arrow_type) else values, type=arrow_type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            continue
     try:
-        return pa.array(values, type=arrow_schema({"v": canonical}).field("v").type)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
         return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise RetrievalError(
+            f"the online values of column {column!r} cannot be read back as its stored type {exact or canonical}: {exc}",
+            fix="publish the feature again (`mlforge build --online`); if that does not help, please report it",
+        ) from None
+
+
+def _map_pairs(values: list[Any]) -> list[Any]:
+    return [None if v is None else list(v.items()) if isinstance(v, dict) else [tuple(entry) for entry in v] for v in values]
 
 
 def arrow_table(columns: dict[str, pa.Array], rows: int) -> pa.Table:
