@@ -399,3 +399,29 @@ def test_online_reads_give_the_stored_types(tmp_path):  # contract O1, O2, E1
         assert online.schema.field(column).type == arrow_type == training.schema.field(column).type, column
         assert online.column(column).to_pylist() == training.column(column).to_pylist() == values[column], column
 
+
+
+def test_a_column_the_published_version_lacks_is_named_not_read_as_null(tmp_path):  # contract O1, W4, E1
+    # 1.1.0 adds a count and is built offline only: online read it as null (a count is never
+    # null) while training gave 1; now the read says which version is served and how to publish.
+    pd.DataFrame({"k": [1, 2], "ts": pd.to_datetime(["2024-01-01 05:00", "2024-01-01 06:00"]), "v": [1, 2]}).to_parquet(tmp_path / "e.parquet", index=False)
+    store = MemoryStore()
+
+    def project(metrics):
+        @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=metrics)
+        def spend(t):
+            return t
+
+        return _defs(tmp_path, [spend], online_store=store)
+
+    assert project([mlf.Sum("v", windows=["2d"], name="s")]).build(online=True).ok
+    defs = project([mlf.Sum("v", windows=["2d"], name="s"), mlf.Count("v", windows=["2d"], name="n")])
+    assert defs.build()["spend"].version == "1.1.0"
+    at, entities = datetime(2024, 1, 2, tzinfo=UTC), pd.DataFrame({"k": [1, 2]})
+    with pytest.raises(RetrievalError, match=r"version 1\.0\.0, which has no column\(s\) \['n_2d'\]") as caught:
+        defs.get_online_features(["spend"], entities, at=at)
+    assert "--online" in caught.value.fix
+    assert defs.get_online_features([mlf.FeatureSpec("spend", columns=["s_2d"])], entities, at=at)["s_2d"].tolist() == [1, 2]
+    assert defs.build(online=True).ok
+    training = defs.get_training_data(["spend"], entities.assign(at=pd.Timestamp("2024-01-02")), timestamp="at")
+    assert defs.get_online_features(["spend"], entities, at=at)["n_2d"].tolist() == training["n_2d"].tolist() == [1, 1]

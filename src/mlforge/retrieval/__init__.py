@@ -108,7 +108,7 @@ def online_features(workspace: Workspace, defined: Mapping[str, Feature], specs:
     stand_ins = {plan.name: Publication.from_record(plan.metadata) for plan in plans}
     # One request for all features and their publication records: one round trip where the store batches.
     pinned = {spec.name: spec.version for spec in specs if spec.version is not None}
-    readings = lookup(online, stand_ins, {plan.name: [online_key(row, plan) for row in rows] for plan in plans}, when, pinned)
+    readings = lookup(online, stand_ins, {plan.name: [online_key(row, plan) for row in rows] for plan in plans}, when, pinned, {plan.name: plan.values for plan in plans})
     columns: dict[str, pa.Array] = {}
     for plan in plans:
         answers = readings[plan.name]

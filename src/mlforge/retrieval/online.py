@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from mlforge.online.base import AsyncReader, OnlineStore
 
 
-def lookup(store: OnlineStore, stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime, versions: Mapping[str, str] | None = None) -> dict[str, list[Reading]]:
+def lookup(
+    store: OnlineStore, stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime,
+    versions: Mapping[str, str] | None = None, columns: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, list[Reading]]:
     """``{feature: [reading per key]}`` at read time ``at``.
 
     Args:
@@ -41,12 +44,15 @@ def lookup(store: OnlineStore, stand_ins: Mapping[str, Publication], requests: M
         at: the read time, aware UTC.
         versions: per feature, the version the caller pinned (a feature set, a logged
             model); the store must serve exactly that version.
+        columns: per feature, the value columns the caller answers with; the published
+            version must have each (``None``: whatever it has, as REST answers).
 
     Raises:
         RetrievalError: ``at`` is before a published version's watermark (O1 holds from there
-            on), or the store serves another version than the one pinned.
+            on), the store serves another version than the one pinned, or one without a
+            column asked for (a newer version not yet published).
     """
-    return readings(read_many(store, store_requests(requests)), stand_ins, requests, at, versions)
+    return readings(read_many(store, store_requests(requests)), stand_ins, requests, at, versions, columns)
 
 
 async def lookup_async(store: AsyncReader, stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime, versions: Mapping[str, str] | None = None) -> dict[str, list[Reading]]:
@@ -60,7 +66,10 @@ def store_requests(requests: Mapping[str, Sequence[dict[str, Any] | None]]) -> d
     return {**wanted, PUBLICATIONS: [{"feature": name} for name in requests]}
 
 
-def readings(found: Mapping[str, list[dict[str, Any] | None]], stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime, versions: Mapping[str, str] | None) -> dict[str, list[Reading]]:
+def readings(
+    found: Mapping[str, list[dict[str, Any] | None]], stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime,
+    versions: Mapping[str, str] | None, columns: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, list[Reading]]:
     """The values at ``at`` from what the store answered to :func:`store_requests`."""
     records = dict(zip(requests, found.get(PUBLICATIONS) or [None] * len(requests), strict=True))
     out: dict[str, list[Reading]] = {}
@@ -70,6 +79,7 @@ def readings(found: Mapping[str, list[dict[str, Any] | None]], stand_ins: Mappin
         if record is not None:
             check_read_time(publication, at)
             check_served_version(publication, (versions or {}).get(name))
+            check_served_columns(publication, (columns or {}).get(name, ()))
         rows = iter(found.get(name) or [])
         stored = [None if key is None else next(rows) for key in keys]
         out[name] = values_at(publication, [key or {} for key in keys], stored, at, published=record is not None)
@@ -87,6 +97,20 @@ def check_served_version(publication: Publication, pinned: str | None) -> None:
         where=f"online store, feature {name!r}",
         fix=f"pin ({name!r}, {publication.version!r}) and retrain on it, or serve {pinned} again: restore the definition that built it, "
         f"`mlforge rollback {name} {pinned}`, then `mlforge build --features {name} --online` (an unchanged build is skipped and publishes the latest)",
+    )
+
+
+def check_served_columns(publication: Publication, wanted: Sequence[str]) -> None:
+    """The published version has every column asked for: a column of a newer version that
+    was built but not published would read as null, even a count (W4)."""
+    missing = [c for c in wanted if c not in publication.columns]
+    if not missing:
+        return
+    name = publication.feature
+    raise RetrievalError(
+        f"feature {name!r} is served online at version {publication.version}, which has no column(s) {missing}",
+        where=f"online store, feature {name!r}",
+        fix=f"publish the version that has them: `mlforge build --features {name} --online` (an unchanged build is skipped and publishes the latest)",
     )
 
 
