@@ -311,7 +311,8 @@ def test_a_failed_online_publish_leaves_what_online_reads_answer(tmp_path):  # c
     failed = defs_with(["x", "$t"]).build(online=True, raise_on_error=False)["g"]  # '$t' cannot be stored online
     assert failed.status == "failed" and "'$t'" in str(failed.error)
     assert read_publication(store, "g") == before  # was the new version's record, '$t' column and all
-    assert defs_with(["x"]).get_online_features(["g"], entities)["x"].tolist() == answer
+    # Latest (offline) now has '$t', which the served version lacks: ask for 'x' alone.
+    assert defs_with(["x"]).get_online_features([mlf.FeatureSpec("g", columns=["x"])], entities)["x"].tolist() == answer
 
 
 class _FlakyStore(MemoryStore):
@@ -425,3 +426,37 @@ def test_a_column_the_published_version_lacks_is_named_not_read_as_null(tmp_path
     assert defs.build(online=True).ok
     training = defs.get_training_data(["spend"], entities.assign(at=pd.Timestamp("2024-01-02")), timestamp="at")
     assert defs.get_online_features(["spend"], entities, at=at)["n_2d"].tolist() == training["n_2d"].tolist() == [1, 1]
+
+
+def test_a_feature_without_metrics_is_served_from_its_newest_row(tmp_path):  # contract O1
+    # Its record's watermark is whole seconds, cut down, and stays back after a range build
+    # that starts past it: publishing capped at it left the newest rows out, and online reads
+    # after them served older values than training.
+    path = tmp_path / "e.parquet"
+
+    def write(rows):
+        pd.DataFrame(rows, columns=["k", "ts", "v"]).assign(ts=lambda d: pd.to_datetime(d.ts, format="ISO8601")).to_parquet(path, index=False)
+
+    rows = [(1, "2024-01-01T05:00:00", 1), (2, "2024-01-02T06:00:00.500", 2)]
+    write(rows)
+
+    @mlf.feature(source=str(path), keys=["k"], timestamp="ts")
+    def last_v(t):
+        return t
+
+    defs = _defs(tmp_path, [last_v], online_store=MemoryStore())
+    assert defs.build(online=True).ok
+
+    def agree(at: datetime, keys: list[int]) -> list:
+        entities = pd.DataFrame({"k": keys})
+        training = defs.get_training_data(["last_v"], entities.assign(at=pd.Timestamp(at.replace(tzinfo=None))), timestamp="at")["v"].tolist()
+        assert defs.get_online_features(["last_v"], entities, at=at)["v"].tolist() == training
+        return training
+
+    assert agree(datetime(2024, 1, 3, tzinfo=UTC), [1, 2]) == [1, 2]  # the newest row, 0.5 s past a whole second
+    with pytest.raises(RetrievalError, match="watermark"):  # before the newest row: not answerable from one row
+        defs.get_online_features(["last_v"], pd.DataFrame({"k": [2]}), at=datetime(2024, 1, 2, 6, 0, 0, 200000, tzinfo=UTC))
+
+    write([*rows, (1, "2024-01-10T05:00:00", 10), (4, "2024-01-10T07:00:00", 40)])
+    assert defs.build(online=True, since="2024-01-09")["last_v"].version == "1.0.1"  # a range past the watermark
+    assert agree(datetime(2024, 1, 11, tzinfo=UTC), [1, 2, 4]) == [10, 2, 40]  # was [1, 2, unknown]

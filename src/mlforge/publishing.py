@@ -5,8 +5,9 @@ Nothing is recomputed: the rows come from the offline store's stored version. Pe
 
 * a metric feature stores its *tail*: its grid rows labelled at or after the watermark,
   as one value (at most ``max_window / interval`` rows);
-* another feature stores its newest row at or before the watermark, unless that row is
-  already older than ``watermark - ttl`` (it could never be read, rule O4).
+* another feature stores its newest row, unless that row is already older than
+  ``watermark - ttl`` (it could never be read, rule O4); its watermark is the newest
+  stored timestamp (:func:`served_from`).
 
 The rows are reduced in the engine, streamed in bounded Arrow batches and grouped per
 entity (the engine orders them by key). Then the entities the previously published
@@ -140,6 +141,7 @@ def _publish_rows(workspace: Workspace, store: OnlineStore, publication: Publica
     name, version = publication.feature, str(publication.version)  # built from a stored record
     earlier = _earlier_versions(workspace, store, name, version, previous)
     table = workspace.offline_store.read(name, engine, version)  # a damaged version fails here, before any write (S7, E3)
+    publication = served_from(publication, table, engine)
     _write_record(store, publication, present=(*earlier, version))  # a crash from here on leaves all of them listed
     written, writing = 0, False
     try:
@@ -167,6 +169,7 @@ def _publish_on_platform(workspace: Workspace, store: OnlineStore, publication: 
     offline = workspace.offline_store
     name, version = publication.feature, str(publication.version)  # built from a stored record
     table = offline.read(name, engine, version)
+    publication = served_from(publication, table, engine)
     written = 0
 
     def values() -> Iterator[dict[str, Any]]:
@@ -236,7 +239,7 @@ def _left_entities(workspace: Workspace, versions: Iterable[str], current: ir.Ta
         except MlforgeError as exc:
             log.warning("cannot read %s %s to find the entities it published (%s); they stay online until overwritten", name, version, exc)
             continue
-        keys = _published_keys(table, Publication.from_record(earlier_record), engine)
+        keys = _published_keys(table, served_from(Publication.from_record(earlier_record), table, engine), engine)
         schema = tuple((column, str(dtype)) for column, dtype in keys.schema().items())
         if keys.schema() == current.schema():
             keys = keys.anti_join(current, list(current.columns))
@@ -244,6 +247,35 @@ def _left_entities(workspace: Workspace, versions: Iterable[str], current: ir.Ta
     for keys in left.values():
         for batch in _batches(keys, batch_rows, engine):
             yield from batch.to_pylist()
+
+
+def served_from(publication: Publication, table: ir.Table, engine: Engine) -> Publication:
+    """``publication`` answering from its newest stored row on, for a feature without metrics.
+
+    Such a feature is served from the newest timestamp (``docs/serving.md``), but its record's
+    watermark is whole seconds, cut down, and lags behind the rows a range build stored past
+    it (after missed runs the watermark stays back so the next build fills the gap). Capped
+    there, the newest rows were left out of the publish and reads at ``T`` after them served
+    older values than training (O1). The bound is the newest timestamp of a publishable row,
+    rounded up to the second: from there on, the newest row of each entity is the one a read
+    at ``T`` takes, as training does; a read before it is refused as before a watermark.
+    """
+    import pyarrow as pa
+
+    ts = publication.timestamp
+    if publication.is_metric or ts is None or ts not in table.columns:
+        return publication
+    rows = table.filter(*[table[k].notnull() for k in publication.keys])
+    # As Arrow's stored integer: a zoned timestamp made a Python value needs pytz on DuckDB.
+    newest = engine.to_arrow(rows.aggregate(**{_NEWEST: rows[ts].max()})).column(0)
+    ticks = newest.cast(pa.int64())[0].as_py()
+    if ticks is None:
+        return publication
+    per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[newest.type.unit]
+    bound = -(-ticks // per_second)
+    if publication.watermark is not None and bound <= publication.watermark:
+        return publication
+    return replace(publication, watermark=bound)
 
 
 # -- the rows a version publishes -------------------------------------------------------------
