@@ -267,7 +267,7 @@ def served_from(publication: Publication, table: ir.Table, engine: Engine) -> Pu
         return publication
     rows = table.filter(*[table[k].notnull() for k in publication.keys])
     # As Arrow's stored integer: a zoned timestamp made a Python value needs pytz on DuckDB.
-    newest = engine.to_arrow(rows.aggregate(**{_NEWEST: rows[ts].max()})).column(0)
+    newest = engine.to_arrow(rows.aggregate(rows[ts].max().name(_NEWEST))).column(0)
     ticks = newest.cast(pa.int64())[0].as_py()
     if ticks is None:
         return publication
