@@ -460,3 +460,27 @@ def test_a_feature_without_metrics_is_served_from_its_newest_row(tmp_path):  # c
     write([*rows, (1, "2024-01-10T05:00:00", 10), (4, "2024-01-10T07:00:00", 40)])
     assert defs.build(online=True, since="2024-01-09")["last_v"].version == "1.0.1"  # a range past the watermark
     assert agree(datetime(2024, 1, 11, tzinfo=UTC), [1, 2, 4]) == [10, 2, 40]  # was [1, 2, unknown]
+
+
+def test_natural_columns_a_feature_stores_are_not_added_again(tmp_path):  # contract K1, K2, P1
+    # The function returns the entity's natural columns (K1 adds the join key): retrieval by
+    # those columns failed with "adds column 'origin', which entity_df already has".
+    pd.DataFrame({"origin": ["JFK", "LAX"], "dest": ["LAX", "JFK"], "ts": pd.to_datetime(["2024-01-01 01:00", "2024-01-01 02:00"]), "delay": [10, 20]}).to_parquet(
+        tmp_path / "f.parquet", index=False
+    )
+    route = mlf.Entity("route", join_key="route_id", from_columns=["origin", "dest"])
+
+    @mlf.feature(source=str(tmp_path / "f.parquet"), entities=[route], timestamp="ts")
+    def last_delay(t):
+        return t.select("origin", "dest", "ts", "delay")
+
+    defs = _defs(tmp_path, [last_delay], online_store=MemoryStore())
+    assert defs.build(online=True).ok
+    natural = pd.DataFrame({"origin": ["JFK", "SFO"], "dest": ["LAX", "JFK"]})
+    training = defs.get_training_data(["last_delay"], natural.assign(at=pd.Timestamp("2024-01-02")), timestamp="at")
+    online = defs.get_online_features(["last_delay"], natural, at=datetime(2024, 1, 2, tzinfo=UTC))
+    for frame in (training, online):
+        assert frame["delay"].tolist()[0] == 10 and pd.isna(frame["delay"].tolist()[1])
+        assert frame["origin"].tolist() == ["JFK", "SFO"] and "route_id" not in frame.columns
+    by_key = pd.DataFrame({"route_id": [mlf.surrogate_key("JFK", "LAX")]})
+    assert defs.get_online_features(["last_delay"], by_key, at=datetime(2024, 1, 2, tzinfo=UTC))[["origin", "dest", "delay"]].values.tolist() == [["JFK", "LAX", 10]]

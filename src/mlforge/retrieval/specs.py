@@ -98,6 +98,21 @@ def _entities(record: VersionRecord) -> tuple[Entity, ...]:
     return tuple(Entity(e.name, e.join_key, e.from_columns or None) for e in record.entities)
 
 
+def without_given_natural_columns(plans: list[Plan], entity_columns: Sequence[str]) -> list[Plan]:
+    """The plans, less the value columns ``entity_df`` already holds as an entity's natural
+    columns (K2): a feature whose function returns an entity's ``from_columns`` stores them
+    beside the join key (K1), and the rows it matches hold the same values, so they are not
+    added again (they would clash with ``entity_df``'s own columns)."""
+    import dataclasses
+
+    given = set(entity_columns)
+    out = []
+    for plan in plans:
+        natural = {c for entity in plan.entities for c in entity.from_columns or () if c in given}
+        out.append(dataclasses.replace(plan, values=tuple(v for v in plan.values if v not in natural)) if natural.intersection(plan.values) else plan)
+    return out
+
+
 def check_outputs(plans: list[Plan], entity_columns: Sequence[str]) -> None:
     """P3: every added column is new, and no two features add the same one."""
     owner: dict[str, str] = {}
