@@ -233,6 +233,13 @@ def test_a_body_with_a_number_past_python_digits_is_422(served):  # contract O3
     body = '{"features": ["spend"], "entity": {"user_id": ' + "9" * 5000 + "}}"
     answer = served.post("/features/online", content=body, headers={**AUTH, "Content-Type": "application/json"})
     assert answer.status_code == 422  # was a 400 the docs do not list
+    assert "4300 digits" in answer.json()["fix"]
+
+
+def test_a_body_that_is_not_utf8_is_422_saying_so(served):  # contract O3, E1
+    body = '{"features": ["spend"], "entity": {"user_id": "caf\xe9"}}'.encode("latin-1")
+    answer = served.post("/features/online", content=body, headers={**AUTH, "Content-Type": "application/json"})
+    assert answer.status_code == 422 and "UTF-8" in answer.json()["fix"]  # the fix spoke of digits alone
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "polars"])

@@ -657,7 +657,8 @@ def _install_error_handlers(app: Any, json_response: Any) -> None:
         elif exc.status_code == 405:
             detail, fix = f"{request.method} is not allowed on {request.url.path}", f"the routes are {ROUTES}"
         elif exc.status_code == 400:  # FastAPI could not parse the body (e.g. a number past Python's 4300 digits)
-            detail, fix = "the request body could not be read as JSON values", "send a JSON body whose numbers have at most 4300 digits"
+            detail = "the request body could not be read as JSON values (text that is not UTF-8, or a number past Python's 4300 digits)"
+            fix = "send UTF-8 encoded JSON whose numbers have at most 4300 digits"
             return json_response({"detail": detail, "fix": fix}, status_code=422, headers=exc.headers)
         return json_response({"detail": redact(detail), "fix": fix}, status_code=exc.status_code, headers=exc.headers)
 
