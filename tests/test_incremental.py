@@ -224,6 +224,25 @@ def test_continuation_picks_up_late_events_of_the_newest_step(tmp_path, engine_n
     _assert_same_rows(_stored(defs, "spend"), _stored(full, "spend"))
 
 
+@pytest.mark.parametrize("year", [1650, 2300])
+@pytest.mark.parametrize("engine_name", ["duckdb", "polars"])
+def test_continuation_of_events_outside_the_nanosecond_range(tmp_path, engine_name, year):  # contract I1, W8
+    # Polars made the range filter's literal nanoseconds, which end in 2262 and begin in
+    # 1677: the full build ran, the next one failed on converting the literal.
+    path = str(tmp_path / "events.parquet")
+    schema = pa.schema([("user_id", pa.int64()), ("ts", pa.timestamp("us")), ("amt", pa.float64()), ("qty", pa.int64())])
+    start = datetime(year, 6, 1, 12)
+    events = [{"user_id": 1, "ts": start + timedelta(days=d), "amt": float(d), "qty": d} for d in range(10)]
+    pq.write_table(pa.Table.from_pylist(events[:5], schema=schema), path)
+    defs = mlf.Definitions("inc", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "inc"), engine=engine_name)
+    assert defs.build().ok
+    pq.write_table(pa.Table.from_pylist(events, schema=schema), path)
+    assert defs.build()["spend"].build_range.startswith(f"[{year}-06-06")
+    full = mlf.Definitions("full", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "full"), engine=engine_name)
+    assert full.build().ok
+    _assert_same_rows(_stored(defs, "spend"), _stored(full, "spend"))
+
+
 def test_incremental_version_hash_covers_reused_files(tmp_path):  # contract S3, I1
     """An incremental build takes over untouched month files (hard links) with their
     recorded digests; the version's data hash still equals a fresh hash of all its files."""

@@ -353,7 +353,9 @@ def _filter_input(feature: Feature, table: ir.Table, build_range: BuildRange) ->
 def _ts_literal(instant: int) -> Any:
     import ibis
 
-    return ibis.literal(datetime.fromtimestamp(instant, tz=UTC).replace(tzinfo=None), type="timestamp")
+    # Microseconds by name: without a scale Polars makes the literal nanoseconds, which end
+    # in 2262 (an incremental build of later events failed on the conversion).
+    return ibis.literal(datetime.fromtimestamp(instant, tz=UTC).replace(tzinfo=None), type="timestamp(6)")
 
 
 def _non_metric_output(feature: Feature, output: ir.Table, build_range: BuildRange) -> ir.Table:

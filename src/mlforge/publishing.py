@@ -370,7 +370,7 @@ def latest_rows(table: ir.Table, keys: list[str], timestamp: str | None, engine:
 def _instant(epoch: int) -> Any:
     import ibis
 
-    return ibis.literal(datetime.fromtimestamp(epoch, tz=UTC).replace(tzinfo=None), type="timestamp")
+    return ibis.literal(datetime.fromtimestamp(epoch, tz=UTC).replace(tzinfo=None), type="timestamp(6)")  # Polars: not nanoseconds, which end in 2262
 
 
 def _batches(expr: ir.Table, batch_rows: int, engine: Engine) -> Iterator[Any]:
