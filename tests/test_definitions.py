@@ -426,3 +426,17 @@ def test_feature_needs_keys():
         declare(keys=["user", "user"])
     feat = declare(keys=None, entities=[mlf.Entity(name="user", join_key="user_id")])
     assert feat.keys == ("user_id",)
+
+
+def test_feature_names_differing_only_by_case_are_refused(tmp_path):  # contract E4
+    # Their version folders would be one on a case-insensitive file system (and one table
+    # in Unity Catalog): one feature's versions would overwrite the other's.
+    def spend(t):
+        return t
+
+    def Spend(t):  # the clash is the point
+        return t
+
+    features = [mlf.feature(str(tmp_path / "e.parquet"), keys=["k"])(fn) for fn in (spend, Spend)]
+    with pytest.raises(DefinitionError, match="'spend' and 'Spend' differ only by case"):
+        mlf.Definitions("p", features, offline_store=mlf.LocalStore(tmp_path / "store"))

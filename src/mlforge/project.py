@@ -604,6 +604,16 @@ def _collect_features(items: Iterable[Feature | FeatureSet | ModuleType] | Featu
             if other is not None and other is not feature:
                 problems.append(DefinitionError(f"two features are named {feature.name!r}", fix="rename one of the functions"))
             found[feature.name] = feature
+    folded: dict[str, str] = {}
+    for name in found:  # E4: a name becomes a folder or table name, and some are case-blind
+        first = folded.setdefault(name.lower(), name)
+        if first != name:
+            problems.append(
+                DefinitionError(
+                    f"features {first!r} and {name!r} differ only by case: their versions would share a folder on a case-insensitive file system, and a table in Unity Catalog",
+                    fix="rename one of the functions",
+                )
+            )
     DefinitionErrors.raise_if_any(problems)
     return found
 
