@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import mlforge as mlf
-from mlforge.errors import BuildError
+from mlforge.errors import BuildError, SourceError
 from mlforge.operations import diff_versions
 
 
@@ -90,6 +92,25 @@ def test_the_sources_declared_timestamp_format_holds_when_the_feature_names_that
     # 01/02/2024 is the 1st of February by the declared format, the 2nd of January by %m/%d
     times = _stored_times(tmp_path, engine, "k,when,v\n1,01/02/2024,1.5\n2,13/02/2024,2.5\n", mlf.Timestamp("when", format="%d/%m/%Y"))
     assert times == [datetime(2024, 2, 1, tzinfo=UTC), datetime(2024, 2, 13, tzinfo=UTC)]
+
+
+def test_dates_two_listed_formats_read_differently_are_refused(tmp_path):  # contract T1, E1
+    # 03/04/2024 10:00:00 is 3 April by %d/%m/%Y (listed first) and 4 March by %m/%d/%Y: US
+    # dates whose days were all 12 or less were misread without a word.
+    path = tmp_path / "e.parquet"
+    pq.write_table(pa.table({"k": [1, 2], "ts": ["03/04/2024 10:00:00", "01/02/2024 11:00:00"], "v": [1.0, 2.0]}), path)
+
+    @mlf.feature(source=str(path), keys=["k"], timestamp="ts")
+    def g(t):
+        return t
+
+    defs = mlf.Definitions("p", [g], offline_store=_store(tmp_path, "store"))
+    [failed] = defs.build(raise_on_error=False).failed
+    assert isinstance(failed.error, SourceError) and "ambiguous" in str(failed.error) and "'03/04/2024 10:00:00'" in str(failed.error)
+    pq.write_table(pa.table({"k": [1, 2], "ts": ["03/04/2024 10:00:00", "25/02/2024 11:00:00"], "v": [1.0, 2.0]}), path)
+    assert defs.build().ok  # a day past 12 settles it: %d/%m/%Y
+    stored = sorted(defs.read_feature("g").to_pyarrow().to_pylist(), key=lambda r: r["k"])
+    assert [r["ts"] for r in stored] == [datetime(2024, 4, 3, 10, tzinfo=UTC), datetime(2024, 2, 25, 11, tzinfo=UTC)]
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "polars"])

@@ -94,6 +94,24 @@ def detect_format(values: list[str]) -> str | None:
     return None
 
 
+def check_unambiguous(values: list[str], fmt: str | None, column: str, where: str) -> None:
+    """Fail when another listed format also parses every sampled value but reads one of them
+    as another instant (``03/04/2024``: 3 April by ``%d/%m/%Y``, 4 March by ``%m/%d/%Y``):
+    taking the first would misread every such date without a word (T1)."""
+    if fmt is None:
+        return
+    for other in TIMESTAMP_FORMATS[TIMESTAMP_FORMATS.index(fmt) + 1 :]:
+        if all(_parses(v, other) for v in values):
+            differ = [v for v in values if datetime.strptime(v, fmt) != datetime.strptime(v, other)]
+            if differ:
+                raise SourceError(
+                    f"timestamp column {column!r} is ambiguous: its values parse with {fmt!r} and with {other!r}, "
+                    f"which read {differ[0]!r} as different instants",
+                    where=where,
+                    fix=f"pass Timestamp({column!r}, format=...) with the one the data uses, e.g. format={other!r}",
+                )
+
+
 def _parses(value: str, fmt: str) -> bool:
     try:
         datetime.strptime(value, fmt)
@@ -108,6 +126,7 @@ def _parse_strings(table: ir.Table, ts: Timestamp, engine: Engine, where: str) -
     fmt = ts.format
     if fmt is None:
         fmt = detect_format(sample)
+        check_unambiguous(sample, fmt, ts.column, where)
         if fmt is None:
             bad = [v for v in sample if not any(_parses(v, f) for f in TIMESTAMP_FORMATS)][:3] or sample[:3]
             raise SourceError(
