@@ -120,7 +120,10 @@ def _write_durably(path: Path, payload: bytes) -> None:
 
 def _fsync_tree(path: Path) -> None:
     for p in path.rglob("*"):
-        if p.is_file():
+        # A file with another link is a month file an incremental build took over from the
+        # previous version, durable since that version's commit: its new name is made
+        # durable by the directory's fsync below.
+        if p.is_file() and p.stat().st_nlink == 1:
             with open(p, "rb") as fh:
                 os.fsync(fh.fileno())
     for d in [path, *[p for p in path.rglob("*") if p.is_dir()]]:
