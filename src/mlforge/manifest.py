@@ -55,7 +55,16 @@ def exact_types(schema: Any) -> dict[str, str]:
     """
     import ibis.expr.datatypes as dt
 
-    return {field.name: str(dt.dtype(field.type).copy(nullable=True)) for field in schema}
+    out = {}
+    for field in schema:
+        text = str(dt.dtype(field.type).copy(nullable=True))
+        try:
+            read_back = exact_arrow_type(text)
+        except Exception:  # Ibis's parser reads struct fields named as words only (no 'first name')
+            continue  # such a column reads with its canonical type
+        if read_back == field.type or dt.dtype(read_back) == dt.dtype(field.type):
+            out[field.name] = text
+    return out
 
 
 def exact_arrow_type(text: str) -> Any:

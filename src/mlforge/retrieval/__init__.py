@@ -101,7 +101,7 @@ def online_features(workspace: Workspace, defined: Mapping[str, Feature], specs:
     local, kind, wrap = local_view(entity_df, frame_kind(entity_df))
     plans = [resolve(workspace, defined, spec, None) for spec in specs]
     frame = materialize_columns(local, kind)
-    plans = without_given_natural_columns(plans, frame.column_names)
+    plans = without_given_natural_columns(plans, specs, frame.column_names)
     check_outputs(plans, frame.column_names)
     check_online_key_types(plans, frame.schema)
     if with_metadata:
@@ -163,7 +163,7 @@ def _training_local(workspace: Workspace, defined: Mapping[str, Feature], specs:
 
     columns = frame_columns(frame, kind)
     plans = [resolve(workspace, defined, spec, engine) for spec in specs]
-    plans = without_given_natural_columns(plans, columns)
+    plans = without_given_natural_columns(plans, specs, columns)
     check_outputs(plans, columns)
     computed = surrogates(plans, columns)
     if timestamp is not None and timestamp not in columns:
@@ -192,7 +192,7 @@ def _training_in_engine(workspace: Workspace, defined: Mapping[str, Feature], sp
     native = frame if kind == "spark" else engine.to_native(frame)
     columns = list(native.columns)
     plans = [resolve(workspace, defined, spec, engine) for spec in specs]
-    plans = without_given_natural_columns(plans, columns)
+    plans = without_given_natural_columns(plans, specs, columns)
     check_outputs(plans, columns)
     computed = surrogates(plans, columns)
     if timestamp is not None and timestamp not in columns:

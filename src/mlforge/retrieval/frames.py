@@ -279,13 +279,14 @@ def typed_array(values: list[Any], canonical: str | None, exact: str | None = No
 
     from mlforge.manifest import arrow_schema, exact_arrow_type
 
-    wanted = [exact_arrow_type(exact)] if exact else []
+    wanted: list[Any] = [lambda: exact_arrow_type(exact)] if exact else []
     if canonical is not None:
-        wanted.append(arrow_schema({"v": canonical}).field("v").type)
-    for arrow_type in wanted:
+        wanted.append(lambda: arrow_schema({"v": canonical}).field("v").type)
+    for arrow_type_of in wanted:
         try:
+            arrow_type = arrow_type_of()
             return pa.array(_map_pairs(values) if pa.types.is_map(arrow_type) else values, type=arrow_type)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        except Exception:  # a type text this Ibis cannot read back, or values that do not fit it: the next one
             continue
     try:
         return pa.array(values)

@@ -98,18 +98,21 @@ def _entities(record: VersionRecord) -> tuple[Entity, ...]:
     return tuple(Entity(e.name, e.join_key, e.from_columns or None) for e in record.entities)
 
 
-def without_given_natural_columns(plans: list[Plan], entity_columns: Sequence[str]) -> list[Plan]:
+def without_given_natural_columns(plans: list[Plan], specs: Sequence[FeatureSpec], entity_columns: Sequence[str]) -> list[Plan]:
     """The plans, less the value columns ``entity_df`` already holds as an entity's natural
     columns (K2): a feature whose function returns an entity's ``from_columns`` stores them
-    beside the join key (K1), and the rows it matches hold the same values, so they are not
-    added again (they would clash with ``entity_df``'s own columns)."""
+    beside the join key (K1), so they are not added again (they would clash with
+    ``entity_df``'s own columns). A column the request names (``FeatureSpec(columns=...)``)
+    stays, and clashes: the function may have changed the stored values."""
     import dataclasses
 
     given = set(entity_columns)
     out = []
-    for plan in plans:
+    for plan, spec in zip(plans, specs, strict=True):
         natural = {c for entity in plan.entities for c in entity.from_columns or () if c in given}
-        out.append(dataclasses.replace(plan, values=tuple(v for v in plan.values if v not in natural)) if natural.intersection(plan.values) else plan)
+        if spec.columns is None and natural.intersection(plan.values):
+            plan = dataclasses.replace(plan, values=tuple(v for v in plan.values if v not in natural))
+        out.append(plan)
     return out
 
 
