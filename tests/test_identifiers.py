@@ -123,19 +123,27 @@ def test_names_polars_reads_as_patterns_are_refused_before_compute(tmp_path, eng
         mlf.feature(source=source, keys=["user_id"], timestamp="event_time", interval="1d", metrics=[mlf.Sum(name, windows=["2d"])])(summed)
 
 
-@pytest.mark.parametrize("other", ["Amount", ""], ids=["case", "empty"])
-def test_a_source_column_duckdb_would_rename_is_refused_before_compute(tmp_path, other):  # contract E5
-    # DuckDB read 'Amount' beside 'amount' as 'Amount_1', and an empty name as 'C3': the
-    # version stored a column under a name nobody gave. Polars reads them as they are.
+@pytest.mark.parametrize("other", ["Amount", "", "amount"], ids=["case", "empty", "repeated"])
+def test_a_source_column_duckdb_would_rename_is_refused_when_used(tmp_path, other):  # contract E5, S2
+    # DuckDB read 'Amount' beside 'amount' as 'Amount_1', an empty name as 'C3' and a repeated
+    # one as 'amount_1': the version stored a column under a name nobody gave. Such a column
+    # is refused when it reaches the output, and does not matter when the function leaves it.
     path = tmp_path / "events.parquet"
-    pq.write_table(pa.table({"user_id": [1, 2], "event_time": [dt.datetime(2026, 1, 1)] * 2, "amount": [1.0, 2.0], other: [3.0, 4.0]}), path)
+    columns = [pa.array([1, 2]), pa.array([dt.datetime(2026, 1, 1)] * 2), pa.array([1.0, 2.0]), pa.array([3.0, 4.0])]
+    pq.write_table(pa.Table.from_arrays(columns, names=["user_id", "event_time", "amount", other]), path)
 
     @mlf.feature(source=mlf.Source(str(path)), keys=["user_id"], timestamp="event_time")
-    def raw(t):
+    def everything(t):
         return t
 
-    defs = mlf.Definitions("e5", [raw], offline_store=LocalStore(str(tmp_path / "store")), engine="duckdb")
-    [failed] = defs.build(raise_on_error=False).failed
-    assert isinstance(failed.error, mlf.errors.SourceError)
-    assert repr([other]) in str(failed.error) and "engine='polars'" in str(failed.error)
-    assert not list((tmp_path / "store").glob("raw/[0-9]*"))
+    @mlf.feature(source=mlf.Source(str(path)), keys=["user_id"], timestamp="event_time")
+    def chosen(t):
+        return t.select(t.columns[:3])
+
+    defs = mlf.Definitions("e5", [everything, chosen], offline_store=LocalStore(str(tmp_path / "store")), engine="duckdb")
+    result = defs.build(raise_on_error=False)
+    [failed] = result.failed
+    assert failed.name == "everything" and isinstance(failed.error, mlf.errors.DefinitionError)
+    assert repr(other) in str(failed.error) and "engine='polars'" in str(failed.error)
+    assert not list((tmp_path / "store").glob("everything/[0-9]*"))
+    assert defs.read_feature("chosen").to_pyarrow().column_names == ["user_id", "event_time", "amount"]

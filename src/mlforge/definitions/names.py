@@ -36,6 +36,10 @@ def check_name(name: object, *, kind: str) -> str:
 #: Columns mlforge adds while it computes and reads start with this (any case); user
 #: columns may not, or an internal column would silently take the user's place (E5).
 RESERVED_PREFIX = "__mlforge"
+#: The name a source column takes when the engine cannot read it under its own (DuckDB
+#: renames ``Amount`` beside ``amount`` to ``Amount_1``): this prefix, then its own name.
+#: Unused, it is dropped like any column; in a feature's output it is refused.
+UNREADABLE_PREFIX = "__mlforge_unreadable__"
 
 
 def check_column_name(name: object, *, kind: str, where: str | None = None) -> str:
@@ -55,6 +59,14 @@ def check_column_name(name: object, *, kind: str, where: str | None = None) -> s
         raise DefinitionError(f"{kind} name {name!r} is empty or not a string", where=where, fix=f"give the {kind} a non-empty name")
     if "\x00" in name:
         raise DefinitionError(f"{kind} name {_shown(name)} contains a NUL character", where=where, fix="remove the NUL character from the name")
+    if name.startswith(UNREADABLE_PREFIX):
+        given = name[len(UNREADABLE_PREFIX) :]
+        raise DefinitionError(
+            f"source column {_shown(given)} cannot be read under its own name on this engine: it is empty, repeated, "
+            "or differs only by case from another column, and DuckDB (like Spark) resolves names without case",
+            where=where,
+            fix="rename it in the source file, leave it out of the feature function's output, or build with engine='polars'",
+        )
     if name.lower().startswith(RESERVED_PREFIX):
         raise DefinitionError(
             f"{kind} name {_shown(name)} starts with {RESERVED_PREFIX!r}, which mlforge reserves for its own columns",

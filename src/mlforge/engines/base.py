@@ -22,9 +22,9 @@ from mlforge.engines.asof import AsofJoin
 from mlforge.engines.monthfiles import write_arrow_table
 from mlforge.engines.sources import (
     arrow_csv_options,
-    check_columns_carried,
     check_source_exists,
     csv_files,
+    mark_unreadable_columns,
     read_delta_arrow,
 )
 from mlforge.errors import EngineError, MlforgeError, SourceError, missing_extra
@@ -176,7 +176,7 @@ class Engine:
             if isinstance(fmt, CSVFormat):
                 return self._read_csv(source.location, fmt)
             table = self._read_parquet(source.location)
-            check_columns_carried(source.location, list(table.columns), self.name)
+            table = mark_unreadable_columns(source.location, table)
             if fmt is not None and fmt.columns:
                 missing = [c for c in fmt.columns if c not in table.columns]
                 if missing:

@@ -7,9 +7,11 @@ import glob
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlforge.definitions.names import UNREADABLE_PREFIX
 from mlforge.errors import SourceError
 
 if TYPE_CHECKING:
+    import ibis.expr.types as ir
     import pyarrow as pa
 
     from mlforge.definitions.source import Source
@@ -101,25 +103,37 @@ def fixed_offset_columns(location: str) -> list[str]:
     return [f.name for f in schema if pa.types.is_timestamp(f.type) and is_fixed_offset(f.type.tz)]
 
 
-def check_columns_carried(location: str, columns: list[str], engine: str) -> None:
-    """Fail when the engine read a local Parquet source's columns under other names.
+def mark_unreadable_columns(location: str, table: ir.Table) -> ir.Table:
+    """``table`` with the columns the engine read under other names renamed to
+    :data:`~mlforge.definitions.names.UNREADABLE_PREFIX` + their own name.
 
-    DuckDB resolves names without case and needs every name non-empty: of ``amount`` and
-    ``Amount`` it reads the second as ``Amount_1``, and an empty name as ``C3``. A column
-    stored under a name the user never gave is a silent rename (E5), so such a source is
-    refused before anything is computed; remote sources are not inspected.
+    DuckDB resolves names without case and needs them non-empty and distinct: of ``amount``
+    and ``Amount`` it reads the second as ``Amount_1``, an empty name as ``C3``. Stored so,
+    a column would carry a name nobody gave (E5). Marked, an unused one is dropped like any
+    other, and one that reaches a feature's output is refused before compute
+    (:func:`~mlforge.definitions.names.check_column_name`). Remote sources are not inspected.
     """
+    from collections import Counter
+
     schema = _first_file_schema(location)
     if schema is None:
-        return
-    lost = [name for name in schema.names if name not in columns]
-    if lost:
-        raise SourceError(
-            f"engine {engine!r} cannot read the columns {lost} of source {location!r} under their own names "
-            "(a name that is empty, or that differs only by case from another column, is renamed by the engine)",
-            where=f"source {location!r}",
-            fix="rename those columns in the source file, or build with engine='polars', which reads them as they are",
-        )
+        return table
+    columns = list(table.columns)
+    present = Counter(columns)
+    renames: dict[str, str] = {}
+    for i, name in enumerate(schema.names):
+        if present[name] > 0:
+            present[name] -= 1
+            continue
+        read_as = columns[i] if i < len(columns) else None  # the engine keeps the file's column order
+        if read_as is None or read_as in schema.names:
+            raise SourceError(
+                f"cannot tell under which name the engine read column {name!r} of source {location!r}",
+                where=f"source {location!r}",
+                fix="rename the source's columns so that no name is empty, repeated or the same as another but for case",
+            )
+        renames[UNREADABLE_PREFIX + name] = read_as
+    return table.rename(renames) if renames else table
 
 
 def _first_file_schema(location: str) -> pa.Schema | None:
