@@ -103,3 +103,14 @@ def test_a_stored_feature_no_longer_defined_is_not_unknown(project, capsys):  # 
     assert code == 0 and "nothing to compare" in out, err
     code, out, err = invoke(capsys, "rollback", "user_profile", "1.0.0", "-y")
     assert code == 0 and "latest is now 1.0.0" in out, err
+
+
+def test_manifest_output_is_relative_to_where_the_command_runs(project, capsys, monkeypatch):  # contract E2
+    # The project is found from a sub-folder and load() moves into it: --output was checked
+    # in one directory and written in another.
+    below = project / "reports"
+    (below / "out").mkdir(parents=True)
+    monkeypatch.chdir(below)
+    code, _, err = invoke(capsys, "manifest", "--output", "out/m.json")
+    assert code == 0, err
+    assert (below / "out" / "m.json").is_file() and not (project / "out").exists()

@@ -174,15 +174,16 @@ def manifest(*, output: Path | None = None, common: Common = DEFAULT) -> int:
     """
     import json
 
-    if output is not None:
-        _check_output(output)
+    target = None if output is None else output.absolute()  # as the caller meant it: load() moves into the project's folder
+    if target is not None:
+        _check_output(target)
     defs = load(common)
     payload = defs.manifest()
-    if output is None:
+    if target is None:
         print_json(payload)
         return 0
     try:
-        output.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        target.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     except OSError as exc:  # e.g. no permission: still the argument's problem (E2)
         raise ConfigError(f"cannot write the manifest to {str(output)!r}: {exc.strerror}", where="--output", fix="name a file you can write") from None
     err().print(f"wrote {output}", highlight=False)
