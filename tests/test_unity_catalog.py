@@ -304,6 +304,18 @@ def test_workspace_registers_tables_and_vends_credentials(request, tmp_path):  #
         store.list_versions("spend")
 
 
+def test_catalogs_sharing_a_storage_root_keep_their_own_tables(tmp_path):  # contract S6
+    # New tables went to {root}/{schema}/{feature}: prod found dev's table there, listed its
+    # versions and skipped its own first build as unchanged.
+    path = _source(tmp_path)
+    dev, prod = (UnityCatalogStore(catalog, "features", storage_root=f"file://{tmp_path}/uc") for catalog in ("dev", "prod"))
+    assert mlf.Definitions("uc", [_feature(path)], offline_store=dev, engine="duckdb").build()["spend"].version == "1.0.0"
+    assert prod.list_versions("spend") == []
+    built = mlf.Definitions("uc", [_feature(path)], offline_store=prod, engine="duckdb").build()["spend"]
+    assert (built.status, built.version) == ("built", "1.0.0")
+    assert dev.list_versions("spend") == ["1.0.0"] == prod.list_versions("spend")
+
+
 @pytest.mark.spark
 def test_spark_reads_stay_in_spark(stack, tmp_path):  # contract P1 (nothing collected on the build path)
     if stack.engine.name != "pyspark":

@@ -78,6 +78,7 @@ class UnityCatalogStore:
         catalog: the Unity Catalog catalog (``main``; ``spark_catalog`` for a local Spark).
         schema: the schema holding one table per feature and ``_mlforge_metadata``.
         storage_root: where new external tables go when not written by name
+            (``{storage_root}/{catalog}/{schema}/{feature}``)
             (``s3://bucket/features``, ``abfss://...``, ``file:///tmp/uc``).
         client: a ``databricks.sdk.WorkspaceClient``; default: the SDK's own auth chain
             (``DATABRICKS_HOST``/``DATABRICKS_TOKEN``, ``~/.databrickscfg``) when it is set up.
@@ -186,7 +187,9 @@ class UnityCatalogStore:
                 f"cannot locate the Delta table {full}",
                 fix="build with engine='pyspark' on a workspace where the catalog exists, or give UnityCatalogStore a storage_root for new external tables",
             )
-        location = f"{self.storage_root}/{self.schema}/{table}"
+        # The catalog is part of the path: two catalogs (dev, prod) sharing a storage root
+        # must not read and write each other's tables (S6: a table is catalog.schema.feature).
+        location = f"{self.storage_root}/{self.catalog}/{self.schema}/{table}"
         return location, uc_catalog.path_credentials(client, location) if client is not None else None
 
     def _register(self, feature: str, ref: TableRef, schema: Mapping[str, str], properties: dict[str, str]) -> None:
