@@ -494,3 +494,22 @@ def test_natural_columns_a_feature_stores_are_not_added_again(tmp_path):  # cont
         defs.get_training_data([mlf.FeatureSpec("last_delay", columns=["origin", "delay"])], natural.assign(at=pd.Timestamp("2024-01-02")), timestamp="at")
     by_key = pd.DataFrame({"route_id": [mlf.surrogate_key("JFK", "LAX")]})
     assert defs.get_online_features(["last_delay"], by_key, at=datetime(2024, 1, 2, tzinfo=UTC))[["origin", "dest", "delay"]].values.tolist() == [["JFK", "LAX", 10]]
+
+
+def test_the_build_engine_publishes_what_it_built(tmp_path, monkeypatch):  # contract O1, E2 (--engine first)
+    # build(engine=...) computed on that engine but published through the project's: with
+    # a PySpark profile and --engine duckdb, the publish needed Spark and failed.
+    import mlforge.publishing as publishing
+
+    pd.DataFrame({"k": [1], "ts": pd.to_datetime(["2024-01-01"]), "v": [1.0]}).to_parquet(tmp_path / "e.parquet", index=False)
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts")
+    def plain(t):
+        return t
+
+    seen: list[str] = []
+    tail_rows = publishing.tail_rows
+    monkeypatch.setattr(publishing, "tail_rows", lambda table, publication, engine, **kw: seen.append(engine.name) or tail_rows(table, publication, engine, **kw))
+    defs = _defs(tmp_path, [plain], engine="polars", online_store=MemoryStore())
+    assert defs.build(online=True, engine="duckdb").ok
+    assert seen and set(seen) == {"duckdb"}

@@ -261,9 +261,10 @@ class Definitions:
         options = BuildOptions(since=since, until=until, last=last, full_refresh=full_refresh, force=force, now=now)
         result = BuildResult()
         for feature in chosen:
-            outcome = build_feature(feature, self.engine_for(feature, engine), self.offline_store, options, progress)
+            runs_on = self.engine_for(feature, engine)
+            outcome = build_feature(feature, runs_on, self.offline_store, options, progress)
             if online and outcome.status in ("built", "skipped") and outcome.version:
-                outcome = self._publish_online(feature, outcome, progress)
+                outcome = self._publish_online(feature, outcome, progress, runs_on)
             result.features.append(outcome)
             log.info("%s: %s %s (%.2fs)%s", feature.name, outcome.status, outcome.version or "", outcome.seconds, f": {outcome.error}" if outcome.error else "")
             if progress is not None:
@@ -272,11 +273,11 @@ class Definitions:
             raise _build_failed(result)
         return result
 
-    def _publish_online(self, feature: Feature, outcome: FeatureResult, progress: Reporter | None) -> FeatureResult:
+    def _publish_online(self, feature: Feature, outcome: FeatureResult, progress: Reporter | None, engine: Engine) -> FeatureResult:
         clock = StageClock(feature.name, progress)
         clock.enter(Stage.PUBLISH)
         try:
-            published = publish_latest(self.workspace, feature, outcome.version)
+            published = publish_latest(self.workspace, feature, outcome.version, engine=engine)  # the build's engine (--engine first)
         except MlforgeError as exc:
             outcome.status, outcome.error = "failed", exc
         else:

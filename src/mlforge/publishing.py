@@ -72,7 +72,7 @@ class OnlinePublish:
     seconds: float
 
 
-def publish_latest(workspace: Workspace, feature: Feature, version: str | None = None, *, batch_rows: int = BATCH_ROWS) -> OnlinePublish:
+def publish_latest(workspace: Workspace, feature: Feature, version: str | None = None, *, batch_rows: int = BATCH_ROWS, engine: Engine | None = None) -> OnlinePublish:
     """Publish ``feature`` at ``version`` (default: latest) to the online store.
 
     Args:
@@ -80,6 +80,7 @@ def publish_latest(workspace: Workspace, feature: Feature, version: str | None =
         feature: the feature.
         version: the offline version to publish (default: latest).
         batch_rows: rows per Arrow batch read from the engine.
+        engine: the engine that reads the version (default: the feature's, else the project's).
 
     Returns:
         An :class:`OnlinePublish` with the entities written and removed.
@@ -92,7 +93,7 @@ def publish_latest(workspace: Workspace, feature: Feature, version: str | None =
     started = time.perf_counter()
     record = workspace.offline_store.read_record(feature.name, version)
     version = str(record.version)  # a stored record always names its version
-    engine = workspace.engine_for(feature)
+    engine = engine if engine is not None else workspace.engine_for(feature)
     try:
         previous = read_publication(store, feature.name)
         publication = Publication.from_record(record, present=(version,))
