@@ -174,6 +174,12 @@ def test_errors_name_the_fix(tracking, project):
         mlf.log_features_to_mlflow([("user_spend", "9.9.9")], run_id=run.info.run_id, definitions=project)
     with pytest.raises(ConfigError, match="no mlforge record"):
         integration.load_logged_features(run.info.run_id)
+    unknown = "0123456789abcdef0123456789abcdef"  # a raw MlflowException before (E1)
+    with pytest.raises(ConfigError, match=f"MLflow run '{unknown}' cannot be read") as caught:
+        mlf.log_features_to_mlflow(["user_spend"], run_id=unknown, definitions=project)
+    assert "run id" in caught.value.fix
+    with pytest.raises(ConfigError, match="cannot be read"):
+        integration.load_logged_features(unknown)
 
 
 def test_cli_log_mlflow(tracking, project, capsys):

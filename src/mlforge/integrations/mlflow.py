@@ -205,7 +205,7 @@ def _reproduce_snippet(pinned: list[Any], timestamp: str | None) -> str:
 def _write(client: Any, run_id: str, record: dict[str, Any]) -> None:
     from mlflow.entities import Param, RunTag
 
-    run = client.get_run(run_id)
+    run = _run(client, run_id)
     number = int(run.data.tags.get(COUNT_TAG, "0")) + 1
     tags = {COUNT_TAG: str(number), "mlforge.features": ",".join(f"{f['name']}@{f['version']}" for f in record["features"])}
     if record["project"]:
@@ -225,6 +225,20 @@ def _write(client: Any, run_id: str, record: dict[str, Any]) -> None:
     params = {k: v for k, v in params.items() if k not in run.data.params}
     client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()], tags=[RunTag(k, v) for k, v in tags.items()])
     client.log_dict(run_id, record, f"{ARTIFACT_DIR}/retrieval_{number:03d}.json")
+
+
+def _run(client: Any, run_id: str) -> Any:
+    """The MLflow run ``run_id``; one the tracking server does not know is a ConfigError (E1)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as exc:
+        raise ConfigError(
+            f"MLflow run {run_id!r} cannot be read: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            where=f"run_id={run_id!r}",
+            fix="check the run id (mlflow ui, or mlflow.search_runs()) and MLFLOW_TRACKING_URI",
+        ) from None
 
 
 def _active_run_id(mlflow: Any) -> str:
@@ -296,7 +310,7 @@ def load_logged_features(run_id: str, *, number: int | None = None) -> dict[str,
     """
     mlflow = _mlflow()
     client = mlflow.MlflowClient()
-    count = int(client.get_run(run_id).data.tags.get(COUNT_TAG, "0"))
+    count = int(_run(client, run_id).data.tags.get(COUNT_TAG, "0"))
     if count == 0:
         raise ConfigError(f"MLflow run {run_id} has no mlforge record", fix="log one with mlf.log_features_to_mlflow or autolog()")
     number = count if number is None else number
