@@ -159,6 +159,14 @@ def test_profile_names(config):
     assert profile_names() == ["dev", "fast", "prod"]
 
 
+def test_a_relative_path_from_the_environment_stays_hidden_once_resolved(in_tmp, monkeypatch):
+    # LocalStore shows './s3cr3t_dir' resolved, '/.../s3cr3t_dir', which the mask missed.
+    (in_tmp / "mlforge.yaml").write_text('default_profile: dev\nprofiles:\n  dev:\n    offline_store:\n      KIND: local\n      path: "${oc.env:MLFORGE_TEST_DIR}"\n')
+    monkeypatch.setenv("MLFORGE_TEST_DIR", "./s3cr3t_dir")
+    store = resolve_profile().as_settings()["offline_store"]
+    assert "s3cr3t_dir" in repr(store) and "s3cr3t_dir" not in redact(repr(store))
+
+
 @pytest.mark.parametrize(
     ("text", "fragment", "line"),
     [

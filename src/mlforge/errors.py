@@ -59,6 +59,13 @@ def hide(value: str) -> None:
     escaped = repr(value)[1:-1]  # how it appears inside a repr() of a string
     if escaped != value:
         _HIDDEN.add(escaped)
+    # A relative path is shown resolved ('./s3cr3t' as '/home/me/project/s3cr3t'): hide
+    # what stays of it once its leading './' and '../' are gone.
+    inner = value
+    while inner.startswith(("./", "../")):
+        inner = inner.split("/", 1)[1]
+    if inner and inner != value:
+        _HIDDEN.add(inner.rstrip("/") or inner)
 
 
 def redact(text: str) -> str:
