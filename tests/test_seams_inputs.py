@@ -344,3 +344,26 @@ def test_nanosecond_events_before_1970_are_floored_to_the_microsecond(tmp_path, 
     assert stored == [datetime(1969, 12, 31, 12, 0, 0, 0, tzinfo=UTC), datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
     labels = {r["ts"]: r["s_1s"] for r in defs.read_feature("per_second").to_pyarrow().to_pylist()}
     assert labels[datetime(1970, 1, 1, tzinfo=UTC)] == 1.0  # the event 1 ns before the label is known at it (W1)
+
+
+@pytest.mark.parametrize("arrow_type", [pa.int8(), pa.int32(), pa.uint32()], ids=str)
+@pytest.mark.parametrize("same_day", [True, False], ids=["same-day", "two-days"])
+def test_narrow_integer_sums_are_exact_int64_on_every_engine(tmp_path, arrow_type, same_day):  # contract W5, W8
+    # Polars summed an int32 field in int32: two 2^31 - 1 on one day read -2, with no error.
+    import numpy as np
+
+    top = int(np.iinfo(arrow_type.to_pandas_dtype()).max)
+    days = [datetime(2024, 1, 1, 5), datetime(2024, 1, 1 if same_day else 2, 6)]
+    pq.write_table(pa.table({"k": [1, 1], "ts": days, "v": pa.array([top, top], arrow_type)}), tmp_path / "e.parquet")
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Sum("v", windows=["2d"]), mlf.Mean("v", windows=["2d"])])
+    def totals(t):
+        return t
+
+    for engine in ("duckdb", "polars"):
+        defs = mlf.Definitions("p", [totals], offline_store=_store(tmp_path, engine), engine=engine)
+        assert defs.build().ok
+        stored = defs.read_feature("totals").to_pyarrow()
+        assert stored.schema.field("v_sum_2d").type == pa.int64(), engine
+        assert max(stored.column("v_sum_2d").to_pylist()) == 2 * top, engine
+        assert max(stored.column("v_mean_2d").to_pylist()) == float(top), engine

@@ -43,10 +43,17 @@ class Partial:
     rolls_with: str  # the aggregation ``roll_up`` applies, named for native lowerings
 
 
-def _in_float64(values: Any) -> Any:
-    """A float field summed in float64, as its sum is stored (W5): Polars summed float32 in
-    float32 (1.1 + 0.3 read 1.4000000953674316 against DuckDB's 1.4000000357627869)."""
-    return values.cast("float64") if values.type().is_floating() and not values.type().is_float64() else values
+def _as_summed(values: Any) -> Any:
+    """A field summed in the type its sum is stored in (W5): a float in float64 (Polars summed
+    float32 in float32: 1.1 + 0.3 read 1.4000000953674316 against DuckDB's
+    1.4000000357627869), a narrower integer in int64 (Polars summed int32 in int32: two
+    2^31 - 1 read -2). uint64 stays: its sums past 2^63 are refused before compute."""
+    dtype = values.type()
+    if dtype.is_floating() and not dtype.is_float64():
+        return values.cast("float64")
+    if dtype.is_integer() and not (dtype.is_int64() or dtype.is_uint64()):
+        return values.cast("int64")
+    return values
 
 
 def _std_of_raw(values: Any, in_window: Any) -> Any:
@@ -66,7 +73,7 @@ PARTIALS: dict[str, Partial] = {
     partial.name: partial
     for partial in (
         Partial("count", of_bucket=lambda values: values.count(), roll_up=lambda partials, where=None: partials.sum(where=where), rolls_with="sum"),
-        Partial("sum", of_bucket=lambda values: _in_float64(values).sum(), roll_up=lambda partials, where=None: partials.sum(where=where), rolls_with="sum"),
+        Partial("sum", of_bucket=lambda values: _as_summed(values).sum(), roll_up=lambda partials, where=None: partials.sum(where=where), rolls_with="sum"),
         Partial("min", of_bucket=lambda values: values.min(), roll_up=lambda partials, where=None: partials.min(where=where), rolls_with="min"),
         Partial("max", of_bucket=lambda values: values.max(), roll_up=lambda partials, where=None: partials.max(where=where), rolls_with="max"),
     )
@@ -153,7 +160,7 @@ AGGREGATIONS: dict[str, Aggregation] = {
             accepts=_numeric,
             output_type=_sum_type,
             zero_when_empty=True,
-            of_raw=lambda values, in_window: _in_float64(values).sum(where=in_window),
+            of_raw=lambda values, in_window: _as_summed(values).sum(where=in_window),
             partials=("sum",),
             from_partials=lambda rolled: rolled["sum"],
         ),
