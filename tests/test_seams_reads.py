@@ -513,3 +513,31 @@ def test_the_build_engine_publishes_what_it_built(tmp_path, monkeypatch):  # con
     defs = _defs(tmp_path, [plain], engine="polars", online_store=MemoryStore())
     assert defs.build(online=True, engine="duckdb").ok
     assert seen and set(seen) == {"duckdb"}
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_categorical_zoned_and_unsigned_columns_read_alike_everywhere(tmp_path, engine):  # contract T1, W7, W8, P1, O2
+    # Polars stored a categorical key as an Arrow dictionary (training then failed on a
+    # categorical-vs-text join) and kept a column's zone (DuckDB gives UTC); a uint64 past
+    # 2**63 beside a null failed to become pandas (OverflowError).
+    paris = pa.array([datetime(2024, 1, 1, 9, tzinfo=UTC)] * 2, pa.timestamp("us", "Europe/Paris"))
+    table = pa.table({
+        "k": pa.array(["a", "b"]).dictionary_encode(), "ts": [datetime(2024, 1, 1, 5), datetime(2024, 1, 1, 6)],
+        "seen": paris, "u": pa.array([2**64 - 1, None], pa.uint64()),
+    })
+    pq.write_table(table, tmp_path / "e.parquet")
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts")
+    def odd(t):
+        return t
+
+    defs = _defs(tmp_path, [odd], engine=engine, online_store=MemoryStore())
+    assert defs.build(online=True).ok
+    stored = defs.read_feature("odd").to_pyarrow().schema
+    assert stored.field("k").type == pa.string() and stored.field("seen").type == pa.timestamp("us", "UTC")
+    labels = pd.DataFrame({"k": ["a", "b", "zz"], "at": pd.Timestamp("2024-01-02")})
+    training = defs.get_training_data(["odd"], labels, timestamp="at")
+    online = defs.get_online_features(["odd"], labels[["k"]], at=datetime(2024, 1, 2, tzinfo=UTC))
+    for frame in (training, online):
+        assert frame["u"].tolist()[0] == 2**64 - 1 and pd.isna(frame["u"].tolist()[1])
+        assert frame["seen"].tolist()[0] == pd.Timestamp("2024-01-01 09:00", tz="UTC")

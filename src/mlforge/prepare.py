@@ -319,6 +319,17 @@ def _wants_eager_frame(feature: Feature) -> bool:
     return "LazyFrame" not in text
 
 
+def _zoned_in_utc(table: ir.Table) -> ir.Table:
+    """Zoned timestamp columns as the same instants in UTC (T1): DuckDB's session gives them
+    UTC already, Polars kept each column's own zone, so a version's types (and a rebuild's
+    change kind, S2) depended on the engine."""
+    import ibis.expr.datatypes as dt
+
+    stamps = {name: dtype for name, dtype in table.schema().items() if isinstance(dtype, dt.Timestamp)}
+    zoned = {name: table[name].cast(dt.Timestamp(timezone="UTC", scale=dtype.scale)) for name, dtype in stamps.items() if dtype.timezone not in (None, "UTC")}
+    return table.mutate(**zoned) if zoned else table
+
+
 def finish_output(feature: Feature, table: ir.Table, engine: Engine) -> ir.Table:
     """Re-add surrogate keys the output dropped, and make its timestamp UTC."""
     where = f"feature {feature.name!r}"
@@ -332,6 +343,7 @@ def finish_output(feature: Feature, table: ir.Table, engine: Engine) -> ir.Table
             table = table.mutate(**{ts: engine.to_utc_naive(table[ts])})
         elif dtype.is_string() or dtype.is_date():
             table = normalize_timestamp(table, Timestamp(ts), engine, where)
+    table = _zoned_in_utc(table)
     missing = [k for k in feature.keys if k not in table.columns]
     if missing:
         raise DefinitionError(

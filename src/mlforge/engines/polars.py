@@ -203,11 +203,11 @@ class PolarsEngine(Engine):
         Parts follow each other in key order, so each month file's rows stay in ``order``.
         """
         if partition_by is None:
-            self.con.compile(ordered(expr, order)).sink_parquet(f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=1 << 20)
+            _plain_text(self.con.compile(ordered(expr, order))).sink_parquet(f"{data_dir}/part-00000.parquet", compression="zstd", row_group_size=1 << 20)
             return
         import polars as pl
 
-        lazy = self.con.compile(expr)
+        lazy = _plain_text(self.con.compile(expr))
         parts = key_ranges(lazy, order[0]) if order and order[0] not in self._digest_columns else [None]
         if parts == [None]:
             _write_months(_collect_in_order(lazy, order), partition_by, data_dir)
@@ -215,6 +215,16 @@ class PolarsEngine(Engine):
         frames = (_collect_in_order(lazy.filter(part), order) for part in parts)
         schema = pl.DataFrame(schema=lazy.collect_schema()).to_arrow().schema
         write_partitioned_batches(_month_batches(frames, partition_by), schema, data_dir, partition_by)
+
+
+def _plain_text(lazy: Any) -> Any:
+    """Categorical and enum columns as plain text, as Ibis types them and DuckDB stores
+    them: stored as Arrow dictionaries, a categorical key could not be joined on later
+    (Polars refuses a join of categorical and text keys)."""
+    import polars as pl
+    import polars.selectors as cs
+
+    return lazy.with_columns(cs.categorical().cast(pl.String), cs.enum().cast(pl.String))
 
 
 #: Rows of a build's result that the Polars engine aims to hold at once (~1.3 GiB for a

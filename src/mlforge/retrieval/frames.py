@@ -153,12 +153,15 @@ def frame_columns(frame: Any, kind: str) -> list[str]:
 def finish(frame: Any, kind: str, features: pa.Table) -> Any:
     """A local ``frame`` with the feature columns appended, as the same kind of frame."""
     if kind == "pandas":
+        import pyarrow as pa
+
         values = features.to_pandas()
         arrays = {c: values[c].array for c in features.column_names}
         for name in _inexact_as_float(features):
             import pandas as pd
 
-            arrays[name] = pd.array(features.column(name).to_pylist(), dtype="Int64")
+            wide = "UInt64" if pa.types.is_unsigned_integer(features.column(name).type) else "Int64"  # 2**63 and past: unsigned
+            arrays[name] = pd.array(features.column(name).to_pylist(), dtype=wide)
         return frame.assign(**arrays)
     if kind == "polars":
         import polars as pl
@@ -175,7 +178,8 @@ _FLOAT_EXACT = 2**53
 
 def _inexact_as_float(features: pa.Table) -> list[str]:
     """Integer columns with nulls (which pandas turns into float64) holding a value past
-    2**53, which float64 would round: those come back as pandas' nullable Int64 instead."""
+    2**53, which float64 would round: those come back as pandas' nullable Int64 (UInt64 for
+    an unsigned column) instead."""
     import pyarrow as pa
     import pyarrow.compute
 

@@ -39,6 +39,10 @@ def prepare_base(base: ir.Table, plans: list[Plan], computed: dict[str, Entity],
     for plan in plans:
         for key in plan.keys:
             left, right = base[key].type(), plan.table[key].type()
+            if left.is_timestamp() and right.is_timestamp() and left.copy(nullable=True) != right.copy(nullable=True):
+                # Instants in another zone (or naive, read as UTC: T1): the same key in the stored zone.
+                base = base.mutate(**{key: base[key].cast(right)})
+                continue
             if not (left.is_integer() and right.is_integer()) and not (left.is_string() and right.is_string()) and left.copy(nullable=True) != right.copy(nullable=True):
                 raise RetrievalError(f"key column {key!r} is {left} in entity_df but {right} in feature {plan.name!r}", fix=f"cast entity_df[{key!r}] to {right}")
     return base
