@@ -541,3 +541,19 @@ def test_categorical_zoned_and_unsigned_columns_read_alike_everywhere(tmp_path, 
     for frame in (training, online):
         assert frame["u"].tolist()[0] == 2**64 - 1 and pd.isna(frame["u"].tolist()[1])
         assert frame["seen"].tolist()[0] == pd.Timestamp("2024-01-01 09:00", tz="UTC")
+
+
+def test_polars_training_gives_the_stored_types(tmp_path):  # contract W8, P1
+    # Polars returned large_string, large_binary and large_list where the files, DuckDB and
+    # the online store give string, binary and list.
+    types = {"s": pa.string(), "b": pa.binary(), "l": pa.list_(pa.int64())}
+    pq.write_table(pa.table({"k": ["a"], "ts": [datetime(2024, 1, 1)], "s": ["x"], "b": [b"\x00"], "l": [[1, 2]]}), tmp_path / "e.parquet")
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts")
+    def texts(t):
+        return t
+
+    defs = _defs(tmp_path, [texts], engine="polars")
+    assert defs.build().ok
+    training = defs.get_training_data(["texts"], pa.table({"k": ["a"], "at": [datetime(2024, 1, 2)]}), timestamp="at")
+    assert {c: training.schema.field(c).type for c in types} == types
