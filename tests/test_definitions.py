@@ -440,3 +440,13 @@ def test_feature_names_differing_only_by_case_are_refused(tmp_path):  # contract
     features = [mlf.feature(str(tmp_path / "e.parquet"), keys=["k"])(fn) for fn in (spend, Spend)]
     with pytest.raises(DefinitionError, match="'spend' and 'Spend' differ only by case"):
         mlf.Definitions("p", features, offline_store=mlf.LocalStore(tmp_path / "store"))
+
+
+def test_a_metric_of_a_key_column_is_refused_when_declared(tmp_path):  # contract E1
+    # It failed mid-build with Ibis's "Duplicate column name 'k' in result set".
+    def counted(t):
+        return t
+
+    with pytest.raises(DefinitionError, match="metric field 'k' is a key column") as caught:
+        mlf.feature(str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Count("k", windows=["1d"])])(counted)
+    assert "mlf.Count('events'" in caught.value.fix

@@ -273,6 +273,12 @@ def _check_metric_names(feat: Feature, where: str) -> None:
     for col in feat.metric_columns:
         check_column_name(col.field, kind="metric field", where=where)
         check_column_name(col.output_name, kind="metric output", where=where)
+        if col.field in feat.keys:
+            raise DefinitionError(
+                f"metric field {col.field!r} is a key column of the feature: every event of a row's window has the same key",
+                where=where,
+                fix=f"aggregate another column; to count events, copy the key in the function (t.mutate(events=t[{col.field!r}])) and use mlf.Count('events', ...)",
+            )
     fixed = [*feat.keys, *([feat.timestamp_column] if feat.timestamp_column else [])]
     check_distinct_columns([*fixed, *(c.output_name for c in feat.metric_columns)], kind="column", where=where)
     seen: set[str] = set()
