@@ -63,12 +63,12 @@ class PolarsEngine(Engine):
                 i = table.schema.get_field_index(name)
                 table = table.set_column(i, name, table.column(name).cast(pa.timestamp(table.schema.field(name).type.unit, tz="UTC")))
             return self.con.create_table(temp_table_name(), pl.DataFrame(table).lazy())
-        return self.con.create_table(temp_table_name(), pl.scan_parquet(location))
+        return self.con.create_table(temp_table_name(), _without_maps(pl.scan_parquet(location)))
 
     def read_parquet_files(self, files: list[str]) -> ir.Table:
         import polars as pl
 
-        return self.con.create_table(temp_table_name(), pl.scan_parquet(files))
+        return self.con.create_table(temp_table_name(), _without_maps(pl.scan_parquet(files)))
 
     def epoch_seconds(self, col: ir.TimestampValue) -> ir.IntegerValue:
         # Casting a timestamp to int64 yields its raw ticks, in the column's unit.
@@ -223,6 +223,17 @@ class PolarsEngine(Engine):
         frames = (_collect_in_order(lazy.filter(part), order) for part in parts)
         schema = pl.DataFrame(schema=lazy.collect_schema()).to_arrow().schema
         write_partitioned_batches(_month_batches(frames, partition_by), schema, data_dir, partition_by)
+
+
+def _without_maps(lazy: Any) -> Any:
+    """Map columns as lists of ``{key, value}`` structs: Polars reads a Parquet map as its
+    own Map type, which Ibis cannot name, so a source holding one could not be read at all,
+    even by a feature that leaves the column out."""
+    import polars as pl
+
+    map_type = getattr(pl, "Map", None)  # Polars 2; Polars 1 read Parquet maps as lists of structs already
+    maps = {name: dtype for name, dtype in lazy.collect_schema().items() if map_type is not None and dtype.base_type() is map_type}
+    return lazy.with_columns(pl.col(n).cast(pl.List(pl.Struct({"key": d.key, "value": d.value}))) for n, d in maps.items()) if maps else lazy
 
 
 def _plain_text(lazy: Any) -> Any:
