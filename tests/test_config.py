@@ -165,6 +165,9 @@ def test_a_relative_path_from_the_environment_stays_hidden_once_resolved(in_tmp,
     monkeypatch.setenv("MLFORGE_TEST_DIR", "./s3cr3t_dir")
     store = resolve_profile().as_settings()["offline_store"]
     assert "s3cr3t_dir" in repr(store) and "s3cr3t_dir" not in redact(repr(store))
+    monkeypatch.setenv("MLFORGE_TEST_DIR", "./data")
+    resolve_profile()
+    assert redact("data file 2024-01.parquet") == "data file 2024-01.parquet"  # the word stays; the path part is hidden
 
 
 @pytest.mark.parametrize(

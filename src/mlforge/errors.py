@@ -60,12 +60,14 @@ def hide(value: str) -> None:
     if escaped != value:
         _HIDDEN.add(escaped)
     # A relative path is shown resolved ('./s3cr3t' as '/home/me/project/s3cr3t'): hide
-    # what stays of it once its leading './' and '../' are gone.
+    # what stays of it once its leading './' and '../' are gone, as a path part ('/s3cr3t'),
+    # so that './data' does not mask every word 'data'.
     inner = value
     while inner.startswith(("./", "../")):
         inner = inner.split("/", 1)[1]
+    inner = inner.rstrip("/")
     if inner and inner != value:
-        _HIDDEN.add(inner.rstrip("/") or inner)
+        _HIDDEN.add("/" + inner)
 
 
 def redact(text: str) -> str:
