@@ -513,7 +513,7 @@ def test_missing_source_file_names_feature(tmp_path, engine, monkeypatch):  # co
         ({"keys": ["nokey"], "timestamp": "ts", "interval": "1d", "metrics": [mlf.Sum("amt", ["1d"])]}, "nokey"),
         ({"keys": ["user"], "timestamp": "when", "interval": "1d", "metrics": [mlf.Sum("amt", ["1d"])]}, "when"),
         ({"keys": ["nokey"]}, "nokey"),
-        ({"keys": ["user"], "timestamp": "ts", "interval": "1d", "metrics": [mlf.Mean("user", ["1d"])]}, "user"),
+        ({"keys": ["user"], "timestamp": "ts", "interval": "1d", "metrics": [mlf.Mean("ts", ["1d"])]}, "ts"),  # not numeric (a key field is refused when declared)
     ],
 )
 def test_unknown_column_fails_before_compute(small_path, tmp_path, engine, monkeypatch, kwargs, column):  # contract E1, W8

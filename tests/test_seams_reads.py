@@ -572,3 +572,26 @@ def test_polars_reads_a_source_holding_a_map_column(tmp_path):  # contract W8, S
     defs = _defs(tmp_path, [plain], engine="polars")
     assert defs.build().ok
     assert sorted(defs.read_feature("plain").to_pyarrow().column("v").to_pylist()) == [1.5, 2.5]
+
+
+def test_polars_continues_a_feature_with_a_categorical_key(tmp_path):  # contract I1, W8
+    # Stored as text, computed as Polars categorical: the union of stored and fresh rows of an
+    # incremental build failed ("inputs should all have the same schema").
+    def write(days: int) -> None:
+        keys = pa.array(["a", "b"] * days).dictionary_encode()
+        times = [datetime(2024, 1, 1 + d, 5 + i) for d in range(days) for i in range(2)]
+        pq.write_table(pa.table({"k": keys, "ts": times, "v": [1.0] * (2 * days)}), tmp_path / "e.parquet")
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Count("v", windows=["2d"])])
+    def counts(t):
+        return t
+
+    write(3)
+    defs = _defs(tmp_path, [counts], engine="polars")
+    assert defs.build().ok
+    write(5)
+    assert defs.build()["counts"].build_range.startswith("[2024-01-04")
+    full = mlf.Definitions("full", [counts], offline_store=mlf.LocalStore(str(tmp_path / "full")), engine="polars")
+    assert full.build().ok
+    rows = sorted(defs.read_feature("counts").to_pyarrow().to_pylist(), key=lambda r: (r["k"], r["ts"]))
+    assert rows == sorted(full.read_feature("counts").to_pyarrow().to_pylist(), key=lambda r: (r["k"], r["ts"]))

@@ -62,13 +62,13 @@ class PolarsEngine(Engine):
             for name in offsets:
                 i = table.schema.get_field_index(name)
                 table = table.set_column(i, name, table.column(name).cast(pa.timestamp(table.schema.field(name).type.unit, tz="UTC")))
-            return self.con.create_table(temp_table_name(), pl.DataFrame(table).lazy())
-        return self.con.create_table(temp_table_name(), _without_maps(pl.scan_parquet(location)))
+            return self.con.create_table(temp_table_name(), _plain_text(pl.DataFrame(table).lazy()))
+        return self.con.create_table(temp_table_name(), _plain_text(_without_maps(pl.scan_parquet(location))))
 
     def read_parquet_files(self, files: list[str]) -> ir.Table:
         import polars as pl
 
-        return self.con.create_table(temp_table_name(), _without_maps(pl.scan_parquet(files)))
+        return self.con.create_table(temp_table_name(), _plain_text(_without_maps(pl.scan_parquet(files))))
 
     def epoch_seconds(self, col: ir.TimestampValue) -> ir.IntegerValue:
         # Casting a timestamp to int64 yields its raw ticks, in the column's unit.
@@ -238,8 +238,9 @@ def _without_maps(lazy: Any) -> Any:
 
 def _plain_text(lazy: Any) -> Any:
     """Categorical and enum columns as plain text, as Ibis types them and DuckDB stores
-    them: stored as Arrow dictionaries, a categorical key could not be joined on later
-    (Polars refuses a join of categorical and text keys)."""
+    them, on reading (sources and stored versions) and on writing: stored as Arrow
+    dictionaries, a categorical key could not be joined on later, and a build's fresh rows
+    could not be unioned with stored ones (Polars refuses to mix categorical and text)."""
     import polars as pl
     import polars.selectors as cs
 
