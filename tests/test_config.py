@@ -168,6 +168,7 @@ def test_a_relative_path_from_the_environment_stays_hidden_once_resolved(in_tmp,
     monkeypatch.setenv("MLFORGE_TEST_DIR", "./data")
     resolve_profile()
     assert redact("data file 2024-01.parquet") == "data file 2024-01.parquet"  # the word stays; the path part is hidden
+    assert redact("/srv/data/x.parquet and /srv/database.db") == "/srv/***/x.parquet and /srv/database.db"
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,8 @@ MASK = "***"
 _HIDDEN: set[str] = set()
 #: Values this short are masked only where they stand alone (``"1"`` must not garble "10").
 _SHORT = 4
+#: The ends of relative paths read from the environment, masked only as whole path parts.
+_HIDDEN_PARTS: set[str] = set()
 
 
 def hide(value: str) -> None:
@@ -67,13 +69,16 @@ def hide(value: str) -> None:
         inner = inner.split("/", 1)[1]
     inner = inner.rstrip("/")
     if inner and inner != value:
-        _HIDDEN.add("/" + inner)
+        _HIDDEN_PARTS.add("/" + inner)
 
 
 def redact(text: str) -> str:
     """``text`` with every hidden value replaced by :data:`MASK`."""
-    if not _HIDDEN or not text:
+    if not text or not (_HIDDEN or _HIDDEN_PARTS):
         return text
+    for part in sorted(_HIDDEN_PARTS, key=len, reverse=True):  # '/data' in '/x/data/y', not in '/x/database'
+        if part in text:
+            text = re.sub(rf"{re.escape(part)}(?=$|[/\\'\"\s),;:])", "/" + MASK, text)
     for value in sorted(_HIDDEN, key=len, reverse=True):
         if len(value) >= _SHORT:
             text = text.replace(value, MASK)
