@@ -6,7 +6,16 @@ from typing import Annotated
 
 from cyclopts import App, Parameter
 
-from mlforge.cli.common import DEFAULT, Common, Format, load, out, print_json, table
+from mlforge.cli.common import (
+    DEFAULT,
+    Common,
+    Format,
+    check_known_feature,
+    load,
+    out,
+    print_json,
+    table,
+)
 
 app = App(name="log", help="Record the feature versions a model uses in an experiment tracker.", help_format="plaintext")
 
@@ -39,6 +48,8 @@ def mlflow(
     requested = None
     if features:
         requested = [tuple(f.split("@", 1)) if "@" in f else f for f in (s.strip() for s in features.split(",")) if f]
+        for name in requested:
+            check_known_feature(defs, name[0] if isinstance(name, tuple) else name)
     record = log_features_to_mlflow(requested, run_id, defs)
     if format == "json":
         print_json(record)

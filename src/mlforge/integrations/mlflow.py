@@ -98,7 +98,7 @@ def log_features_to_mlflow(
     run_id = run_id or _active_run_id(mlflow)
     defs = definitions if definitions is not None else _load_project()
     record = training_record(defs, features, entity_df=entity_df, timestamp=timestamp, rows=rows)
-    _write(mlflow.MlflowClient(), run_id, record)
+    _write(_client(mlflow), run_id, record)
     log.info("logged %d feature(s) to MLflow run %s", len(record["features"]), run_id)
     return record
 
@@ -227,6 +227,23 @@ def _write(client: Any, run_id: str, record: dict[str, Any]) -> None:
     client.log_dict(run_id, record, f"{ARTIFACT_DIR}/retrieval_{number:03d}.json")
 
 
+def _client(mlflow: Any) -> Any:
+    """An MLflow client of the tracking server in MLFLOW_TRACKING_URI; one MLflow refuses
+    (a file store it no longer writes, an unknown scheme) is a ConfigError (E1)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client = mlflow.MlflowClient()
+        client.search_experiments(max_results=1)  # the store answers, or says why not
+    except MlflowException as exc:
+        raise ConfigError(
+            f"MLflow's tracking server cannot be used: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            where="MLFLOW_TRACKING_URI",
+            fix="point MLFLOW_TRACKING_URI at a tracking server or a database store (e.g. sqlite:///mlflow.db)",
+        ) from None
+    return client
+
+
 def _run(client: Any, run_id: str) -> Any:
     """The MLflow run ``run_id``; one the tracking server does not know is a ConfigError (E1)."""
     from mlflow.exceptions import MlflowException
@@ -309,7 +326,7 @@ def load_logged_features(run_id: str, *, number: int | None = None) -> dict[str,
     with columns), ready for ``defs.get_training_data`` to read exactly what the run used.
     """
     mlflow = _mlflow()
-    client = mlflow.MlflowClient()
+    client = _client(mlflow)
     count = int(_run(client, run_id).data.tags.get(COUNT_TAG, "0"))
     if count == 0:
         raise ConfigError(f"MLflow run {run_id} has no mlforge record", fix="log one with mlf.log_features_to_mlflow or autolog()")
