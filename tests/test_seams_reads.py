@@ -595,3 +595,21 @@ def test_polars_continues_a_feature_with_a_categorical_key(tmp_path):  # contrac
     assert full.build().ok
     rows = sorted(defs.read_feature("counts").to_pyarrow().to_pylist(), key=lambda r: (r["k"], r["ts"]))
     assert rows == sorted(full.read_feature("counts").to_pyarrow().to_pylist(), key=lambda r: (r["k"], r["ts"]))
+
+
+def test_build_online_with_a_store_that_does_not_answer_writes_nothing(tmp_path):  # contract E3
+    # The offline version was published (and latest moved) before the publish found the
+    # store down; the store is now asked first.
+    from mlforge.errors import OnlineStoreError
+    from test_online_fixtures import free_port
+
+    pd.DataFrame({"k": [1], "ts": pd.to_datetime(["2024-01-01"]), "v": [1.0]}).to_parquet(tmp_path / "e.parquet", index=False)
+
+    @mlf.feature(source=str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts")
+    def plain(t):
+        return t
+
+    defs = _defs(tmp_path, [plain], online_store=mlf.RedisStore(host="127.0.0.1", port=free_port()))
+    with pytest.raises(OnlineStoreError):
+        defs.build(online=True)
+    assert defs.offline_store.list_versions("plain") == []
