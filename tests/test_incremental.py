@@ -413,3 +413,9 @@ def test_incremental_filter_reaches_the_spark_scan(tmp_path, spark_engine):  # c
     assert "PushedFilters" in scan and "GreaterThanOrEqual(ts" in scan and "LessThan(ts" in scan, scan
     low = datetime(2024, 3, 20) - timedelta(days=3)
     assert all(low <= r["ts"] < datetime(2024, 3, 22) for r in frame.collect())
+
+
+def test_a_range_without_a_start_reads_as_every_label_before_its_end():  # contract I1
+    # `build --until 2026-02-01` reported the range "[∞, 2026-02-01T00:00:00Z)", an empty interval.
+    assert BuildRange(until=86_400).describe() == "(-∞, 1970-01-02T00:00:00Z)"
+    assert BuildRange(since=0).describe() == "[1970-01-01T00:00:00Z, ∞)"

@@ -57,7 +57,8 @@ class BuildRange:
     def describe(self) -> str:
         if self.is_full:
             return "full"
-        return f"[{format_instant(self.since)}, {format_instant(self.until)})"
+        start = "(-∞" if self.since is None else f"[{format_instant(self.since)}"  # --until alone: every label before it
+        return f"{start}, {format_instant(self.until)})"
 
     def explain(self) -> str:
         """:meth:`describe`, and where ``--last`` counted back from when that was not now."""
