@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from mlforge import fingerprints
 from mlforge.compiler import LabelRange, added_integer_fields, compile_metrics
 from mlforge.definitions.names import check_column_name, check_distinct_columns
-from mlforge.engines.base import Capability, catalog_table_error
+from mlforge.engines.base import UNITS_PER_SECOND, Capability, catalog_table_error, utc_literal
 from mlforge.engines.monthfiles import UNTIMED
 from mlforge.equivalence import FLOAT_RTOL, files_equivalent
 from mlforge.errors import BuildError, EngineError, MlforgeError, ValidationFailed
@@ -344,18 +344,10 @@ def _filter_input(feature: Feature, table: ir.Table, build_range: BuildRange) ->
     start, end = build_range.read_range(feature.max_window_seconds) if feature.metrics else build_range.labels
     conditions = []
     if start is not None:
-        conditions.append(table[ts] >= _ts_literal(start))
+        conditions.append(table[ts] >= utc_literal(start))
     if end is not None:
-        conditions.append(table[ts] < _ts_literal(end))
+        conditions.append(table[ts] < utc_literal(end))
     return table.filter(conditions)
-
-
-def _ts_literal(instant: int) -> Any:
-    import ibis
-
-    # Microseconds by name: without a scale Polars makes the literal nanoseconds, which end
-    # in 2262 (an incremental build of later events failed on the conversion).
-    return ibis.literal(datetime.fromtimestamp(instant, tz=UTC).replace(tzinfo=None), type="timestamp(6)")
 
 
 def _non_metric_output(feature: Feature, output: ir.Table, build_range: BuildRange) -> ir.Table:
@@ -631,7 +623,7 @@ def _newest_label(footers: list[pq.FileMetaData], ts: str) -> int | None:
             return None
         idx = schema.get_field_index(ts)
         kind = schema.field(idx).type
-        per_second = _UNITS_PER_SECOND[kind.unit] if pa.types.is_timestamp(kind) else 1_000_000
+        per_second = UNITS_PER_SECOND[kind.unit] if pa.types.is_timestamp(kind) else 1_000_000
         for rg in range(meta.num_row_groups):
             stats = meta.row_group(rg).column(idx).statistics
             if stats is not None and stats.has_min_max and isinstance(stats.max_raw, int):  # not INT96 bytes
@@ -639,6 +631,3 @@ def _newest_label(footers: list[pq.FileMetaData], ts: str) -> int | None:
                 newest = seconds if newest is None else max(newest, seconds)
     return newest
 
-
-#: Stored integers per second of each Arrow timestamp unit.
-_UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}

@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, cast
 
-from mlforge.engines.base import Capability
+from mlforge.engines.base import UNITS_PER_SECOND, Capability, utc_literal
 from mlforge.errors import ConfigError, MlforgeError, OnlineStoreError
 from mlforge.online.base import check_storable, chunked, key_text
 from mlforge.online.publication import PUBLICATIONS, Publication, tail_value
@@ -277,7 +277,7 @@ def served_from(publication: Publication, table: ir.Table, engine: Engine) -> Pu
     ticks = newest.cast(pa.int64())[0].as_py()
     if ticks is None:
         return publication
-    per_second = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}[newest.type.unit]
+    per_second = UNITS_PER_SECOND[newest.type.unit]
     bound = -(-ticks // per_second)
     if publication.watermark is not None and bound <= publication.watermark:
         return publication
@@ -306,12 +306,12 @@ def tail_rows(table: ir.Table, publication: Publication, engine: Engine, *, orde
     label = engine.to_utc_naive(table[ts]) if table[ts].type().timezone else table[ts]
     if publication.is_metric:
         if watermark is not None:
-            table = table.filter(label >= _instant(watermark))
+            table = table.filter(label >= utc_literal(watermark))
         return table.order_by([*keys, ts]) if ordered else table
     if watermark is not None:
-        table = table.filter(label <= _instant(watermark))
+        table = table.filter(label <= utc_literal(watermark))
         if publication.ttl is not None:
-            table = table.filter(label >= _instant(watermark - publication.ttl))
+            table = table.filter(label >= utc_literal(watermark - publication.ttl))
     if tied:
         table = engine.last_per_group(table, [*keys, ts])
     return latest_rows(table, keys, ts, engine)
@@ -371,12 +371,6 @@ def latest_rows(table: ir.Table, keys: list[str], timestamp: str | None, engine:
     newest = table.group_by(keys).aggregate(**{_NEWEST: table[timestamp].max()})
     joined = table.inner_join(newest, [*keys, table[timestamp] == newest[_NEWEST]])
     return joined.select(*table.columns)
-
-
-def _instant(epoch: int) -> Any:
-    import ibis
-
-    return ibis.literal(datetime.fromtimestamp(epoch, tz=UTC).replace(tzinfo=None), type="timestamp(6)")  # Polars: not nanoseconds, which end in 2262
 
 
 def _batches(expr: ir.Table, batch_rows: int, engine: Engine) -> Iterator[Any]:

@@ -11,6 +11,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -86,6 +87,19 @@ class RollingFrame:
 def ordered(expr: ir.Table, order: Sequence[str]) -> ir.Table:
     """``expr`` ordered by ``order`` (unchanged when there is none)."""
     return expr.order_by(list(order)) if order else expr
+
+
+#: Stored integers per second of each Arrow timestamp unit.
+UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def utc_literal(instant: int) -> Any:
+    """Epoch seconds as a naive UTC timestamp literal in microseconds: without the scale,
+    Polars makes a literal nanoseconds, which end in 2262 (a range build of later events
+    failed on the conversion)."""
+    import ibis
+
+    return ibis.literal(datetime.fromtimestamp(instant, tz=UTC).replace(tzinfo=None), type="timestamp(6)")
 
 
 def temp_table_name() -> str:
