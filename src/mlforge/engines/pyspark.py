@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlforge.engines.base import Capability, Engine, ordered, temp_table_name
 from mlforge.engines.monthfiles import flatten_partitions
+from mlforge.engines.sources import first_file_schema
 from mlforge.errors import EngineError, missing_extra
 
 if TYPE_CHECKING:
@@ -390,23 +391,13 @@ def _partition_index(file_name: str) -> tuple[int, str]:
 def _nanosecond_columns(path: str) -> list[str]:
     """The nanosecond timestamp columns of a local Parquet source (read from one file's
     footer); none for remote paths, whose reads Spark checks itself."""
-    import glob
-
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    if "://" in path:
-        return []
-    files = [path] if os.path.isfile(path) else sorted(f for f in glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True) if os.path.isfile(f))
-    if not files:
-        files = sorted(f for f in glob.glob(path) if os.path.isfile(f))
-    if not files:
-        return []
     try:
-        schema = pq.read_schema(files[0])
+        schema = first_file_schema(path)
     except (OSError, pa.ArrowException):  # not Parquet: Spark's own read says what is wrong
         return []
-    return [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
+    return [] if schema is None else [f.name for f in schema if pa.types.is_timestamp(f.type) and f.type.unit == "ns"]
 
 
 def _absolute(location: str) -> str:

@@ -97,7 +97,7 @@ def fixed_offset_columns(location: str) -> list[str]:
     zone is a fixed offset; remote sources are not inspected."""
     import pyarrow as pa
 
-    schema = _first_file_schema(location)
+    schema = first_file_schema(location)
     if schema is None:
         return []
     return [f.name for f in schema if pa.types.is_timestamp(f.type) and is_fixed_offset(f.type.tz)]
@@ -115,7 +115,7 @@ def mark_unreadable_columns(location: str, table: ir.Table) -> ir.Table:
     """
     from collections import Counter
 
-    schema = _first_file_schema(location)
+    schema = first_file_schema(location)
     if schema is None:
         return table
     columns = list(table.columns)
@@ -136,7 +136,7 @@ def mark_unreadable_columns(location: str, table: ir.Table) -> ir.Table:
     return table.rename(renames) if renames else table
 
 
-def _first_file_schema(location: str) -> pa.Schema | None:
+def first_file_schema(location: str) -> pa.Schema | None:
     """The Arrow schema of a local Parquet source's first file; ``None`` for a remote one."""
     import pyarrow.parquet as pq
 
