@@ -47,7 +47,8 @@ def canonical_schema(schema: Any) -> dict[str, str]:
 
 
 def exact_types(schema: Any) -> dict[str, str]:
-    """Each column's exact type as Ibis type text, from an Arrow schema (a version's files).
+    """Each column's exact type as Ibis type text, from an Arrow schema (a version's files);
+    a type whose text Ibis cannot read back is left out (it reads with its canonical type).
 
     >>> import pyarrow as pa
     >>> exact_types(pa.schema([("n", pa.int32()), ("m", pa.map_(pa.string(), pa.float32()))]))
@@ -58,20 +59,21 @@ def exact_types(schema: Any) -> dict[str, str]:
     out = {}
     for field in schema:
         text = str(dt.dtype(field.type).copy(nullable=True))
-        try:
-            read_back = exact_arrow_type(text)
-        except Exception:  # Ibis's parser reads struct fields named as words only (no 'first name')
-            continue  # such a column reads with its canonical type
-        if read_back == field.type or dt.dtype(read_back) == dt.dtype(field.type):
+        read_back = exact_arrow_type(text)
+        if read_back is not None and (read_back == field.type or dt.dtype(read_back) == dt.dtype(field.type)):
             out[field.name] = text
     return out
 
 
 def exact_arrow_type(text: str) -> Any:
-    """The Arrow type of :func:`exact_types`' text."""
+    """The Arrow type of :func:`exact_types`' text; ``None`` when Ibis's parser cannot read
+    it (struct fields named as words only: no ``first name``; a hand-edited record)."""
     import ibis
 
-    return ibis.dtype(text).to_pyarrow()
+    try:
+        return ibis.dtype(text).to_pyarrow()
+    except Exception:  # parsy's ParseError, or a type Arrow has no twin for
+        return None
 
 
 def arrow_schema(schema: dict[str, str]) -> Any:

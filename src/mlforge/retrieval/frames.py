@@ -283,14 +283,11 @@ def typed_array(values: list[Any], canonical: str | None, exact: str | None = No
 
     from mlforge.manifest import arrow_schema, exact_arrow_type
 
-    wanted: list[Any] = [lambda: exact_arrow_type(exact)] if exact else []
-    if canonical is not None:
-        wanted.append(lambda: arrow_schema({"v": canonical}).field("v").type)
-    for arrow_type_of in wanted:
+    wanted = [exact_arrow_type(exact) if exact else None, arrow_schema({"v": canonical}).field("v").type if canonical is not None else None]
+    for arrow_type in (t for t in wanted if t is not None):
         try:
-            arrow_type = arrow_type_of()
             return pa.array(_map_pairs(values) if pa.types.is_map(arrow_type) else values, type=arrow_type)
-        except Exception:  # a type text this Ibis cannot read back, or values that do not fit it: the next one
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # values that do not fit it: the next one
             continue
     try:
         return pa.array(values)
