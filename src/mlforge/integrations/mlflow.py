@@ -228,20 +228,19 @@ def _write(client: Any, run_id: str, record: dict[str, Any]) -> None:
 
 
 def _client(mlflow: Any) -> Any:
-    """An MLflow client of the tracking server in MLFLOW_TRACKING_URI; one MLflow refuses
-    (a file store it no longer writes, an unknown scheme) is a ConfigError (E1)."""
+    """An MLflow client of MLFLOW_TRACKING_URI; a tracking store MLflow refuses as it makes
+    the client (a file store it no longer writes, an unknown scheme) is a ConfigError (E1).
+    No request is made: the run's own read (:func:`_run`) is the first."""
     from mlflow.exceptions import MlflowException
 
     try:
-        client = mlflow.MlflowClient()
-        client.search_experiments(max_results=1)  # the store answers, or says why not
+        return mlflow.MlflowClient()
     except MlflowException as exc:
         raise ConfigError(
             f"MLflow's tracking server cannot be used: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
             where="MLFLOW_TRACKING_URI",
             fix="point MLFLOW_TRACKING_URI at a tracking server or a database store (e.g. sqlite:///mlflow.db)",
         ) from None
-    return client
 
 
 def _run(client: Any, run_id: str) -> Any:
