@@ -419,3 +419,55 @@ def test_a_range_without_a_start_reads_as_every_label_before_its_end():  # contr
     # `build --until 2026-02-01` reported the range "[∞, 2026-02-01T00:00:00Z)", an empty interval.
     assert BuildRange(until=86_400).describe() == "(-∞, 1970-01-02T00:00:00Z)"
     assert BuildRange(since=0).describe() == "[1970-01-01T00:00:00Z, ∞)"
+
+
+def _continued_day_by_day(engine, tmp_path, days: range) -> tuple[mlf.Definitions, list, str]:
+    """A full build of the events before ``days[0]``, then one continuation per day of
+    ``days`` as that day's events arrive; returns the definitions, each continuation's
+    result with the instant it continued from, and the source path."""
+    path = str(tmp_path / "events.parquet")
+    events = _events(5, 400, 12, 5)
+    events = events.filter(pa.compute.is_valid(events["ts"])).sort_by([("ts", "ascending")])
+    before = lambda day: events.filter(pa.compute.less(events["ts"], pa.scalar(BASE + timedelta(days=day), pa.timestamp("us"))))  # noqa: E731
+    pq.write_table(before(days[0]), path)
+    defs = mlf.Definitions("inc", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "store"), engine=engine)
+    assert defs.build()["spend"].version == "1.0.0"
+    continued = []
+    for day in days:
+        pq.write_table(before(day + 1), path)
+        result = defs.build()["spend"]
+        assert result.status == "built" and result.build_range.startswith(f"[{(BASE + timedelta(days=day)).date()}T00:00:00Z"), result.build_range
+        continued.append((result, BASE.replace(tzinfo=UTC) + timedelta(days=day)))
+    return defs, continued, path
+
+
+@pytest.mark.parity
+def test_a_continuation_rewrites_only_the_labels_from_its_start_on(engine, tmp_path, monkeypatch):  # contract I1, issue 20
+    """A month's rows before the watermark stay in their own file, which the next
+    continuation keeps as it is: it writes only the labels from where it starts."""
+    monkeypatch.setattr("mlforge.materialize.MERGED_PART_ROWS", 0)  # keep even small parts apart
+    defs, continued, path = _continued_day_by_day(engine, tmp_path, range(5, 9))
+    stored = pa.Table.from_pylist(_stored(defs, "spend"))
+    for result, since in continued:
+        from_since = int(pa.compute.sum(pa.compute.greater_equal(stored["ts"], pa.scalar(since))).as_py())
+        assert result.rows_written < result.rows
+        if result is continued[-1][0]:
+            assert result.rows_written == from_since  # the newest version: nothing before its start rewritten
+    full = mlf.Definitions("full", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "full"), engine=engine)
+    assert full.build().ok
+    _assert_same_rows(_stored(defs, "spend"), _stored(full, "spend"))
+
+
+@pytest.mark.parity
+def test_daily_continuations_keep_a_few_files_a_month(engine, tmp_path):  # contract I1, S5
+    """Small parts before a continuation's start are merged into what it writes: a month
+    of daily builds holds its month file, one part and the part from the watermark on."""
+    defs, _, path = _continued_day_by_day(engine, tmp_path, range(3, 11))
+    data = sorted(p.name for p in (tmp_path / "store" / "spend" / "1.0.8" / "data").glob("*.parquet"))
+    assert "2024-03.parquet" in data and len(data) <= 3, data
+    assert all(n.startswith("2024-03") or n.startswith("2024-04") for n in data), data
+    full = mlf.Definitions("full", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "full"), engine=engine)
+    assert full.build().ok
+    _assert_same_rows(_stored(defs, "spend"), _stored(full, "spend"))
+    plain = pa.concat_tables([pq.read_table(tmp_path / "store" / "spend" / "1.0.8" / "data" / n) for n in data])  # S5: plain Parquet
+    assert plain.num_rows == len(_stored(full, "spend"))

@@ -108,8 +108,8 @@ def cold_cache(store) -> None:
 def test_damaged_file_fails_every_read(store, tmp_path, how, duckdb):  # contract S7
     defs = built(store, tmp_path, duckdb)
     rows = defs.read_feature("spend").count().to_pyarrow().as_py()
-    assert rows > 0 and len(data_keys(store)) == 2  # two month files
-    key = data_keys(store)[1]
+    assert rows > 0 and len(data_keys(store)) >= 2  # month files, and the part from the watermark on
+    key = data_keys(store)[0]
     name = key.rsplit("/", 1)[1]
     damage(store, key, how, tmp_path)
     if how == "replaced by a file of the same size":
@@ -193,7 +193,7 @@ def test_records_without_the_file_list_still_read(store, tmp_path, duckdb):
     defs = built(store, tmp_path, duckdb)
     key = "spend/1.0.0/_metadata.json"
     raw = json.loads(store.blobs.get(key))
-    assert raw["format_version"] == FORMAT_VERSION and len(raw["data_files"]) == 2
+    assert raw["format_version"] == FORMAT_VERSION and len(raw["data_files"]) == len(data_keys(store)) >= 2
     del raw["format_version"], raw["data_files"]
     if store.kind == "local":
         del raw["files"]

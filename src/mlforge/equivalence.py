@@ -24,6 +24,8 @@ import os
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
+from mlforge.engines.monthfiles import UNTIMED, file_start
+
 if TYPE_CHECKING:
     import pyarrow as pa
 
@@ -100,15 +102,19 @@ def files_equivalent(old_files: Sequence[str], new_files: Sequence[str], order: 
 
     When both versions have the same file names (month files ``YYYY-MM.parquet``), files
     are compared pair by pair, so memory holds one month at a time; names in ``identical``
-    (equal digests) are not read. Otherwise all rows are compared at once. Row counts from
-    the Parquet footers decide first, without reading data.
+    (equal digests) are not read. Month files split into parts differently (an incremental
+    build beside a full one) are compared month by month. Otherwise all rows are compared
+    at once. Row counts from the Parquet footers decide first, without reading data.
     """
     if _row_count(old_files) != _row_count(new_files):
         return False
     old_by_name = {os.path.basename(p): p for p in old_files}
     new_by_name = {os.path.basename(p): p for p in new_files}
+    old_months, new_months = _by_month(old_files), _by_month(new_files)
     if len(old_by_name) == len(old_files) and old_by_name.keys() == new_by_name.keys():
         groups = [([old_by_name[n]], [new_by_name[n]]) for n in sorted(new_by_name) if n not in identical]
+    elif old_months is not None and new_months is not None and old_months.keys() == new_months.keys():
+        groups = [(old_months[m], new_months[m]) for m in sorted(new_months)]
     else:
         groups = [(list(old_files), list(new_files))]
     for old_group, new_group in groups:
@@ -117,6 +123,18 @@ def files_equivalent(old_files: Sequence[str], new_files: Sequence[str], order: 
         if not tables_equivalent(_read(old_group), _read(new_group), order):
             return False
     return True
+
+
+def _by_month(paths: Sequence[str]) -> dict[str, list[str]] | None:
+    """A version's month files and parts grouped by month (``untimed`` on its own), or
+    ``None`` when some file is neither."""
+    months: dict[str, list[str]] = {}
+    for path in paths:
+        name = os.path.basename(path)
+        if file_start(name) is None and name != f"{UNTIMED}.parquet":
+            return None
+        months.setdefault(name[:7], []).append(path)
+    return months
 
 
 def _sort_columns(schema: pa.Schema, order: Sequence[str]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import time
@@ -14,7 +15,7 @@ from mlforge import fingerprints
 from mlforge.compiler import LabelRange, added_integer_fields, compile_metrics
 from mlforge.definitions.names import check_column_name, check_distinct_columns
 from mlforge.engines.base import UNITS_PER_SECOND, Capability, catalog_table_error, utc_literal
-from mlforge.engines.monthfiles import UNTIMED
+from mlforge.engines.monthfiles import UNTIMED, file_spans, month_end, month_start, part_key
 from mlforge.equivalence import FLOAT_RTOL, files_equivalent
 from mlforge.errors import BuildError, EngineError, MlforgeError, ValidationFailed
 from mlforge.incremental import BuildRange, next_watermark, plan_range
@@ -186,22 +187,29 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         # range build that checked only its own would store what a full refresh rejects (I1).
         validate_output(feature, run_function(feature, source_input, engine), whole_table_only=True)
     dropped = 0
+    splits: list[int] = []  # instants where a month's rows start a new file
     if feature.metrics:
-        dropped = _count_dropped(feature, output, engine)
+        dropped, newest = _dropped_and_newest(feature, output, engine)
         check_integer_totals(feature, output, engine)
         labels = LabelRange(build_range.since, build_range.until) if not build_range.is_full else None
         result_expr = compile_metrics(feature, output, engine, labels)
+        if newest is not None and feature.interval_seconds:
+            # Where the next build continues (the watermark this one records): the labels
+            # from there on go to a file of their own, which that build replaces unread.
+            splits.append((newest // feature.interval_seconds + 1) * feature.interval_seconds)
     else:
         result_expr = _non_metric_output(feature, output, build_range)
     reused: list[str] = []
     if not build_range.is_full and previous_version:
-        result_expr, reused = _merge_with_previous(feature, store, engine, previous_version, result_expr, build_range)
+        result_expr, reused, kept_splits = _merge_with_previous(feature, store, engine, previous_version, result_expr, build_range)
+        splits += kept_splits
     has_time = bool(ts and ts in result_expr.columns)
     order = [*feature.keys, *([ts] if has_time else [])]
     if has_time:
-        # One file per month of timestamps: an incremental build rewrites only its months.
+        # One file per month of timestamps, split where the next build starts: an
+        # incremental build rewrites only the files its range reaches.
         assert ts is not None
-        result_expr = result_expr.mutate(**{PARTITION: engine.month_key(result_expr[ts])})
+        result_expr = result_expr.mutate(**{PARTITION: _file_key(engine, result_expr[ts], splits)})
     staging = store.stage(feature.name)
     try:
         _reuse_files(reused, staging.data_dir)
@@ -357,47 +365,98 @@ def _non_metric_output(feature: Feature, output: ir.Table, build_range: BuildRan
     return output
 
 
-def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, version: str, fresh: ir.Table, build_range: BuildRange) -> tuple[ir.Table, list[str]]:
-    """Rows for the months a range touches (previous rows outside the range plus the fresh
-    ones), and the previous version's files of untouched months, to reuse as they are."""
+def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, version: str, fresh: ir.Table, build_range: BuildRange) -> tuple[ir.Table, list[str], list[int]]:
+    """Rows for the files a range reaches (previous rows outside the range plus the fresh
+    ones), the previous version's files the range does not reach, to reuse as they are, and
+    the instants where those reused files end inside their month (the rows written must
+    start new files there, see :func:`_file_key`).
+
+    Month files and parts are judged by the span their names give
+    (:func:`~mlforge.engines.monthfiles.file_spans`): one outside the range is reused, one
+    inside it is replaced without being read, one across its bounds is read and filtered.
+    A small part just before the range is read too, so a run of short builds merges its
+    parts instead of leaving one file per build.
+    """
     import ibis
 
     ts = feature.timestamp_column
+    splits: list[int] = []
     if store.capabilities.month_files:
         files = store.data_files(feature.name, version)
-        touched = [f for f in files if _touches(f, build_range)]
-        untouched = [f for f in files if f not in touched]
-        if not touched:
-            return fresh, untouched
-        stored = engine.read_parquet_files(touched)
+        reused, read = _reach(files, build_range, store.read_record(feature.name, version))
+        spans = file_spans([os.path.basename(f) for f in files])
+        splits = [end for name, (_, end) in spans.items() if name in {os.path.basename(f) for f in reused} and end != month_start(end)]
+        if not read:
+            return fresh, reused, splits
+        stored = engine.read_parquet_files(read)
     else:  # a table store (Delta): read the version as a table; the store replaces only the range
-        untouched = []
+        reused = []
         stored = store.read(feature.name, engine, version)
     fresh_columns = list(fresh.columns)
     assert ts is not None  # a range build needs the time axis (_plan_range falls back to full otherwise)
     label = stored[ts]
     outside = []
     if build_range.since is not None:
-        outside.append(label < ibis.literal(datetime.fromtimestamp(build_range.since, tz=UTC), type="timestamp('UTC', 6)"))
+        outside.append(label < _label_literal(build_range.since))
     if build_range.until is not None:
-        outside.append(label >= ibis.literal(datetime.fromtimestamp(build_range.until, tz=UTC), type="timestamp('UTC', 6)"))
+        outside.append(label >= _label_literal(build_range.until))
     keep = stored.filter(ibis.or_(*outside)) if outside else stored.limit(0)
     keep = keep.select(*fresh_columns)
     if keep.schema() != fresh.schema():
         keep = keep.cast(fresh.schema())
-    return keep.union(fresh), untouched
+    return keep.union(fresh), reused, splits
 
 
-def _touches(path: str, build_range: BuildRange) -> bool:
-    """Whether the month file ``YYYY-MM.parquet`` overlaps the range (others: always)."""
-    name = os.path.basename(path).removesuffix(".parquet")
-    if name == UNTIMED:
-        return False  # rows without a timestamp are outside every range
-    if len(name) != 7 or name[4] != "-":
-        return True
-    first = None if build_range.since is None else datetime.fromtimestamp(build_range.since, tz=UTC).strftime("%Y-%m")
-    last = None if build_range.until is None else datetime.fromtimestamp(build_range.until - 1, tz=UTC).strftime("%Y-%m")
-    return (first is None or name >= first) and (last is None or name <= last)
+#: A part just before a range with fewer rows than this is read and rewritten with the
+#: range's rows rather than kept as a file of its own: a run of daily builds then rewrites
+#: at most this many earlier rows each, and a month holds a few files, not one per build.
+MERGED_PART_ROWS = 1 << 17
+
+
+def _reach(files: list[str], build_range: BuildRange, record: VersionRecord) -> tuple[list[str], list[str]]:
+    """The files a range build reuses as they are, and those it reads and filters; the
+    others (wholly inside the range) it replaces without reading them."""
+    spans = file_spans([os.path.basename(f) for f in files])
+    since = -math.inf if build_range.since is None else build_range.since
+    until = math.inf if build_range.until is None else build_range.until
+    rows = {f.path: f.rows for f in record.files or ()}
+    reused, read = [], []
+    for path in files:
+        name = os.path.basename(path)
+        span = spans.get(name)
+        if name == f"{UNTIMED}.parquet" or (span is not None and (span[1] <= since or span[0] >= until)):
+            reused.append(path)  # rows without a timestamp are outside every range
+        elif span is None or not (since <= span[0] and span[1] <= until):
+            read.append(path)
+    # A small part ending where the range starts, inside its month, is merged.
+    for path in list(reused):
+        span = spans.get(os.path.basename(path))
+        count = rows.get(os.path.basename(path))
+        if span is not None and span[1] == since and span[1] != month_start(span[1]) and count is not None and count < MERGED_PART_ROWS:
+            reused.remove(path)
+            read.append(path)
+    return reused, read
+
+
+def _file_key(engine: Engine, label: ir.TimestampValue, splits: list[int]) -> ir.IntegerValue:
+    """The file a stored row goes to: its month (``202403`` -> ``2024-03.parquet``), or,
+    from a split inside that month on, the part starting at the newest such split
+    (``20240316000000`` -> ``2024-03-16T000000.parquet``)."""
+    import ibis
+
+    month = engine.month_key(label).cast("int64")
+    inside = sorted({s for s in splits if s != month_start(s)}, reverse=True)
+    if not inside:
+        return cast("ir.IntegerValue", month)
+    parts = [((label >= _label_literal(s)) & (label < _label_literal(month_end(s))), ibis.literal(part_key(s), type="int64")) for s in inside]
+    return cast("ir.IntegerValue", ibis.cases(*parts, else_=month))
+
+
+def _label_literal(instant: int) -> ir.TimestampScalar:
+    """Epoch seconds as a literal comparable with stored labels (UTC, microseconds)."""
+    import ibis
+
+    return cast("ir.TimestampScalar", ibis.literal(datetime.fromtimestamp(instant, tz=UTC), type="timestamp('UTC', 6)"))
 
 
 def _reuse_files(paths: list[str], data_dir: str) -> None:
@@ -420,13 +479,19 @@ def _rows_written(data_dir: str, reused: list[str]) -> int:
     return sum(pq.read_metadata(f).num_rows for f in glob.glob(f"{data_dir}/*.parquet") if os.path.basename(f) not in kept)
 
 
-def _count_dropped(feature: Feature, output: ir.Table, engine: Engine) -> int:
-    """Events with a null key or timestamp take part in no metric (W9)."""
+def _dropped_and_newest(feature: Feature, output: ir.Table, engine: Engine) -> tuple[int, int | None]:
+    """How many events have a null key or timestamp (they take part in no metric, W9), and
+    the newest of the others (epoch seconds), in one aggregate."""
     import ibis
 
     ts = feature.timestamp_column
-    nulls = [output[k].isnull() for k in feature.keys] + ([output[ts].isnull()] if ts is not None else [])
-    return int(engine.fetch_scalar(output.filter(ibis.or_(*nulls)).count()))
+    assert ts is not None  # metric features have a timestamp
+    nulls = ibis.or_(*[output[k].isnull() for k in feature.keys], output[ts].isnull())
+    summary = output.aggregate(
+        dropped=output.count(where=nulls), newest=engine.epoch_seconds(output[ts]).max(where=~nulls)
+    )
+    row = engine.to_arrow(summary).to_pylist()[0]
+    return int(row["dropped"]), None if row["newest"] is None else int(row["newest"])
 
 
 #: The largest total of an integer field's absolute values per key that cannot overflow an

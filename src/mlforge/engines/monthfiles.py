@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pyarrow as pa
 
 
@@ -162,18 +164,110 @@ _WRITES_IN_FLIGHT = 3
 def partition_file(value: Any) -> str:
     """File name of one partition: ``2024-03.parquet`` for the month key ``202403`` (an
     integer, or its digits as Spark names the partition's directory) or ``"2024-03"``;
+    ``2024-03-16T000000.parquet`` for the part key ``20240316000000`` (:func:`part_key`);
     rows without a timestamp go to ``untimed.parquet`` (not ``_...``: Spark and Hadoop
     readers skip such files).
 
     >>> partition_file(202403), partition_file("202403"), partition_file("2024-03"), partition_file(None)
     ('2024-03.parquet', '2024-03.parquet', '2024-03.parquet', 'untimed.parquet')
+    >>> partition_file(20240316063000), partition_file("20240316063000")
+    ('2024-03-16T063000.parquet', '2024-03-16T063000.parquet')
     """
     if value is None or value == "__HIVE_DEFAULT_PARTITION__":
         return f"{UNTIMED}.parquet"
     if isinstance(value, int) or (isinstance(value, str) and value.isdigit()):
-        year, month = divmod(int(value), 100)
+        number = int(value)
+        if number >= _PART_KEYS:
+            day, clock = divmod(number, 1_000_000)
+            year_month, day = divmod(day, 100)
+            year, month = divmod(year_month, 100)
+            return f"{year:04d}-{month:02d}-{day:02d}T{clock:06d}.parquet"
+        year, month = divmod(number, 100)
         return f"{year:04d}-{month:02d}.parquet"
     return f"{value}.parquet"
+
+
+#: Part keys (``yyyymmddHHMMSS``) are at least this; month keys (``yyyymm``) are below it.
+_PART_KEYS = 10**8
+
+
+def part_key(instant: int) -> int:
+    """The partition value of the part of a month that starts at ``instant`` (epoch
+    seconds, UTC): ``yyyymmddHHMMSS``, named ``yyyy-mm-ddTHHMMSS.parquet``.
+
+    >>> part_key(1_710_547_200)  # 2024-03-16 00:00:00 UTC
+    20240316000000
+    """
+    from datetime import UTC, datetime
+
+    m = datetime.fromtimestamp(instant, tz=UTC)
+    return ((m.year * 100 + m.month) * 100 + m.day) * 1_000_000 + m.hour * 10_000 + m.minute * 100 + m.second
+
+
+def month_start(instant: int) -> int:
+    """The first instant of ``instant``'s month (epoch seconds, UTC)."""
+    from datetime import UTC, datetime
+
+    moment = datetime.fromtimestamp(instant, tz=UTC)
+    return int(moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp())
+
+
+def month_end(instant: int) -> int:
+    """The first instant of the month after ``instant``'s (epoch seconds, UTC)."""
+    from datetime import UTC, datetime
+
+    moment = datetime.fromtimestamp(instant, tz=UTC)
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return int(datetime(year, month, 1, tzinfo=UTC).timestamp())
+
+
+def file_start(name: str) -> int | None:
+    """The first instant a month file or part may hold (epoch seconds, UTC), from its name:
+    ``2024-03.parquet`` starts with its month, ``2024-03-16T063000.parquet`` at that
+    instant; ``None`` for any other name (``untimed.parquet``, ``part-00000.parquet``).
+
+    >>> file_start("2024-03.parquet"), file_start("2024-03-16T000000.parquet"), file_start("untimed.parquet")
+    (1709251200, 1710547200, None)
+    """
+    from datetime import UTC, datetime
+
+    stem = name.removesuffix(".parquet")
+    digits = stem.replace("-", "").replace("T", "")
+    if not name.endswith(".parquet") or not digits.isdigit() or len(digits) not in (6, 14):
+        return None
+    if len(digits) == 6:
+        year, month, day, clock = int(digits[:4]), int(digits[4:6]), 1, 0
+    else:
+        year, month, day, clock = int(digits[:4]), int(digits[4:6]), int(digits[6:8]), int(digits[8:])
+    if partition_file(int(digits)) != name:  # exactly the names partition_file gives
+        return None
+    hour, rest = divmod(clock, 10_000)
+    try:
+        moment = datetime(year, month, day, hour, *divmod(rest, 100), tzinfo=UTC)
+    except ValueError:
+        return None
+    return int(moment.timestamp())
+
+
+def file_spans(names: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """``name -> [start, end)``: the instants each month file or part of a version may hold.
+
+    A part holds the rows of its month from its start to the next part's start (or the
+    month's end): every row of a version lies in the span of its file's name. Names that
+    are no month file or part are left out.
+
+    >>> spans = file_spans(["2024-03.parquet", "2024-03-16T000000.parquet", "2024-04.parquet", "untimed.parquet"])
+    >>> spans["2024-03.parquet"], spans["2024-03-16T000000.parquet"], spans["2024-04.parquet"]
+    ((1709251200, 1710547200), (1710547200, 1711929600), (1711929600, 1714521600))
+    """
+    starts = sorted((start, name) for name in names if (start := file_start(name)) is not None)
+    spans: dict[str, tuple[int, int]] = {}
+    for i, (start, name) in enumerate(starts):
+        end = month_end(start)
+        if i + 1 < len(starts):
+            end = min(end, starts[i + 1][0])
+        spans[name] = (start, end)
+    return spans
 
 
 #: Name of the month file holding rows whose timestamp is null.
