@@ -159,6 +159,8 @@ def test_v07_body_is_accepted_with_a_deprecation_header(client):
         ("/features/online", b'{"features": ["user_spend"], "entity": {"user_id": "u1"}, "extra": 1}', 422),
         ("/features/online", b'{"features": ["user_spend"], "entity": {"other": "u1"}}', 422),
         ("/features/online", b'{"features": ["route_delay"], "entity": {"origin": "JFK"}}', 422),
+        ("/features/online", b'{"features": ["user_spend"], "entity": {"user_id": "\\ud800"}}', 422),  # a lone surrogate: valid JSON, no UTF-8 text
+        ("/features/online", b'{"features": ["route_delay"], "entity": {"origin": "\\udfff", "dest": "x"}}', 422),
         ("/features/online", b'{"features": ["nope"], "entity": {"user_id": "u1"}}', 404),
         ("/features/batch", b'{"features": ["user_spend"], "entities": []}', 422),
         ("/features/batch", b'{"features": ["user_spend"], "entities": [' + b",".join([b'{"user_id": "u1"}'] * 51) + b"]}", 413),  # over max_batch (issue 16)
@@ -168,7 +170,13 @@ def test_bad_requests_get_clean_errors(client, path, body, status):
     # contract O3: bad JSON -> 422, unknown feature -> 404, never a 500 with a traceback
     answer = client.post(path, headers={**AUTH, "content-type": "application/json"}, content=body)
     assert answer.status_code == status, answer.text
-    assert "detail" in answer.json() and "Traceback" not in answer.text
+    assert isinstance(answer.json()["detail"], str) and answer.json()["fix"] and "Traceback" not in answer.text  # {"detail": "...", "fix": "..."}
+
+
+def test_head_answers_where_get_does(client):
+    # RFC 9110: HEAD wherever GET is supported; load balancers probe health with it
+    assert client.head("/health").status_code == 200
+    assert client.head("/features", headers=AUTH).status_code == 200
 
 
 def test_unknown_feature_detail_is_404(client):

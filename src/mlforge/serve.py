@@ -56,7 +56,7 @@ import time
 from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from mlforge import scoring
 from mlforge.definitions.names import check_name
@@ -288,7 +288,14 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         from fastapi import FastAPI
         from fastapi.responses import JSONResponse as _StarletteJSON
         from fastapi.responses import Response
-        from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, model_validator
+        from pydantic import (
+            AfterValidator,
+            BaseModel,
+            ConfigDict,
+            Field,
+            FiniteFloat,
+            model_validator,
+        )
         from starlette.concurrency import run_in_threadpool
     except ImportError:
         raise missing_extra("fastapi", "serve") from None
@@ -309,8 +316,9 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     stand_ins = {name: _stand_in(defs, feature) for name, feature in defs.features.items()}
     served = load_models(defs, models if models is not None else models_from_env())
 
-    # NaN and Infinity are not key values (and json.loads accepts them): 422.
-    Scalar = str | int | FiniteFloat | bool | None
+    # NaN and Infinity are not key values (and json.loads accepts them), nor is text that
+    # cannot be UTF-8 (a lone surrogate, which JSON's \ud800 escape can spell): 422.
+    Scalar = Annotated[str, AfterValidator(_utf8_text)] | int | FiniteFloat | bool | None
 
     class OnlineRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -357,7 +365,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     app.state.defs, app.state.metrics = defs, metrics
     _install_error_handlers(app, _StarletteJSON)  # errors are small: the plain renderer, apart from the fast path
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> Any:
         try:
             await run_in_threadpool(_store_call, store, "ping", store.ping)
@@ -365,7 +373,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
             return JSONResponse({"status": "unavailable", "online_store": repr(store), "detail": exc.what, "fix": exc.fix}, status_code=503)
         return {"status": "ok", "project": defs.name, "online_store": type(store).__name__, "features": len(defs.features)}
 
-    @app.get("/features")
+    @app.api_route("/features", methods=["GET", "HEAD"])
     def list_features() -> Any:
         return {"features": [_describe(defs, name, brief=True) for name in sorted(defs.features)]}
 
@@ -665,8 +673,12 @@ def _install_error_handlers(app: Any, json_response: Any) -> None:
     @app.exception_handler(RequestValidationError)
     def bad_request(request: Any, exc: RequestValidationError) -> Any:
         # The offending input is not echoed back: it may be huge, or NaN (not JSON).
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
-        return json_response({"detail": errors, "fix": f"send a JSON body like {REQUEST_EXAMPLE} (batch: \"entities\": [...]); keys are strings, integers, finite numbers or booleans"}, status_code=422)
+        # Names in ``loc`` are the body's own field names: each is cut short.
+        # Pydantic names the member of a union that failed (``int``, ``function-after[...]``)
+        # after the field: the caller named only the field.
+        errors = [{"loc": [str(part)[:_ECHOED] for part in e.get("loc", ()) if not _union_member(part)], "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        detail = "; ".join(f"{' > '.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:_LISTED]) + (f"; and {len(errors) - _LISTED} more" if len(errors) > _LISTED else "")
+        return json_response({"detail": f"the request body is not valid: {detail}", "fix": f"send a JSON body like {REQUEST_EXAMPLE} (batch: \"entities\": [...]); keys are UTF-8 strings, integers, finite numbers or booleans", "errors": errors[:_LISTED]}, status_code=422)
 
     @app.exception_handler(OnlineStoreError)
     def store_down(request: Any, exc: OnlineStoreError) -> Any:
@@ -683,6 +695,25 @@ def _install_error_handlers(app: Any, json_response: Any) -> None:
     def unexpected(request: Any, exc: Exception) -> Any:
         log.error("unexpected error serving %s", request.url.path, exc_info=exc)
         return json_response({"detail": f"internal error ({type(exc).__name__}); see the server log", "fix": "report it with the server log's traceback"}, status_code=500)
+
+
+#: Characters of a body field name a 422 answer repeats, and problems it lists.
+_ECHOED = 64
+_LISTED = 10
+
+
+def _union_member(part: Any) -> bool:
+    return isinstance(part, str) and ("[" in part or part in {"str", "int", "float", "bool", "none", "finite-float"})
+
+
+def _utf8_text(text: str) -> str:
+    """A key value's text, refused (422) when it cannot be UTF-8: a stored key never is."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text holding a lone surrogate (\\ud800-\\udfff) is not a key value; keys are UTF-8 text") from None
+    return text
 
 
 # -- metrics ----------------------------------------------------------------------------------
