@@ -252,6 +252,7 @@ def test_profile_shows_origin(cli, monkeypatch):
     settings = {r["setting"]: r for r in json.loads(out)["settings"]}
     assert settings["profile"]["value"] == "dev"
     assert (settings["engine"]["value"], settings["engine"]["from"]) == ("polars", "env")
+    assert settings["engine"]["mlforge.yaml"] == "duckdb"  # the file's own value, not the env's
     code, out, _ = cli("profile", "--validate")
     assert code == 0 and "offline_store answers" in out
 

@@ -184,6 +184,8 @@ class Profile:
     online_store: Any = None
     engine: str | None = None
     origin: dict[str, str] = field(default_factory=dict)  # setting -> flag|env|profile|default
+    #: What the profile's block in ``mlforge.yaml`` sets, before flags and environment.
+    in_file: dict[str, Any] = field(default_factory=dict)
 
     def as_settings(self) -> dict[str, Any]:
         out: dict[str, Any] = {"profile": self.name, "path": self.path}
@@ -216,6 +218,7 @@ def resolve_profile(profile: str | None = None, *, engine: str | None = None, pa
         result.path = config_path
         if name is not None:
             _load_block(result, str(name), data, node, config_path)
+            result.in_file = {k: v for k, v in result.as_settings().items() if k in ("offline_store", "online_store", "engine")}
             result.origin["profile"] = _origin_of if settings.profile else "profile (default_profile)"
     if settings.engine:
         result.engine = settings.engine

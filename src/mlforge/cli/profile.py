@@ -82,7 +82,7 @@ def _in_effect(key: str, resolved: Profile, defs: Definitions | None) -> Any:
 
 def _setting_row(key: str, resolved: Profile, defs: Definitions | None) -> list[Any]:
     """``[setting, value in effect, from, value in mlforge.yaml, value in definitions.py]``."""
-    in_yaml = resolved.as_settings().get(key)
+    in_yaml = resolved.in_file.get(key)
     declared = defs.declared.get(key) if defs is not None else None
     value = _in_effect(key, resolved, defs)
     origin = defs.origins.get(key, "default") if defs is not None else resolved.origin.get(key, "default" if value is None else "profile")
