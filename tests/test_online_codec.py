@@ -38,6 +38,16 @@ def test_a_value_of_the_earlier_column_wise_layout_still_reads_at_a_time():
     assert later.values == {"n_2d": 0}  # past the tail: empty windows (W4)
 
 
+def test_an_answer_has_the_columns_of_the_record_it_was_read_with():  # contract O1, O2
+    # mid-publish of a MINOR: an entity already written holds the new column, the record
+    # (read in the same round trip) still names the old columns
+    text = json.dumps({"user_id": "u1", TAIL: {"interval": DAY, "labels": [DAY], "values": {"n_2d": [2], "new_2d": [5]}}})
+    publication = Publication("f", "1.0.0", ("user_id",), "ts", DAY, None, 0, ("n_2d",), (("n_2d", 0),))
+    reading = value_at(publication, {"user_id": "u1"}, decode_row(text), datetime(1970, 1, 2, 5, tzinfo=UTC), published=True)
+    unknown = value_at(publication, {"user_id": "u2"}, None, datetime(1970, 1, 2, 5, tzinfo=UTC), published=True)
+    assert reading.values == {"n_2d": 2} and list(reading.row) == list(unknown.row)
+
+
 def test_a_record_of_format_1_is_read_and_a_newer_format_is_refused():
     from mlforge.errors import OnlineStoreError
 

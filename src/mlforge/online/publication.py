@@ -255,12 +255,18 @@ def _metric_reading(publication: Publication, key: Mapping[str, Any], stored: Ma
     values = publication.empty_values
     if at_label < len(labels) and labels[at_label] == label:
         try:
-            values.update(tail.row(at_label))
+            stored_row = tail.row(at_label)
         except ValueError as exc:  # a damaged row line: not JSON, or not one value per column
             raise not_an_mlforge_row(
                 f"the stored value of {publication.feature!r} for {dict(key)}", exc,
                 fix="re-publish it with `mlforge build --online`; if another program writes under the same keys, give mlforge its own prefix, table or schema",
             ) from None
+        # The record's columns only: while a publish that adds or drops a column runs, an
+        # entity already written holds the new version's; every entity of one answer has
+        # the columns of the record the answer was read with.
+        for column in values:
+            if column in stored_row:
+                values[column] = stored_row[column]
     row = {k: stored[k] if k in stored else key.get(k) for k in publication.keys}
     return Reading(values, label_time, True, _with_label(row, publication.timestamp, label_time, values))
 
