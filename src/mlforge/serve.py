@@ -678,7 +678,7 @@ def _install_error_handlers(app: Any, json_response: Any) -> None:
         # after the field: the caller named only the field.
         errors = [{"loc": [str(part)[:_ECHOED] for part in e.get("loc", ()) if not _union_member(part)], "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
         detail = "; ".join(f"{' > '.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:_LISTED]) + (f"; and {len(errors) - _LISTED} more" if len(errors) > _LISTED else "")
-        return json_response({"detail": f"the request body is not valid: {detail}", "fix": f"send a JSON body like {REQUEST_EXAMPLE} (batch: \"entities\": [...]); keys are UTF-8 strings, integers, finite numbers or booleans", "errors": errors[:_LISTED]}, status_code=422)
+        return json_response({"detail": f"the request body is not valid: {detail}", "fix": f"send a JSON body like {REQUEST_EXAMPLE} (batch: \"entities\": [...]); keys are UTF-8 strings, integers or finite numbers (not booleans)", "errors": errors[:_LISTED]}, status_code=422)
 
     @app.exception_handler(OnlineStoreError)
     def store_down(request: Any, exc: OnlineStoreError) -> Any:

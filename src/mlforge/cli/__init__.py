@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("mlforge.cli.validate:validate", "Run feature functions and validators without writing anything."),
     "list": ("mlforge.cli.listing:app", "List features, feature sets, entities, sources or the versions of a feature."),
     "inspect": ("mlforge.cli.inspection:app", "Show one feature, feature set, entity or source in detail."),
-    "diff": ("mlforge.cli.versions:diff", "Compare two versions of a feature (exit 0 same, 1 PATCH, 2 MINOR, 3 MAJOR)."),
+    "diff": ("mlforge.cli.versions:diff", "Compare two versions of a feature (exit 0 same, 1 PATCH, 2 MINOR, 3 MAJOR, 4 error)."),
     "rollback": ("mlforge.cli.versions:rollback", "Point a feature's latest version at an earlier version."),
     "sync": ("mlforge.cli.versions:sync", "Rebuild missing data files of versions whose metadata is present."),
     "manifest": ("mlforge.cli.versions:manifest", "Print the project manifest (features, versions, metadata) as JSON."),

@@ -56,9 +56,7 @@ def build(
     engine
         Engine for this build (overrides MLFORGE_ENGINE and the profile).
     online
-        Also publish to the online store what reads at or after the watermark need (per
-        entity: the tail of grid rows of a metric feature, the newest row of another), and
-        remove entities that no longer have values; reports entities written and removed.
+        Also publish to the online store what reads at or after the watermark need (per entity: the tail of grid rows of a metric feature, the newest row of another), and remove entities that no longer have values; reports entities written and removed.
     since
         Recompute grid rows from this date/time (ISO, UTC).
     until

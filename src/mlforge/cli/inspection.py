@@ -40,8 +40,7 @@ def feature(name: str, /, *, version: str | None = None, stats: bool = False, ap
     version
         Stored version to show, e.g. 1.2.0.
     stats
-        Also show per-column statistics of the stored version (null rate, distinct values,
-        min/max/mean, a histogram), computed by the engine.
+        Also show per-column statistics of the stored version (null rate, distinct values, min/max/mean, a histogram), computed by the engine.
     approx
         With --stats: estimate distinct values (the engine's approx_nunique) instead of counting them.
     format

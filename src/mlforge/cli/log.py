@@ -30,8 +30,7 @@ def mlflow(
 ) -> int:
     """Log feature names, versions, hashes and schemas to an MLflow run.
 
-    The tracking server is MLflow's own setting (MLFLOW_TRACKING_URI). Needs the mlflow
-    extra (in the mlforge repository: pip install -e '.[mlflow]').
+    The tracking server is MLflow's own setting (MLFLOW_TRACKING_URI). Needs the mlflow extra (in the mlforge repository: pip install -e '.[mlflow]').
 
     Parameters
     ----------

@@ -23,8 +23,7 @@ def profile(*, validate: bool = False, format: Format = "table", common: Common 
     Parameters
     ----------
     validate
-        Also check that every profile of mlforge.yaml loads, and that the stores in effect
-        answer. Exit 1 when a store does not answer.
+        Also check that every profile of mlforge.yaml loads, and that the stores in effect answer. Exit 2 when a profile is invalid, 1 when a store does not answer.
     format
         table for people, json for machines.
     """

@@ -38,13 +38,11 @@ def serve(
     token
         Require this bearer token on every request (env MLFORGE_SERVE_TOKEN).
     max_batch
-        Most entities per batch request.
+        Most entities per batch request (default 1000, env MLFORGE_SERVE_MAX_BATCH); more is answered with 413.
     log_level
         The server's log level.
     model
-        Serve a model logged with mlf.mlflow.log_model(..., training_set=...) as NAME=URI
-        (e.g. delays=runs:/<run_id>/model) at POST /models/NAME/predict; repeat for more.
-        MLflow finds the URI through MLFLOW_TRACKING_URI.
+        Serve a model logged with mlf.mlflow.log_model(..., training_set=...) as NAME=URI (e.g. delays=runs:/<run_id>/model) at POST /models/NAME/predict; repeat for more. MLflow finds the URI through MLFLOW_TRACKING_URI.
     """
     from mlforge.errors import ConfigError
 
