@@ -541,8 +541,8 @@ def get_online_features(*args: Any, definitions: Definitions | None = None, stor
             kind, with its rows and columns plus the features' value columns.
         at: the read time (a datetime, naive = UTC, or ISO 8601 text); default: now.
         with_metadata: also add, per feature, ``{feature}__label_time`` (the instant the
-            values belong to: the grid label of a metric feature, the row's timestamp of
-            another; null when no row counts) and ``{feature}__known`` (whether the store
+            values belong to: the grid label of a metric feature, also for an entity
+            without rows; the row's timestamp of another, null when no row counts) and ``{feature}__known`` (whether the store
             holds the entity: unknown entities get what training gives an entity without
             rows, W4 values for metric features).
 
