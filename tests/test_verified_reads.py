@@ -227,3 +227,36 @@ def test_record_round_trips_and_reads_old_formats():
     assert names_only.files == (DataFile("a.parquet"),) and not names_only.verifiable
     with pytest.raises(StoreError, match="upgrade mlforge"):
         VersionRecord.from_dict({"name": "spend", "format_version": FORMAT_VERSION + 1})
+
+
+@pytest.mark.parametrize("merged", [False, True], ids=["parts-kept", "small-parts-merged"])
+def test_continuations_on_every_store_keep_earlier_files_and_equal_a_full_build(store, tmp_path, duckdb, monkeypatch, merged):  # contract I1, S7
+    """Object stores name their files with a build token; a continuation still finds the
+    month parts it keeps (or merges) by their names, and what it stores reads as a full
+    build does."""
+    if not merged:
+        monkeypatch.setattr("mlforge.materialize.MERGED_PART_ROWS", 0)  # keep even small parts apart
+    source = tmp_path / "tx.parquet"
+    write_two_months(source)
+    events = pq.read_table(source)
+    cut = lambda day: events.filter(pa.compute.less(events["ts"], pa.scalar(dt.datetime(2024, 2, day))))  # noqa: E731
+    pq.write_table(cut(5), source)
+    defs = mlf.Definitions("verified", [spend_feature(source)], offline_store=store, engine=duckdb)
+    assert defs.build()["spend"].version == "1.0.0"
+    for day, version in ((6, "1.0.1"), (7, "1.0.2")):
+        pq.write_table(cut(day), source)
+        cold_cache(store)
+        result = defs.build()["spend"]
+        assert (result.version, result.status) == (version, "built") and result.rows_written < result.rows, result
+    names = [k.rsplit("/", 1)[1] for k in data_keys(store, "1.0.2")]
+    # 1.0.2 kept 1.0.0's month file and 1.0.1's day, and wrote its own day and the part from
+    # its watermark on; merged, the small parts before each continuation went into February's file
+    parts = ["2024-01.parquet", "2024-02.parquet", "2024-02-07T000000.parquet"] + ([] if merged else ["2024-02-05T000000.parquet", "2024-02-06T000000.parquet"])
+    local = [n if store.kind == "local" else n.partition("-")[2] for n in names]  # object names lead with the build's token
+    assert sorted(local) == sorted(parts), names
+    full = mlf.Definitions("full", [spend_feature(source)], offline_store=mlf.LocalStore(tmp_path / "full"), engine=duckdb)
+    assert full.build().ok
+    cold_cache(store)
+    got = defs.read_feature("spend").to_pyarrow().sort_by([("user_id", "ascending"), ("ts", "ascending")])
+    want = full.read_feature("spend").to_pyarrow().sort_by([("user_id", "ascending"), ("ts", "ascending")])
+    assert got.equals(want)

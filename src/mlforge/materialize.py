@@ -383,7 +383,7 @@ def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, 
     splits: list[int] = []
     if store.capabilities.month_files:
         files = store.data_files(feature.name, version)
-        reused, read = _reach(files, build_range, store.read_record(feature.name, version))
+        reused, read = _reach(files, build_range)
         spans = file_spans([os.path.basename(f) for f in files])
         splits = [end for name, (_, end) in spans.items() if name in {os.path.basename(f) for f in reused} and end != month_start(end)]
         if not read:
@@ -413,13 +413,15 @@ def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, 
 MERGED_PART_ROWS = 1 << 17
 
 
-def _reach(files: list[str], build_range: BuildRange, record: VersionRecord) -> tuple[list[str], list[str]]:
+def _reach(files: list[str], build_range: BuildRange) -> tuple[list[str], list[str]]:
     """The files a range build reuses as they are, and those it reads and filters; the
-    others (wholly inside the range) it replaces without reading them."""
+    others (wholly inside the range) it replaces without reading them. ``files`` are local
+    copies, named as the engine wrote them (object stores strip their build tokens)."""
+    import pyarrow.parquet as pq
+
     spans = file_spans([os.path.basename(f) for f in files])
     since = -math.inf if build_range.since is None else build_range.since
     until = math.inf if build_range.until is None else build_range.until
-    rows = {f.path: f.rows for f in record.files or ()}
     reused, read = [], []
     for path in files:
         name = os.path.basename(path)
@@ -431,8 +433,7 @@ def _reach(files: list[str], build_range: BuildRange, record: VersionRecord) -> 
     # A small part ending where the range starts, inside its month, is merged.
     for path in list(reused):
         span = spans.get(os.path.basename(path))
-        count = rows.get(os.path.basename(path))
-        if span is not None and span[1] == since and span[1] != month_start(span[1]) and count is not None and count < MERGED_PART_ROWS:
+        if span is not None and span[1] == since and span[1] != month_start(span[1]) and pq.read_metadata(path).num_rows < MERGED_PART_ROWS:
             reused.remove(path)
             read.append(path)
     return reused, read
