@@ -175,6 +175,21 @@ def test_a_pinned_feature_list_is_refused_online_when_another_version_is_served(
     assert "next_amount" in unpinned.columns  # a feature list without pins reads what is served
 
 
+def test_a_pinned_read_of_a_feature_with_nothing_published_is_refused(shop, tmp_path):
+    # contract P4 online: a store that serves no version of the feature (emptied, or never
+    # published) cannot serve the pinned one; its W4 defaults would be a silent skew
+    fresh = load_shop(tmp_path, MemoryStore())
+    with pytest.raises(RetrievalError, match=r"no version published online, but version 1\.0\.0 was asked for") as caught:
+        fresh.get_online_features([("last_amount", "1.0.0")], pd.DataFrame({"user_id": ["u0"]}))
+    # the fix's Python call publishes exactly that version
+    assert "publish_latest(defs.workspace, defs.features['last_amount'], '1.0.0')" in caught.value.fix
+    publish_latest(fresh.workspace, fresh.features["last_amount"], "1.0.0")
+    at = serving_time(fresh, "last_amount")
+    assert fresh.get_online_features([("last_amount", "1.0.0")], pd.DataFrame({"user_id": ["u0"]}), at=at)["user_id"].tolist() == ["u0"]
+    unpinned = fresh.get_online_features(["user_spend"], pd.DataFrame({"user_id": ["u0"]}), with_metadata=True)
+    assert unpinned["user_spend__known"].tolist() == [False]  # unpinned: unknown, as O2 says
+
+
 # -- accepted wherever a feature list is --------------------------------------------------
 def test_get_training_data_takes_a_set_and_can_return_a_training_set(shop):
     # contract P1: the rows and columns of entity_df, plus the set's feature columns

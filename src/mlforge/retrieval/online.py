@@ -80,6 +80,12 @@ def readings(
             check_read_time(publication, at)
             check_served_version(publication, (versions or {}).get(name))
             check_served_columns(publication, (columns or {}).get(name, ()))
+        elif (versions or {}).get(name) is not None:
+            pinned = (versions or {})[name]
+            raise RetrievalError(
+                f"feature {name!r} has no version published online, but version {pinned} was asked for",
+                where=f"online store, feature {name!r}", fix=publish_fix(name, pinned),
+            )
         rows = iter(found.get(name) or [])
         stored = [None if key is None else next(rows) for key in keys]
         out[name] = values_at(publication, [key or {} for key in keys], stored, at, published=record is not None)
@@ -95,8 +101,16 @@ def check_served_version(publication: Publication, pinned: str | None) -> None:
     raise RetrievalError(
         f"feature {name!r} is served online at version {publication.version}, but version {pinned} was asked for",
         where=f"online store, feature {name!r}",
-        fix=f"pin ({name!r}, {publication.version!r}) and retrain on it, or serve {pinned} again: restore the definition that built it, "
-        f"`mlforge rollback {name} {pinned}`, then `mlforge build --features {name} --online` (an unchanged build is skipped and publishes the latest)",
+        fix=f"pin ({name!r}, {publication.version!r}) and retrain on it, or {publish_fix(name, pinned)}",
+    )
+
+
+def publish_fix(name: str, version: str) -> str:
+    """How to publish one stored version of a feature online."""
+    return (
+        f"publish {version}: `mlforge build --features {name} --online` publishes the latest version (an unchanged build is "
+        f"skipped and publishes it); any stored version from Python: "
+        f"`mlforge.publishing.publish_latest(defs.workspace, defs.features[{name!r}], {version!r})`"
     )
 
 
