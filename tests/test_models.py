@@ -146,6 +146,7 @@ def test_the_model_artifact_records_set_versions_keys_and_column_order(tracking,
         "natural_keys": {},
         "timestamp": "ts",
         "label_columns": ["target"],
+        "input_types": {},
     }
     assert mlflow.get_run(info.run_id).data.tags["mlforge.feature_set"] == "shopper"
 
@@ -161,6 +162,63 @@ def test_input_columns_set_the_order_and_may_include_entity_columns(tracking, sh
     assert close(scored["prediction"].tolist(), model.predict(ts.frame[inputs]).tolist())
     with pytest.raises(RetrievalError, match=r"also reads the column\(s\) \['bonus'\]"):
         shop.score(info.model_uri, labels(), timestamp="ts")
+
+
+class PlusDay:
+    """``spend_2d + seen.day``: reads an ``entity_df`` timestamp as a timestamp."""
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return frame["spend_2d"].fillna(0.0).to_numpy() + frame["seen"].dt.day.to_numpy()
+
+
+def test_rest_gives_entity_columns_a_model_reads_their_training_types(tracking, shop):
+    # contract O1: JSON has no timestamps; the served model must get what scoring gives it
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from mlforge.serve import create_app
+
+    data = labels().assign(seen=labels()["ts"] + pd.Timedelta(days=3))
+    ts = shop.training_set("shopper", data, label="target", timestamp="ts")
+    with mlflow.start_run():
+        info = mlf.mlflow.log_model(PlusDay(), "model", training_set=ts, input_columns=["spend_2d", "seen"], pip_requirements=[])
+    at = serving_time(shop, "user_spend", "last_amount")
+    entities = pd.DataFrame({"user_id": ["u0", "u1"], "seen": pd.to_datetime(["2024-03-05T10:00:00", "2024-03-17T23:00:00"])})
+    batch = shop.score(info.model_uri, entities.assign(ts=at), timestamp="ts")["prediction"].tolist()
+    client = TestClient(create_app(shop, token="", models={"m": info.model_uri}))
+    body = {"entities": [{"user_id": "u0", "seen": "2024-03-05T10:00:00Z"}, {"user_id": "u1", "seen": "2024-03-18T01:00:00+02:00"}], "at": at.isoformat()}
+    answer = client.post("/models/m/predict", json=body)
+    assert answer.status_code == 200, answer.text
+    assert close(answer.json()["predictions"], batch)
+    bad = client.post("/models/m/predict", json={"entities": [{"user_id": "u0", "seen": "tomorrow"}], "at": at.isoformat()})
+    assert bad.status_code == 422 and "'seen'" in bad.json()["detail"] and bad.json()["fix"]
+
+
+def test_rest_model_batch_may_mix_natural_and_join_keys(tracking, tmp_path, monkeypatch):
+    # rule K2: each entity of a batch may be given by its natural columns or its join key
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from mlforge.serve import create_app
+
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame({"origin": ["JFK", "JFK"], "dest": ["LAX", "LAX"], "event_time": pd.to_datetime(["2024-01-01 10:00", "2024-01-02 10:00"]), "amount": [10.0, 20.0]}).to_parquet("tx.parquet")
+    route = mlf.Entity("route", join_key="route_id", from_columns=["origin", "dest"])
+
+    @mlf.feature(source=mlf.Source("tx.parquet", timestamp="event_time"), entities=[route], timestamp="event_time", interval="1d", metrics=[mlf.Sum("amount", windows=["2d"], name="amt")])
+    def route_stats(t):
+        return t.select("route_id", "event_time", "amount")
+
+    defs = mlf.Definitions("routes", [route_stats], offline_store=mlf.LocalStore("fs"), online_store=MemoryStore())
+    assert defs.build(online=True).ok
+    ts = defs.training_set(["route_stats"], pd.DataFrame({"origin": ["JFK"], "dest": ["LAX"], "t": pd.to_datetime(["2024-01-03"]), "y": [1]}), label="y", timestamp="t")
+    with mlflow.start_run():
+        info = mlf.mlflow.log_model(Linear([1.0]), "model", training_set=ts, pip_requirements=[])
+    client = TestClient(create_app(defs, token="", models={"m": info.model_uri}))
+    natural, joined = {"origin": "JFK", "dest": "LAX"}, {"route_id": mlf.surrogate_key("JFK", "LAX")}
+    for batch in ([natural, joined], [joined, natural]):
+        answer = client.post("/models/m/predict", json={"entities": batch, "at": "2024-01-03T00:00:00Z"})
+        assert answer.status_code == 200 and answer.json()["predictions"] == [30.0, 30.0], answer.text
 
 
 # -- errors -------------------------------------------------------------------------------

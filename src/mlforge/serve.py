@@ -53,7 +53,7 @@ import math
 import os
 import sys
 import time
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -539,10 +539,58 @@ async def _set_lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], 
 
 
 def _predict(defs: Any, model: scoring.LoadedModel, entities: list[dict[str, Any]], at: datetime) -> list[Any]:
+    scored = defs.score_online(model, _model_inputs(defs, model, entities), at=at)
+    return [jsonable(v) for v in scored.column(scoring.PREDICTION).to_pylist()]
+
+
+def _model_inputs(defs: Any, model: scoring.LoadedModel, entities: list[dict[str, Any]]) -> Any:
+    """The entities of a predict request as a table: each entity's join keys (given, or
+    computed from its natural columns, as each entity of a batch may choose, rule K2), and
+    the ``entity_df`` columns the model reads with the types they had in training (JSON has
+    no timestamps: ``"2024-01-03T00:00:00Z"`` is read back as one)."""
     import pyarrow as pa
 
-    scored = defs.score_online(model, pa.Table.from_pylist(entities), at=at)
-    return [jsonable(v) for v in scored.column(scoring.PREDICTION).to_pylist()]
+    rows = []
+    for entity in entities:
+        row = dict(entity)
+        for spec in model.features.features:
+            try:
+                row.update(entity_key(defs.features[spec.name], entity))
+            except KeyProblem as exc:
+                raise Problem(422, str(exc), fix=f"give each entity the key columns {list(model.features.keys)} or their natural columns (GET /models)") from None
+        rows.append(row)
+    columns = list(dict.fromkeys(c for row in rows for c in row))
+    arrays = {c: [row.get(c) for row in rows] for c in columns}
+    types = dict(model.features.input_types)
+    return pa.table({c: _typed_input(c, values, types.get(c)) for c, values in arrays.items()})
+
+
+def _typed_input(column: str, values: list[Any], type_text: str | None) -> Any:
+    """One input column of a predict request in the type the model was trained on."""
+    import pyarrow as pa
+
+    from mlforge.manifest import exact_arrow_type
+
+    target = exact_arrow_type(type_text) if type_text else None
+    try:
+        if target is None:
+            return pa.array(values)
+        if pa.types.is_timestamp(target):
+            values = [_instant(v, target.tz is not None) if isinstance(v, str) else v for v in values]
+        elif pa.types.is_date(target):
+            values = [date.fromisoformat(v) if isinstance(v, str) else v for v in values]
+        return pa.array(values).cast(target)
+    except (ValueError, TypeError, pa.ArrowException) as exc:
+        kind = f" of type {type_text}" if type_text else ""
+        raise Problem(422, f"input column {column!r} cannot be read{kind}: {type(exc).__name__}", fix=f"send {column!r} as in training{kind} (timestamps as ISO 8601 text, naive = UTC)") from None
+
+
+def _instant(text: str, zoned: bool) -> datetime:
+    """ISO 8601 text as the instant it names: naive text is UTC; a naive target gets UTC wall time."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment if zoned else moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def _feature_set(defs: Any, name: str) -> Any:

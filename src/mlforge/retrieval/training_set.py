@@ -17,7 +17,8 @@ from typing import Any
 
 from mlforge.definitions.feature_set import FeatureSpec
 from mlforge.errors import ConfigError
-from mlforge.retrieval.frames import frame_columns, frame_kind
+from mlforge.manifest import exact_types
+from mlforge.retrieval.frames import frame_columns, frame_kind, materialize_columns
 
 #: The artifact file of a logged model that holds its :class:`ModelFeatures`.
 MODEL_FEATURES_FILE = "mlforge_features.json"
@@ -51,6 +52,9 @@ class ModelFeatures:
     natural_keys: tuple[tuple[str, tuple[str, ...]], ...] = ()
     timestamp: str | None = None
     label_columns: tuple[str, ...] = ()
+    #: The training frame's type of each ``entity_df`` column the model reads, as Ibis type
+    #: text: a REST body (JSON, untyped) gives them these types. Empty in older records.
+    input_types: tuple[tuple[str, str], ...] = ()
     format: int = FORMAT
 
     @property
@@ -75,6 +79,7 @@ class ModelFeatures:
             "natural_keys": {key: list(columns) for key, columns in self.natural_keys},
             "timestamp": self.timestamp,
             "label_columns": list(self.label_columns),
+            "input_types": dict(self.input_types),
         }
 
     def to_json(self) -> str:
@@ -101,6 +106,7 @@ class ModelFeatures:
                 natural_keys=tuple((k, tuple(v)) for k, v in (data.get("natural_keys") or {}).items()),
                 timestamp=data.get("timestamp"),
                 label_columns=tuple(data.get("label_columns") or ()),
+                input_types=tuple((str(k), str(v)) for k, v in (data.get("input_types") or {}).items()),
                 format=int(data.get("format", FORMAT)),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -168,6 +174,8 @@ class TrainingSet:
         unknown = [c for c in inputs if c not in known]
         if unknown:
             raise ConfigError(f"input column(s) {unknown} are not in the training set", where="log_model(input_columns=...)", fix=f"choose from {sorted(known - set(self.label_columns))}")
+        extra = [c for c in inputs if c not in self.feature_columns]
+        types = exact_types(materialize_columns(self.frame, frame_kind(self.frame), extra).schema) if extra else {}
         return ModelFeatures(
             project=self.project,
             feature_set=self.feature_set,
@@ -178,6 +186,7 @@ class TrainingSet:
             natural_keys=self.natural_keys,
             timestamp=self.timestamp,
             label_columns=self.label_columns,
+            input_types=tuple((c, types[c]) for c in extra if c in types),
         )
 
 
