@@ -194,6 +194,7 @@ def test_cli_log_mlflow(tracking, project, capsys):
     data = mlflow.MlflowClient().get_run(run.info.run_id).data
     assert data.tags["mlforge.features"] == "last_amount@1.0.0,user_spend@1.0.0"
     assert cli(["log", "mlflow", "--run-id", run.info.run_id, "--features", "nope"]) == 2
+    assert cli(["log", "mlflow", "--run-id", run.info.run_id, "--features", " , "]) == 2  # names nothing: never "all"
     err = capsys.readouterr().err
     assert "unknown feature 'nope'" in err and "build --features nope" not in err  # its fix was a build that fails
     assert cli(["log", "mlflow"]) == 2  # --run-id is required

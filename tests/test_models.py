@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +220,8 @@ def test_rest_model_batch_may_mix_natural_and_join_keys(tracking, tmp_path, monk
     for batch in ([natural, joined], [joined, natural]):
         answer = client.post("/models/m/predict", json={"entities": batch, "at": "2024-01-03T00:00:00Z"})
         assert answer.status_code == 200 and answer.json()["predictions"] == [30.0, 30.0], answer.text
+    with pytest.raises(RetrievalError, match=re.escape("lacks the key column 'route_id' (or its natural columns ['origin', 'dest'])")):
+        defs.get_online_features(["route_stats"], pd.DataFrame({"origin": ["JFK"]}), at="2024-01-03T00:00:00Z")
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -227,6 +230,8 @@ def test_log_model_refuses_bad_arguments(tracking, shop):
     with mlflow.start_run():
         with pytest.raises(ConfigError, match="training_set must be a TrainingSet"):
             mlf.mlflow.log_model(Linear([1.0]), "model", training_set=ts.frame)
+        with pytest.raises(ConfigError, match="training_set must be a TrainingSet"):
+            mlf.mlflow.log_model(Linear([1.0]), "model")  # forgotten: a ConfigError with its fix, not a TypeError
         with pytest.raises(ConfigError, match=r"input column\(s\) \['target'\] are labels"):
             mlf.mlflow.log_model(Linear([1.0]), "model", training_set=ts, input_columns=["spend_2d", "target"])
         with pytest.raises(ConfigError, match=r"input column\(s\) \['nope'\] are not in the training set"):
@@ -263,6 +268,8 @@ def test_rest_model_errors(tracking, shop, tmp_path):
     assert unknown.status_code == 404
     assert unknown.json() == {"detail": "unknown model 'nope'", "fix": "served: spend (GET /models)"}
     assert client.post("/models/spend/predict", json={"entities": []}).status_code == 422
+    wrong_body = client.post("/models/spend/predict", json={"features": ["user_spend"], "entity": {"user_id": "u0"}}).json()
+    assert '{"entities": [{"user_id": "u1"}]}' in wrong_body["fix"]  # the route's own body, not /features/online's
     assert client.post("/models/spend/predict", json={"entities": [{"customer": "u0"}]}).status_code == 422
 
     newer = load_shop(tmp_path, shop.online_store, variant=2)

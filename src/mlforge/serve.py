@@ -250,6 +250,12 @@ def _utc() -> Any:
 
 # -- the app ---------------------------------------------------------------------------------
 REQUEST_EXAMPLE = '{"features": ["user_spend"], "entity": {"user_id": "u1"}}'
+#: A body each route takes, by path prefix, for the fix of a 422.
+_BODY_EXAMPLES = (
+    ("/features/batch", '{"features": ["user_spend"], "entities": [{"user_id": "u1"}, {"user_id": "u2"}]}'),
+    ("/feature-sets/", '{"entity": {"user_id": "u1"}} (or "entities": [...])'),
+    ("/models/", '{"entities": [{"user_id": "u1"}]} (and any entity columns the model reads)'),
+)
 
 
 class Problem(Exception):
@@ -720,13 +726,15 @@ def _install_error_handlers(app: Any, json_response: Any) -> None:
 
     @app.exception_handler(RequestValidationError)
     def bad_request(request: Any, exc: RequestValidationError) -> Any:
+        path = request.url.path
+        example = next((body for prefix, body in _BODY_EXAMPLES if path.startswith(prefix)), REQUEST_EXAMPLE)
         # The offending input is not echoed back: it may be huge, or NaN (not JSON).
         # Names in ``loc`` are the body's own field names: each is cut short.
         # Pydantic names the member of a union that failed (``int``, ``function-after[...]``)
         # after the field: the caller named only the field.
         errors = [{"loc": [str(part)[:_ECHOED] for part in e.get("loc", ()) if not _union_member(part)], "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
         detail = "; ".join(f"{' > '.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:_LISTED]) + (f"; and {len(errors) - _LISTED} more" if len(errors) > _LISTED else "")
-        return json_response({"detail": f"the request body is not valid: {detail}", "fix": f"send a JSON body like {REQUEST_EXAMPLE} (batch: \"entities\": [...]); keys are UTF-8 strings, integers or finite numbers (not booleans)", "errors": errors[:_LISTED]}, status_code=422)
+        return json_response({"detail": f"the request body is not valid: {detail}", "fix": f"send a JSON body like {example}; keys are UTF-8 strings, integers or finite numbers (not booleans)", "errors": errors[:_LISTED]}, status_code=422)
 
     @app.exception_handler(OnlineStoreError)
     def store_down(request: Any, exc: OnlineStoreError) -> Any:

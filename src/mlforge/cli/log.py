@@ -41,12 +41,15 @@ def mlflow(
     format
         table for people, json for machines.
     """
+    from mlforge.errors import ConfigError
     from mlforge.integrations.mlflow import log_features_to_mlflow
 
     defs = load(common)
     requested = None
-    if features:
+    if features is not None:
         requested = [tuple(f.split("@", 1)) if "@" in f else f for f in (s.strip() for s in features.split(",")) if f]
+        if not requested:
+            raise ConfigError("--features names no feature", where="mlforge log mlflow --features", fix="name features (comma-separated, name@version to pin one), or leave --features out to log every built feature")
         for name in requested:
             check_known_feature(defs, name[0] if isinstance(name, tuple) else name)
     record = log_features_to_mlflow(requested, run_id, defs)

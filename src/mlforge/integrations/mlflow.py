@@ -239,7 +239,7 @@ def _client(mlflow: Any) -> Any:
         raise ConfigError(
             f"MLflow's tracking server cannot be used: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
             where="MLFLOW_TRACKING_URI",
-            fix="point MLFLOW_TRACKING_URI at a tracking server or a database store (e.g. sqlite:///mlflow.db)",
+            fix="point MLFLOW_TRACKING_URI at a tracking server (http://...), or at a directory with MLFLOW_ALLOW_FILE_STORE=true (see docs/mlflow.md); a database store needs the full mlflow package, not mlflow-skinny",
         ) from None
 
 
@@ -343,7 +343,7 @@ def pinned_features(record: dict[str, Any]) -> list[Any]:
 
 
 # -- models that carry their features ---------------------------------------------------------
-def log_model(model: Any, artifact_path: str, *, training_set: TrainingSet, input_columns: Sequence[str] | None = None, **kwargs: Any) -> Any:
+def log_model(model: Any, artifact_path: str, *, training_set: TrainingSet | None = None, input_columns: Sequence[str] | None = None, **kwargs: Any) -> Any:
     """Log ``model`` as an MLflow pyfunc model that knows its features.
 
     The model's artifacts get ``mlforge_features.json``: the training set's feature set, each
