@@ -196,3 +196,42 @@ def test_pointer_compare_and_swap_refuses_a_stale_tag(store):  # contract S8
     assert blobs.put_if_tag(key, b'{"version": "1.0.1"}', first.tag)
     assert not blobs.put_if_tag(key, b'{"version": "1.0.0"}', first.tag)  # stale: someone moved it
     assert blobs.get(key) == b'{"version": "1.0.1"}'
+
+
+def test_an_unreadable_pointer_is_mended_by_rollback(store, tmp_path, duckdb):  # contract S8, E1
+    """A damaged ``_latest.json`` stops builds and latest reads with a fix that names
+    rollback; that rollback (to a named version) works, and so do listings of versions."""
+    from mlforge.errors import StoreError
+
+    source = tmp_path / "tx.parquet"
+    write_source(source)
+    defs = mlf.Definitions("pointer", [spend_feature(source)], offline_store=store, engine=duckdb)
+    assert defs.build()["spend"].version == "1.0.0"
+    store.blobs.put("spend/_latest.json", b"{not json")
+    with pytest.raises(StoreError, match="unreadable") as caught:
+        store.latest_version("spend")
+    assert "rollback spend VERSION" in caught.value.fix
+    assert store.list_versions("spend") == ["1.0.0"]
+    with pytest.raises(StoreError, match="unreadable"):
+        rollback(store, "spend", previous=True)  # "before latest" needs a latest
+    assert rollback(store, "spend", "1.0.0") == (None, "1.0.0")
+    assert store.latest_version("spend") == "1.0.0" and defs.build()["spend"].status == "skipped"
+
+
+def test_list_versions_shows_the_versions_beside_an_unreadable_pointer(tmp_path, monkeypatch, run_cli):  # contract E1
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "tx.parquet"
+    write_source(source)
+    (tmp_path / "definitions.py").write_text(textwrap.dedent(f"""
+        import mlforge as mlf
+        @mlf.feature(source={str(source)!r}, keys=["user_id"], timestamp="ts", interval="1d", metrics=[mlf.Sum("amt", windows=["2d"])])
+        def spend(t):
+            return t.select("user_id", "ts", "amt")
+        defs = mlf.Definitions("pointer", [spend], offline_store=mlf.LocalStore("store"))
+    """))
+    assert run_cli("build", "-q")[0] == 0
+    (tmp_path / "store" / "spend" / "_latest.json").write_text("{not json")
+    code, out, err = run_cli("list", "versions", "spend", "--format", "json")
+    assert code == 0 and [r["version"] for r in json.loads(out)] == ["1.0.0"] and "unreadable" in err and "rollback spend" in err
+    assert run_cli("rollback", "spend", "1.0.0", "--yes")[0] == 0
+    assert run_cli("build", "-q")[0] == 0

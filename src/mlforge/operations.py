@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlforge.definitions.names import check_name
 from mlforge.equivalence import FLOAT_RTOL
-from mlforge.errors import ConfigError, CorruptVersion, MlforgeError, VersionNotFound
+from mlforge.errors import ConfigError, CorruptVersion, MlforgeError, StoreError, VersionNotFound
 from mlforge.manifest import files_hash
 from mlforge.materialize import BuildOptions, build_feature, rows_equivalent
 from mlforge.offline.base import resolve_version
@@ -103,7 +103,12 @@ def rollback(store: OfflineStore, feature: str, version: str | None = None, prev
     check_name(feature, kind="feature")
     if (version is None) == (not previous):
         raise ConfigError("rollback needs exactly one of a version or previous=True", where=f"feature {feature!r}", fix="e.g. rollback(store, 'user_spend', '1.0.0')")
-    current = store.latest_version(feature)
+    try:
+        current = store.latest_version(feature)
+    except StoreError:
+        if previous:  # "the version before latest" needs a readable latest
+            raise
+        current = None  # an unreadable pointer: a rollback to a named version is how it is mended
     if previous:
         if current is None:
             raise VersionNotFound(f"feature {feature!r} has no latest version", fix=f"run `mlforge build --features {feature}`")

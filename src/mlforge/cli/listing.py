@@ -13,6 +13,7 @@ from mlforge.cli.common import (
     Format,
     check_known_feature,
     count,
+    err,
     load,
     render,
     source_format,
@@ -107,7 +108,13 @@ def versions(feature: str, /, *, format: Format = "table", common: Common = DEFA
     """
     defs = load(common)
     found = check_known_feature(defs, feature)
-    latest = defs.offline_store.latest_version(feature)
+    from mlforge.errors import StoreError
+
+    try:
+        latest = defs.offline_store.latest_version(feature)
+    except StoreError as exc:  # listed anyway: the list is what mends the pointer (rollback)
+        latest = None
+        err().print(f"warning: {exc.what}; mend it: `mlforge rollback {feature} VERSION --yes`", markup=False, highlight=False)
     rows = []
     for version in found:
         record = defs.offline_store.read_record(feature, version)
