@@ -487,10 +487,9 @@ def _dropped_and_newest(feature: Feature, output: ir.Table, engine: Engine) -> t
 
     ts = feature.timestamp_column
     assert ts is not None  # metric features have a timestamp
-    nulls = ibis.or_(*[output[k].isnull() for k in feature.keys], output[ts].isnull())
-    summary = output.aggregate(
-        dropped=output.count(where=nulls), newest=engine.epoch_seconds(output[ts]).max(where=~nulls)
-    )
+    nulls = cast("ir.BooleanValue", ibis.or_(*[output[k].isnull() for k in feature.keys], output[ts].isnull()))
+    seconds = cast("ir.IntegerColumn", engine.epoch_seconds(output[ts]))
+    summary = output.aggregate(dropped=output.count(where=nulls), newest=seconds.max(where=nulls.negate()))
     row = engine.to_arrow(summary).to_pylist()[0]
     return int(row["dropped"]), None if row["newest"] is None else int(row["newest"])
 
