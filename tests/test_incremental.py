@@ -472,3 +472,32 @@ def test_daily_continuations_keep_a_few_files_a_month(engine, tmp_path):  # cont
     _assert_same_rows(_stored(defs, "spend"), _stored(full, "spend"))
     plain = pa.concat_tables([pq.read_table(tmp_path / "store" / "spend" / "1.0.8" / "data" / n) for n in data])  # S5: plain Parquet
     assert plain.num_rows == len(_stored(full, "spend"))
+
+
+@pytest.mark.parametrize("engine_name", ["duckdb", "polars"])
+def test_rows_without_a_timestamp_are_recomputed_by_every_range_build(tmp_path, engine_name):  # contract I1
+    """A feature without metrics stores rows with a null timestamp (``untimed.parquet``);
+    they lie in no range, so a range build recomputes them as a full refresh would."""
+    path = str(tmp_path / "events.parquet")
+    schema = pa.schema([("user_id", pa.int64()), ("ts", pa.timestamp("us")), ("amt", pa.float64())])
+    rows = [{"user_id": 1, "ts": BASE, "amt": 1.0}, {"user_id": 2, "ts": None, "amt": 2.0}]
+
+    def plain(source):
+        @mlf.feature(source=source, keys=["user_id"], timestamp="ts")
+        def raw(t):
+            return t.select("user_id", "ts", "amt")
+
+        return raw
+
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    defs = mlf.Definitions("inc", [plain(path)], offline_store=mlf.LocalStore(tmp_path / "inc"), engine=engine_name)
+    assert defs.build()["raw"].version == "1.0.0"
+    rows += [{"user_id": 3, "ts": None, "amt": 3.0}, {"user_id": 1, "ts": BASE + timedelta(days=40), "amt": 4.0}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    key = lambda r: (r["user_id"], r["ts"] is None, r["ts"] or BASE)  # noqa: E731
+    for build in ({}, {"since": "2024-02-01"}, {"since": "2024-01-01", "until": "2024-02-01"}):
+        result = defs.build(**build)["raw"]
+        assert result.status in ("built", "skipped") and result.build_range != "full", result
+        stored = sorted(defs.read_feature("raw").to_pyarrow().to_pylist(), key=key)
+        assert [r["amt"] for r in stored if r["ts"] is None] == [2.0, 3.0], (build, stored)
+        assert len(stored) == 4

@@ -346,6 +346,8 @@ def _newest_event(source: ir.Table, ts: str) -> int | None:
 
 def _filter_input(feature: Feature, table: ir.Table, build_range: BuildRange) -> ir.Table:
     """Read only the events a range needs; the filter sits on the scan (I1)."""
+    import ibis
+
     ts = feature.timestamp_column
     if build_range.is_full or ts is None or ts not in table.columns:
         return table
@@ -355,7 +357,11 @@ def _filter_input(feature: Feature, table: ir.Table, build_range: BuildRange) ->
         conditions.append(table[ts] >= utc_literal(start))
     if end is not None:
         conditions.append(table[ts] < utc_literal(end))
-    return table.filter(conditions)
+    if feature.metrics or not conditions:  # events without a timestamp take part in no metric (W9)
+        return table.filter(conditions)
+    # A feature without metrics stores its rows without a timestamp too (untimed.parquet):
+    # they belong to no range, so every build recomputes them, as a full refresh would (I1).
+    return table.filter(ibis.or_(ibis.and_(*conditions), table[ts].isnull()))
 
 
 def _non_metric_output(feature: Feature, output: ir.Table, build_range: BuildRange) -> ir.Table:
@@ -426,8 +432,10 @@ def _reach(files: list[str], build_range: BuildRange) -> tuple[list[str], list[s
     for path in files:
         name = os.path.basename(path)
         span = spans.get(name)
-        if name == f"{UNTIMED}.parquet" or (span is not None and (span[1] <= since or span[0] >= until)):
-            reused.append(path)  # rows without a timestamp are outside every range
+        if name == f"{UNTIMED}.parquet":
+            continue  # rows without a timestamp: every build recomputes them (see _filter_input)
+        if span is not None and (span[1] <= since or span[0] >= until):
+            reused.append(path)
         elif span is None or not (since <= span[0] and span[1] <= until):
             read.append(path)
     # A small part ending where the range starts, inside its month, is merged.
