@@ -100,7 +100,7 @@ def _plain_rows(stack: Stack, store: UnityCatalogStore, feature: str) -> list[di
     else:
         table = DeltaTable(ref.location.removeprefix("file://"))
         rows = pa.table(QueryBuilder().register("feature", table).execute("SELECT * FROM feature")).to_pylist()
-    return sorted(rows, key=lambda r: (r["user_id"], r["ts"].replace(tzinfo=None)))
+    return sorted(rows, key=lambda r: (r["user_id"], r["ts"] is None, r["ts"].replace(tzinfo=None) if r["ts"] else datetime.min))
 
 
 def _canonical(rows):
@@ -228,6 +228,29 @@ def test_range_builds_equal_a_full_build_and_touch_only_their_range(stack, tmp_p
         changes = pa.table(table.load_cdf(starting_version=last["delta_version"], ending_version=last["delta_version"]).read_all()).to_pylist()
         since = datetime.fromisoformat(splits[-1]).replace(tzinfo=UTC)
         assert changes and all(c["ts"] >= since for c in changes)
+
+
+def test_range_builds_replace_the_rows_without_a_timestamp(stack, tmp_path):  # contract I1, S3, S6
+    """A feature without metrics keeps rows with a null timestamp; a range build of the
+    Delta table replaces them with the source's, as a full refresh would."""
+    path = str(tmp_path / "plain.parquet")
+    schema = pa.schema([("user_id", pa.int64()), ("ts", pa.timestamp("us")), ("amt", pa.float64())])
+    rows = [{"user_id": 1, "ts": BASE, "amt": 1.0}, {"user_id": 2, "ts": None, "amt": 2.0}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+    @mlf.feature(source=path, keys=["user_id"], timestamp="ts")
+    def raw(t):
+        return t.select("user_id", "ts", "amt")
+
+    store = stack.store(tmp_path)
+    defs = mlf.Definitions("uc", [raw], offline_store=store, engine=stack.engine)
+    assert defs.build()["raw"].status == "built"
+    rows += [{"user_id": 3, "ts": None, "amt": 3.0}, {"user_id": 1, "ts": BASE + timedelta(days=40), "amt": 4.0}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    result = defs.build()["raw"]
+    assert result.status == "built" and result.build_range != "full", result
+    stored = _plain_rows(stack, store, "raw")
+    assert sorted(r["amt"] for r in stored if r["ts"] is None) == [2.0, 3.0] and len(stored) == 4 == store.read_record("raw").rows
 
 
 # -- P1-P4 through the store ------------------------------------------------------------------

@@ -47,11 +47,14 @@ class TableRef:
 
 @dataclass(frozen=True)
 class RangeFilter:
-    """Rows ``since <= column < until`` (epoch seconds; ``None`` = open)."""
+    """Rows ``since <= column < until`` (epoch seconds; ``None`` = open), and, with
+    ``with_nulls``, the rows whose ``column`` is null (a feature without metrics keeps rows
+    without a timestamp; they lie in no range, so every range build replaces them)."""
 
     column: str
     since: int | None
     until: int | None
+    with_nulls: bool = False
 
     def sql(self, dialect: str = "spark") -> str:
         """The condition in Spark SQL, or in delta-rs's (DataFusion) SQL."""
@@ -64,7 +67,11 @@ class RangeFilter:
                 parts.append(f"`{self.column}` {op} TIMESTAMP '{instant:%Y-%m-%d %H:%M:%S}+00:00'")
             else:  # a string literal is cast to the column's zoned type; TIMESTAMP '...' is not
                 parts.append(f'"{self.column}" {op} \'{instant:%Y-%m-%dT%H:%M:%S}Z\'')
-        return " AND ".join(parts) or "TRUE"
+        condition = " AND ".join(parts) or "TRUE"
+        if not self.with_nulls or not parts:
+            return condition
+        column = f"`{self.column}`" if dialect == "spark" else f'"{self.column}"'
+        return f"(({condition}) OR {column} IS NULL)"
 
 
 def metadata_row(feature: str, kind: str, version: str, delta_version: int | None, metadata: dict[str, Any] | None, token: str) -> dict[str, Any]:
@@ -298,6 +305,8 @@ def _arrow_range(rows: RangeFilter) -> Any:
         value = pa.scalar(datetime.fromtimestamp(bound, tz=UTC), type=pa.timestamp("us", tz="UTC"))
         part = ds.field(rows.column) >= value if op == ">=" else ds.field(rows.column) < value
         condition = part if condition is None else condition & part
+    if rows.with_nulls and condition is not None:
+        condition = condition | ds.field(rows.column).is_null()
     return condition
 
 

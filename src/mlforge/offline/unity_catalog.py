@@ -357,7 +357,7 @@ def _range(record: VersionRecord) -> RangeFilter | None:
     built, ts = record.build_range, record.timestamp
     if ts is None or (built.since is None and built.until is None):
         return None
-    return RangeFilter(ts, built.since, built.until)
+    return RangeFilter(ts, built.since, built.until, with_nulls=not record.metrics)
 
 
 def _interval_seconds(text: str) -> float:
