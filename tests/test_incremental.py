@@ -501,3 +501,26 @@ def test_rows_without_a_timestamp_are_recomputed_by_every_range_build(tmp_path, 
         stored = sorted(defs.read_feature("raw").to_pyarrow().to_pylist(), key=key)
         assert [r["amt"] for r in stored if r["ts"] is None] == [2.0, 3.0], (build, stored)
         assert len(stored) == 4
+
+
+@pytest.mark.parametrize("engine_name", ["duckdb", "polars"])
+def test_a_row_in_december_9999_does_not_stop_range_builds(tmp_path, engine_name):  # contract I1
+    """``9999-12-31`` is a common "valid until" placeholder: its month ends past the last
+    datetime, and the stored file of that month must still be judged by its span."""
+    path = str(tmp_path / "events.parquet")
+    schema = pa.schema([("user_id", pa.int64()), ("ts", pa.timestamp("us")), ("amt", pa.float64())])
+    rows = [{"user_id": 1, "ts": BASE, "amt": 1.0}, {"user_id": 2, "ts": datetime(9999, 12, 31, 12), "amt": 2.0}]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+    @mlf.feature(source=path, keys=["user_id"], timestamp="ts")
+    def raw(t):
+        return t.select("user_id", "ts", "amt")
+
+    defs = mlf.Definitions("inc", [raw], offline_store=mlf.LocalStore(tmp_path / "inc"), engine=engine_name)
+    assert defs.build()["raw"].version == "1.0.0"
+    rows.append({"user_id": 3, "ts": BASE + timedelta(days=4), "amt": 3.0})
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    for since in ("2024-03-02", "9999-12-31"):
+        result = defs.build(since=since)["raw"]
+        assert result.status in ("built", "skipped") and result.error is None, result
+    assert sorted(r["amt"] for r in defs.read_feature("raw").to_pyarrow().to_pylist()) == [1.0, 2.0, 3.0]

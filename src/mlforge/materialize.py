@@ -15,7 +15,14 @@ from mlforge import fingerprints
 from mlforge.compiler import LabelRange, added_integer_fields, compile_metrics
 from mlforge.definitions.names import check_column_name, check_distinct_columns
 from mlforge.engines.base import UNITS_PER_SECOND, Capability, catalog_table_error, utc_literal
-from mlforge.engines.monthfiles import UNTIMED, file_spans, month_end, month_start, part_key
+from mlforge.engines.monthfiles import (
+    END_OF_TIME,
+    UNTIMED,
+    file_spans,
+    is_month_start,
+    month_end,
+    part_key,
+)
 from mlforge.equivalence import FLOAT_RTOL, files_equivalent
 from mlforge.errors import BuildError, EngineError, MlforgeError, ValidationFailed
 from mlforge.incremental import BuildRange, next_watermark, plan_range
@@ -388,10 +395,7 @@ def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, 
     ts = feature.timestamp_column
     splits: list[int] = []
     if store.capabilities.month_files:
-        files = store.data_files(feature.name, version)
-        reused, read = _reach(files, build_range)
-        spans = file_spans([os.path.basename(f) for f in files])
-        splits = [end for name, (_, end) in spans.items() if name in {os.path.basename(f) for f in reused} and end != month_start(end)]
+        reused, read, splits = _reach(store.data_files(feature.name, version), build_range)
         if not read:
             return fresh, reused, splits
         stored = engine.read_parquet_files(read)
@@ -419,10 +423,11 @@ def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, 
 MERGED_PART_ROWS = 1 << 17
 
 
-def _reach(files: list[str], build_range: BuildRange) -> tuple[list[str], list[str]]:
-    """The files a range build reuses as they are, and those it reads and filters; the
-    others (wholly inside the range) it replaces without reading them. ``files`` are local
-    copies, named as the engine wrote them (object stores strip their build tokens)."""
+def _reach(files: list[str], build_range: BuildRange) -> tuple[list[str], list[str], list[int]]:
+    """The files a range build reuses as they are, those it reads and filters, and where
+    the reused ones end inside their month; the others (wholly inside the range) it
+    replaces without reading them. ``files`` are local copies, named as the engine wrote
+    them (object stores strip their build tokens)."""
     import pyarrow.parquet as pq
 
     spans = file_spans([os.path.basename(f) for f in files])
@@ -441,10 +446,11 @@ def _reach(files: list[str], build_range: BuildRange) -> tuple[list[str], list[s
     # A small part ending where the range starts, inside its month, is merged.
     for path in list(reused):
         span = spans.get(os.path.basename(path))
-        if span is not None and span[1] == since and span[1] != month_start(span[1]) and pq.read_metadata(path).num_rows < MERGED_PART_ROWS:
+        if span is not None and span[1] == since and not is_month_start(span[1]) and pq.read_metadata(path).num_rows < MERGED_PART_ROWS:
             reused.remove(path)
             read.append(path)
-    return reused, read
+    ends = [spans[os.path.basename(p)][1] for p in reused if os.path.basename(p) in spans]
+    return reused, read, [end for end in ends if not is_month_start(end)]
 
 
 def _file_key(engine: Engine, label: ir.TimestampValue, splits: list[int]) -> ir.IntegerValue:
@@ -454,10 +460,13 @@ def _file_key(engine: Engine, label: ir.TimestampValue, splits: list[int]) -> ir
     import ibis
 
     month = engine.month_key(label).cast("int64")
-    inside = sorted({s for s in splits if s != month_start(s)}, reverse=True)
+    inside = sorted({s for s in splits if not is_month_start(s)}, reverse=True)
     if not inside:
         return cast("ir.IntegerValue", month)
-    parts = [((label >= _label_literal(s)) & (label < _label_literal(month_end(s))), ibis.literal(part_key(s), type="int64")) for s in inside]
+    parts = [
+        (label >= _label_literal(s) if month_end(s) >= END_OF_TIME else (label >= _label_literal(s)) & (label < _label_literal(month_end(s))), ibis.literal(part_key(s), type="int64"))
+        for s in inside
+    ]
     return cast("ir.IntegerValue", ibis.cases(*parts, else_=month))
 
 
@@ -496,8 +505,9 @@ def _dropped_and_newest(feature: Feature, output: ir.Table, engine: Engine) -> t
     ts = feature.timestamp_column
     assert ts is not None  # metric features have a timestamp
     nulls = cast("ir.BooleanValue", ibis.or_(*[output[k].isnull() for k in feature.keys], output[ts].isnull()))
+    valid = cast("ir.BooleanValue", ibis.and_(*[output[k].notnull() for k in feature.keys], output[ts].notnull()))
     seconds = cast("ir.IntegerColumn", engine.epoch_seconds(output[ts]))
-    summary = output.aggregate(dropped=output.count(where=nulls), newest=seconds.max(where=nulls.negate()))
+    summary = output.aggregate(dropped=output.count(where=nulls), newest=seconds.max(where=valid))
     row = engine.to_arrow(summary).to_pylist()[0]
     return int(row["dropped"]), None if row["newest"] is None else int(row["newest"])
 

@@ -8,6 +8,7 @@ hive-style directories that :func:`flatten_partitions` renames to the same layou
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -198,27 +199,41 @@ def part_key(instant: int) -> int:
     >>> part_key(1_710_547_200)  # 2024-03-16 00:00:00 UTC
     20240316000000
     """
-    from datetime import UTC, datetime
-
     m = datetime.fromtimestamp(instant, tz=UTC)
     return ((m.year * 100 + m.month) * 100 + m.day) * 1_000_000 + m.hour * 10_000 + m.minute * 100 + m.second
 
 
 def month_start(instant: int) -> int:
     """The first instant of ``instant``'s month (epoch seconds, UTC)."""
-    from datetime import UTC, datetime
-
     moment = datetime.fromtimestamp(instant, tz=UTC)
     return int(moment.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp())
 
 
-def month_end(instant: int) -> int:
-    """The first instant of the month after ``instant``'s (epoch seconds, UTC)."""
-    from datetime import UTC, datetime
+#: 10000-01-01 00:00:00 UTC, where December 9999 ends: no ``datetime`` can hold it.
+END_OF_TIME = 253_402_300_800
 
+
+def is_month_start(instant: int) -> bool:
+    """Whether ``instant`` is the first instant of a month (the end of December 9999 too).
+
+    >>> is_month_start(1_709_251_200), is_month_start(1_710_547_200), is_month_start(253_402_300_800)
+    (True, False, True)
+    """
+    return instant >= END_OF_TIME or month_start(instant) == instant
+
+
+def month_end(instant: int) -> int:
+    """The first instant of the month after ``instant``'s (epoch seconds, UTC).
+
+    >>> month_end(253_399_622_400) - 253_399_622_400  # 9999-12-01: the month after is year 10000
+    2678400
+    """
     moment = datetime.fromtimestamp(instant, tz=UTC)
-    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
-    return int(datetime(year, month, 1, tzinfo=UTC).timestamp())
+    if moment.year == 9999 and moment.month == 12:  # past the last datetime
+        return END_OF_TIME
+    if moment.month == 12:
+        return int(datetime(moment.year + 1, 1, 1, tzinfo=UTC).timestamp())
+    return int(datetime(moment.year, moment.month + 1, 1, tzinfo=UTC).timestamp())
 
 
 def file_start(name: str) -> int | None:
@@ -229,8 +244,6 @@ def file_start(name: str) -> int | None:
     >>> file_start("2024-03.parquet"), file_start("2024-03-16T000000.parquet"), file_start("untimed.parquet")
     (1709251200, 1710547200, None)
     """
-    from datetime import UTC, datetime
-
     stem = name.removesuffix(".parquet")
     digits = stem.replace("-", "").replace("T", "")
     if not name.endswith(".parquet") or not digits.isdigit() or len(digits) not in (6, 14):
