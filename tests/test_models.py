@@ -191,8 +191,23 @@ def test_rest_gives_entity_columns_a_model_reads_their_training_types(tracking, 
     answer = client.post("/models/m/predict", json=body)
     assert answer.status_code == 200, answer.text
     assert close(answer.json()["predictions"], batch)
-    bad = client.post("/models/m/predict", json={"entities": [{"user_id": "u0", "seen": "tomorrow"}], "at": at.isoformat()})
-    assert bad.status_code == 422 and "'seen'" in bad.json()["detail"] and bad.json()["fix"]
+    for wrong in ("tomorrow", 1709251200, True):  # a number would be read as ticks since 1970
+        bad = client.post("/models/m/predict", json={"entities": [{"user_id": "u0", "seen": wrong}], "at": at.isoformat()})
+        assert bad.status_code == 422 and "'seen'" in bad.json()["detail"] and bad.json()["fix"], (wrong, bad.text)
+
+
+def test_input_types_are_recorded_for_every_kind_of_frame(shop):
+    # rule P1: the training set is the kind of frame entity_df was; a model's record needs
+    # the types of the entity columns it reads from any of them, without running the frame
+    import ibis
+    import polars as pl
+    import pyarrow as pa
+
+    data = pa.Table.from_pandas(labels().assign(seen=labels()["ts"]), preserve_index=False)
+    for frame in (data, data.to_pandas(), pl.from_arrow(data), pl.from_arrow(data).lazy(), ibis.memtable(data)):
+        ts = shop.training_set("shopper", frame, label="target", timestamp="ts")
+        record = ts.model_features(["spend_2d", "seen"])
+        assert dict(record.input_types) == {"seen": "timestamp(6)"}, (type(frame), record.input_types)
 
 
 def test_rest_model_batch_may_mix_natural_and_join_keys(tracking, tmp_path, monkeypatch):

@@ -173,6 +173,14 @@ def test_bad_requests_get_clean_errors(client, path, body, status):
     assert isinstance(answer.json()["detail"], str) and answer.json()["fix"] and "Traceback" not in answer.text  # {"detail": "...", "fix": "..."}
 
 
+def test_a_422_names_each_field_once_as_the_caller_spelt_it(client):
+    # a key value fitting no key type is one problem per type for pydantic; a field named
+    # like a type ("int") is still named
+    answer = client.post("/features/online", headers=AUTH, json={"features": ["user_spend"], "entity": {"int": [1]}})
+    assert answer.status_code == 422
+    assert [e["loc"] for e in answer.json()["errors"]] == [["body", "entity", "int"]] and "body > entity > int:" in answer.json()["detail"]
+
+
 def test_head_answers_where_get_does(client):
     # RFC 9110: HEAD wherever GET is supported; load balancers probe health with it
     assert client.head("/health").status_code == 200

@@ -581,14 +581,19 @@ def _typed_input(column: str, values: list[Any], type_text: str | None) -> Any:
     try:
         if target is None:
             return pa.array(values)
+        temporal = pa.types.is_timestamp(target) or pa.types.is_date(target)
+        if temporal and any(v is not None and not isinstance(v, str) for v in values):
+            raise TypeError("not ISO 8601 text")  # a number would be read as ticks since 1970
+        if (pa.types.is_integer(target) or pa.types.is_floating(target)) and any(isinstance(v, bool) for v in values):
+            raise TypeError("a boolean is not a number")
         if pa.types.is_timestamp(target):
-            values = [_instant(v, target.tz is not None) if isinstance(v, str) else v for v in values]
+            values = [None if v is None else _instant(v, target.tz is not None) for v in values]
         elif pa.types.is_date(target):
-            values = [date.fromisoformat(v) if isinstance(v, str) else v for v in values]
+            values = [None if v is None else date.fromisoformat(v) for v in values]
         return pa.array(values).cast(target)
     except (ValueError, TypeError, pa.ArrowException) as exc:
         kind = f" of type {type_text}" if type_text else ""
-        raise Problem(422, f"input column {column!r} cannot be read{kind}: {type(exc).__name__}", fix=f"send {column!r} as in training{kind} (timestamps as ISO 8601 text, naive = UTC)") from None
+        raise Problem(422, f"input column {column!r} cannot be read{kind}: {exc if isinstance(exc, TypeError) else type(exc).__name__}", fix=f"send {column!r} as in training{kind} (timestamps and dates as ISO 8601 text, naive = UTC)") from None
 
 
 def _instant(text: str, zoned: bool) -> datetime:
@@ -732,7 +737,7 @@ def _install_error_handlers(app: Any, json_response: Any) -> None:
         # Names in ``loc`` are the body's own field names: each is cut short.
         # Pydantic names the member of a union that failed (``int``, ``function-after[...]``)
         # after the field: the caller named only the field.
-        errors = [{"loc": [str(part)[:_ECHOED] for part in e.get("loc", ()) if not _union_member(part)], "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        errors = _body_errors(exc.errors())
         detail = "; ".join(f"{' > '.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:_LISTED]) + (f"; and {len(errors) - _LISTED} more" if len(errors) > _LISTED else "")
         return json_response({"detail": f"the request body is not valid: {detail}", "fix": f"send a JSON body like {example}; keys are UTF-8 strings, integers or finite numbers (not booleans)", "errors": errors[:_LISTED]}, status_code=422)
 
@@ -758,8 +763,25 @@ _ECHOED = 64
 _LISTED = 10
 
 
-def _union_member(part: Any) -> bool:
-    return isinstance(part, str) and ("[" in part or part in {"str", "int", "float", "bool", "none", "finite-float"})
+def _body_errors(raw: Any) -> list[dict[str, Any]]:
+    """Pydantic's problems with a body, one per location: a key value that fits no member
+    of the union of key types comes as one problem per member, each location ending in
+    the member's tag (``int``, ``function-after[...]``), which the caller never named."""
+    by_loc: dict[tuple[str, ...], dict[str, Any]] = {}
+    for e in raw:
+        loc = list(e.get("loc", ()))
+        if len(loc) > 3 and loc[0] == "body" and isinstance(loc[-1], str) and ("[" in loc[-1] or loc[-1] in _UNION_TAGS):
+            loc = loc[:-1]
+        key = tuple(str(part)[:_ECHOED] for part in loc)
+        if key in by_loc:
+            by_loc[key]["msg"] += f" / {e.get('msg', '')}"
+        else:
+            by_loc[key] = {"loc": list(key), "msg": e.get("msg", ""), "type": e.get("type", "")}
+    return list(by_loc.values())
+
+
+#: The tags pydantic gives the members of the union of key value types.
+_UNION_TAGS = {"str", "int", "float", "bool", "none", "finite-float", "function-after"}
 
 
 def _utf8_text(text: str) -> str:

@@ -70,6 +70,24 @@ def materialize_columns(frame: Any, kind: str, columns: Sequence[str] | None = N
     return frame if columns is None else frame.select(list(columns))
 
 
+def arrow_schema(frame: Any, kind: str) -> pa.Schema:
+    """A frame's columns as an Arrow schema, without reading its rows (a lazy or engine
+    frame is not run)."""
+    import pyarrow as pa
+
+    if kind == "arrow":
+        return frame.schema
+    if kind == "pandas":
+        return materialize_columns(frame.head(0), kind).schema
+    if kind == "polars":
+        return (frame.head(0).collect() if type(frame).__name__ == "LazyFrame" else frame.head(0)).to_arrow().schema
+    if kind == "ibis":
+        return frame.schema().to_pyarrow()
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    return pa.schema(to_arrow_schema(frame.schema))
+
+
 #: Rows of a Spark ``entity_df`` that may be brought to the driver when the work cannot
 #: run in Spark (another engine was asked for, or an online lookup); past it, an error.
 #: ``MLFORGE_SPARK_DRIVER_ROWS`` overrides it.

@@ -18,7 +18,7 @@ from typing import Any
 from mlforge.definitions.feature_set import FeatureSpec
 from mlforge.errors import ConfigError
 from mlforge.manifest import exact_types
-from mlforge.retrieval.frames import frame_columns, frame_kind, materialize_columns
+from mlforge.retrieval.frames import arrow_schema, frame_columns, frame_kind
 
 #: The artifact file of a logged model that holds its :class:`ModelFeatures`.
 MODEL_FEATURES_FILE = "mlforge_features.json"
@@ -175,7 +175,8 @@ class TrainingSet:
         if unknown:
             raise ConfigError(f"input column(s) {unknown} are not in the training set", where="log_model(input_columns=...)", fix=f"choose from {sorted(known - set(self.label_columns))}")
         extra = [c for c in inputs if c not in self.feature_columns]
-        types = exact_types(materialize_columns(self.frame, frame_kind(self.frame), extra).schema) if extra else {}
+        schema = arrow_schema(self.frame, frame_kind(self.frame)) if extra else None
+        types = exact_types(_fields(schema, extra)) if schema is not None else {}
         return ModelFeatures(
             project=self.project,
             feature_set=self.feature_set,
@@ -188,6 +189,13 @@ class TrainingSet:
             label_columns=self.label_columns,
             input_types=tuple((c, types[c]) for c in extra if c in types),
         )
+
+
+def _fields(schema: Any, names: Sequence[str]) -> Any:
+    """The fields of ``schema`` named in ``names``, in that order."""
+    import pyarrow as pa
+
+    return pa.schema([schema.field(name) for name in names])
 
 
 def natural_keys_of(entities: Mapping[str, Sequence[str]]) -> tuple[tuple[str, tuple[str, ...]], ...]:
