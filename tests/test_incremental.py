@@ -12,6 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import mlforge as mlf
+from mlforge.engines.monthfiles import (
+    file_spans,
+    file_start,
+    is_month_start,
+    month_end,
+    month_start,
+    part_key,
+    partition_file,
+)
 from mlforge.errors import ConfigError, DefinitionError
 from mlforge.incremental import (
     BuildRange,
@@ -524,3 +533,30 @@ def test_a_row_in_december_9999_does_not_stop_range_builds(tmp_path, engine_name
         result = defs.build(since=since)["raw"]
         assert result.status in ("built", "skipped") and result.error is None, result
     assert sorted(r["amt"] for r in defs.read_feature("raw").to_pyarrow().to_pylist()) == [1.0, 2.0, 3.0]
+
+
+# -- month files and parts: names and spans (the layout a range build reads, I1) ----------------
+_INSTANTS = st.integers(-2_208_988_800, 253_402_300_799)  # 1900-01-01 .. 9999-12-31 23:59:59
+
+
+@given(_INSTANTS)
+def test_a_part_name_gives_back_its_start(instant):
+    name = partition_file(part_key(instant))
+    assert file_start(name) == instant
+    assert month_start(instant) <= instant < month_end(instant) and is_month_start(month_start(instant))
+    assert file_start(name[:7] + ".parquet") == month_start(instant)  # the month file of the same month
+
+
+@given(st.lists(_INSTANTS, min_size=1, max_size=12))
+def test_spans_of_a_versions_files_tile_their_months(instants):
+    # as a writer names them: each month's file, and a part from each split inside a month
+    months = {partition_file(part_key(i) // 100_000_000) for i in instants}
+    names = months | {partition_file(part_key(i)) for i in instants if not is_month_start(i)}
+    spans = file_spans(sorted(names))
+    assert set(spans) == names
+    for start, end in spans.values():
+        assert start < end <= month_end(start)
+        later = [s for s, _ in spans.values() if start < s < month_end(start)]
+        assert end == min(later, default=month_end(start))  # up to the next part of its month
+    for i in instants:  # every instant lies in exactly one file's span
+        assert sum(start <= i < end for start, end in spans.values()) == 1
