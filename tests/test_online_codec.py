@@ -46,6 +46,12 @@ def test_an_answer_has_the_columns_of_the_record_it_was_read_with():  # contract
     reading = value_at(publication, {"user_id": "u1"}, decode_row(text), datetime(1970, 1, 2, 5, tzinfo=UTC), published=True)
     unknown = value_at(publication, {"user_id": "u2"}, None, datetime(1970, 1, 2, 5, tzinfo=UTC), published=True)
     assert reading.values == {"n_2d": 2} and list(reading.row) == list(unknown.row)
+    # the record already names the new column, the entity is not written yet: its value is
+    # not known (null), which is not an empty window (W4 would say 0)
+    old_text = json.dumps({"user_id": "u1", TAIL: {"interval": DAY, "labels": [DAY], "values": {"n_2d": [2]}}})
+    newer = Publication("f", "1.1.0", ("user_id",), "ts", DAY, None, 0, ("n_2d", "new_2d"), (("n_2d", 0), ("new_2d", 0)))
+    for at in (datetime(1970, 1, 2, 5, tzinfo=UTC), datetime(1970, 1, 9, tzinfo=UTC)):  # a label in the tail, and one past it
+        assert value_at(newer, {"user_id": "u1"}, decode_row(old_text), at, published=True).values["new_2d"] is None
 
 
 def test_a_record_of_format_1_is_read_and_a_newer_format_is_refused():

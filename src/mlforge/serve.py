@@ -371,7 +371,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     app.state.defs, app.state.metrics = defs, metrics
     _install_error_handlers(app, _StarletteJSON)  # errors are small: the plain renderer, apart from the fast path
 
-    @app.api_route("/health", methods=["GET", "HEAD"])
+    @app.get("/health")
     async def health() -> Any:
         try:
             await run_in_threadpool(_store_call, store, "ping", store.ping)
@@ -379,9 +379,14 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
             return JSONResponse({"status": "unavailable", "online_store": repr(store), "detail": exc.what, "fix": exc.fix}, status_code=503)
         return {"status": "ok", "project": defs.name, "online_store": type(store).__name__, "features": len(defs.features)}
 
-    @app.api_route("/features", methods=["GET", "HEAD"])
+    @app.get("/features")
     def list_features() -> Any:
         return {"features": [_describe(defs, name, brief=True) for name in sorted(defs.features)]}
+
+    # HEAD wherever a probe asks (RFC 9110: as GET, no body); out of the OpenAPI schema,
+    # where a second operation of the same function would repeat its operation id.
+    app.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+    app.add_api_route("/features", list_features, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/features/{name}")
     def show_feature(name: str) -> Any:
@@ -739,7 +744,7 @@ def _install_error_handlers(app: Any, json_response: Any) -> None:
         # after the field: the caller named only the field.
         errors = _body_errors(exc.errors())
         detail = "; ".join(f"{' > '.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:_LISTED]) + (f"; and {len(errors) - _LISTED} more" if len(errors) > _LISTED else "")
-        return json_response({"detail": f"the request body is not valid: {detail}", "fix": f"send a JSON body like {example}; keys are UTF-8 strings, integers or finite numbers (not booleans)", "errors": errors[:_LISTED]}, status_code=422)
+        return json_response({"detail": f"the request body is not valid: {detail}", "fix": f"send a JSON body like {example}; keys are UTF-8 strings, integers or finite numbers", "errors": errors[:_LISTED]}, status_code=422)
 
     @app.exception_handler(OnlineStoreError)
     def store_down(request: Any, exc: OnlineStoreError) -> Any:
@@ -774,7 +779,8 @@ def _body_errors(raw: Any) -> list[dict[str, Any]]:
             loc = loc[:-1]
         key = tuple(str(part)[:_ECHOED] for part in loc)
         if key in by_loc:
-            by_loc[key]["msg"] += f" / {e.get('msg', '')}"
+            if e.get("msg", "") not in by_loc[key]["msg"].split(" / "):
+                by_loc[key]["msg"] += f" / {e.get('msg', '')}"
         else:
             by_loc[key] = {"loc": list(key), "msg": e.get("msg", ""), "type": e.get("type", "")}
     return list(by_loc.values())

@@ -12,11 +12,13 @@ from collections.abc import Iterable
 from typing import Any, ClassVar
 
 from mlforge.online.base import (
+    UNREADABLE,
     OnlineCapabilities,
     decode_row,
     encode_row,
     key_text,
     keyed_rows,
+    not_an_mlforge_row,
     ttl_seconds,
 )
 
@@ -68,9 +70,15 @@ class MemoryStore:
         now = self._clock()
         rows = self._rows.get(feature, {})
         out: list[dict[str, Any] | None] = []
-        for key in keys:
-            hit = rows.get(key_text(key))
-            out.append(None if hit is None or (hit[1] is not None and hit[1] <= now) else decode_row(hit[0]))
+        try:
+            for key in keys:
+                hit = rows.get(key_text(key))
+                out.append(None if hit is None or (hit[1] is not None and hit[1] <= now) else decode_row(hit[0]))
+        except UNREADABLE as exc:
+            raise not_an_mlforge_row(
+                f"a stored row of {feature!r}", exc, where="MemoryStore",
+                fix="re-publish it with `mlforge build --online`; values written with store.write must be rows mlforge encodes",
+            ) from None
         return out
 
     def ping(self) -> None:

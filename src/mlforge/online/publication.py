@@ -261,12 +261,16 @@ def _metric_reading(publication: Publication, key: Mapping[str, Any], stored: Ma
                 f"the stored value of {publication.feature!r} for {dict(key)}", exc,
                 fix="re-publish it with `mlforge build --online`; if another program writes under the same keys, give mlforge its own prefix, table or schema",
             ) from None
-        # The record's columns only: while a publish that adds or drops a column runs, an
-        # entity already written holds the new version's; every entity of one answer has
-        # the columns of the record the answer was read with.
+        # The record's columns only: an entity written by another version than the
+        # record's (while a publish runs) may hold other columns; every entity of one
+        # answer has the record's.
         for column in values:
             if column in stored_row:
                 values[column] = stored_row[column]
+    for column in values.keys() - set(tail.columns):
+        # A column the record has and the stored value lacks (an entity the running publish
+        # has not written yet): its value is not known, which is not an empty window (W4).
+        values[column] = None
     row = {k: stored[k] if k in stored else key.get(k) for k in publication.keys}
     return Reading(values, label_time, True, _with_label(row, publication.timestamp, label_time, values))
 
