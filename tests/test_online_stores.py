@@ -259,3 +259,15 @@ def test_a_damaged_tail_in_redis_is_refused_not_read_at_another_label(redis_serv
     raw.set(key, raw.get(key).replace(b"[1],\n", b""))  # a row lost: the labels no longer match
     with pytest.raises(OnlineStoreError, match=r"not an mlforge row .*a tail of 2 labels holds 1 rows"):
         store.read("tails", [{"user_id": 7}])
+
+
+def test_a_damaged_tail_in_memory_is_refused_as_in_redis():  # contract O3: a store's failure is OnlineStoreError
+    from mlforge.online.base import TAIL, Tail, key_text
+    from mlforge.online.memory import MemoryStore
+
+    store = MemoryStore()
+    store.write("tails", ["user_id"], [{"user_id": 7, TAIL: Tail(86400, [0, 86400], ["n"], rows=[[1], [2]])}])
+    text, expiry = store._rows["tails"][key_text({"user_id": 7})]
+    store._rows["tails"][key_text({"user_id": 7})] = (text.replace("[1],\n", ""), expiry)  # a row lost
+    with pytest.raises(OnlineStoreError, match=r"not an mlforge row .*a tail of 2 labels holds 1 rows"):
+        store.read("tails", [{"user_id": 7}])
