@@ -407,9 +407,9 @@ def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, 
     label = stored[ts]
     outside = []
     if build_range.since is not None:
-        outside.append(label < _label_literal(build_range.since))
+        outside.append(label < utc_literal(build_range.since, zoned=True))
     if build_range.until is not None:
-        outside.append(label >= _label_literal(build_range.until))
+        outside.append(label >= utc_literal(build_range.until, zoned=True))
     keep = stored.filter(ibis.or_(*outside)) if outside else stored.limit(0)
     keep = keep.select(*fresh_columns)
     if keep.schema() != fresh.schema():
@@ -463,18 +463,14 @@ def _file_key(engine: Engine, label: ir.TimestampValue, splits: list[int]) -> ir
     inside = sorted({s for s in splits if not is_month_start(s)}, reverse=True)
     if not inside:
         return cast("ir.IntegerValue", month)
-    parts = [
-        (label >= _label_literal(s) if month_end(s) >= END_OF_TIME else (label >= _label_literal(s)) & (label < _label_literal(month_end(s))), ibis.literal(part_key(s), type="int64"))
-        for s in inside
-    ]
+    parts = []
+    for start in inside:
+        end = month_end(start)
+        within = label >= utc_literal(start, zoned=True)
+        if end < END_OF_TIME:  # December 9999 has no end a timestamp can hold
+            within = within & (label < utc_literal(end, zoned=True))
+        parts.append((within, ibis.literal(part_key(start), type="int64")))
     return cast("ir.IntegerValue", ibis.cases(*parts, else_=month))
-
-
-def _label_literal(instant: int) -> ir.TimestampScalar:
-    """Epoch seconds as a literal comparable with stored labels (UTC, microseconds)."""
-    import ibis
-
-    return cast("ir.TimestampScalar", ibis.literal(datetime.fromtimestamp(instant, tz=UTC), type="timestamp('UTC', 6)"))
 
 
 def _reuse_files(paths: list[str], data_dir: str) -> None:

@@ -53,14 +53,22 @@ import math
 import os
 import sys
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from datetime import time as dtime
 from decimal import Decimal
 from typing import Annotated, Any
 
 from mlforge import scoring
 from mlforge.definitions.names import check_name
-from mlforge.errors import ConfigError, MlforgeError, OnlineStoreError, missing_extra, redact
+from mlforge.errors import (
+    ConfigError,
+    MlforgeError,
+    OnlineStoreError,
+    RetrievalError,
+    missing_extra,
+    redact,
+)
+from mlforge.manifest import exact_arrow_type
 from mlforge.online.publication import Publication, read_time
 from mlforge.publishing import OnlinePublish, publish_latest
 from mlforge.retrieval.online import lookup, lookup_async
@@ -580,8 +588,6 @@ def _typed_input(column: str, values: list[Any], type_text: str | None) -> Any:
     """One input column of a predict request in the type the model was trained on."""
     import pyarrow as pa
 
-    from mlforge.manifest import exact_arrow_type
-
     target = exact_arrow_type(type_text) if type_text else None
     try:
         if target is None:
@@ -591,22 +597,14 @@ def _typed_input(column: str, values: list[Any], type_text: str | None) -> Any:
             raise TypeError("not ISO 8601 text")  # a number would be read as ticks since 1970
         if (pa.types.is_integer(target) or pa.types.is_floating(target)) and any(isinstance(v, bool) for v in values):
             raise TypeError("a boolean is not a number")
-        if pa.types.is_timestamp(target):
-            values = [None if v is None else _instant(v, target.tz is not None) for v in values]
+        if pa.types.is_timestamp(target):  # read as `at` is: naive text is UTC
+            values = [None if v is None else read_time(v) if target.tz is not None else read_time(v).replace(tzinfo=None) for v in values]
         elif pa.types.is_date(target):
             values = [None if v is None else date.fromisoformat(v) for v in values]
         return pa.array(values).cast(target)
-    except (ValueError, TypeError, pa.ArrowException) as exc:
+    except (ValueError, TypeError, RetrievalError, pa.ArrowException) as exc:
         kind = f" of type {type_text}" if type_text else ""
         raise Problem(422, f"input column {column!r} cannot be read{kind}: {exc if isinstance(exc, TypeError) else type(exc).__name__}", fix=f"send {column!r} as in training{kind} (timestamps and dates as ISO 8601 text, naive = UTC)") from None
-
-
-def _instant(text: str, zoned: bool) -> datetime:
-    """ISO 8601 text as the instant it names: naive text is UTC; a naive target gets UTC wall time."""
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment if zoned else moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def _feature_set(defs: Any, name: str) -> Any:
@@ -739,9 +737,6 @@ def _install_error_handlers(app: Any, json_response: Any) -> None:
         path = request.url.path
         example = next((body for prefix, body in _BODY_EXAMPLES if path.startswith(prefix)), REQUEST_EXAMPLE)
         # The offending input is not echoed back: it may be huge, or NaN (not JSON).
-        # Names in ``loc`` are the body's own field names: each is cut short.
-        # Pydantic names the member of a union that failed (``int``, ``function-after[...]``)
-        # after the field: the caller named only the field.
         errors = _body_errors(exc.errors())
         detail = "; ".join(f"{' > '.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors[:_LISTED]) + (f"; and {len(errors) - _LISTED} more" if len(errors) > _LISTED else "")
         return json_response({"detail": f"the request body is not valid: {detail}", "fix": f"send a JSON body like {example}; keys are UTF-8 strings, integers or finite numbers", "errors": errors[:_LISTED]}, status_code=422)
@@ -771,7 +766,8 @@ _LISTED = 10
 def _body_errors(raw: Any) -> list[dict[str, Any]]:
     """Pydantic's problems with a body, one per location: a key value that fits no member
     of the union of key types comes as one problem per member, each location ending in
-    the member's tag (``int``, ``function-after[...]``), which the caller never named."""
+    the member's tag (``int``, ``function-after[...]``), which the caller never named. The
+    names in a location are the body's own field names: each is cut short."""
     by_loc: dict[tuple[str, ...], dict[str, Any]] = {}
     for e in raw:
         loc = list(e.get("loc", ()))

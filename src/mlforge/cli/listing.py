@@ -18,6 +18,7 @@ from mlforge.cli.common import (
     render,
     source_format,
 )
+from mlforge.errors import StoreError
 
 app = App(name="list", help="List features, feature sets, entities, sources or the versions of a feature.", help_format="plaintext")
 
@@ -108,8 +109,6 @@ def versions(feature: str, /, *, format: Format = "table", common: Common = DEFA
     """
     defs = load(common)
     found = check_known_feature(defs, feature)
-    from mlforge.errors import StoreError
-
     try:
         latest = defs.offline_store.latest_version(feature)
     except StoreError as exc:  # listed anyway: the list is what mends the pointer (rollback)

@@ -16,6 +16,7 @@ from mlforge.cli.common import (
     print_json,
     table,
 )
+from mlforge.errors import ConfigError
 
 app = App(name="log", help="Record the feature versions a model uses in an experiment tracker.", help_format="plaintext")
 
@@ -41,7 +42,6 @@ def mlflow(
     format
         table for people, json for machines.
     """
-    from mlforge.errors import ConfigError
     from mlforge.integrations.mlflow import log_features_to_mlflow
 
     defs = load(common)

@@ -93,13 +93,15 @@ def ordered(expr: ir.Table, order: Sequence[str]) -> ir.Table:
 UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
-def utc_literal(instant: int) -> Any:
-    """Epoch seconds as a naive UTC timestamp literal in microseconds: without the scale,
-    Polars makes a literal nanoseconds, which end in 2262 (a range build of later events
-    failed on the conversion)."""
+def utc_literal(instant: int, *, zoned: bool = False) -> Any:
+    """Epoch seconds as a UTC timestamp literal in microseconds, naive (for source columns)
+    or ``zoned`` (for stored labels, which Polars will not compare with a naive one). Without
+    the scale Polars makes a literal nanoseconds, which end in 2262 (a range build of later
+    events failed on the conversion)."""
     import ibis
 
-    return ibis.literal(datetime.fromtimestamp(instant, tz=UTC).replace(tzinfo=None), type="timestamp(6)")
+    moment = datetime.fromtimestamp(instant, tz=UTC)
+    return ibis.literal(moment, type="timestamp('UTC', 6)") if zoned else ibis.literal(moment.replace(tzinfo=None), type="timestamp(6)")
 
 
 def temp_table_name() -> str:

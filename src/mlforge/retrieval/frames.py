@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlforge.engines.sources import is_fixed_offset
 from mlforge.errors import RetrievalError
+from mlforge.retrieval.specs import missing_key
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -264,9 +265,7 @@ def online_key(row: dict[str, Any], plan: Plan) -> dict[str, Any] | None:
             continue
         entity = next((e for e in plan.entities if e.join_key == name and e.from_columns and all(c in row for c in e.from_columns)), None)
         if entity is None:
-            natural = next((list(e.from_columns) for e in plan.entities if e.join_key == name and e.from_columns), None)
-            also = f" (or its natural columns {natural})" if natural else ""
-            raise RetrievalError(f"entity_df lacks the key column {name!r}{also}", where=f"feature {plan.name!r}", fix=f"add it to entity_df; it has {list(row)}")
+            raise missing_key(plan, name, list(row))
         key[name] = surrogate_key_value(*[row[c] for c in entity.from_columns or ()])
     return None if any(v is None for v in key.values()) else key
 

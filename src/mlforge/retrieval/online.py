@@ -75,13 +75,13 @@ def readings(
     out: dict[str, list[Reading]] = {}
     for name, keys in requests.items():
         record = records[name]
+        pinned = (versions or {}).get(name)
         publication = Publication.from_row(record) if record is not None else stand_ins[name]
         if record is not None:
             check_read_time(publication, at)
-            check_served_version(publication, (versions or {}).get(name))
+            check_served_version(publication, pinned)
             check_served_columns(publication, (columns or {}).get(name, ()))
-        elif (versions or {}).get(name) is not None:
-            pinned = (versions or {})[name]
+        elif pinned is not None:
             raise RetrievalError(
                 f"feature {name!r} has no version published online, but version {pinned} was asked for",
                 where=f"online store, feature {name!r}", fix=publish_fix(name, pinned),

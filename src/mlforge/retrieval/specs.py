@@ -167,9 +167,16 @@ def surrogates(plans: list[Plan], columns: Sequence[str]) -> dict[str, Entity]:
             if entity is not None and all(c in columns for c in entity.from_columns or ()):
                 computed[key] = entity
                 continue
-            natural = f" (or its natural columns {list(entity.from_columns or ())})" if entity else ""
-            raise RetrievalError(f"entity_df lacks the key column {key!r}{natural}", where=f"feature {plan.name!r}", fix=f"add it to entity_df; it has {list(columns)}")
+            raise missing_key(plan, key, columns)
     return computed
+
+
+def missing_key(plan: Plan, key: str, columns: Sequence[str]) -> RetrievalError:
+    """The error for an ``entity_df`` (or entity) without ``key``, naming the natural
+    columns that may stand for it (K2)."""
+    entity = next((e for e in plan.entities if e.join_key == key and e.from_columns), None)
+    natural = f" (or its natural columns {list(entity.from_columns or ())})" if entity else ""
+    return RetrievalError(f"entity_df lacks the key column {key!r}{natural}", where=f"feature {plan.name!r}", fix=f"add it to entity_df; it has {list(columns)}")
 
 
 def pin_versions(workspace: Workspace, defined: Mapping[str, Feature], specs: Sequence[FeatureSpec]) -> list[tuple[FeatureSpec, Plan]]:
