@@ -22,8 +22,9 @@ Engines with the ``window_functions`` capability run metrics made of partial agg
     ``b+1 .. min(b+M, next bucket)``: every label with an event within the largest window
     (W3) exactly once, owned by the newest bucket before it; the first, ``b+1``, carries
     ``b``'s partials and the others nulls (no join of labels to partials);
-4'. each window of ``m`` intervals is a ``RANGE BETWEEN m-1 PRECEDING AND CURRENT ROW``
-    frame over ``k`` -- by value, so the gaps between runs of labels are never counted as rows.
+4'. each window of ``m`` intervals is a frame of the ``m`` labels up to ``k``: ``ROWS
+    BETWEEN m-1 PRECEDING AND CURRENT ROW`` over the labels of step 3' (they are consecutive
+    wherever a frame can reach a partial), ``RANGE`` over those of step 5'.
 5'. a label range (an incremental build) keeps the labels of step 3' that fall inside the
     range; the partials its frames reach before the range ride along as rows of their own
     (a union, not a join) and are dropped after framing.
@@ -205,14 +206,14 @@ def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
         rows = _labels_in_range(partials, keys, values, labels, interval, max_offsets)
     else:
         rows = _labels_after_buckets(partials, keys, values, max_offsets)
+    trimmed = _SPINE in rows.columns
     # Each (partial, window) frame once: mean shares the frames of sum and count.
     frames: dict[str, ir.Value] = {}
     for c in columns:
         for partial in AGGREGATIONS[c.function].partials:
             name = _frame_name(c, partial)
             if name not in frames:
-                frames[name] = _windowed(rows, _partial_names(c.field)[partial], PARTIALS[partial], keys, c.window_seconds // interval)
-    trimmed = _SPINE in rows.columns
+                frames[name] = _windowed(rows, _partial_names(c.field)[partial], PARTIALS[partial], keys, c.window_seconds // interval, by_rows=not trimmed)
     framed = rows.select(*keys, _LABEL, *([_SPINE] if trimmed else []), **frames)
     if trimmed:  # the partials' own rows carried values into the frames; they are no labels
         framed = framed.filter(framed[_SPINE])  # and the spine holds only labels in range
@@ -318,11 +319,21 @@ def _labels_in_range(partials: ir.Table, keys: list[str], values: list[str], lab
     return spine.union(carriers)
 
 
-def _windowed(rows: ir.Table, column: str, partial: Partial, keys: list[str], intervals: int) -> ir.Value:
-    """The partials in ``column`` rolled up over a ``RANGE`` frame of ``intervals`` labels (rule W1)."""
+def _windowed(rows: ir.Table, column: str, partial: Partial, keys: list[str], intervals: int, *, by_rows: bool) -> ir.Value:
+    """The partials in ``column`` rolled up over a frame of ``intervals`` labels (rule W1).
+
+    ``by_rows``: the rows are :func:`_labels_after_buckets`'s, where a ``ROWS`` frame holds
+    the same rows as the ``RANGE`` frame and costs less (no search for each frame's start,
+    ~12% of DuckDB's query). The labels from a partial's row up to ``M`` steps after it are
+    all there, one row each, so any frame of ``m <= M`` labels reaching that row back covers
+    consecutive labels; across a gap (a key's next bucket more than ``M`` steps later) the
+    ``M`` rows before it already span more than any window. The rows of an incremental
+    range carry the partials before the range at their own labels, with gaps: ``RANGE``.
+    """
     import ibis
 
-    frame = ibis.window(group_by=keys, order_by=_LABEL, range=(-(intervals - 1), 0))
+    bounds = (-(intervals - 1), 0)
+    frame = ibis.window(group_by=keys, order_by=_LABEL, rows=bounds) if by_rows else ibis.window(group_by=keys, order_by=_LABEL, range=bounds)
     return partial.roll_up(rows[column]).over(frame)
 
 
