@@ -90,6 +90,9 @@ def test_sets_are_registered_from_modules_lists_and_feature_sets(tmp_path):
     assert defs.feature_set("keyword") is keyword
     with pytest.raises(ConfigError, match=r"unknown feature set 'nope'.*\n.*available: from_module, in_list, keyword"):
         defs.feature_set("nope")
+    # a misspelt set name given where features are selected names the sets too (E1)
+    with pytest.raises(ConfigError, match=r"unknown feature\(s\) \['in_lst'\][\s\S]*available: clicks; feature sets: from_module, in_list, keyword"):
+        defs.select(["in_lst"])
 
 
 def test_a_set_naming_an_unknown_feature_fails_at_registration(tmp_path):

@@ -167,7 +167,8 @@ class Definitions:
         if names:
             unknown = [n for n in names if n not in self.features]
             if unknown:
-                raise ConfigError(f"unknown feature(s) {unknown}", where="--features / feature_names", fix=f"available: {', '.join(sorted(self.features)) or 'none'}")
+                sets = f"; feature sets: {', '.join(sorted(self.feature_sets))}" if self.feature_sets else ""
+                raise ConfigError(f"unknown feature(s) {unknown}", where="--features / feature_names", fix=f"available: {', '.join(sorted(self.features)) or 'none'}{sets}")
             chosen = [self.features[n] for n in names]
         tag_list = _split(tags)
         if tags is not None and not tag_list:  # `--tags ""` must not mean "any tag"
