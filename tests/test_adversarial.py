@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import test_cli_errors
 from mlforge.cli.app import run
-from test_cli_errors import append, delete, nothing, replace, write
+from test_cli_errors import NO_ONLINE, append, delete, nothing, replace, write
 from test_storage import gcs_endpoint, s3_endpoint  # noqa: F401  (the moto and GCS emulator fixtures)
 
 # The fixtures of test_cli_errors: a sample project built once per module, copied per test.
@@ -50,6 +50,7 @@ def assert_clean_failure(text: str) -> None:
     assert "(in " in message, f"no 'where' in:\n{message}"
     assert "\n  fix: " in message, f"no fix line in:\n{message}"
     assert "Traceback" not in text and 'File "' not in message.split("fix:")[-1]
+
 
 
 @dataclass
@@ -122,7 +123,7 @@ ARGS = [
     Case("engine-unknown", ["build", "--engine", "spark"], 2, ["spark", "mlforge build --help"]),
     Case("option-unknown", ["build", "--bogus"], 2, ["--bogus"]),
     Case("option-value-missing", ["build", "--features"], 2, ["--features"]),
-    Case("online-without-store", ["build", "--online"], 2, ["--online needs an online store"]),
+    Case("online-without-store", ["build", "--online"], 2, ["--online needs an online store"], NO_ONLINE),
     Case("format-unknown", ["list", "features", "--format", "xml"], 2, ["xml"]),
     Case("command-typo", ["bild"], 2, ["bild", "mlforge --help"]),
     Case("subcommand-unknown", ["list", "nope"], 2, ["nope"]),
@@ -151,7 +152,7 @@ ARGS = [
     Case("serve-port-text", ["serve", "--port", "abc"], 2, ["abc"]),
     Case("serve-workers-zero", ["serve", "--workers", "0"], 2, ["--workers"]),
     Case("serve-max-batch-zero", ["serve", "--max-batch", "0"], 2, ["--max-batch must be at least 1"]),
-    Case("serve-without-online-store", ["serve"], 2, ["online store"]),
+    Case("serve-without-online-store", ["serve"], 2, ["online store"], NO_ONLINE),
     Case("init-non-empty", ["init", "."], 2, ["already exists and is not empty"]),
     Case("validate-unknown-feature", ["validate", "--features", "nope"], 2, ["['nope']"]),
     Case("profile-format", ["profile", "--format", "yaml"], 2, ["yaml"]),

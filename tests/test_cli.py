@@ -222,7 +222,7 @@ def test_list_versions(cli):
     code, out, _ = cli("list", "versions", "user_profile", "--format", "json")
     assert code == 0
     rows = json.loads(out)
-    assert rows[0]["version"] == "1.0.0" and rows[-1]["latest"] == "*"
+    assert rows[0]["version"] == "1.0.0" and [r["latest"] for r in rows] == [False] * (len(rows) - 1) + [True]
 
 
 def test_inspect_feature_entity_source(cli):
@@ -335,6 +335,14 @@ def test_diff_exit_code_is_the_change_kind(operations, versioned, capsys):  # co
     payload = json.loads(capsys.readouterr().out)
     assert code == payload["exit_code"] in (0, 1, 2, 3)
     assert run(["diff", "user_profile", "1.0.0", "7.7.7"]) == 4
+
+
+def test_diff_after_a_rollback_to_the_first_version_names_a_pair_to_compare(operations, versioned, capsys):  # contract S4, E1
+    assert run(["rollback", "user_profile", "1.0.0", "--yes"]) == 0
+    capsys.readouterr()
+    assert run(["diff", "user_profile"]) == 4
+    message = capsys.readouterr().err
+    assert "has no version before 1.0.0" in message and "`mlforge diff user_profile 1.0.0 1.0.1`" in message
 
 
 def test_diff_of_a_feature_with_one_version_exits_0(cli):
@@ -495,3 +503,50 @@ def test_build_log_format_json_is_one_object_per_line(project, tmp_path, monkeyp
     assert events[-1]["status"] == "built" and events[-1]["rows_written"] == events[5]["rows"] > 0
     assert all(e["time"].endswith("+00:00") for e in events)
     assert json.loads(captured.out)["ok"] is True
+
+
+@pytest.mark.parametrize("args", [["--help"], ["build", "--help"], ["--version"]])
+def test_a_reader_that_goes_away_is_no_failure(args, tmp_path):
+    """`mlforge build --help | head -1`: the reader closes the pipe before the command
+    writes. No traceback, and not exit 1 (a failed build, E2): the shell's SIGPIPE code."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFORGE_")}
+    child = subprocess.Popen([sys.executable, "-m", "mlforge", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    assert child.stdout is not None and child.stderr is not None
+    child.stdout.close()  # long before the interpreter has started and written anything
+    code = child.wait(timeout=120)
+    assert (code, child.stderr.read().decode()) == (141, "")
+
+
+def test_diff_shows_a_moved_watermark_as_inspect_does(tmp_path, monkeypatch, capsys):  # contract S4
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def events(days: int) -> None:
+        ts = [datetime(2026, 1, 1 + d, 12, tzinfo=UTC) for d in range(days)]
+        pq.write_table(pa.table({"user_id": ["u1"] * days, "ts": ts, "amount": [1.0] * days}), tmp_path / "events.parquet")
+
+    (tmp_path / "definitions.py").write_text(
+        "import mlforge as mlf\n"
+        "@mlf.feature(source='events.parquet', keys=['user_id'], timestamp='ts', interval='1d', metrics=[mlf.Sum('amount', windows=['2d'])])\n"
+        "def spend(t):\n    return t\n"
+        "defs = mlf.Definitions('p', [spend], offline_store=mlf.LocalStore('store'))\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    for var in [v for v in os.environ if v.startswith("MLFORGE_")]:
+        monkeypatch.delenv(var)
+    events(3)
+    assert run(["build", "-q"]) == 0
+    events(5)
+    assert run(["build", "-q"]) == 0
+    capsys.readouterr()
+    assert run(["diff", "spend", "--format", "json"]) == 1
+    assert json.loads(capsys.readouterr().out)["changes"]["watermark"] == ["2026-01-04T00:00:00Z", "2026-01-06T00:00:00Z"]
+
+
+def test_list_feature_sets_with_none_defined_says_so(cli):
+    code, out, err = cli("list", "feature-sets")
+    assert (code, out) == (0, "") and "no feature sets defined" in err and "mlf.FeatureSet" in err
+    code, out, _ = cli("list", "feature-sets", "--format", "json")
+    assert code == 0 and json.loads(out) == []

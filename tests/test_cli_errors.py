@@ -98,6 +98,9 @@ profiles:
 """
 
 
+#: The project without the in-process online store `mlforge init` gives its dev profile.
+NO_ONLINE = replace("mlforge.yaml", "    online_store:  # in-process: `mlforge serve` fills it from the offline store at start-up\n      KIND: memory\n", "")
+
 @dataclass
 class Case:
     id: str
@@ -113,10 +116,10 @@ CASES = [
     Case("malformed-yaml", ["build"], 2, ["malformed YAML", "mlforge.yaml:"], write("mlforge.yaml", "profiles:\n  dev:\n    engine: [duckdb\n")),
     Case("yaml-not-a-mapping", ["build"], 2, ["must be a mapping"], write("mlforge.yaml", "- just\n- a list\n")),
     Case("unknown-top-level-key", ["build"], 2, ["unknown top-level key 'profils'", "mlforge.yaml:1"], write("mlforge.yaml", "profils: {}\n")),
-    Case("unknown-kind", ["build"], 2, ["unknown offline_store KIND 'ftp'", "mlforge.yaml:6", "profiles.dev.offline_store"], replace("mlforge.yaml", "KIND: local\n      path: ./feature_store\n    engine: duckdb\n  prod", "KIND: ftp\n    engine: duckdb\n  prod")),
+    Case("unknown-kind", ["build"], 2, ["unknown offline_store KIND 'ftp'", "mlforge.yaml:8", "profiles.dev.offline_store"], replace("mlforge.yaml", "KIND: local\n      path: ./feature_store\n    engine: duckdb\n  prod", "KIND: ftp\n    engine: duckdb\n  prod")),
     Case("kind-missing", ["build"], 2, ["offline_store must be a mapping with a KIND"], replace("mlforge.yaml", "      KIND: local\n      path: ./feature_store\n    engine: duckdb\n  prod", "      path: ./feature_store\n    engine: duckdb\n  prod")),
     Case("bad-store-option", ["build"], 2, ["bad options for offline_store KIND 'local'", "pth"], replace("mlforge.yaml", "path: ./feature_store\n    engine: duckdb\n  prod", "pth: ./feature_store\n    engine: duckdb\n  prod")),
-    Case("unknown-profile-key", ["build"], 2, ["unknown key 'engin'", "mlforge.yaml:9"], replace("mlforge.yaml", "    engine: duckdb\n  prod", "    engin: duckdb\n  prod")),
+    Case("unknown-profile-key", ["build"], 2, ["unknown key 'engin'", "mlforge.yaml:11"], replace("mlforge.yaml", "    engine: duckdb\n  prod", "    engin: duckdb\n  prod")),
     Case("unknown-engine-in-profile", ["build"], 2, ["unknown engine 'spark'", "profiles.dev.engine"], replace("mlforge.yaml", "    engine: duckdb\n  prod", "    engine: spark\n  prod")),
     Case("missing-env-var", ["build", "--profile", "prod"], 2, ["environment variable MLFORGE_TEST_MISSING_BUCKET is not set", "mlforge.yaml:10", "profiles.prod.offline_store.bucket"], write("mlforge.yaml", YAML_TWO_PROFILES)),
     Case("bad-interpolation", ["build"], 2, ["cannot interpolate '${env:HOME}'"], replace("mlforge.yaml", "path: ./feature_store\n    engine: duckdb\n  prod", "path: ${env:HOME}\n    engine: duckdb\n  prod")),
@@ -142,7 +145,7 @@ CASES = [
     Case("unknown-engine-flag", ["build", "--engine", "spark"], 2, ["spark"]),
     Case("unknown-option", ["build", "--bogus"], 2, ["--bogus"]),
     Case("unknown-command", ["bild"], 2, ["bild"]),
-    Case("online-without-store", ["build", "--online"], 2, ["--online needs an online store"]),
+    Case("online-without-store", ["build", "--online"], 2, ["--online needs an online store"], NO_ONLINE),
     Case("bad-format", ["list", "features", "--format", "xml"], 2, ["xml"]),
     Case("unsafe-feature-name", ["list", "versions", "../x"], 2, ["not allowed"]),  # contract E4
     Case("inspect-unknown-feature", ["inspect", "feature", "nope"], 2, ["unknown feature 'nope'"]),

@@ -318,3 +318,25 @@ def test_install_commands_name_this_package_not_the_pypi_project():
         if any(stale in line for stale in ("pip install 'mlforge[", 'pip install "mlforge[', 'package: "mlforge[', "library `mlforge["))
     ]
     assert not stale, "hints that would install PyPI's unrelated `mlforge`:\n" + "\n".join(stale)
+
+
+def test_an_engine_named_without_its_extra_says_how_to_install_it(monkeypatch):
+    """E1: every path that makes an engine from its name (build, retrieval, serving) gets
+    the install line, not a ModuleNotFoundError from the first import inside the engine."""
+    import sys
+
+    from mlforge.engines import get_engine
+    from mlforge.errors import EngineError
+
+    monkeypatch.setitem(sys.modules, "polars", None)  # as on an install without the extra
+    with pytest.raises(EngineError, match="'polars' is not installed") as caught:
+        get_engine("polars")
+    assert caught.value.fix == install_command("polars") and caught.value.where == "engine 'polars'"
+
+
+def test_an_unknown_engine_name_is_refused_where_it_is_given(tmp_path):
+    import mlforge as mlf
+
+    with pytest.raises(ConfigError, match="unknown engine 'duckdbb'") as caught:
+        mlf.Definitions("shop", [], offline_store=mlf.LocalStore(tmp_path), engine="duckdbb")
+    assert caught.value.where == "Definitions('shop', engine=...)" and "duckdb, polars, pyspark" in caught.value.fix

@@ -71,3 +71,29 @@ def test_init_dev_profile_loads(tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     resolved = resolve_profile()
     assert (resolved.name, resolved.engine) == ("dev", "polars")
+
+
+def test_a_new_project_serves_what_its_readme_reads(demo):
+    """`mlforge init` then `mlforge serve` works (the dev profile's in-process online store
+    is filled at start-up), and the README's request at the watermark reads the sample
+    data's windows, not emptied ones (O1)."""
+    from fastapi.testclient import TestClient
+
+    from mlforge.loader import load_definitions
+    from mlforge.serve import create_app, fill_in_process_store
+
+    assert mlforge("build", "-q", cwd=demo).returncode == 0
+    readme = (demo / "README.md").read_text()
+    body = json.loads(readme.split("-d '", 1)[1].split("'", 1)[0])
+    cwd = os.getcwd()
+    os.chdir(demo)
+    try:
+        defs = load_definitions(demo / "definitions.py")
+        loaded = fill_in_process_store(defs)
+        assert {p.feature for p in loaded} == {"user_spend", "merchant_activity", "user_profile"}
+        answer = TestClient(create_app(defs)).post("/features/online", json=body)
+    finally:
+        os.chdir(cwd)
+    assert answer.status_code == 200, answer.text
+    values = answer.json()["features"]["user_spend"]
+    assert values["txn_count_30d"] > 0 and answer.json()["metadata"]["user_spend"]["known"] is True

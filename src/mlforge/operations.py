@@ -62,9 +62,12 @@ def diff_versions(store: OfflineStore, feature: str, v1: str | None = None, v2: 
     check_name(feature, kind="feature")
     to_version = resolve_version(store, feature, v2)
     if v1 is None:
-        earlier = [v for v in store.list_versions(feature) if _older(v, to_version)]
+        versions = store.list_versions(feature)
+        earlier = [v for v in versions if _older(v, to_version)]
         if not earlier:
-            raise VersionNotFound(f"feature {feature!r} has no version before {to_version} to compare with", fix="pass two versions: `mlforge diff FEATURE V1 V2`")
+            newer = [v for v in versions if _older(to_version, v)]
+            fix = f"pass two versions, e.g. the newest: `mlforge diff {feature} {to_version} {newer[-1]}`" if newer else "pass two versions: `mlforge diff FEATURE V1 V2`"
+            raise VersionNotFound(f"feature {feature!r} has no version before {to_version} to compare with", fix=fix)
         v1 = earlier[-1]
     from_version = resolve_version(store, feature, v1)
     old = store.read_record(feature, from_version)

@@ -296,7 +296,7 @@ def run_function(feature: Feature, table: ir.Table, engine: Engine) -> ir.Table:
         raise BuildError(
             f"the feature function raised {type(exc).__name__}: {exc}",
             where=where,
-            fix="fix the feature function; run it on a sample with `mlforge build --preview`",
+            fix=f"fix the feature function, then check it without writing anything: `mlforge validate --features {feature.name}`",
         ) from exc
     if feature.native_frame is not None and not isinstance(result, ir_types.Table):
         result = engine.from_native(result)

@@ -38,6 +38,7 @@ from mlforge.materialize import (
     validate_output,
 )
 from mlforge.offline.local import LocalStore
+from mlforge.plugins import ENGINE_NAMES
 from mlforge.prepare import prepare_input, run_function
 from mlforge.publishing import check_publishable, publish_latest
 from mlforge.retrieval import TRAINING_DATA_HOOKS, feature_specs
@@ -98,6 +99,8 @@ class Definitions:
         feature_sets: Iterable[FeatureSet] = (),
     ):
         self.name = name
+        if isinstance(engine, str) and engine.lower() not in ENGINE_NAMES:  # E1: say where, not at the first build
+            raise ConfigError(f"unknown engine {engine!r}", where=f"Definitions({name!r}, engine=...)", fix=f"use one of {', '.join(ENGINE_NAMES)}, an engine object or a SparkSession")
         self.features: dict[str, Feature] = _collect_features(features)
         #: The registered feature sets by name.
         self.feature_sets: dict[str, FeatureSet] = _collect_feature_sets(features, feature_sets, self.features)

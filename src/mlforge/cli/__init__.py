@@ -7,6 +7,7 @@ importing cyclopts, rich, ibis or the user's project.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -58,17 +59,34 @@ def fast_help() -> str:
     return "\n".join(lines)
 
 
+#: The exit code when the reader of stdout goes away (``mlforge --help | head -1``), as a
+#: shell reports a command ended by SIGPIPE (128 + 13).
+PIPE_CLOSED = 141
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (``mlforge`` and ``python -m mlforge``); exits with the code."""
     tokens = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _main(tokens)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # What the command did stands; only its output has no reader left. Point stdout at
+        # /dev/null so the interpreter's last flush does not fail again with a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = PIPE_CLOSED
+    sys.exit(code)
+
+
+def _main(tokens: list[str]) -> int:
     if tokens in ([], ["--help"], ["-h"]):
         print(fast_help())
-        sys.exit(0)
+        return 0
     if tokens == ["--version"]:
         from mlforge import __version__
 
         print(f"mlforge {__version__}")
-        sys.exit(0)
+        return 0
     from mlforge.cli.app import run
 
-    sys.exit(run(tokens))
+    return run(tokens)

@@ -15,6 +15,7 @@ from cyclopts.exceptions import CycloptsError
 
 from mlforge import __version__
 from mlforge.cli import COMMANDS
+from mlforge.cli.common import piped_console
 from mlforge.errors import MlforgeError, redact
 
 #: Exit codes (contract E2).
@@ -31,6 +32,7 @@ def make_app() -> App:
         version_flags=["--version"],
         help_format="plaintext",
         default_parameter=Parameter(negative=()),
+        console=piped_console(),  # `mlforge build --help | head -1` is no failed build
     )
     for name, (import_path, summary) in COMMANDS.items():
         app.command(import_path, name=name, help=summary)
@@ -113,6 +115,8 @@ def _run(app: App, tokens: Sequence[str], verbose: bool) -> int:
         if exc.code == INTERRUPTED:  # cyclopts turns a KeyboardInterrupt into exit 130
             _error("interrupted: nothing was published", False, None)
         return exc.code if isinstance(exc.code, int) else (OK if exc.code is None else FAILED)
+    except BrokenPipeError:
+        raise  # the reader of stdout left (`| head`): main() ends quietly
     except Exception as exc:  # a bug or an environment problem: still one clear line
         _error(f"unexpected error: {type(exc).__name__}: {exc}" + ("" if verbose else "\n  (run with --verbose for the traceback)"), verbose, exc)
         return FAILED

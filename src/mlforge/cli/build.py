@@ -96,6 +96,13 @@ def build(
         print_json(payload)
     elif not quiet:
         _render(result, previews)
+    store = defs.workspace.online_store
+    if online and store is not None and store.capabilities.in_process and log_format == "text":
+        err().print(
+            f"note: the online store is in-process ({type(store).__name__}): what --online wrote ends with this command; "
+            "`mlforge serve` fills it from the offline store when it starts",
+            highlight=False,
+        )
     if log_format == "text":
         for f in result.failed:
             err().print(f"[red]error[/]: {escape(f.name)}: {escape(str(f.error))}", highlight=False)

@@ -95,11 +95,25 @@ _CONSOLES: dict[str, Any] = {}
 
 def out() -> Console:
     """The console for results (stdout): plain text when piped."""
+    if "out" not in _CONSOLES or _CONSOLES["out"].file is not sys.stdout:
+        _CONSOLES["out"] = piped_console(file=sys.stdout, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
+    return _CONSOLES["out"]
+
+
+def piped_console(**options: Any) -> Console:
+    """A rich console whose reader may go away (``mlforge ... | head``): rich would exit 1,
+    the code of a failed build; this one raises ``BrokenPipeError`` for ``main`` to end
+    with the shell's code for it."""
+    import errno
+
     from rich.console import Console
 
-    if "out" not in _CONSOLES or _CONSOLES["out"].file is not sys.stdout:
-        _CONSOLES["out"] = Console(file=sys.stdout, soft_wrap=False, width=None if sys.stdout.isatty() else 200)
-    return _CONSOLES["out"]
+    class PipedConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "the reader of stdout went away")
+
+    return PipedConsole(**options)
 
 
 def err() -> Console:

@@ -60,6 +60,9 @@ def feature_sets(*, format: Format = "table", common: Common = DEFAULT) -> int:
         feature_set = defs.feature_sets[name]
         members = [s.name if s.version is None else f"{s.name}@{s.version}" for s in feature_set.specs]
         rows.append([name, members, feature_set.description.splitlines()[0] if feature_set.description else None])
+    if not rows and format == "table":  # an empty table reads as a failure to list
+        err().print("no feature sets defined; declare one with mlf.FeatureSet(name, features=[...]) (docs: feature-sets.md)", highlight=False)
+        return 0
     render(None, ["feature_set", "features", "description"], rows, format)
     return 0
 
@@ -117,8 +120,10 @@ def versions(feature: str, /, *, format: Format = "table", common: Common = DEFA
     rows = []
     for version in found:
         record = defs.offline_store.read_record(feature, version)
-        shown_rows = count(record.rows) if format == "table" else record.rows
-        rows.append([version, "*" if version == latest else "", record.change, shown_rows, record.created_at, record.reason])
+        if format == "table":
+            rows.append([version, "*" if version == latest else "", record.change, count(record.rows), record.created_at, record.reason])
+        else:  # for machines: a boolean, a number
+            rows.append([version, version == latest, record.change, record.rows, record.created_at, record.reason])
     render(f"{feature}" if format == "table" else None, ["version", "latest", "change", "rows", "created_at", "reason"], rows, format)
     return 0
 

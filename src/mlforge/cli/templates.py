@@ -82,6 +82,17 @@ mlforge inspect feature user_spend
 mlforge build --schedule daily     # only daily features
 mlforge build --last 7d            # recompute the last week only
 mlforge build --profile prod       # the prod profile of mlforge.yaml
+mlforge serve                      # REST on http://127.0.0.1:8000 (dev: an in-process online store)
+```
+
+The sample transactions run from January to 1 March 2026. A read "now" (the default) is long
+after them, so every window has emptied: sums and counts read 0. Online reads start at the
+watermark (the first label after the newest event, here 2 March; earlier moments are
+training data's, `get_training_data`); ask for one with `at`:
+
+```bash
+curl -s -X POST http://127.0.0.1:8000/features/online -H 'content-type: application/json' \\
+  -d '{{"features": ["user_spend"], "entity": {{"user_id": "u001"}}, "at": "2026-03-02T00:00:00Z"}}'
 ```
 
 - `definitions.py` holds the one `Definitions` object.
@@ -104,6 +115,10 @@ _ONLINE_BLOCKS = {
 }
 
 
+#: The dev profile's online store: in-process, so `mlforge serve` works right after `init`.
+_DEV_ONLINE = "    online_store:  # in-process: `mlforge serve` fills it from the offline store at start-up\n      KIND: memory\n"
+
+
 def config_text(name: str, *, online: str | None, store: str, engine: str) -> str:
     prod = _STORE_BLOCKS[store].format(name=name) + (_ONLINE_BLOCKS[online] if online else "") + f"    engine: {engine}\n"
     return (
@@ -112,6 +127,7 @@ def config_text(name: str, *, online: str | None, store: str, engine: str) -> st
         "default_profile: dev\n"
         "profiles:\n"
         "  dev:\n"
+        + _DEV_ONLINE
         + _STORE_BLOCKS["local"]
         + f"    engine: {engine}\n"
         "  prod:\n" + prod

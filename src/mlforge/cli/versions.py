@@ -17,6 +17,7 @@ from mlforge.cli.common import (
     Format,
     check_known_feature,
     err,
+    instant,
     load,
     out,
     print_json,
@@ -65,6 +66,8 @@ def diff(feature: str, v1: str | None = None, v2: str | None = None, /, *, forma
         print(f"error: {exc}", file=sys.stderr)
         return DIFF_ERROR
     payload = {k: (v.name if k == "kind" else v) for k, v in result.items()}
+    if "watermark" in payload["changes"]:  # an instant, shown as `inspect` shows it
+        payload["changes"] = {**payload["changes"], "watermark": [instant(w) for w in payload["changes"]["watermark"]]}
     if format == "json":
         print_json(payload)
     else:

@@ -44,4 +44,6 @@ def get_engine(spec: Any = None) -> Engine:
             return spark(session=spec)
     if not isinstance(spec, str):
         raise EngineError(f"unknown engine {spec!r}", fix=f"use one of {', '.join(ENGINE_NAMES)} (or pass an engine object / SparkSession)")
-    return engine_class(spec)()
+    engine = engine_class(spec)()
+    engine.check_available()  # a missing extra says how to install it, on every path
+    return engine
