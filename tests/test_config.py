@@ -340,3 +340,12 @@ def test_an_unknown_engine_name_is_refused_where_it_is_given(tmp_path):
     with pytest.raises(ConfigError, match="unknown engine 'duckdbb'") as caught:
         mlf.Definitions("shop", [], offline_store=mlf.LocalStore(tmp_path), engine="duckdbb")
     assert caught.value.where == "Definitions('shop', engine=...)" and "duckdb, polars, pyspark" in caught.value.fix
+
+
+@pytest.mark.parametrize("path", ["", "  ", 5])
+def test_a_local_store_needs_a_folder_of_its_own(path):
+    import mlforge as mlf
+
+    with pytest.raises(ConfigError, match="LocalStore needs a folder path") as caught:
+        mlf.LocalStore(path)
+    assert "./feature_store" in caught.value.fix

@@ -315,11 +315,13 @@ def test_a_failed_online_publish_leaves_what_online_reads_answer(tmp_path):  # c
     assert defs_with(["x"]).build(online=True, raise_on_error=False)["g"].status == "failed"
     assert read_publication(store, "g") == before  # was 1.0.1's record, its later watermark refusing reads
 
+    versions = defs_with(["x"]).offline_store.list_versions("g")
     failed = defs_with(["x", "$t"]).build(online=True, raise_on_error=False)["g"]  # '$t' cannot be stored online
-    assert failed.status == "failed" and "'$t'" in str(failed.error)
-    assert read_publication(store, "g") == before  # was the new version's record, '$t' column and all
-    # Latest (offline) now has '$t', which the served version lacks: ask for 'x' alone.
-    assert defs_with(["x"]).get_online_features([mlf.FeatureSpec("g", columns=["x"])], entities)["x"].tolist() == answer
+    assert failed.status == "failed" and "'$t'" in str(failed.error) and "rename the column" in failed.error.fix
+    assert defs_with(["x"]).offline_store.list_versions("g") == versions  # E3: refused before the offline write too
+    assert read_publication(store, "g") == before
+    assert defs_with(["x"]).get_online_features(["g"], entities)["x"].tolist() == answer
+    assert defs_with(["x", "$t"]).build(raise_on_error=False)["g"].status == "built"  # offline alone may hold it
 
 
 class _FlakyStore(MemoryStore):

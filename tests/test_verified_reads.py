@@ -186,10 +186,67 @@ def test_all_data_left_out_is_rebuilt_by_sync(store, tmp_path, duckdb):
     assert defs.read_feature("spend").count().to_pyarrow().as_py() == store.read_record("spend").rows
 
 
+# -- damaged records ---------------------------------------------------------------------------
+@pytest.mark.parametrize("edit", ["another version", "another feature", "emptied", "no rows"])
+def test_a_record_that_is_not_its_versions_is_refused(store, tmp_path, duckdb, edit):  # contract S7, P4
+    """A record naming another version would read that version's files, pinned or not; an
+    emptied one would read as a format-1 record with nothing to check. Both are damage."""
+    defs = built(store, tmp_path, duckdb)
+    assert defs.build(force=True)["spend"].version == "1.0.1"
+    key = "spend/1.0.1/_metadata.json"
+    raw = json.loads(store.blobs.get(key))
+    changed = {
+        "another version": {**raw, "version": "1.0.0"},
+        "another feature": {**raw, "name": "spent"},
+        "emptied": {},
+        "no rows": {k: v for k, v in raw.items() if k not in ("rows", "format_version", "data_files", "files")},
+    }[edit]
+    store.blobs.put(key, json.dumps(changed).encode())
+    cold_cache(store)
+    for read in (lambda: defs.read_feature("spend", version="1.0.1"), lambda: defs.get_training_data([("spend", "1.0.1")], labels(), timestamp="ts"), lambda: defs.get_training_data(["spend"], labels(), timestamp="ts")):
+        with pytest.raises(CorruptVersion, match=r"the metadata of spend 1\.0\.1 is damaged: (it is the record of|it lacks)") as caught:
+            read()
+        assert "_metadata.json" in str(caught.value) and "rollback" in caught.value.fix
+
+
+def test_parquet_files_in_a_folder_inside_data_are_refused(tmp_path, duckdb):  # contract S5, S7
+    """mlforge reads data/*.parquet, plain readers of the folder (pandas, pyarrow datasets)
+    read its subfolders too: a Parquet file there would give them rows mlforge does not read."""
+    store = mlf.LocalStore(tmp_path / "store")
+    defs = built(store, tmp_path, duckdb)
+    data = tmp_path / "store" / "spend" / "1.0.0" / "data"
+    (data / "extra").mkdir()
+    shutil.copyfile(sorted(data.glob("*.parquet"))[0], data / "extra" / "more.parquet")
+    with pytest.raises(CorruptVersion, match=r"'extra/more\.parquet' of spend 1\.0\.0 lies in a folder inside data/"):
+        defs.read_feature("spend")
+
+
+@pytest.mark.parametrize("what", ["_latest.json", "_metadata.json", "data"])
+def test_a_file_replaced_by_a_directory_or_the_reverse_is_a_store_error(tmp_path, duckdb, what, capsys, monkeypatch):  # contract E1, S7
+    store = mlf.LocalStore(tmp_path / "store")
+    defs = built(store, tmp_path, duckdb)
+    target = tmp_path / "store" / "spend" / ("1.0.0/" if what != "_latest.json" else "") / what
+    if what == "data":
+        shutil.rmtree(target)
+        target.write_text("not a folder")
+    else:
+        target.unlink()
+        target.mkdir()
+    with pytest.raises(StoreError) as caught:
+        defs.read_feature("spend", version="1.0.0" if what != "_latest.json" else None)
+    assert str(target.name) in str(caught.value) and caught.value.fix
+    if what == "_metadata.json":  # not a version: a build must not blame a concurrent one
+        from mlforge.errors import ConcurrentPublish
+
+        failed = defs.build(force=True, raise_on_error=False)["spend"]
+        assert isinstance(failed.error, ConcurrentPublish) and "exists but holds no version" in str(failed.error)
+
+
 # -- older records ---------------------------------------------------------------------------
 def test_records_without_the_file_list_still_read(store, tmp_path, duckdb):
     """Record format 1 (no ``format_version``, no ``data_files``; local stores listed no
-    files at all): still readable; object stores still check that the named files exist."""
+    files at all): still readable; object stores still check that the named files exist,
+    local ones that the files add up to the record's rows."""
     defs = built(store, tmp_path, duckdb)
     key = "spend/1.0.0/_metadata.json"
     raw = json.loads(store.blobs.get(key))
@@ -205,11 +262,9 @@ def test_records_without_the_file_list_still_read(store, tmp_path, duckdb):
     assert rows == record.rows
     store.blobs.delete(data_keys(store)[:1])
     cold_cache(store)
-    if store.kind == "local":  # nothing to check against: documented, and why format 2 exists
-        assert defs.read_feature("spend").count().to_pyarrow().as_py() < rows
-    else:
-        with pytest.raises(CorruptVersion, match="is missing"):
-            defs.read_feature("spend")
+    # local: no file list, but the files left no longer add up to the record's rows (S7)
+    with pytest.raises(CorruptVersion, match=f"where the record says {rows}" if store.kind == "local" else "is missing"):
+        defs.read_feature("spend")
 
 
 # -- the record type ------------------------------------------------------------------------

@@ -315,8 +315,11 @@ def make_store(
         raise ProfileError(f"unknown {key} KIND {block['KIND']!r}", where=where, fix=f"use one of {', '.join(kinds)}")
     kind = kinds[kind_name]
     options = {k: v for k, v in block.items() if k != "KIND"}
-    if kind_name == "local" and "path" in options and not Path(str(options["path"])).is_absolute():
-        options["path"] = str(base / str(options["path"]))
+    if kind_name == "local" and "path" in options:
+        if not isinstance(options["path"], str) or not options["path"].strip():  # "" would be the project folder itself
+            raise ProfileError(f"{key} path must name a folder, got {options['path']!r}", where=locate("path") if locate else where, fix="name a folder of its own, e.g. path: ./feature_store")
+        if not Path(options["path"]).is_absolute():
+            options["path"] = str(base / options["path"])
     try:
         cls = getattr(importlib.import_module(kind.module), kind.cls)
     except (ImportError, AttributeError) as exc:

@@ -34,6 +34,8 @@ from mlforge.stages import Reporter, Stage, StageClock
 from mlforge.versioning import NEW_DATA, Change, ChangeKind, classify, next_version, sort_versions
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import ibis.expr.types as ir
     import pyarrow.parquet as pq
 
@@ -112,6 +114,9 @@ class BuildOptions:
     full_refresh: bool = False
     force: bool = False
     now: int | None = None
+    #: Checks the output's column names before anything is written (``build --online``:
+    #: names an online store cannot hold fail the feature first, rule E3).
+    check_columns: Callable[[list[str]], None] | None = None
 
 
 def check_runnable(plan: list[tuple[Feature, Engine]]) -> None:
@@ -217,6 +222,8 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         # incremental build rewrites only the files its range reaches.
         assert ts is not None
         result_expr = result_expr.mutate(**{PARTITION: _file_key(engine, result_expr[ts], splits)})
+    if options.check_columns is not None:
+        options.check_columns([c for c in result_expr.columns if c != PARTITION])
     staging = store.stage(feature.name)
     try:
         _reuse_files(reused, staging.data_dir)

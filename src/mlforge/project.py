@@ -38,6 +38,7 @@ from mlforge.materialize import (
     validate_output,
 )
 from mlforge.offline.local import LocalStore
+from mlforge.online.base import check_storable
 from mlforge.plugins import ENGINE_NAMES
 from mlforge.prepare import prepare_input, run_function
 from mlforge.publishing import check_publishable, publish_latest
@@ -262,7 +263,7 @@ class Definitions:
         if online:
             check_publishable(self.workspace)  # E3: before any compute, not after the offline publish
         check_runnable([(feature, self.engine_for(feature, engine)) for feature in chosen])
-        options = BuildOptions(since=since, until=until, last=last, full_refresh=full_refresh, force=force, now=now)
+        options = BuildOptions(since=since, until=until, last=last, full_refresh=full_refresh, force=force, now=now, check_columns=check_storable if online else None)
         result = BuildResult()
         for feature in chosen:
             runs_on = self.engine_for(feature, engine)

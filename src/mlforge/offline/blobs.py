@@ -100,10 +100,13 @@ class LocalBlobs:
         return str(self._path(key))
 
     def get(self, key: str) -> bytes | None:
+        path = self._path(key)
         try:
-            return self._path(key).read_bytes()
+            return path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:  # a directory where a file belongs, no permission: E1, not a bare OSError
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}", where=str(path), fix=f"mlforge keeps a file there: move {path} aside or restore it, and check its permissions") from None
 
     def put(self, key: str, data: bytes) -> None:
         target = self._path(key)

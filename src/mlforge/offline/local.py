@@ -19,7 +19,7 @@ import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
-from mlforge.errors import ConcurrentPublish, StoreError
+from mlforge.errors import ConcurrentPublish, ConfigError, StoreError
 from mlforge.offline.base import Staging
 from mlforge.offline.blobs import LocalBlobs, fsync_dir
 from mlforge.offline.verify import describe_files, verified_files
@@ -47,6 +47,9 @@ class LocalStore(VersionedStore):
     kind = "local"
 
     def __init__(self, path: str | os.PathLike[str] = "feature_store"):
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
+            # "" would make the project folder itself the store, a feature named `data` its source folder
+            raise ConfigError(f"LocalStore needs a folder path, got {path!r}", where="LocalStore(path=...) / offline_store.path", fix="name a folder of its own, e.g. ./feature_store")
         self.path = Path(path)
         self.blobs = LocalBlobs(self.path)
 
@@ -68,9 +71,9 @@ class LocalStore(VersionedStore):
         try:
             os.rename(staged, target)  # atomic; fails if another build published this version
         except OSError as exc:
-            if target.is_dir() and not (target / METADATA).exists():  # a publish conflict, but with no build behind it
+            if target.is_dir() and not (target / METADATA).is_file():  # a publish conflict, but with no build behind it
                 raise ConcurrentPublish(
-                    f"cannot publish version {version} of feature {staging.feature!r}: the directory {target} exists but holds no version (it has no {METADATA})",
+                    f"cannot publish version {version} of feature {staging.feature!r}: the directory {target} exists but holds no version (it has no {METADATA} file)",
                     where=f"feature {staging.feature!r}",
                     fix=f"move {target} aside (it may be a damaged version), then build again",
                 ) from exc

@@ -8,7 +8,8 @@ of the same size), and, beside listed files, a Parquet file the record does not 
 raise :class:`~mlforge.errors.CorruptVersion` naming the feature, version and file.
 
 Records of format 1 did not list files with sizes (see :mod:`mlforge.records`): object
-stores' names are still checked for presence, local versions cannot be checked at all.
+stores' names are still checked for presence; a local version's files must add up to the
+record's row count.
 """
 
 from __future__ import annotations
@@ -64,11 +65,22 @@ def verified_files(feature: str, version: str, record: VersionRecord, directory:
         CorruptVersion: a file is missing, has another size or row count, or an unlisted
             Parquet file lies beside the listed ones.
     """
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        raise corrupt(feature, version, os.path.basename(directory), "is not a directory")
     present = parquet_files(directory)
+    nested = sorted(set(glob.glob(os.path.join(directory, "**", "*.parquet"), recursive=True, include_hidden=True)) - set(present))
+    if nested:  # plain readers of the folder (pandas, pyarrow datasets) read these too (S5)
+        raise corrupt(feature, version, os.path.relpath(nested[0], directory), "lies in a folder inside data/ (a foreign file)")
     if record.files is None:
-        # Format 1, local: nothing recorded to check against but each file's own footer.
-        for path in present:
-            _footer_rows(feature, version, DataFile(os.path.basename(path)), path)
+        # Format 1, local: no file list, but the files' footers must add up to the record's rows.
+        rows = sum(_footer_rows(feature, version, DataFile(os.path.basename(path)), path) for path in present)
+        if rows != record.rows:
+            raise CorruptVersion(
+                f"the data files of {feature} {version} hold {rows} rows where the record says {record.rows} "
+                "(a file is missing or foreign); mlforge will not read a damaged version",
+                where=f"feature {feature!r}, version {version}",
+                fix=FIX.format(feature=feature),
+            )
         return present
     paths = [_checked(feature, version, entry, os.path.join(directory, local_name(entry.path))) for entry in record.files]
     foreign = sorted(set(present) - set(paths))

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlforge.definitions.names import check_name
-from mlforge.errors import ConcurrentPublish, DefinitionError, StoreError
+from mlforge.errors import ConcurrentPublish, CorruptVersion, DefinitionError, StoreError
 from mlforge.offline.base import Staging, StoreCapabilities, resolve_version
 from mlforge.offline.verify import check_sizes, describe_files
 from mlforge.records import FORMAT_VERSION, VersionRecord, record_json
@@ -155,9 +155,17 @@ class VersionedStore:
         if not isinstance(raw_record, dict):
             raise StoreError(f"the metadata of {feature} {version} is not a JSON object", where=f"feature {feature!r}, version {version}", fix="restore the file from a backup")
         try:
-            return VersionRecord.from_dict(raw_record)
+            record = VersionRecord.from_dict(raw_record)
         except StoreError as exc:  # damaged or newer: say which file
             raise StoreError(exc.what, where=self.blobs.uri(key), fix=exc.fix) from None
+        problem = _identity_problem(raw_record, feature, version)
+        if problem:  # read as it is, it would name another version's files, or none (S7, P4)
+            raise CorruptVersion(
+                f"the metadata of {feature} {version} is damaged: {problem}; mlforge will not read a damaged version",
+                where=self.blobs.uri(key),
+                fix=f"restore the file from a backup, or point latest at an intact version (`mlforge rollback {feature} VERSION`)",
+            )
+        return record
 
     def _resolved(self, feature: str, version: str | None) -> str:
         """``version`` when it looks like one (reading its record proves it exists), else
@@ -315,6 +323,22 @@ class VersionedStore:
         """Local paths of a version's Parquet files (object stores download them first),
         checked against the record (S7)."""
         raise NotImplementedError
+
+
+#: What every record mlforge has written holds, in every format.
+_IDENTITY = ("name", "version", "keys", "rows", "schema")
+
+
+def _identity_problem(raw: Mapping[str, Any], feature: str, version: str) -> str | None:
+    """Why a record cannot be the record of ``feature`` ``version``, or ``None``: a field
+    every record holds is missing, or it names another feature or version (a record
+    edited, or a version directory copied under another number)."""
+    missing = [f for f in _IDENTITY if f not in raw]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    if raw["name"] != feature or raw["version"] != version:
+        return f"it is the record of {raw['name']} {raw['version']}"
+    return None
 
 
 def _is_name(text: str) -> bool:

@@ -181,7 +181,13 @@ def _training_local(workspace: Workspace, defined: Mapping[str, Feature], specs:
     # sort and take in PyArrow afterwards cost ~0.4 s of one core at 1M rows).
     out = engine.to_arrow(result.select(ROW, *values).order_by(ROW))
     if out.num_rows != arrow.num_rows:  # P1 holds by construction; this guards the plan
-        raise RetrievalError(f"retrieval produced {out.num_rows} rows for {arrow.num_rows} entity rows", fix="this is a bug in mlforge; please report it")
+        names = ", ".join(dict.fromkeys(p.name for p in plans))
+        raise RetrievalError(
+            f"retrieval produced {out.num_rows} rows for {arrow.num_rows} entity rows: a stored version of {names} holds two rows for one key "
+            "and time, which mlforge never writes",
+            fix=f"if a version's files were altered (the read checks their sizes and row counts, not their content), rebuild it: "
+            f"`mlforge build --features {names.replace(', ', ',')} --force`; otherwise this is a bug in mlforge, please report it",
+        )
     return finish(frame, kind, out.drop_columns([ROW]))
 
 
