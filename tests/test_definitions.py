@@ -12,7 +12,14 @@ import pytest
 
 import mlforge as mlf
 from mlforge.definitions.durations import parse_duration
-from mlforge.errors import BuildError, DefinitionError, EngineError, MlforgeError, ValidationFailed
+from mlforge.errors import (
+    BuildError,
+    ConfigError,
+    DefinitionError,
+    EngineError,
+    MlforgeError,
+    ValidationFailed,
+)
 
 
 @pytest.fixture
@@ -236,9 +243,11 @@ def test_unknown_engine_on_feature():
 
 def test_unknown_engine_on_definitions(events_path, tmp_path):
     feat = declare(events_path)
-    defs = mlf.Definitions("p", [feat], offline_store=mlf.LocalStore(tmp_path / "store"), engine="oracle-db")
+    with pytest.raises(ConfigError, match="unknown engine 'oracle-db'"):  # where it is given, not at the first build
+        mlf.Definitions("p", [feat], offline_store=mlf.LocalStore(tmp_path / "store"), engine="oracle-db")
+    defs = mlf.Definitions("p", [feat], offline_store=mlf.LocalStore(tmp_path / "store"))
     with pytest.raises(EngineError, match="'oracle-db'"):
-        defs.build()
+        defs.build(engine="oracle-db")
     assert defs.offline_store.list_versions("spend") == []
 
 
