@@ -155,6 +155,54 @@ def test_a_build_beside_a_committed_version_is_labelled_from_it(store, tmp_path,
     assert "amt_sum_2d" in store.read_record("spend", "3.0.0").schema
 
 
+def test_a_build_equal_to_a_commit_beside_it_adopts_it(store, tmp_path, duckdb):  # contract S2, S8
+    """Two builds of the same inputs at once: A has committed 1.0.1 and pauses before its
+    pointer move; B, equal to it, moves latest to 1.0.1 and publishes nothing (before, it
+    published the same rows again as 1.0.2). A then finds latest already at its version."""
+    source = tmp_path / "tx.parquet"
+    write_source(source, days=4)
+    defs = mlf.Definitions("pointer", [spend_feature(source)], offline_store=store, engine=duckdb)
+    assert defs.build()["spend"].version == "1.0.0"
+    write_source(source, days=5)  # the new data both builds read
+    script = tmp_path / "builder.py"
+    script.write_text(BUILDER)
+    checkpoints, resume = tmp_path / "checkpoints.log", tmp_path / "resume"
+    env = {**os.environ, FAULT_LOG_ENV: str(checkpoints), FAULT_PAUSE_ENV: "pointer:120", FAULT_RESUME_ENV: str(resume)}
+    a = subprocess.Popen(
+        [sys.executable, str(script), str(source), store.kind, json.dumps(store_options(store, tmp_path))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        _wait_for(checkpoints, f"pointer {a.pid}", a)
+        assert store.list_versions("spend") == ["1.0.0", "1.0.1"] and store.latest_version("spend") == "1.0.0"
+        b = defs.build()["spend"]
+        assert (b.status, b.version) == ("skipped", "1.0.1"), (b.status, b.version, b.reason, b.error)
+        assert "published but not latest" in b.reason
+        assert store.latest_version("spend") == "1.0.1"
+    finally:
+        resume.touch()
+        out, err = a.communicate(timeout=120)
+    assert a.returncode == 0, err
+    assert json.loads(out.splitlines()[-1])["version"] == "1.0.1"
+    assert store.list_versions("spend") == ["1.0.0", "1.0.1"] and store.latest_version("spend") == "1.0.1"
+
+
+def test_after_a_rollback_a_build_equal_to_a_hidden_version_publishes_it_again(store, tmp_path, duckdb):  # contract S2, S4, S8
+    """A rollback hides the versions above it on purpose: a build equal to one of them is
+    a new PATCH past them (latest moves forward, S8), not a move back onto the hidden one."""
+    source = tmp_path / "tx.parquet"
+    write_source(source, days=4)
+    defs = mlf.Definitions("pointer", [spend_feature(source)], offline_store=store, engine=duckdb)
+    assert defs.build()["spend"].version == "1.0.0"
+    write_source(source, days=5)
+    assert defs.build()["spend"].version == "1.0.1"
+    assert rollback(store, "spend", "1.0.0") == ("1.0.1", "1.0.0")
+    again = defs.build()["spend"]
+    assert (again.status, again.version, again.change, again.reason) == ("built", "1.0.2", "PATCH", "the rows of 1.0.1, published again")
+    assert store.latest_version("spend") == "1.0.2"
+    assert defs.build()["spend"].status == "skipped"  # and then unchanged is unchanged
+
+
 def _wait_for(log: Path, line: str, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

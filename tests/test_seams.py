@@ -255,8 +255,9 @@ def test_a_missing_latest_pointer_is_named_and_the_next_build_goes_past_the_vers
     with pytest.raises(VersionNotFound, match=r"has versions \(1.0.0\) but no latest one") as caught:
         defs.read_feature("spend")
     assert "mlforge rollback spend 1.0.0" in caught.value.fix
-    result = defs.build()["spend"]  # the rows of 1.0.0 again: a PATCH past it, now latest
-    assert (result.version, result.change) == ("1.0.1", "PATCH") and defs.read_feature("spend").count().execute() > 0
+    result = defs.build()["spend"]  # the rows of 1.0.0, which no rollback hid: adopted, not published again (S2)
+    assert (result.status, result.version) == ("skipped", "1.0.0") and "latest moved to it" in result.reason
+    assert defs.read_feature("spend").count().execute() > 0 and defs.offline_store.list_versions("spend") == ["1.0.0"]
 
 
 def test_a_version_directory_without_its_record_is_named_not_taken_for_a_concurrent_build(built):  # contract E1

@@ -240,13 +240,16 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
             log.info("feature %s: latest moved from %s to %s during the build; the change is judged against the latter", feature.name, previous_version, now_latest)
             previous_version = now_latest
             previous = store.read_record(feature.name, now_latest) if now_latest else None
-        change = classify(previous, metadata)
-        if change.reason == NEW_DATA and _same_rows(feature, store, previous_version, previous, metadata, staging.data_dir):
-            change = Change(ChangeKind.NONE, "unchanged")
-        if change.kind is ChangeKind.NONE and not options.force:
+        unchanged = _unchanged(feature, store, previous_version, previous, metadata, staging.data_dir)
+        if unchanged and not options.force:
             store.discard(staging)
             return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata.rows, rows_written=0, reason=f"rebuilt data equals the latest version (canonical types, floats within {FLOAT_RTOL:g} relative)", build_range=build_range.describe(), dropped_rows=dropped)
+        change = Change(ChangeKind.NONE, "unchanged") if unchanged else classify(previous, metadata)
         versions = store.list_versions(feature.name)
+        adopted = None if options.force else _adopt_equal_commit(feature, store, versions, previous_version, metadata, staging.data_dir)
+        if adopted is not None:
+            store.discard(staging)
+            return FeatureResult(feature.name, "skipped", version=adopted, rows=metadata.rows, rows_written=0, reason=f"rebuilt data equals {adopted}, published but not latest (by a build beside this one, or one stopped before its last step); latest moved to it", build_range=build_range.describe(), dropped_rows=dropped)
         follows, reason = _numbered_after(store, feature.name, versions, previous_version, change, metadata)
         kind = ChangeKind.PATCH if reason.kind is ChangeKind.NONE else reason.kind
         written = _rows_written(staging.data_dir, reused)
@@ -260,6 +263,36 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         feature.name, "built", version=version, rows=metadata.rows, rows_written=written, change=kind.name, reason=metadata.reason,
         dropped_rows=dropped, build_range=build_range.describe(),
     )
+
+
+def _unchanged(feature: Feature, store: OfflineStore, version: str | None, record: VersionRecord | None, metadata: VersionRecord, data_dir: str) -> bool:
+    """Whether the staged build equals stored ``version`` (S2): the same definition and
+    schema, and the same data -- by hash, or by rows where only the bytes differ."""
+    change = classify(record, metadata)
+    return change.kind is ChangeKind.NONE or (change.reason == NEW_DATA and _same_rows(feature, store, version, record, metadata, data_dir))
+
+
+def _adopt_equal_commit(feature: Feature, store: OfflineStore, versions: list[str], latest: str | None, metadata: VersionRecord, data_dir: str) -> str | None:
+    """The version above ``latest`` this build equals, once ``latest`` has moved to it; else
+    ``None``.
+
+    Two builds of the same inputs started together: one commits its version and then moves
+    the pointer; the other, checking between the two steps, would publish the same rows
+    again as the next PATCH. A version above latest is either such a commit (or one whose
+    build died before its pointer move) or a version a rollback put latest below; the
+    store's pointer tells them apart (:meth:`~mlforge.offline.base.OfflineStore.adopt_commit`),
+    and only a commit is adopted. After a rollback the rows are published again.
+    """
+    highest = sort_versions(versions)[-1] if versions else None
+    if highest is None or highest == latest:
+        return None
+    try:
+        above = store.read_record(feature.name, highest)
+    except MlforgeError:
+        return None  # damaged: numbered past by _numbered_after
+    if not _unchanged(feature, store, highest, above, metadata, data_dir):
+        return None
+    return highest if store.adopt_commit(feature.name, highest) is not None else None
 
 
 def _numbered_after(store: OfflineStore, name: str, versions: list[str], latest: str | None, change: Change, metadata: VersionRecord) -> tuple[str | None, Change]:

@@ -81,6 +81,12 @@ class OfflineStore(Protocol):
     def set_latest(self, feature: str, version: str) -> None:
         """Point ``latest`` at ``version``, backwards too: ``rollback`` (S4)."""
 
+    def adopt_commit(self, feature: str, version: str) -> str | None:
+        """Move ``latest`` forward to ``version``, a complete version newer than it, when no
+        rollback put ``latest`` below it: the commit of a build whose pointer move is still
+        to come (or never came). Returns what ``latest`` names afterwards, or ``None`` when
+        a rollback hid ``version`` (or the store cannot tell), leaving the pointer alone."""
+
     def read(self, feature: str, engine: Engine, version: str | None = None) -> ir.Table:
         """A version's rows; a version whose files differ from its record raises
         :class:`~mlforge.errors.CorruptVersion` (S7)."""

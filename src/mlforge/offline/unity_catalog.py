@@ -274,6 +274,11 @@ class UnityCatalogStore:
         self._point(feature, version, staging.token)
         return version
 
+    def adopt_commit(self, feature: str, version: str) -> str | None:
+        """``None``: the catalog's pointer rows do not say whether a rollback hid a version,
+        so a build equal to a version above latest publishes its rows again (S2, S8)."""
+        return None
+
     def set_latest(self, feature: str, version: str) -> None:
         """Point ``latest`` at ``version`` and restore the table to its Delta version, so
         plain readers of ``catalog.schema.feature`` see the same rows as mlforge."""

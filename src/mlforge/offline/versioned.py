@@ -266,9 +266,19 @@ class VersionedStore:
 
     def set_latest(self, feature: str, version: str) -> None:
         """Point ``latest`` at a complete version, older or newer than the current one: the
-        explicit move of ``rollback`` (S4, S8)."""
+        explicit move of ``rollback`` (S4, S8). A pointer moved below other versions names
+        the newest of them (``hides``): a later build equal to one of those publishes its
+        rows again rather than adopting it (:meth:`adopt_commit`)."""
         self._require_complete(feature, version)
-        self._move_latest(feature, version, forward_only=False)
+        newest = sort_versions(self.list_versions(feature))[-1]
+        self._move_latest(feature, version, forward_only=False, hides=newest if newest != version else None)
+
+    def adopt_commit(self, feature: str, version: str) -> str | None:
+        raw = self.blobs.get(f"{self._feature_key(feature)}/{LATEST}")
+        hides = _pointer_field(raw, "hides") if raw is not None else None
+        if hides is not None and parse_version(version) <= parse_version(hides):
+            return None
+        return self.advance_latest(feature, version)
 
     def advance_latest(self, feature: str, version: str) -> str:
         """Point ``latest`` at ``version`` unless it already names a newer complete version
@@ -280,10 +290,10 @@ class VersionedStore:
         if not self._is_complete(feature, version):
             raise StoreError(f"feature {feature!r} has no complete version {version}", fix="use `mlforge list versions`")
 
-    def _move_latest(self, feature: str, version: str, *, forward_only: bool) -> str:
+    def _move_latest(self, feature: str, version: str, *, forward_only: bool, hides: str | None = None) -> str:
         """Compare-and-swap the pointer: read it, decide, write only if it is unchanged."""
         key = f"{self._feature_key(feature)}/{LATEST}"
-        payload = _json_bytes({"version": version})
+        payload = _json_bytes({"version": version, **({"hides": hides} if hides else {})})
         for attempt in range(_POINTER_ATTEMPTS):
             current = self.blobs.get_with_tag(key)
             named = _pointer_version(current.data) if current is not None else None
@@ -352,8 +362,13 @@ def _is_name(text: str) -> bool:
 def _pointer_version(raw: bytes) -> str | None:
     """The version a pointer names; ``None`` for an unreadable pointer, which any move
     may replace (``latest_version`` reports it)."""
+    return _pointer_field(raw, "version")
+
+
+def _pointer_field(raw: bytes, field: str) -> str | None:
+    """A version a pointer holds (``version``; ``hides`` after a rollback), or ``None``."""
     try:
-        version = json.loads(raw)["version"]
+        version = json.loads(raw)[field]
         parse_version(version)
     except (ValueError, KeyError, TypeError, DefinitionError):
         return None
