@@ -90,16 +90,8 @@ def test_an_older_build_never_moves_latest_back(store, tmp_path, duckdb):  # con
     assert defs.build()["spend"].version == "1.0.0"
 
     write_source(source, days=5)  # new data: A builds a PATCH, 1.0.1
-    script = tmp_path / "builder.py"
-    script.write_text(BUILDER)
-    checkpoints, resume = tmp_path / "checkpoints.log", tmp_path / "resume"
-    env = {**os.environ, FAULT_LOG_ENV: str(checkpoints), FAULT_PAUSE_ENV: "pointer:120", FAULT_RESUME_ENV: str(resume)}
-    a = subprocess.Popen(
-        [sys.executable, str(script), str(source), store.kind, json.dumps(store_options(store, tmp_path))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
+    a, resume = paused_at_pointer(store, tmp_path, source)
     try:
-        _wait_for(checkpoints, f"pointer {a.pid}", a)
         assert store.list_versions("spend") == ["1.0.0", "1.0.1"]  # A's version is committed...
         assert store.latest_version("spend") == "1.0.0"  # ...and not yet latest
 
@@ -131,16 +123,8 @@ def test_a_build_beside_a_committed_version_is_labelled_from_it(store, tmp_path,
     write_source(source, days=4)
     defs = mlf.Definitions("pointer", [spend_feature(source)], offline_store=store, engine=duckdb)
     assert defs.build()["spend"].version == "1.0.0"
-    script = tmp_path / "builder.py"
-    script.write_text(BUILDER)
-    checkpoints, resume = tmp_path / "checkpoints.log", tmp_path / "resume"
-    env = {**os.environ, FAULT_LOG_ENV: str(checkpoints), FAULT_PAUSE_ENV: "pointer:120", FAULT_RESUME_ENV: str(resume)}
-    a = subprocess.Popen(
-        [sys.executable, str(script), str(source), store.kind, json.dumps(store_options(store, tmp_path)), "4d"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
+    a, resume = paused_at_pointer(store, tmp_path, source, "4d")
     try:
-        _wait_for(checkpoints, f"pointer {a.pid}", a)
         assert store.list_versions("spend") == ["1.0.0", "2.0.0"] and store.latest_version("spend") == "1.0.0"
         write_source(source, days=5)
         b = defs.build()["spend"]
@@ -164,16 +148,8 @@ def test_a_build_equal_to_a_commit_beside_it_adopts_it(store, tmp_path, duckdb):
     defs = mlf.Definitions("pointer", [spend_feature(source)], offline_store=store, engine=duckdb)
     assert defs.build()["spend"].version == "1.0.0"
     write_source(source, days=5)  # the new data both builds read
-    script = tmp_path / "builder.py"
-    script.write_text(BUILDER)
-    checkpoints, resume = tmp_path / "checkpoints.log", tmp_path / "resume"
-    env = {**os.environ, FAULT_LOG_ENV: str(checkpoints), FAULT_PAUSE_ENV: "pointer:120", FAULT_RESUME_ENV: str(resume)}
-    a = subprocess.Popen(
-        [sys.executable, str(script), str(source), store.kind, json.dumps(store_options(store, tmp_path))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
+    a, resume = paused_at_pointer(store, tmp_path, source)
     try:
-        _wait_for(checkpoints, f"pointer {a.pid}", a)
         assert store.list_versions("spend") == ["1.0.0", "1.0.1"] and store.latest_version("spend") == "1.0.0"
         b = defs.build()["spend"]
         assert (b.status, b.version) == ("skipped", "1.0.1"), (b.status, b.version, b.reason, b.error)
@@ -190,17 +166,42 @@ def test_a_build_equal_to_a_commit_beside_it_adopts_it(store, tmp_path, duckdb):
 def test_after_a_rollback_a_build_equal_to_a_hidden_version_publishes_it_again(store, tmp_path, duckdb):  # contract S2, S4, S8
     """A rollback hides the versions above it on purpose: a build equal to one of them is
     a new PATCH past them (latest moves forward, S8), not a move back onto the hidden one."""
-    source = tmp_path / "tx.parquet"
-    write_source(source, days=4)
-    defs = mlf.Definitions("pointer", [spend_feature(source)], offline_store=store, engine=duckdb)
-    assert defs.build()["spend"].version == "1.0.0"
-    write_source(source, days=5)
-    assert defs.build()["spend"].version == "1.0.1"
+    defs = two_versions(store, tmp_path, duckdb)
     assert rollback(store, "spend", "1.0.0") == ("1.0.1", "1.0.0")
     again = defs.build()["spend"]
     assert (again.status, again.version, again.change, again.reason) == ("built", "1.0.2", "PATCH", "the rows of 1.0.1, published again")
     assert store.latest_version("spend") == "1.0.2"
     assert defs.build()["spend"].status == "skipped"  # and then unchanged is unchanged
+
+
+def paused_at_pointer(store, tmp_path: Path, source: Path, *window: str) -> tuple[subprocess.Popen, Path]:
+    """Build A in a process of its own, paused at its pointer move (its version committed):
+    the process and the file whose creation resumes it."""
+    script = tmp_path / "builder.py"
+    script.write_text(BUILDER)
+    checkpoints, resume = tmp_path / "checkpoints.log", tmp_path / "resume"
+    env = {**os.environ, FAULT_LOG_ENV: str(checkpoints), FAULT_PAUSE_ENV: "pointer:120", FAULT_RESUME_ENV: str(resume)}
+    a = subprocess.Popen(
+        [sys.executable, str(script), str(source), store.kind, json.dumps(store_options(store, tmp_path)), *window],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        _wait_for(checkpoints, f"pointer {a.pid}", a)
+    except BaseException:
+        a.kill()
+        raise
+    return a, resume
+
+
+def two_versions(store, tmp_path: Path, engine) -> mlf.Definitions:
+    """The project of these tests with versions 1.0.0 and 1.0.1 (new data) built."""
+    source = tmp_path / "tx.parquet"
+    write_source(source, days=4)
+    defs = mlf.Definitions("pointer", [spend_feature(source)], offline_store=store, engine=engine)
+    assert defs.build()["spend"].version == "1.0.0"
+    write_source(source, days=5)
+    assert defs.build()["spend"].version == "1.0.1"
+    return defs
 
 
 def _wait_for(log: Path, line: str, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -217,12 +218,7 @@ def _wait_for(log: Path, line: str, process: subprocess.Popen, timeout: float = 
 def test_publishing_an_older_version_leaves_a_newer_latest(store, tmp_path, caplog, duckdb):  # contract S8
     """The same rule without processes: a publish of a version older than ``latest``
     commits it and leaves the pointer; a newer one moves it."""
-    source = tmp_path / "tx.parquet"
-    write_source(source, days=4)
-    defs = mlf.Definitions("pointer", [spend_feature(source)], offline_store=store, engine=duckdb)
-    assert defs.build()["spend"].version == "1.0.0"
-    write_source(source, days=5)
-    assert defs.build()["spend"].version == "1.0.1"
+    two_versions(store, tmp_path, duckdb)
     record = store.read_record("spend", "1.0.1")
     staging = store.stage("spend")
     for path in store.data_files("spend", "1.0.1"):
