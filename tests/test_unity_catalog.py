@@ -91,7 +91,7 @@ def _delta_history(stack: Stack, store: UnityCatalogStore, feature: str) -> list
     return [{"version": h["version"], "operation": h.get("operation"), "userMetadata": h.get("userMetadata")} for h in DeltaTable(ref.location.removeprefix("file://")).history()]
 
 
-def _plain_rows(stack: Stack, store: UnityCatalogStore, feature: str) -> list[dict]:
+def _plain_rows(stack: Stack, store: UnityCatalogStore, feature: str, ts: str = "ts") -> list[dict]:
     """The table's current rows as any Delta reader sees them (no mlforge)."""
     _, ref = store._ref(feature, for_engine=True)
     if ref.location is None:
@@ -100,7 +100,7 @@ def _plain_rows(stack: Stack, store: UnityCatalogStore, feature: str) -> list[di
     else:
         table = DeltaTable(ref.location.removeprefix("file://"))
         rows = pa.table(QueryBuilder().register("feature", table).execute("SELECT * FROM feature")).to_pylist()
-    return sorted(rows, key=lambda r: (r["user_id"], r["ts"] is None, r["ts"].replace(tzinfo=None) if r["ts"] else datetime.min))
+    return sorted(rows, key=lambda r: (r["user_id"], r[ts] is None, r[ts].replace(tzinfo=None) if r[ts] else datetime.min))
 
 
 def _canonical(rows):
@@ -251,6 +251,33 @@ def test_range_builds_replace_the_rows_without_a_timestamp(stack, tmp_path):  # 
     assert result.status == "built" and result.build_range != "full", result
     stored = _plain_rows(stack, store, "raw")
     assert sorted(r["amt"] for r in stored if r["ts"] is None) == [2.0, 3.0] and len(stored) == 4 == store.read_record("raw").rows
+
+
+@pytest.mark.parametrize("ts", ['t"s', 'when" IS NOT NULL OR "when', "a` OR `b"])
+def test_range_builds_quote_a_hostile_timestamp_name(stack, tmp_path, ts):  # contract E5, I1
+    """A range build replaces its rows by a predicate given to Delta as SQL text: the
+    timestamp column's name is quoted and escaped there, so it round-trips and the stored
+    table equals a full refresh (unescaped, `when" IS NOT NULL OR "when` replaced every row
+    with the range's)."""
+    path = str(tmp_path / "hostile.parquet")
+    schema = pa.schema([("user_id", pa.int64()), (ts, pa.timestamp("us")), ("when", pa.timestamp("us")), ("amt", pa.float64())])
+    rows = [{"user_id": u, ts: BASE + timedelta(days=d), "when": BASE, "amt": float(d)} for u in (1, 2) for d in range(5)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+    @mlf.feature(source=path, keys=["user_id"], timestamp=ts)
+    def hostile(t):
+        return t
+
+    store = stack.store(tmp_path)
+    defs = mlf.Definitions("uc", [hostile], offline_store=store, engine=stack.engine)
+    assert defs.build()["hostile"].status == "built"
+    rows += [{"user_id": u, ts: BASE + timedelta(days=d), "when": BASE, "amt": float(d)} for u in (1, 2) for d in range(5, 8)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    result = defs.build()["hostile"]
+    assert (result.status, result.build_range != "full") == ("built", True), result
+    stored = _plain_rows(stack, store, "hostile", ts)
+    assert len(stored) == len(rows) == store.read_record("hostile").rows
+    assert sorted((r["user_id"], r[ts].replace(tzinfo=None)) for r in stored) == sorted((r["user_id"], r[ts]) for r in rows)
 
 
 # -- P1-P4 through the store ------------------------------------------------------------------

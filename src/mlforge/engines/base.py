@@ -347,3 +347,18 @@ class Engine:
 
     def close(self) -> None:
         """Release engine resources (sessions, connections)."""
+
+
+def quote_identifier(name: str, dialect: str = "duckdb") -> str:
+    """``name`` as a quoted identifier of ``dialect`` (a sqlglot dialect: ``duckdb``,
+    ``spark``; ``postgres`` for the double quotes of delta-rs's DataFusion SQL), escaped by
+    sqlglot, which writes Ibis's SQL: the one way a name reaches SQL text (rule E5).
+
+    >>> quote_identifier('a" AS "b')
+    '"a"" AS ""b"'
+    >>> quote_identifier("a` OR `b", "spark")
+    '`a`` OR ``b`'
+    """
+    import sqlglot.expressions as sge
+
+    return sge.to_identifier(name, quoted=True).sql(dialect=dialect)

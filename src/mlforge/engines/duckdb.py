@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from mlforge.engines.base import Capability, Engine, ordered, temp_table_name
+from mlforge.engines.base import Capability, Engine, ordered, quote_identifier, temp_table_name
 from mlforge.engines.monthfiles import ROW_GROUP_ROWS, write_partitioned_batches
 from mlforge.engines.sources import delta_dataset
 
@@ -183,17 +183,6 @@ def default_memory_limit() -> str:
 def _env_int(name: str) -> int | None:
     value = os.environ.get(name)
     return int(value) if value else None
-
-
-def quote_identifier(name: str) -> str:
-    """``name`` as a quoted DuckDB identifier, escaped by sqlglot.
-
-    >>> quote_identifier('a" AS "b')
-    '"a"" AS ""b"'
-    """
-    import sqlglot.expressions as sge
-
-    return sge.to_identifier(name, quoted=True).sql(dialect="duckdb")
 
 
 def _quote(text: str) -> str:

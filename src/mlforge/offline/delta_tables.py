@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from mlforge.engines.base import quote_identifier
 from mlforge.engines.pyspark import delta_jars_hint
 from mlforge.engines.sources import read_delta_arrow
 from mlforge.errors import StoreError
@@ -57,20 +58,21 @@ class RangeFilter:
     with_nulls: bool = False
 
     def sql(self, dialect: str = "spark") -> str:
-        """The condition in Spark SQL, or in delta-rs's (DataFusion) SQL."""
+        """The condition in Spark SQL, or in delta-rs's (DataFusion) SQL. The column name
+        is quoted and escaped by sqlglot (E5): these APIs take a predicate as text."""
+        column = quote_identifier(self.column, "spark" if dialect == "spark" else "postgres")
         parts = []
         for op, bound in ((">=", self.since), ("<", self.until)):
             if bound is None:
                 continue
             instant = datetime.fromtimestamp(bound, tz=UTC)
             if dialect == "spark":
-                parts.append(f"`{self.column}` {op} TIMESTAMP '{instant:%Y-%m-%d %H:%M:%S}+00:00'")
+                parts.append(f"{column} {op} TIMESTAMP '{instant:%Y-%m-%d %H:%M:%S}+00:00'")
             else:  # a string literal is cast to the column's zoned type; TIMESTAMP '...' is not
-                parts.append(f'"{self.column}" {op} \'{instant:%Y-%m-%dT%H:%M:%S}Z\'')
+                parts.append(f"{column} {op} '{instant:%Y-%m-%dT%H:%M:%S}Z'")
         condition = " AND ".join(parts) or "TRUE"
         if not self.with_nulls or not parts:
             return condition
-        column = f"`{self.column}`" if dialect == "spark" else f'"{self.column}"'
         return f"(({condition}) OR {column} IS NULL)"
 
 
@@ -231,7 +233,7 @@ class SparkTables:
         raise StoreError(f"the commit of {ref.name} is not in its history", fix="retry the build; another writer may have raced this one")
 
     def _create(self, ref: TableRef, frame: Any, properties: dict[str, str]) -> None:
-        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in frame.schema.fields)
+        columns = ", ".join(f"{quote_identifier(f.name, 'spark')} {f.dataType.simpleString()}" for f in frame.schema.fields)
         props = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(properties.items()))
         tail = f" TBLPROPERTIES ({props})" if props else ""
         if not ref.location:
