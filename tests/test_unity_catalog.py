@@ -230,6 +230,31 @@ def test_range_builds_equal_a_full_build_and_touch_only_their_range(stack, tmp_p
         assert changes and all(c["ts"] >= since for c in changes)
 
 
+def test_a_range_build_over_commits_mlforge_did_not_record_is_refused(stack, tmp_path):  # contract I1, S7, S6
+    """Another writer's commit (or a build's that failed after its commit) would ride into
+    the next range build's version; the build refuses and names the two ways out. A
+    rollback's restore is recorded, so range builds after it go on."""
+    if stack.name not in {"delta-rs", "workspace"}:
+        pytest.skip("the foreign commit is written with delta-rs")
+    from deltalake import write_deltalake
+
+    path = _source(tmp_path, seed=5, n=240)
+    store = stack.store(tmp_path)
+    defs = _defs(stack, store, path)
+    assert defs.build(until=(BASE + timedelta(days=4)).isoformat())["spend"].version == "1.0.0"
+    assert defs.build(until=(BASE + timedelta(days=8)).isoformat())["spend"].version == "1.0.1"
+    assert rollback(store, "spend", "1.0.0") == ("1.0.1", "1.0.0")  # a restore commit, recorded
+    assert defs.build(until=(BASE + timedelta(days=6)).isoformat())["spend"].version == "1.0.2"
+    uri = store._ref("spend", for_engine=True)[1].location
+    foreign = pa.table(DeltaTable(uri.removeprefix("file://")).to_pyarrow_table().slice(0, 1))
+    write_deltalake(uri, foreign, mode="append")  # a writer mlforge does not know of
+    failed = defs.build(raise_on_error=False)["spend"]
+    assert failed.status == "failed" and "commits mlforge did not record" in str(failed.error)
+    assert "--full-refresh" in failed.error.fix and store.latest_version("spend") == "1.0.2"
+    assert defs.build(full_refresh=True)["spend"].status in {"built", "skipped"}
+    assert len(_plain_rows(stack, store, "spend")) == store.read_record("spend").rows
+
+
 def test_range_builds_replace_the_rows_without_a_timestamp(stack, tmp_path):  # contract I1, S3, S6
     """A feature without metrics keeps rows with a null timestamp; a range build of the
     Delta table replaces them with the source's, as a full refresh would."""

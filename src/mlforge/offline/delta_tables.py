@@ -143,6 +143,10 @@ class RustTables:
             return engine.read_parquet_files(files)
         return engine.from_arrow(read_delta_arrow(self._table(ref, version)))
 
+    def current_version(self, ref: TableRef) -> int:
+        """The table's newest Delta version."""
+        return int(self._table(ref).version())
+
     def restore(self, ref: TableRef, version: int, user_metadata: str) -> None:
         from deltalake import CommitProperties
 
@@ -245,6 +249,10 @@ class SparkTables:
 
     def files(self, ref: TableRef, version: int) -> list[str]:
         raise StoreError("Spark-managed tables are read through Spark", fix="read with engine='pyspark'")
+
+    def current_version(self, ref: TableRef) -> int:
+        """The table's newest Delta version."""
+        return int(self.session.sql(f"DESCRIBE HISTORY {self._target(ref)} LIMIT 1").collect()[0]["version"])
 
     def restore(self, ref: TableRef, version: int, user_metadata: str) -> None:
         key = "spark.databricks.delta.commitInfo.userMetadata"

@@ -254,10 +254,13 @@ class UnityCatalogStore:
             existing = self._version_rows(feature).get(version)
             if existing is not None and existing["token"] != staging.token:
                 raise ConcurrentPublish(f"version {version} of {feature!r} was published by another build", where=self.table_name(feature), fix="rebuild: the next build gets the next version")
+            delta_version = None if existing is None else existing["delta_version"]  # a retried publish: already committed
             if existing is None:
                 tables, ref = self._ref(feature, for_engine=True)
                 user_metadata = json.dumps({"mlforge_version": version, "token": staging.token}, sort_keys=True)
                 rows = _range(record) if tables.exists(ref) else None
+                if rows is not None:
+                    self._check_range_base(feature, tables, ref)
                 from mlforge.manifest import arrow_schema
 
                 schema = arrow_schema(dict(record.schema))
@@ -271,8 +274,29 @@ class UnityCatalogStore:
                     raise ConcurrentPublish(f"version {version} of {feature!r} was recorded by another build", where=self.table_name(feature), fix="rebuild: the next build gets the next version")
         finally:
             self.discard(staging)
-        self._point(feature, version, staging.token)
+        self._point(feature, version, staging.token, delta_version)
         return version
+
+    def _check_range_base(self, feature: str, tables: Any, ref: Any) -> None:
+        """A range build replaces its rows in the table as it is now: refuse when the table
+        holds commits past the Delta version ``latest`` names (another writer's, or a build's
+        that failed after its commit), which the new version would otherwise carry (I1, S7)."""
+        rows = [r for r in self._rows() if r["feature"] == feature]
+        pointer = next((r for r in rows if r["kind"] == "latest"), None)
+        if pointer is None:
+            return
+        latest = pointer["version"]
+        own = next((r for r in rows if r["kind"] == "version" and r["version"] == latest), {})
+        # The pointer records the table's Delta version since this check exists; before, the version's own.
+        expected = pointer["delta_version"] if pointer.get("delta_version") is not None else own.get("delta_version")
+        now = tables.current_version(ref)
+        if expected is not None and now != int(expected):
+            raise StoreError(
+                f"the table {self.table_name(feature)} is at Delta version {now}, but latest ({latest}) is Delta version {expected}: "
+                "it holds commits mlforge did not record (another writer's, or a build's that failed after its commit), which a range build would carry into the new version",
+                where=self.table_name(feature),
+                fix=f"rewrite the table from the source: `mlforge build --features {feature} --full-refresh`; or restore it to {latest}: `mlforge rollback {feature} {latest} --yes`",
+            )
 
     def adopt_commit(self, feature: str, version: str) -> str | None:
         """``None``: the catalog's pointer rows do not say whether a rollback hid a version,
@@ -287,11 +311,13 @@ class UnityCatalogStore:
             raise StoreError(f"feature {feature!r} has no version {version}", fix="use `mlforge list versions`")
         tables, ref = self._ref(feature, for_engine=True)
         tables.restore(ref, int(row["delta_version"]), json.dumps({"mlforge_rollback_to": version}))
-        self._point(feature, version, uuid.uuid4().hex)
+        self._point(feature, version, uuid.uuid4().hex, tables.current_version(ref))
 
-    def _point(self, feature: str, version: str, token: str) -> None:
+    def _point(self, feature: str, version: str, token: str, delta_version: int | None) -> None:
+        """Move ``latest`` to ``version``, recording the Delta version of the table that
+        holds its rows (the version's own commit, or the restore of a rollback)."""
         meta_tables, meta_ref = self._ref(METADATA_TABLE, for_engine=False)
-        meta_tables.upsert_metadata(meta_ref, metadata_row(feature, "latest", version, None, None, token), replace=True)
+        meta_tables.upsert_metadata(meta_ref, metadata_row(feature, "latest", version, delta_version, None, token), replace=True)
 
     def replace_table(self, table: str, batches: Iterable[pa.RecordBatch], schema: pa.Schema, *, keys: list[str]) -> str:
         """Make ``batches`` the whole content of the plain (unversioned) Delta table
