@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -32,7 +33,13 @@ from hypothesis import given, settings
 
 import mlforge as mlf
 from fake_databricks import databricks_workspace, postgres  # noqa: F401 - fixtures
-from mlforge.errors import ConcurrentPublish, ConfigError, StoreError, ValidationFailed
+from mlforge.errors import (
+    ConcurrentPublish,
+    ConfigError,
+    CorruptVersion,
+    StoreError,
+    ValidationFailed,
+)
 from mlforge.offline.unity_catalog import RetentionWarning, UnityCatalogStore
 from mlforge.operations import diff_versions, rollback
 from test_incremental import BASE, _assert_same_rows, _events, _feature, _stored
@@ -253,6 +260,31 @@ def test_a_range_build_over_commits_mlforge_did_not_record_is_refused(stack, tmp
     assert "--full-refresh" in failed.error.fix and store.latest_version("spend") == "1.0.2"
     assert defs.build(full_refresh=True)["spend"].status in {"built", "skipped"}
     assert len(_plain_rows(stack, store, "spend")) == store.read_record("spend").rows
+
+
+@pytest.mark.parametrize("how", ["fewer rows, same name", "deleted", "truncated"])
+def test_a_damaged_data_file_of_a_delta_version_is_refused(stack, tmp_path, how):  # contract S7, E1
+    """A Delta version's files are checked against its log before they are read: a file
+    rewritten with fewer rows read as fewer rows, a missing or truncated one raised
+    pyarrow's or DuckDB's own error."""
+    if stack.name not in {"delta-rs", "workspace"}:
+        pytest.skip("Spark reads the table through Delta itself")
+    path = _source(tmp_path, seed=3, n=120)
+    store = stack.store(tmp_path)
+    defs = _defs(stack, store, path)
+    assert defs.build()["spend"].version == "1.0.0"
+    table = DeltaTable(store._ref("spend", for_engine=True)[1].location.removeprefix("file://"))
+    victim = table.file_uris()[0].removeprefix("file://")
+    if how == "deleted":
+        os.remove(victim)
+    elif how == "truncated":
+        os.truncate(victim, os.path.getsize(victim) // 2)
+    else:
+        pq.write_table(pq.read_table(victim).slice(0, 1), victim)
+    for read in (lambda: defs.read_feature("spend").to_pyarrow(), lambda: defs.get_training_data(["spend"], pa.table({"user_id": [0, 1]}))):
+        with pytest.raises(CorruptVersion, match=re.escape(os.path.basename(victim))) as caught:
+            read()
+        assert "version 1.0.0" in str(caught.value) and "--full-refresh" in caught.value.fix
 
 
 def test_range_builds_replace_the_rows_without_a_timestamp(stack, tmp_path):  # contract I1, S3, S6

@@ -138,10 +138,12 @@ class RustTables:
         return [_local(u) for u in self._table(ref, version).file_uris()]
 
     def read(self, ref: TableRef, version: int, engine: Engine) -> ir.Table:
-        files = self.files(ref, version)
-        if files and all(os.path.exists(f) for f in files):
+        table = self._table(ref, version)
+        files = [_local(u) for u in table.file_uris()]
+        if files and all("://" not in f for f in files):  # files at hand: checked against the log first (S7)
+            _check_files(table, _uri(ref))
             return engine.read_parquet_files(files)
-        return engine.from_arrow(read_delta_arrow(self._table(ref, version)))
+        return engine.from_arrow(read_delta_arrow(table))
 
     def current_version(self, ref: TableRef) -> int:
         """The table's newest Delta version."""
@@ -318,6 +320,47 @@ def _arrow_range(rows: RangeFilter) -> Any:
     if rows.with_nulls and condition is not None:
         condition = condition | ds.field(rows.column).is_null()
     return condition
+
+
+def _check_files(table: Any, root: str) -> None:
+    """Check a Delta version's local data files against its log, as verified reads check a
+    version's files against its record (S7): each file the log adds is present, of the size
+    and (where the log has statistics) the row count it recorded.
+
+    Raises:
+        DamagedFile: the first file that is not as recorded.
+    """
+    from urllib.parse import unquote
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for action in pa.table(table.get_add_actions(flatten=True)).to_pylist():
+        name = unquote(action["path"])
+        path = os.path.join(root, name)
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            raise DamagedFile(name, "is missing") from None
+        if action.get("size_bytes") is not None and size != action["size_bytes"]:
+            raise DamagedFile(name, f"has {size} bytes where the Delta log says {action['size_bytes']}")
+        recorded = action.get("num_records")
+        if recorded is not None:
+            try:
+                rows = pq.read_metadata(path).num_rows
+            except (OSError, pa.ArrowException) as exc:
+                raise DamagedFile(name, f"is not a readable Parquet file ({exc})") from None
+            if rows != recorded:
+                raise DamagedFile(name, f"has {rows} rows where the Delta log says {recorded} (replaced by another file)")
+
+
+class DamagedFile(Exception):
+    """A data file of a Delta version that differs from its log (turned into
+    :class:`~mlforge.errors.CorruptVersion`, with the feature and version, by the store)."""
+
+    def __init__(self, name: str, problem: str):
+        super().__init__(f"data file {name!r} {problem}")
+        self.name, self.problem = name, problem
 
 
 def _uri(ref: TableRef) -> str:

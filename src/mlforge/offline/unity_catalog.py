@@ -36,9 +36,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlforge.errors import ConcurrentPublish, ConfigError, StoreError
+from mlforge.errors import ConcurrentPublish, ConfigError, CorruptVersion, StoreError
 from mlforge.offline.base import Staging, StoreCapabilities, resolve_version
 from mlforge.offline.delta_tables import (
+    DamagedFile,
     RangeFilter,
     RustTables,
     SparkTables,
@@ -354,7 +355,18 @@ class UnityCatalogStore:
             tables, ref = self._ref(feature, for_engine=True)
             if pinned:
                 self._check_retention(tables, ref, feature, version, delta_version)
-            return tables.read(ref, delta_version, engine)
+            try:
+                return tables.read(ref, delta_version, engine)
+            except DamagedFile as exc:
+                raise CorruptVersion(
+                    f"{exc} in {self.table_name(feature)}, version {version} (Delta version {delta_version}); mlforge will not read a damaged version",
+                    where=f"feature {feature!r}, version {version}", fix=_DAMAGED_FIX.format(feature=feature),
+                ) from None
+            except _read_errors() as exc:  # the Delta log itself (a removed commit, vacuumed files): E1, not a raw library error
+                raise CorruptVersion(
+                    f"cannot read {self.table_name(feature)} at Delta version {delta_version} (version {version}): {type(exc).__name__}: {exc}",
+                    where=f"feature {feature!r}, version {version}", fix=_DAMAGED_FIX.format(feature=feature),
+                ) from None
         finally:
             self._engine = previous
 
@@ -377,6 +389,21 @@ class UnityCatalogStore:
             )
             log.warning(message)
             warnings.warn(message, RetentionWarning, stacklevel=3)
+
+
+def _read_errors() -> tuple[type[BaseException], ...]:
+    """What reading a damaged Delta table raises in delta-rs and pyarrow (not mlforge's own
+    errors, nor its bugs)."""
+    import pyarrow as pa
+    from deltalake.exceptions import DeltaError
+
+    return (OSError, pa.ArrowException, DeltaError)
+
+
+_DAMAGED_FIX = (
+    "rebuild the feature (`mlforge build --features {feature} --full-refresh --force` writes a new, complete version) "
+    "or point latest at an intact version (`mlforge rollback {feature} VERSION`)"
+)
 
 
 def _properties(record: VersionRecord) -> dict[str, str]:
