@@ -560,3 +560,37 @@ def test_spans_of_a_versions_files_tile_their_months(instants):
         assert end == min(later, default=month_end(start))  # up to the next part of its month
     for i in instants:  # every instant lies in exactly one file's span
         assert sum(start <= i < end for start, end in spans.values()) == 1
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_a_continuation_after_the_source_types_narrow_keeps_one_type_per_column(tmp_path, engine):  # contract I1, S2, S5
+    """The source's key goes int64 -> int32 (the same canonical type: new data is a PATCH).
+    The continuation's new files are int32; the files it kept from the previous version
+    were int64, and Polars could not read the mix. Kept files are rewritten in the new types."""
+    import glob
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "tx.parquet"
+
+    def write(days: int, key_type: pa.DataType) -> None:
+        ts = [datetime(2026, 1, 1, 12, tzinfo=UTC) + timedelta(days=d) for d in range(days) for _ in range(2)]
+        pq.write_table(pa.table({"k": pa.array([i % 2 for i in range(len(ts))], key_type), "ts": ts, "v": [float(i) for i in range(len(ts))]}), path)
+
+    @mlf.feature(source=str(path), keys=["k"], timestamp="ts")
+    def last_v(t):
+        return t.select("k", "ts", "v")
+
+    write(70, pa.int64())
+    defs = mlf.Definitions("narrow", [last_v], offline_store=mlf.LocalStore(tmp_path / "store"), engine=engine)
+    assert defs.build()["last_v"].version == "1.0.0"
+    write(75, pa.int32())
+    result = defs.build()["last_v"]
+    assert (result.status, result.version, result.change) == ("built", "1.0.1", "PATCH"), result
+    files = glob.glob(str(tmp_path / "store" / "last_v" / "1.0.1" / "data" / "*.parquet"))
+    assert len(files) >= 3 and {str(pq.read_schema(f).field("k").type) for f in files} == {"int32"}
+    full = mlf.Definitions("narrow", [last_v], offline_store=mlf.LocalStore(tmp_path / "full"), engine=engine)
+    assert full.build()["last_v"].status == "built"
+    order = ["k", "ts"]
+    assert defs.read_feature("last_v").order_by(order).to_pyarrow().to_pylist() == full.read_feature("last_v").order_by(order).to_pyarrow().to_pylist()

@@ -436,6 +436,11 @@ def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, 
     splits: list[int] = []
     if store.capabilities.month_files:
         reused, read, splits = _reach(store.data_files(feature.name, version), build_range)
+        if reused and _types_moved(reused[0], fresh):
+            # The source's exact types moved (int64 -> int32: the same canonical type, so a
+            # PATCH): a version's files hold one type per column, so the kept files are
+            # rewritten in the new types too, not hard-linked beside them.
+            read, reused, splits = sorted([*reused, *read]), [], []
         if not read:
             return fresh, reused, splits
         stored = engine.read_parquet_files(read)
@@ -455,6 +460,14 @@ def _merge_with_previous(feature: Feature, store: OfflineStore, engine: Engine, 
     if keep.schema() != fresh.schema():
         keep = keep.cast(fresh.schema())
     return keep.union(fresh), reused, splits
+
+
+def _types_moved(stored_file: str, fresh: ir.Table) -> bool:
+    """Whether a column of ``fresh`` has another exact type than in ``stored_file``."""
+    import pyarrow.parquet as pq
+
+    stored = exact_types(pq.read_schema(stored_file))
+    return any(stored.get(name, kind) != kind for name, kind in exact_types(fresh.schema().to_pyarrow()).items())
 
 
 #: A part just before a range with fewer rows than this is read and rewritten with the
