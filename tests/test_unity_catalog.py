@@ -316,6 +316,8 @@ def test_range_builds_quote_a_hostile_timestamp_name(stack, tmp_path, ts):  # co
     timestamp column's name is quoted and escaped there, so it round-trips and the stored
     table equals a full refresh (unescaped, `when" IS NOT NULL OR "when` replaced every row
     with the range's)."""
+    if stack.name.startswith("spark") and any(c in ts for c in " ,;{}()\n\t="):
+        pytest.skip("Spark's Delta writer refuses these characters in column names (without column mapping)")
     path = str(tmp_path / "hostile.parquet")
     schema = pa.schema([("user_id", pa.int64()), (ts, pa.timestamp("us")), ("when", pa.timestamp("us")), ("amt", pa.float64())])
     rows = [{"user_id": u, ts: BASE + timedelta(days=d), "when": BASE, "amt": float(d)} for u in (1, 2) for d in range(5)]
