@@ -168,6 +168,9 @@ def test_after_a_rollback_a_build_equal_to_a_hidden_version_publishes_it_again(s
     a new PATCH past them (latest moves forward, S8), not a move back onto the hidden one."""
     defs = two_versions(store, tmp_path, duckdb)
     assert rollback(store, "spend", "1.0.0") == ("1.0.1", "1.0.0")
+    store.blobs.put("spend/_latest.json", b'{"version": "1.0.0"}')  # as a rollback before "hides" wrote it...
+    assert rollback(store, "spend", "1.0.0") == ("1.0.0", "1.0.0")  # ...mended by rolling back onto it again
+    assert json.loads(store.blobs.get("spend/_latest.json")) == {"version": "1.0.0", "hides": "1.0.1"}
     again = defs.build()["spend"]
     assert (again.status, again.version, again.change, again.reason) == ("built", "1.0.2", "PATCH", "the rows of 1.0.1, published again")
     assert store.latest_version("spend") == "1.0.2"

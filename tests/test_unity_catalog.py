@@ -287,6 +287,25 @@ def test_a_damaged_data_file_of_a_delta_version_is_refused(stack, tmp_path, how)
         assert "version 1.0.0" in str(caught.value) and "--full-refresh" in caught.value.fix
 
 
+def test_commits_that_change_no_rows_do_not_stop_range_builds(stack, tmp_path):  # contract I1, S4
+    """Table properties (raising the retention, as the docs advise), OPTIMIZE or VACUUM add
+    Delta commits that change no rows; a rollback onto the version latest names already is
+    harmless. Range builds go on over all of them."""
+    if stack.name not in {"delta-rs", "workspace"}:
+        pytest.skip("the commits are made with delta-rs")
+    path = _source(tmp_path, seed=5, n=240)
+    store = stack.store(tmp_path)
+    defs = _defs(stack, store, path)
+    assert defs.build(until=(BASE + timedelta(days=4)).isoformat())["spend"].version == "1.0.0"
+    assert rollback(store, "spend", "1.0.0") == ("1.0.0", "1.0.0")
+    uri = store._ref("spend", for_engine=True)[1].location.removeprefix("file://")
+    DeltaTable(uri).alter.set_table_properties({"delta.logRetentionDuration": "interval 90 days"})
+    DeltaTable(uri).optimize.compact()
+    result = defs.build(until=(BASE + timedelta(days=8)).isoformat())["spend"]
+    assert (result.status, result.version) == ("built", "1.0.1"), result.error
+    assert len(_plain_rows(stack, store, "spend")) == store.read_record("spend").rows
+
+
 def test_range_builds_replace_the_rows_without_a_timestamp(stack, tmp_path):  # contract I1, S3, S6
     """A feature without metrics keeps rows with a null timestamp; a range build of the
     Delta table replaces them with the source's, as a full refresh would."""

@@ -121,7 +121,7 @@ def rollback(store: OfflineStore, feature: str, version: str | None = None, prev
         target = earlier[-1]
     else:
         target = resolve_version(store, feature, version)
-    if not dry_run and target != current:
+    if not dry_run:  # also onto the version latest names: the pointer then records what it hides (S8)
         store.set_latest(feature, target)
     return current, target
 

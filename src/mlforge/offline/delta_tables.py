@@ -46,6 +46,14 @@ class TableRef:
     storage_options: dict[str, str] | None = None
 
 
+#: Delta operations that change no rows (table properties, file compaction, vacuum,
+#: protocol and constraint changes): a range build may replace its rows over them.
+ROWS_KEPT_OPERATIONS = frozenset({
+    "SET TBLPROPERTIES", "UNSET TBLPROPERTIES", "OPTIMIZE", "VACUUM START", "VACUUM END",
+    "UPGRADE PROTOCOL", "ADD CONSTRAINT", "DROP CONSTRAINT", "CHANGE COLUMN", "SET COLUMN COMMENT",
+})
+
+
 @dataclass(frozen=True)
 class RangeFilter:
     """Rows ``since <= column < until`` (epoch seconds; ``None`` = open), and, with
@@ -148,6 +156,10 @@ class RustTables:
     def current_version(self, ref: TableRef) -> int:
         """The table's newest Delta version."""
         return int(self._table(ref).version())
+
+    def operations_after(self, ref: TableRef, version: int) -> list[str]:
+        """The operations of the commits after Delta version ``version`` (``WRITE``, ``OPTIMIZE``, ...)."""
+        return [str(e.get("operation")) for e in self._table(ref).history() if int(e.get("version", -1)) > version]
 
     def restore(self, ref: TableRef, version: int, user_metadata: str) -> None:
         from deltalake import CommitProperties
@@ -255,6 +267,11 @@ class SparkTables:
     def current_version(self, ref: TableRef) -> int:
         """The table's newest Delta version."""
         return int(self.session.sql(f"DESCRIBE HISTORY {self._target(ref)} LIMIT 1").collect()[0]["version"])
+
+    def operations_after(self, ref: TableRef, version: int) -> list[str]:
+        """The operations of the commits after Delta version ``version`` (``WRITE``, ``OPTIMIZE``, ...)."""
+        rows = self.session.sql(f"DESCRIBE HISTORY {self._target(ref)}").filter(f"version > {int(version)}").select("operation").collect()
+        return [str(r["operation"]) for r in rows]
 
     def restore(self, ref: TableRef, version: int, user_metadata: str) -> None:
         key = "spark.databricks.delta.commitInfo.userMetadata"

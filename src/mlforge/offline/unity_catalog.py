@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from mlforge.errors import ConcurrentPublish, ConfigError, CorruptVersion, StoreError
 from mlforge.offline.base import Staging, StoreCapabilities, resolve_version
 from mlforge.offline.delta_tables import (
+    ROWS_KEPT_OPERATIONS,
     DamagedFile,
     RangeFilter,
     RustTables,
@@ -286,15 +287,16 @@ class UnityCatalogStore:
         pointer = next((r for r in rows if r["kind"] == "latest"), None)
         if pointer is None:
             return
-        latest = pointer["version"]
-        own = next((r for r in rows if r["kind"] == "version" and r["version"] == latest), {})
-        # The pointer records the table's Delta version since this check exists; before, the version's own.
-        expected = pointer["delta_version"] if pointer.get("delta_version") is not None else own.get("delta_version")
+        latest, expected = pointer["version"], pointer.get("delta_version")
+        if expected is None:  # written before pointers recorded it (a rollback's RESTORE is unknown): nothing to check against
+            return
         now = tables.current_version(ref)
-        if expected is not None and now != int(expected):
+        changed = [op for op in tables.operations_after(ref, int(expected)) if op.upper() not in ROWS_KEPT_OPERATIONS]
+        if changed:
             raise StoreError(
                 f"the table {self.table_name(feature)} is at Delta version {now}, but latest ({latest}) is Delta version {expected}: "
-                "it holds commits mlforge did not record (another writer's, or a build's that failed after its commit), which a range build would carry into the new version",
+                f"it holds commits mlforge did not record ({', '.join(dict.fromkeys(changed))}: another writer's, or a build's that failed after its commit), "
+                "which a range build would carry into the new version",
                 where=self.table_name(feature),
                 fix=f"rewrite the table from the source: `mlforge build --features {feature} --full-refresh`; or restore it to {latest}: `mlforge rollback {feature} {latest} --yes`",
             )
@@ -311,7 +313,8 @@ class UnityCatalogStore:
         if row is None:
             raise StoreError(f"feature {feature!r} has no version {version}", fix="use `mlforge list versions`")
         tables, ref = self._ref(feature, for_engine=True)
-        tables.restore(ref, int(row["delta_version"]), json.dumps({"mlforge_rollback_to": version}))
+        if tables.current_version(ref) != int(row["delta_version"]):  # Delta refuses a restore onto the current version
+            tables.restore(ref, int(row["delta_version"]), json.dumps({"mlforge_rollback_to": version}))
         self._point(feature, version, uuid.uuid4().hex, tables.current_version(ref))
 
     def _point(self, feature: str, version: str, token: str, delta_version: int | None) -> None:

@@ -297,8 +297,8 @@ class VersionedStore:
         for attempt in range(_POINTER_ATTEMPTS):
             current = self.blobs.get_with_tag(key)
             named = _pointer_version(current.data) if current is not None else None
-            if named == version:
-                return version
+            if named == version and (forward_only or current is None or current.data == payload):
+                return version  # a rollback to the version latest names still records what it hides
             if forward_only and named is not None and parse_version(named) > parse_version(version) and self._is_complete(feature, named):
                 log.warning(
                     "feature %s: version %s is published, but latest stays at %s, which a concurrent build "
