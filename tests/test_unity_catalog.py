@@ -237,18 +237,24 @@ def test_range_builds_equal_a_full_build_and_touch_only_their_range(stack, tmp_p
         assert changes and all(c["ts"] >= since for c in changes)
 
 
+def _first_range_version(stack: Stack, tmp_path) -> tuple[UnityCatalogStore, mlf.Definitions]:
+    """A store whose ``spend`` 1.0.0 holds the labels before day 4 (range builds follow);
+    the commits the tests add beside mlforge's are made with delta-rs."""
+    if stack.name not in {"delta-rs", "workspace"}:
+        pytest.skip("the commits beside mlforge's are made with delta-rs")
+    store = stack.store(tmp_path)
+    defs = _defs(stack, store, _source(tmp_path, seed=5, n=240))
+    assert defs.build(until=(BASE + timedelta(days=4)).isoformat())["spend"].version == "1.0.0"
+    return store, defs
+
+
 def test_a_range_build_over_commits_mlforge_did_not_record_is_refused(stack, tmp_path):  # contract I1, S7, S6
     """Another writer's commit (or a build's that failed after its commit) would ride into
     the next range build's version; the build refuses and names the two ways out. A
     rollback's restore is recorded, so range builds after it go on."""
-    if stack.name not in {"delta-rs", "workspace"}:
-        pytest.skip("the foreign commit is written with delta-rs")
     from deltalake import write_deltalake
 
-    path = _source(tmp_path, seed=5, n=240)
-    store = stack.store(tmp_path)
-    defs = _defs(stack, store, path)
-    assert defs.build(until=(BASE + timedelta(days=4)).isoformat())["spend"].version == "1.0.0"
+    store, defs = _first_range_version(stack, tmp_path)
     assert defs.build(until=(BASE + timedelta(days=8)).isoformat())["spend"].version == "1.0.1"
     assert rollback(store, "spend", "1.0.0") == ("1.0.1", "1.0.0")  # a restore commit, recorded
     assert defs.build(until=(BASE + timedelta(days=6)).isoformat())["spend"].version == "1.0.2"
@@ -291,12 +297,7 @@ def test_commits_that_change_no_rows_do_not_stop_range_builds(stack, tmp_path): 
     """Table properties (raising the retention, as the docs advise), OPTIMIZE or VACUUM add
     Delta commits that change no rows; a rollback onto the version latest names already is
     harmless. Range builds go on over all of them."""
-    if stack.name not in {"delta-rs", "workspace"}:
-        pytest.skip("the commits are made with delta-rs")
-    path = _source(tmp_path, seed=5, n=240)
-    store = stack.store(tmp_path)
-    defs = _defs(stack, store, path)
-    assert defs.build(until=(BASE + timedelta(days=4)).isoformat())["spend"].version == "1.0.0"
+    store, defs = _first_range_version(stack, tmp_path)
     assert rollback(store, "spend", "1.0.0") == ("1.0.0", "1.0.0")
     uri = store._ref("spend", for_engine=True)[1].location.removeprefix("file://")
     DeltaTable(uri).alter.set_table_properties({"delta.logRetentionDuration": "interval 90 days"})
