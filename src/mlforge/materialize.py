@@ -240,11 +240,10 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
             log.info("feature %s: latest moved from %s to %s during the build; the change is judged against the latter", feature.name, previous_version, now_latest)
             previous_version = now_latest
             previous = store.read_record(feature.name, now_latest) if now_latest else None
-        unchanged = _unchanged(feature, store, previous_version, previous, metadata, staging.data_dir)
-        if unchanged and not options.force:
+        change = _change_from(feature, store, previous_version, previous, metadata, staging.data_dir)
+        if change.kind is ChangeKind.NONE and not options.force:
             store.discard(staging)
             return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata.rows, rows_written=0, reason=f"rebuilt data equals the latest version (canonical types, floats within {FLOAT_RTOL:g} relative)", build_range=build_range.describe(), dropped_rows=dropped)
-        change = Change(ChangeKind.NONE, "unchanged") if unchanged else classify(previous, metadata)
         versions = store.list_versions(feature.name)
         adopted = None if options.force else _adopt_equal_commit(feature, store, versions, previous_version, metadata, staging.data_dir)
         if adopted is not None:
@@ -265,11 +264,13 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     )
 
 
-def _unchanged(feature: Feature, store: OfflineStore, version: str | None, record: VersionRecord | None, metadata: VersionRecord, data_dir: str) -> bool:
-    """Whether the staged build equals stored ``version`` (S2): the same definition and
-    schema, and the same data -- by hash, or by rows where only the bytes differ."""
+def _change_from(feature: Feature, store: OfflineStore, version: str | None, record: VersionRecord | None, metadata: VersionRecord, data_dir: str) -> Change:
+    """The staged build's change from stored ``version`` (S2); none when the definition and
+    schema are the same and so is the data -- by hash, or by rows where only the bytes differ."""
     change = classify(record, metadata)
-    return change.kind is ChangeKind.NONE or (change.reason == NEW_DATA and _same_rows(feature, store, version, record, metadata, data_dir))
+    if change.reason == NEW_DATA and _same_rows(feature, store, version, record, metadata, data_dir):
+        return Change(ChangeKind.NONE, "unchanged")
+    return change
 
 
 def _adopt_equal_commit(feature: Feature, store: OfflineStore, versions: list[str], latest: str | None, metadata: VersionRecord, data_dir: str) -> str | None:
@@ -290,7 +291,7 @@ def _adopt_equal_commit(feature: Feature, store: OfflineStore, versions: list[st
         above = store.read_record(feature.name, highest)
     except MlforgeError:
         return None  # damaged: numbered past by _numbered_after
-    if not _unchanged(feature, store, highest, above, metadata, data_dir):
+    if _change_from(feature, store, highest, above, metadata, data_dir).kind is not ChangeKind.NONE:
         return None
     return highest if store.adopt_commit(feature.name, highest) is not None else None
 

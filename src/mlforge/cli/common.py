@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -104,6 +105,11 @@ def piped_console(**options: Any) -> Console:
     """A rich console whose reader may go away (``mlforge ... | head``): rich would exit 1,
     the code of a failed build; this one raises ``BrokenPipeError`` for ``main`` to end
     with the shell's code for it."""
+    return _piped_console_class()(**options)
+
+
+@functools.cache
+def _piped_console_class() -> type[Console]:
     import errno
 
     from rich.console import Console
@@ -113,7 +119,7 @@ def piped_console(**options: Any) -> Console:
             self.quiet = True
             raise BrokenPipeError(errno.EPIPE, "the reader of stdout went away")
 
-    return PipedConsole(**options)
+    return PipedConsole
 
 
 def err() -> Console:

@@ -143,11 +143,11 @@ class RustTables:
         raise StoreError(f"the commit of {ref.name} is not in its history", fix="retry the build; another writer may have raced this one")
 
     def files(self, ref: TableRef, version: int) -> list[str]:
-        return [_local(u) for u in self._table(ref, version).file_uris()]
+        return _files_of(self._table(ref, version))
 
     def read(self, ref: TableRef, version: int, engine: Engine) -> ir.Table:
         table = self._table(ref, version)
-        files = [_local(u) for u in table.file_uris()]
+        files = _files_of(table)
         if files and all("://" not in f for f in files):  # files at hand: checked against the log first (S7)
             _check_files(table, _uri(ref))
             return engine.read_parquet_files(files)
@@ -337,6 +337,11 @@ def _arrow_range(rows: RangeFilter) -> Any:
     if rows.with_nulls and condition is not None:
         condition = condition | ds.field(rows.column).is_null()
     return condition
+
+
+def _files_of(table: Any) -> list[str]:
+    """A Delta version's data files: local paths, or URIs of remote storage."""
+    return [_local(u) for u in table.file_uris()]
 
 
 def _check_files(table: Any, root: str) -> None:

@@ -290,11 +290,10 @@ class UnityCatalogStore:
         latest, expected = pointer["version"], pointer.get("delta_version")
         if expected is None:  # written before pointers recorded it (a rollback's RESTORE is unknown): nothing to check against
             return
-        now = tables.current_version(ref)
         changed = [op for op in tables.operations_after(ref, int(expected)) if op.upper() not in ROWS_KEPT_OPERATIONS]
         if changed:
             raise StoreError(
-                f"the table {self.table_name(feature)} is at Delta version {now}, but latest ({latest}) is Delta version {expected}: "
+                f"the table {self.table_name(feature)} is at Delta version {tables.current_version(ref)}, but latest ({latest}) is Delta version {expected}: "
                 f"it holds commits mlforge did not record ({', '.join(dict.fromkeys(changed))}: another writer's, or a build's that failed after its commit), "
                 "which a range build would carry into the new version",
                 where=self.table_name(feature),
@@ -313,9 +312,11 @@ class UnityCatalogStore:
         if row is None:
             raise StoreError(f"feature {feature!r} has no version {version}", fix="use `mlforge list versions`")
         tables, ref = self._ref(feature, for_engine=True)
-        if tables.current_version(ref) != int(row["delta_version"]):  # Delta refuses a restore onto the current version
-            tables.restore(ref, int(row["delta_version"]), json.dumps({"mlforge_rollback_to": version}))
-        self._point(feature, version, uuid.uuid4().hex, tables.current_version(ref))
+        target, now = int(row["delta_version"]), tables.current_version(ref)
+        if now != target:  # Delta refuses a restore onto the current version
+            tables.restore(ref, target, json.dumps({"mlforge_rollback_to": version}))
+            now = tables.current_version(ref)
+        self._point(feature, version, uuid.uuid4().hex, now)
 
     def _point(self, feature: str, version: str, token: str, delta_version: int | None) -> None:
         """Move ``latest`` to ``version``, recording the Delta version of the table that
@@ -361,15 +362,15 @@ class UnityCatalogStore:
             try:
                 return tables.read(ref, delta_version, engine)
             except DamagedFile as exc:
-                raise CorruptVersion(
-                    f"{exc} in {self.table_name(feature)}, version {version} (Delta version {delta_version}); mlforge will not read a damaged version",
-                    where=f"feature {feature!r}, version {version}", fix=_DAMAGED_FIX.format(feature=feature),
-                ) from None
+                problem = str(exc)
             except _read_errors() as exc:  # the Delta log itself (a removed commit, vacuumed files): E1, not a raw library error
-                raise CorruptVersion(
-                    f"cannot read {self.table_name(feature)} at Delta version {delta_version} (version {version}): {type(exc).__name__}: {exc}",
-                    where=f"feature {feature!r}, version {version}", fix=_DAMAGED_FIX.format(feature=feature),
-                ) from None
+                problem = f"cannot be read ({type(exc).__name__}: {exc})"
+            raise CorruptVersion(
+                f"{self.table_name(feature)} at Delta version {delta_version} (version {version}): {problem}; mlforge will not read a damaged version",
+                where=f"feature {feature!r}, version {version}",
+                fix=f"rebuild the feature (`mlforge build --features {feature} --full-refresh --force` writes a new, complete version) "
+                f"or point latest at an intact version (`mlforge rollback {feature} VERSION`)",
+            )
         finally:
             self._engine = previous
 
@@ -401,12 +402,6 @@ def _read_errors() -> tuple[type[BaseException], ...]:
     from deltalake.exceptions import DeltaError
 
     return (OSError, pa.ArrowException, DeltaError)
-
-
-_DAMAGED_FIX = (
-    "rebuild the feature (`mlforge build --features {feature} --full-refresh --force` writes a new, complete version) "
-    "or point latest at an intact version (`mlforge rollback {feature} VERSION`)"
-)
 
 
 def _properties(record: VersionRecord) -> dict[str, str]:
