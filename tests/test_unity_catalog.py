@@ -249,7 +249,7 @@ def _first_range_version(stack: Stack, tmp_path) -> tuple[UnityCatalogStore, mlf
 
 
 def test_a_range_build_over_commits_mlforge_did_not_record_is_refused(stack, tmp_path):  # contract I1, S7, S6
-    """Another writer's commit (or a build's that failed after its commit) would ride into
+    """Another writer's commit (or a failed build's that could not be taken back) would ride into
     the next range build's version; the build refuses and names the two ways out. A
     rollback's restore is recorded, so range builds after it go on."""
     from deltalake import write_deltalake
@@ -266,6 +266,36 @@ def test_a_range_build_over_commits_mlforge_did_not_record_is_refused(stack, tmp
     assert "--full-refresh" in failed.error.fix and store.latest_version("spend") == "1.0.2"
     assert defs.build(full_refresh=True)["spend"].status in {"built", "skipped"}
     assert len(_plain_rows(stack, store, "spend")) == store.read_record("spend").rows
+
+
+def test_a_build_failing_after_its_commit_takes_the_commit_back(stack, tmp_path, monkeypatch):  # contract E3, I1, S6
+    """The metadata upsert fails after the Delta commit: the table goes back to latest's
+    rows for plain readers (a restore mlforge marks as its undo), latest stays, and the
+    next range build goes on over the undone commit and equals a full refresh."""
+    store, defs = _first_range_version(stack, tmp_path)
+    before = _plain_rows(stack, store, "spend")
+    tables_kind = type(store._ref("_mlforge_metadata", for_engine=False)[0])
+    real = tables_kind.upsert_metadata
+
+    def failing(self, ref, row, *, replace):
+        if row["kind"] == "version":
+            raise StoreError("the metadata table is unavailable", fix="retry")
+        return real(self, ref, row, replace=replace)
+
+    monkeypatch.setattr(tables_kind, "upsert_metadata", failing)
+    failed = defs.build(until=(BASE + timedelta(days=8)).isoformat(), raise_on_error=False)["spend"]
+    assert failed.status == "failed" and "unavailable" in str(failed.error)
+    monkeypatch.setattr(tables_kind, "upsert_metadata", real)
+    assert store.list_versions("spend") == ["1.0.0"] and store.latest_version("spend") == "1.0.0"
+    assert _plain_rows(stack, store, "spend") == before  # the failed build's rows are gone for plain readers
+    assert [h["operation"] for h in _delta_history(stack, store, "spend")][:2] == ["RESTORE", "WRITE"]
+    ranged = defs.build(until=(BASE + timedelta(days=8)).isoformat())["spend"]
+    assert ranged.version == "1.0.1"
+    ranged_rows = _plain_rows(stack, store, "spend")
+    assert len(ranged_rows) == store.read_record("spend").rows
+    full_store = stack.store(tmp_path / "full")
+    _defs(stack, full_store, _source(tmp_path, seed=5, n=240)).build(until=(BASE + timedelta(days=8)).isoformat())
+    assert _canonical(ranged_rows) == _canonical(_plain_rows(stack, full_store, "spend"))
 
 
 @pytest.mark.parametrize("how", ["fewer rows, same name", "deleted", "truncated"])

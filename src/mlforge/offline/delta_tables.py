@@ -13,6 +13,7 @@ Spark reads the staging directory itself, delta-rs streams record batches.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -52,6 +53,44 @@ ROWS_KEPT_OPERATIONS = frozenset({
     "SET TBLPROPERTIES", "UNSET TBLPROPERTIES", "OPTIMIZE", "VACUUM START", "VACUUM END",
     "UPGRADE PROTOCOL", "ADD CONSTRAINT", "DROP CONSTRAINT", "CHANGE COLUMN", "SET COLUMN COMMENT",
 })
+
+
+#: The ``userMetadata`` key of the restore that takes back a build's commit when the build
+#: fails after it (E3); its value is the Delta version the restore goes back to.
+UNDO_KEY = "mlforge_undo_to"
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One Delta commit: its version, operation (``WRITE``, ``RESTORE``, ...) and ``userMetadata``."""
+
+    version: int
+    operation: str
+    user_metadata: str | None = None
+
+    def undone_to(self) -> int | None:
+        """The Delta version this commit restores the table to, when it is mlforge's undo of a failed build's commit."""
+        if self.operation.upper() != "RESTORE" or not self.user_metadata:
+            return None
+        try:
+            target = json.loads(self.user_metadata).get(UNDO_KEY)
+        except (ValueError, AttributeError):
+            return None
+        return target if isinstance(target, int) else None
+
+
+def holds_rows_of(commits: list[Commit], version: int) -> bool:
+    """Whether a table whose commits after Delta version ``version`` are ``commits`` still
+    holds the rows it held at ``version``: every commit since changes no rows, or is
+    mlforge's undo back onto a Delta version that held them."""
+    same = {version}
+    for commit in sorted(commits, key=lambda c: c.version):
+        if commit.operation.upper() in ROWS_KEPT_OPERATIONS:
+            if commit.version - 1 in same:
+                same.add(commit.version)
+        elif commit.undone_to() in same:
+            same.add(commit.version)
+    return max([version, *(c.version for c in commits)]) in same
 
 
 @dataclass(frozen=True)
@@ -157,9 +196,12 @@ class RustTables:
         """The table's newest Delta version."""
         return int(self._table(ref).version())
 
-    def operations_after(self, ref: TableRef, version: int) -> list[str]:
-        """The operations of the commits after Delta version ``version`` (``WRITE``, ``OPTIMIZE``, ...)."""
-        return [str(e.get("operation")) for e in self._table(ref).history() if int(e.get("version", -1)) > version]
+    def commits_after(self, ref: TableRef, version: int) -> list[Commit]:
+        """The commits after Delta version ``version``."""
+        return [
+            Commit(int(e["version"]), str(e.get("operation")), e.get("userMetadata"))
+            for e in self._table(ref).history() if int(e.get("version", -1)) > version
+        ]
 
     def restore(self, ref: TableRef, version: int, user_metadata: str) -> None:
         from deltalake import CommitProperties
@@ -268,10 +310,10 @@ class SparkTables:
         """The table's newest Delta version."""
         return int(self.session.sql(f"DESCRIBE HISTORY {self._target(ref)} LIMIT 1").collect()[0]["version"])
 
-    def operations_after(self, ref: TableRef, version: int) -> list[str]:
-        """The operations of the commits after Delta version ``version`` (``WRITE``, ``OPTIMIZE``, ...)."""
-        rows = self.session.sql(f"DESCRIBE HISTORY {self._target(ref)}").filter(f"version > {int(version)}").select("operation").collect()
-        return [str(r["operation"]) for r in rows]
+    def commits_after(self, ref: TableRef, version: int) -> list[Commit]:
+        """The commits after Delta version ``version``."""
+        history = self.session.sql(f"DESCRIBE HISTORY {self._target(ref)}").filter(f"version > {int(version)}")
+        return [Commit(int(r["version"]), str(r["operation"]), r["userMetadata"]) for r in history.select("version", "operation", "userMetadata").collect()]
 
     def restore(self, ref: TableRef, version: int, user_metadata: str) -> None:
         key = "spark.databricks.delta.commitInfo.userMetadata"

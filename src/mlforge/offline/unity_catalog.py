@@ -40,12 +40,14 @@ from mlforge.errors import ConcurrentPublish, ConfigError, CorruptVersion, Store
 from mlforge.offline.base import Staging, StoreCapabilities, resolve_version
 from mlforge.offline.delta_tables import (
     ROWS_KEPT_OPERATIONS,
+    UNDO_KEY,
     DamagedFile,
     RangeFilter,
     RustTables,
     SparkTables,
     TableRef,
     delta_missing,
+    holds_rows_of,
     metadata_row,
     spark_has_delta,
 )
@@ -267,22 +269,47 @@ class UnityCatalogStore:
 
                 schema = arrow_schema(dict(record.schema))
                 delta_version = tables.write(ref, staging.data_dir, schema=schema, properties=_properties(record), rows=rows, user_metadata=user_metadata)
-                self._register(feature, ref, record.schema, _properties(record))
-                recorded = record.with_changes(format="delta", extra={**record.extra, "table": self.table_name(feature), "delta_version": delta_version})
-                meta_tables, meta_ref = self._ref(METADATA_TABLE, for_engine=False)
-                meta_tables.upsert_metadata(meta_ref, metadata_row(feature, "version", version, delta_version, recorded.to_dict(), staging.token), replace=False)
-                self._register(METADATA_TABLE, meta_ref, METADATA_SCHEMA, {})
-                if self._version_rows(feature)[version]["token"] != staging.token:
-                    raise ConcurrentPublish(f"version {version} of {feature!r} was recorded by another build", where=self.table_name(feature), fix="rebuild: the next build gets the next version")
+                try:
+                    self._record(feature, ref, version, record, delta_version, staging.token)
+                except BaseException as exc:
+                    self._undo(feature, tables, ref, delta_version, exc)
+                    raise
         finally:
             self.discard(staging)
         self._point(feature, version, staging.token, delta_version)
         return version
 
+    def _record(self, feature: str, ref: TableRef, version: str, record: VersionRecord, delta_version: int, token: str) -> None:
+        """Register the table and record ``version`` at ``delta_version`` in ``_mlforge_metadata``."""
+        self._register(feature, ref, record.schema, _properties(record))
+        recorded = record.with_changes(format="delta", extra={**record.extra, "table": self.table_name(feature), "delta_version": delta_version})
+        meta_tables, meta_ref = self._ref(METADATA_TABLE, for_engine=False)
+        meta_tables.upsert_metadata(meta_ref, metadata_row(feature, "version", version, delta_version, recorded.to_dict(), token), replace=False)
+        self._register(METADATA_TABLE, meta_ref, METADATA_SCHEMA, {})
+        if self._version_rows(feature)[version]["token"] != token:
+            raise ConcurrentPublish(f"version {version} of {feature!r} was recorded by another build", where=self.table_name(feature), fix="rebuild: the next build gets the next version")
+
+    def _undo(self, feature: str, tables: Any, ref: TableRef, delta_version: int, failure: BaseException) -> None:
+        """Take back a failed build's Delta commit, so plain readers of the table see what
+        they saw before it (E3): restore the table to the Delta version before the commit,
+        unless another writer has committed since (then the commit stays, and range builds
+        refuse to go on over it). A restore that fails is noted on ``failure``."""
+        try:
+            if delta_version < 1:  # the commit that created the table: nothing before it to go back to
+                failure.add_note(f"mlforge: the table {self.table_name(feature)} was created by this build and stays; the next build rewrites it")
+                return
+            if tables.current_version(ref) != delta_version:
+                failure.add_note(f"mlforge: Delta version {delta_version} of {self.table_name(feature)} stays in the table (another commit followed it); the next range build refuses to go on over it")
+                return
+            tables.restore(ref, delta_version - 1, json.dumps({UNDO_KEY: delta_version - 1, "undoes": delta_version}))
+        except Exception as exc:  # the workspace that failed the build may be down still
+            failure.add_note(f"mlforge: could not take back Delta version {delta_version} of {self.table_name(feature)} ({exc}); the next range build refuses to go on over it")
+
     def _check_range_base(self, feature: str, tables: Any, ref: Any) -> None:
         """A range build replaces its rows in the table as it is now: refuse when the table
-        holds commits past the Delta version ``latest`` names (another writer's, or a build's
-        that failed after its commit), which the new version would otherwise carry (I1, S7)."""
+        holds commits past the Delta version ``latest`` names that changed its rows (another
+        writer's, or a failed build's that could not be taken back), which the new version
+        would otherwise carry (I1, S7)."""
         rows = [r for r in self._rows() if r["feature"] == feature]
         pointer = next((r for r in rows if r["kind"] == "latest"), None)
         if pointer is None:
@@ -290,11 +317,12 @@ class UnityCatalogStore:
         latest, expected = pointer["version"], pointer.get("delta_version")
         if expected is None:  # written before pointers recorded it (a rollback's RESTORE is unknown): nothing to check against
             return
-        changed = [op for op in tables.operations_after(ref, int(expected)) if op.upper() not in ROWS_KEPT_OPERATIONS]
-        if changed:
+        commits = tables.commits_after(ref, int(expected))
+        if not holds_rows_of(commits, int(expected)):
+            changed = [c.operation for c in commits if c.operation.upper() not in ROWS_KEPT_OPERATIONS]
             raise StoreError(
                 f"the table {self.table_name(feature)} is at Delta version {tables.current_version(ref)}, but latest ({latest}) is Delta version {expected}: "
-                f"it holds commits mlforge did not record ({', '.join(dict.fromkeys(changed))}: another writer's, or a build's that failed after its commit), "
+                f"it holds commits mlforge did not record ({', '.join(dict.fromkeys(changed))}: another writer's, or a failed build's that could not be taken back), "
                 "which a range build would carry into the new version",
                 where=self.table_name(feature),
                 fix=f"rewrite the table from the source: `mlforge build --features {feature} --full-refresh`; or restore it to {latest}: `mlforge rollback {feature} {latest} --yes`",
