@@ -148,6 +148,7 @@ CASES = [
     Case("unknown-option", ["build", "--bogus"], 2, ["--bogus"]),
     Case("unknown-command", ["bild"], 2, ["bild"]),
     Case("online-without-store", ["build", "--online"], 2, ["--online needs an online store"], NO_ONLINE),
+    Case("rollback-online-without-store", ["rollback", "user_spend", "1.0.0", "--yes", "--online"], 2, ["--online needs an online store", "mlforge rollback --online"], NO_ONLINE),
     Case("bad-format", ["list", "features", "--format", "xml"], 2, ["xml"]),
     Case("unsafe-feature-name", ["list", "versions", "../x"], 2, ["not allowed"]),  # contract E4
     Case("inspect-unknown-feature", ["inspect", "feature", "nope"], 2, ["unknown feature 'nope'"]),

@@ -140,3 +140,47 @@ def test_build_online_reports_entities_written_and_removed(tmp_path, monkeypatch
     assert run(["build", "--online", "--profile", "served", "--features", "user_profile"]) == 0
     out = capsys.readouterr().out
     assert "online written" in out and "online removed" in out
+
+
+@pytest.mark.service
+def test_a_rollback_with_online_serves_what_training_reads(tmp_path, monkeypatch, request, capsys):
+    # contract O1, S4, S8: after `rollback --online` the online store serves the version
+    # training reads; without it, the rollback says how to publish, and a pinned read's
+    # fix names a command that does not undo the rollback
+    import pyarrow.parquet as pq
+
+    from mlforge.errors import RetrievalError
+
+    host, port = request.getfixturevalue("redis_server")
+    root = shop(tmp_path, f"    online_store: {{KIND: redis, host: {host}, port: {port}, prefix: {unique('rb')}}}\n")
+    monkeypatch.chdir(root)
+    events = root / "data" / "transactions.parquet"
+    everything = pq.read_table(events)
+    newest = max(everything.column("event_time").to_pylist())
+    pq.write_table(everything.filter(pa.compute.less(everything["event_time"], pa.scalar(newest - timedelta(days=3), everything.schema.field("event_time").type))), events)
+    assert run(["build", "--online", "--profile", "served", "--features", "user_spend"]) == 0
+    pq.write_table(everything, events)
+    assert run(["build", "--online", "--profile", "served", "--features", "user_spend"]) == 0
+    capsys.readouterr()
+
+    assert run(["rollback", "user_spend", "1.0.0", "--yes", "--profile", "served"]) == 0
+    assert "--online" in capsys.readouterr().err  # the note: online still serves 1.0.1
+    defs = load_definitions(root, profile="served")
+    with pytest.raises(RetrievalError) as pinned:
+        defs.get_online_features([("user_spend", "1.0.0")], pa.table({"user_id": ["u1"]}))
+    assert "mlforge rollback user_spend 1.0.0 --online --yes" in pinned.value.fix
+
+    assert run(["rollback", "user_spend", "1.0.0", "--yes", "--online", "--profile", "served"]) == 0
+    assert "published user_spend 1.0.0 online" in capsys.readouterr().out
+    defs = load_definitions(root, profile="served")
+    assert defs.offline_store.latest_version("user_spend") == "1.0.0" and defs.offline_store.list_versions("user_spend") == ["1.0.0", "1.0.1"]
+    watermark = datetime.fromtimestamp(defs.offline_store.read_metadata("user_spend", "1.0.0")["watermark"], tz=UTC)
+    users = sorted(set(defs.read_feature("user_spend").to_pyarrow().column("user_id").to_pylist()))
+    http = rest(defs)
+    for at in (watermark, watermark + timedelta(days=2, hours=3)):
+        answer = http.post("/features/batch", json={"features": ["user_spend"], "entities": [{"user_id": u} for u in users], "at": at.isoformat()})
+        assert answer.status_code == 200, answer.text
+        for user, result in zip(users, answer.json()["results"], strict=True):
+            served = {k: v for k, v in result["features"]["user_spend"].items() if k not in ("user_id", "event_time")}
+            assert served == pytest.approx(training_row(defs, user, at)), (user, at)
+    assert defs.get_online_features([("user_spend", "1.0.0")], pa.table({"user_id": users[:1]})) is not None  # the pin is served now

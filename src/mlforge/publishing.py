@@ -112,14 +112,14 @@ def publish_latest(workspace: Workspace, feature: Feature, version: str | None =
     return OnlinePublish(feature.name, version, written, removed, round(seconds, 3))
 
 
-def check_publishable(workspace: Workspace) -> None:
+def check_publishable(workspace: Workspace, where: str = "build --online") -> None:
     """Fail before any compute (E3) when the online store cannot be filled from this
     offline store (a store whose platform copies offline tables, ``fills_from_offline``,
     needs an offline store of that kind), or does not answer (``ping``)."""
     store = workspace.online_store
     if store is None:
-        raise ConfigError("--online needs an online store", where="build --online", fix="set online_store= in Definitions or an online_store block in the profile")
-    _check_pair(store, workspace.offline_store, "build --online")
+        raise ConfigError("--online needs an online store", where=where, fix="set online_store= in Definitions or an online_store block in the profile")
+    _check_pair(store, workspace.offline_store, where)
     # E3: a store that does not answer now would fail the publish after the offline version
     # is out; say so before anything is computed or written. (A store the platform fills
     # creates itself on its first publish: there is nothing to ask yet.)

@@ -24,7 +24,7 @@ from mlforge.cli.common import (
     render,
     table,
 )
-from mlforge.errors import ConfigError, MlforgeError
+from mlforge.errors import ConfigError, MlforgeError, OnlineStoreError
 
 #: ``diff`` exit code for any error (contract S4); 0-3 are the change kinds.
 DIFF_ERROR = 4
@@ -97,11 +97,13 @@ def rollback(
     *,
     previous: bool = False,
     dry_run: bool = False,
+    online: bool = False,
     yes: Annotated[bool, Parameter(name=["--yes", "-y"], negative="")] = False,
     common: Common = DEFAULT,
 ) -> int:
     """Point a feature's latest version at an earlier version. Only the pointer moves;
-    no version is deleted (contract S4).
+    no version is deleted (contract S4). With ``--online``, the version is then published
+    online from its stored rows, so online reads serve what training reads (O1).
 
     Parameters
     ----------
@@ -113,6 +115,8 @@ def rollback(
         Make the version before the current latest the latest.
     dry_run
         Show what would change and change nothing.
+    online
+        Also publish the version online (the profile's online store), from its stored rows.
     yes
         Do not ask for confirmation.
     """
@@ -125,9 +129,14 @@ def rollback(
     defs = load(common)
     check_known_feature(defs, feature)
     store = defs.offline_store
+    if online:  # before the pointer moves: a store that is missing or down changes nothing (E3)
+        from mlforge.publishing import check_publishable
+
+        check_publishable(defs.workspace, where="mlforge rollback --online")
     current, target = rollback_to(store, feature, version=version, previous=previous, dry_run=True)
     if dry_run:
-        out().print(f"would move {feature} latest from {current} to {target} (dry run, nothing changed)", highlight=False)
+        also = " and publish it online" if online else ""
+        out().print(f"would move {feature} latest from {current} to {target}{also} (dry run, nothing changed)", highlight=False)
         return 0
     if not yes:
         if not sys.stdin.isatty():
@@ -139,7 +148,28 @@ def rollback(
             return 0
     current, target = rollback_to(store, feature, version=version, previous=previous, dry_run=False)
     out().print(f"{feature} latest is now {target} (was {current})", highlight=False)
+    if online:
+        _publish_rolled_back(defs, feature, target)
+    elif defs.online_store is not None:
+        err().print(
+            f"note: online reads serve the version published last until {target} is published: `mlforge rollback {feature} {target} --online --yes`",
+            markup=False, highlight=False,
+        )
     return 0
+
+
+def _publish_rolled_back(defs: Any, feature: str, version: str) -> None:
+    from mlforge.publishing import publish_latest
+
+    try:
+        done = publish_latest(defs.workspace, defs.features[feature], version)
+    except MlforgeError as exc:  # the pointer has moved: say so, and how to finish
+        retry = f"`mlforge rollback {feature} {version} --online --yes` publishes it"
+        raise OnlineStoreError(
+            f"{feature} latest is now {version}, but publishing it online failed: {exc.what}", where=exc.where,
+            fix=f"{exc.fix}; then {retry}" if exc.fix else retry,
+        ) from exc
+    out().print(f"published {feature} {version} online: {done.written} entities written, {done.removed} removed", highlight=False)
 
 
 def sync(*, force: bool = False, format: Format = "table", common: Common = DEFAULT) -> int:

@@ -108,8 +108,9 @@ def check_served_version(publication: Publication, pinned: str | None) -> None:
 def publish_fix(name: str, version: str) -> str:
     """How to publish one stored version of a feature online."""
     return (
-        f"publish {version}: `mlforge build --features {name} --online` publishes the latest version (an unchanged build is "
-        f"skipped and publishes it); any stored version from Python: "
+        f"serve {version} online: `mlforge rollback {name} {version} --online --yes` makes it the latest version and publishes it "
+        f"(`mlforge build --features {name} --online` publishes the latest version, and after a rollback a build makes a new one); "
+        f"or publish it without moving latest, from Python: "
         f"`mlforge.publishing.publish_latest(defs.workspace, defs.features[{name!r}], {version!r})`"
     )
 
