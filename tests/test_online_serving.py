@@ -169,6 +169,8 @@ def test_a_rollback_with_online_serves_what_training_reads(tmp_path, monkeypatch
     with pytest.raises(RetrievalError) as pinned:
         defs.get_online_features([("user_spend", "1.0.0")], pa.table({"user_id": ["u1"]}))
     assert "mlforge rollback user_spend 1.0.0 --online --yes" in pinned.value.fix
+    shown = rest(defs).get("/features/user_spend").json()
+    assert (shown["version"], shown["served_version"]) == ("1.0.0", "1.0.1")  # what lookups answer from, said
 
     assert run(["rollback", "user_spend", "1.0.0", "--yes", "--online", "--profile", "served"]) == 0
     assert "published user_spend 1.0.0 online" in capsys.readouterr().out
@@ -177,6 +179,7 @@ def test_a_rollback_with_online_serves_what_training_reads(tmp_path, monkeypatch
     watermark = datetime.fromtimestamp(defs.offline_store.read_metadata("user_spend", "1.0.0")["watermark"], tz=UTC)
     users = sorted(set(defs.read_feature("user_spend").to_pyarrow().column("user_id").to_pylist()))
     http = rest(defs)
+    assert http.get("/features/user_spend").json()["served_version"] == "1.0.0"
     for at in (watermark, watermark + timedelta(days=2, hours=3)):
         answer = http.post("/features/batch", json={"features": ["user_spend"], "entities": [{"user_id": u} for u in users], "at": at.isoformat()})
         assert answer.status_code == 200, answer.text

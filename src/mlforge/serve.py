@@ -4,7 +4,7 @@
 
     GET  /health              store reachable? 200, else 503 (never needs the token)
     GET  /features            the servable features
-    GET  /features/{name}     one feature: keys, entities, timestamp, columns, version
+    GET  /features/{name}     one feature: keys, entities, timestamp, columns, version (latest) and served_version (published)
     POST /features/online     {"features": [...], "entity": {...}, "at": ...}     one entity
     POST /features/batch      {"features": [...], "entities": [...], "at": ...}   up to max_batch (413 past it)
     GET  /feature-sets        the registered feature sets
@@ -70,7 +70,7 @@ from mlforge.errors import (
 )
 from mlforge.manifest import exact_arrow_type
 from mlforge.online.publication import Publication, read_time
-from mlforge.publishing import OnlinePublish, publish_latest
+from mlforge.publishing import OnlinePublish, publish_latest, read_publication
 from mlforge.retrieval.online import lookup, lookup_async
 
 log = logging.getLogger(__name__)
@@ -701,6 +701,9 @@ def _describe(defs: Any, name: str, *, brief: bool) -> dict[str, Any]:
     except MlforgeError:
         record = None  # not built yet: still servable, every lookup is null (O2)
     info["version"] = record.version if record else None
+    if not brief:  # what lookups answer from: the version published last (a rollback moves only `version`)
+        served = read_publication(defs.online_store, name)
+        info["served_version"] = served.version if served else None
     if not brief and record:
         info["columns"] = dict(record.schema)
         info["metrics"] = [m.to_dict() for m in record.metrics]
