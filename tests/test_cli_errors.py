@@ -7,6 +7,7 @@ a traceback and that the offline store is byte-for-byte as it was (contract E2, 
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -120,7 +121,12 @@ CASES = [
     Case("kind-missing", ["build"], 2, ["offline_store must be a mapping with a KIND"], replace("mlforge.yaml", "      KIND: local\n      path: ./feature_store\n    engine: duckdb\n  prod", "      path: ./feature_store\n    engine: duckdb\n  prod")),
     Case("local-path-empty", ["build"], 2, ["offline_store path must name a folder, got ''", "profiles.dev.offline_store.path", "./feature_store"], replace("mlforge.yaml", "path: ./feature_store\n    engine: duckdb\n  prod", 'path: ""\n    engine: duckdb\n  prod')),
     Case("local-path-number", ["build"], 2, ["offline_store path must name a folder, got 5", "profiles.dev.offline_store.path"], replace("mlforge.yaml", "path: ./feature_store\n    engine: duckdb\n  prod", "path: 5\n    engine: duckdb\n  prod")),
-    Case("bad-store-option", ["build"], 2, ["bad options for offline_store KIND 'local'", "pth"], replace("mlforge.yaml", "path: ./feature_store\n    engine: duckdb\n  prod", "pth: ./feature_store\n    engine: duckdb\n  prod")),
+    Case("bad-store-option", ["build"], 2, ["unknown option 'pth' for offline_store KIND 'local'", "profiles.dev.offline_store.pth", "its options are path"], replace("mlforge.yaml", "path: ./feature_store\n    engine: duckdb\n  prod", "pth: ./feature_store\n    engine: duckdb\n  prod")),
+    Case("bad-store-value", ["list", "features"], 2, ["option 'port'", "mlforge.yaml:7 (profiles.dev.online_store.port)"], write("mlforge.yaml", "default_profile: dev\nprofiles:\n  dev:\n    online_store:\n      KIND: redis\n      host: localhost\n      port: abc\n")),
+    Case("config-is-a-directory", ["list", "features"], 2, ["mlforge.yaml is a directory, not a mlforge.yaml file"], lambda root: (delete("mlforge.yaml")(root), (root / "mlforge.yaml").mkdir())),
+    Case("config-not-utf8", ["list", "features"], 2, ["mlforge.yaml is not UTF-8 text", "save mlforge.yaml as UTF-8"], lambda root: (root / "mlforge.yaml").write_bytes("profiles: {}\n# caf\u00e9\n".encode("latin-1"))),
+    Case("config-env-is-a-directory", ["list", "features"], 2, ["is a directory (in MLFORGE_CONFIG"], env={"MLFORGE_CONFIG": "feature_store"}),
+    Case("profiles-not-a-mapping", ["list", "features"], 2, ["'profiles' must be a mapping of profile names to blocks, not int", "mlforge.yaml:1"], write("mlforge.yaml", "profiles: 3\n")),
     Case("unknown-profile-key", ["build"], 2, ["unknown key 'engin'", "mlforge.yaml:11"], replace("mlforge.yaml", "    engine: duckdb\n  prod", "    engin: duckdb\n  prod")),
     Case("unknown-engine-in-profile", ["build"], 2, ["unknown engine 'spark'", "profiles.dev.engine"], replace("mlforge.yaml", "    engine: duckdb\n  prod", "    engine: spark\n  prod")),
     Case("missing-env-var", ["build", "--profile", "prod"], 2, ["environment variable MLFORGE_TEST_MISSING_BUCKET is not set", "mlforge.yaml:10", "profiles.prod.offline_store.bucket"], write("mlforge.yaml", YAML_TWO_PROFILES)),
@@ -162,6 +168,7 @@ CASES = [
     Case("target-missing", ["build", "--target", "elsewhere/definitions.py"], 2, ["does not exist", "--target"]),
     Case("syntax-error", ["build"], 2, ["syntax error", "unmatched ')'", "definitions.py:6"], replace("definitions.py", "import features\n", "import features\n)\n")),
     Case("syntax-error-in-module", ["list", "features"], 2, ["syntax error", "features.py:"], append("features.py", "\ndef broken(:\n    pass\n")),
+    Case("exit-at-import", ["list", "features"], 2, ["called exit(3)", "features.py"], append("features.py", "\nimport sys\nsys.exit(3)\n")),
     Case("import-error-user-frame", ["build"], 2, ["ZeroDivisionError", "features.py", "line"], append("features.py", "\nratio = 1 / 0\n")),
     Case("no-definitions-object", ["build"], 2, ["defines no Definitions object"], replace("definitions.py", "defs = mlf.Definitions", "spec = dict")),
     Case("two-definitions-objects", ["build"], 2, ["2 Definitions objects (defs, other)"], append("definitions.py", "\nother = mlf.Definitions(name='x', features=[features])\n")),
@@ -172,6 +179,7 @@ CASES = [
     Case("source-missing-column", ["build", "--features", "user_spend", "--force"], 1, ["timestamp column 'evt_time' is not in the source"], replace("features.py", 'timestamp="event_time",\n    interval="1d",\n    metrics=[\n        mlf.Sum', 'timestamp="evt_time",\n    interval="1d",\n    metrics=[\n        mlf.Sum')),
     Case("source-missing-key-column", ["build", "--features", "merchant_activity", "--force"], 1, ["shop_id"], replace("features.py", 'join_key="merchant_id"', 'join_key="shop_id"')),
     Case("function-selects-missing-column", ["build", "--features", "user_profile", "--force"], 1, ["user_profile", "birthday"], replace("features.py", '"signup_date")', '"birthday")')),
+    Case("function-returns-no-table", ["build", "--features", "user_profile", "--force"], 1, ["the feature function returned int, not a table", "user_profile"], replace("features.py", 'return t.select("user_id", "country", "signup_date")', "return 42")),
     Case("validator-fails", ["build", "--features", "user_spend", "--force"], 1, ["validation failed", "greater_than(1000)"], replace("features.py", "mlf.greater_than(0)", "mlf.greater_than(1000)")),
     Case("validate-command-fails", ["validate"], 1, ["validation failed", "greater_than(1000)"], replace("features.py", "mlf.greater_than(0)", "mlf.greater_than(1000)")),
 ]
@@ -221,3 +229,22 @@ def test_diff_errors_exit_4(project, capsys):  # contract S4
 
 def test_table_has_at_least_30_cases():
     assert len(CASES) >= 30
+
+
+def test_a_relative_mlforge_config_is_read_from_where_the_command_runs(project, tmp_path, monkeypatch, capsys):  # contract E1
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "other.yaml").write_text("default_profile: x\nprofiles:\n  x:\n    offline_store: {KIND: local, path: ./other_store}\n")
+    (project / "sub").mkdir()
+    monkeypatch.chdir(project / "sub")
+    monkeypatch.setenv("MLFORGE_CONFIG", "../../elsewhere/other.yaml")
+    assert run(["profile"]) == 0, capsys.readouterr().err
+    assert "other_store" in capsys.readouterr().out
+
+
+def test_what_the_project_prints_on_import_stays_out_of_the_result(project, capsys):  # docs/cli.md: a pipe holds only the result
+    replace("features.py", "import mlforge as mlf\n", "import mlforge as mlf\nprint('loading shop')\n")(project)
+    assert run(["list", "features", "--format", "json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)  # the result alone
+    assert "loading shop" in captured.err

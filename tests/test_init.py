@@ -97,3 +97,14 @@ def test_a_new_project_serves_what_its_readme_reads(demo):
     assert answer.status_code == 200, answer.text
     values = answer.json()["features"]["user_spend"]
     assert values["txn_count_30d"] > 0 and answer.json()["metadata"]["user_spend"]["known"] is True
+
+
+@pytest.mark.parametrize(("name", "message"), [("", "the project name is empty"), ("x" * 300, "longer than 200 characters"), ("afile", "already exists and is a file")])
+def test_init_refuses_a_name_it_cannot_use(name, message, tmp_path, monkeypatch, capsys):  # contract E2, E4
+    from mlforge.cli.app import run
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    assert run(["init", name]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing made

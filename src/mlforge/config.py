@@ -108,6 +108,9 @@ def find_config(start: Path | None = None) -> Path | None:
         candidate = folder / CONFIG_FILE
         if candidate.is_file():
             return candidate
+        if candidate.exists() or candidate.is_symlink():  # not skipped for a parent's file: that would be another project's stores
+            what = "a directory" if candidate.is_dir() else "a link to a missing file" if candidate.is_symlink() and not candidate.exists() else "not a regular file"
+            raise ConfigError(f"{candidate} is {what}, not a {CONFIG_FILE} file", where=str(candidate), fix=f"make it the project's {CONFIG_FILE}, or remove it")
     return None
 
 
@@ -116,9 +119,11 @@ def read_config(path: Path) -> tuple[dict[str, Any], Any]:
     import yaml
 
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", where=str(path), fix="check the path and its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})", where=str(path), fix=f"save {path.name} as UTF-8") from None
     try:
         node = yaml.compose(text)
         data = yaml.safe_load(text) or {}
@@ -133,6 +138,9 @@ def read_config(path: Path) -> tuple[dict[str, Any], Any]:
     unknown = sorted(set(data) - {"profiles", "default_profile"})
     if unknown:
         raise ProfileError(f"unknown top-level key {unknown[0]!r}", where=f"{path}:{line_of(node, [unknown[0]])}", fix="top-level keys are 'profiles' and 'default_profile'")
+    profiles = data.get("profiles")
+    if "profiles" in data and not isinstance(profiles, dict):  # else only a profile in use would find it out
+        raise ProfileError(f"'profiles' must be a mapping of profile names to blocks, not {type(profiles).__name__}", where=f"{path}:{line_of(node, ['profiles'])} (profiles)", fix="indent a block per profile under it, e.g. `profiles: {dev: {offline_store: {KIND: local, path: ./feature_store}}}` (docs/profiles.md)")
     return data, node
 
 
@@ -205,7 +213,9 @@ def resolve_profile(profile: str | None = None, *, engine: str | None = None, pa
     settings = env_settings(profile=profile, engine=engine, config=path)
     config_path = settings.config or find_config()
     if settings.config is not None and not Path(settings.config).is_file():
-        raise ConfigError(f"config file {settings.config} does not exist", where="MLFORGE_CONFIG / --config", fix=f"point it at a {CONFIG_FILE}")
+        given = Path(settings.config)
+        what = "is empty" if str(settings.config) in ("", ".") else "is a directory" if given.is_dir() else "does not exist"
+        raise ConfigError(f"config file {str(settings.config)!r} {what}", where="MLFORGE_CONFIG", fix=f"point MLFORGE_CONFIG at a {CONFIG_FILE} file (a relative path is read from the folder the command runs in), or unset it")
     result = Profile()
     _origin_of = "flag" if profile else "env"
     if config_path is None:
@@ -333,12 +343,30 @@ def make_store(
         if str(missing).startswith("mlforge"):
             fix += " (with a version of mlforge that provides this KIND)"
         raise ProfileError(what, where=where, fix=fix) from None
+    known = _option_names(cls)
+    unknown = sorted(set(options) - known) if known is not None else []
+    if unknown:
+        raise ProfileError(
+            f"unknown option {unknown[0]!r} for {key} KIND {kind_name!r}",
+            where=locate(unknown[0]) if locate else where,
+            fix=f"its options are {', '.join(sorted(known or ())) or 'none'} (docs/profiles.md)",
+        )
     try:
         return cls(**options)
     except TypeError as exc:
         raise ProfileError(f"bad options for {key} KIND {kind_name!r}: {exc}", where=where, fix="check the option names in docs/profiles.md") from None
     except Exception as exc:  # a value the store rejects: blame its line, never print a secret
         raise _rejected_value(exc, key, kind_name, options, where, locate, from_env or {}) from None
+
+
+def _option_names(cls: Any) -> set[str] | None:
+    """The keyword options ``cls`` takes (``None`` when it takes any)."""
+    import inspect
+
+    params = inspect.signature(cls).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
 
 
 def _rejected_value(exc: Exception, key: str, kind_name: str, options: dict[str, Any], where: str, locate: Any, from_env: dict[str, list[str]]) -> ProfileError:
@@ -355,6 +383,9 @@ def _rejected_value(exc: Exception, key: str, kind_name: str, options: dict[str,
             where=locate(option),
             fix=f"set {variables} to a valid {option} (values from the environment are not printed)",
         )
+    written = [o for o, v in options.items() if o not in from_env and isinstance(v, str) and v and repr(v) in raw]
+    if len(written) == 1 and locate is not None:  # a value written in the file, quoted in the message: its line
+        return ProfileError(f"bad value for {key} KIND {kind_name!r} option {written[0]!r}: {detail}", where=locate(written[0]), fix="check the option values in docs/profiles.md")
     return ProfileError(f"bad value for {key} KIND {kind_name!r}: {detail}", where=where, fix="check the option values in docs/profiles.md")
 
 

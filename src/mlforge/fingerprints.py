@@ -64,7 +64,10 @@ def _expression_text(feature: Feature, input_schema: Any) -> str:
         try:
             schema = canonical_ibis_schema(input_schema)
             name = f"source_{feature.source.name}"
-            consumed = consumed_output(feature, feature.fn(ibis.table(schema, name=name)))
+            result = feature.fn(ibis.table(schema, name=name))
+            if not isinstance(result, ibis.Table):  # not a table: the build says so when it calls the function
+                return _bytecode_text(feature.fn)
+            consumed = consumed_output(feature, result)
         except Exception:  # the function needs real data: fall back to its bytecode
             return _bytecode_text(feature.fn)
         sql = ibis.to_sql(consumed, dialect="duckdb")

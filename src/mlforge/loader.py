@@ -126,6 +126,13 @@ def _import(path: Path) -> Any:
         if frame is not None and not isinstance(exc, ProfileError) and (exc.where is None or frame not in exc.where):
             exc.locate(f"{exc.where}, {frame}" if exc.where else frame)
         raise
+    except SystemExit as exc:  # exit() at import: a bad definition (exit 2, E2), not the command's own exit code
+        sys.modules.pop(name, None)
+        raise DefinitionError(
+            f"importing {path} called exit({exc.code!r})",
+            where=_last_user_frame(exc) or str(path),
+            fix="do not call sys.exit() or exit() in the project's modules; raise an exception with a message instead",
+        ) from None
     except Exception as exc:
         sys.modules.pop(name, None)
         error = DefinitionError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -67,8 +68,12 @@ def load(common: Common) -> Definitions:
     from mlforge.loader import load_definitions
 
     path, profile = locate(common)
+    config = os.environ.get("MLFORGE_CONFIG")
+    if config and not os.path.isabs(config):  # read from where the command runs, not from the project folder
+        os.environ["MLFORGE_CONFIG"] = os.path.abspath(config)
     os.chdir(path.parent)
-    defs = load_definitions(path, profile=profile)
+    with contextlib.redirect_stdout(sys.stderr):  # what the project's modules print is not the result (a pipe holds only that)
+        defs = load_definitions(path, profile=profile)
     _LOADED.append(defs)
     return defs
 

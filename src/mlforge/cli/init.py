@@ -36,10 +36,14 @@ def init(name: str, *, online: Online | None = None, store: Store = "local", eng
     from mlforge.cli.templates import write_project
     from mlforge.definitions.names import check_name
 
+    if not name.strip():
+        raise ConfigError("the project name is empty", where="mlforge init NAME", fix="e.g. `mlforge init shop`; `mlforge init .` makes the project in the current folder")
     root = Path(name)
-    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+    check_name(root.resolve().name, kind="project")  # before the file system is asked (a name too long for it, E4)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root} already exists and is a file", where="mlforge init", fix="choose another name or remove the file")
+    if root.exists() and any(root.iterdir()):
         raise ConfigError(f"{root} already exists and is not empty", where="mlforge init", fix="choose another name or remove the folder")
-    check_name(root.resolve().name, kind="project")
     written = write_project(root.resolve(), online=online, store=store, engine=engine)
     err().print(f"created project [bold]{root.resolve().name}[/] in {root.resolve()}", highlight=False)
     for path in written:

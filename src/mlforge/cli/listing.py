@@ -114,9 +114,9 @@ def versions(feature: str, /, *, format: Format = "table", common: Common = DEFA
     found = check_known_feature(defs, feature)
     try:
         latest = defs.offline_store.latest_version(feature)
-    except StoreError as exc:  # listed anyway: the list is what mends the pointer (rollback)
+    except StoreError as exc:  # listed anyway: the list is what mends the pointer (the store's fix says how)
         latest = None
-        err().print(f"warning: {exc.what}; mend it: `mlforge rollback {feature} VERSION --yes`", markup=False, highlight=False)
+        err().print(f"warning: {exc.what}\n  fix: {exc.fix or f'`mlforge rollback {feature} VERSION --yes`'}", markup=False, highlight=False)
     rows = []
     for version in found:
         record = defs.offline_store.read_record(feature, version)
