@@ -132,6 +132,7 @@ CASES = [
     Case("missing-env-var", ["build", "--profile", "prod"], 2, ["environment variable MLFORGE_TEST_MISSING_BUCKET is not set", "mlforge.yaml:10", "profiles.prod.offline_store.bucket"], write("mlforge.yaml", YAML_TWO_PROFILES)),
     Case("bad-interpolation", ["build"], 2, ["cannot interpolate '${env:HOME}'"], replace("mlforge.yaml", "path: ./feature_store\n    engine: duckdb\n  prod", "path: ${env:HOME}\n    engine: duckdb\n  prod")),
     Case("unknown-profile-flag", ["build", "--profile", "staging"], 2, ["unknown profile 'staging'", "available profiles: dev, prod"]),
+    Case("empty-profile-flag", ["list", "features", "--profile", ""], 2, ["--profile is empty"]),
     Case("unknown-profile-env", ["list", "features"], 2, ["unknown profile 'staging'"], env={"MLFORGE_PROFILE": "staging"}),
     Case("unknown-default-profile", ["list", "features"], 2, ["unknown profile 'qa'", "default_profile"], replace("mlforge.yaml", "default_profile: dev", "default_profile: qa")),
     Case("bad-engine-env", ["build"], 2, ["invalid setting", "MLFORGE_ENGINE='spark'"], env={"MLFORGE_ENGINE": "spark"}),

@@ -44,6 +44,10 @@ def locate(common: Common) -> tuple[Path, str | None]:
     from mlforge.config import env_settings
     from mlforge.loader import find_definitions
 
+    if common.profile is not None and not common.profile.strip():
+        from mlforge.errors import ConfigError
+
+        raise ConfigError("--profile is empty", where="--profile", fix="name a profile of mlforge.yaml (`mlforge profile` lists them), or leave --profile out for the default")
     settings = env_settings(profile=common.profile, target=common.target)
     return find_definitions(settings.target), settings.profile
 
