@@ -538,3 +538,18 @@ def test_at_least_150_distinct_bad_inputs():
     assert len({c.id for c in cli}) == len(cli)
     counts = {"cli arguments": len(ARGS), "mlforge.yaml": len(YAML), "definitions": len(DEFINITIONS), "data": len(DATA) + 2 * len(OUTAGES), "rest": len(REST) + 4}
     assert sum(counts.values()) >= 150, counts  # 227 at the time of writing, besides the hypothesis draws
+
+
+def test_an_engines_own_full_disk_error_says_to_free_space(tmp_path):  # contract E1
+    """DuckDB reports a full disk as its own IOException, not an OSError."""
+    import duckdb
+
+    from mlforge.engines import get_engine
+    from mlforge.errors import StoreError
+    from mlforge.materialize import engine_failure
+    from test_incremental import _feature
+
+    failure = duckdb.IOException(f'IO Error: Could not write file "{tmp_path}/x.tmp": No space left on device')
+    error = engine_failure(_feature(str(tmp_path / "events.parquet")), get_engine("duckdb"), failure)
+    assert isinstance(error, StoreError) and "No space left on device" in error.what
+    assert error.fix is not None and "free space" in error.fix and error.where == "feature 'spend'"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -166,6 +167,8 @@ def engine_failure(feature: Feature, engine: Engine, exc: Exception) -> MlforgeE
     format's sample that do not parse (T1), else the engine's own words."""
     if isinstance(exc, OSError) and exc.errno is not None:  # a full disk, a read-only store...
         error: MlforgeError = disk_error(f"write the build of {feature.name!r} to", exc.filename or "the store", exc)
+    elif os.strerror(errno.ENOSPC) in str(exc):  # an engine's own I/O error (DuckDB's IOException) for a full disk
+        error = disk_error(f"write the build of {feature.name!r} to", "the store or the engine's temporary folder", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
     else:
         try:
             unparsed = unparsed_timestamps(feature, engine)
@@ -173,6 +176,8 @@ def engine_failure(feature: Feature, engine: Engine, exc: Exception) -> MlforgeE
             log.debug("feature %s: could not check its timestamp texts", feature.name, exc_info=True)
             unparsed = None
         error = unparsed or BuildError(f"{type(exc).__name__}: {exc}", where=f"feature {feature.name!r}", fix="see the message above; run with --verbose for the traceback")
+    if error.where is None:
+        error.locate(f"feature {feature.name!r}")
     error.__cause__ = exc
     return error
 

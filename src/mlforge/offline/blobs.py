@@ -219,7 +219,8 @@ def disk_error(action: str, path: str | os.PathLike[str], exc: OSError) -> Store
         errno.EPERM: "check the permissions of the store's directory",
     }
     reason = exc.strerror or type(exc).__name__
-    return StoreError(f"cannot {action} {path}: {reason}", where=str(Path(path).parent), fix=fixes.get(exc.errno or 0, "check the disk and the permissions of the store's directory, then re-run"))
+    where = str(Path(path).parent) if os.path.isabs(path) else None  # not "." for a path named in words
+    return StoreError(f"cannot {action} {path}: {reason}", where=where, fix=fixes.get(exc.errno or 0, "check the disk and the permissions of the store's directory, then re-run"))
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
