@@ -53,8 +53,8 @@ def aggregate(function: str, values: Sequence[Any]) -> Any:
         return sum(values) if values else 0
     if not values:
         return None
-    if function == "mean":
-        return math.fsum(values) / len(values)
+    if function == "mean":  # integers summed exactly (past 2^53 a float sum rounds each one)
+        return sum(values) / len(values) if all(isinstance(v, int) for v in values) else math.fsum(values) / len(values)
     if function == "min":
         return min(values)
     if function == "max":

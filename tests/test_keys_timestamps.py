@@ -449,6 +449,29 @@ def test_metric_output_types(typed_path, tmp_path, engine):  # contract W5, W7
     assert (first["small_sum_1d"], first["big_sum_1d"], first["ratio_max_1d"]) == (3, 10, 0.5)
 
 
+@pytest.mark.parametrize("with_median", [False, True], ids=["partials", "raw events"])
+def test_the_mean_of_integers_past_2_53_is_their_exact_sum_over_the_count(tmp_path, engine, with_median):  # contract W5, W8
+    """Each integer rounded to float first made 2^53+1 and -2^53 average 0.0 where their
+    sum is 1; both plans (partials, and the raw events a median needs) give 0.5."""
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.table({
+        "k": pa.array([1, 1, 2], pa.int64()),
+        "ts": pa.array([datetime(2024, 1, 1, 10), datetime(2024, 1, 1, 11), datetime(2024, 1, 1, 12)], pa.timestamp("us")),
+        "b": pa.array([2**53 + 1, -(2**53), 2**62 + 3], pa.int64()),
+    }), path)
+    metrics = [mlf.Mean("b", windows=["1d"]), mlf.Sum("b", windows=["1d"])] + ([mlf.Median("b", windows=["1d"])] if with_median else [])
+
+    @mlf.feature(str(path), keys=["k"], timestamp="ts", interval="1d", metrics=metrics)
+    def big(t):
+        return t
+
+    defs, result = build(tmp_path, engine, big)
+    assert result.ok, [str(f.error) for f in result.failed]
+    first = {r["k"]: r for r in rows(defs, "big", order=["k", "ts"])}
+    assert (first[1]["b_sum_1d"], first[1]["b_mean_1d"]) == (1, 0.5)
+    assert first[2]["b_mean_1d"] == float(2**62 + 3)
+
+
 def test_non_metric_output_stored_as_returned(typed_path, tmp_path, engine):  # contract W7
     @mlf.feature(typed_path, keys=["user_id"], timestamp="ts")
     def picked(t):

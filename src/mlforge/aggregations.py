@@ -169,7 +169,9 @@ AGGREGATIONS: dict[str, Aggregation] = {
             accepts=_numeric,
             output_type=_float64,
             zero_when_empty=False,
-            of_raw=lambda values, in_window: values.cast("float64").mean(where=in_window),
+            # the exact sum over the count, as from partials: integers past 2^53 are not
+            # rounded one by one (2^53+1 and -2^53 have the mean 0.5, not 0.0)
+            of_raw=lambda values, in_window: _mean_of_partials({"sum": _as_summed(values).sum(where=in_window), "count": values.count(where=in_window)}),
             partials=("sum", "count"),
             from_partials=_mean_of_partials,
         ),
