@@ -16,7 +16,13 @@ import pandas as pd
 import pytest
 
 import mlforge as mlf
-from mlforge.errors import ConfigError, DefinitionError, DefinitionErrors, RetrievalError
+from mlforge.errors import (
+    ConfigError,
+    DefinitionError,
+    DefinitionErrors,
+    RetrievalError,
+    UnpublishedFeature,
+)
 from mlforge.online.memory import MemoryStore
 from mlforge.publishing import publish_latest
 from shop_project import labels, load_shop, serving_time, write_shop
@@ -189,8 +195,9 @@ def test_a_pinned_read_of_a_feature_with_nothing_published_is_refused(shop, tmp_
     publish_latest(fresh.workspace, fresh.features["last_amount"], "1.0.0")
     at = serving_time(fresh, "last_amount")
     assert fresh.get_online_features([("last_amount", "1.0.0")], pd.DataFrame({"user_id": ["u0"]}), at=at)["user_id"].tolist() == ["u0"]
-    unpinned = fresh.get_online_features(["user_spend"], pd.DataFrame({"user_id": ["u0"]}), with_metadata=True)
-    assert unpinned["user_spend__known"].tolist() == [False]  # unpinned: unknown, as O2 says
+    with pytest.warns(UnpublishedFeature, match=r"feature 'user_spend' has no version published online .*mlforge build --features user_spend --online"):
+        unpinned = fresh.get_online_features(["user_spend"], pd.DataFrame({"user_id": ["u0"]}), with_metadata=True)
+    assert unpinned["user_spend__known"].tolist() == [False]  # unpinned: unknown, as O2 says, and a warning says why
 
 
 # -- accepted wherever a feature list is --------------------------------------------------

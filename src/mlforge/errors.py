@@ -99,6 +99,11 @@ if not sys.warnoptions:
     warnings.filterwarnings("default", category=MlforgeDeprecationWarning)
 
 
+class UnpublishedFeature(UserWarning):
+    """An online read of a feature built offline of which the online store holds nothing:
+    every entity answers as unknown (O2), not with what training reads."""
+
+
 class MlforgeError(Exception):
     """Base class of every error mlforge raises."""
 

@@ -11,11 +11,12 @@ reads), then reads each entity's value at ``T`` with
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mlforge.errors import RetrievalError
+from mlforge.errors import RetrievalError, UnpublishedFeature
 from mlforge.online.base import read_many
 from mlforge.online.publication import (
     PUBLICATIONS,
@@ -85,6 +86,15 @@ def readings(
             raise RetrievalError(
                 f"feature {name!r} has no version published online, but version {pinned} was asked for",
                 where=f"online store, feature {name!r}", fix=publish_fix(name, pinned),
+            )
+        elif publication.version is not None and not any(found.get(name) or []):
+            # built (the stand-in is its latest version) but neither a record nor a row online:
+            # every entity reads as unknown (O2), which is not what training reads for the
+            # entities it holds; say so where a notebook or a server log shows it
+            warnings.warn(
+                f"feature {name!r} has no version published online (its latest version, {publication.version}, is offline only): "
+                f"online reads answer every entity as unknown, with empty-window values; publish it: `mlforge build --features {name} --online`",
+                UnpublishedFeature, stacklevel=2,
             )
         rows = iter(found.get(name) or [])
         stored = [None if key is None else next(rows) for key in keys]
