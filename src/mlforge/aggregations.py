@@ -134,6 +134,12 @@ def _mean_of_partials(rolled: Mapping[str, ir.Value]) -> ir.Value:
     return total / count
 
 
+def _mean_of_raw(values: ir.Column, in_window: ir.BooleanValue) -> ir.Scalar:
+    """The exact sum over the count, as from partials: integers past 2^53 are not rounded
+    one by one (2^53+1 and -2^53 have the mean 0.5, not 0.0)."""
+    return cast("ir.Scalar", _mean_of_partials({"sum": _as_summed(values).sum(where=in_window), "count": values.count(where=in_window)}))
+
+
 def _median_of_raw(values: ir.Column, in_window: ir.BooleanValue) -> ir.Scalar:
     # Not ``where=``: Ibis turns that into percentile(x, IF(cond, 0.5, NULL)) on Spark,
     # which rejects a non-constant percentage.
@@ -169,9 +175,7 @@ AGGREGATIONS: dict[str, Aggregation] = {
             accepts=_numeric,
             output_type=_float64,
             zero_when_empty=False,
-            # the exact sum over the count, as from partials: integers past 2^53 are not
-            # rounded one by one (2^53+1 and -2^53 have the mean 0.5, not 0.0)
-            of_raw=lambda values, in_window: _mean_of_partials({"sum": _as_summed(values).sum(where=in_window), "count": values.count(where=in_window)}),
+            of_raw=_mean_of_raw,
             partials=("sum", "count"),
             from_partials=_mean_of_partials,
         ),
