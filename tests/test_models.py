@@ -270,7 +270,7 @@ def test_scoring_refuses_an_entity_df_with_a_prediction_column(tracking, shop):
         shop.score(info.model_uri, labels().assign(prediction=0.0))
 
 
-def test_rest_model_errors(tracking, shop, tmp_path):
+def test_rest_model_errors(tracking, shop, tmp_path, caplog):
     # contract O3: unknown model 404; a store serving other versions 422; never a 500
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient
@@ -289,7 +289,9 @@ def test_rest_model_errors(tracking, shop, tmp_path):
 
     newer = load_shop(tmp_path, shop.online_store, variant=2)
     assert newer.build(online=True).ok  # the store now serves other versions than the model's
-    stale = TestClient(create_app(newer, token="", models={"spend": info.model_uri}))
+    with caplog.at_level("WARNING", logger="mlforge.serve"):
+        stale = TestClient(create_app(newer, token="", models={"spend": info.model_uri}))
+    assert "model 'spend' was trained on" in caplog.text and "but the online store serves" in caplog.text  # said at start-up
     refused = stale.post("/models/spend/predict", json={"entities": [{"user_id": "u0"}]})
     assert refused.status_code == 422
     assert "is served online at version" in refused.json()["detail"]

@@ -652,8 +652,29 @@ def load_models(defs: Any, models: dict[str, str]) -> dict[str, scoring.LoadedMo
         unknown = [s.name for s in model.features.features if s.name not in defs.features]
         if unknown:
             raise ConfigError(f"model {name!r} reads feature(s) {unknown} that project {defs.name!r} does not define", where=f"--model {name}={uri}", fix="serve it from the project it was trained in")
+        _warn_unserved_versions(defs, name, model)
         loaded[name] = model
     return loaded
+
+
+def _warn_unserved_versions(defs: Any, name: str, model: scoring.LoadedModel) -> None:
+    """Say at start-up, not at the first predict (a 422), when the online store serves other
+    versions than the model was trained on (any new version counts, a new-data PATCH too)."""
+    if defs.online_store is None:
+        return
+    for spec in model.features.features:
+        try:
+            served = read_publication(defs.online_store, spec.name)
+        except Exception as exc:  # a store down at start-up: /health says so; the predicts answer 503
+            log.debug("model %s: cannot read what the online store serves of %s (%s)", name, spec.name, exc)
+            return
+        version = served.version if served else None
+        if spec.version is not None and version != spec.version:
+            log.warning(
+                "model %r was trained on %s %s, but the online store serves %s: its predictions answer 422 until %s %s is published "
+                "(`mlforge rollback %s %s --online --yes`) or the model is trained and logged again on %s",
+                name, spec.name, spec.version, version or "no version", spec.name, spec.version, spec.name, spec.version, version or "the published version",
+            )
 
 
 def parse_models(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
