@@ -456,3 +456,14 @@ def test_end_to_end_with_a_real_build(tmp_path):  # contract P2, through Definit
     labels = _labels([(u, t) for u, t, *_ in P2_CASES])
     out = project.get_training_data(["spend", "last_amt"], labels, timestamp="ts")
     assert _rows(out, ["user_id", "spend_2d", "n_2d", "avg_2d", "amt"]) == [(u, *vals) for u, _, *vals in P2_CASES]
+
+
+def test_feast_style_inputs_say_the_mlforge_spelling(defs):  # contract E1
+    """A "view:feature" reference and entity rows as dicts, as Feast users write them."""
+    labels = _labels([("u1", "2024-01-03")])
+    with pytest.raises(RetrievalError, match="the way Feast does") as caught:
+        defs.get_training_data(["user_spend:spend_2d"], labels, timestamp="ts")
+    assert "FeatureSpec('user_spend', columns=['spend_2d'])" in caught.value.fix
+    with pytest.raises(RetrievalError, match="entity_df is a list") as rows:
+        defs.get_training_data(["user_spend"], [{"user_id": "u1", "ts": datetime(2024, 1, 3)}], timestamp="ts")
+    assert "pyarrow.Table.from_pylist(rows)" in rows.value.fix

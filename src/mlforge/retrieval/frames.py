@@ -22,7 +22,10 @@ def frame_kind(frame: Any) -> str:
     kinds = {"pandas": "pandas", "polars": "polars", "pyarrow": "arrow", "ibis": "ibis", "pyspark": "spark"}
     if module in kinds and type(frame).__name__ in _FRAME_CLASSES[module]:
         return kinds[module]
-    raise RetrievalError(f"entity_df is a {type(frame).__name__}, not a frame mlforge reads", fix="pass a pandas, Polars or PyArrow frame, an Ibis table or a Spark DataFrame")
+    fix = "pass a pandas, Polars or PyArrow frame, an Ibis table or a Spark DataFrame"
+    if isinstance(frame, list | dict):  # Feast's entity_rows
+        fix += "; rows as dicts become one with `pyarrow.Table.from_pylist(rows)` (columns as lists: `pyarrow.table(columns)`), or pandas.DataFrame(...)"
+    raise RetrievalError(f"entity_df is a {type(frame).__name__}, not a frame mlforge reads", fix=fix)
 
 
 #: The frame classes each library's entity_df may be (a pandas Series or a Polars Series is not one).

@@ -53,6 +53,12 @@ def feature_specs(features: Any) -> list[FeatureSpec]:
 def resolve(workspace: Workspace, defined: Mapping[str, Feature], spec: FeatureSpec, engine: Engine | None) -> Plan:
     """The stored version a spec asks for: keys, timestamp, grid and value columns."""
     try:
+        view, colon, column = spec.name.partition(":")
+        if colon and view and column:  # Feast's "view:feature" reference (":" is in no feature name)
+            raise RetrievalError(
+                f"{spec.name!r} names a feature and a column the way Feast does; mlforge names features, and a feature's columns with FeatureSpec",
+                fix=f"ask for the feature, {view!r}, or only that column: mlf.FeatureSpec({view!r}, columns=[{column!r}])",
+            )
         check_name(spec.name, kind="feature")
         store = workspace.offline_store
         if not store.list_versions(spec.name):
