@@ -594,3 +594,21 @@ def test_a_continuation_after_the_source_types_narrow_keeps_one_type_per_column(
     assert full.build()["last_v"].status == "built"
     order = ["k", "ts"]
     assert defs.read_feature("last_v").order_by(order).to_pyarrow().to_pylist() == full.read_feature("last_v").order_by(order).to_pyarrow().to_pylist()
+
+
+def test_a_continuation_skipped_over_a_changed_past_says_how_to_take_it_in(tmp_path):  # contract I1, S2, E1
+    """A corrected old event lies before the watermark: the continuation recomputes nothing
+    it touches and is skipped; its reason says so and names --since / --full-refresh."""
+    path = tmp_path / "events.parquet"
+    events = _events(11, 120, 10, 3)
+    pq.write_table(events, path)
+    defs = mlf.Definitions("late", [_feature(str(path))], offline_store=mlf.LocalStore(tmp_path / "store"), engine="duckdb")
+    assert defs.build()["spend"].version == "1.0.0"
+    amounts, stamps, users = events.column("amt").to_pylist(), events.column("ts").to_pylist(), events.column("user_id").to_pylist()
+    oldest = min((t, i) for i, t in enumerate(stamps) if t is not None and users[i] is not None)[1]
+    amounts[oldest] = (amounts[oldest] or 0) + 1000.0  # the oldest event, days before the watermark
+    pq.write_table(events.set_column(events.schema.get_field_index("amt"), "amt", pa.array(amounts, events.schema.field("amt").type)), path)
+    skipped = defs.build()["spend"]
+    assert skipped.status == "skipped" and "the source changed, but this build recomputes only" in skipped.reason
+    assert "--since DATE" in skipped.reason and "--full-refresh" in skipped.reason
+    assert defs.build(full_refresh=True)["spend"].version == "1.0.1"  # the way named takes it in

@@ -248,7 +248,11 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         change = _change_from(feature, store, previous_version, previous, metadata, staging.data_dir)
         if change.kind is ChangeKind.NONE and not options.force:
             store.discard(staging)
-            return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata.rows, rows_written=0, reason=f"rebuilt data equals the latest version (canonical types, floats within {FLOAT_RTOL:g} relative)", build_range=build_range.describe(), dropped_rows=dropped)
+            reason = f"rebuilt data equals the latest version (canonical types, floats within {FLOAT_RTOL:g} relative)"
+            if not build_range.is_full and previous is not None and previous.source_fingerprint not in (None, source_fp):
+                # the source changed outside what a range recomputes (a late event, a correction)
+                reason += f"; the source changed, but this build recomputes only {build_range.describe()}: earlier events are taken in by `mlforge build --features {feature.name} --since DATE` or `--full-refresh`"
+            return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata.rows, rows_written=0, reason=reason, build_range=build_range.describe(), dropped_rows=dropped)
         versions = store.list_versions(feature.name)
         adopted = None if options.force else _adopt_equal_commit(feature, store, versions, previous_version, metadata, staging.data_dir)
         if adopted is not None:
