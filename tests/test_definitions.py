@@ -459,3 +459,11 @@ def test_a_metric_of_a_key_column_is_refused_when_declared(tmp_path):  # contrac
     with pytest.raises(DefinitionError, match="metric field 'k' is a key column") as caught:
         mlf.feature(str(tmp_path / "e.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Count("k", windows=["1d"])])(counted)
     assert "mlf.Count('events'" in caught.value.fix
+
+
+def test_a_frame_as_a_source_says_to_write_it_to_a_file():  # contract E1 (Feast users pass DataFrames)
+    import pandas as pd
+
+    with pytest.raises(DefinitionError, match=r"Source needs a location .*, not a DataFrame") as caught:
+        mlf.Source(pd.DataFrame({"user_id": [1]}))
+    assert "write it to a file first" in caught.value.fix

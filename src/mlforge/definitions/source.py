@@ -110,7 +110,11 @@ class Source:
     def __post_init__(self) -> None:
         location = str(self.location) if isinstance(self.location, Path) else self.location
         if not isinstance(location, str) or not location.strip():
-            raise DefinitionError("Source needs a location", fix="Source('data/events.parquet')")
+            given = "" if location is None or isinstance(location, str) else f", not a {type(location).__name__}"
+            raise DefinitionError(
+                f"Source needs a location (a file, folder, glob or table name){given}",
+                fix="Source('data/events.parquet'); an in-memory frame is not a source: write it to a file first (e.g. df.to_parquet('data/events.parquet'))",
+            )
         object.__setattr__(self, "location", location)
         if isinstance(self.timestamp, str):
             object.__setattr__(self, "timestamp", Timestamp(self.timestamp))
