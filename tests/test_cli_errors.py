@@ -133,6 +133,8 @@ CASES = [
     Case("bad-interpolation", ["build"], 2, ["cannot interpolate '${env:HOME}'"], replace("mlforge.yaml", "path: ./feature_store\n    engine: duckdb\n  prod", "path: ${env:HOME}\n    engine: duckdb\n  prod")),
     Case("unknown-profile-flag", ["build", "--profile", "staging"], 2, ["unknown profile 'staging'", "available profiles: dev, prod"]),
     Case("empty-profile-flag", ["list", "features", "--profile", ""], 2, ["--profile is empty"]),
+    Case("empty-profile-flag-profile-command", ["profile", "--profile", ""], 2, ["--profile is empty"]),
+    Case("rollback-online-of-an-undefined-feature", ["rollback", "user_profile", "1.0.0", "--yes", "--online"], 2, ["feature 'user_profile' is stored but not defined"], replace("features.py", "def user_profile(t):", "def user_profile_renamed(t):")),
     Case("unknown-profile-env", ["list", "features"], 2, ["unknown profile 'staging'"], env={"MLFORGE_PROFILE": "staging"}),
     Case("unknown-default-profile", ["list", "features"], 2, ["unknown profile 'qa'", "default_profile"], replace("mlforge.yaml", "default_profile: dev", "default_profile: qa")),
     Case("bad-engine-env", ["build"], 2, ["invalid setting", "MLFORGE_ENGINE='spark'"], env={"MLFORGE_ENGINE": "spark"}),
@@ -249,3 +251,8 @@ def test_what_the_project_prints_on_import_stays_out_of_the_result(project, caps
     captured = capsys.readouterr()
     assert json.loads(captured.out)  # the result alone
     assert "loading shop" in captured.err
+
+
+def test_profiles_with_every_profile_commented_out_is_no_profiles(project, capsys):  # docs/profiles.md
+    write("mlforge.yaml", "profiles:\n  # dev:\n  #   engine: duckdb\n")(project)
+    assert run(["list", "features", "--format", "json"]) == 0, capsys.readouterr().err

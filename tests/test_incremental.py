@@ -609,6 +609,6 @@ def test_a_continuation_skipped_over_a_changed_past_says_how_to_take_it_in(tmp_p
     amounts[oldest] = (amounts[oldest] or 0) + 1000.0  # the oldest event, days before the watermark
     pq.write_table(events.set_column(events.schema.get_field_index("amt"), "amt", pa.array(amounts, events.schema.field("amt").type)), path)
     skipped = defs.build()["spend"]
-    assert skipped.status == "skipped" and "the source changed, but this build recomputes only" in skipped.reason
+    assert skipped.status == "skipped" and "the source changed since, but this build recomputes only" in skipped.reason
     assert "--since DATE" in skipped.reason and "--full-refresh" in skipped.reason
     assert defs.build(full_refresh=True)["spend"].version == "1.0.1"  # the way named takes it in

@@ -528,3 +528,21 @@ def test_profile_kind_builds_the_store(tmp_path, monkeypatch):  # issue 8: profi
     store = profile.offline_store
     assert isinstance(store, UnityCatalogStore) and store.table_name("x") == "dev.features.x" and profile.engine == "pyspark"
 
+
+
+@pytest.mark.parametrize(("commits", "held"), [
+    ([], True),
+    ([(6, "OPTIMIZE", None)], True),
+    ([(6, "WRITE", None)], False),  # another writer's rows
+    ([(6, "WRITE", None), (7, "RESTORE", '{"mlforge_undo_to": 5, "undoes": 6}')], True),
+    ([(6, "WRITE", None), (7, "RESTORE", '{"mlforge_undo_to": 5, "undoes": 6}'), (8, "OPTIMIZE", None)], True),
+    ([(7, "RESTORE", '{"mlforge_undo_to": 5, "undoes": 6}'), (6, "WRITE", None)], True),  # history in any order
+    ([(6, "WRITE", None), (7, "WRITE", None), (8, "RESTORE", '{"mlforge_undo_to": 6, "undoes": 7}')], False),  # undoes only the second
+    ([(6, "WRITE", None), (7, "RESTORE", '{"mlforge_undo_to": 5, "undoes": 6}'), (8, "WRITE", None)], False),
+    ([(6, "RESTORE", '{"mlforge_rollback_to": "1.0.0"}')], False),  # a restore that is not mlforge's undo
+    ([(6, "RESTORE", "not json")], False),
+])
+def test_a_table_holds_latests_rows_only_over_commits_that_keep_them(commits, held):  # contract I1, E3
+    from mlforge.offline.delta_tables import Commit, holds_rows_of
+
+    assert holds_rows_of([Commit(*c) for c in commits], 5) is held

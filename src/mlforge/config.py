@@ -139,7 +139,7 @@ def read_config(path: Path) -> tuple[dict[str, Any], Any]:
     if unknown:
         raise ProfileError(f"unknown top-level key {unknown[0]!r}", where=f"{path}:{line_of(node, [unknown[0]])}", fix="top-level keys are 'profiles' and 'default_profile'")
     profiles = data.get("profiles")
-    if "profiles" in data and not isinstance(profiles, dict):  # else only a profile in use would find it out
+    if profiles is not None and not isinstance(profiles, dict):  # null: every profile commented out  # else only a profile in use would find it out
         raise ProfileError(f"'profiles' must be a mapping of profile names to blocks, not {type(profiles).__name__}", where=f"{path}:{line_of(node, ['profiles'])} (profiles)", fix="indent a block per profile under it, e.g. `profiles: {dev: {offline_store: {KIND: local, path: ./feature_store}}}` (docs/profiles.md)")
     return data, node
 
@@ -344,7 +344,7 @@ def make_store(
             fix += " (with a version of mlforge that provides this KIND)"
         raise ProfileError(what, where=where, fix=fix) from None
     known = _option_names(cls)
-    unknown = sorted(set(options) - known) if known is not None else []
+    unknown = sorted(set(options) - known, key=str) if known is not None else []
     if unknown:
         raise ProfileError(
             f"unknown option {unknown[0]!r} for {key} KIND {kind_name!r}",

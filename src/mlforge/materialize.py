@@ -166,9 +166,9 @@ def engine_failure(feature: Feature, engine: Engine, exc: Exception) -> MlforgeE
     the filesystem (E1): a full disk or read-only store by name, text timestamps past the
     format's sample that do not parse (T1), else the engine's own words."""
     if isinstance(exc, OSError) and exc.errno is not None:  # a full disk, a read-only store...
-        error: MlforgeError = disk_error(f"write the build of {feature.name!r} to", exc.filename or "the store", exc)
+        error: MlforgeError = disk_error(f"write the build of {feature.name!r} to", exc.filename or "the store", exc, where=None if exc.filename else f"feature {feature.name!r}")
     elif os.strerror(errno.ENOSPC) in str(exc):  # an engine's own I/O error (DuckDB's IOException) for a full disk
-        error = disk_error(f"write the build of {feature.name!r} to", "the store or the engine's temporary folder", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+        error = disk_error(f"write the build of {feature.name!r} to", "the store or the engine's temporary folder", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), where=f"feature {feature.name!r}")
     else:
         try:
             unparsed = unparsed_timestamps(feature, engine)
@@ -251,7 +251,7 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
             reason = f"rebuilt data equals the latest version (canonical types, floats within {FLOAT_RTOL:g} relative)"
             if not build_range.is_full and previous is not None and previous.source_fingerprint not in (None, source_fp):
                 # the source changed outside what a range recomputes (a late event, a correction)
-                reason += f"; the source changed, but this build recomputes only {build_range.describe()}: earlier events are taken in by `mlforge build --features {feature.name} --since DATE` or `--full-refresh`"
+                reason += f"; the source changed since, but this build recomputes only {build_range.describe()}: if earlier events changed, `mlforge build --features {feature.name} --since DATE` or `--full-refresh` takes them in"
             return FeatureResult(feature.name, "skipped", version=previous_version, rows=metadata.rows, rows_written=0, reason=reason, build_range=build_range.describe(), dropped_rows=dropped)
         versions = store.list_versions(feature.name)
         adopted = None if options.force else _adopt_equal_commit(feature, store, versions, previous_version, metadata, staging.data_dir)

@@ -723,7 +723,11 @@ def _describe(defs: Any, name: str, *, brief: bool) -> dict[str, Any]:
         record = None  # not built yet: still servable, every lookup is null (O2)
     info["version"] = record.version if record else None
     if not brief:  # what lookups answer from: the version published last (a rollback moves only `version`)
-        served = read_publication(defs.online_store, name)
+        try:
+            served = _store_call(defs.online_store, "read", read_publication, defs.online_store, name)
+        except MlforgeError as exc:  # a store down: the feature's description stands; /health says the store's state
+            log.warning("GET /features/%s: cannot read what the online store serves: %s", name, exc)
+            served = None
         info["served_version"] = served.version if served else None
     if not brief and record:
         info["columns"] = dict(record.schema)

@@ -44,12 +44,20 @@ def locate(common: Common) -> tuple[Path, str | None]:
     from mlforge.config import env_settings
     from mlforge.loader import find_definitions
 
+    check_profile_flag(common)
+    config = os.environ.get("MLFORGE_CONFIG")
+    if config and not os.path.isabs(config):  # read from where the command runs, before any chdir to the project
+        os.environ["MLFORGE_CONFIG"] = os.path.abspath(config)
+    settings = env_settings(profile=common.profile, target=common.target)
+    return find_definitions(settings.target), settings.profile
+
+
+def check_profile_flag(common: Common) -> None:
+    """An empty ``--profile`` is a mistake, not the default profile."""
     if common.profile is not None and not common.profile.strip():
         from mlforge.errors import ConfigError
 
         raise ConfigError("--profile is empty", where="--profile", fix="name a profile of mlforge.yaml (`mlforge profile` lists them), or leave --profile out for the default")
-    settings = env_settings(profile=common.profile, target=common.target)
-    return find_definitions(settings.target), settings.profile
 
 
 def check_known_feature(defs: Definitions, feature: str) -> list[str]:
@@ -72,9 +80,6 @@ def load(common: Common) -> Definitions:
     from mlforge.loader import load_definitions
 
     path, profile = locate(common)
-    config = os.environ.get("MLFORGE_CONFIG")
-    if config and not os.path.isabs(config):  # read from where the command runs, not from the project folder
-        os.environ["MLFORGE_CONFIG"] = os.path.abspath(config)
     os.chdir(path.parent)
     with contextlib.redirect_stdout(sys.stderr):  # what the project's modules print is not the result (a pipe holds only that)
         defs = load_definitions(path, profile=profile)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mlforge.cli.common import DEFAULT, Common, Format, load, locate, print_json, render
+from mlforge.cli.common import (
+    DEFAULT,
+    Common,
+    Format,
+    check_profile_flag,
+    load,
+    locate,
+    print_json,
+    render,
+)
 
 if TYPE_CHECKING:
     from mlforge.config import Profile
@@ -64,6 +73,7 @@ def _project(common: Common) -> Definitions | None:
     from mlforge.config import env_settings
     from mlforge.errors import ConfigError
 
+    check_profile_flag(common)  # before the fallback below, which would read "" as the default
     try:
         locate(common)
     except ConfigError:

@@ -132,6 +132,8 @@ def rollback(
     if online:  # before the pointer moves: a store that is missing or down changes nothing (E3)
         from mlforge.publishing import check_publishable
 
+        if feature not in defs.features:
+            raise ConfigError(f"feature {feature!r} is stored but not defined: publishing needs its definition", where="mlforge rollback --online", fix=f"add {feature!r} back to the definitions, or roll back without --online")
         check_publishable(defs.workspace, where="mlforge rollback --online")
     current, target = rollback_to(store, feature, version=version, previous=previous, dry_run=True)
     if dry_run:
@@ -170,6 +172,9 @@ def _publish_rolled_back(defs: Any, feature: str, version: str) -> None:
             fix=f"{exc.fix}; then {retry}" if exc.fix else retry,
         ) from exc
     out().print(f"published {feature} {version} online: {done.written} entities written, {done.removed} removed", highlight=False)
+    store = defs.workspace.online_store
+    if store is not None and store.capabilities.in_process:
+        err().print(f"note: the online store is in-process ({type(store).__name__}): what --online wrote ends with this command; `mlforge serve` fills it from the offline store when it starts", highlight=False)
 
 
 def sync(*, force: bool = False, format: Format = "table", common: Common = DEFAULT) -> int:

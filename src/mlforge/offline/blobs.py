@@ -208,7 +208,7 @@ class LocalBlobs:
         return tmp
 
 
-def disk_error(action: str, path: str | os.PathLike[str], exc: OSError) -> StoreError:
+def disk_error(action: str, path: str | os.PathLike[str], exc: OSError, *, where: str | None = None) -> StoreError:
     """A failed local write as a :class:`StoreError`: a full disk or quota, a read-only
     filesystem, a permission; nothing half-written is left behind by the callers."""
     fixes = {
@@ -219,8 +219,7 @@ def disk_error(action: str, path: str | os.PathLike[str], exc: OSError) -> Store
         errno.EPERM: "check the permissions of the store's directory",
     }
     reason = exc.strerror or type(exc).__name__
-    where = str(Path(path).parent) if os.path.isabs(path) else None  # not "." for a path named in words
-    return StoreError(f"cannot {action} {path}: {reason}", where=where, fix=fixes.get(exc.errno or 0, "check the disk and the permissions of the store's directory, then re-run"))
+    return StoreError(f"cannot {action} {path}: {reason}", where=where or str(Path(path).parent), fix=fixes.get(exc.errno or 0, "check the disk and the permissions of the store's directory, then re-run"))
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -208,6 +208,19 @@ class RustTables:
 
         self._table(ref).restore(version, commit_properties=CommitProperties(custom_metadata={"userMetadata": user_metadata}))
 
+    def undo(self, ref: TableRef, version: int) -> bool:
+        """Restore the table to the Delta version before ``version`` if ``version`` is still
+        its newest, from one snapshot and without retrying over a commit that lands meanwhile
+        (that commit is another writer's: it stays). Whether the undo was made."""
+        from deltalake import CommitProperties
+
+        table = self._table(ref)
+        if int(table.version()) != version:
+            return False
+        metadata = json.dumps({UNDO_KEY: version - 1, "undoes": version})
+        table.restore(version - 1, commit_properties=CommitProperties(custom_metadata={"userMetadata": metadata}, max_commit_retries=0))
+        return True
+
     def commit_time(self, ref: TableRef, version: int) -> datetime | None:
         for entry in self._table(ref).history():
             if int(entry.get("version", -1)) == version and entry.get("timestamp") is not None:
@@ -314,6 +327,15 @@ class SparkTables:
         """The commits after Delta version ``version``."""
         history = self.session.sql(f"DESCRIBE HISTORY {self._target(ref)}").filter(f"version > {int(version)}")
         return [Commit(int(r["version"]), str(r["operation"]), r["userMetadata"]) for r in history.select("version", "operation", "userMetadata").collect()]
+
+    def undo(self, ref: TableRef, version: int) -> bool:
+        """Restore the table to the Delta version before ``version`` if ``version`` is still
+        its newest (Delta's optimistic concurrency fails the restore over a commit that lands
+        meanwhile). Whether the undo was made."""
+        if self.current_version(ref) != version:
+            return False
+        self.restore(ref, version - 1, json.dumps({UNDO_KEY: version - 1, "undoes": version}))
+        return True
 
     def restore(self, ref: TableRef, version: int, user_metadata: str) -> None:
         key = "spark.databricks.delta.commitInfo.userMetadata"

@@ -40,7 +40,6 @@ from mlforge.errors import ConcurrentPublish, ConfigError, CorruptVersion, Store
 from mlforge.offline.base import Staging, StoreCapabilities, resolve_version
 from mlforge.offline.delta_tables import (
     ROWS_KEPT_OPERATIONS,
-    UNDO_KEY,
     DamagedFile,
     RangeFilter,
     RustTables,
@@ -295,15 +294,12 @@ class UnityCatalogStore:
         unless another writer has committed since (then the commit stays, and range builds
         refuse to go on over it). A restore that fails is noted on ``failure``."""
         try:
-            if delta_version < 1:  # the commit that created the table: nothing before it to go back to
-                failure.add_note(f"mlforge: the table {self.table_name(feature)} was created by this build and stays; the next build rewrites it")
-                return
-            if tables.current_version(ref) != delta_version:
-                failure.add_note(f"mlforge: Delta version {delta_version} of {self.table_name(feature)} stays in the table (another commit followed it); the next range build refuses to go on over it")
-                return
-            tables.restore(ref, delta_version - 1, json.dumps({UNDO_KEY: delta_version - 1, "undoes": delta_version}))
-        except Exception as exc:  # the workspace that failed the build may be down still
+            undone = tables.undo(ref, delta_version)
+        except Exception as exc:  # the workspace that failed the build may be down still; or a commit landed meanwhile
             failure.add_note(f"mlforge: could not take back Delta version {delta_version} of {self.table_name(feature)} ({exc}); the next range build refuses to go on over it")
+            return
+        if not undone:
+            failure.add_note(f"mlforge: Delta version {delta_version} of {self.table_name(feature)} stays in the table (another commit followed it); the next range build refuses to go on over it")
 
     def _check_range_base(self, feature: str, tables: Any, ref: Any) -> None:
         """A range build replaces its rows in the table as it is now: refuse when the table

@@ -53,7 +53,8 @@ def lookup(
             on), the store serves another version than the one pinned, or one without a
             column asked for (a newer version not yet published).
     """
-    return readings(read_many(store, store_requests(requests)), stand_ins, requests, at, versions, columns)
+    found = read_many(store, store_requests(requests))
+    return readings(found, stand_ins, requests, at, versions, columns, warn_unpublished=store.capabilities.fills_from_offline is None)
 
 
 async def lookup_async(store: AsyncReader, stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime, versions: Mapping[str, str] | None = None) -> dict[str, list[Reading]]:
@@ -69,9 +70,11 @@ def store_requests(requests: Mapping[str, Sequence[dict[str, Any] | None]]) -> d
 
 def readings(
     found: Mapping[str, list[dict[str, Any] | None]], stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime,
-    versions: Mapping[str, str] | None, columns: Mapping[str, Sequence[str]] | None = None,
+    versions: Mapping[str, str] | None, columns: Mapping[str, Sequence[str]] | None = None, *, warn_unpublished: bool = True,
 ) -> dict[str, list[Reading]]:
-    """The values at ``at`` from what the store answered to :func:`store_requests`."""
+    """The values at ``at`` from what the store answered to :func:`store_requests`;
+    ``warn_unpublished``: warn of a built feature of which the store answered nothing (not
+    for a store its platform fills, whose tables may be served without a record)."""
     records = dict(zip(requests, found.get(PUBLICATIONS) or [None] * len(requests), strict=True))
     out: dict[str, list[Reading]] = {}
     for name, keys in requests.items():
@@ -87,14 +90,15 @@ def readings(
                 f"feature {name!r} has no version published online, but version {pinned} was asked for",
                 where=f"online store, feature {name!r}", fix=publish_fix(name, pinned),
             )
-        elif publication.version is not None and not any(found.get(name) or []):
+        elif warn_unpublished and publication.version is not None and not any(found.get(name) or []):
             # built (the stand-in is its latest version) but neither a record nor a row online:
             # every entity reads as unknown (O2), which is not what training reads for the
             # entities it holds; say so where a notebook or a server log shows it
             warnings.warn(
-                f"feature {name!r} has no version published online (its latest version, {publication.version}, is offline only): "
-                f"online reads answer every entity as unknown, with empty-window values; publish it: `mlforge build --features {name} --online`",
-                UnpublishedFeature, stacklevel=2,
+                f"feature {name!r} has no version published online (no publication record, and none of the entities asked for is stored; "
+                f"its latest version, {publication.version}, is offline): online reads answer every entity as unknown, with empty-window values; "
+                f"publish it: `mlforge build --features {name} --online`",
+                UnpublishedFeature, stacklevel=5,  # readings, lookup, online_features, Definitions.get_online_features: the caller's line
             )
         rows = iter(found.get(name) or [])
         stored = [None if key is None else next(rows) for key in keys]
