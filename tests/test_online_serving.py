@@ -164,7 +164,7 @@ def test_a_rollback_with_online_serves_what_training_reads(tmp_path, monkeypatch
     capsys.readouterr()
 
     assert run(["rollback", "user_spend", "1.0.0", "--yes", "--profile", "served"]) == 0
-    assert "--online" in capsys.readouterr().err  # the note: online still serves 1.0.1
+    assert "`mlforge rollback user_spend 1.0.0 --online --yes --profile served`" in capsys.readouterr().err  # the note: online still serves 1.0.1
     defs = load_definitions(root, profile="served")
     with pytest.raises(RetrievalError) as pinned:
         defs.get_online_features([("user_spend", "1.0.0")], pa.table({"user_id": ["u1"]}))

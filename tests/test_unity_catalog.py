@@ -272,7 +272,9 @@ def test_a_build_failing_after_its_commit_takes_the_commit_back(stack, tmp_path,
     """The metadata upsert fails after the Delta commit: the table goes back to latest's
     rows for plain readers (a restore mlforge marks as its undo), latest stays, and the
     next range build goes on over the undone commit and equals a full refresh."""
-    store, defs = _first_range_version(stack, tmp_path)
+    store = stack.store(tmp_path)
+    defs = _defs(stack, store, _source(tmp_path, seed=5, n=240))
+    assert defs.build(until=(BASE + timedelta(days=4)).isoformat())["spend"].version == "1.0.0"
     before = _plain_rows(stack, store, "spend")
     tables_kind = type(store._ref("_mlforge_metadata", for_engine=False)[0])
     real = tables_kind.upsert_metadata
@@ -528,6 +530,31 @@ def test_profile_kind_builds_the_store(tmp_path, monkeypatch):  # issue 8: profi
     store = profile.offline_store
     assert isinstance(store, UnityCatalogStore) and store.table_name("x") == "dev.features.x" and profile.engine == "pyspark"
 
+
+
+def test_a_commit_that_cannot_be_taken_back_is_said_in_the_error(stack, tmp_path, monkeypatch):  # contract E1, E3
+    """The metadata upsert fails and so does the restore (the workspace is down): the
+    build's error says the commit stays and names the ways out."""
+    store = stack.store(tmp_path)
+    defs = _defs(stack, store, _source(tmp_path, seed=6, n=120))
+    assert defs.build(until=(BASE + timedelta(days=4)).isoformat())["spend"].version == "1.0.0"
+    meta_kind, data_kind = type(store._ref("_mlforge_metadata", for_engine=False)[0]), type(store._ref("spend", for_engine=True)[0])
+    real = meta_kind.upsert_metadata
+
+    def failing(self, ref, row, *, replace):
+        if row["kind"] == "version":
+            raise StoreError("the metadata table is unavailable", fix="retry")
+        return real(self, ref, row, replace=replace)
+
+    def down(self, ref, version):
+        raise OSError("the workspace does not answer")
+
+    monkeypatch.setattr(meta_kind, "upsert_metadata", failing)
+    monkeypatch.setattr(data_kind, "undo", down)
+    failed = defs.build(until=(BASE + timedelta(days=8)).isoformat(), raise_on_error=False)["spend"]
+    assert failed.status == "failed" and "unavailable" in str(failed.error)
+    assert "stays in" in str(failed.error) and "the workspace does not answer" in str(failed.error)
+    assert "--full-refresh" in failed.error.fix and "rollback" in failed.error.fix
 
 
 @pytest.mark.parametrize(("commits", "held"), [

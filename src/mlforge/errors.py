@@ -120,6 +120,12 @@ class MlforgeError(Exception):
         self.where = redact(where)
         self.args = (self._render(),)
 
+    def amend(self, more: str, fix: str) -> None:
+        """Add what else went wrong while handling this error, and the fix that covers both."""
+        self.what = f"{self.what}; {redact(more)}"
+        self.fix = redact(fix)
+        self.args = (self._render(),)
+
     def _render(self) -> str:
         text = self.what
         if self.where:  # after the first line: a message may go on with a traceback or excerpt

@@ -150,23 +150,21 @@ def rollback(
             return 0
     current, target = rollback_to(store, feature, version=version, previous=previous, dry_run=False)
     out().print(f"{feature} latest is now {target} (was {current})", highlight=False)
+    again = f"mlforge rollback {feature} {target} --online --yes" + (f" --profile {common.profile}" if common.profile else "")
     if online:
-        _publish_rolled_back(defs, feature, target)
-    elif defs.online_store is not None:
-        err().print(
-            f"note: online reads serve the version published last until {target} is published: `mlforge rollback {feature} {target} --online --yes`",
-            markup=False, highlight=False,
-        )
+        _publish_rolled_back(defs, feature, target, again)
+    elif defs.online_store is not None and not defs.online_store.capabilities.in_process:  # `mlforge serve` fills an in-process one from latest
+        err().print(f"note: online reads serve the version published last until {target} is published: `{again}`", markup=False, highlight=False)
     return 0
 
 
-def _publish_rolled_back(defs: Any, feature: str, version: str) -> None:
+def _publish_rolled_back(defs: Any, feature: str, version: str, again: str) -> None:
     from mlforge.publishing import publish_latest
 
     try:
         done = publish_latest(defs.workspace, defs.features[feature], version)
     except MlforgeError as exc:  # the pointer has moved: say so, and how to finish
-        retry = f"`mlforge rollback {feature} {version} --online --yes` publishes it"
+        retry = f"`{again}` publishes it"
         raise OnlineStoreError(
             f"{feature} latest is now {version}, but publishing it online failed: {exc.what}", where=exc.where,
             fix=f"{exc.fix}; then {retry}" if exc.fix else retry,

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlforge.errors import ConcurrentPublish, ConfigError, CorruptVersion, StoreError
+from mlforge.errors import ConcurrentPublish, ConfigError, CorruptVersion, MlforgeError, StoreError
 from mlforge.offline.base import Staging, StoreCapabilities, resolve_version
 from mlforge.offline.delta_tables import (
     ROWS_KEPT_OPERATIONS,
@@ -292,14 +292,20 @@ class UnityCatalogStore:
         """Take back a failed build's Delta commit, so plain readers of the table see what
         they saw before it (E3): restore the table to the Delta version before the commit,
         unless another writer has committed since (then the commit stays, and range builds
-        refuse to go on over it). A restore that fails is noted on ``failure``."""
+        refuse to go on over it). A commit that stays is said on ``failure``."""
         try:
             undone = tables.undo(ref, delta_version)
+            problem = None if undone else "another commit followed it"
         except Exception as exc:  # the workspace that failed the build may be down still; or a commit landed meanwhile
-            failure.add_note(f"mlforge: could not take back Delta version {delta_version} of {self.table_name(feature)} ({exc}); the next range build refuses to go on over it")
+            problem = f"taking it back failed: {exc}"
+        if problem is None:
             return
-        if not undone:
-            failure.add_note(f"mlforge: Delta version {delta_version} of {self.table_name(feature)} stays in the table (another commit followed it); the next range build refuses to go on over it")
+        more = f"its Delta version {delta_version} stays in {self.table_name(feature)} ({problem}): plain readers see its rows, and range builds refuse to go on over it"
+        fix = f"rewrite the table: `mlforge build --features {feature} --full-refresh`; or restore latest's rows: `mlforge rollback {feature} VERSION --yes` with latest's VERSION"
+        if isinstance(failure, MlforgeError):
+            failure.amend(more, fix)
+        else:
+            failure.add_note(f"mlforge: {more}; {fix}")
 
     def _check_range_base(self, feature: str, tables: Any, ref: Any) -> None:
         """A range build replaces its rows in the table as it is now: refuse when the table

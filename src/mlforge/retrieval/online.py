@@ -97,7 +97,8 @@ def readings(
             warnings.warn(
                 f"feature {name!r} has no version published online (no publication record, and none of the entities asked for is stored; "
                 f"its latest version, {publication.version}, is offline): online reads answer every entity as unknown, with empty-window values; "
-                f"publish it: `mlforge build --features {name} --online`",
+                f"publish it: `mlforge build --features {name} --online`; or, to publish {publication.version} as it is (after a rollback a build makes a new version), "
+                f"`mlforge rollback {name} {publication.version} --online --yes`",
                 UnpublishedFeature, stacklevel=5,  # readings, lookup, online_features, Definitions.get_online_features: the caller's line
             )
         rows = iter(found.get(name) or [])
