@@ -108,8 +108,8 @@ _STORE_BLOCKS = {
     "unity-catalog": '    offline_store:\n      KIND: unity-catalog\n      catalog: "${{oc.env:DATABRICKS_CATALOG,main}}"\n      schema: features\n',
 }
 _ONLINE_BLOCKS = {
-    "redis": '    online_store:\n      KIND: redis\n      host: "${oc.env:REDIS_HOST,localhost}"\n      port: 6379\n',
-    "valkey": '    online_store:\n      KIND: valkey\n      host: "${oc.env:VALKEY_HOST,localhost}"\n      port: 6379\n',
+    "redis": '    online_store:\n      KIND: redis\n      host: "${oc.env:REDIS_HOST,localhost}"\n      port: "${oc.env:REDIS_PORT,6379}"\n',
+    "valkey": '    online_store:\n      KIND: valkey\n      host: "${oc.env:VALKEY_HOST,localhost}"\n      port: "${oc.env:VALKEY_PORT,6379}"\n',
     "dynamodb": '    online_store:\n      KIND: dynamodb\n      table_name: "${oc.env:DYNAMODB_TABLE,mlforge-features}"\n',
     "databricks": '    online_store:\n      KIND: databricks-online-tables\n      catalog: "${oc.env:DATABRICKS_CATALOG,main}"\n      schema: features_online\n      sync_mode: triggered\n',
 }
