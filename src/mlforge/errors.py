@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 import re
 import sys
 import warnings
@@ -97,6 +98,16 @@ class MlforgeDeprecationWarning(DeprecationWarning, FutureWarning):
 
 if not sys.warnoptions:
     warnings.filterwarnings("default", category=MlforgeDeprecationWarning)
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` of a warning that points at the user's call, however many mlforge
+    frames lie between it and the caller of this function."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class UnpublishedFeature(UserWarning):

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mlforge.engines.base import Capability
-from mlforge.errors import RetrievalError
+from mlforge.errors import RetrievalError, caller_stacklevel
 from mlforge.online.publication import Publication, read_time
 from mlforge.retrieval.frames import (
     arrow_table,
@@ -132,20 +132,8 @@ def _warn_without_timestamp(entity_df: Any, kind: str) -> None:
             f"get_training_data got no timestamp=, so every row gets the newest stored values of its key (rule P2), "
             f"although entity_df has the datetime column {found[0]!r}; pass timestamp={found[0]!r} for point-in-time values",
             UserWarning,
-            stacklevel=_first_frame_outside_mlforge(),
+            stacklevel=caller_stacklevel(),
         )
-
-
-def _first_frame_outside_mlforge() -> int:
-    """The ``stacklevel`` of the user's call, however many mlforge frames lie between."""
-    import os
-    import sys
-
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _engine_for_frame(workspace: Workspace, engine: Any, frame: Any, kind: str) -> Engine:

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mlforge.errors import RetrievalError, UnpublishedFeature
+from mlforge.errors import RetrievalError, UnpublishedFeature, caller_stacklevel
 from mlforge.online.base import read_many
 from mlforge.online.publication import (
     PUBLICATIONS,
@@ -99,7 +99,7 @@ def readings(
                 f"its latest version, {publication.version}, is offline): online reads answer every entity as unknown, with empty-window values; "
                 f"publish it: `mlforge build --features {name} --online`; or, to publish {publication.version} as it is (after a rollback a build makes a new version), "
                 f"`mlforge rollback {name} {publication.version} --online --yes`",
-                UnpublishedFeature, stacklevel=5,  # readings, lookup, online_features, Definitions.get_online_features: the caller's line
+                UnpublishedFeature, stacklevel=caller_stacklevel(),
             )
         rows = iter(found.get(name) or [])
         stored = [None if key is None else next(rows) for key in keys]
