@@ -187,3 +187,21 @@ def test_a_rollback_with_online_serves_what_training_reads(tmp_path, monkeypatch
             served = {k: v for k, v in result["features"]["user_spend"].items() if k not in ("user_id", "event_time")}
             assert served == pytest.approx(training_row(defs, user, at)), (user, at)
     assert defs.get_online_features([("user_spend", "1.0.0")], pa.table({"user_id": users[:1]})) is not None  # the pin is served now
+
+
+def test_entity_rows_as_dicts_read_what_a_frame_reads(tmp_path, monkeypatch):
+    # contract O1, O2 through Feast's spelling: a list of dicts in, a list of dicts out, in order
+    from mlforge.errors import RetrievalError
+
+    root = shop(tmp_path, "    online_store: {KIND: memory}\n")
+    monkeypatch.chdir(root)
+    defs = load_definitions(root, profile="served")
+    defs.build(FEATURES, online=True)
+    at = datetime.fromtimestamp(defs.offline_store.read_metadata("user_spend")["watermark"], tz=UTC) + timedelta(days=2)
+    rows = [{"user_id": "u003"}, {"user_id": "nobody"}, {"user_id": "u001"}]
+    answered = defs.get_online_features(FEATURES, rows, at=at, with_metadata=True)
+    framed = defs.get_online_features(FEATURES, pa.Table.from_pylist(rows), at=at, with_metadata=True).to_pylist()
+    assert answered == framed and [r["user_id"] for r in answered] == ["u003", "nobody", "u001"]
+    assert answered[1]["user_spend__known"] is False and answered[0]["user_spend__known"] is True
+    with pytest.raises(RetrievalError, match="the entity rows do not make a table"):
+        defs.get_online_features(FEATURES, [{"user_id": "u001"}, {"user_id": 3}], at=at)

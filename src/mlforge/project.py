@@ -543,7 +543,8 @@ def get_online_features(*args: Any, definitions: Definitions | None = None, stor
             set (read at the versions it resolves to; the store must serve those).
         entity_df: pandas, Polars or PyArrow frame, Ibis table or Spark DataFrame with the
             features' key columns (or an entity's ``from_columns``); the result is the same
-            kind, with its rows and columns plus the features' value columns.
+            kind, with its rows and columns plus the features' value columns. A non-empty
+            list of dicts (Feast's entity rows) answers a list of dicts.
         at: the read time (a datetime, naive = UTC, or ISO 8601 text); default: now.
         with_metadata: also add, per feature, ``{feature}__label_time`` (the instant the
             values belong to: the grid label of a metric feature, also for an entity

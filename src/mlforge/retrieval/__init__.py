@@ -30,9 +30,11 @@ from mlforge.retrieval.frames import (
     bound_to,
     check_online_key_types,
     datetime_columns,
+    entity_rows_table,
     finish,
     frame_columns,
     frame_kind,
+    is_entity_rows,
     local_view,
     materialize_columns,
     online_key,
@@ -98,7 +100,10 @@ def online_features(workspace: Workspace, defined: Mapping[str, Feature], specs:
     if online is None:
         raise RetrievalError("no online store is configured", fix="pass online_store=mlf.RedisStore(...) to Definitions, or set it in the profile")
     when = read_time(at)
-    local, kind, wrap = local_view(entity_df, frame_kind(entity_df))
+    if is_entity_rows(entity_df):  # Feast's entity_rows: answered as rows too
+        local, kind, wrap = entity_rows_table(entity_df), "arrow", _as_rows
+    else:
+        local, kind, wrap = local_view(entity_df, frame_kind(entity_df))
     plans = [resolve(workspace, defined, spec, None) for spec in specs]
     frame = materialize_columns(local, kind)
     plans = without_given_natural_columns(plans, specs, frame.column_names)
@@ -121,6 +126,10 @@ def online_features(workspace: Workspace, defined: Mapping[str, Feature], specs:
             columns[label_col] = pa.array([r.label_time for r in answers], pa.timestamp("us", tz="UTC"))
             columns[known_col] = pa.array([r.known for r in answers], pa.bool_())
     return wrap(finish(local, kind, arrow_table(columns, len(rows))))
+
+
+def _as_rows(table: pa.Table) -> list[dict[str, Any]]:
+    return table.to_pylist()
 
 
 def _warn_without_timestamp(entity_df: Any, kind: str) -> None:

@@ -17,6 +17,21 @@ if TYPE_CHECKING:
     from mlforge.retrieval.specs import Plan
 
 
+def is_entity_rows(frame: Any) -> bool:
+    """Entity rows as Feast users pass them to online reads: a non-empty list of dicts."""
+    return isinstance(frame, list) and bool(frame) and all(isinstance(row, dict) for row in frame)
+
+
+def entity_rows_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Entity rows as a PyArrow table, each column typed from its values."""
+    import pyarrow as pa
+
+    try:
+        return pa.Table.from_pylist(rows)
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise RetrievalError(f"the entity rows do not make a table: {exc}", fix="give each key the same type in every row (e.g. all user_id ints), or pass a frame") from None
+
+
 def frame_kind(frame: Any) -> str:
     module = type(frame).__module__.split(".")[0]
     kinds = {"pandas": "pandas", "polars": "polars", "pyarrow": "arrow", "ibis": "ibis", "pyspark": "spark"}
@@ -24,7 +39,7 @@ def frame_kind(frame: Any) -> str:
         return kinds[module]
     fix = "pass a pandas, Polars or PyArrow frame, an Ibis table or a Spark DataFrame"
     if isinstance(frame, list | dict):  # Feast's entity_rows
-        fix += "; rows as dicts become one with `pyarrow.Table.from_pylist(rows)` (columns as lists: `pyarrow.table(columns)`), or pandas.DataFrame(...)"
+        fix += "; rows as dicts become one with `pyarrow.Table.from_pylist(rows)` (columns as lists: `pyarrow.table(columns)`), or pandas.DataFrame(...) (get_online_features takes a non-empty list of dicts as it is)"
     raise RetrievalError(f"entity_df is a {type(frame).__name__}, not a frame mlforge reads", fix=fix)
 
 
