@@ -139,7 +139,7 @@ def read_config(path: Path) -> tuple[dict[str, Any], Any]:
     if unknown:
         raise ProfileError(f"unknown top-level key {unknown[0]!r}", where=f"{path}:{line_of(node, [unknown[0]])}", fix="top-level keys are 'profiles' and 'default_profile'")
     profiles = data.get("profiles")
-    if profiles is not None and not isinstance(profiles, dict):  # null: every profile commented out  # else only a profile in use would find it out
+    if profiles is not None and not isinstance(profiles, dict):  # checked here, not only for a profile in use; null: all commented out
         raise ProfileError(f"'profiles' must be a mapping of profile names to blocks, not {type(profiles).__name__}", where=f"{path}:{line_of(node, ['profiles'])} (profiles)", fix="indent a block per profile under it, e.g. `profiles: {dev: {offline_store: {KIND: local, path: ./feature_store}}}` (docs/profiles.md)")
     return data, node
 

@@ -662,14 +662,14 @@ def _warn_unserved_versions(defs: Any, name: str, model: scoring.LoadedModel) ->
     versions than the model was trained on (any new version counts, a new-data PATCH too)."""
     if defs.online_store is None:
         return
-    for spec in model.features.features:
+    for spec in (s for s in model.features.features if s.version is not None):
         try:
             served = read_publication(defs.online_store, spec.name)
         except Exception as exc:  # a store down at start-up: /health says so; the predicts answer 503
             log.debug("model %s: cannot read what the online store serves of %s (%s)", name, spec.name, exc)
             return
         version = served.version if served else None
-        if spec.version is not None and version != spec.version:
+        if version != spec.version:
             log.warning(
                 "model %r was trained on %s %s, but the online store serves %s: its predictions answer 422 until %s %s is published "
                 "(`mlforge rollback %s %s --online --yes`) or the model is trained and logged again on %s",

@@ -7,7 +7,18 @@ from typing import Annotated, Any
 from cyclopts import Parameter
 from rich.markup import escape
 
-from mlforge.cli.common import DEFAULT, Common, Format, count, err, load, out, print_json, table
+from mlforge.cli.common import (
+    DEFAULT,
+    Common,
+    Format,
+    count,
+    err,
+    in_process_note,
+    load,
+    out,
+    print_json,
+    table,
+)
 from mlforge.cli.progress import LogFormat, reporter
 from mlforge.plugins import EngineName
 
@@ -96,13 +107,8 @@ def build(
         print_json(payload)
     elif not quiet:
         _render(result, previews)
-    store = defs.workspace.online_store
-    if online and store is not None and store.capabilities.in_process and log_format == "text":
-        err().print(
-            f"note: the online store is in-process ({type(store).__name__}): what --online wrote ends with this command; "
-            "`mlforge serve` fills it from the offline store when it starts",
-            highlight=False,
-        )
+    if online and log_format == "text":
+        in_process_note(defs.workspace.online_store)
     if log_format == "text":
         for f in result.failed:
             err().print(f"[red]error[/]: {escape(f.name)}: {escape(str(f.error))}", highlight=False)

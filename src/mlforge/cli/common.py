@@ -60,6 +60,16 @@ def check_profile_flag(common: Common) -> None:
         raise ConfigError("--profile is empty", where="--profile", fix="name a profile of mlforge.yaml (`mlforge profile` lists them), or leave --profile out for the default")
 
 
+def in_process_note(store: Any) -> None:
+    """After an online publish from the CLI: an in-process store's values end with the command."""
+    if store is not None and store.capabilities.in_process:
+        err().print(
+            f"note: the online store is in-process ({type(store).__name__}): what --online wrote ends with this command; "
+            "`mlforge serve` fills it from the offline store when it starts",
+            highlight=False,
+        )
+
+
 def check_known_feature(defs: Definitions, feature: str) -> list[str]:
     """The stored versions of ``feature``; a feature neither defined nor stored is unknown
     (a feature removed from the definitions keeps its stored versions)."""

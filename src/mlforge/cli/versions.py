@@ -17,6 +17,7 @@ from mlforge.cli.common import (
     Format,
     check_known_feature,
     err,
+    in_process_note,
     instant,
     load,
     out,
@@ -170,9 +171,7 @@ def _publish_rolled_back(defs: Any, feature: str, version: str, again: str) -> N
             fix=f"{exc.fix}; then {retry}" if exc.fix else retry,
         ) from exc
     out().print(f"published {feature} {version} online: {done.written} entities written, {done.removed} removed", highlight=False)
-    store = defs.workspace.online_store
-    if store is not None and store.capabilities.in_process:
-        err().print(f"note: the online store is in-process ({type(store).__name__}): what --online wrote ends with this command; `mlforge serve` fills it from the offline store when it starts", highlight=False)
+    in_process_note(defs.workspace.online_store)
 
 
 def sync(*, force: bool = False, format: Format = "table", common: Common = DEFAULT) -> int:

@@ -79,6 +79,11 @@ class Commit:
         return target if isinstance(target, int) else None
 
 
+def undo_metadata(version: int) -> str:
+    """The ``userMetadata`` of the restore that takes back Delta version ``version``."""
+    return json.dumps({UNDO_KEY: version - 1, "undoes": version})
+
+
 def holds_rows_of(commits: list[Commit], version: int) -> bool:
     """Whether a table whose commits after Delta version ``version`` are ``commits`` still
     holds the rows it held at ``version``: every commit since changes no rows, or is
@@ -217,8 +222,7 @@ class RustTables:
         table = self._table(ref)
         if int(table.version()) != version:
             return False
-        metadata = json.dumps({UNDO_KEY: version - 1, "undoes": version})
-        table.restore(version - 1, commit_properties=CommitProperties(custom_metadata={"userMetadata": metadata}, max_commit_retries=0))
+        table.restore(version - 1, commit_properties=CommitProperties(custom_metadata={"userMetadata": undo_metadata(version)}, max_commit_retries=0))
         return True
 
     def commit_time(self, ref: TableRef, version: int) -> datetime | None:
@@ -334,7 +338,7 @@ class SparkTables:
         meanwhile). Whether the undo was made."""
         if self.current_version(ref) != version:
             return False
-        self.restore(ref, version - 1, json.dumps({UNDO_KEY: version - 1, "undoes": version}))
+        self.restore(ref, version - 1, undo_metadata(version))
         return True
 
     def restore(self, ref: TableRef, version: int, user_metadata: str) -> None:

@@ -101,7 +101,7 @@ def online_features(workspace: Workspace, defined: Mapping[str, Feature], specs:
         raise RetrievalError("no online store is configured", fix="pass online_store=mlf.RedisStore(...) to Definitions, or set it in the profile")
     when = read_time(at)
     if is_entity_rows(entity_df):  # Feast's entity_rows: answered as rows too
-        local, kind, wrap = entity_rows_table(entity_df), "arrow", _as_rows
+        local, kind, wrap = entity_rows_table(entity_df), "arrow", pa.Table.to_pylist
     else:
         local, kind, wrap = local_view(entity_df, frame_kind(entity_df))
     plans = [resolve(workspace, defined, spec, None) for spec in specs]
@@ -126,10 +126,6 @@ def online_features(workspace: Workspace, defined: Mapping[str, Feature], specs:
             columns[label_col] = pa.array([r.label_time for r in answers], pa.timestamp("us", tz="UTC"))
             columns[known_col] = pa.array([r.known for r in answers], pa.bool_())
     return wrap(finish(local, kind, arrow_table(columns, len(rows))))
-
-
-def _as_rows(table: pa.Table) -> list[dict[str, Any]]:
-    return table.to_pylist()
 
 
 def _warn_without_timestamp(entity_df: Any, kind: str) -> None:
