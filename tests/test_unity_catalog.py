@@ -34,9 +34,11 @@ from hypothesis import given, settings
 import mlforge as mlf
 from fake_databricks import databricks_workspace, postgres  # noqa: F401 - fixtures
 from mlforge.errors import (
+    BuildError,
     ConcurrentPublish,
     ConfigError,
     CorruptVersion,
+    DefinitionError,
     StoreError,
     ValidationFailed,
 )
@@ -368,8 +370,6 @@ def test_range_builds_quote_a_hostile_timestamp_name(stack, tmp_path, ts):  # co
     timestamp column's name is quoted and escaped there, so it round-trips and the stored
     table equals a full refresh (unescaped, `when" IS NOT NULL OR "when` replaced every row
     with the range's)."""
-    if stack.name.startswith("spark") and any(c in ts for c in " ,;{}()\n\t="):
-        pytest.skip("Spark's Delta writer refuses these characters in column names (without column mapping)")
     path = str(tmp_path / "hostile.parquet")
     schema = pa.schema([("user_id", pa.int64()), (ts, pa.timestamp("us")), ("when", pa.timestamp("us")), ("amt", pa.float64())])
     rows = [{"user_id": u, ts: BASE + timedelta(days=d), "when": BASE, "amt": float(d)} for u in (1, 2) for d in range(5)]
@@ -381,6 +381,12 @@ def test_range_builds_quote_a_hostile_timestamp_name(stack, tmp_path, ts):  # co
 
     store = stack.store(tmp_path)
     defs = mlf.Definitions("uc", [hostile], offline_store=store, engine=stack.engine)
+    if stack.name.startswith("spark") and " " in ts:
+        # Spark's Delta writer refuses ' ,;{}()=' in column names: refused before compute (E5)
+        with pytest.raises(BuildError, match="Spark's Delta writer refuses") as caught:
+            defs.build()
+        assert "rename the column" in str(caught.value) and store.list_versions("hostile") == []
+        return
     assert defs.build()["hostile"].status == "built"
     rows += [{"user_id": u, ts: BASE + timedelta(days=d), "when": BASE, "amt": float(d)} for u in (1, 2) for d in range(5, 8)]
     pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
@@ -389,6 +395,49 @@ def test_range_builds_quote_a_hostile_timestamp_name(stack, tmp_path, ts):  # co
     stored = _plain_rows(stack, store, "hostile", ts)
     assert len(stored) == len(rows) == store.read_record("hostile").rows
     assert sorted((r["user_id"], r[ts].replace(tzinfo=None)) for r in stored) == sorted((r["user_id"], r[ts]) for r in rows)
+
+
+def test_columns_a_delta_table_cannot_hold_are_refused_before_compute(stack, tmp_path, monkeypatch):  # contract E1, E3, E5
+    """Delta has no unsigned integers (Spark reads them as wider signed types; DuckDB and
+    Polars keep them), and Spark's Delta writer refuses ' ,;{}()=', a tab or a newline in
+    column names. Such a build fails with a definition error that names the column
+    and how to change it, before the engine computes anything, and writes nothing; on the
+    delta-rs path those names are stored as they are."""
+    path = str(tmp_path / "events.parquet")
+    rows = [{"user_id": u, "ts": BASE + timedelta(days=d), "amt": float(d), "n": d} for u in (1, 2) for d in range(3)]
+    schema = pa.schema([("user_id", pa.int64()), ("ts", pa.timestamp("us")), ("amt", pa.float64()), ("n", pa.uint32())])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+    @mlf.feature(source=path, keys=["user_id"], timestamp="ts")
+    def unsigned(t):
+        return t
+
+    @mlf.feature(source=path, keys=["user_id"], timestamp="ts")
+    def spaced(t):
+        return t.select("user_id", "ts", **{"amount (usd)": t.amt})
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("the engine wrote the result of a build that had to be refused first")
+
+    store = stack.store(tmp_path)
+    defs = mlf.Definitions("uc", [unsigned, spaced], offline_store=store, engine=stack.engine)
+    if stack.name.startswith("spark"):
+        assert defs.build(["unsigned"]).ok  # Spark reads an unsigned column as a wider signed type (docs/spark.md)
+    else:
+        with monkeypatch.context() as patch:
+            patch.setattr(type(stack.engine), "write_parquet", no_compute)
+            result = defs.build(["unsigned"], raise_on_error=False)["unsigned"]
+        assert result.status == "failed" and "'n' is uint32 and Delta tables have no unsigned integer types" in str(result.error), result.error
+        assert "cast it to a signed type" in str(result.error) and store.list_versions("unsigned") == [] and isinstance(result.error, DefinitionError)
+    if stack.name.startswith("spark"):
+        with monkeypatch.context() as patch:
+            patch.setattr(type(stack.engine), "write_parquet", no_compute)
+            result = defs.build(["spaced"], raise_on_error=False)["spaced"]
+        assert result.status == "failed" and "column name 'amount (usd)' contains ' ', '(', ')'" in str(result.error), result.error
+        assert "rename the column" in str(result.error) and store.list_versions("spaced") == []
+    else:
+        assert defs.build(["spaced"]).ok
+        assert sorted(r["amount (usd)"] for r in _plain_rows(stack, store, "spaced")) == sorted(r["amt"] for r in rows)
 
 
 # -- P1-P4 through the store ------------------------------------------------------------------

@@ -198,6 +198,15 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     function_input = _filter_input(feature, source_input, build_range)
     output = run_function(feature, function_input, engine)
     check_output_names(feature, output)
+    if feature.metrics:
+        labels = LabelRange(build_range.since, build_range.until) if not build_range.is_full else None
+        result_expr = compile_metrics(feature, output, engine, labels)
+    else:
+        result_expr = _non_metric_output(feature, output, build_range)
+    # What the stores cannot hold is refused before anything is computed (E5).
+    store.check_columns(feature.name, result_expr.schema())
+    if options.check_columns is not None:
+        options.check_columns(list(result_expr.columns))
     validate_output(feature, output)
     if not build_range.is_full:
         # A row check holds for the range's rows alone; unique() is about every row, and a
@@ -208,14 +217,10 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     if feature.metrics:
         dropped, newest = _dropped_and_newest(feature, output, engine)
         check_integer_totals(feature, output, engine)
-        labels = LabelRange(build_range.since, build_range.until) if not build_range.is_full else None
-        result_expr = compile_metrics(feature, output, engine, labels)
         if newest is not None and feature.interval_seconds:
             # Where the next build continues (the watermark this one records): the labels
             # from there on go to a file of their own, which that build replaces unread.
             splits.append((newest // feature.interval_seconds + 1) * feature.interval_seconds)
-    else:
-        result_expr = _non_metric_output(feature, output, build_range)
     reused: list[str] = []
     if not build_range.is_full and previous_version:
         result_expr, reused, kept_splits = _merge_with_previous(feature, store, engine, previous_version, result_expr, build_range)
@@ -227,8 +232,6 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         # incremental build rewrites only the files its range reaches.
         assert ts is not None
         result_expr = result_expr.mutate(**{PARTITION: _file_key(engine, result_expr[ts], splits)})
-    if options.check_columns is not None:
-        options.check_columns([c for c in result_expr.columns if c != PARTITION])
     staging = store.stage(feature.name)
     try:
         _reuse_files(reused, staging.data_dir)

@@ -18,6 +18,7 @@ from mlforge.records import VersionRecord
 from mlforge.versioning import is_version
 
 if TYPE_CHECKING:
+    import ibis.expr.schema as sch
     import ibis.expr.types as ir
 
     from mlforge.engines.base import Engine
@@ -93,6 +94,11 @@ class OfflineStore(Protocol):
 
     def use_engine(self, engine: Engine) -> None:
         """Called by builds and reads with their engine (a table store may write through it)."""
+
+    def check_columns(self, feature: str, schema: sch.Schema) -> None:
+        """Refuse, before anything is computed, a version whose columns this store cannot
+        hold as they are (E5: a name either round-trips exactly or is rejected before
+        compute); the error names the column and how to change it."""
 
     # Used by ``mlforge sync`` (operations.py) where ``capabilities.restores_data``:
     def has_data(self, feature: str, version: str) -> bool: ...

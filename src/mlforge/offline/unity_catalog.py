@@ -36,7 +36,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from mlforge.errors import ConcurrentPublish, ConfigError, CorruptVersion, MlforgeError, StoreError
+from mlforge.errors import (
+    ConcurrentPublish,
+    ConfigError,
+    CorruptVersion,
+    DefinitionError,
+    MlforgeError,
+    StoreError,
+)
 from mlforge.offline.base import Staging, StoreCapabilities, resolve_version
 from mlforge.offline.delta_tables import (
     ROWS_KEPT_OPERATIONS,
@@ -56,6 +63,7 @@ from mlforge.versioning import sort_versions
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    import ibis.expr.schema as sch
     import ibis.expr.types as ir
     import pyarrow as pa
 
@@ -67,6 +75,9 @@ METADATA_TABLE = "_mlforge_metadata"
 METADATA_SCHEMA = {"feature": "string", "kind": "string", "version": "string", "delta_version": "int64", "metadata": "string", "token": "string", "recorded_at": "timestamp[UTC]"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 #: Delta's defaults: files of removed rows are kept 7 days, the log 30 days.
+#: Characters Spark's Delta writer refuses in column names of a table without column mapping
+#: (``DELTA_INVALID_CHARACTERS_IN_COLUMN_NAMES``); delta-rs stores them.
+SPARK_REFUSED_CHARACTERS = " ,;{}()\n\t="
 DEFAULT_RETENTION = {"delta.deletedFileRetentionDuration": "interval 7 days", "delta.logRetentionDuration": "interval 30 days"}
 
 
@@ -119,6 +130,29 @@ class UnityCatalogStore:
     def use_engine(self, engine: Engine) -> None:
         """Builds and reads call this with their engine: PySpark selects the Spark path."""
         self._engine = engine
+
+    def check_columns(self, feature: str, schema: sch.Schema) -> None:
+        """Delta has no unsigned integer types, and Spark's Delta writer refuses some
+        characters in column names: both are refused here, before the build computes
+        anything, rather than by the writer after it (E5)."""
+        where = f"the output of feature {feature!r} ({self.table_name(feature)})"
+        for name, dtype in schema.items():
+            if dtype.is_unsigned_integer():
+                raise DefinitionError(
+                    f"column {name!r} is {dtype} and Delta tables have no unsigned integer types",
+                    where=where,
+                    fix=f"cast it to a signed type in the feature function, e.g. t.mutate({name}=t[{name!r}].cast('int64')) (a LocalStore keeps unsigned columns)",
+                )
+        if self._session() is None:
+            return  # delta-rs stores every name
+        for name in schema:
+            refused = sorted({c for c in name if c in SPARK_REFUSED_CHARACTERS})
+            if refused:
+                raise DefinitionError(
+                    f"column name {name!r} contains {', '.join(map(repr, refused))}, which Spark's Delta writer refuses in column names",
+                    where=where,
+                    fix="rename the column in the feature function (e.g. t.rename(amount_usd='amount (usd)')), or build with engine='duckdb' or 'polars', whose Delta writer keeps the name",
+                )
 
     def _session(self) -> Any:
         if self._engine is not None:

@@ -42,6 +42,7 @@ from mlforge.records import FORMAT_VERSION, VersionRecord, record_json
 from mlforge.versioning import is_version, parse_version, sort_versions
 
 if TYPE_CHECKING:
+    import ibis.expr.schema as sch
     import ibis.expr.types as ir
 
     from mlforge.engines.base import Engine
@@ -99,6 +100,9 @@ class VersionedStore:
 
     def use_engine(self, engine: Engine) -> None:
         """File stores read and write the same way for every engine."""
+
+    def check_columns(self, feature: str, schema: sch.Schema) -> None:
+        """Parquet files hold every name and type a build's engines produce."""
 
     # -- layout --------------------------------------------------------------------
     @staticmethod
