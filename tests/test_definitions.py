@@ -428,6 +428,17 @@ def test_entity_declaration_errors():  # contract K1
     assert entity.from_columns == ("origin",)
 
 
+def test_an_entity_takes_feasts_one_join_key_list():  # contract E1, K1
+    """Feast spells an entity's key ``join_keys=["driver_id"]``: one key is the same entity
+    as ``join_key="driver_id"``; several keys, or both spellings, say how mlforge keys them."""
+    assert mlf.Entity(name="driver", join_keys=["driver_id"]) == mlf.Entity(name="driver", join_key="driver_id")
+    with pytest.raises(DefinitionError, match="exactly one join key column") as caught:
+        mlf.Entity(name="route", join_keys=["origin", "dest"])
+    assert "from_columns=['origin', 'dest']" in caught.value.fix
+    with pytest.raises(DefinitionError, match="both join_key='a' and join_keys"):
+        mlf.Entity(name="route", join_key="a", join_keys=["b"])
+
+
 def test_feature_needs_keys():
     with pytest.raises(DefinitionError, match="keys"):
         declare(keys=None)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import InitVar, dataclass
 
 from mlforge.definitions.names import check_name
 from mlforge.errors import DefinitionError
@@ -17,14 +18,30 @@ class Entity:
 
     >>> Entity(name="user", join_key="user_id").key_columns
     ('user_id',)
+
+    Feast's spelling of one join key, ``join_keys=["user_id"]``, is accepted too:
+
+    >>> Entity(name="user", join_keys=["user_id"]).join_key
+    'user_id'
     """
 
     name: str
-    join_key: str
+    join_key: str = ""
     from_columns: tuple[str, ...] | None = None
+    join_keys: InitVar[Sequence[str] | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, join_keys: Sequence[str] | None) -> None:
         check_name(self.name, kind="entity")
+        if join_keys is not None:
+            keys = [join_keys] if isinstance(join_keys, str) else list(join_keys)
+            if self.join_key:
+                raise DefinitionError(f"entity {self.name!r} has both join_key={self.join_key!r} and join_keys={keys!r}", fix="give one of them: Entity(name='user', join_key='user_id')")
+            if len(keys) != 1:
+                raise DefinitionError(
+                    f"entity {self.name!r}: join_keys={keys!r}, but an entity has exactly one join key column",
+                    fix="Entity(name='user', join_key='user_id'); for a key made of several columns, a surrogate key: Entity(name='route', join_key='route_id', from_columns=['origin', 'dest'])",
+                )
+            object.__setattr__(self, "join_key", keys[0])
         if not isinstance(self.join_key, str) or not self.join_key:
             raise DefinitionError(
                 f"entity {self.name!r} needs a join_key column name",
