@@ -163,6 +163,7 @@ CASES = [
     Case("inspect-unknown-feature", ["inspect", "feature", "nope"], 2, ["unknown feature 'nope'"]),
     Case("inspect-unknown-version", ["inspect", "feature", "user_spend", "--version", "9.9.9"], 2, ["has no version 9.9.9", "available versions: 1.0.0"]),
     Case("inspect-unknown-entity", ["inspect", "entity", "shop"], 2, ["unknown entity 'shop'"]),
+    Case("inspect-approx-without-stats", ["inspect", "feature", "user_spend", "--approx"], 2, ["--approx", "--stats --approx"]),
     Case("rollback-version-and-previous", ["rollback", "user_spend", "1.0.0", "--previous"], 2, ["either a VERSION or --previous"]),
     Case("serve-bad-port", ["serve", "--port", "70000"], 2, ["port 70000 is out of range"]),
     Case("init-into-non-empty", ["init", "."], 2, ["already exists and is not empty"]),

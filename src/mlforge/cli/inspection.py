@@ -46,6 +46,8 @@ def feature(name: str, /, *, version: str | None = None, stats: bool = False, ap
     format
         table for people, json for machines.
     """
+    if approx and not stats:
+        raise ConfigError("--approx estimates the distinct values of --stats, which was not given", where="mlforge inspect feature", fix=f"mlforge inspect feature {name} --stats --approx")
     defs = load(common)
     f = defs.features.get(name)
     if f is None:
