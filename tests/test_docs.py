@@ -554,3 +554,27 @@ def test_site_builds_strict(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-5000:]
     assert (tmp_path / "site" / "api" / "index.html").exists()
+
+
+def test_docstring_examples_run(monkeypatch, tmp_path):
+    """The ``>>>`` examples in mlforge's docstrings (shown in the API reference) give what
+    they say, as doctests."""
+    import doctest
+    import importlib
+    import pkgutil
+
+    import mlforge
+
+    monkeypatch.chdir(tmp_path)
+    failed: list[str] = []
+    tried = 0
+    for info in pkgutil.walk_packages(mlforge.__path__, "mlforge."):
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError:  # an optional extra that is not installed
+            continue
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, report=False)
+        tried += result.attempted
+        if result.failed:
+            failed.append(f"{info.name}: {result.failed} of {result.attempted}")
+    assert tried > 50 and not failed, failed

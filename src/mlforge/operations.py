@@ -9,7 +9,7 @@ prints.
 >>> rollback(LocalStore(tempfile.mkdtemp()), "user_spend", "1.0.0")
 Traceback (most recent call last):
 ...
-mlforge.errors.VersionNotFound: feature 'user_spend' has no version 1.0.0
+mlforge.errors.VersionNotFound: feature 'user_spend' has no version 1.0.0 (in the offline store, feature 'user_spend')
   fix: available versions: none
 """
 

@@ -295,7 +295,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         >>> import mlforge as mlf
         >>> from mlforge.online.memory import MemoryStore
         >>> app = create_app(mlf.Definitions("demo", [], online_store=MemoryStore()))
-        >>> sorted(r.path for r in app.routes if r.path.startswith("/features"))
+        >>> sorted({r.path for r in app.routes if r.path.startswith("/features")})
         ['/features', '/features/batch', '/features/online', '/features/{name}']
     """
     try:
