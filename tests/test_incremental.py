@@ -282,7 +282,7 @@ def test_incremental_version_hash_covers_reused_files(tmp_path):  # contract S3,
 def test_incremental_build_reads_only_the_needed_events(tmp_path):  # contract I1
     """The range filter sits on the source scan: DuckDB's plan filters the parquet scan."""
     from mlforge.engines import get_engine
-    from mlforge.materialize import _filter_input
+    from mlforge.materialize import _in_range
     from mlforge.prepare import prepare_input
 
     path = str(tmp_path / "events.parquet")
@@ -291,7 +291,7 @@ def test_incremental_build_reads_only_the_needed_events(tmp_path):  # contract I
     engine = get_engine("duckdb")
     table = prepare_input(feature, engine)
     build_range = plan_range(since="2024-03-20", until="2024-03-22", interval=DAY)
-    filtered = _filter_input(feature, table, build_range)
+    filtered = _in_range(feature, table, build_range)
     plan = "\n".join(str(row) for row in engine.con.raw_sql(f"EXPLAIN {engine.con.compile(filtered)}").fetchall())
     assert "PARQUET_SCAN" in plan.upper() or "READ_PARQUET" in plan.upper()
     assert "Filters" in plan or "FILTER" in plan.upper()
@@ -399,7 +399,7 @@ def test_two_schedule_tags_are_a_definition_error(tmp_path):  # contract I2
 @pytest.mark.spark
 def test_incremental_filter_reaches_the_spark_scan(tmp_path, spark_engine):  # contract I1
     """On PySpark the range filter is pushed into the Parquet scan (PushedFilters)."""
-    from mlforge.materialize import _filter_input
+    from mlforge.materialize import _in_range
     from mlforge.prepare import prepare_input
 
     path = str(tmp_path / "events.parquet")
@@ -407,7 +407,7 @@ def test_incremental_filter_reaches_the_spark_scan(tmp_path, spark_engine):  # c
     feature = _feature(path)
     table = prepare_input(feature, spark_engine)
     build_range = plan_range(since="2024-03-20", until="2024-03-22", interval=DAY)
-    frame = spark_engine.to_native(_filter_input(feature, table, build_range))
+    frame = spark_engine.to_native(_in_range(feature, table, build_range))
     if not hasattr(frame, "_jdf"):  # Spark Connect: the plan comes back as explain() text
         import contextlib
         import io
@@ -612,3 +612,104 @@ def test_a_continuation_skipped_over_a_changed_past_says_how_to_take_it_in(tmp_p
     assert skipped.status == "skipped" and "the source changed since, but this build recomputes only" in skipped.reason
     assert "--since DATE" in skipped.reason and "--full-refresh" in skipped.reason
     assert defs.build(full_refresh=True)["spend"].version == "1.0.1"  # the way named takes it in
+
+
+def _moved(t):
+    """Events become usable two days after they happen: the function moves event times."""
+    import ibis
+
+    return t.select("user_id", "amt", "qty", ts=t.ts + ibis.interval(days=2))
+
+
+def _moved_back(t):
+    import ibis
+
+    return t.select("user_id", "amt", "qty", ts=t.ts - ibis.interval(hours=30))
+
+
+def _above_mean(t):
+    """A filter by a mean over every event: new events move the mean, and rows before any range with it."""
+    import ibis
+
+    with_mean = t.mutate(mean=t.amt.mean().over(ibis.window()))
+    return with_mean.filter(with_mean.amt >= with_mean.mean).select("user_id", "ts", "amt", "qty")
+
+
+def _first_seen(t):
+    """A column from a window over each user's whole history."""
+    import ibis
+
+    first = t.ts.min().over(ibis.window(group_by=t.user_id))
+    return t.select("user_id", "ts", "qty", amt=(t.ts.epoch_seconds() - first.epoch_seconds()).cast("float64"))
+
+
+@pytest.mark.parametrize(
+    ("engine_name", "function", "recomputes"),
+    # Ibis's Polars backend has no window functions: those two run on DuckDB only
+    [(e, f, "range") for e in ("duckdb", "polars") for f in (_moved, _moved_back)] + [("duckdb", _above_mean, "full"), ("duckdb", _first_seen, "full")],
+    ids=lambda v: getattr(v, "__name__", v),
+)
+def test_range_builds_of_functions_that_move_times_or_read_every_event_equal_a_full_refresh(tmp_path, engine_name, function, recomputes):  # contract I1
+    """A range build may filter the source before the function only when the function keeps
+    event times as they are and makes each row from its own event. A function that moves
+    them (a delay) gets its own rows filtered instead; one that makes a row from other
+    events too (a mean, a window over history) is recomputed in full, since new events can
+    change its rows before any range. A continuation and a `since` build then store what a
+    full refresh does (before, the source was filtered by the raw times: moved events were
+    lost, and rows came from a range's events alone)."""
+    metrics = [mlf.Sum("amt", windows=["1d", "3d"], name="spend"), mlf.Count("amt", windows=["3d"]), mlf.Max("qty", windows=["2d"])]
+
+    def define(store: str) -> mlf.Definitions:
+        feature = mlf.feature(source=path, keys=["user_id"], timestamp="ts", interval="1d", metrics=metrics)(function)
+        return mlf.Definitions(store, [feature], offline_store=mlf.LocalStore(tmp_path / store), engine=engine_name)
+
+    path = str(tmp_path / "events.parquet")
+    events = _events(5, 400, 20, 4).sort_by([("ts", "ascending")])
+    pq.write_table(events.slice(0, 250), path)
+    incremental = define("inc")
+    assert incremental.build().ok
+    pq.write_table(events, path)
+    result = incremental.build()[function.__name__]
+    assert (result.status, result.build_range == "full") == ("built", recomputes == "full"), result
+    full = define("full")
+    assert full.build().ok
+    _assert_same_rows(_stored(incremental, function.__name__), _stored(full, function.__name__))
+    pq.write_table(events.slice(0, 330), path)  # a correction: the newest events are taken back
+    again = incremental.build(since=(BASE + timedelta(days=6)).isoformat())[function.__name__]
+    assert (again.status, again.build_range == "full") == ("built", recomputes == "full"), again
+    corrected = define("corrected")
+    assert corrected.build().ok
+    _assert_same_rows(_stored(incremental, function.__name__), _stored(corrected, function.__name__))
+
+
+@pytest.mark.parametrize(
+    ("function", "expected"),
+    [
+        (lambda t: t, "source"),
+        (lambda t: t.select("user_id", "ts", "amt"), "source"),
+        (lambda t: t.filter(t.amt > 0).mutate(double=t.amt * 2).order_by("ts"), "source"),
+        (lambda t: t.drop("qty").distinct().drop_null(["amt"]), "source"),
+        (lambda t: t.left_join(_dimension(), "user_id").select("user_id", "ts", "amt", "tier"), "source"),
+        (lambda t: t.rename(when="ts").rename(ts="when"), "source"),
+        (_moved, "output"),
+        (lambda t: t.rename(ts="qty", qty="ts"), "output"),  # another column as the event time
+        (_above_mean, "none"),
+        (_first_seen, "none"),
+        (lambda t: t.limit(10), "none"),
+        (lambda t: t.join(t.group_by("user_id").agg(n=t.amt.count()), "user_id"), "none"),  # a join on the source itself
+        (lambda t: _dimension().join(t, "user_id"), "none"),  # the events joined onto another table: not looked into
+    ],
+)
+def test_where_a_range_filter_may_go(function, expected):  # contract I1
+    import ibis
+
+    from mlforge.prepare import range_filter_place
+
+    source = ibis.table({"user_id": "int64", "ts": "timestamp", "amt": "float64", "qty": "int64"}, name="events")
+    assert range_filter_place(function(source), source, "ts") == expected
+
+
+def _dimension():
+    import ibis
+
+    return ibis.table({"user_id": "int64", "tier": "string"}, name="users")

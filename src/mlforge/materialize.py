@@ -29,7 +29,7 @@ from mlforge.errors import BuildError, EngineError, MlforgeError, ValidationFail
 from mlforge.incremental import BuildRange, next_watermark, plan_range
 from mlforge.manifest import canonical_schema, digests_hash, exact_types, file_digests
 from mlforge.offline.blobs import disk_error
-from mlforge.prepare import prepare_input, run_function, unparsed_timestamps
+from mlforge.prepare import prepare_input, range_filter_place, run_function, unparsed_timestamps
 from mlforge.records import BuiltRange, EntityRecord, MetricRecord, VersionRecord
 from mlforge.stages import Reporter, Stage, StageClock
 from mlforge.versioning import NEW_DATA, Change, ChangeKind, classify, next_version, sort_versions
@@ -193,10 +193,20 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     build_range = _plan(feature, options, previous, definition_hash, source_input)
     if previous is not None and not options.force and _already_built(feature, options, previous, definition_hash, source_fp, build_range):
         return FeatureResult(feature.name, "skipped", version=previous_version, rows=previous.rows, rows_written=0, reason="unchanged definition and source", build_range=build_range.describe())
-    clock.enter(Stage.COMPUTE, build_range.explain())
     ts = feature.timestamp_column
-    function_input = _filter_input(feature, source_input, build_range)
-    output = run_function(feature, function_input, engine)
+    whole = run_function(feature, source_input, engine)  # every event's row
+    output = whole
+    if not build_range.is_full:
+        # A native frame's lineage is not Ibis's to read: its rows are filtered.
+        place = "output" if feature.native_frame is not None or ts not in whole.columns else range_filter_place(whole, source_input, cast(str, ts))
+        if place == "none" and previous is not None:
+            log.warning("feature %s: its function computes a row from other events (a window, aggregate or subquery over the rows), so a range of them is not what a full refresh stores: this build is a full refresh", feature.name)
+            build_range = BuildRange()
+        elif place == "source":
+            output = run_function(feature, _in_range(feature, source_input, build_range), engine)  # the filter reaches the scan
+        else:  # the function moves event times (or a first build's range of a function reading every event)
+            output = _in_range(feature, whole, build_range)
+    clock.enter(Stage.COMPUTE, build_range.explain())
     check_output_names(feature, output)
     if feature.metrics:
         labels = LabelRange(build_range.since, build_range.until) if not build_range.is_full else None
@@ -211,7 +221,7 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     if not build_range.is_full:
         # A row check holds for the range's rows alone; unique() is about every row, and a
         # range build that checked only its own would store what a full refresh rejects (I1).
-        validate_output(feature, run_function(feature, source_input, engine), whole_table_only=True)
+        validate_output(feature, whole, whole_table_only=True)
     dropped = 0
     splits: list[int] = []  # instants where a month's rows start a new file
     if feature.metrics:
@@ -404,8 +414,9 @@ def _newest_event(source: ir.Table, ts: str) -> int | None:
     return int((newest if newest.tzinfo else newest.replace(tzinfo=UTC)).timestamp())
 
 
-def _filter_input(feature: Feature, table: ir.Table, build_range: BuildRange) -> ir.Table:
-    """Read only the events a range needs; the filter sits on the scan (I1)."""
+def _in_range(feature: Feature, table: ir.Table, build_range: BuildRange) -> ir.Table:
+    """The events a range needs (I1): of the source, where the filter reaches the scan, or
+    of the function's output, when the function moves event times or reads every event."""
     import ibis
 
     ts = feature.timestamp_column
@@ -504,7 +515,7 @@ def _reach(files: list[str], build_range: BuildRange) -> tuple[list[str], list[s
         name = os.path.basename(path)
         span = spans.get(name)
         if name == f"{UNTIMED}.parquet":
-            continue  # rows without a timestamp: every build recomputes them (see _filter_input)
+            continue  # rows without a timestamp: every build recomputes them (see _in_range)
         if span is not None and (span[1] <= since or span[0] >= until):
             reused.append(path)
         elif span is None or not (since <= span[0] and span[1] <= until):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from mlforge.definitions.source import TIMESTAMP_FORMATS, Timestamp
 from mlforge.errors import BuildError, DefinitionError, EngineError, SourceError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     import ibis.expr.datatypes as dt
     import ibis.expr.types as ir
 
@@ -233,7 +235,7 @@ def surrogate_key_value(*values: Any) -> str:
     """The surrogate key of one tuple of values, computed in Python (rule K1).
 
     >>> surrogate_key_value("JFK", "LAX")[:8]
-    '5f8e9b11'
+    '3a69323c'
     """
     import hashlib
     from datetime import date
@@ -352,3 +354,64 @@ def finish_output(feature: Feature, table: ir.Table, engine: Engine) -> ir.Table
             fix=f"return them from the function; the output has {list(table.columns)}",
         )
     return table
+
+
+
+def range_filter_place(output: ir.Table, source: ir.Table, column: str) -> Literal["source", "output", "none"]:
+    """Where a range build's event filter on ``column`` may go (I1).
+
+    ``"source"``: ``output`` is made from ``source`` row by row and passes ``column`` through
+    as it is (projections that keep it and compute other columns from each row, filters on
+    row values, sorts, distinct rows, dropped nulls, joins of other tables onto ``source``);
+    the filter then sits on the source, where it reaches the engine's scan.
+    ``"output"``: rows are still made one event at a time, but the function computes the
+    event time (a delay): the filter goes on the function's rows.
+    ``"none"``: a row depends on other events (a window, reduction or subquery over the
+    rows, a join of the source with itself, a limit): a range of the function's rows is not
+    what a full refresh stores for it, so only a full refresh is exact.
+
+    >>> import ibis
+    >>> t = ibis.table({"k": "string", "ts": "timestamp", "x": "float64"}, name="events")
+    >>> range_filter_place(t.filter(t.x > 0).mutate(y=t.x * 2), t, "ts")
+    'source'
+    >>> range_filter_place(t.mutate(ts=t.ts + ibis.interval(days=2)), t, "ts")
+    'output'
+    >>> range_filter_place(t.mutate(n=t.x.count().over(group_by=t.k)), t, "ts")
+    'none'
+    """
+    import ibis.expr.operations as ops
+    from ibis.common.graph import Graph
+
+    whole_table = (ops.WindowFunction, ops.Reduction, ops.Analytic, ops.Subquery)
+
+    def row_wise(values: Iterable[Any]) -> bool:
+        return not any(v.find(whole_table, filter=ops.Value) for v in values)
+
+    target = source.op()
+    rel: Any = output.op()
+    name: str | None = column  # where the event time comes from, while it is passed through
+    while rel != target:
+        if isinstance(rel, ops.Project | ops.DropColumns):
+            if not row_wise(rel.values.values()):
+                return "none"
+            value = rel.values.get(name) if name is not None else None
+            name = value.name if isinstance(value, ops.Field) else None
+            rel = rel.parent
+        elif isinstance(rel, ops.Filter):
+            if not row_wise(rel.predicates):
+                return "none"
+            rel = rel.parent
+        elif isinstance(rel, ops.Sort | ops.Distinct | ops.DropNull | ops.SelfReference):
+            rel = rel.parent
+        elif isinstance(rel, ops.JoinChain):
+            if not row_wise(rel.values.values()):
+                return "none"
+            for link in rel.rest:
+                if link.how not in ("inner", "left", "semi", "anti", "asof") or not row_wise(link.predicates) or target in Graph.from_bfs(link.table):
+                    return "none"
+            value = rel.values.get(name) if name is not None else None
+            name = value.name if isinstance(value, ops.Field) and value.rel == rel.first else None
+            rel = rel.first.parent
+        else:
+            return "none"
+    return "source" if name == column else "output"
