@@ -397,6 +397,9 @@ def test_serve_wires_project_and_options(cli, project, monkeypatch):
     calls = []
     fake = types.ModuleType("mlforge.serve")
     fake.run = lambda defs, **kwargs: calls.append((defs, kwargs))
+    from mlforge.serve import checked_token
+
+    fake.checked_token = checked_token
     monkeypatch.setitem(sys.modules, "mlforge.serve", fake)
     code, _out, err = cli("serve", "--port", "9123", "--workers", "2", "--token", "t0k", "--profile", "dev")
     assert code == 0, err

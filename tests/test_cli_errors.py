@@ -166,6 +166,10 @@ CASES = [
     Case("inspect-approx-without-stats", ["inspect", "feature", "user_spend", "--approx"], 2, ["--approx", "--stats --approx"]),
     Case("rollback-version-and-previous", ["rollback", "user_spend", "1.0.0", "--previous"], 2, ["either a VERSION or --previous"]),
     Case("serve-bad-port", ["serve", "--port", "70000"], 2, ["port 70000 is out of range"]),
+    # an empty token asked for would serve without authentication, unsaid (O3)
+    Case("serve-empty-token", ["serve", "--token", ""], 2, ["the bearer token is empty", "--token"]),
+    Case("serve-blank-token-env", ["serve"], 2, ["the bearer token is empty", "MLFORGE_SERVE_TOKEN"], env={"MLFORGE_SERVE_TOKEN": "  "}),
+    Case("serve-empty-token-file", ["serve"], 2, ["the bearer token is empty", "first line of"], write("token.txt", "\nsecret\n"), env={"MLFORGE_SERVE_TOKEN_FILE": "token.txt"}),
     Case("init-into-non-empty", ["init", "."], 2, ["already exists and is not empty"]),
     # -- the definitions file --------------------------------------------------------
     Case("no-definitions-file", ["build"], 2, ["no definitions.py found"], delete("definitions.py")),

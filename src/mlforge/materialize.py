@@ -198,7 +198,7 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
     output = whole
     if not build_range.is_full:
         # A native frame's lineage is not Ibis's to read: its rows are filtered.
-        place = "output" if feature.native_frame is not None or ts not in whole.columns else range_filter_place(whole, source_input, cast(str, ts))
+        place = "output" if feature.native_frame is not None or ts not in whole.columns else range_filter_place(whole, source_input, ts)
         if place == "none" and previous is not None:
             log.warning("feature %s: its function computes a row from other events (a window, aggregate or subquery over the rows), so a range of them is not what a full refresh stores: this build is a full refresh", feature.name)
             build_range = BuildRange()

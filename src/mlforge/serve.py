@@ -281,7 +281,9 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
         defs: a :class:`~mlforge.project.Definitions` with an ``online_store``.
         token: bearer token required on every route but ``/health``; default: the
             ``MLFORGE_SERVE_TOKEN`` environment variable, else the first line of the file
-            named by ``MLFORGE_SERVE_TOKEN_FILE``; empty or unset means no auth.
+            named by ``MLFORGE_SERVE_TOKEN_FILE``; unset means no auth, and so does
+            ``token=""`` given here. An empty variable or token file is a
+            :class:`~mlforge.errors.ConfigError`: it would turn auth off unsaid.
         max_batch: most entities in one ``/features/batch`` request (default 1000,
             env ``MLFORGE_SERVE_MAX_BATCH``).
         max_body_bytes: largest request body, answered with 413 past it (default 4 MiB,
@@ -984,16 +986,30 @@ def server_token() -> str | None:
     """The bearer token from ``MLFORGE_SERVE_TOKEN``, else from the file named by
     ``MLFORGE_SERVE_TOKEN_FILE`` (so it need not appear on a command line)."""
     token = os.environ.get(TOKEN_ENV)
-    if token:
-        return token
+    if token is not None:
+        return checked_token(token, TOKEN_ENV)
     path = os.environ.get(TOKEN_FILE_ENV)
-    if not path:
+    if path is None:
         return None
+    if not path.strip():
+        raise ConfigError(f"{TOKEN_FILE_ENV} is set but empty", where=TOKEN_FILE_ENV, fix="point it at a readable file whose first line is the token, or unset it to serve without authentication")
     try:
         with open(path, encoding="utf-8") as fh:
-            return fh.readline().strip() or None
+            return checked_token(fh.readline().strip(), f"the first line of {path}")
     except OSError as exc:
         raise ConfigError(f"cannot read the token file {path!r}: {exc.strerror}", where=TOKEN_FILE_ENV, fix="point it at a readable file whose first line is the token") from None
+
+
+def checked_token(token: str, where: str) -> str:
+    """A token asked for must be one: an empty one (an unset shell variable in ``--token
+    "$TOKEN"``, an empty secret file) would serve without authentication, unsaid."""
+    if not token.strip():
+        raise ConfigError(
+            "the bearer token is empty, which would serve every route without authentication",
+            where=where,
+            fix=f"set it to the token clients send, or leave out --token and unset {TOKEN_ENV} and {TOKEN_FILE_ENV} to serve without authentication",
+        )
+    return token
 
 
 def _version() -> str:
@@ -1100,7 +1116,8 @@ def run(
         workers: worker processes. With more than one, each worker loads the project
             itself from ``target`` (default: the file ``defs`` was loaded from) and the
             Prometheus samples of all workers are summed through a shared directory.
-        token: bearer token (default env ``MLFORGE_SERVE_TOKEN``; unset = no auth).
+        token: bearer token (default env ``MLFORGE_SERVE_TOKEN``; unset = no auth; an
+            empty or blank token is a :class:`~mlforge.errors.ConfigError`).
         target: the ``definitions.py`` (or its folder) for worker processes.
         profile: the ``mlforge.yaml`` profile worker processes load.
         max_batch: most entities per ``/features/batch`` request.
@@ -1118,8 +1135,8 @@ def run(
         raise ConfigError(f"--workers must be at least 1, got {workers}", fix="--workers 1")
     if max_batch:
         os.environ[MAX_BATCH_ENV] = str(int(max_batch))
-    if token:
-        os.environ[TOKEN_ENV] = token
+    if token is not None:
+        os.environ[TOKEN_ENV] = checked_token(token, "--token")
     if models:
         os.environ[MODELS_ENV] = "\n".join(f"{name}={uri}" for name, uri in models.items())
     if defs is None:

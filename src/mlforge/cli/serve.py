@@ -53,7 +53,10 @@ def serve(
     if max_batch is not None and max_batch < 1:
         raise ConfigError(f"--max-batch must be at least 1, got {max_batch}", where="--max-batch", fix="e.g. --max-batch 500")
     from mlforge.loader import load_definitions
-    from mlforge.serve import run
+    from mlforge.serve import checked_token, run
+
+    if token is not None:
+        checked_token(token, "--token (or MLFORGE_SERVE_TOKEN)")
 
     models = None
     if model:
