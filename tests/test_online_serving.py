@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pyarrow as pa
 import pytest
 
+import mlforge as mlf
 from mlforge.cli.app import run
 from mlforge.cli.templates import write_project
 from mlforge.errors import ConfigError
@@ -87,6 +88,28 @@ def test_rest_says_label_time_and_known_and_refuses_reads_before_the_watermark(t
     naive = http.post("/features/online", json={"features": ["user_spend"], "entity": {"user_id": "u001"}, "at": watermark.replace(tzinfo=None).isoformat()})
     assert naive.status_code == 200 and naive.json()["at"] == watermark.isoformat()  # naive = UTC (T1)
     assert http.post("/features/online", json={"features": ["user_spend"], "entity": {"user_id": "u001"}, "at": "yesterday"}).status_code == 422
+
+
+def test_rest_reads_of_a_feature_never_built_are_unknown_feature_as_in_python(tmp_path, monkeypatch):
+    # contract O1, O3: a defined feature with no version offline and nothing online is what
+    # Python's online and training reads call an unknown feature (404 over REST), not zeros
+    # for every entity; once built (while the server runs) it is read as any other
+    root = shop(tmp_path, "    online_store: {KIND: memory}\n")
+    monkeypatch.chdir(root)
+    defs = load_definitions(root, profile="served")
+    defs.build(["user_profile"], online=True)
+    http = rest(defs)
+    single = http.post("/features/online", json={"features": ["user_profile", "user_spend"], "entity": {"user_id": "u001"}})
+    assert single.status_code == 404, single.text
+    assert "unknown feature 'user_spend'" in single.json()["detail"] and "mlforge build --features user_spend --online" in single.json()["fix"]
+    assert http.post("/features/batch", json={"features": ["user_spend"], "entities": [{"user_id": "u001"}]}).status_code == 404
+    with pytest.raises(mlf.errors.RetrievalError, match="unknown feature 'user_spend'"):
+        defs.get_online_features(["user_spend"], pa.table({"user_id": ["u001"]}))
+    defs.build(["user_spend"], online=True)
+    watermark = datetime.fromtimestamp(defs.offline_store.read_metadata("user_spend")["watermark"], tz=UTC)
+    built = http.post("/features/online", json={"features": ["user_spend"], "entity": {"user_id": "u001"}, "at": watermark.isoformat()})
+    assert built.status_code == 200, built.text
+    assert built.json()["features"]["user_spend"] == {"user_id": "u001", "event_time": watermark.isoformat(), **training_row(defs, "u001", watermark)}
 
 
 def test_serve_loads_a_memory_store_at_start_and_says_so(tmp_path, monkeypatch):

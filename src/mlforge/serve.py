@@ -154,6 +154,22 @@ def _stand_in(defs: Any, feature: Any) -> Publication:
     return Publication.from_feature(feature)
 
 
+def _built_stand_ins(defs: Any, features: dict[str, Any]) -> dict[str, Publication | None]:
+    """The stand-ins of features the server found unbuilt, read again (one may have been
+    built since it started); ``None`` for a feature the offline store still has no version
+    of. An offline store that cannot be read leaves the definition's stand-in."""
+    store = defs.workspace.offline_store
+    out: dict[str, Publication | None] = {}
+    for name, feature in features.items():
+        try:
+            version = store.latest_version(name)
+            out[name] = None if version is None else Publication.from_record(store.read_record(name, version))
+        except (MlforgeError, OSError) as exc:
+            log.debug("feature %s: no offline record for its stand-in (%s)", name, exc)
+            out[name] = Publication.from_feature(feature)
+    return out
+
+
 def _positive_limit(name: str, given: int | None, env: str, default: int) -> int:
     """A serving limit: the argument, else the environment variable, else the default; a
     value that is not a whole number above 0 is a configuration error (E2: exit 2), not a
@@ -480,13 +496,21 @@ async def _lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metr
         requests = {name: [entity_key(f, e) for e in entities] for name, f in features.items()}
     except KeyProblem as exc:
         raise Problem(422, str(exc), fix="give each entity the feature's key columns (GET /features/{name} lists them)") from None
+    never_built: list[str] = []
+    waiting = {name: f for name, f in features.items() if stand_ins[name].version is None}
+    if waiting:  # no version offline when last looked: built since?
+        for name, publication in (await run_in_threadpool(_built_stand_ins, defs, waiting)).items():
+            if publication is None:
+                never_built.append(name)
+            else:
+                stand_ins[name] = publication
     publications = {name: stand_ins[name] for name in features}
     started = time.perf_counter()
     try:
         if store.capabilities.async_reads:
-            readings = await _store_await(store, "read", lookup_async(store, publications, requests, at, versions))
+            readings = await _store_await(store, "read", lookup_async(store, publications, requests, at, versions, never_built))
         else:
-            readings = await run_in_threadpool(_store_call, store, "read", lookup, store, publications, requests, at, versions)
+            readings = await run_in_threadpool(_store_call, store, "read", lookup, store, publications, requests, at, versions, None, never_built)
     except OnlineStoreError:
         for name in features:
             metrics.lookup(name, "error", len(entities))

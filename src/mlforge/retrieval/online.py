@@ -12,11 +12,11 @@ reads), then reads each entity's value at ``T`` with
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mlforge.errors import RetrievalError, UnpublishedFeature, caller_stacklevel
+from mlforge.errors import RetrievalError, UnpublishedFeature, VersionNotFound, caller_stacklevel
 from mlforge.online.base import read_many
 from mlforge.online.publication import (
     PUBLICATIONS,
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 def lookup(
     store: OnlineStore, stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime,
-    versions: Mapping[str, str] | None = None, columns: Mapping[str, Sequence[str]] | None = None,
+    versions: Mapping[str, str] | None = None, columns: Mapping[str, Sequence[str]] | None = None, unbuilt: Collection[str] = (),
 ) -> dict[str, list[Reading]]:
     """``{feature: [reading per key]}`` at read time ``at``.
 
@@ -47,19 +47,26 @@ def lookup(
             model); the store must serve exactly that version.
         columns: per feature, the value columns the caller answers with; the published
             version must have each (``None``: whatever it has, as REST answers).
+        unbuilt: features the offline store has no version of: without a publication
+            record or a stored row of any entity asked for, they are unknown features, not
+            features of unknown entities.
 
     Raises:
         RetrievalError: ``at`` is before a published version's watermark (O1 holds from there
             on), the store serves another version than the one pinned, or one without a
             column asked for (a newer version not yet published).
+        VersionNotFound: a feature of ``unbuilt`` has nothing published either.
     """
     found = read_many(store, store_requests(requests))
-    return readings(found, stand_ins, requests, at, versions, columns, warn_unpublished=store.capabilities.fills_from_offline is None)
+    return readings(found, stand_ins, requests, at, versions, columns, warn_unpublished=store.capabilities.fills_from_offline is None, unbuilt=unbuilt)
 
 
-async def lookup_async(store: AsyncReader, stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime, versions: Mapping[str, str] | None = None) -> dict[str, list[Reading]]:
+async def lookup_async(
+    store: AsyncReader, stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime,
+    versions: Mapping[str, str] | None = None, unbuilt: Collection[str] = (),
+) -> dict[str, list[Reading]]:
     """:func:`lookup` on the running event loop, for a store that declares ``async_reads``."""
-    return readings(await store.read_many_async(store_requests(requests)), stand_ins, requests, at, versions)
+    return readings(await store.read_many_async(store_requests(requests)), stand_ins, requests, at, versions, unbuilt=unbuilt)
 
 
 def store_requests(requests: Mapping[str, Sequence[dict[str, Any] | None]]) -> dict[str, list[dict[str, Any]]]:
@@ -70,7 +77,7 @@ def store_requests(requests: Mapping[str, Sequence[dict[str, Any] | None]]) -> d
 
 def readings(
     found: Mapping[str, list[dict[str, Any] | None]], stand_ins: Mapping[str, Publication], requests: Mapping[str, Sequence[dict[str, Any] | None]], at: datetime,
-    versions: Mapping[str, str] | None, columns: Mapping[str, Sequence[str]] | None = None, *, warn_unpublished: bool = True,
+    versions: Mapping[str, str] | None, columns: Mapping[str, Sequence[str]] | None = None, *, warn_unpublished: bool = True, unbuilt: Collection[str] = (),
 ) -> dict[str, list[Reading]]:
     """The values at ``at`` from what the store answered to :func:`store_requests`;
     ``warn_unpublished``: warn of a built feature of which the store answered nothing (not
@@ -85,6 +92,8 @@ def readings(
             check_read_time(publication, at)
             check_served_version(publication, pinned)
             check_served_columns(publication, (columns or {}).get(name, ()))
+        elif name in unbuilt and not any(found.get(name) or []):  # as get_training_data says it (rows written directly are served)
+            raise VersionNotFound(f"unknown feature {name!r}: it has no stored version, and nothing of it is published online", fix=f"build and publish it: `mlforge build --features {name} --online`")
         elif pinned is not None:
             raise RetrievalError(
                 f"feature {name!r} has no version published online, but version {pinned} was asked for",
