@@ -713,3 +713,53 @@ def _dimension():
     import ibis
 
     return ibis.table({"user_id": "int64", "tier": "string"}, name="users")
+
+
+@pytest.mark.parametrize("engine_name", ["duckdb", "polars"])
+def test_a_full_refresh_sets_the_watermark_from_what_it_read(tmp_path, engine_name):  # contract I1, S3
+    """A mistyped event in 2099 put the watermark in 2099. Once the event is taken out of the
+    source, a full refresh records the watermark of the events it read, so the next plain
+    build takes in new events (before, the watermark never moved back: every later build was
+    skipped as unchanged, and online reads were refused until 2099)."""
+    path = str(tmp_path / "events.parquet")
+    schema = pa.schema([("user_id", pa.int64()), ("ts", pa.timestamp("us")), ("amt", pa.float64()), ("qty", pa.int64())])
+    good = [{"user_id": u, "ts": BASE + timedelta(days=d, hours=u), "amt": float(d), "qty": 1} for u in (1, 2) for d in range(10)]
+    pq.write_table(pa.Table.from_pylist([*good, {"user_id": 1, "ts": datetime(2099, 1, 1), "amt": 1.0, "qty": 1}], schema=schema), path)
+    defs = mlf.Definitions("wm", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "store"), engine=engine_name)
+    assert defs.build().ok
+    assert defs.offline_store.read_record("spend").watermark == int(datetime(2099, 1, 2, tzinfo=UTC).timestamp())
+    pq.write_table(pa.Table.from_pylist(good, schema=schema), path)
+    assert defs.build(full_refresh=True)["spend"].status == "built"
+    newest_step = BASE + timedelta(days=10)  # the step after the newest good event (day 9, 02:00)
+    assert defs.offline_store.read_record("spend").watermark == int(newest_step.replace(tzinfo=UTC).timestamp())
+    later = [{"user_id": 1, "ts": BASE + timedelta(days=12), "amt": 7.0, "qty": 1}]
+    pq.write_table(pa.Table.from_pylist(good + later, schema=schema), path)
+    result = defs.build()["spend"]
+    assert (result.status, result.build_range != "full") == ("built", True), result
+    full = mlf.Definitions("full", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "full"), engine=engine_name)
+    assert full.build().ok
+    _assert_same_rows(_stored(defs, "spend"), _stored(full, "spend"))
+
+
+def test_a_range_builds_watermark_is_the_step_after_the_newest_event_it_read(tmp_path):  # contract I1, S3
+    """A `since`/`until` build that reads an event past the stored watermark records the step
+    after that event (capped at `until`), not one derived from the newest stored label, which
+    after a range build can be a label kept from the version before."""
+    path = str(tmp_path / "events.parquet")
+    schema = pa.schema([("user_id", pa.int64()), ("ts", pa.timestamp("us")), ("amt", pa.float64()), ("qty", pa.int64())])
+    rows = [{"user_id": 1, "ts": BASE + timedelta(days=d, hours=13), "amt": 1.0, "qty": 1} for d in (0, 3)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    defs = mlf.Definitions("wm", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "store"), engine="duckdb")
+    assert defs.build().ok
+    step = lambda days: int((BASE + timedelta(days=days)).replace(tzinfo=UTC).timestamp())  # noqa: E731
+    assert defs.offline_store.read_record("spend").watermark == step(4)
+    pq.write_table(pa.Table.from_pylist([*rows, {"user_id": 1, "ts": BASE + timedelta(days=4, hours=11), "amt": 5.0, "qty": 1}], schema=schema), path)
+    # labels from day 6 on are kept from 1.0.0 (the newest, day 6, was its event's last)
+    assert defs.build(since=(BASE + timedelta(days=3)).isoformat(), until=(BASE + timedelta(days=6)).isoformat()).ok
+    assert defs.offline_store.read_record("spend").watermark == step(5)
+    assert defs.build(since=(BASE + timedelta(days=1)).isoformat(), until=(BASE + timedelta(days=2)).isoformat()).ok
+    assert defs.offline_store.read_record("spend").watermark == step(5)  # a range never moves it back
+    assert defs.build().ok  # and the continuation from there stores what a full refresh does
+    full = mlf.Definitions("full", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "full"), engine="duckdb")
+    assert full.build().ok
+    _assert_same_rows(_stored(defs, "spend"), _stored(full, "spend"))

@@ -158,16 +158,22 @@ def next_watermark(previous: int | None, build: BuildRange, newest_label: int | 
 
     That is the grid label just after the newest event's grid step (from there on labels
     may still gain events; the label at that step aggregates only events before it), capped
-    at ``until``; it never moves backwards, and never past labels left out: a range
+    at ``until``. A range build never moves it backwards, nor past labels left out: a range
     starting after the previous watermark (``--last 7d`` after missed runs) leaves the
     labels between the two as the previous build computed them, so the watermark stays,
-    and the next build without a range recomputes from there.
+    and the next build without a range recomputes from there. A full refresh recomputes
+    every label, so its watermark is its own, earlier than the previous one when events
+    were taken out of the source (a mistyped date in 2099, say).
 
     >>> next_watermark(100, BuildRange(since=300), 400)
     100
     >>> next_watermark(100, BuildRange(since=100), 400)
     400
+    >>> next_watermark(4_000_000_000, BuildRange(), 400)
+    400
     """
+    if build.is_full:
+        return newest_label
     if previous is not None and build.since is not None and build.since > previous:
         return previous
     bounds = [v for v in (build.until, newest_label) if v is not None]

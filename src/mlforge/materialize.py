@@ -224,13 +224,15 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         validate_output(feature, whole, whole_table_only=True)
     dropped = 0
     splits: list[int] = []  # instants where a month's rows start a new file
+    next_step = None  # the grid step after the newest event read
     if feature.metrics:
         dropped, newest = _dropped_and_newest(feature, output, engine)
         check_integer_totals(feature, output, engine)
         if newest is not None and feature.interval_seconds:
             # Where the next build continues (the watermark this one records): the labels
             # from there on go to a file of their own, which that build replaces unread.
-            splits.append((newest // feature.interval_seconds + 1) * feature.interval_seconds)
+            next_step = (newest // feature.interval_seconds + 1) * feature.interval_seconds
+            splits.append(next_step)
     reused: list[str] = []
     if not build_range.is_full and previous_version:
         result_expr, reused, kept_splits = _merge_with_previous(feature, store, engine, previous_version, result_expr, build_range)
@@ -248,7 +250,7 @@ def _build(feature: Feature, engine: Engine, store: OfflineStore, options: Build
         engine.write_parquet(result_expr, staging.data_dir, PARTITION if has_time else None, order)
         clock.enter(Stage.WRITE)
         known = _reused_digests(reused, previous)
-        metadata = _metadata(feature, result_expr.drop(PARTITION) if has_time else result_expr, staging.data_dir, definition_hash, source_fp, build_range, previous, engine, known)
+        metadata = _metadata(feature, result_expr.drop(PARTITION) if has_time else result_expr, staging.data_dir, definition_hash, source_fp, build_range, previous, engine, known, next_step)
         if not feature.metrics:  # a metric feature's grid rows are one per key and label
             metadata = metadata.with_changes(tied_rows=_tied_rows(feature, staging.data_dir, engine))
         now_latest = store.latest_version(feature.name)
@@ -703,7 +705,16 @@ def _reused_digests(reused: list[str], previous: VersionRecord | None) -> dict[s
     return {name: digest for name, digest in recorded.items() if name in names}
 
 
-def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: str, source_fp: str, build_range: BuildRange, previous: VersionRecord | None, engine: Engine, known_digests: dict[str, str]) -> VersionRecord:
+def _metadata(
+    feature: Feature, expr: ir.Table, data_dir: str, definition_hash: str, source_fp: str, build_range: BuildRange, previous: VersionRecord | None,
+    engine: Engine, known_digests: dict[str, str], next_step: int | None,
+) -> VersionRecord:
+    """The version's record; ``next_step``: for a metric feature, the grid step after the
+    newest event the build read. Events from the start of that event's step on (later
+    ones, and late ones within it) change only labels from ``next_step`` on: the label at
+    the event's own step aggregates events before it. So the next build continues there.
+    (Not from the newest stored label: a range build keeps the labels after its ``until``
+    from the version before.)"""
     import glob
 
     import pyarrow.parquet as pq
@@ -712,12 +723,10 @@ def _metadata(feature: Feature, expr: ir.Table, data_dir: str, definition_hash: 
     digests = file_digests(files, known_digests)
     footers = [pq.read_metadata(f) for f in files]
     rows = sum(footer.num_rows for footer in footers)
-    newest = _newest_label(footers, feature.timestamp_column) if feature.timestamp_column else None
-    if newest is not None and feature.metrics:
-        # The newest label lies one max-window past the newest event's grid step b. Events
-        # from the start of step b on (later ones, and late ones within step b) change only
-        # labels from b + 1 on: the label at b aggregates events before b. So continue there.
-        newest -= feature.max_window_seconds - (feature.interval_seconds or 0)
+    if feature.metrics:
+        newest = next_step
+    else:
+        newest = _newest_label(footers, feature.timestamp_column) if feature.timestamp_column else None
     metric_info = tuple(
         MetricRecord(c.output_name, c.field, c.function, c.window, c.description, c.unit) for c in feature.metric_columns
     )
