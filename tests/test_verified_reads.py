@@ -152,6 +152,29 @@ def test_sync_command_fails_on_a_damaged_version(in_tmp, capsys):  # contract S7
     assert all(e["status"] == "present" for name, e in entries.items() if name != "user_spend")
 
 
+def test_the_fix_a_damaged_version_names_rebuilds_it(in_tmp, capsys):  # contract S7, E1
+    """The rebuild command the error names works on the damaged latest version as it is
+    (a plain `--force` build continued from the watermark, read the damaged version to keep
+    its other labels, and failed again with the same advice)."""
+    from mlforge.cli.app import run
+    from mlforge.cli.templates import write_project
+
+    write_project(in_tmp, online=None, store="local", engine="duckdb")
+    assert run(["build"]) == 0
+    target = sorted((in_tmp / "feature_store" / "user_spend" / "1.0.0" / "data").glob("*.parquet"))[0]
+    target.write_bytes(target.read_bytes()[:100])
+    capsys.readouterr()
+    assert run(["inspect", "feature", "user_spend", "--stats"]) == 1
+    command = re.search(r"`(mlforge build [^`]*)`", capsys.readouterr().err)
+    assert command is not None
+    code = run(command.group(1).split()[1:])
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    assert run(["inspect", "feature", "user_spend", "--stats", "--format", "json"]) == 0
+    out = capsys.readouterr().out
+    assert json.loads(out)["stored"]["version"] == "1.0.1", out
+
+
 @pytest.mark.parametrize("name", ["extra.parquet", ".extra.parquet", "._2024-01.parquet"])
 def test_a_foreign_file_beside_a_local_version_fails(tmp_path, duckdb, name):  # contract S7
     # Hidden names too: the engines' *.parquet scans read them, Python's glob skipped them.

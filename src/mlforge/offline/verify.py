@@ -23,7 +23,7 @@ from mlforge.records import DataFile, VersionRecord
 
 #: ``restore_data`` and ``sync`` put back whole versions; this is how to get a good one.
 FIX = (
-    "rebuild the feature (`mlforge build --features {feature} --force` publishes a new, complete "
+    "rebuild the feature (`mlforge build --features {feature} --full-refresh --force` recomputes every row and publishes a new, complete "
     "version) or point latest at an intact version (`mlforge rollback {feature} VERSION`); if "
     "this version's data was never copied (a clone of the metadata only), delete its data/ "
     "directory and run `mlforge sync`"
