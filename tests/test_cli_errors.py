@@ -163,6 +163,9 @@ CASES = [
     Case("inspect-unknown-feature", ["inspect", "feature", "nope"], 2, ["unknown feature 'nope'"]),
     Case("inspect-unknown-version", ["inspect", "feature", "user_spend", "--version", "9.9.9"], 2, ["has no version 9.9.9", "available versions: 1.0.0"]),
     Case("inspect-unknown-entity", ["inspect", "entity", "shop"], 2, ["unknown entity 'shop'"]),
+    # latest names a version whose metadata is gone: not "not built yet" (E1)
+    Case("inspect-broken-pointer", ["inspect", "feature", "user_spend"], 2, ["has versions (1.0.0) but no latest one", "mlforge rollback user_spend 1.0.0"], write("feature_store/user_spend/_latest.json", '{"version": "1.0.1"}')),
+    Case("sync-broken-pointer", ["sync"], 1, ["has versions (1.0.0) but no latest one", "mlforge rollback user_spend 1.0.0"], write("feature_store/user_spend/_latest.json", '{"version": "1.0.1"}')),
     Case("inspect-approx-without-stats", ["inspect", "feature", "user_spend", "--approx"], 2, ["--approx", "--stats --approx"]),
     Case("rollback-version-and-previous", ["rollback", "user_spend", "1.0.0", "--previous"], 2, ["either a VERSION or --previous"]),
     Case("serve-bad-port", ["serve", "--port", "70000"], 2, ["port 70000 is out of range"]),

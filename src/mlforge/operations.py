@@ -173,6 +173,11 @@ def sync(workspace: Workspace, features: Mapping[str, Feature], force: bool = Fa
             entries += _sync_feature(workspace, features[name], missing, force)
         elif not damaged and (latest := store.latest_version(name)) is not None:
             entries.append({"feature": name, "version": latest, "status": "present", "reason": "data present"})
+        elif not damaged and store.list_versions(name):  # versions, but the latest pointer is broken
+            try:
+                resolve_version(store, name, None)
+            except VersionNotFound as exc:
+                entries.append({"feature": name, "version": None, "status": "failed", "reason": str(exc), "error": str(exc)})
     return entries
 
 

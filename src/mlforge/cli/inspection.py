@@ -68,7 +68,8 @@ def feature(name: str, /, *, version: str | None = None, stats: bool = False, ap
         "validators": {column: [v.describe() for v in checks] for column, checks in f.validators},
     }
     stored = None
-    if version is not None or defs.offline_store.latest_version(name):
+    if version is not None or defs.offline_store.latest_version(name) or defs.offline_store.list_versions(name):
+        # versions without a latest one (a broken pointer) is the store's error, not "not built"
         stored = defs.offline_store.read_record(name, version).to_dict()  # shown as stored
     column_stats = None
     if stats and stored:
