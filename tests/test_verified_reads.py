@@ -290,6 +290,21 @@ def test_records_without_the_file_list_still_read(store, tmp_path, duckdb):
         defs.read_feature("spend")
 
 
+def test_a_record_whose_rows_are_not_its_files_rows_is_refused(store, tmp_path, duckdb):  # contract S7, S3
+    """The record's `rows` is what `list versions` shows and what a read must give: a record
+    whose files add up to another count (hand-edited, damaged) is a damaged version."""
+    defs = built(store, tmp_path, duckdb)
+    key = "spend/1.0.0/_metadata.json"
+    raw = json.loads(store.blobs.get(key))
+    listed = sum(entry["rows"] for entry in raw["data_files"])
+    assert listed == raw["rows"]
+    raw["rows"] -= 1
+    store.blobs.put(key, json.dumps(raw).encode())
+    cold_cache(store)
+    with pytest.raises(CorruptVersion, match=f"says {listed - 1} rows but lists files of {listed} rows"):
+        defs.read_feature("spend")
+
+
 # -- the record type ------------------------------------------------------------------------
 def test_record_round_trips_and_reads_old_formats():
     record = VersionRecord(name="spend", version="1.0.0", keys=("user_id",), schema={"user_id": "int64"}, rows=3,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Callable, Mapping
+from typing import cast
 
 from mlforge.errors import CorruptVersion
 from mlforge.records import DataFile, VersionRecord
@@ -82,6 +83,14 @@ def verified_files(feature: str, version: str, record: VersionRecord, directory:
                 fix=FIX.format(feature=feature),
             )
         return present
+    listed = [entry.rows for entry in record.files]
+    if None not in listed and (total := sum(cast("list[int]", listed))) != record.rows:
+        raise CorruptVersion(
+            f"the record of {feature} {version} says {record.rows} rows but lists files of {total} rows "
+            "(a hand-edited or damaged _metadata.json); mlforge will not read a damaged version",
+            where=f"feature {feature!r}, version {version}",
+            fix=FIX.format(feature=feature),
+        )
     paths = [_checked(feature, version, entry, os.path.join(directory, local_name(entry.path))) for entry in record.files]
     foreign = sorted(set(present) - set(paths))
     if foreign:
