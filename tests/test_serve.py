@@ -100,6 +100,28 @@ def test_feature_list_and_detail(client):
     assert detail["version"] is None  # not built offline: still servable
 
 
+def test_integer_natural_key_columns_take_json_numbers_as_plain_keys_do(tmp_path):
+    # contract K1, K2 over REST: JSON has one kind of number, so 1.0 names the entity 1 in the
+    # natural columns of a surrogate key too (it was a 422 there); a fraction is no integer
+    from mlforge.serve import create_app
+
+    gate = mlf.Entity("gate", join_key="gate_id", from_columns=["terminal", "number"])
+
+    @mlf.feature(source="unused.parquet", entities=[gate], timestamp="ts")
+    def gate_delay(t):
+        return t
+
+    store = MemoryStore()
+    store.write("gate_delay", ["gate_id"], [pa.table({"gate_id": [surrogate_key_value(1, 7)], "ts": [datetime(2024, 1, 2)], "delay": [4.5]})])
+    defs = mlf.Definitions("gates", [gate_delay], offline_store=mlf.LocalStore(str(tmp_path / "s")), online_store=store)
+    with Live(create_app(defs, token="")) as http:
+        answers = [http.post("/features/online", json={"features": ["gate_delay"], "entity": entity}) for entity in ({"terminal": 1, "number": 7}, {"terminal": 1.0, "number": 7.0})]
+        assert [a.status_code for a in answers] == [200, 200], answers[1].text
+        assert answers[0].json()["features"] == answers[1].json()["features"] and answers[0].json()["features"]["gate_delay"]["delay"] == 4.5
+        fraction = http.post("/features/online", json={"features": ["gate_delay"], "entity": {"terminal": 1.5, "number": 7}})
+        assert fraction.status_code == 422 and "1.5" in fraction.json()["detail"]
+
+
 def test_single_lookup_returns_typed_json(client):
     answer = client.post("/features/online", headers=AUTH, json={"features": ["user_spend"], "entity": {"user_id": "u1"}})
     assert answer.status_code == 200

@@ -131,7 +131,7 @@ def entity_key(feature: Any, entity: dict[str, Any]) -> dict[str, Any]:
         source = surrogates.get(column)
         if source is not None and all(c in entity for c in source.from_columns):
             try:
-                key[column] = surrogate_key_value(*(entity[c] for c in source.from_columns))
+                key[column] = surrogate_key_value(*(_json_key(feature, c, entity[c]) for c in source.from_columns))
             except MlforgeError as exc:
                 raise KeyProblem(f"feature {feature.name!r}: {exc.what}") from None
             continue
