@@ -271,3 +271,28 @@ def test_a_damaged_tail_in_memory_is_refused_as_in_redis():  # contract O3: a st
     store._rows["tails"][key_text({"user_id": 7})] = (text.replace("[1],\n", ""), expiry)  # a row lost
     with pytest.raises(OnlineStoreError, match=r"not an mlforge row .*a tail of 2 labels holds 1 rows"):
         store.read("tails", [{"user_id": 7}])
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        "[1, 2, 3]",  # JSON, not an object
+        '"text"',
+        '{"user_id": 7, "__mlforge_tail": {"interval": 86400, "labels": "x", "columns": [], "rows": []}}',  # neither tail layout
+        '{"user_id": 7, "__mlforge_tail": {"interval": 86400, "labels": [0], "values": [1]}}',
+        '{"user_id": 7, "__mlforge_tail": {"interval": "day", "labels": [], "columns": [], "rows": [\n]}}',
+    ],
+)
+def test_a_stored_value_that_is_no_mlforge_row_is_an_online_store_error(damaged):  # contract O3, E1
+    """Another program's value under mlforge's keys is the store's error (REST: 503), from
+    Python too: not an AttributeError or a KeyError when a lookup reads it."""
+    from mlforge.online.base import TAIL, Tail, key_text
+    from mlforge.online.memory import MemoryStore
+
+    assert TAIL == "__mlforge_tail"
+    store = MemoryStore()
+    store.write("tails", ["user_id"], [{"user_id": 7, TAIL: Tail(86400, [0, 86400], ["n"], rows=[[1], [2]])}])
+    expiry = store._rows["tails"][key_text({"user_id": 7})][1]
+    store._rows["tails"][key_text({"user_id": 7})] = (damaged, expiry)
+    with pytest.raises(OnlineStoreError, match="not an mlforge row"):
+        store.read("tails", [{"user_id": 7}])

@@ -281,15 +281,24 @@ def decode_row(text: str | bytes) -> dict[str, Any]:
     (:meth:`Tail.row`): only the head (keys, interval, labels, column names) is parsed.
 
     Raises:
-        ValueError: the text is not JSON, or a tail's rows do not match its labels.
+        ValueError: the text is not JSON, not an object, or a tail's parts are not what a
+            publish writes (its rows do not match its labels).
     """
     text = text if isinstance(text, str) else text.decode("utf-8")
     if not text.endswith(_TAIL_END):
-        return _loads(text)
+        row = _loads(text)
+        if not isinstance(row, dict):
+            raise ValueError(f"a stored row is a JSON object, not {type(row).__name__}")
+        tail = row.get(TAIL)
+        if tail is not None and not (isinstance(tail, dict) and isinstance(tail.get("labels"), list) and isinstance(tail.get("values"), dict) and isinstance(tail.get("interval"), int)):
+            raise ValueError("a stored tail has an interval, a list of labels and values by column")
+        return row
     first, last = text.find("\n"), len(text) - len(_TAIL_END)
     row = _loads(text[:first] + text[last:])
     spec = row[TAIL]
     labels, body = spec["labels"], text[first + 1 : last]
+    if not (isinstance(labels, list) and isinstance(spec["columns"], list) and isinstance(spec["interval"], int)):
+        raise ValueError("a stored tail has an interval, a list of labels and a list of columns")
     rows = body.count("\n") + 1 if body else 0
     if rows != len(labels):
         raise ValueError(f"a tail of {len(labels)} labels holds {rows} rows")
