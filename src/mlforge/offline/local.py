@@ -110,8 +110,9 @@ class LocalStore(VersionedStore):
             fsync_dir(target.parent)
         finally:
             self.discard(staging)
-        if record.files != restored:
-            self.blobs.put(f"{self._version_key(feature, version)}/{METADATA}", record_bytes(record.with_changes(files=restored, format_version=FORMAT_VERSION)))
+        rows = sum(f.rows or 0 for f in restored)
+        if record.files != restored or record.rows != rows:  # a forced sync may restore other rows
+            self.blobs.put(f"{self._version_key(feature, version)}/{METADATA}", record_bytes(record.with_changes(files=restored, rows=rows, format_version=FORMAT_VERSION)))
 
 
 def _write_durably(path: Path, payload: bytes) -> None:

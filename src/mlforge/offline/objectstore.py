@@ -148,7 +148,7 @@ class ObjectStore(VersionedStore):
             self.blobs.upload(path, f"{version_key}/{DATA}/{name}")
             restored.append(DataFile(name, described.size, described.rows))
         names = [f.path for f in restored]
-        self.blobs.put(f"{version_key}/{METADATA}", record_bytes(record.with_changes(files=tuple(restored), format_version=FORMAT_VERSION)))
+        self.blobs.put(f"{version_key}/{METADATA}", record_bytes(record.with_changes(files=tuple(restored), rows=sum(f.rows or 0 for f in restored), format_version=FORMAT_VERSION)))
         self._remove_unlisted(version_key, names)
 
     # -- reading -------------------------------------------------------------------

@@ -230,7 +230,8 @@ class VersionedStore:
 
     def publish(self, staging: Staging, version: str, record: VersionRecord | Mapping[str, Any]) -> str:
         """Make ``version`` visible in one atomic step, then move the latest pointer forward
-        to it. The record gets the staged files' names, sizes and row counts (S7).
+        to it. The record gets the staged files' names, sizes and row counts, and their
+        total as its ``rows`` (S7).
 
         Returns:
             The version ``latest`` names afterwards: ``version``, or a newer one that a
@@ -243,7 +244,9 @@ class VersionedStore:
         self._version_key(staging.feature, version)
         if not isinstance(record, VersionRecord):
             record = VersionRecord.from_dict(record)
-        record = record.with_changes(version=version, files=describe_files(staging.data_dir), format_version=FORMAT_VERSION)
+        files = describe_files(staging.data_dir)
+        # The record says what the version holds: its rows are its files' (reads check both, S7).
+        record = record.with_changes(version=version, files=files, rows=sum(f.rows or 0 for f in files), format_version=FORMAT_VERSION)
         checkpoint("commit")
         try:
             self._commit(staging, version, record)
