@@ -763,3 +763,27 @@ def test_a_range_builds_watermark_is_the_step_after_the_newest_event_it_read(tmp
     full = mlf.Definitions("full", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "full"), engine="duckdb")
     assert full.build().ok
     _assert_same_rows(_stored(defs, "spend"), _stored(full, "spend"))
+
+
+def test_a_range_that_reads_no_event_leaves_the_watermark(tmp_path):  # contract I1, S3
+    """After a correction took the newest events out, a range past the data reads no event:
+    the watermark stays where it was (it had moved to the range's `until`, and every later
+    continuation skipped the events that arrived before it)."""
+    path = str(tmp_path / "events.parquet")
+    schema = pa.schema([("user_id", pa.int64()), ("ts", pa.timestamp("us")), ("amt", pa.float64()), ("qty", pa.int64())])
+    rows = [{"user_id": u, "ts": BASE + timedelta(days=d, hours=5 + u), "amt": float(d), "qty": 1} for u in (1, 2) for d in range(6)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    defs = mlf.Definitions("wm", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "store"), engine="duckdb")
+    assert defs.build().ok
+    watermark = defs.offline_store.read_record("spend").watermark
+    rows = [r for r in rows if r["ts"] < BASE + timedelta(days=3)]  # wrongly dated: taken out
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    assert defs.build(since=(BASE + timedelta(days=6)).isoformat(), until=(BASE + timedelta(days=30)).isoformat()).ok
+    assert defs.offline_store.read_record("spend").watermark == watermark
+    rows += [{"user_id": 1, "ts": BASE + timedelta(days=d, hours=1), "amt": 10.0, "qty": 2} for d in (10, 12, 15)]
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    assert defs.build()["spend"].status == "built"
+    assert defs.build(since=BASE.isoformat()).ok  # the correction before the range, taken in
+    full = mlf.Definitions("full", [_feature(path)], offline_store=mlf.LocalStore(tmp_path / "full"), engine="duckdb")
+    assert full.build().ok
+    _assert_same_rows(_stored(defs, "spend"), _stored(full, "spend"))

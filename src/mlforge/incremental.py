@@ -171,12 +171,14 @@ def next_watermark(previous: int | None, build: BuildRange, newest_label: int | 
     400
     >>> next_watermark(4_000_000_000, BuildRange(), 400)
     400
+    >>> next_watermark(100, BuildRange(since=100, until=900), None)  # it read no event
+    100
     """
     if build.is_full:
         return newest_label
     if previous is not None and build.since is not None and build.since > previous:
         return previous
-    bounds = [v for v in (build.until, newest_label) if v is not None]
-    covered = min(bounds) if bounds else None
+    # a range that read no event says nothing of what is complete: the watermark stays
+    covered = None if newest_label is None else newest_label if build.until is None else min(build.until, newest_label)
     candidates = [v for v in (previous, covered) if v is not None]
     return max(candidates) if candidates else None
