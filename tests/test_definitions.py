@@ -388,7 +388,8 @@ def test_validator_on_missing_column(events_path, tmp_path):
 
 # -- names (E4) ---------------------------------------------------------------------------
 
-BAD_NAMES = ["../x", "a/b", "", "a\x00b", "tab\there", "new\nline", "..", "a\\b", " lead"]
+# `_mlforge_metadata` as a feature on Unity Catalog was written over the store's own table
+BAD_NAMES = ["../x", "a/b", "", "a\x00b", "tab\there", "new\nline", "..", "a\\b", " lead", "_mlforge_metadata", "__MLforge_online_x"]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)

@@ -30,6 +30,12 @@ def check_name(name: object, *, kind: str) -> str:
             fix="use letters, digits, '_' and '-' only, starting with a letter or '_' "
             "(no '/', '..', spaces or control characters)",
         )
+    if re.match(r"_+mlforge", name, flags=re.IGNORECASE):
+        raise DefinitionError(
+            f"{kind} name {_shown(name)} starts with '_mlforge', which mlforge reserves for its own tables and keys "
+            "(Unity Catalog's `_mlforge_metadata`, Databricks' `_mlforge_online_*`)",
+            fix=f"rename the {kind} (e.g. {name.lstrip('_')!r})",
+        )
     return name
 
 
