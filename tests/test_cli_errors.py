@@ -172,6 +172,7 @@ CASES = [
     # an empty token asked for would serve without authentication, unsaid (O3)
     Case("serve-empty-token", ["serve", "--token", ""], 2, ["the bearer token is empty", "--token"]),
     Case("serve-blank-token-env", ["serve"], 2, ["the bearer token is empty", "MLFORGE_SERVE_TOKEN"], env={"MLFORGE_SERVE_TOKEN": "  "}),
+    Case("serve-empty-token-beside-an-empty-file", ["serve"], 2, ["the bearer token is empty", "first line of"], write("token.txt", "\n"), env={"MLFORGE_SERVE_TOKEN": "", "MLFORGE_SERVE_TOKEN_FILE": "token.txt"}),
     Case("serve-empty-token-file", ["serve"], 2, ["the bearer token is empty", "first line of"], write("token.txt", "\nsecret\n"), env={"MLFORGE_SERVE_TOKEN_FILE": "token.txt"}),
     Case("init-into-non-empty", ["init", "."], 2, ["already exists and is not empty"]),
     # -- the definitions file --------------------------------------------------------

@@ -134,6 +134,24 @@ def test_get_on_post_routes_names_the_method(guarded):
         assert answer.headers["allow"] == "POST" and f"/features/{route} takes POST" in answer.json()["detail"]
 
 
+def test_an_empty_token_variable_beside_a_token_file_reads_the_file(tmp_path, monkeypatch):
+    # a compose file's `MLFORGE_SERVE_TOKEN: ${TOKEN:-}` next to a mounted secret: auth on
+    from fastapi.testclient import TestClient
+
+    import mlforge as mlf
+    from mlforge.online.memory import MemoryStore
+    from mlforge.serve import create_app
+
+    secret = tmp_path / "token"
+    secret.write_text("from-file\n")
+    monkeypatch.setenv("MLFORGE_SERVE_TOKEN", "")
+    monkeypatch.setenv("MLFORGE_SERVE_TOKEN_FILE", str(secret))
+    defs = mlf.Definitions("file", [], offline_store=mlf.LocalStore(str(tmp_path / "s")), online_store=MemoryStore())
+    http = TestClient(create_app(defs))
+    assert http.get("/features").status_code == 401
+    assert http.get("/features", headers={"Authorization": "Bearer from-file"}).status_code == 200
+
+
 def test_token_from_a_file(tmp_path, monkeypatch):
     from fastapi.testclient import TestClient
 

@@ -1010,9 +1010,9 @@ def server_token() -> str | None:
     """The bearer token from ``MLFORGE_SERVE_TOKEN``, else from the file named by
     ``MLFORGE_SERVE_TOKEN_FILE`` (so it need not appear on a command line)."""
     token = os.environ.get(TOKEN_ENV)
-    if token is not None:
-        return checked_token(token, TOKEN_ENV)
     path = os.environ.get(TOKEN_FILE_ENV)
+    if token is not None and (token.strip() or path is None):  # an empty variable beside a file: the file
+        return checked_token(token, TOKEN_ENV)
     if path is None:
         return None
     if not path.strip():
