@@ -296,3 +296,33 @@ def test_a_stored_value_that_is_no_mlforge_row_is_an_online_store_error(damaged)
     store._rows["tails"][key_text({"user_id": 7})] = (damaged, expiry)
     with pytest.raises(OnlineStoreError, match="not an mlforge row"):
         store.read("tails", [{"user_id": 7}])
+
+
+@pytest.mark.parametrize(
+    "damaged",
+    [
+        '{"user_id": 7, "__mlforge_tail": {"interval": 86400, "labels": [0, 86400], "values": {"n": [1]}}}',  # values shorter than labels
+        '{"user_id": 7, "__mlforge_tail": {"interval": 86400, "labels": ["a"], "values": {"n": [1]}}}',  # labels not numbers
+        '{"user_id": 7, "__mlforge_tail": {"interval": 0, "labels": [0], "values": {"n": [1]}}}',
+        '{"user_id": 7, "__mlforge_tail": {"interval": 86400, "labels": [0], "values": {"n": 1}}}',  # values not lists
+    ],
+)
+def test_a_stored_tail_that_reads_but_is_no_mlforge_tail_is_an_online_store_error_at_lookup(damaged):  # contract O3, E1
+    from datetime import UTC, datetime
+
+    import mlforge as mlf
+    from mlforge.online.base import TAIL, Tail, key_text
+    from mlforge.online.memory import MemoryStore
+    from mlforge.online.publication import Publication
+    from mlforge.retrieval.online import lookup
+
+    @mlf.feature(source="x.parquet", keys=["user_id"], timestamp="ts", interval="1d", metrics=[mlf.Count("n", windows=["1d"])])
+    def tails(t):
+        return t
+
+    store = MemoryStore()
+    store.write("tails", ["user_id"], [{"user_id": 7, TAIL: Tail(86400, [0, 86400], ["n"], rows=[[1], [2]])}])
+    expiry = store._rows["tails"][key_text({"user_id": 7})][1]
+    store._rows["tails"][key_text({"user_id": 7})] = (damaged, expiry)
+    with pytest.raises(OnlineStoreError, match="a stored value of 'tails' is not an mlforge row"):
+        lookup(store, {"tails": Publication.from_feature(tails)}, {"tails": [{"user_id": 7}]}, datetime(1970, 1, 2, 12, tzinfo=UTC))

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mlforge.errors import RetrievalError, UnpublishedFeature, VersionNotFound, caller_stacklevel
-from mlforge.online.base import read_many
+from mlforge.online.base import not_an_mlforge_row, read_many
 from mlforge.online.publication import (
     PUBLICATIONS,
     Publication,
@@ -112,7 +112,15 @@ def readings(
             )
         rows = iter(found.get(name) or [])
         stored = [None if key is None else next(rows) for key in keys]
-        out[name] = values_at(publication, [key or {} for key in keys], stored, at, published=record is not None)
+        try:
+            out[name] = values_at(publication, [key or {} for key in keys], stored, at, published=record is not None)
+        except (IndexError, TypeError, ZeroDivisionError, KeyError, AttributeError) as exc:
+            # a value that decodes but is not what a publish writes (labels that are not
+            # numbers, values shorter than the labels): another program's, under our keys
+            raise not_an_mlforge_row(
+                f"a stored value of {name!r}", exc,
+                fix="re-publish it with `mlforge build --online`; if another program writes under the same keys, give mlforge its own prefix, table or schema",
+            ) from None
     return out
 
 
