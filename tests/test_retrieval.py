@@ -295,6 +295,10 @@ def test_natural_columns_stand_in_for_the_surrogate_key(defs, engine):  # contra
         (["spend"], {"user_id": ["u1"], "ts": ["2024-01-01"]}, "ts", "has type string, not a timestamp"),
         (["spend"], {"user_id": [1], "ts": [JAN]}, "ts", "key column 'user_id' is int64 in entity_df but string"),
         ([], {"user_id": ["u1"], "ts": [JAN]}, "ts", "no features requested"),
+        # label-time columns no engine carries alike (E5): raw engine errors, or mlforge's own row number taking their place
+        (["spend"], {"user_id": ["u1"], "__mlforge_row": [JAN]}, "__mlforge_row", "starts with '__mlforge'"),
+        (["spend"], {"user_id": ["u1"], "*": [JAN]}, "*", "what Polars reads as a pattern"),
+        (["spend"], {"user_id": ["u1"], "a\x00b": [JAN]}, "a\x00b", "NUL"),
     ],
 )
 def test_bad_requests_fail_with_retrieval_errors(defs, features, frame, timestamp, message):

@@ -196,6 +196,7 @@ def _training_in_engine(workspace: Workspace, defined: Mapping[str, Feature], sp
     computed = surrogates(plans, columns)
     if timestamp is not None and timestamp not in columns:
         raise RetrievalError(f"timestamp column {timestamp!r} is not in entity_df", fix=f"use one of {columns}")
+    check_join_columns([timestamp] if timestamp is not None else [])
     check_case_clashes(plans, columns)
     base = prepare_base(engine.from_native(native.withColumn(ROW, F.monotonically_increasing_id())), plans, computed, timestamp, engine)
     result = attach(base, plans, engine, point_in_time=timestamp is not None)

@@ -11,7 +11,7 @@ from mlforge.definitions.durations import parse_duration
 from mlforge.definitions.entity import Entity
 from mlforge.definitions.feature import Feature
 from mlforge.definitions.feature_set import FeatureSet, FeatureSpec
-from mlforge.definitions.names import check_name
+from mlforge.definitions.names import check_column_name, check_name
 from mlforge.errors import CorruptVersion, MlforgeError, RetrievalError, VersionNotFound
 from mlforge.records import VersionRecord
 from mlforge.versioning import is_version
@@ -135,10 +135,15 @@ def check_outputs(plans: list[Plan], entity_columns: Sequence[str]) -> None:
 
 
 def check_join_columns(columns: Sequence[str]) -> None:
-    """The key and label columns of entity_df that go into the engine: none two differing
-    only by case (E5), which DuckDB and Spark cannot hold in one table."""
+    """The key and label columns of entity_df that go into the engine: each a name every
+    engine carries (not mlforge's reserved prefix, no NUL, not a Polars pattern: E5), and
+    none two differing only by case, which DuckDB and Spark cannot hold in one table."""
     folded: dict[str, str] = {}
     for col in columns:
+        try:
+            check_column_name(col, kind="entity_df column")
+        except MlforgeError as exc:
+            raise RetrievalError(exc.what, where="entity_df, a key or the label-time column that goes into the engine", fix="rename the column in entity_df") from None
         other = folded.setdefault(col.lower(), col)
         if other != col:
             raise RetrievalError(
