@@ -367,3 +367,41 @@ def test_narrow_integer_sums_are_exact_int64_on_every_engine(tmp_path, arrow_typ
         assert stored.schema.field("v_sum_2d").type == pa.int64(), engine
         assert max(stored.column("v_sum_2d").to_pylist()) == 2 * top, engine
         assert max(stored.column("v_mean_2d").to_pylist()) == float(top), engine
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+@pytest.mark.parametrize("kind", ["parquet", "csv", "directory"])
+def test_a_source_named_with_glob_characters_reads_itself_not_a_neighbour(tmp_path, engine, kind):  # contract S2, E1
+    """`events[1].parquet` that exists is that file: it was read as the pattern `events1`
+    (a neighbour's rows, silently), or failed as a pattern matching nothing; a pattern that
+    names no file is still a pattern."""
+    def events(amount: float) -> pd.DataFrame:
+        return pd.DataFrame({"user_id": ["a"], "ts": pd.to_datetime(["2026-01-01 01:00"]), "amount": [amount]})
+
+    def write(frame: pd.DataFrame, path: Path) -> None:
+        frame.to_csv(path, index=False) if kind == "csv" else frame.to_parquet(path, index=False)
+
+    suffix = ".csv" if kind == "csv" else ".parquet"
+    if kind == "directory":
+        (tmp_path / "events[1]").mkdir()
+        (tmp_path / "events1").mkdir()
+        write(events(1.0), tmp_path / "events[1]" / "part.parquet")
+        write(events(999.0), tmp_path / "events1" / "part.parquet")
+        named = tmp_path / "events[1]"
+    else:
+        write(events(1.0), tmp_path / f"events[1]{suffix}")
+        write(events(999.0), tmp_path / f"events1{suffix}")
+        named = tmp_path / f"events[1]{suffix}"
+
+    def amounts(location: Path, store: str) -> list[float]:
+        @mlf.feature(source=mlf.Source(str(location), timestamp="ts"), keys=["user_id"], timestamp="ts")
+        def spend(t):
+            return t.select("user_id", "ts", "amount")
+
+        defs = mlf.Definitions("p", [spend], offline_store=_store(tmp_path, store), engine=engine)
+        assert defs.build().ok
+        return defs.read_feature("spend").to_pyarrow().column("amount").to_pylist()
+
+    assert amounts(named, "literal") == [1.0]
+    if kind != "directory":
+        assert sorted(amounts(tmp_path / f"events?{suffix}", "pattern")) == [999.0]  # `?` matches one character: `1`, not `[1]`

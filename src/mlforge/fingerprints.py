@@ -19,6 +19,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from mlforge.definitions.source import is_pattern
 from mlforge.manifest import canonical_type, sha256_file, stable_hash
 
 if TYPE_CHECKING:
@@ -180,9 +181,9 @@ def source_fingerprint(source: Source) -> str:
 
 def _source_files(location: str) -> list[str]:
     if os.path.isdir(location):
-        found = [p for p in glob.glob(os.path.join(location, "**", "*"), recursive=True) if os.path.isfile(p)]
+        found = [p for p in glob.glob(os.path.join(glob.escape(location), "**", "*"), recursive=True) if os.path.isfile(p)]
     else:
-        found = glob.glob(location) if any(ch in location for ch in "*?[") else [location]
+        found = glob.glob(location) if is_pattern(location) else [location]
     return sorted(p for p in found if os.path.isfile(p))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,17 @@ class Source:
     @property
     def is_remote(self) -> bool:
         return "://" in self.location
+
+
+def is_pattern(location: str) -> bool:
+    """Whether a local location is a glob pattern: it holds ``*``, ``?`` or ``[`` and names
+    no file or directory as it is (a file called ``events[1].parquet`` is read as itself,
+    not as ``events1.parquet``).
+
+    >>> is_pattern("/data/events-*.parquet"), is_pattern("/data/events.parquet")
+    (True, False)
+    """
+    return "://" not in location and any(ch in location for ch in "*?[") and not os.path.lexists(location)
 
 
 def _default_name(location: str) -> str:

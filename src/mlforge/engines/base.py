@@ -25,6 +25,7 @@ from mlforge.engines.sources import (
     arrow_csv_options,
     check_source_exists,
     csv_files,
+    engine_path,
     mark_unreadable_columns,
     read_delta_arrow,
 )
@@ -210,7 +211,7 @@ class Engine:
             ) from exc
 
     def _read_parquet(self, location: str) -> ir.Table:
-        return self.con.read_parquet(location)
+        return self.con.read_parquet(engine_path(location))
 
     def read_parquet_files(self, files: list[str]) -> ir.Table:
         """Read a list of Parquet files as one table."""

@@ -23,7 +23,7 @@ from mlforge.engines.base import (
     temp_table_name,
 )
 from mlforge.engines.monthfiles import ROW_GROUP_ROWS, partition_file, write_partitioned_batches
-from mlforge.engines.sources import fixed_offset_columns
+from mlforge.engines.sources import engine_path, fixed_offset_columns
 from mlforge.errors import missing_extra
 
 if TYPE_CHECKING:
@@ -63,7 +63,9 @@ class PolarsEngine(Engine):
                 i = table.schema.get_field_index(name)
                 table = table.set_column(i, name, table.column(name).cast(pa.timestamp(table.schema.field(name).type.unit, tz="UTC")))
             return self.con.create_table(temp_table_name(), _plain_text(pl.DataFrame(table).lazy()))
-        return self.con.create_table(temp_table_name(), _plain_text(_without_maps(pl.scan_parquet(location))))
+        # a path with glob characters that names a file as it is reads that file alone
+        literal = engine_path(location) != location
+        return self.con.create_table(temp_table_name(), _plain_text(_without_maps(pl.scan_parquet(location, glob=not literal))))
 
     def read_parquet_files(self, files: list[str]) -> ir.Table:
         import polars as pl

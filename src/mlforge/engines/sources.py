@@ -4,10 +4,12 @@ options; and the early check that a local source exists. Shared by every engine.
 from __future__ import annotations
 
 import glob
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlforge.definitions.names import UNREADABLE_PREFIX
+from mlforge.definitions.source import is_pattern
 from mlforge.errors import SourceError
 
 if TYPE_CHECKING:
@@ -51,12 +53,21 @@ def delta_dataset(table: Any) -> Any:
     return table.to_pyarrow_dataset()
 
 
+def engine_path(location: str) -> str:
+    """``location`` as a glob-reading engine (DuckDB) takes it: a pattern as it is, a path
+    holding glob characters escaped (``[`` as ``[[]``), so it names itself only (a
+    directory then as the pattern of its Parquet files, which is how DuckDB reads one)."""
+    if "://" in location or is_pattern(location) or not any(ch in location for ch in "*?["):
+        return location
+    return os.path.join(glob.escape(location), "**", "*.parquet") if os.path.isdir(location) else glob.escape(location)
+
+
 def check_source_exists(source: Source) -> None:
     """Fail early, before any compute, when a local source path does not exist."""
     if source.is_table or source.is_remote:
         return
     location = source.location
-    if any(ch in location for ch in "*?["):
+    if is_pattern(location):
         if not glob.glob(location):
             raise SourceError(f"no files match source {location!r}", fix="check the glob pattern and the working directory")
         return
@@ -73,7 +84,7 @@ def csv_files(location: str) -> list[str]:
     glob's matches, in name order (a remote location is passed through as it is)."""
     if "://" in location:
         return [location]
-    if any(ch in location for ch in "*?["):
+    if is_pattern(location):
         return sorted(glob.glob(location))
     if Path(location).is_dir():
         files = sorted(str(p) for p in Path(location).glob("*.csv"))
@@ -142,7 +153,7 @@ def first_file_schema(location: str) -> pa.Schema | None:
 
     if "://" in location:
         return None
-    if any(ch in location for ch in "*?["):
+    if is_pattern(location):
         matches = sorted(glob.glob(location))
         first = matches[0] if matches else None
     elif Path(location).is_dir():
