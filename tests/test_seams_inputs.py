@@ -405,3 +405,37 @@ def test_a_source_named_with_glob_characters_reads_itself_not_a_neighbour(tmp_pa
     assert amounts(named, "literal") == [1.0]
     if kind != "directory":
         assert sorted(amounts(tmp_path / f"events?{suffix}", "pattern")) == [999.0]  # `?` matches one character: `1`, not `[1]`
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_a_csv_pandas_wrote_with_its_index_builds(tmp_path, engine):  # contract E5, W8
+    """`df.to_csv(path)` heads the index column with an empty name: unused, it is dropped
+    like any other column on every engine (DuckDB's SQL stopped at the empty identifier)."""
+    path = tmp_path / "events.csv"
+    pd.DataFrame({"user_id": ["a", "b"], "ts": ["2026-01-01 01:00:00", "2026-01-01 02:00:00"], "amount": [1.0, 2.0]}).to_csv(path)
+    assert path.read_text().startswith(",user_id")
+
+    @mlf.feature(source=mlf.Source(str(path), timestamp="ts"), keys=["user_id"], timestamp="ts")
+    def spend(t):
+        return t.select("user_id", "ts", "amount")
+
+    defs = mlf.Definitions("p", [spend], offline_store=_store(tmp_path, engine), engine=engine)
+    assert defs.build().ok
+    assert sorted(defs.read_feature("spend").to_pyarrow().column("amount").to_pylist()) == [1.0, 2.0]
+
+
+def test_a_source_column_duckdb_reads_under_another_name_is_named_when_the_function_asks_for_it(tmp_path):  # contract E1, E5
+    """`Amount` beside `amount`: DuckDB reads one of them under another name. A function that
+    selects it gets the definition error that says so, not Ibis's "column not found" listing
+    mlforge's internal name and blaming the function."""
+    path = tmp_path / "events.parquet"
+    pq.write_table(pa.table({"user_id": ["a"], "ts": [datetime(2026, 1, 1, 1)], "Amount": [1.0], "amount": [2.0]}), path)
+
+    @mlf.feature(source=str(path), keys=["user_id"], timestamp="ts")
+    def spend(t):
+        return t.select("user_id", "ts", "amount")
+
+    defs = mlf.Definitions("p", [spend], offline_store=_store(tmp_path, "case"), engine="duckdb")
+    result = defs.build(raise_on_error=False)["spend"]
+    assert result.status == "failed" and "source column 'amount' cannot be read under its own name" in str(result.error), result.error
+    assert "engine='polars'" in result.error.fix and "__mlforge" not in str(result.error)

@@ -10,6 +10,7 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from mlforge.definitions.names import UNREADABLE_PREFIX, check_column_name
 from mlforge.definitions.source import TIMESTAMP_FORMATS, Timestamp
 from mlforge.errors import BuildError, DefinitionError, EngineError, SourceError
 
@@ -295,6 +296,10 @@ def run_function(feature: Feature, table: ir.Table, engine: Engine) -> ir.Table:
     try:
         result = feature.fn(arg)
     except Exception as exc:
+        for column in table.columns:  # a column the engine could not read under its name, asked for by it
+            given = column[len(UNREADABLE_PREFIX) :] if column.startswith(UNREADABLE_PREFIX) else None
+            if given is not None and f"'{given}'" in str(exc) and given not in table.columns:
+                check_column_name(column, kind="column", where=where)  # raises, saying why
         raise BuildError(
             f"the feature function raised {type(exc).__name__}: {exc}",
             where=where,

@@ -27,6 +27,7 @@ from mlforge.engines.sources import (
     csv_files,
     engine_path,
     mark_unreadable_columns,
+    mark_unreadable_names,
     read_delta_arrow,
 )
 from mlforge.errors import EngineError, MlforgeError, SourceError, missing_extra
@@ -224,7 +225,7 @@ class Engine:
         options = arrow_csv_options(fmt)
         parts = [pacsv.read_csv(f, **options) for f in csv_files(location)]
         table = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
-        return self.from_arrow(table)
+        return self.from_arrow(mark_unreadable_names(table))
 
     def _read_delta(self, location: str, version: int | None) -> ir.Table:
         from deltalake import DeltaTable

@@ -147,6 +147,24 @@ def mark_unreadable_columns(location: str, table: ir.Table) -> ir.Table:
     return table.rename(renames) if renames else table
 
 
+def mark_unreadable_names(table: pa.Table) -> pa.Table:
+    """An Arrow table read by mlforge itself (a CSV source) with the names no engine reads
+    as they are -- empty (pandas' ``to_csv`` writes its index under one), holding a NUL, or
+    the same as an earlier one but for case -- renamed to
+    :data:`~mlforge.definitions.names.UNREADABLE_PREFIX` + the name (a NUL written ``\\0``),
+    as :func:`mark_unreadable_columns` does for what an engine read. Unused, such a column is
+    dropped like any other; in a feature's output it is refused before compute.
+    """
+    seen: set[str] = set()
+    names = []
+    for name in table.column_names:
+        if not name or "\x00" in name or name.lower() in seen:
+            name = UNREADABLE_PREFIX + name.replace("\x00", "\\0")
+        seen.add(name.lower())
+        names.append(name)
+    return table.rename_columns(names) if names != table.column_names else table
+
+
 def first_file_schema(location: str) -> pa.Schema | None:
     """The Arrow schema of a local Parquet source's first file; ``None`` for a remote one."""
     import pyarrow.parquet as pq
