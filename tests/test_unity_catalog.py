@@ -417,7 +417,7 @@ def test_columns_a_delta_table_cannot_hold_are_refused_before_compute(stack, tmp
         return t.select("user_id", "ts", **{"amount (usd)": t.amt})
 
     def no_compute(*args, **kwargs):
-        raise AssertionError("the engine wrote the result of a build that had to be refused first")
+        raise AssertionError("the engine computed for a build that had to be refused first")
 
     store = stack.store(tmp_path)
     defs = mlf.Definitions("uc", [unsigned, spaced], offline_store=store, engine=stack.engine)
@@ -426,12 +426,14 @@ def test_columns_a_delta_table_cannot_hold_are_refused_before_compute(stack, tmp
     else:
         with monkeypatch.context() as patch:
             patch.setattr(type(stack.engine), "write_parquet", no_compute)
+            patch.setattr(type(stack.engine), "to_arrow", no_compute)  # the counts and checks run before the write
             result = defs.build(["unsigned"], raise_on_error=False)["unsigned"]
         assert result.status == "failed" and "'n' is uint32 and Delta tables have no unsigned integer types" in str(result.error), result.error
         assert "cast it to a signed type" in str(result.error) and store.list_versions("unsigned") == [] and isinstance(result.error, DefinitionError)
     if stack.name.startswith("spark"):
         with monkeypatch.context() as patch:
             patch.setattr(type(stack.engine), "write_parquet", no_compute)
+            patch.setattr(type(stack.engine), "to_arrow", no_compute)  # the counts and checks run before the write
             result = defs.build(["spaced"], raise_on_error=False)["spaced"]
         assert result.status == "failed" and "column name 'amount (usd)' contains ' ', '(', ')'" in str(result.error), result.error
         assert "rename the column" in str(result.error) and store.list_versions("spaced") == []
