@@ -400,6 +400,7 @@ def test_serve_wires_project_and_options(cli, project, monkeypatch):
     from mlforge.serve import checked_token
 
     fake.checked_token = checked_token
+    fake.TOKEN_FILE_ENV = "MLFORGE_SERVE_TOKEN_FILE"
     monkeypatch.setitem(sys.modules, "mlforge.serve", fake)
     code, _out, err = cli("serve", "--port", "9123", "--workers", "2", "--token", "t0k", "--profile", "dev")
     assert code == 0, err

@@ -307,6 +307,14 @@ def test_bad_requests_fail_with_retrieval_errors(defs, features, frame, timestam
     assert isinstance(info.value, MlforgeError) and info.value.fix
 
 
+def test_a_label_time_column_named_self_is_read(defs):  # contract P1, E5
+    # mlforge's name checks for columns it carries through Ibis methods do not reach
+    # entity_df's label column, which goes into the engine as a column of its own
+    labels = _labels([("u1", "2024-01-04")]).rename(columns={"ts": "self"})
+    out = defs.get_training_data(["spend"], labels, timestamp="self")
+    assert list(out.columns)[:2] == ["user_id", "self"] and _rows(out, ["spend_2d"]) == [(60.0,)]
+
+
 def test_module_function_takes_definitions_or_a_store(defs):
     labels = _labels([("u1", "2024-01-04")])
     via_defs = mlf.get_training_data(["spend"], labels, timestamp="ts", definitions=defs)

@@ -439,3 +439,17 @@ def test_a_source_column_duckdb_reads_under_another_name_is_named_when_the_funct
     result = defs.build(raise_on_error=False)["spend"]
     assert result.status == "failed" and "source column 'amount' cannot be read under its own name" in str(result.error), result.error
     assert "engine='polars'" in result.error.fix and "__mlforge" not in str(result.error)
+
+
+def test_a_function_error_quoting_an_empty_text_is_the_functions_error(tmp_path):  # contract E1, E2
+    """Beside pandas' empty index header, a function that fails on its own (here `int('')`)
+    keeps its own error and exit code (1), not a definition error about the empty column."""
+    path = tmp_path / "events.csv"
+    pd.DataFrame({"user_id": ["a"], "ts": ["2026-01-01 01:00:00"], "amount": [1.0]}).to_csv(path)
+
+    @mlf.feature(source=mlf.Source(str(path), timestamp="ts"), keys=["user_id"], timestamp="ts")
+    def spend(t):
+        return t.select("user_id", "ts", amount=t.amount * int(""))
+
+    result = mlf.Definitions("p", [spend], offline_store=_store(tmp_path, "s"), engine="duckdb").build(raise_on_error=False)["spend"]
+    assert type(result.error) is BuildError and "raised ValueError" in str(result.error), result.error

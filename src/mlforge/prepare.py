@@ -298,7 +298,9 @@ def run_function(feature: Feature, table: ir.Table, engine: Engine) -> ir.Table:
     except Exception as exc:
         for column in table.columns:  # a column the engine could not read under its name, asked for by it
             given = column[len(UNREADABLE_PREFIX) :] if column.startswith(UNREADABLE_PREFIX) else None
-            if given is not None and f"'{given}'" in str(exc) and given not in table.columns:
+            # Ibis's "column not found" (an IbisTypeError or AttributeError), naming it
+            looked_up = isinstance(exc, AttributeError) or type(exc).__name__ == "IbisTypeError"
+            if given and looked_up and f"'{given}'" in str(exc) and given not in table.columns:
                 check_column_name(column, kind="column", where=where)  # raises, saying why
         raise BuildError(
             f"the feature function raised {type(exc).__name__}: {exc}",

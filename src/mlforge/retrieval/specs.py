@@ -11,7 +11,7 @@ from mlforge.definitions.durations import parse_duration
 from mlforge.definitions.entity import Entity
 from mlforge.definitions.feature import Feature
 from mlforge.definitions.feature_set import FeatureSet, FeatureSpec
-from mlforge.definitions.names import check_column_name, check_name
+from mlforge.definitions.names import UNCARRIED_NAMES, check_column_name, check_name
 from mlforge.errors import CorruptVersion, MlforgeError, RetrievalError, VersionNotFound
 from mlforge.records import VersionRecord
 from mlforge.versioning import is_version
@@ -141,7 +141,8 @@ def check_join_columns(columns: Sequence[str]) -> None:
     folded: dict[str, str] = {}
     for col in columns:
         try:
-            check_column_name(col, kind="entity_df column")
+            if col not in UNCARRIED_NAMES:  # `self` goes into the engine as entity_df's column, not through an Ibis method
+                check_column_name(col, kind="entity_df column")
         except MlforgeError as exc:
             raise RetrievalError(exc.what, where="entity_df, a key or the label-time column that goes into the engine", fix="rename the column in entity_df") from None
         other = folded.setdefault(col.lower(), col)
