@@ -453,3 +453,37 @@ def test_a_function_error_quoting_an_empty_text_is_the_functions_error(tmp_path)
 
     result = mlf.Definitions("p", [spend], offline_store=_store(tmp_path, "s"), engine="duckdb").build(raise_on_error=False)["spend"]
     assert type(result.error) is BuildError and "raised ValueError" in str(result.error), result.error
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_a_local_store_under_a_folder_with_glob_characters_keeps_its_rows(tmp_path, engine):  # contract S3, S7, P1
+    """A store at `features[v2]/` (beside a `features2/`): its files were listed by a glob
+    that read the folder's name as a pattern, so a build recorded 0 rows and reads gave none."""
+    (tmp_path / "features2").mkdir()
+    path = tmp_path / "events.parquet"
+    pd.DataFrame({"user_id": ["a", "b"], "ts": pd.to_datetime(["2026-01-01 01:00", "2026-01-02 01:00"]), "amount": [1.0, 2.0]}).to_parquet(path, index=False)
+
+    @mlf.feature(source=mlf.Source(str(path), timestamp="ts"), keys=["user_id"], timestamp="ts", interval="1d", metrics=[mlf.Sum("amount", windows=["2d"])])
+    def spend(t):
+        return t.select("user_id", "ts", "amount")
+
+    defs = mlf.Definitions("p", [spend], offline_store=mlf.LocalStore(str(tmp_path / "features[v2]")), engine=engine)
+    assert defs.build()["spend"].rows == 4
+    assert defs.read_feature("spend").count().to_pyarrow().as_py() == 4
+    labels = pd.DataFrame({"user_id": ["a", "b"], "ts": pd.to_datetime(["2026-01-02", "2026-01-03"])})
+    assert defs.get_training_data(["spend"], labels, timestamp="ts")["amount_sum_2d"].tolist() == [1.0, 2.0]
+
+
+@pytest.mark.spark
+def test_pyspark_reads_a_source_named_with_glob_characters_as_itself(tmp_path, spark_engine):  # contract W8
+    frame = pd.DataFrame({"user_id": ["a"], "ts": pd.to_datetime(["2026-01-01 01:00"]), "amount": [1.0]})
+    frame.to_parquet(tmp_path / "events[1].parquet", index=False)
+    frame.assign(amount=999.0).to_parquet(tmp_path / "events1.parquet", index=False)
+
+    @mlf.feature(source=mlf.Source(str(tmp_path / "events[1].parquet"), timestamp="ts"), keys=["user_id"], timestamp="ts")
+    def spend(t):
+        return t.select("user_id", "ts", "amount")
+
+    defs = mlf.Definitions("p", [spend], offline_store=mlf.LocalStore(str(tmp_path / "store[1]")), engine=spark_engine)
+    assert defs.build().ok
+    assert defs.read_feature("spend").to_pyarrow().column("amount").to_pylist() == [1.0]

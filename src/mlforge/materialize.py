@@ -386,7 +386,7 @@ def _same_rows(feature: Feature, store: OfflineStore, previous_version: str | No
     if previous is None or previous_version is None:
         return False
     return rows_equivalent(
-        store, metadata, previous_version, previous, sorted(glob.glob(f"{data_dir}/*.parquet"))
+        store, metadata, previous_version, previous, sorted(glob.glob(os.path.join(glob.escape(data_dir), "*.parquet")))
     )
 
 
@@ -569,7 +569,7 @@ def _rows_written(data_dir: str, reused: list[str]) -> int:
     import pyarrow.parquet as pq
 
     kept = {os.path.basename(p) for p in reused}
-    return sum(pq.read_metadata(f).num_rows for f in glob.glob(f"{data_dir}/*.parquet") if os.path.basename(f) not in kept)
+    return sum(pq.read_metadata(f).num_rows for f in glob.glob(os.path.join(glob.escape(data_dir), "*.parquet")) if os.path.basename(f) not in kept)
 
 
 def _dropped_and_newest(feature: Feature, output: ir.Table, engine: Engine) -> tuple[int, int | None]:
@@ -719,7 +719,7 @@ def _metadata(
 
     import pyarrow.parquet as pq
 
-    files = sorted(glob.glob(f"{data_dir}/*.parquet"))
+    files = sorted(glob.glob(os.path.join(glob.escape(data_dir), "*.parquet")))
     digests = file_digests(files, known_digests)
     footers = [pq.read_metadata(f) for f in files]
     rows = sum(footer.num_rows for footer in footers)
@@ -764,7 +764,7 @@ def _tied_rows(feature: Feature, data_dir: str, engine: Engine) -> int:
     timestamp match no label and do not count."""
     import glob
 
-    files = sorted(glob.glob(f"{data_dir}/*.parquet"))
+    files = sorted(glob.glob(os.path.join(glob.escape(data_dir), "*.parquet")))
     if not files:
         return 0
     table = engine.read_parquet_files(files)

@@ -7,6 +7,7 @@ timestamp parsing) and checks its capabilities; everything else is plain Ibis.
 
 from __future__ import annotations
 
+import glob
 import logging
 import uuid
 from collections.abc import Sequence
@@ -215,8 +216,9 @@ class Engine:
         return self.con.read_parquet(engine_path(location))
 
     def read_parquet_files(self, files: list[str]) -> ir.Table:
-        """Read a list of Parquet files as one table."""
-        return self.con.read_parquet(files)
+        """Read a list of Parquet files as one table (each named as it is: a store under a
+        folder called ``features[v2]`` is not a pattern)."""
+        return self.con.read_parquet([glob.escape(f) for f in files])
 
     def _read_csv(self, location: str, fmt: Any) -> ir.Table:
         import pyarrow as pa

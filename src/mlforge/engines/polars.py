@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -63,14 +64,16 @@ class PolarsEngine(Engine):
                 i = table.schema.get_field_index(name)
                 table = table.set_column(i, name, table.column(name).cast(pa.timestamp(table.schema.field(name).type.unit, tz="UTC")))
             return self.con.create_table(temp_table_name(), _plain_text(pl.DataFrame(table).lazy()))
-        # a path with glob characters that names a file as it is reads that file alone
+        # a path with glob characters that names a file or directory as it is reads that
+        # alone (a directory's hive partitions too, which glob=False would not look for)
         literal = engine_path(location) != location
-        return self.con.create_table(temp_table_name(), _plain_text(_without_maps(pl.scan_parquet(location, glob=not literal))))
+        scan = pl.scan_parquet(location, glob=False, hive_partitioning=True if os.path.isdir(location) else None) if literal else pl.scan_parquet(location)
+        return self.con.create_table(temp_table_name(), _plain_text(_without_maps(scan)))
 
     def read_parquet_files(self, files: list[str]) -> ir.Table:
         import polars as pl
 
-        return self.con.create_table(temp_table_name(), _plain_text(_without_maps(pl.scan_parquet(files))))
+        return self.con.create_table(temp_table_name(), _plain_text(_without_maps(pl.scan_parquet(files, glob=False))))
 
     def epoch_seconds(self, col: ir.TimestampValue) -> ir.IntegerValue:
         # Casting a timestamp to int64 yields its raw ticks, in the column's unit.

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlforge.engines.base import Capability, Engine, ordered, temp_table_name
 from mlforge.engines.monthfiles import flatten_partitions
-from mlforge.engines.sources import first_file_schema
+from mlforge.engines.sources import engine_path, first_file_schema
 from mlforge.errors import EngineError, missing_extra
 
 if TYPE_CHECKING:
@@ -111,8 +111,9 @@ class PySparkEngine(Engine):
         return self.con.table(view)
 
     def _read_parquet(self, location: str) -> ir.Table:
-        path = _absolute(location)
-        nanos = _nanosecond_columns(path)
+        nanos = _nanosecond_columns(_absolute(location))
+        # a path with glob characters that names a file or directory as it is: that alone
+        path = _absolute(location) if engine_path(location) == location else _hadoop_literal(_absolute(location))
         if not nanos:
             return self.con.read_parquet(path)
         # Spark refuses TIMESTAMP(NANOS) (what pandas writes by default); read those columns
@@ -142,7 +143,7 @@ class PySparkEngine(Engine):
         return self.from_native(frame)
 
     def read_parquet_files(self, files: list[str]) -> ir.Table:
-        return self.from_native(self.session.read.parquet(*map(_absolute, files)))
+        return self.from_native(self.session.read.parquet(*(_hadoop_literal(_absolute(f)) for f in files)))
 
     def epoch_seconds(self, col: ir.TimestampValue) -> ir.IntegerValue:
         # timestampdiff(SECOND) truncates toward zero, so 0.5 s before 1970 would land in
@@ -403,3 +404,11 @@ def _nanosecond_columns(path: str) -> list[str]:
 def _absolute(location: str) -> str:
     """Spark resolves a relative path against its JVM's start directory, not Python's."""
     return location if "://" in location or os.path.isabs(location) else os.path.abspath(location)
+
+
+def _hadoop_literal(path: str) -> str:
+    """``path`` with Hadoop's glob characters escaped, so Spark reads the file or directory
+    of that very name (``events[1].parquet``, not ``events1.parquet``)."""
+    import re
+
+    return re.sub(r"([\\{}\[\]*?])", r"\\\1", path)

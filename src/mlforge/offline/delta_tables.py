@@ -387,7 +387,7 @@ def _staged(staging_dir: str, schema: Any) -> Any:
 
     import pyarrow.dataset as ds
 
-    files = sorted(glob.glob(os.path.join(staging_dir, "*.parquet")))
+    files = sorted(glob.glob(os.path.join(glob.escape(staging_dir), "*.parquet")))
     return ds.dataset(files, format="parquet") if files else ds.dataset([], schema=schema)
 
 

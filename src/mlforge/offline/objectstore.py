@@ -110,7 +110,7 @@ class ObjectStore(VersionedStore):
         """Upload the staged files under names unique to this build; on failure remove them."""
         uploaded: list[str] = []
         try:
-            for path in sorted(glob.glob(os.path.join(staging.data_dir, "*.parquet"))):
+            for path in sorted(glob.glob(os.path.join(glob.escape(staging.data_dir), "*.parquet"))):
                 name = f"{staging.token[:_TOKEN_LEN]}-{os.path.basename(path)}"
                 checkpoint("upload")
                 self.blobs.upload(path, f"{version_key}/{DATA}/{name}")

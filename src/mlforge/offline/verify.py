@@ -48,7 +48,7 @@ def describe_files(directory: str) -> tuple[DataFile, ...]:
 def parquet_files(directory: str) -> list[str]:
     """Every ``*.parquet`` file of ``directory``, hidden ones (``.x.parquet``, ``._x.parquet``)
     included: an engine's ``*.parquet`` scan reads them, so the check must see them too (S7)."""
-    return sorted(glob.glob(os.path.join(directory, "*.parquet"), include_hidden=True))
+    return sorted(glob.glob(os.path.join(glob.escape(directory), "*.parquet"), include_hidden=True))
 
 
 def describe_file(path: str) -> DataFile:
@@ -69,7 +69,7 @@ def verified_files(feature: str, version: str, record: VersionRecord, directory:
     if os.path.lexists(directory) and not os.path.isdir(directory):
         raise corrupt(feature, version, os.path.basename(directory), "is not a directory")
     present = parquet_files(directory)
-    nested = sorted(set(glob.glob(os.path.join(directory, "**", "*.parquet"), recursive=True, include_hidden=True)) - set(present))
+    nested = sorted(set(glob.glob(os.path.join(glob.escape(directory), "**", "*.parquet"), recursive=True, include_hidden=True)) - set(present))
     if nested:  # plain readers of the folder (pandas, pyarrow datasets) read these too (S5)
         raise corrupt(feature, version, os.path.relpath(nested[0], directory), "lies in a folder inside data/ (a foreign file)")
     if record.files is None:

@@ -334,7 +334,7 @@ class VersionedStore:
         paths = self._verified_local_files(feature, version, record)
         if not paths:
             return engine.from_arrow(empty_table(record))
-        return engine._read_parquet(os.path.join(os.path.dirname(paths[0]), "*.parquet"))
+        return engine.read_parquet_files(paths)  # each by its name: a store's folder may hold glob characters
 
     def _verified_local_files(self, feature: str, version: str, record: VersionRecord) -> list[str]:  # pragma: no cover - abstract
         """Local paths of a version's Parquet files (object stores download them first),
