@@ -487,3 +487,22 @@ def test_pyspark_reads_a_source_named_with_glob_characters_as_itself(tmp_path, s
     defs = mlf.Definitions("p", [spend], offline_store=mlf.LocalStore(str(tmp_path / "store[1]")), engine=spark_engine)
     assert defs.build().ok
     assert defs.read_feature("spend").to_pyarrow().column("amount").to_pylist() == [1.0]
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "polars"])
+def test_csv_columns_that_differ_only_by_case_are_read_where_the_engine_keeps_them_apart(tmp_path, engine):  # contract E5, E1
+    """Polars keeps `Amount` and `amount` apart: both read. DuckDB folds case: the second is
+    marked unreadable, and asking for it says so (before, DuckDB failed with a raw error)."""
+    path = tmp_path / "events.csv"
+    path.write_text("user_id,ts,Amount,amount\na,2026-01-01 01:00:00,1.0,2.0\n")
+
+    @mlf.feature(source=mlf.Source(str(path), timestamp="ts"), keys=["user_id"], timestamp="ts")
+    def spend(t):
+        return t.select("user_id", "ts", "amount")
+
+    defs = mlf.Definitions("p", [spend], offline_store=_store(tmp_path, engine), engine=engine)
+    result = defs.build(raise_on_error=False)["spend"]
+    if engine == "polars":
+        assert result.status == "built" and defs.read_feature("spend").to_pyarrow().column("amount").to_pylist() == [2.0]
+    else:
+        assert result.status == "failed" and "source column 'amount' cannot be read under its own name" in str(result.error), result.error

@@ -55,6 +55,7 @@ class Capability(StrEnum):
     DELTA_SOURCES = "delta_sources"
     CATALOG_TABLES = "catalog_tables"
     DISTRIBUTED = "distributed"
+    CASE_SENSITIVE_NAMES = "case_sensitive_names"
 
     @property
     def description(self) -> str:
@@ -70,6 +71,7 @@ _DESCRIPTIONS: dict[Capability, str] = {
     Capability.DELTA_SOURCES: "reading Delta Lake sources",
     Capability.CATALOG_TABLES: "reading Unity Catalog tables (`catalog.schema.table` sources)",
     Capability.DISTRIBUTED: "scales past one machine; frames of its own kind stay in the engine",
+    Capability.CASE_SENSITIVE_NAMES: "source columns that differ only by case (`Amount`, `amount`) are two columns, each read under its own name",
 }
 
 #: Capability names and what they mean (the engine matrix in the docs is generated from it).
@@ -227,7 +229,7 @@ class Engine:
         options = arrow_csv_options(fmt)
         parts = [pacsv.read_csv(f, **options) for f in csv_files(location)]
         table = parts[0] if len(parts) == 1 else pa.concat_tables(parts, promote_options="permissive")
-        return self.from_arrow(mark_unreadable_names(table))
+        return self.from_arrow(mark_unreadable_names(table, fold_case=Capability.CASE_SENSITIVE_NAMES not in self.capabilities))
 
     def _read_delta(self, location: str, version: int | None) -> ir.Table:
         from deltalake import DeltaTable

@@ -36,7 +36,7 @@ class PolarsEngine(Engine):
     """Runs Ibis expressions on Polars lazy frames."""
 
     name: ClassVar[str] = "polars"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ROLLING_FRAMES, Capability.NATIVE_FRAMES, Capability.DELTA_SOURCES})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ROLLING_FRAMES, Capability.NATIVE_FRAMES, Capability.DELTA_SOURCES, Capability.CASE_SENSITIVE_NAMES})
     native_frame: ClassVar[str | None] = "polars"
     requires: ClassVar[tuple[str, ...]] = ("polars",)
     extra: ClassVar[str | None] = "polars"

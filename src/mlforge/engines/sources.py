@@ -147,10 +147,11 @@ def mark_unreadable_columns(location: str, table: ir.Table) -> ir.Table:
     return table.rename(renames) if renames else table
 
 
-def mark_unreadable_names(table: pa.Table) -> pa.Table:
-    """An Arrow table read by mlforge itself (a CSV source) with the names no engine reads
-    as they are -- empty (pandas' ``to_csv`` writes its index under one), holding a NUL, or
-    the same as an earlier one but for case -- renamed to
+def mark_unreadable_names(table: pa.Table, *, fold_case: bool) -> pa.Table:
+    """An Arrow table read by mlforge itself (a CSV source) with the names the engine cannot
+    read as they are -- empty (pandas' ``to_csv`` writes its index under one), holding a
+    NUL, or, for an engine that folds case (``fold_case``), the same as an earlier one but
+    for case -- renamed to
     :data:`~mlforge.definitions.names.UNREADABLE_PREFIX` + the name (a NUL written ``\\0``),
     as :func:`mark_unreadable_columns` does for what an engine read. Unused, such a column is
     dropped like any other; in a feature's output it is refused before compute.
@@ -158,7 +159,7 @@ def mark_unreadable_names(table: pa.Table) -> pa.Table:
     seen: set[str] = set()
     names = []
     for name in table.column_names:
-        if not name or "\x00" in name or name.lower() in seen:
+        if not name or "\x00" in name or (fold_case and name.lower() in seen):
             name = UNREADABLE_PREFIX + name.replace("\x00", "\\0")
         seen.add(name.lower())
         names.append(name)
