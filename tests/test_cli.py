@@ -397,10 +397,9 @@ def test_serve_wires_project_and_options(cli, project, monkeypatch):
     calls = []
     fake = types.ModuleType("mlforge.serve")
     fake.run = lambda defs, **kwargs: calls.append((defs, kwargs))
-    from mlforge.serve import checked_token
+    from mlforge.serve import given_token
 
-    fake.checked_token = checked_token
-    fake.TOKEN_FILE_ENV = "MLFORGE_SERVE_TOKEN_FILE"
+    fake.given_token = given_token
     monkeypatch.setitem(sys.modules, "mlforge.serve", fake)
     code, _out, err = cli("serve", "--port", "9123", "--workers", "2", "--token", "t0k", "--profile", "dev")
     assert code == 0, err

@@ -340,8 +340,7 @@ def test_cli_serve_passes_models_and_refuses_a_bad_one(cli, monkeypatch):
     from mlforge.serve import parse_models
 
     fake.parse_models = parse_models
-    fake.checked_token = lambda token, where: token
-    fake.TOKEN_FILE_ENV = "MLFORGE_SERVE_TOKEN_FILE"
+    fake.given_token = lambda token, where: token
     monkeypatch.setitem(sys.modules, "mlforge.serve", fake)
     code, _, err = cli("serve", "--model", "spend=runs:/abc/model", "--model", "other=models:/m-1")
     assert code == 0, err

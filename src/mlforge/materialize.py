@@ -29,6 +29,7 @@ from mlforge.errors import BuildError, EngineError, MlforgeError, ValidationFail
 from mlforge.incremental import BuildRange, next_watermark, plan_range
 from mlforge.manifest import canonical_schema, digests_hash, exact_types, file_digests
 from mlforge.offline.blobs import disk_error
+from mlforge.offline.verify import parquet_files
 from mlforge.prepare import prepare_input, range_filter_place, run_function, unparsed_timestamps
 from mlforge.records import BuiltRange, EntityRecord, MetricRecord, VersionRecord
 from mlforge.stages import Reporter, Stage, StageClock
@@ -381,12 +382,11 @@ def _already_built(feature: Feature, options: BuildOptions, previous: VersionRec
 def _same_rows(feature: Feature, store: OfflineStore, previous_version: str | None, previous: VersionRecord | None, metadata: VersionRecord, data_dir: str) -> bool:
     """Whether the staged files hold the previous version's rows (canonical types, floats
     within the tolerance of :mod:`mlforge.equivalence`); on any doubt, no."""
-    import glob
 
     if previous is None or previous_version is None:
         return False
     return rows_equivalent(
-        store, metadata, previous_version, previous, sorted(glob.glob(os.path.join(glob.escape(data_dir), "*.parquet")))
+        store, metadata, previous_version, previous, parquet_files(data_dir)
     )
 
 
@@ -564,12 +564,11 @@ def _reuse_files(paths: list[str], data_dir: str) -> None:
 
 def _rows_written(data_dir: str, reused: list[str]) -> int:
     """Rows of the files this build wrote: all but the month files it took over unchanged."""
-    import glob
 
     import pyarrow.parquet as pq
 
     kept = {os.path.basename(p) for p in reused}
-    return sum(pq.read_metadata(f).num_rows for f in glob.glob(os.path.join(glob.escape(data_dir), "*.parquet")) if os.path.basename(f) not in kept)
+    return sum(pq.read_metadata(f).num_rows for f in parquet_files(data_dir) if os.path.basename(f) not in kept)
 
 
 def _dropped_and_newest(feature: Feature, output: ir.Table, engine: Engine) -> tuple[int, int | None]:
@@ -715,11 +714,10 @@ def _metadata(
     the event's own step aggregates events before it. So the next build continues there.
     (Not from the newest stored label: a range build keeps the labels after its ``until``
     from the version before.)"""
-    import glob
 
     import pyarrow.parquet as pq
 
-    files = sorted(glob.glob(os.path.join(glob.escape(data_dir), "*.parquet")))
+    files = parquet_files(data_dir)
     digests = file_digests(files, known_digests)
     footers = [pq.read_metadata(f) for f in files]
     rows = sum(footer.num_rows for footer in footers)
@@ -762,9 +760,8 @@ def _tied_rows(feature: Feature, data_dir: str, engine: Engine) -> int:
     without one) with another row: every read picks one row of such a group by value
     (:meth:`Engine.last_per_group`), so training and online agree. Rows with a null key or
     timestamp match no label and do not count."""
-    import glob
 
-    files = sorted(glob.glob(os.path.join(glob.escape(data_dir), "*.parquet")))
+    files = parquet_files(data_dir)
     if not files:
         return 0
     table = engine.read_parquet_files(files)

@@ -296,12 +296,13 @@ def run_function(feature: Feature, table: ir.Table, engine: Engine) -> ir.Table:
     try:
         result = feature.fn(arg)
     except Exception as exc:
-        for column in table.columns:  # a column the engine could not read under its name, asked for by it
-            given = column[len(UNREADABLE_PREFIX) :] if column.startswith(UNREADABLE_PREFIX) else None
-            # Ibis's "column not found" (an IbisTypeError or AttributeError), naming it
-            looked_up = isinstance(exc, AttributeError) or type(exc).__name__ == "IbisTypeError"
-            if given and looked_up and f"'{given}'" in str(exc) and given not in table.columns:
-                check_column_name(column, kind="column", where=where)  # raises, saying why
+        # Ibis's "column not found" (an IbisTypeError or AttributeError) naming a column the
+        # engine could not read under its own name: say why (check_column_name raises)
+        if isinstance(exc, AttributeError) or type(exc).__name__ == "IbisTypeError":
+            for column in table.columns:
+                given = column[len(UNREADABLE_PREFIX) :] if column.startswith(UNREADABLE_PREFIX) else None
+                if given and f"'{given}'" in str(exc) and given not in table.columns:
+                    check_column_name(column, kind="column", where=where)
         raise BuildError(
             f"the feature function raised {type(exc).__name__}: {exc}",
             where=where,
@@ -361,7 +362,6 @@ def finish_output(feature: Feature, table: ir.Table, engine: Engine) -> ir.Table
             fix=f"return them from the function; the output has {list(table.columns)}",
         )
     return table
-
 
 
 def range_filter_place(output: ir.Table, source: ir.Table, column: str) -> Literal["source", "output", "none"]:

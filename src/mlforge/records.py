@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,11 @@ class VersionRecord:
     def with_changes(self, **changes: Any) -> VersionRecord:
         """A copy with some fields replaced."""
         return dataclasses.replace(self, **changes)
+
+    def with_files(self, files: Sequence[DataFile], **changes: Any) -> VersionRecord:
+        """A copy listing ``files`` (this format), whose rows are its ``rows``: a record says
+        what its version holds, and reads check the two agree (S7)."""
+        return dataclasses.replace(self, files=tuple(files), rows=sum(f.rows or 0 for f in files), format_version=FORMAT_VERSION, **changes)
 
     @property
     def verifiable(self) -> bool:

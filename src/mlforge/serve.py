@@ -140,34 +140,24 @@ def entity_key(feature: Any, entity: dict[str, Any]) -> dict[str, Any]:
     return key
 
 
-def _stand_in(defs: Any, feature: Any) -> Publication:
+def _stand_in(defs: Any, feature: Any) -> Publication | None:
     """What a lookup of ``feature`` reads while the online store holds no publication record
     for it: the latest built version's record, whose column types give a float sum's empty
-    value as ``0.0`` (O2), else what the definition alone says."""
+    value as ``0.0`` (O2); what the definition alone says when the offline store cannot be
+    read; ``None`` when the feature has no version offline (never built)."""
     store = defs.workspace.offline_store
     try:
         version = store.latest_version(feature.name)
-        if version is not None:
-            return Publication.from_record(store.read_record(feature.name, version))
+        return None if version is None else Publication.from_record(store.read_record(feature.name, version))
     except (MlforgeError, OSError) as exc:  # an unreachable or damaged offline store: the definition
         log.debug("feature %s: no offline record for its stand-in (%s)", feature.name, exc)
-    return Publication.from_feature(feature)
+        return Publication.from_feature(feature)
 
 
-def _built_stand_ins(defs: Any, features: dict[str, Any]) -> dict[str, Publication | None]:
-    """The stand-ins of features the server found unbuilt, read again (one may have been
-    built since it started); ``None`` for a feature the offline store still has no version
-    of. An offline store that cannot be read leaves the definition's stand-in."""
-    store = defs.workspace.offline_store
-    out: dict[str, Publication | None] = {}
-    for name, feature in features.items():
-        try:
-            version = store.latest_version(name)
-            out[name] = None if version is None else Publication.from_record(store.read_record(name, version))
-        except (MlforgeError, OSError) as exc:
-            log.debug("feature %s: no offline record for its stand-in (%s)", name, exc)
-            out[name] = Publication.from_feature(feature)
-    return out
+def _stand_ins(defs: Any, features: dict[str, Any]) -> dict[str, Publication | None]:
+    """:func:`_stand_in` of each of ``features`` (read again for those found unbuilt: one may
+    have been built since the server started)."""
+    return {name: _stand_in(defs, feature) for name, feature in features.items()}
 
 
 def _positive_limit(name: str, given: int | None, env: str, default: int) -> int:
@@ -345,7 +335,7 @@ def create_app(defs: Any, token: str | None = None, *, max_batch: int | None = N
     store = defs.online_store
     # How to read a feature whose values were not published (rows written directly): from
     # its definition. Made once: a lookup is on the hot path.
-    stand_ins = {name: _stand_in(defs, feature) for name, feature in defs.features.items()}
+    stand_ins = {name: found or Publication.from_feature(defs.features[name]) for name, found in _stand_ins(defs, defs.features).items()}
     served = load_models(defs, models if models is not None else models_from_env())
 
     # NaN and Infinity are not key values (and json.loads accepts them), nor is text that
@@ -499,7 +489,7 @@ async def _lookup(defs: Any, store: Any, stand_ins: dict[str, Publication], metr
     never_built: list[str] = []
     waiting = {name: f for name, f in features.items() if stand_ins[name].version is None}
     if waiting:  # no version offline when last looked: built since?
-        for name, publication in (await run_in_threadpool(_built_stand_ins, defs, waiting)).items():
+        for name, publication in (await run_in_threadpool(_stand_ins, defs, waiting)).items():
             if publication is None:
                 never_built.append(name)
             else:
@@ -1009,10 +999,10 @@ async def _refuse(send: Any, status: int, detail: str, fix: str, headers: list[t
 def server_token() -> str | None:
     """The bearer token from ``MLFORGE_SERVE_TOKEN``, else from the file named by
     ``MLFORGE_SERVE_TOKEN_FILE`` (so it need not appear on a command line)."""
-    token = os.environ.get(TOKEN_ENV)
+    token = given_token(os.environ.get(TOKEN_ENV), TOKEN_ENV)
+    if token is not None:
+        return token
     path = os.environ.get(TOKEN_FILE_ENV)
-    if token is not None and (token.strip() or path is None):  # an empty variable beside a file: the file
-        return checked_token(token, TOKEN_ENV)
     if path is None:
         return None
     if not path.strip():
@@ -1022,6 +1012,15 @@ def server_token() -> str | None:
             return checked_token(fh.readline().strip(), f"the first line of {path}")
     except OSError as exc:
         raise ConfigError(f"cannot read the token file {path!r}: {exc.strerror}", where=TOKEN_FILE_ENV, fix="point it at a readable file whose first line is the token") from None
+
+
+def given_token(token: str | None, where: str) -> str | None:
+    """A token given by ``--token`` or ``MLFORGE_SERVE_TOKEN``: ``None`` when none is, or when
+    an empty one stands beside ``MLFORGE_SERVE_TOKEN_FILE`` (the file's token is read then);
+    any other empty one is a :class:`~mlforge.errors.ConfigError` (:func:`checked_token`)."""
+    if token is None or (not token.strip() and os.environ.get(TOKEN_FILE_ENV) is not None):
+        return None
+    return checked_token(token, where)
 
 
 def checked_token(token: str, where: str) -> str:
@@ -1159,8 +1158,9 @@ def run(
         raise ConfigError(f"--workers must be at least 1, got {workers}", fix="--workers 1")
     if max_batch:
         os.environ[MAX_BATCH_ENV] = str(int(max_batch))
+    token = given_token(token, "--token")
     if token is not None:
-        os.environ[TOKEN_ENV] = checked_token(token, "--token")
+        os.environ[TOKEN_ENV] = token
     if models:
         os.environ[MODELS_ENV] = "\n".join(f"{name}={uri}" for name, uri in models.items())
     if defs is None:

@@ -53,12 +53,9 @@ def serve(
     if max_batch is not None and max_batch < 1:
         raise ConfigError(f"--max-batch must be at least 1, got {max_batch}", where="--max-batch", fix="e.g. --max-batch 500")
     from mlforge.loader import load_definitions
-    from mlforge.serve import TOKEN_FILE_ENV, checked_token, run
+    from mlforge.serve import given_token, run
 
-    if token is not None and not token.strip() and os.environ.get(TOKEN_FILE_ENV) is not None:
-        token = None  # an empty MLFORGE_SERVE_TOKEN beside a token file: the file's token
-    if token is not None:
-        checked_token(token, "--token (or MLFORGE_SERVE_TOKEN)")
+    token = given_token(token, "--token (or MLFORGE_SERVE_TOKEN)")  # exit 2 before loading
 
     models = None
     if model:

@@ -24,7 +24,7 @@ from mlforge.engines.base import (
     temp_table_name,
 )
 from mlforge.engines.monthfiles import ROW_GROUP_ROWS, partition_file, write_partitioned_batches
-from mlforge.engines.sources import engine_path, fixed_offset_columns
+from mlforge.engines.sources import fixed_offset_columns, names_itself
 from mlforge.errors import missing_extra
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class PolarsEngine(Engine):
             return self.con.create_table(temp_table_name(), _plain_text(pl.DataFrame(table).lazy()))
         # a path with glob characters that names a file or directory as it is reads that
         # alone (a directory's hive partitions too, which glob=False would not look for)
-        literal = engine_path(location) != location
+        literal = names_itself(location)
         scan = pl.scan_parquet(location, glob=False, hive_partitioning=True if os.path.isdir(location) else None) if literal else pl.scan_parquet(location)
         return self.con.create_table(temp_table_name(), _plain_text(_without_maps(scan)))
 

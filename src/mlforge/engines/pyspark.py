@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from mlforge.engines.base import Capability, Engine, ordered, temp_table_name
 from mlforge.engines.monthfiles import flatten_partitions
-from mlforge.engines.sources import engine_path, first_file_schema
+from mlforge.engines.sources import first_file_schema, names_itself
 from mlforge.errors import EngineError, missing_extra
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ class PySparkEngine(Engine):
     def _read_parquet(self, location: str) -> ir.Table:
         nanos = _nanosecond_columns(_absolute(location))
         # a path with glob characters that names a file or directory as it is: that alone
-        path = _absolute(location) if engine_path(location) == location else _hadoop_literal(_absolute(location))
+        path = _hadoop_literal(_absolute(location)) if names_itself(location) else _absolute(location)
         if not nanos:
             return self.con.read_parquet(path)
         # Spark refuses TIMESTAMP(NANOS) (what pandas writes by default); read those columns

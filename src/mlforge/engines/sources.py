@@ -53,11 +53,17 @@ def delta_dataset(table: Any) -> Any:
     return table.to_pyarrow_dataset()
 
 
+def names_itself(location: str) -> bool:
+    """Whether a local ``location`` holds glob characters yet names an existing file or
+    folder as it is: an engine that globs must be told to read it literally."""
+    return "://" not in location and any(ch in location for ch in "*?[") and not is_pattern(location)
+
+
 def engine_path(location: str) -> str:
-    """``location`` as a glob-reading engine (DuckDB) takes it: a pattern as it is, a path
-    holding glob characters escaped (``[`` as ``[[]``), so it names itself only (a
-    directory then as the pattern of its Parquet files, which is how DuckDB reads one)."""
-    if "://" in location or is_pattern(location) or not any(ch in location for ch in "*?["):
+    """``location`` as a glob-reading engine (DuckDB) takes it: one that :func:`names_itself`
+    escaped (``[`` as ``[[]``), so it names itself only (a directory then as the pattern of
+    its Parquet files, which is how DuckDB reads one); any other as it is."""
+    if not names_itself(location):
         return location
     return os.path.join(glob.escape(location), "**", "*.parquet") if os.path.isdir(location) else glob.escape(location)
 

@@ -23,6 +23,7 @@ from mlforge.engines.base import quote_identifier
 from mlforge.engines.pyspark import delta_jars_hint
 from mlforge.engines.sources import read_delta_arrow
 from mlforge.errors import StoreError
+from mlforge.offline.verify import parquet_files
 from mlforge.records import record_json
 
 if TYPE_CHECKING:
@@ -383,11 +384,10 @@ class SparkTables:
 
 def _staged(staging_dir: str, schema: Any) -> Any:
     """The staged Parquet files as a dataset; with no files, an empty one of ``schema``."""
-    import glob
 
     import pyarrow.dataset as ds
 
-    files = sorted(glob.glob(os.path.join(glob.escape(staging_dir), "*.parquet")))
+    files = parquet_files(staging_dir)
     return ds.dataset(files, format="parquet") if files else ds.dataset([], schema=schema)
 
 

@@ -31,7 +31,7 @@ from mlforge.offline.versioned import (
     VersionedStore,
     record_bytes,
 )
-from mlforge.records import FORMAT_VERSION, VersionRecord
+from mlforge.records import VersionRecord
 
 __all__ = ["LATEST", "METADATA", "STAGING_PREFIX", "LocalStore"]
 
@@ -110,9 +110,9 @@ class LocalStore(VersionedStore):
             fsync_dir(target.parent)
         finally:
             self.discard(staging)
-        rows = sum(f.rows or 0 for f in restored)
-        if record.files != restored or record.rows != rows:  # a forced sync may restore other rows
-            self.blobs.put(f"{self._version_key(feature, version)}/{METADATA}", record_bytes(record.with_changes(files=restored, rows=rows, format_version=FORMAT_VERSION)))
+        restored_record = record.with_files(restored)  # a forced sync may restore other rows
+        if restored_record != record:
+            self.blobs.put(f"{self._version_key(feature, version)}/{METADATA}", record_bytes(restored_record))
 
 
 def _write_durably(path: Path, payload: bytes) -> None:

@@ -26,7 +26,6 @@ again.
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import logging
 import os
@@ -38,9 +37,9 @@ from pathlib import Path
 
 from mlforge.errors import ConcurrentPublish, CorruptVersion
 from mlforge.offline.base import Staging
-from mlforge.offline.verify import check_sizes, describe_file, verified_files
+from mlforge.offline.verify import check_sizes, describe_file, parquet_files, verified_files
 from mlforge.offline.versioned import DATA, METADATA, VersionedStore, checkpoint, record_bytes
-from mlforge.records import FORMAT_VERSION, DataFile, VersionRecord
+from mlforge.records import DataFile, VersionRecord
 from mlforge.versioning import is_version, sort_versions
 
 log = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ class ObjectStore(VersionedStore):
         """Upload the staged files under names unique to this build; on failure remove them."""
         uploaded: list[str] = []
         try:
-            for path in sorted(glob.glob(os.path.join(glob.escape(staging.data_dir), "*.parquet"))):
+            for path in parquet_files(staging.data_dir):
                 name = f"{staging.token[:_TOKEN_LEN]}-{os.path.basename(path)}"
                 checkpoint("upload")
                 self.blobs.upload(path, f"{version_key}/{DATA}/{name}")
@@ -148,7 +147,7 @@ class ObjectStore(VersionedStore):
             self.blobs.upload(path, f"{version_key}/{DATA}/{name}")
             restored.append(DataFile(name, described.size, described.rows))
         names = [f.path for f in restored]
-        self.blobs.put(f"{version_key}/{METADATA}", record_bytes(record.with_changes(files=tuple(restored), rows=sum(f.rows or 0 for f in restored), format_version=FORMAT_VERSION)))
+        self.blobs.put(f"{version_key}/{METADATA}", record_bytes(record.with_files(restored)))
         self._remove_unlisted(version_key, names)
 
     # -- reading -------------------------------------------------------------------

@@ -74,10 +74,10 @@ log = logging.getLogger(__name__)
 METADATA_TABLE = "_mlforge_metadata"
 METADATA_SCHEMA = {"feature": "string", "kind": "string", "version": "string", "delta_version": "int64", "metadata": "string", "token": "string", "recorded_at": "timestamp[UTC]"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-#: Delta's defaults: files of removed rows are kept 7 days, the log 30 days.
 #: Characters Spark's Delta writer refuses in column names of a table without column mapping
 #: (``DELTA_INVALID_CHARACTERS_IN_COLUMN_NAMES``); delta-rs stores them.
 SPARK_REFUSED_CHARACTERS = " ,;{}()\n\t="
+#: Delta's defaults: files of removed rows are kept 7 days, the log 30 days.
 DEFAULT_RETENTION = {"delta.deletedFileRetentionDuration": "interval 7 days", "delta.logRetentionDuration": "interval 30 days"}
 
 

@@ -38,7 +38,7 @@ from mlforge.definitions.names import check_name
 from mlforge.errors import ConcurrentPublish, CorruptVersion, DefinitionError, StoreError
 from mlforge.offline.base import Staging, StoreCapabilities, resolve_version
 from mlforge.offline.verify import check_sizes, describe_files
-from mlforge.records import FORMAT_VERSION, VersionRecord, record_json
+from mlforge.records import VersionRecord, record_json
 from mlforge.versioning import is_version, parse_version, sort_versions
 
 if TYPE_CHECKING:
@@ -244,9 +244,7 @@ class VersionedStore:
         self._version_key(staging.feature, version)
         if not isinstance(record, VersionRecord):
             record = VersionRecord.from_dict(record)
-        files = describe_files(staging.data_dir)
-        # The record says what the version holds: its rows are its files' (reads check both, S7).
-        record = record.with_changes(version=version, files=files, rows=sum(f.rows or 0 for f in files), format_version=FORMAT_VERSION)
+        record = record.with_files(describe_files(staging.data_dir), version=version)
         checkpoint("commit")
         try:
             self._commit(staging, version, record)
