@@ -119,6 +119,49 @@ def test_range_outside_the_previous_build_is_computed(tmp_path):  # contract S2,
     assert (beyond.status, beyond.version, beyond.reason) == ("built", "1.0.1", "new data")
 
 
+@pytest.mark.parametrize("spelling", ["24h", "1440m", timedelta(days=1)])
+def test_an_interval_spelt_another_way_is_the_same_grid(spelling, tmp_path):  # contract S2
+    """'1d', '24h' and timedelta(days=1) are one grid: a rebuild is skipped, not a MAJOR."""
+    path, store = tmp_path / "events.parquet", tmp_path / "store"
+    write_events(path)
+
+    def defined(interval):
+        @mlf.feature(source=str(path), keys=["user_id"], timestamp="ts", interval=interval, metrics=[mlf.Sum("amt", windows=["7d"])])
+        def user_spend(t):
+            return t
+
+        return mlf.Definitions("spelling", [user_spend], offline_store=mlf.LocalStore(store))
+
+    assert defined("1d").build()["user_spend"].version == "1.0.0"
+    again = defined(spelling).build(full_refresh=True)["user_spend"]
+    assert (again.status, again.version) == ("skipped", "1.0.0"), again.reason
+    other = defined("12h").build()["user_spend"]
+    assert (other.status, other.change) == ("built", "MAJOR")
+    assert "interval changed" in other.reason
+
+
+def test_a_source_rewritten_to_its_old_size_and_time_is_read_again(tmp_path):  # contract S2
+    """In one process, a CSV rewritten with other values of the same width and its old
+    modification time restored (``cp -p``, ``touch -d``) is new data, not a cached digest."""
+    import os
+
+    path, store = tmp_path / "events.csv", tmp_path / "store"
+    path.write_text("user_id,ts,amt\n1,2026-01-01 10:00:00,1.5\n2,2026-01-02 10:00:00,2.5\n")
+
+    @mlf.feature(source=str(path), keys=["user_id"], timestamp="ts", interval="1d", metrics=[mlf.Sum("amt", windows=["7d"])])
+    def csv_spend(t):
+        return t
+
+    defs = mlf.Definitions("ctime", [csv_spend], offline_store=mlf.LocalStore(store))
+    assert defs.build()["csv_spend"].version == "1.0.0"
+    before = os.stat(path)
+    path.write_text("user_id,ts,amt\n1,2026-01-01 10:00:00,7.5\n2,2026-01-02 10:00:00,2.5\n")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (os.stat(path).st_size, os.stat(path).st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    result = defs.build(full_refresh=True)["csv_spend"]
+    assert (result.status, result.version, result.reason) == ("built", "1.0.1", "new data")
+
+
 # -- the definition hash covers the columns a feature uses (contract S2) --------------------
 def _hash(feature, engine) -> str:
     return definition_hash(feature, prepare_input(feature, engine).schema())

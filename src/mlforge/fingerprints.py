@@ -19,6 +19,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from mlforge.definitions.durations import format_duration
 from mlforge.definitions.source import is_pattern
 from mlforge.manifest import canonical_type, sha256_file, stable_hash
 
@@ -37,7 +38,8 @@ def definition_config(feature: Feature) -> dict[str, Any]:
     config = {
         "keys": list(feature.keys),
         "timestamp": feature.timestamp_column,
-        "interval": feature.interval,
+        # the grid step, whatever its spelling ('1d', '24h', timedelta(days=1))
+        "interval": None if feature.interval_seconds is None else format_duration(feature.interval_seconds),
         "metrics": [
             {"name": c.output_name, "field": c.field, "function": c.function, "window": c.window_seconds}
             for c in feature.metric_columns
@@ -187,12 +189,15 @@ def _source_files(location: str) -> list[str]:
     return sorted(p for p in found if os.path.isfile(p))
 
 
-_DIGESTS: dict[tuple[str, int, int], str] = {}
+#: Digests of this process's source files, by path, size and the file's modification and
+#: change times: a rewrite that restores the size and the modification time (``touch -d``,
+#: ``cp -p``, ``rsync -t``) still moves the change time, which no user call can set back.
+_DIGESTS: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def _file_digest(path: str) -> str:
     stat = os.stat(path)
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     if key not in _DIGESTS:
         _DIGESTS[key] = sha256_file(path)
     return _DIGESTS[key]

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mlforge.definitions.durations import parse_duration
 from mlforge.errors import DefinitionError
 from mlforge.records import VersionRecord
 
@@ -90,7 +91,7 @@ def classify(previous: VersionRecord | Mapping[str, Any] | None, current: Versio
     old, new = _as_record(previous), _as_record(current)
     fixed = (("keys", list(old.keys), list(new.keys)), ("interval", old.interval, new.interval), ("timestamp column", old.timestamp, new.timestamp))
     for label, before, after in fixed:
-        if before != after:
+        if before != after and not (label == "interval" and _same_step(before, after)):
             return Change(ChangeKind.MAJOR, f"{label} changed from {before!r} to {after!r}")
     old_schema, new_schema = old.schema, new.schema
     removed = sorted(set(old_schema) - set(new_schema))
@@ -109,6 +110,20 @@ def classify(previous: VersionRecord | Mapping[str, Any] | None, current: Versio
     if old.data_hash != new.data_hash:
         return Change(ChangeKind.PATCH, NEW_DATA)
     return Change(ChangeKind.NONE, "unchanged")
+
+
+def _same_step(before: str | None, after: str | None) -> bool:
+    """Whether two interval texts name the same grid step ('1d' and '24h' do).
+
+    >>> _same_step("1d", "24h"), _same_step("1h", "3600s"), _same_step("1d", "1h"), _same_step(None, "1d")
+    (True, True, False, False)
+    """
+    if before is None or after is None:
+        return False
+    try:
+        return parse_duration(before) == parse_duration(after)
+    except DefinitionError:  # a record written by hand: its text is all there is
+        return False
 
 
 def _as_record(record: VersionRecord | Mapping[str, Any]) -> VersionRecord:
