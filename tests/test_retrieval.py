@@ -283,6 +283,31 @@ def test_natural_columns_stand_in_for_the_surrogate_key(defs, engine):  # contra
         defs.get_training_data(["route_trips"], natural.drop(columns="dest"), timestamp="ts", engine=engine)
 
 
+def test_natural_columns_are_value_columns_when_read_by_the_join_key(tmp_path):  # contract K2, P3
+    """A feature storing its entity's natural columns beside the join key: read by those
+    columns they are not added again; read by the join key they are values, and an
+    entity_df column of the same name is a clash, never silently the stored value's stand-in."""
+    source = tmp_path / "events.parquet"
+    pq.write_table(_events(1.0), source)
+    route = mlf.Entity("route", join_key="route_id", from_columns=["origin", "dest"])
+
+    @mlf.feature(source=str(source), entities=[route], timestamp="ts")
+    def last_route_trip(t):
+        return t.select("route_id", "origin", "dest", "ts", "amt")
+
+    defs = mlf.Definitions("natural", [last_route_trip], offline_store=mlf.LocalStore(tmp_path / "store"))
+    defs.build()
+    when = pd.to_datetime(["2024-01-04"])
+    by_natural = defs.get_training_data(["last_route_trip"], pd.DataFrame({"origin": ["SFO"], "dest": ["LAX"], "ts": when}), timestamp="ts")
+    assert list(by_natural.columns) == ["origin", "dest", "ts", "amt"]
+    assert by_natural["amt"].tolist() == [4.0]
+    key = mlf.surrogate_key("SFO", "LAX")
+    by_key = defs.get_training_data(["last_route_trip"], pd.DataFrame({"route_id": [key], "ts": when}), timestamp="ts")
+    assert by_key[["origin", "dest", "amt"]].values.tolist() == [["SFO", "LAX", 4.0]]
+    with pytest.raises(RetrievalError, match="adds column 'origin', which entity_df already has"):
+        defs.get_training_data(["last_route_trip"], pd.DataFrame({"route_id": [key], "origin": ["JFK"], "ts": when}), timestamp="ts")
+
+
 # -- errors (E1) ---------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("features", "frame", "timestamp", "message"),
