@@ -162,6 +162,32 @@ def test_a_source_rewritten_to_its_old_size_and_time_is_read_again(tmp_path):  #
     assert (result.status, result.version, result.reason) == ("built", "1.0.1", "new data")
 
 
+def test_a_plain_build_of_a_remote_source_reads_its_new_events(tmp_path):  # contract S2, I1
+    """A remote source's fingerprint is its location: a plain build still continues from the
+    watermark, so new events are published (PATCH) and an unchanged source is skipped on
+    its rows."""
+    path, store = tmp_path / "events.parquet", tmp_path / "store"
+    table = write_events(path)
+
+    @mlf.feature(source=f"file://{path}", keys=["user_id"], timestamp="ts", interval="1d", metrics=[mlf.Sum("amt", windows=["7d"])])
+    def remote_spend(t):
+        return t
+
+    defs = mlf.Definitions("remote", [remote_spend], offline_store=mlf.LocalStore(store))
+    assert defs.build()["remote_spend"].version == "1.0.0"
+    again = defs.build()["remote_spend"]
+    assert (again.status, again.version) == ("skipped", "1.0.0")
+    assert again.reason.startswith("rebuilt data equals the latest version")
+    later = pa.table({"user_id": pa.array([3], pa.int64()), "ts": pa.array([BASE + timedelta(days=DAYS + 2)], pa.timestamp("us")),
+                      "amt": [9.5], "qty": pa.array([1], pa.int64())})
+    pq.write_table(pa.concat_tables([table, later]), path)
+    grown = defs.build()["remote_spend"]
+    assert (grown.status, grown.version, grown.change, grown.reason) == ("built", "1.0.1", "PATCH", "new data")
+    stored = defs.read_feature("remote_spend").to_pyarrow().to_pylist()
+    newest = max((r for r in stored if r["user_id"] == 3), key=lambda r: r["ts"])  # a week after the new event: only it in the window
+    assert (newest["ts"].date(), newest["amt_sum_7d"]) == ((BASE + timedelta(days=DAYS + 9)).date(), 9.5)
+
+
 # -- the definition hash covers the columns a feature uses (contract S2) --------------------
 def _hash(feature, engine) -> str:
     return definition_hash(feature, prepare_input(feature, engine).schema())
