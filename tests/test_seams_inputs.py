@@ -506,3 +506,16 @@ def test_csv_columns_that_differ_only_by_case_are_read_where_the_engine_keeps_th
         assert result.status == "built" and defs.read_feature("spend").to_pyarrow().column("amount").to_pylist() == [2.0]
     else:
         assert result.status == "failed" and "source column 'amount' cannot be read under its own name" in str(result.error), result.error
+
+
+def test_an_empty_source_builds_an_empty_version_on_every_engine(tmp_path, engine):  # contract W8, W9, E1
+    """A source with its columns and no rows: an empty version with 0 dropped events (on
+    PySpark a conditional count over no rows is null, which failed the build)."""
+    pq.write_table(pa.table({"k": pa.array([], pa.string()), "ts": pa.array([], pa.timestamp("us", tz="UTC")), "x": pa.array([], pa.float64())}), tmp_path / "s.parquet")
+
+    @mlf.feature(source=str(tmp_path / "s.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Sum("x", windows=["1d"])])
+    def nothing_yet(t):
+        return t
+
+    result = mlf.Definitions("empty", [nothing_yet], offline_store=mlf.LocalStore(tmp_path / "store"), engine=engine).build()["nothing_yet"]
+    assert (result.status, result.version, result.rows, result.dropped_rows) == ("built", "1.0.0", 0, 0)

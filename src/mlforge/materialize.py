@@ -584,7 +584,8 @@ def _dropped_and_newest(feature: Feature, output: ir.Table, engine: Engine) -> t
     seconds = cast("ir.IntegerColumn", engine.epoch_seconds(output[ts]))
     summary = output.aggregate(dropped=output.count(where=nulls), newest=seconds.max(where=valid))
     row = engine.to_arrow(summary).to_pylist()[0]
-    return int(row["dropped"]), None if row["newest"] is None else int(row["newest"])
+    # a conditional count over no rows is null on some engines (PySpark), zero on others
+    return int(row["dropped"] or 0), None if row["newest"] is None else int(row["newest"])
 
 
 #: The largest total of an integer field's absolute values per key that cannot overflow an
