@@ -219,6 +219,35 @@ def test_string_timestamps_detected(tmp_path, engine):  # contract T1
         assert utc(parsed["a"]) == instant.replace(tzinfo=UTC), text
 
 
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["2024-01-01T10:00:00", "2024-01-01T10:59:59.999999", "2024-01-01T11:00:00.250000"],  # datetime.isoformat()
+        ["2024-01-01 10:00:00", "2024-01-01 10:59:59.999999", "2024-01-01 11:00:00.250000"],
+        ["2024-01-01T12:00:00+02:00", "2024-01-01T10:59:59.999999Z", "2024-01-01T11:00:00.250000+00:00"],
+    ],
+    ids=["T", "space", "zoned"],
+)
+def test_iso_strings_with_a_fraction_only_when_not_zero(tmp_path, engine, texts):  # contract T1
+    """What datetime.isoformat() writes: a fraction only when it is not zero. Every value is
+    its own instant, the ones without a fraction at .000000."""
+    path = tmp_path / "iso.parquet"
+    pq.write_table(pa.table({"user": ["a", "b", "c"], "ts": texts, "amt": [1.0, 2.0, 4.0]}), path)
+
+    @mlf.feature(str(path), keys=["user"], timestamp="ts")
+    def iso_times(t):
+        return t
+
+    defs, result = build(tmp_path, engine, iso_times)
+    assert result.ok, [str(f.error) for f in result.failed]
+    parsed = {r["user"]: utc(r["ts"]) for r in rows(defs, "iso_times")}
+    assert parsed == {
+        "a": datetime(2024, 1, 1, 10, tzinfo=UTC),
+        "b": datetime(2024, 1, 1, 10, 59, 59, 999999, tzinfo=UTC),
+        "c": datetime(2024, 1, 1, 11, 0, 0, 250000, tzinfo=UTC),
+    }
+
+
 def test_string_timestamps_with_explicit_format(tmp_path, engine):  # contract T1
     path = tmp_path / "dotted.csv"
     path.write_text("user,when,amt\na,01.01.2024 23:30,1.5\nb,02.01.2024 00:00,2.5\n")

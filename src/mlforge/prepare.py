@@ -94,7 +94,38 @@ def detect_format(values: list[str]) -> str | None:
     for fmt in TIMESTAMP_FORMATS:
         if all(_parses(v, fmt) for v in values):
             return fmt
+    # ISO times written with a fraction only when it is not zero (``datetime.isoformat()``)
+    for fmt in _FRACTION_TWINS:
+        if all(_matches(v, fmt, detected=True) for v in values):
+            return fmt
     return None
+
+
+#: The ISO formats with a fraction of a second, and the same without it: a detected format
+#: of the first kind also reads values of the second (``datetime.isoformat()`` writes
+#: ``10:00:00`` and ``11:00:00.250000`` in one column), as if their fraction were zero.
+_FRACTION_TWINS = {
+    "%Y-%m-%dT%H:%M:%S.%f%z": "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%dT%H:%M:%S.%f": "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%d %H:%M:%S.%f%z": "%Y-%m-%d %H:%M:%S%z",
+    "%Y-%m-%d %H:%M:%S.%f": "%Y-%m-%d %H:%M:%S",
+}
+_SECONDS_END = len("2024-01-05T10:00:00")  # where a fraction starts in those formats
+
+
+def _matches(value: str, fmt: str, *, detected: bool) -> bool:
+    """Whether ``value`` reads with ``fmt``; a detected ISO format with a fraction also
+    reads a value written without one.
+
+    >>> _matches("2024-01-05T10:00:00", "%Y-%m-%dT%H:%M:%S.%f", detected=True)
+    True
+    >>> _matches("2024-01-05T10:00:00", "%Y-%m-%dT%H:%M:%S.%f", detected=False)
+    False
+    """
+    if _parses(value, fmt):
+        return True
+    plain = _FRACTION_TWINS.get(fmt) if detected else None
+    return plain is not None and len(value) >= _SECONDS_END and value[_SECONDS_END : _SECONDS_END + 1] != "." and _parses(value, plain)
 
 
 def check_unambiguous(values: list[str], fmt: str | None, column: str, where: str) -> None:
@@ -148,6 +179,11 @@ def _parse_strings(table: ir.Table, ts: Timestamp, engine: Engine, where: str) -
     text = col.strip()
     if "%z" in fmt:
         text = text.re_replace(r"Z$", "+00:00")
+    if ts.format is None and fmt in _FRACTION_TWINS:  # a value without a fraction reads as .000000
+        import ibis
+
+        end = _SECONDS_END
+        text = ibis.ifelse(text.substr(end, 1) == ".", text, text.substr(0, end) + ".000000" + text.substr(end))
     parsed = engine.parse_timestamp(text, fmt)
     if cast("dt.Timestamp", parsed.type()).timezone or "%z" in fmt:
         parsed = engine.to_utc_naive(parsed)
@@ -179,7 +215,7 @@ def unparsed_timestamps(feature: Feature, engine: Engine) -> SourceError | None:
     values = table.filter(table[ts.column].notnull()).select(v=table[ts.column].strip()).distinct().limit(_DIAGNOSED)
     bad: list[str] = []
     for batch in engine.arrow_batches(values, 65_536):
-        bad += [v for v in batch.column("v").to_pylist() if not _parses(v, fmt)][: 3 - len(bad)]
+        bad += [v for v in batch.column("v").to_pylist() if not _matches(v, fmt, detected=ts.format is None)][: 3 - len(bad)]
         if len(bad) == 3:
             break
     if not bad:
