@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -306,6 +307,25 @@ def test_natural_columns_are_value_columns_when_read_by_the_join_key(tmp_path): 
     assert by_key[["origin", "dest", "amt"]].values.tolist() == [["SFO", "LAX", 4.0]]
     with pytest.raises(RetrievalError, match="adds column 'origin', which entity_df already has"):
         defs.get_training_data(["last_route_trip"], pd.DataFrame({"route_id": [key], "origin": ["JFK"], "ts": when}), timestamp="ts")
+
+
+@pytest.mark.spark
+def test_a_spark_entity_df_with_a_case_twin_or_the_row_column_is_a_retrieval_error(defs, spark_engine):  # contract E1, E5
+    """A Spark entity_df goes into the query whole: a column differing only by case from a
+    key or label column, or one named as mlforge's row number, is named, not a raw Spark or
+    Ibis error."""
+    from pyspark.sql import types as T
+
+    schema = T.StructType([T.StructField("user_id", T.StringType()), T.StructField("ts", T.TimestampNTZType()), T.StructField("extra", T.LongType())])
+    session = spark_engine.session
+    rows = [("u1", datetime(2024, 1, 3), 7)]
+    kept = defs.get_training_data(["spend"], session.createDataFrame(rows, schema), timestamp="ts", engine=spark_engine).toPandas()
+    assert kept["extra"].tolist() == [7]
+    for other, message in [("User_Id", "differs only by case from its column 'User_Id'"), ("TS", "differs only by case from its column 'TS'"),
+                           ("__mlforge_row", "the name of the row number mlforge adds on Spark")]:
+        frame = session.createDataFrame(rows, schema).withColumnRenamed("extra", other)
+        with pytest.raises(RetrievalError, match=re.escape(message)):
+            defs.get_training_data(["spend"], frame, timestamp="ts", engine=spark_engine)
 
 
 # -- errors (E1) ---------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from mlforge.retrieval.specs import (
     FeatureSpec,
     check_case_clashes,
     check_join_columns,
+    check_whole_frame_columns,
     check_outputs,
     feature_specs,
     resolve,
@@ -197,6 +198,7 @@ def _training_in_engine(workspace: Workspace, defined: Mapping[str, Feature], sp
     if timestamp is not None and timestamp not in columns:
         raise RetrievalError(f"timestamp column {timestamp!r} is not in entity_df", fix=f"use one of {columns}")
     check_join_columns([timestamp] if timestamp is not None else [])
+    check_whole_frame_columns(plans, computed, timestamp, columns, ROW)
     check_case_clashes(plans, columns)
     base = prepare_base(engine.from_native(native.withColumn(ROW, F.monotonically_increasing_id())), plans, computed, timestamp, engine)
     result = attach(base, plans, engine, point_in_time=timestamp is not None)

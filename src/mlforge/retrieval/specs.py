@@ -156,6 +156,24 @@ def check_join_columns(columns: Sequence[str]) -> None:
             )
 
 
+def check_whole_frame_columns(plans: list[Plan], computed: Mapping[str, Entity], timestamp: str | None, columns: Sequence[str], row: str) -> None:
+    """A Spark ``entity_df`` goes into the query whole: none of its columns may be the
+    name of mlforge's row number ``row``, and no key or label column may differ only by case from
+    another of its columns, which Spark cannot tell apart (E1, E5; a local frame sends only
+    its key and label columns, so its other columns never meet them)."""
+    if row in columns:
+        raise RetrievalError(f"entity_df has a column named {row!r}, the name of the row number mlforge adds on Spark", where="entity_df", fix="rename that column")
+    joined = [*(k for p in plans for k in p.keys if k in columns), *(c for e in computed.values() for c in e.from_columns or ()), *([timestamp] if timestamp else [])]
+    for col in dict.fromkeys(joined):
+        twins = [c for c in columns if c != col and c.lower() == col.lower()]
+        if twins:
+            raise RetrievalError(
+                f"entity_df's column {col!r}, which the join reads, differs only by case from its column {twins[0]!r}: Spark reads them as one column",
+                where="entity_df",
+                fix=f"rename or drop {twins[0]!r}",
+            )
+
+
 def check_case_clashes(plans: list[Plan], join_columns: Sequence[str]) -> None:
     """The columns of one engine query -- entity_df's that go in and the features' value
     columns -- none two differing only by case (E5): DuckDB and Spark fold case, and the
