@@ -270,6 +270,12 @@ def test_integer_keys_of_other_widths_match(engine, tmp_path):  # contract P3
     project = mlf.Definitions("ints", [], offline_store=store, engine="duckdb")
     out = project.get_training_data(["by_id"], pa.table({"id": pa.array([1, 3, None], pa.int32())}), engine=engine)
     assert out.column("score").to_pylist() == [0.5, None, None]
+    # unsigned keys too, though Spark has no unsigned types (its Arrow conversion refused them)
+    for unsigned in (pa.uint8(), pa.uint16(), pa.uint32()):
+        out = project.get_training_data(["by_id"], pa.table({"id": pa.array([1, 3, None], unsigned)}), engine=engine)
+        assert out.column("score").to_pylist() == [0.5, None, None], unsigned
+    out = project.get_training_data(["by_id"], pa.table({"id": pa.array([2**40, 2**63 - 1, 1], pa.uint64())}), engine=engine)
+    assert out.column("score").to_pylist() == [0.9, None, 0.5]
 
 
 # -- K2 ------------------------------------------------------------------------------------

@@ -178,6 +178,7 @@ class PySparkEngine(Engine):
         return cast("ir.TimestampValue", to_timestamp(col, java_datetime_pattern(fmt)))
 
     def from_arrow(self, table: Any, name: str | None = None) -> ir.Table:
+        table = _signed(table)
         if table.num_rows == 0:  # Spark Connect cannot infer a schema from no rows
             from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -249,6 +250,31 @@ class PySparkEngine(Engine):
             flatten_partitions(root, data_dir, partition_by)
         finally:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _signed(table: Any) -> Any:
+    """``table`` with its unsigned integer columns as the signed type that holds every value
+    (uint8 -> int16, uint16 -> int32, uint32 -> int64, uint64 -> int64 or decimal(20, 0)
+    when a value passes 2**63 - 1): Spark has no unsigned types, and its Arrow conversion
+    refused them outright, where DuckDB and Polars compare them by value.
+
+    >>> import pyarrow as pa
+    >>> _signed(pa.table({"a": pa.array([1], pa.uint8()), "b": pa.array([2**64 - 1], pa.uint64())})).schema.types
+    [DataType(int16), Decimal128Type(decimal128(20, 0))]
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    wider = {pa.uint8(): pa.int16(), pa.uint16(): pa.int32(), pa.uint32(): pa.int64()}
+    for index, field in enumerate(table.schema):
+        if not pa.types.is_unsigned_integer(field.type):
+            continue
+        target = wider.get(field.type)
+        if target is None:  # uint64
+            top = pc.max(table.column(index)).as_py()
+            target = pa.int64() if top is None or top < 2**63 else pa.decimal128(20, 0)
+        table = table.set_column(index, pa.field(field.name, target, field.nullable, field.metadata), table.column(index).cast(target))
+    return table
 
 
 #: The class the engine registry (:mod:`mlforge.engines`) builds for 'pyspark'.
