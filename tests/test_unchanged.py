@@ -317,3 +317,94 @@ def test_files_are_compared_month_by_month(tmp_path):  # contract S2
     assert files_equivalent(old, noisy, ["k"])
     assert not files_equivalent(old, changed, ["k"])
     assert files_equivalent(old, changed, ["k"], identical={"2026-02.parquet"})  # digests said equal: not read
+
+
+# -- the definition hash covers the code a function reads (contract S2) ---------------------
+# A Polars function has no expression to compile, and an Ibis expression only names its
+# Python UDFs: what the code reads -- module constants, helper functions, a UDF's body --
+# is part of the definition, so changing it is a new version, not a skipped build.
+NATIVE_MODULE = '''
+import polars as pl
+import mlforge as mlf
+
+FACTOR = {factor}
+
+def scaled(df):
+    return df.with_columns(pl.col("amt") * {helper_factor})
+
+@mlf.feature(source=SOURCE, keys=["user_id"], timestamp="ts", interval="1d", metrics=[mlf.Sum("amt", windows=["7d"])])
+def native_spend(df: pl.DataFrame) -> pl.DataFrame:
+    return scaled(df.with_columns(pl.col("amt") * FACTOR))
+'''
+
+UDF_MODULE = '''
+import ibis
+import mlforge as mlf
+
+@ibis.udf.scalar.python
+def bump(x: float) -> float:
+    return x * {factor}
+
+@mlf.feature(source=SOURCE, keys=["user_id"], timestamp="ts")
+def bumped(t):
+    return t.select("user_id", "ts", amt=bump(t.amt))
+'''
+
+
+def loaded(module: str, path, store, engine: str, **values) -> mlf.Definitions:
+    """The project of a definitions module run afresh, as a new ``mlforge build`` process
+    reads it: its functions read the constants and helpers through their module globals."""
+    namespace = {"SOURCE": str(path)}
+    exec(compile(module.format(**values), "definitions.py", "exec"), namespace)
+    features = [v for v in namespace.values() if isinstance(v, mlf.Feature)]
+    return mlf.Definitions("code", features, offline_store=mlf.LocalStore(store), engine=engine)
+
+
+def test_native_function_rebuilt_unchanged_is_skipped(tmp_path):  # contract S2
+    path, store = tmp_path / "events.parquet", tmp_path / "store"
+    write_events(path, rows=300)
+    assert loaded(NATIVE_MODULE, path, store, "polars", factor=1.0, helper_factor=1.0).build()["native_spend"].version == "1.0.0"
+    again = loaded(NATIVE_MODULE, path, store, "polars", factor=1.0, helper_factor=1.0).build()["native_spend"]
+    assert (again.status, again.version, again.reason) == ("skipped", "1.0.0", "unchanged definition and source")
+
+
+@pytest.mark.parametrize("changed", [{"factor": 2.0, "helper_factor": 1.0}, {"factor": 1.0, "helper_factor": 3.0}], ids=["module_constant", "helper_body"])
+def test_native_function_reads_changed_code_is_a_new_version(changed, tmp_path):  # contract S2
+    """FACTOR = 1.0 -> 2.0, or the helper's ``* 1.0`` -> ``* 3.0``: the function's own
+    bytecode is the same, its output is not."""
+    path, store = tmp_path / "events.parquet", tmp_path / "store"
+    write_events(path, rows=300)
+    assert loaded(NATIVE_MODULE, path, store, "polars", factor=1.0, helper_factor=1.0).build()["native_spend"].version == "1.0.0"
+    result = loaded(NATIVE_MODULE, path, store, "polars", **changed).build()["native_spend"]
+    assert (result.status, result.version, result.change) == ("built", "1.0.1", "PATCH"), result.reason
+
+
+def test_native_function_closure_value_is_part_of_the_definition(tmp_path):  # contract S2
+    path, store = tmp_path / "events.parquet", tmp_path / "store"
+    write_events(path, rows=300)
+
+    def scaled_by(factor):
+        import polars as pl
+
+        @mlf.feature(source=str(path), keys=["user_id"], timestamp="ts", interval="1d", metrics=[mlf.Sum("amt", windows=["7d"])])
+        def closure_spend(df: pl.DataFrame) -> pl.DataFrame:
+            return df.with_columns(pl.col("amt") * factor)
+
+        return mlf.Definitions("closure", [closure_spend], offline_store=mlf.LocalStore(store), engine="polars")
+
+    assert scaled_by(1.0).build()["closure_spend"].version == "1.0.0"
+    assert scaled_by(1.0).build()["closure_spend"].status == "skipped"
+    result = scaled_by(2.0).build()["closure_spend"]
+    assert (result.status, result.version, result.change) == ("built", "1.0.1", "PATCH"), result.reason
+
+
+def test_ibis_python_udf_body_is_part_of_the_definition(tmp_path):  # contract S2
+    """Ibis numbers a UDF per definition in the process (``bump_0``, ``bump_1``) and the SQL
+    does not show its body: the same body defined again is unchanged, another body is not."""
+    path, store = tmp_path / "events.parquet", tmp_path / "store"
+    write_events(path, rows=200)
+    assert loaded(UDF_MODULE, path, store, "duckdb", factor=1).build()["bumped"].version == "1.0.0"
+    again = loaded(UDF_MODULE, path, store, "duckdb", factor=1).build()["bumped"]
+    assert (again.status, again.version, again.reason) == ("skipped", "1.0.0", "unchanged definition and source")
+    result = loaded(UDF_MODULE, path, store, "duckdb", factor=5).build()["bumped"]
+    assert (result.status, result.version, result.change) == ("built", "1.0.1", "PATCH"), result.reason

@@ -3,6 +3,13 @@
 The definition hash is taken over the feature function's *compiled, unbound* Ibis
 expression plus the metric configuration, so reformatting a function does not change it.
 
+For a Polars or PySpark function (and an Ibis one that needs real data) there is no
+expression: the hash is taken over its bytecode and what that code reads in user code --
+the module globals and closure cells it uses, and the code of the helper functions it calls,
+followed recursively -- so a changed module constant or helper body is a new definition.
+An Ibis expression names its Python UDFs by a per-process counter; they are named in the
+hash by their code instead (:func:`code_text`).
+
 The expression is the part of the function's output a build consumes (all of it for a
 feature without metrics; the keys, timestamp, metric fields and validated columns for one
 with metrics), compiled over the source's columns with engine-independent canonical types,
@@ -13,10 +20,18 @@ does not use (pandas' ``__index_level_0__``) changes nothing, on any engine.
 
 from __future__ import annotations
 
+import dis
+import enum
+import functools
 import glob
 import hashlib
 import logging
 import os
+import re
+import sysconfig
+import types
+from datetime import date, time, timedelta
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from mlforge.definitions.durations import format_duration
@@ -27,7 +42,7 @@ if TYPE_CHECKING:
     from mlforge.definitions.feature import Feature
     from mlforge.definitions.source import Source
 
-__all__ = ["definition_hash", "fingerprints_content", "source_fingerprint", "stable_hash"]
+__all__ = ["code_text", "definition_hash", "fingerprints_content", "source_fingerprint", "stable_hash"]
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +84,17 @@ def _expression_text(feature: Feature, input_schema: Any) -> str:
             name = f"source_{feature.source.name}"
             result = feature.fn(ibis.table(schema, name=name))
             if not isinstance(result, ibis.Table):  # not a table: the build says so when it calls the function
-                return _bytecode_text(feature.fn)
+                return code_text(feature.fn)
             consumed = consumed_output(feature, result)
         except Exception:  # the function needs real data: fall back to its bytecode
-            return _bytecode_text(feature.fn)
-        sql = ibis.to_sql(consumed, dialect="duckdb")
+            return code_text(feature.fn)
+        sql = udfs_named_by_code(ibis.to_sql(consumed, dialect="duckdb"), consumed)
         try:
             return pruned_sql(sql, name, schema)
         except Exception:  # sqlglot cannot qualify this query: hash it as Ibis compiled it
             log.debug("feature %s: hashing the unpruned expression", feature.name, exc_info=True)
             return sql
-    return _bytecode_text(feature.fn)
+    return code_text(feature.fn)
 
 
 def canonical_ibis_schema(schema: Any) -> Any:
@@ -149,12 +164,172 @@ def pruned_sql(sql: str, table: str, schema: Any) -> str:
     return f"{tree.sql(dialect='duckdb')}\n-- reads {columns}"
 
 
+def udfs_named_by_code(sql: str, expression: Any) -> str:
+    """``sql`` with each Python UDF of ``expression`` named by a digest of its code.
+
+    Ibis names a UDF ``<function>_<n>``, counting definitions of that name in the process,
+    and the SQL does not show its body: the name would change on a re-definition of the same
+    code, and not on a change of the body. A builtin UDF keeps its name: it names the
+    backend's function, and its Python body never runs.
+    """
+    from ibis.expr.operations.udf import AggUDF, InputType, ScalarUDF
+
+    udfs = {type(op): op for op in expression.op().find((ScalarUDF, AggUDF))}
+    for udf, op in udfs.items():
+        if op.__input_type__ is InputType.BUILTIN:
+            continue
+        digest = hashlib.sha256(code_text(op.__func__).encode()).hexdigest()[:16]
+        pattern = rf"(?<!\w){re.escape(udf.__name__)}(?!\w)"
+        sql = re.sub(pattern, f"{op.__func_name__}_{digest}", sql, flags=re.IGNORECASE)
+    return sql
+
+
+#: How far helper functions are followed from a feature function (feature -> helper -> ...)
+#: and values into containers; deeper ones are named, not hashed.
+MAX_DEPTH = 8
+
+#: Values hashed by their repr: it is stable and shows the whole value.
+SIMPLE_VALUES = (type(None), bool, int, float, complex, str, bytes, date, time, timedelta, Decimal, enum.Enum)
+
+
+def code_text(fn: Any) -> str:
+    """The text the definition hash takes for a function: its bytecode, constants and names,
+    followed -- only when there are any, so the hashes of self-contained functions stay as
+    they were -- by what the code reads beyond itself (see :func:`reads`).
+
+    >>> namespace = {}
+    >>> exec("FACTOR = 2\\ndef scaled(x):\\n    return x * FACTOR", namespace)
+    >>> before = code_text(namespace["scaled"])
+    >>> namespace["FACTOR"] = 3
+    >>> code_text(namespace["scaled"]) == before
+    False
+    """
+    text = _bytecode_text(fn)
+    function = fn.__func__ if isinstance(fn, types.MethodType) else fn
+    if not isinstance(function, types.FunctionType):
+        return text
+    used = reads(function, depth=0, seen={function.__code__})
+    return f"{text}\n-- reads {used!r}" if used else text
+
+
+def reads(fn: types.FunctionType, depth: int, seen: set[types.CodeType]) -> dict[str, str]:
+    """What ``fn``'s output depends on beyond its own bytecode: the module globals its code
+    (and its lambdas and comprehensions) reads, its closure cells, each as :func:`value_text`,
+    and the constants and names of its nested code.
+
+    Modules are left out: the name a module is read by is in the bytecode's names already,
+    and what is read from it is a library's (not hashed). So the hash of the usual Polars or
+    PySpark function, which reads only ``pl`` or ``F``, stays what it was.
+    """
+    code = fn.__code__
+    used = {
+        name: value_text(fn.__globals__[name], depth + 1, seen)
+        for name in sorted(_global_names(code))
+        if name in fn.__globals__ and not isinstance(fn.__globals__[name], types.ModuleType)
+    }
+    for name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=True):
+        try:
+            contents = cell.cell_contents
+        except ValueError:  # a cell not assigned yet
+            continue
+        used[f"closure {name}"] = value_text(contents, depth + 1, seen)
+    nested = [_nested_text(inner) for inner in _nested_code(code)]
+    if any(nested):  # the bytecode digest of nested code leaves its constants and names out
+        used["nested code"] = " | ".join(nested)
+    return used
+
+
+def value_text(value: Any, depth: int, seen: set[types.CodeType]) -> str:
+    """A stable text for a value a feature function reads: simple values and containers of
+    them by their repr, user functions by their code (recursively), anything else -- modules,
+    classes, library functions, objects -- by its qualified name only."""
+    if isinstance(value, SIMPLE_VALUES):
+        return repr(value)
+    if depth > MAX_DEPTH:
+        return _qualified_name(value)
+    if isinstance(value, (tuple, list)):
+        return f"{type(value).__name__}[{', '.join(value_text(v, depth + 1, seen) for v in value)}]"
+    if isinstance(value, (set, frozenset)):
+        return f"{type(value).__name__}{{{', '.join(sorted(value_text(v, depth + 1, seen) for v in value))}}}"
+    if isinstance(value, dict):
+        items = (f"{value_text(k, depth + 1, seen)}: {value_text(v, depth + 1, seen)}" for k, v in value.items())
+        return f"dict{{{', '.join(items)}}}"
+    if isinstance(value, functools.partial):
+        arguments = value_text((value.args, value.keywords), depth + 1, seen)
+        return f"partial({value_text(value.func, depth + 1, seen)}, {arguments})"
+    if isinstance(value, types.MethodType):  # the bound object by its type (or class) only
+        return f"method({value_text(value.__func__, depth, seen)} of {_qualified_name(value.__self__)})"
+    if isinstance(value, types.FunctionType) and is_user_code(value.__code__):
+        if value.__code__ in seen:  # recursion, or a helper already hashed above
+            return f"def {value.__qualname__}"
+        seen.add(value.__code__)
+        used = reads(value, depth, seen)
+        return f"def {value.__qualname__} {_bytecode_text(value)}" + (f" reads {used!r}" if used else "")
+    return _qualified_name(value)
+
+
+def is_user_code(code: types.CodeType) -> bool:
+    """Whether ``code`` is the user's, not the standard library's, an installed package's or
+    mlforge's own (those are named, never hashed: an upgrade must not change every hash)."""
+    filename = code.co_filename
+    if filename.startswith("<"):  # exec, a REPL or a notebook cell; '<frozen ...>' is the stdlib
+        return not filename.startswith("<frozen")
+    path = os.path.realpath(filename)
+    parts = path.split(os.sep)
+    return not ("site-packages" in parts or "dist-packages" in parts or path.startswith(_library_dirs()))
+
+
+@functools.cache
+def _library_dirs() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    dirs = {os.path.realpath(paths[key]) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
+    dirs.add(os.path.dirname(os.path.realpath(__file__)))
+    return tuple(d + os.sep for d in sorted(dirs))
+
+
+def _qualified_name(value: Any) -> str:
+    if isinstance(value, types.ModuleType):
+        return f"module {value.__name__}"
+    if isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)):
+        return f"{value.__module__}.{value.__qualname__}"
+    return f"{type(value).__module__}.{type(value).__qualname__} object"
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    return {str(i.argval) for c in (code, *_nested_code(code)) for i in dis.get_instructions(c) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+
+
+def _nested_code(code: types.CodeType) -> list[types.CodeType]:
+    """The code objects inside ``code`` (lambdas, comprehensions, inner functions), nested ones too."""
+    inner = [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return [n for c in inner for n in (c, *_nested_code(c))]
+
+
+def _nested_text(code: types.CodeType) -> str:
+    consts = [_const_text(c) for c in code.co_consts if not isinstance(c, types.CodeType)]
+    return f"[{', '.join(consts)}]:{code.co_names!r}" if consts or code.co_names else ""
+
+
 def _bytecode_text(fn: Any) -> str:
-    code = getattr(fn, "__code__", None)
-    if code is None:
+    if isinstance(fn, types.MethodType):
+        fn = fn.__func__
+    if not isinstance(fn, types.FunctionType):
         return repr(fn)
-    consts = [c if not hasattr(c, "co_code") else _code_digest(c) for c in code.co_consts]
-    return f"{_code_digest(code)}:{consts!r}:{code.co_names!r}"
+    code = fn.__code__
+    consts = [c if not isinstance(c, types.CodeType) else _code_digest(c) for c in code.co_consts]
+    return f"{_code_digest(code)}:[{', '.join(_const_text(c) for c in consts)}]:{code.co_names!r}"
+
+
+def _const_text(const: Any) -> str:
+    """``repr(const)``, with a frozenset's items sorted: their order follows string hashing,
+    which changes from one process to the next (``x in {"a", "b"}`` compiles to one)."""
+    if isinstance(const, frozenset):
+        return f"frozenset({{{', '.join(sorted(_const_text(c) for c in const))}}})" if const else "frozenset()"
+    if isinstance(const, tuple) and len(const) != 1:
+        return f"({', '.join(_const_text(c) for c in const)})"
+    if isinstance(const, tuple):
+        return f"({_const_text(const[0])},)"
+    return repr(const)
 
 
 def _code_digest(code: Any) -> str:
