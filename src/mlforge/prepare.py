@@ -183,7 +183,7 @@ def _parse_strings(table: ir.Table, ts: Timestamp, engine: Engine, where: str) -
         import ibis
 
         end = _SECONDS_END
-        text = ibis.ifelse(text.substr(end, 1) == ".", text, text.substr(0, end) + ".000000" + text.substr(end))
+        text = cast("ir.StringValue", ibis.ifelse(text.substr(end, 1) == ".", text, text.substr(0, end) + ".000000" + text.substr(end)))
     parsed = engine.parse_timestamp(text, fmt)
     if cast("dt.Timestamp", parsed.type()).timezone or "%z" in fmt:
         parsed = engine.to_utc_naive(parsed)

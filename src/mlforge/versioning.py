@@ -89,9 +89,10 @@ def classify(previous: VersionRecord | Mapping[str, Any] | None, current: Versio
     if previous is None:
         return Change(ChangeKind.MAJOR, "first build")
     old, new = _as_record(previous), _as_record(current)
-    fixed = (("keys", list(old.keys), list(new.keys)), ("interval", old.interval, new.interval), ("timestamp column", old.timestamp, new.timestamp))
+    same_step = old.interval == new.interval or _same_step(old.interval, new.interval)
+    fixed = (("keys", list(old.keys), list(new.keys)), ("interval", old.interval, old.interval if same_step else new.interval), ("timestamp column", old.timestamp, new.timestamp))
     for label, before, after in fixed:
-        if before != after and not (label == "interval" and _same_step(before, after)):
+        if before != after:
             return Change(ChangeKind.MAJOR, f"{label} changed from {before!r} to {after!r}")
     old_schema, new_schema = old.schema, new.schema
     removed = sorted(set(old_schema) - set(new_schema))
