@@ -519,3 +519,31 @@ def test_an_empty_source_builds_an_empty_version_on_every_engine(tmp_path, engin
 
     result = mlf.Definitions("empty", [nothing_yet], offline_store=mlf.LocalStore(tmp_path / "store"), engine=engine).build()["nothing_yet"]
     assert (result.status, result.version, result.rows, result.dropped_rows) == ("built", "1.0.0", 0, 0)
+
+
+def test_std_of_values_far_from_zero_keeps_its_digits(tmp_path, engine):  # contract W5, W8
+    """std of 2**40 + (0, 1, 3) and of 1e9 + small steps: DuckDB's and Polars' own std lost
+    ~2e-5 relative to cancellation (Spark's did not); read from values less a per-key
+    reference, every engine gives the exact sample deviation."""
+    import statistics
+    from fractions import Fraction
+
+    big = [2**40, 2**40 + 1, 2**40 + 3]
+    near = [1e9 + 0.25, 1e9 + 1.5, 1e9 - 0.75, 1e9 + 2.0]
+    pq.write_table(pa.table({
+        "k": ["big"] * 3 + ["near"] * 4 + ["inf"] * 2,
+        "ts": [datetime(2024, 1, 1, h, tzinfo=UTC) for h in range(9)],
+        "x": [float(v) for v in big] + near + [float("inf"), 1.0],
+    }), tmp_path / "s.parquet")
+
+    @mlf.feature(source=str(tmp_path / "s.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Std("x", windows=["1d"])])
+    def spread_of_x(t):
+        return t
+
+    defs = mlf.Definitions("std", [spread_of_x], offline_store=mlf.LocalStore(tmp_path / "store"), engine=engine)
+    assert defs.build()["spread_of_x"].status == "built"
+    got = {r["k"]: r["x_std_1d"] for r in defs.read_feature("spread_of_x", engine="duckdb").to_pyarrow().to_pylist()}
+    for key, values in (("big", big), ("near", near)):
+        exact = float(statistics.stdev([Fraction(v) for v in values]))
+        assert abs(got[key] - exact) <= 1e-12 * exact, (key, got[key], exact)
+    assert got["inf"] != got["inf"]  # an infinity among two values: NaN, as before

@@ -186,12 +186,30 @@ def _spread_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
     assert interval is not None  # metric features require an interval (checked when declared)
     columns = feature.metric_columns
     raw = metric_plan_name(columns) == "raw"
-    base = events if raw else _partials(events, keys, fields, columns)
+    base = _with_references(events, keys, columns) if raw else _partials(events, keys, fields, columns)
     offsets = ibis.memtable({_OFFSET: list(range(1, feature.max_window_seconds // interval + 1))})
     spread = base.cross_join(offsets)
     spread = spread.mutate(**{_LABEL: spread[_BUCKET] + spread[_OFFSET]})
     aggs = {c.output_name: _combine(spread, c, interval, raw) for c in columns}
     return spread.group_by([*keys, _LABEL]).aggregate(**aggs)
+
+
+def _with_references(events: ir.Table, keys: list[str], columns: Sequence[MetricColumn]) -> ir.Table:
+    """``events`` plus, for each field a centred aggregation reads, the least finite value
+    of the field for the event's key (0 when it has none): the reference its values are
+    read from (see :attr:`~mlforge.aggregations.Aggregation.centred`)."""
+    fields = list(dict.fromkeys(c.field for c in columns if AGGREGATIONS[c.function].centred))
+    if not fields:
+        return events
+    references = events.group_by(keys).aggregate(
+        **{_reference_name(f): events[f].cast("float64").min(where=~events[f].cast("float64").isinf()) for f in fields}
+    )
+    joined = events.left_join(references, keys)  # left: a float key that is NaN equals no key, not even its own
+    return joined.select(*[joined[c] for c in events.columns], **{_reference_name(f): joined[_reference_name(f)].fill_null(0.0) for f in fields})
+
+
+def _reference_name(field: str) -> str:
+    return f"__mlforge_reference__{field}"
 
 
 def _window_plan(feature: Feature, events: ir.Table, keys: list[str], fields: list[str], labels: LabelRange | None = None) -> ir.Table:
@@ -401,7 +419,10 @@ def _combine(spread: ir.Table, column: MetricColumn, interval: int, raw: bool) -
     in_window = spread[_OFFSET] <= column.window_seconds // interval
     aggregation = AGGREGATIONS[column.function]
     if raw:
-        return aggregation.of_raw(spread[column.field], in_window)
+        values = spread[column.field]
+        if aggregation.centred:
+            values = values.cast("float64") - spread[_reference_name(column.field)]
+        return aggregation.of_raw(values, in_window)
     names = _partial_names(column.field)
     return _finish(aggregation, {p: PARTIALS[p].roll_up(spread[names[p]], where=in_window) for p in aggregation.partials})
 
