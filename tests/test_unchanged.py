@@ -408,3 +408,45 @@ def test_ibis_python_udf_body_is_part_of_the_definition(tmp_path):  # contract S
     assert (again.status, again.version, again.reason) == ("skipped", "1.0.0", "unchanged definition and source")
     result = loaded(UDF_MODULE, path, store, "duckdb", factor=5).build()["bumped"]
     assert (result.status, result.version, result.change) == ("built", "1.0.1", "PATCH"), result.reason
+
+
+def test_a_function_hash_does_not_depend_on_the_module_name_its_file_runs_as():  # contract S2
+    """`python features.py` runs a project file as __main__, `mlforge build` imports it as
+    `features`: a feature function reading one of the file's own objects is the same definition."""
+    from mlforge.fingerprints import code_text
+
+    source = (
+        "import enum\n"
+        "class Cfg:\n    factor = 2.0\n"
+        "class Agg(enum.Enum):\n    SUM = object()\n"
+        "CFG = Cfg()\nNAMES = dict.fromkeys({'alpha', 'beta', 'gamma', 'delta'})\n"
+        "def scaled(frame):\n    return (frame, CFG, Agg.SUM, NAMES)\n"
+    )
+    texts = []
+    for module in ("__main__", "features"):
+        namespace: dict = {"__name__": module}
+        exec(compile(source, "features.py", "exec"), namespace)
+        texts.append(code_text(namespace["scaled"]))
+    assert texts[0] == texts[1]
+    assert "object at 0x" not in texts[0]
+
+
+def test_a_function_hash_is_the_same_in_every_process(tmp_path):  # contract S2
+    """Set order follows string hashing, which PYTHONHASHSEED changes per process."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "hash_it.py"
+    script.write_text(
+        "import enum\nfrom mlforge.fingerprints import code_text\n"
+        "class Agg(enum.Enum):\n    SUM = object()\n"
+        "NAMES = dict.fromkeys({'alpha', 'beta', 'gamma', 'delta', 'epsilon'})\nKEPT = {'x', 'y', 'z'}\n"
+        "def picked(frame):\n    return (frame, NAMES, KEPT, Agg.SUM)\n"
+        "print(code_text(picked))\n"
+    )
+    outputs = {
+        subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1, outputs

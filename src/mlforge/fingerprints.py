@@ -28,6 +28,7 @@ import hashlib
 import logging
 import os
 import re
+import sys
 import sysconfig
 import types
 from datetime import date, time, timedelta
@@ -243,6 +244,8 @@ def value_text(value: Any, depth: int, seen: set[types.CodeType]) -> str:
     """A stable text for a value a feature function reads: simple values and containers of
     them by their repr, user functions by their code (recursively), anything else -- modules,
     classes, library functions, objects -- by its qualified name only."""
+    if isinstance(value, enum.Enum):  # by its name: a member's value may print an address
+        return f"{type(value).__qualname__}.{value.name}"
     if isinstance(value, SIMPLE_VALUES):
         return repr(value)
     if depth > MAX_DEPTH:
@@ -252,7 +255,9 @@ def value_text(value: Any, depth: int, seen: set[types.CodeType]) -> str:
     if isinstance(value, (set, frozenset)):
         return f"{type(value).__name__}{{{', '.join(sorted(value_text(v, depth + 1, seen) for v in value))}}}"
     if isinstance(value, dict):
-        items = (f"{value_text(k, depth + 1, seen)}: {value_text(v, depth + 1, seen)}" for k, v in value.items())
+        # sorted: a dict built from a set (dict.fromkeys({...})) has that set's order, which
+        # changes from one process to the next
+        items = sorted(f"{value_text(k, depth + 1, seen)}: {value_text(v, depth + 1, seen)}" for k, v in value.items())
         return f"dict{{{', '.join(items)}}}"
     if isinstance(value, functools.partial):
         arguments = value_text((value.args, value.keywords), depth + 1, seen)
@@ -271,7 +276,11 @@ def value_text(value: Any, depth: int, seen: set[types.CodeType]) -> str:
 def is_user_code(code: types.CodeType) -> bool:
     """Whether ``code`` is the user's, not the standard library's, an installed package's or
     mlforge's own (those are named, never hashed: an upgrade must not change every hash)."""
-    filename = code.co_filename
+    return is_user_code_file(code.co_filename)
+
+
+def is_user_code_file(filename: str) -> bool:
+    """Whether a code file is the user's (see :func:`is_user_code`)."""
     if filename.startswith("<"):  # exec, a REPL or a notebook cell; '<frozen ...>' is the stdlib
         return not filename.startswith("<frozen")
     path = os.path.realpath(filename)
@@ -288,11 +297,25 @@ def _library_dirs() -> tuple[str, ...]:
 
 
 def _qualified_name(value: Any) -> str:
+    """A library's object by its module and name; the user's by its name alone: the module
+    a project's file is loaded as is ``__main__`` under ``python features.py`` and
+    ``features`` under ``mlforge build``, and a notebook's is ``__main__`` too."""
     if isinstance(value, types.ModuleType):
         return f"module {value.__name__}"
     if isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType)):
-        return f"{value.__module__}.{value.__qualname__}"
-    return f"{type(value).__module__}.{type(value).__qualname__} object"
+        return f"{_library_module(value.__module__)}{value.__qualname__}"
+    return f"{_library_module(type(value).__module__)}{type(value).__qualname__} object"
+
+
+def _library_module(name: str | None) -> str:
+    """``name.`` for a module of the standard library or an installed package, else ''."""
+    if name in (None, "__main__"):  # a script or a notebook: the user's
+        return ""
+    module = sys.modules.get(name)
+    filename = module.__dict__.get("__file__") if module is not None else None
+    if name in sys.builtin_module_names or (isinstance(filename, str) and not is_user_code_file(filename)):
+        return f"{name}."
+    return ""
 
 
 def _global_names(code: types.CodeType) -> set[str]:
