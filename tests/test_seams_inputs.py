@@ -6,7 +6,7 @@ that jumped past labels no build had recomputed, and ``diff`` calling float nois
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -530,10 +530,10 @@ def test_std_of_values_far_from_zero_keeps_its_digits(tmp_path, engine):  # cont
 
     big = [2**40, 2**40 + 1, 2**40 + 3]
     near = [1e9 + 0.25, 1e9 + 1.5, 1e9 - 0.75, 1e9 + 2.0]
-    pq.write_table(pa.table({
-        "k": ["big"] * 3 + ["near"] * 4 + ["inf"] * 2,
-        "ts": [datetime(2024, 1, 1, h, tzinfo=UTC) for h in range(9)],
-        "x": [float(v) for v in big] + near + [float("inf"), 1.0],
+    pq.write_table(pa.table({  # "big" also had a 0 a month before: outside the window it is no reference
+        "k": ["big"] * 3 + ["near"] * 4 + ["inf"] * 2 + ["big"],
+        "ts": [datetime(2024, 1, 1, h, tzinfo=UTC) for h in range(9)] + [datetime(2023, 12, 1, tzinfo=UTC)],
+        "x": [float(v) for v in big] + near + [float("inf"), 1.0, 0.0],
     }), tmp_path / "s.parquet")
 
     @mlf.feature(source=str(tmp_path / "s.parquet"), keys=["k"], timestamp="ts", interval="1d", metrics=[mlf.Std("x", windows=["1d"])])
@@ -542,7 +542,12 @@ def test_std_of_values_far_from_zero_keeps_its_digits(tmp_path, engine):  # cont
 
     defs = mlf.Definitions("std", [spread_of_x], offline_store=mlf.LocalStore(tmp_path / "store"), engine=engine)
     assert defs.build()["spread_of_x"].status == "built"
-    got = {r["k"]: r["x_std_1d"] for r in defs.read_feature("spread_of_x", engine="duckdb").to_pyarrow().to_pylist()}
+    stored = defs.read_feature("spread_of_x", engine="duckdb").to_pyarrow().to_pylist()
+    got = {r["k"]: r["x_std_1d"] for r in stored if r["ts"].date() == date(2024, 1, 2)}
+    # a range build reads only the events of its windows: the same values (I1)
+    ranged = mlf.Definitions("std", [spread_of_x], offline_store=mlf.LocalStore(tmp_path / "ranged"), engine=engine)
+    ranged.build(since="2024-01-02", until="2024-01-03")
+    assert {r["k"]: r["x_std_1d"] for r in ranged.read_feature("spread_of_x", engine="duckdb").to_pyarrow().to_pylist()} == pytest.approx(got, rel=1e-12, nan_ok=True)
     for key, values in (("big", big), ("near", near)):
         exact = float(statistics.stdev([Fraction(v) for v in values]))
         assert abs(got[key] - exact) <= 1e-12 * exact, (key, got[key], exact)

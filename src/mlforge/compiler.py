@@ -186,26 +186,31 @@ def _spread_plan(feature: Feature, events: ir.Table, keys: list[str], fields: li
     assert interval is not None  # metric features require an interval (checked when declared)
     columns = feature.metric_columns
     raw = metric_plan_name(columns) == "raw"
-    base = _with_references(events, keys, columns) if raw else _partials(events, keys, fields, columns)
+    base = events if raw else _partials(events, keys, fields, columns)
     offsets = ibis.memtable({_OFFSET: list(range(1, feature.max_window_seconds // interval + 1))})
     spread = base.cross_join(offsets)
     spread = spread.mutate(**{_LABEL: spread[_BUCKET] + spread[_OFFSET]})
+    if raw:
+        spread = _with_references(spread, [*keys, _LABEL], columns)
     aggs = {c.output_name: _combine(spread, c, interval, raw) for c in columns}
     return spread.group_by([*keys, _LABEL]).aggregate(**aggs)
 
 
-def _with_references(events: ir.Table, keys: list[str], columns: Sequence[MetricColumn]) -> ir.Table:
-    """``events`` plus, for each field a centred aggregation reads, the least finite value
-    of the field for the event's key (0 when it has none): the reference its values are
-    read from (see :attr:`~mlforge.aggregations.Aggregation.centred`)."""
+def _with_references(spread: ir.Table, group: list[str], columns: Sequence[MetricColumn]) -> ir.Table:
+    """``spread`` plus, for each field a centred aggregation reads, the least finite value
+    of the field in the event's ``group`` -- a key's label, so its largest window (0 when
+    it has none): the reference its values are read from (see
+    :attr:`~mlforge.aggregations.Aggregation.centred`). Taken over a label's own events, it
+    is the same in a full build and in a range build, which reads every event of the
+    windows it computes (I1)."""
     fields = list(dict.fromkeys(c.field for c in columns if AGGREGATIONS[c.function].centred))
     if not fields:
-        return events
-    references = events.group_by(keys).aggregate(
-        **{_reference_name(f): events[f].cast("float64").min(where=~events[f].cast("float64").isinf()) for f in fields}
+        return spread
+    references = spread.group_by(group).aggregate(
+        **{_reference_name(f): spread[f].cast("float64").min(where=~spread[f].cast("float64").isinf()) for f in fields}
     )
-    joined = events.left_join(references, keys)  # left: a float key that is NaN equals no key, not even its own
-    return joined.select(*[joined[c] for c in events.columns], **{_reference_name(f): joined[_reference_name(f)].fill_null(0.0) for f in fields})
+    joined = spread.left_join(references, group)  # left: a float key that is NaN equals no key, not even its own
+    return joined.select(*[joined[c] for c in spread.columns], **{_reference_name(f): joined[_reference_name(f)].fill_null(0.0) for f in fields})
 
 
 def _reference_name(field: str) -> str:
