@@ -248,6 +248,25 @@ def test_iso_strings_with_a_fraction_only_when_not_zero(tmp_path, engine, texts)
     }
 
 
+@pytest.mark.parametrize("engine_name", ["duckdb", "polars"])
+def test_iso_strings_not_zero_padded_with_a_fraction_still_read(tmp_path, engine_name):  # contract T1
+    """Every value with a fraction, month and day not zero-padded (strptime reads them; Spark's
+    parser does not): the fraction handling must leave them as they are."""
+    path = tmp_path / "loose.parquet"
+    pq.write_table(pa.table({"user": ["a", "b"], "ts": ["2024-1-5T10:00:00.250000", "2024-1-6T11:00:00.500000"], "amt": [1.0, 2.0]}), path)
+
+    @mlf.feature(str(path), keys=["user"], timestamp="ts")
+    def loose_times(t):
+        return t
+
+    defs, result = build(tmp_path, engine_name, loose_times)
+    assert result.ok, [str(f.error) for f in result.failed]
+    assert {r["user"]: utc(r["ts"]) for r in rows(defs, "loose_times")} == {
+        "a": datetime(2024, 1, 5, 10, 0, 0, 250000, tzinfo=UTC),
+        "b": datetime(2024, 1, 6, 11, 0, 0, 500000, tzinfo=UTC),
+    }
+
+
 def test_string_timestamps_with_explicit_format(tmp_path, engine):  # contract T1
     path = tmp_path / "dotted.csv"
     path.write_text("user,when,amt\na,01.01.2024 23:30,1.5\nb,02.01.2024 00:00,2.5\n")

@@ -110,7 +110,6 @@ _FRACTION_TWINS = {
     "%Y-%m-%d %H:%M:%S.%f%z": "%Y-%m-%d %H:%M:%S%z",
     "%Y-%m-%d %H:%M:%S.%f": "%Y-%m-%d %H:%M:%S",
 }
-_SECONDS_END = len("2024-01-05T10:00:00")  # where a fraction starts in those formats
 
 
 def _matches(value: str, fmt: str, *, detected: bool) -> bool:
@@ -125,7 +124,7 @@ def _matches(value: str, fmt: str, *, detected: bool) -> bool:
     if _parses(value, fmt):
         return True
     plain = _FRACTION_TWINS.get(fmt) if detected else None
-    return plain is not None and len(value) >= _SECONDS_END and value[_SECONDS_END : _SECONDS_END + 1] != "." and _parses(value, plain)
+    return plain is not None and "." not in value and _parses(value, plain)
 
 
 def check_unambiguous(values: list[str], fmt: str | None, column: str, where: str) -> None:
@@ -182,8 +181,12 @@ def _parse_strings(table: ir.Table, ts: Timestamp, engine: Engine, where: str) -
     if ts.format is None and fmt in _FRACTION_TWINS:  # a value without a fraction reads as .000000
         import ibis
 
-        end = _SECONDS_END
-        text = cast("ir.StringValue", ibis.ifelse(text.substr(end, 1) == ".", text, text.substr(0, end) + ".000000" + text.substr(end)))
+        if "%z" in fmt:  # before the offset: +HH:MM, or +HHMM (constant patterns: Polars takes no column there)
+            offset = r"[+-]\d\d:?\d\d$"
+            plain = text.re_replace(offset, "") + ".000000" + text.re_extract(offset, 0)
+        else:
+            plain = text + ".000000"
+        text = cast("ir.StringValue", ibis.ifelse(text.contains("."), text, plain))
     parsed = engine.parse_timestamp(text, fmt)
     if cast("dt.Timestamp", parsed.type()).timezone or "%z" in fmt:
         parsed = engine.to_utc_naive(parsed)
