@@ -291,9 +291,10 @@ def test_natural_columns_stand_in_for_the_surrogate_key(defs, engine):  # contra
 
 
 def test_natural_columns_are_value_columns_when_read_by_the_join_key(tmp_path):  # contract K2, P3
-    """A feature storing its entity's natural columns beside the join key: read by those
-    columns they are not added again; read by the join key they are values, and an
-    entity_df column of the same name is a clash, never silently the stored value's stand-in."""
+    """A feature storing its entity's natural columns beside the join key: given all of them,
+    entity_df names the entity by them and they are not added again; read by the join key
+    alone they are values, and an entity_df holding some of them clashes, never silently
+    standing in for the stored value."""
     source = tmp_path / "events.parquet"
     pq.write_table(_events(1.0), source)
     route = mlf.Entity("route", join_key="route_id", from_columns=["origin", "dest"])
@@ -313,6 +314,10 @@ def test_natural_columns_are_value_columns_when_read_by_the_join_key(tmp_path): 
     assert by_key[["origin", "dest", "amt"]].values.tolist() == [["SFO", "LAX", 4.0]]
     with pytest.raises(RetrievalError, match="adds column 'origin', which entity_df already has"):
         defs.get_training_data(["last_route_trip"], pd.DataFrame({"route_id": [key], "origin": ["JFK"], "ts": when}), timestamp="ts")
+    # the key beside all its natural columns (a label table kept whole): they are not added again
+    whole = defs.get_training_data(["last_route_trip"], pd.DataFrame({"route_id": [key], "origin": ["SFO"], "dest": ["LAX"], "ts": when}), timestamp="ts")
+    assert list(whole.columns) == ["route_id", "origin", "dest", "ts", "amt"]
+    assert whole["amt"].tolist() == [4.0]
 
 
 @pytest.mark.spark

@@ -105,20 +105,20 @@ def _entities(record: VersionRecord) -> tuple[Entity, ...]:
 
 
 def without_given_natural_columns(plans: list[Plan], specs: Sequence[FeatureSpec], entity_columns: Sequence[str]) -> list[Plan]:
-    """The plans, less the value columns ``entity_df`` already holds as the natural columns
-    of an entity it is read by (K2): a feature whose function returns an entity's
-    ``from_columns`` stores them beside the join key (K1), so when ``entity_df`` names the
-    entity by those columns (it lacks the join key) they are not added again. Read by the
-    join key, they are value columns like any other, and one ``entity_df`` also holds
-    clashes (:func:`check_outputs`): its value may not be the stored one. A column the
-    request names (``FeatureSpec(columns=...)``) always stays, and clashes: the function
-    may have changed the stored values."""
+    """The plans, less the value columns ``entity_df`` already holds as an entity's natural
+    columns (K2): a feature whose function returns an entity's ``from_columns`` stores them
+    beside the join key (K1); when ``entity_df`` holds *all* of them (it names the entity by
+    them, with or without the join key) they are not added again. Holding only some, it reads
+    by the join key, and those are value columns like any other: one ``entity_df`` also holds
+    clashes (:func:`check_outputs`), since its value may not be the stored one. A column the
+    request names (``FeatureSpec(columns=...)``) always stays, and clashes: the function may
+    have changed the stored values."""
     import dataclasses
 
     given = set(entity_columns)
     out = []
     for plan, spec in zip(plans, specs, strict=True):
-        natural = {c for entity in plan.entities if entity.join_key not in given for c in entity.from_columns or () if c in given}
+        natural = {c for entity in plan.entities if entity.from_columns and set(entity.from_columns) <= given for c in entity.from_columns}
         if spec.columns is None and natural.intersection(plan.values):
             plan = dataclasses.replace(plan, values=tuple(v for v in plan.values if v not in natural))
         out.append(plan)
