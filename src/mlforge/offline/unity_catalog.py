@@ -335,7 +335,7 @@ class UnityCatalogStore:
         if problem is None:
             return
         more = f"its Delta version {delta_version} stays in {self.table_name(feature)} ({problem}): plain readers see its rows, and range builds refuse to go on over it"
-        fix = f"rewrite the table: `mlforge build --features {feature} --full-refresh`; or restore latest's rows: `mlforge rollback {feature} VERSION --yes` with latest's VERSION"
+        fix = f"rewrite the table: `mlforge build --features {feature} --full-refresh --force` (a rebuild of unchanged inputs is skipped otherwise); or restore latest's rows: `mlforge rollback {feature} VERSION --yes` with latest's VERSION"
         if isinstance(failure, MlforgeError):
             failure.amend(more, fix)
         else:
@@ -361,7 +361,7 @@ class UnityCatalogStore:
                 f"it holds commits mlforge did not record ({', '.join(dict.fromkeys(changed))}: another writer's, or a failed build's that could not be taken back), "
                 "which a range build would carry into the new version",
                 where=self.table_name(feature),
-                fix=f"rewrite the table from the source: `mlforge build --features {feature} --full-refresh`; or restore it to {latest}: `mlforge rollback {feature} {latest} --yes`",
+                fix=f"rewrite the table from the source: `mlforge build --features {feature} --full-refresh --force` (a rebuild of unchanged inputs is skipped otherwise); or restore it to {latest}: `mlforge rollback {feature} {latest} --yes`",
             )
 
     def adopt_commit(self, feature: str, version: str) -> str | None:
