@@ -39,6 +39,16 @@ TABLE_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionV
 METADATA_COLUMNS = ("feature", "kind", "version", "delta_version", "metadata", "token", "recorded_at")
 
 
+
+def _spark_name(name: str) -> str:
+    """A dotted table or schema name with each part quoted for Spark (E5): a feature named
+    ``a-b`` is a valid table name that Spark's parser refused unquoted.
+
+    >>> _spark_name("main.s1.a-b")
+    '`main`.`s1`.`a-b`'
+    """
+    return ".".join(quote_identifier(part, "spark") for part in name.split("."))
+
 @dataclass(frozen=True)
 class TableRef:
     """A feature's table: its three-part name and, when addressed by path, its location."""
@@ -271,15 +281,15 @@ class SparkTables:
         reader = self.session.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
-        return reader.load(ref.location) if ref.location else reader.table(ref.name)
+        return reader.load(ref.location) if ref.location else reader.table(_spark_name(ref.name))
 
     def _target(self, ref: TableRef) -> str:
-        return f"delta.`{ref.location}`" if ref.location else ref.name
+        return f"delta.{quote_identifier(ref.location, 'spark')}" if ref.location else _spark_name(ref.name)
 
     def exists(self, ref: TableRef) -> bool:
         if ref.location:
             return os.path.isdir(os.path.join(_local(ref.location), "_delta_log")) if "://" not in ref.location or ref.location.startswith("file:") else _spark_path_exists(self.session, ref.location)
-        return bool(self.session.catalog.tableExists(ref.name))
+        return bool(self.session.catalog.tableExists(_spark_name(ref.name)))
 
     def write(self, ref: TableRef, staging_dir: str, *, schema: Any, properties: dict[str, str], rows: RangeFilter | None, user_metadata: str) -> int:
         from pyspark.sql import functions as F
@@ -297,11 +307,11 @@ class SparkTables:
                 self._create(ref, frame, {**TABLE_PROPERTIES, **properties})
             if rows is None:
                 writer = frame.write.format("delta").mode("overwrite").option("overwriteSchema", "true")
-                writer.save(ref.location) if ref.location else writer.saveAsTable(ref.name)
+                writer.save(ref.location) if ref.location else writer.saveAsTable(_spark_name(ref.name))
             else:
                 condition = rows.sql()
                 writer = frame.filter(F.expr(condition)).write.format("delta").mode("overwrite").option("replaceWhere", condition)
-                writer.save(ref.location) if ref.location else writer.saveAsTable(ref.name)
+                writer.save(ref.location) if ref.location else writer.saveAsTable(_spark_name(ref.name))
         finally:
             self.session.conf.unset(key)
         history = self.session.sql(f"DESCRIBE HISTORY {self._target(ref)} LIMIT 20").select("version", "userMetadata").collect()
@@ -315,7 +325,7 @@ class SparkTables:
         props = ", ".join(f"'{k}' = '{v}'" for k, v in sorted(properties.items()))
         tail = f" TBLPROPERTIES ({props})" if props else ""
         if not ref.location:
-            self.session.sql(f"CREATE SCHEMA IF NOT EXISTS {ref.name.rsplit('.', 1)[0]}")
+            self.session.sql(f"CREATE SCHEMA IF NOT EXISTS {_spark_name(ref.name.rsplit('.', 1)[0])}")
         self.session.sql(f"CREATE TABLE IF NOT EXISTS {self._target(ref)} ({columns}) USING DELTA{tail}")
 
     def read(self, ref: TableRef, version: int, engine: Engine) -> ir.Table:
