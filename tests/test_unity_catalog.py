@@ -327,6 +327,25 @@ def test_a_damaged_data_file_of_a_delta_version_is_refused(stack, tmp_path, how)
         assert "version 1.0.0" in str(caught.value) and "--full-refresh" in caught.value.fix
 
 
+def test_a_damaged_metadata_table_is_a_store_error_naming_the_repair(stack, tmp_path):  # contract E1
+    """The metadata table's files removed under it: listing versions and building say which
+    table, and how to restore it, instead of raising pyarrow's own error."""
+    if stack.name not in {"delta-rs", "workspace"}:
+        pytest.skip("Spark reads the table through Delta itself")
+    path = _source(tmp_path, seed=4, n=60)
+    store = stack.store(tmp_path)
+    defs = _defs(stack, store, path)
+    assert defs.build()["spend"].version == "1.0.0"
+    metadata = DeltaTable(store._ref("_mlforge_metadata", for_engine=False)[1].location.removeprefix("file://"))
+    for uri in metadata.file_uris():
+        os.remove(uri.removeprefix("file://"))
+    with pytest.raises(StoreError, match="_mlforge_metadata, the store's record of versions") as caught:
+        store.list_versions("spend")
+    assert "RESTORE TABLE" in caught.value.fix
+    failed = defs.build(raise_on_error=False)["spend"]
+    assert failed.status == "failed" and isinstance(failed.error, StoreError)
+
+
 def test_commits_that_change_no_rows_do_not_stop_range_builds(stack, tmp_path):  # contract I1, S4
     """Table properties (raising the retention, as the docs advise), OPTIMIZE or VACUUM add
     Delta commits that change no rows; a rollback onto the version latest names already is

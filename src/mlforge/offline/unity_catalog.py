@@ -240,7 +240,15 @@ class UnityCatalogStore:
     # -- metadata ------------------------------------------------------------------
     def _rows(self) -> list[dict[str, Any]]:
         tables, ref = self._ref(METADATA_TABLE, for_engine=False)
-        return tables.metadata_rows(ref)
+        try:
+            return tables.metadata_rows(ref)
+        except _read_errors() as exc:  # its files removed or damaged: E1, not a raw library error
+            raise StoreError(
+                f"{self.table_name(METADATA_TABLE)}, the store's record of versions and latest pointers, cannot be read ({type(exc).__name__}: {exc})",
+                where=f"schema {self.catalog}.{self.schema}",
+                fix=f"restore it from its Delta history (`RESTORE TABLE {self.table_name(METADATA_TABLE)} TO VERSION AS OF N`, N from `DESCRIBE HISTORY`); "
+                "the feature tables are intact and keep their own history",
+            ) from exc
 
     def _version_rows(self, feature: str) -> dict[str, dict[str, Any]]:
         return {r["version"]: r for r in self._rows() if r["feature"] == feature and r["kind"] == "version"}
