@@ -349,3 +349,18 @@ def test_a_local_store_needs_a_folder_of_its_own(path):
     with pytest.raises(ConfigError, match="LocalStore needs a folder path") as caught:
         mlf.LocalStore(path)
     assert "./feature_store" in caught.value.fix
+
+
+def test_a_bad_value_from_the_environment_is_blamed_on_its_own_option(in_tmp, monkeypatch):  # contract E1
+    """Two options from the environment and one written: the rejected one is named with its
+    line, not the written option that the store's fix text happens to quote."""
+    (in_tmp / "mlforge.yaml").write_text(
+        "default_profile: uc\nprofiles:\n  uc:\n    offline_store:\n      KIND: unity-catalog\n      catalog: main\n"
+        "      schema: ${oc.env:UC_SCHEMA}\n      storage_root: ${oc.env:UC_ROOT}\n"
+    )
+    monkeypatch.setenv("UC_SCHEMA", "bad schema")
+    monkeypatch.setenv("UC_ROOT", f"file://{in_tmp}/uc")
+    with pytest.raises(ProfileError) as caught:
+        resolve_profile().as_settings()
+    assert "option 'schema'" in caught.value.what and "bad schema" not in str(caught.value)
+    assert "mlforge.yaml:7" in str(caught.value) and "UC_SCHEMA" in caught.value.fix

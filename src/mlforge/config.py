@@ -371,8 +371,11 @@ def _option_names(cls: Any) -> set[str] | None:
 
 def _rejected_value(exc: Exception, key: str, kind_name: str, options: dict[str, Any], where: str, locate: Any, from_env: dict[str, list[str]]) -> ProfileError:
     detail = exc.what if isinstance(exc, MlforgeError) else f"{type(exc).__name__}: {exc}"
-    raw = str(exc)
+    raw = exc.what if isinstance(exc, MlforgeError) else str(exc)  # not its fix: examples there name other options
     suspects = [o for o in from_env if isinstance(options.get(o), str) and options[o] and options[o] in raw]
+    if not suspects:  # the message names the option it rejects ("... schema '***' is not ...")
+        named = [o for o in options if re.search(rf"(?<![\w.]){re.escape(o)}(?![\w.])", raw)]
+        suspects = [o for o in named if o in from_env] if len(named) == 1 else []
     if not suspects and MASK in detail and len(from_env) == 1:
         suspects = list(from_env)
     if len(suspects) == 1 and locate is not None:
