@@ -302,17 +302,23 @@ def test_a_build_failing_after_its_commit_takes_the_commit_back(stack, tmp_path,
     assert _canonical(ranged_rows) == _canonical(_plain_rows(stack, full_store, "spend"))
 
 
+def _first_version_read_by_delta_rs(stack: Stack, tmp_path, *, seed: int, n: int) -> tuple[UnityCatalogStore, mlf.Definitions]:
+    """1.0.0 of ``spend`` on a stack whose tables mlforge reads with delta-rs (Spark reads
+    them through Delta itself, so damage tests skip it)."""
+    if stack.name not in {"delta-rs", "workspace"}:
+        pytest.skip("Spark reads the table through Delta itself")
+    store = stack.store(tmp_path)
+    defs = _defs(stack, store, _source(tmp_path, seed=seed, n=n))
+    assert defs.build()["spend"].version == "1.0.0"
+    return store, defs
+
+
 @pytest.mark.parametrize("how", ["fewer rows, same name", "deleted", "truncated"])
 def test_a_damaged_data_file_of_a_delta_version_is_refused(stack, tmp_path, how):  # contract S7, E1
     """A Delta version's files are checked against its log before they are read: a file
     rewritten with fewer rows read as fewer rows, a missing or truncated one raised
     pyarrow's or DuckDB's own error."""
-    if stack.name not in {"delta-rs", "workspace"}:
-        pytest.skip("Spark reads the table through Delta itself")
-    path = _source(tmp_path, seed=3, n=120)
-    store = stack.store(tmp_path)
-    defs = _defs(stack, store, path)
-    assert defs.build()["spend"].version == "1.0.0"
+    store, defs = _first_version_read_by_delta_rs(stack, tmp_path, seed=3, n=120)
     table = DeltaTable(store._ref("spend", for_engine=True)[1].location.removeprefix("file://"))
     victim = table.file_uris()[0].removeprefix("file://")
     if how == "deleted":
@@ -330,12 +336,7 @@ def test_a_damaged_data_file_of_a_delta_version_is_refused(stack, tmp_path, how)
 def test_a_damaged_metadata_table_is_a_store_error_naming_the_repair(stack, tmp_path):  # contract E1
     """The metadata table's files removed under it: listing versions and building say which
     table, and how to restore it, instead of raising pyarrow's own error."""
-    if stack.name not in {"delta-rs", "workspace"}:
-        pytest.skip("Spark reads the table through Delta itself")
-    path = _source(tmp_path, seed=4, n=60)
-    store = stack.store(tmp_path)
-    defs = _defs(stack, store, path)
-    assert defs.build()["spend"].version == "1.0.0"
+    store, defs = _first_version_read_by_delta_rs(stack, tmp_path, seed=4, n=60)
     metadata = DeltaTable(store._ref("_mlforge_metadata", for_engine=False)[1].location.removeprefix("file://"))
     for uri in metadata.file_uris():
         os.remove(uri.removeprefix("file://"))
