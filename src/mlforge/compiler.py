@@ -206,9 +206,8 @@ def _with_references(spread: ir.Table, group: list[str], columns: Sequence[Metri
     fields = list(dict.fromkeys(c.field for c in columns if AGGREGATIONS[c.function].centred))
     if not fields:
         return spread
-    references = spread.group_by(group).aggregate(
-        **{_reference_name(f): spread[f].cast("float64").min(where=~spread[f].cast("float64").isinf()) for f in fields}
-    )
+    values = {f: spread[f].cast("float64") for f in fields}
+    references = spread.group_by(group).aggregate(**{_reference_name(f): v.min(where=~v.isinf()) for f, v in values.items()})
     joined = spread.left_join(references, group)  # left: a float key that is NaN equals no key, not even its own
     return joined.select(*[joined[c] for c in spread.columns], **{_reference_name(f): joined[_reference_name(f)].fill_null(0.0) for f in fields})
 

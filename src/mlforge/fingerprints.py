@@ -264,7 +264,7 @@ def value_text(value: Any, depth: int, seen: set[types.CodeType]) -> str:
         return f"partial({value_text(value.func, depth + 1, seen)}, {arguments})"
     if isinstance(value, types.MethodType):  # the bound object by its type (or class) only
         return f"method({value_text(value.__func__, depth, seen)} of {_qualified_name(value.__self__)})"
-    if isinstance(value, types.FunctionType) and is_user_code(value.__code__):
+    if isinstance(value, types.FunctionType) and is_user_code_file(value.__code__.co_filename):
         if value.__code__ in seen:  # recursion, or a helper already hashed above
             return f"def {value.__qualname__}"
         seen.add(value.__code__)
@@ -273,14 +273,9 @@ def value_text(value: Any, depth: int, seen: set[types.CodeType]) -> str:
     return _qualified_name(value)
 
 
-def is_user_code(code: types.CodeType) -> bool:
-    """Whether ``code`` is the user's, not the standard library's, an installed package's or
-    mlforge's own (those are named, never hashed: an upgrade must not change every hash)."""
-    return is_user_code_file(code.co_filename)
-
-
 def is_user_code_file(filename: str) -> bool:
-    """Whether a code file is the user's (see :func:`is_user_code`)."""
+    """Whether a code file is the user's, not the standard library's, an installed package's
+    or mlforge's own (those are named, never hashed: an upgrade must not change every hash)."""
     if filename.startswith("<"):  # exec, a REPL or a notebook cell; '<frozen ...>' is the stdlib
         return not filename.startswith("<frozen")
     path = os.path.realpath(filename)

@@ -383,7 +383,6 @@ def _already_built(feature: Feature, options: BuildOptions, previous: VersionRec
 def _same_rows(feature: Feature, store: OfflineStore, previous_version: str | None, previous: VersionRecord | None, metadata: VersionRecord, data_dir: str) -> bool:
     """Whether the staged files hold the previous version's rows (canonical types, floats
     within the tolerance of :mod:`mlforge.equivalence`); on any doubt, no."""
-
     if previous is None or previous_version is None:
         return False
     return rows_equivalent(
@@ -565,7 +564,6 @@ def _reuse_files(paths: list[str], data_dir: str) -> None:
 
 def _rows_written(data_dir: str, reused: list[str]) -> int:
     """Rows of the files this build wrote: all but the month files it took over unchanged."""
-
     import pyarrow.parquet as pq
 
     kept = {os.path.basename(p) for p in reused}
@@ -716,7 +714,6 @@ def _metadata(
     the event's own step aggregates events before it. So the next build continues there.
     (Not from the newest stored label: a range build keeps the labels after its ``until``
     from the version before.)"""
-
     import pyarrow.parquet as pq
 
     files = parquet_files(data_dir)
@@ -762,7 +759,6 @@ def _tied_rows(feature: Feature, data_dir: str, engine: Engine) -> int:
     without one) with another row: every read picks one row of such a group by value
     (:meth:`Engine.last_per_group`), so training and online agree. Rows with a null key or
     timestamp match no label and do not count."""
-
     files = parquet_files(data_dir)
     if not files:
         return 0

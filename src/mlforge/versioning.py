@@ -89,10 +89,13 @@ def classify(previous: VersionRecord | Mapping[str, Any] | None, current: Versio
     if previous is None:
         return Change(ChangeKind.MAJOR, "first build")
     old, new = _as_record(previous), _as_record(current)
-    same_step = old.interval == new.interval or _same_step(old.interval, new.interval)
-    fixed = (("keys", list(old.keys), list(new.keys)), ("interval", old.interval, old.interval if same_step else new.interval), ("timestamp column", old.timestamp, new.timestamp))
-    for label, before, after in fixed:
-        if before != after:
+    fixed = (
+        ("keys", list(old.keys), list(new.keys), list(old.keys) == list(new.keys)),
+        ("interval", old.interval, new.interval, _same_step(old.interval, new.interval)),
+        ("timestamp column", old.timestamp, new.timestamp, old.timestamp == new.timestamp),
+    )
+    for label, before, after, same in fixed:
+        if not same:
             return Change(ChangeKind.MAJOR, f"{label} changed from {before!r} to {after!r}")
     old_schema, new_schema = old.schema, new.schema
     removed = sorted(set(old_schema) - set(new_schema))
@@ -116,9 +119,11 @@ def classify(previous: VersionRecord | Mapping[str, Any] | None, current: Versio
 def _same_step(before: str | None, after: str | None) -> bool:
     """Whether two interval texts name the same grid step ('1d' and '24h' do).
 
-    >>> _same_step("1d", "24h"), _same_step("1h", "3600s"), _same_step("1d", "1h"), _same_step(None, "1d")
-    (True, True, False, False)
+    >>> _same_step("1d", "24h"), _same_step("1h", "3600s"), _same_step("1d", "1h"), _same_step(None, "1d"), _same_step(None, None)
+    (True, True, False, False, True)
     """
+    if before == after:
+        return True
     if before is None or after is None:
         return False
     try:

@@ -111,9 +111,10 @@ class PySparkEngine(Engine):
         return self.con.table(view)
 
     def _read_parquet(self, location: str) -> ir.Table:
-        nanos = _nanosecond_columns(_absolute(location))
+        absolute = _absolute(location)
+        nanos = _nanosecond_columns(absolute)
         # a path with glob characters that names a file or directory as it is: that alone
-        path = _hadoop_literal(_absolute(location)) if names_itself(location) else _absolute(location)
+        path = _hadoop_literal(absolute) if names_itself(location) else absolute
         if not nanos:
             return self.con.read_parquet(path)
         # Spark refuses TIMESTAMP(NANOS) (what pandas writes by default); read those columns

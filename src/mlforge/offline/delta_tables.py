@@ -39,7 +39,6 @@ TABLE_PROPERTIES = {"delta.enableChangeDataFeed": "true", "delta.enableDeletionV
 METADATA_COLUMNS = ("feature", "kind", "version", "delta_version", "metadata", "token", "recorded_at")
 
 
-
 def _spark_name(name: str) -> str:
     """A dotted table or schema name with each part quoted for Spark (E5): a feature named
     ``a-b`` is a valid table name that Spark's parser refused unquoted.
@@ -48,6 +47,7 @@ def _spark_name(name: str) -> str:
     '`main`.`s1`.`a-b`'
     """
     return ".".join(quote_identifier(part, "spark") for part in name.split("."))
+
 
 @dataclass(frozen=True)
 class TableRef:
@@ -394,7 +394,6 @@ class SparkTables:
 
 def _staged(staging_dir: str, schema: Any) -> Any:
     """The staged Parquet files as a dataset; with no files, an empty one of ``schema``."""
-
     import pyarrow.dataset as ds
 
     files = parquet_files(staging_dir)

@@ -50,6 +50,7 @@ from mlforge.retrieval.specs import (
     check_outputs,
     check_whole_frame_columns,
     feature_specs,
+    join_columns,
     resolve,
     surrogates,
     without_given_natural_columns,
@@ -162,8 +163,7 @@ def _training_local(workspace: Workspace, defined: Mapping[str, Feature], specs:
     computed = surrogates(plans, columns)
     if timestamp is not None and timestamp not in columns:
         raise RetrievalError(f"timestamp column {timestamp!r} is not in entity_df", fix=f"use one of {columns}")
-    needed = [*{k for p in plans for k in p.keys if k in columns}, *{c for e in computed.values() for c in e.from_columns or ()}]
-    needed = list(dict.fromkeys([*needed, *([timestamp] if timestamp else [])]))
+    needed = join_columns(plans, computed, columns, timestamp)
     check_join_columns(needed)
     check_case_clashes(plans, needed)
     arrow = plain_columns(materialize_columns(frame, kind, needed), plans, timestamp)
@@ -198,7 +198,7 @@ def _training_in_engine(workspace: Workspace, defined: Mapping[str, Feature], sp
     if timestamp is not None and timestamp not in columns:
         raise RetrievalError(f"timestamp column {timestamp!r} is not in entity_df", fix=f"use one of {columns}")
     check_join_columns([timestamp] if timestamp is not None else [])
-    check_whole_frame_columns(plans, computed, timestamp, columns, ROW)
+    check_whole_frame_columns(join_columns(plans, computed, columns, timestamp), columns, ROW)
     check_case_clashes(plans, columns)
     base = prepare_base(engine.from_native(native.withColumn(ROW, F.monotonically_increasing_id())), plans, computed, timestamp, engine)
     result = attach(base, plans, engine, point_in_time=timestamp is not None)

@@ -156,15 +156,22 @@ def check_join_columns(columns: Sequence[str]) -> None:
             )
 
 
-def check_whole_frame_columns(plans: list[Plan], computed: Mapping[str, Entity], timestamp: str | None, columns: Sequence[str], row: str) -> None:
-    """A Spark ``entity_df`` goes into the query whole: none of its columns may be the
-    name of mlforge's row number ``row``, and no key or label column may differ only by case from
-    another of its columns, which Spark cannot tell apart (E1, E5; a local frame sends only
-    its key and label columns, so its other columns never meet them)."""
+def join_columns(plans: list[Plan], computed: Mapping[str, Entity], columns: Sequence[str], timestamp: str | None) -> list[str]:
+    """The columns of entity_df the join reads: the keys it holds, the natural columns of
+    the keys computed from them (K2), and the label-time column."""
+    keys = [k for p in plans for k in p.keys if k in columns]
+    natural = [c for e in computed.values() for c in e.from_columns or ()]
+    return list(dict.fromkeys([*keys, *natural, *([timestamp] if timestamp else [])]))
+
+
+def check_whole_frame_columns(joined: Sequence[str], columns: Sequence[str], row: str) -> None:
+    """A Spark ``entity_df`` goes into the query whole: none of its ``columns`` may be the
+    name of mlforge's row number ``row``, and none of the ``joined`` ones (key and label
+    columns) may differ only by case from another, which Spark cannot tell apart (E1, E5; a
+    local frame sends only its key and label columns, so its other columns never meet them)."""
     if row in columns:
         raise RetrievalError(f"entity_df has a column named {row!r}, the name of the row number mlforge adds on Spark", where="entity_df", fix="rename that column")
-    joined = [*(k for p in plans for k in p.keys if k in columns), *(c for e in computed.values() for c in e.from_columns or ()), *([timestamp] if timestamp else [])]
-    for col in dict.fromkeys(joined):
+    for col in joined:
         twins = [c for c in columns if c != col and c.lower() == col.lower()]
         if twins:
             raise RetrievalError(
